@@ -1,0 +1,41 @@
+# Crossroads: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: demo test test-fast test-deploy protos lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crossroads demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not deploy" -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not deploy and not slow" -q
+
+test-deploy: $(STAMP)
+	$(BIN)/python -m pytest -m deploy -q tests/deploy
+
+protos: $(STAMP)
+	$(BIN)/python -m node.wire.codegen
+
+lint: $(STAMP)
+	$(BIN)/ruff check node pki tests benchmarks
+	$(BIN)/python -m mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.e2e
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

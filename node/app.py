@@ -1,0 +1,236 @@
+"""Assembly: builds the hub and the node from their config, explicitly (no service locator).
+
+``HubApp`` = HubStore + Intake + Deliverer + HubService on one mTLS server.
+``NodeApp`` = NodeStore + Uplink + DeliverService (mTLS server, for the hub) + LocalService
+(plain server on a Unix socket or loopback port, for the institution's applications).
+
+Both stop in two stages: health NOT_SERVING first, then the servers stop with a grace period
+(in-flight batches finish and are acknowledged), then background tasks, then the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.config import HubConfig, NodeConfig
+from node.core.envelope import Policy
+from node.hub.delivery import Deliverer
+from node.hub.intake import Intake
+from node.hub.service import HubService
+from node.member.deliver_service import DeliverService
+from node.member.local_api import LocalService
+from node.member.uplink import Uplink
+from node.rpc.peer import PeerAuthenticator
+from node.rpc.revocation import RevocationList
+from node.rpc.tls import TlsMaterial, server_options
+from node.store.hub_store import HubStore
+from node.store.node_store import NodeStore
+from node.wire.gen.crossroads.v1 import (
+    hub_pb2,
+    hub_pb2_grpc,
+    local_pb2,
+    local_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+)
+
+__all__ = ["HubApp", "NodeApp", "serve_forever"]
+
+log = structlog.get_logger(__name__)
+GRACE_S = 5.0
+
+
+class App(Protocol):
+    async def start(self) -> dict[str, int | str]: ...
+    async def stop(self) -> None: ...
+
+
+def _health_and_reflection(server: grpc.aio.Server, names: list[str]) -> health.aio.HealthServicer:
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    return servicer
+
+
+async def _set_health(servicer: health.aio.HealthServicer, names: list[str], serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ["", *names]:
+        await servicer.set(name, status)
+
+
+class HubApp:
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous)
+        self.tls = TlsMaterial.load(config.tls)
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert)
+        self.server: grpc.aio.Server | None = None
+        self.deliverer: Deliverer | None = None
+        self.intake: Intake | None = None
+        self.port = 0
+        self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name]
+        self._health: health.aio.HealthServicer | None = None
+
+    async def start(self) -> dict[str, int | str]:
+        cfg = self.config
+        state = await self.store.open()
+        await self.revocations.start()
+        institutions = frozenset(i.enterprise_number for i in cfg.institutions)
+        endpoints = dict(state.endpoints)
+        endpoints.update({i.enterprise_number: i.endpoint for i in cfg.institutions if i.endpoint})
+        policy = Policy(
+            institutions=institutions,
+            services=frozenset((s.id, s.version) for s in cfg.services),
+            max_payload_bytes=cfg.limits.max_payload_bytes,
+        )
+        self.deliverer = Deliverer(
+            self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending
+        )
+        self.intake = Intake(
+            self.store, policy, state.pending, cfg.limits.destination_quota,
+            cfg.limits.max_batch_envelopes, self.deliverer.wake,
+        )
+        peers = PeerAuthenticator(cfg.network, self.revocations)
+        service = HubService(peers, self.intake, self.deliverer, self.store, institutions)
+        self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
+        hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
+        self._health = _health_and_reflection(self.server, self._names)
+        self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        await self.server.start()
+        self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
+        await _set_health(self._health, self._names, True)
+        log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
+                 institutions=len(institutions), pending=sum(state.pending.values()))
+        return {"port": self.port}
+
+    async def stop(self) -> None:
+        if self._health is not None:
+            await _set_health(self._health, self._names, False)
+        if self.server is not None:
+            await self.server.stop(GRACE_S)
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+        await self.revocations.stop()
+        await self.store.close()
+        log.info("hub_stopped")
+
+
+class NodeApp:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
+        self.tls = TlsMaterial.load(config.tls)
+        self.server: grpc.aio.Server | None = None
+        self.local_server: grpc.aio.Server | None = None
+        self.uplink: Uplink | None = None
+        self.deliver: DeliverService | None = None
+        self.port = 0
+        self.local_port = 0
+        self._names = [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name]
+        self._local_names = [local_pb2.DESCRIPTOR.services_by_name["Local"].full_name]
+        self._health: health.aio.HealthServicer | None = None
+        self._local_health: health.aio.HealthServicer | None = None
+
+    async def start(self) -> dict[str, int | str]:
+        cfg = self.config
+        await self.store.open()
+        peers = PeerAuthenticator(cfg.network, frozenset)
+        max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
+        self.server = grpc.aio.server(options=server_options(max_bytes))
+        self.deliver = DeliverService(peers, self.store)
+        node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
+        self._health = _health_and_reflection(self.server, self._names)
+        self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
+        self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
+        policy = Policy(
+            institutions=frozenset(),
+            services=frozenset((s.id, s.version) for s in cfg.services),
+            max_payload_bytes=cfg.limits.max_payload_bytes,
+            check_services=bool(cfg.services),
+        )
+        local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink)
+        self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
+        local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
+        self._local_health = _health_and_reflection(self.local_server, self._local_names)
+        if cfg.local_api.startswith("unix:"):
+            socket_path = Path(cfg.local_api.removeprefix("unix:"))
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                socket_path.unlink()
+        self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+        await self.server.start()
+        await self.local_server.start()
+        if cfg.local_api.startswith("unix:"):
+            os.chmod(cfg.local_api.removeprefix("unix:"), 0o660)
+        self.uplink.start()
+        await _set_health(self._health, self._names, True)
+        await _set_health(self._local_health, self._local_names, True)
+        log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
+                 endpoint=endpoint, local_api=cfg.local_api, hub=cfg.hub)
+        return {"port": self.port, "local_port": self.local_port, "local_api": self.local_api}
+
+    @property
+    def local_api(self) -> str:
+        if self.config.local_api.startswith("unix:"):
+            return self.config.local_api
+        return _with_port(self.config.local_api, self.local_port)
+
+    async def stop(self) -> None:
+        for servicer, names in ((self._health, self._names),
+                                (self._local_health, self._local_names)):
+            if servicer is not None:
+                await _set_health(servicer, names, False)
+        if self.local_server is not None:
+            await self.local_server.stop(GRACE_S)
+        if self.uplink is not None:
+            await self.uplink.stop()
+        if self.server is not None:
+            await self.server.stop(GRACE_S)
+        await self.store.close()
+        log.info("node_stopped")
+
+
+def _with_port(address: str, port: int) -> str:
+    host = address.rsplit(":", 1)[0]
+    if host in ("0.0.0.0", "[::]", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+async def serve_forever(app: App, ready_file: Path | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    info = await app.start()
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+        tmp.replace(ready_file)
+    try:
+        await stop.wait()
+        log.info("stopping", signal="SIGTERM/SIGINT")
+    finally:
+        await app.stop()

@@ -1,0 +1,228 @@
+"""The ``crossroads`` command: daemons, application tools, audit, PKI, demo.
+
+This is the only module that reads files and the environment; everything it builds gets
+validated values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _load_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"crossroads: error: config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemExit(f"crossroads: error: {path}: {exc}") from None
+
+
+def _run_async(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace, role: str) -> int:
+    from node import logs
+    from node.config import ConfigError, hub_config, node_config
+
+    path = Path(args.config).resolve()
+    table = _load_toml(path)
+    try:
+        config = (hub_config if role == "hub" else node_config)(table, path.parent)
+    except ConfigError as exc:
+        print(f"crossroads: error: {path}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level, role=role)
+    from node.app import HubApp, NodeApp, serve_forever
+
+    app = HubApp(config) if role == "hub" else NodeApp(config)  # type: ignore[arg-type]
+    ready = Path(args.ready_file) if args.ready_file else None
+    _run_async(serve_forever(app, ready))
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from node.client import LocalClient, make_envelope
+
+    payload = (args.payload or "").encode()
+    envelopes = [
+        make_envelope(
+            args.service, args.to, payload, subject_citizen=args.subject_citizen or "",
+            subject_enterprise=args.subject_enterprise or "", capacity=args.capacity,
+            sender_ticket=f"{args.ticket_prefix}{i}" if args.ticket_prefix else "",
+            service_version=args.service_version,
+        )
+        for i in range(args.count)
+    ]
+    refused = 0
+    with LocalClient(args.local_api) as client:
+        for start in range(0, len(envelopes), args.batch):
+            outcomes, seqs = client.submit(envelopes[start:start + args.batch])
+            if args.wait:
+                decided = client.outcomes([s for s in seqs if s], wait_ms=args.wait_ms)
+                by_seq = dict(zip([s for s in seqs if s], decided, strict=True))
+                outcomes = [by_seq.get(s, o) if s else o for o, s in zip(outcomes, seqs, strict=True)]
+            for o, s in zip(outcomes, seqs, strict=True):
+                refused += o.reason not in ("ACCEPTED", "DUPLICATE")
+                print(json.dumps({"sequence": s, "reason": o.reason, "detail": o.detail,
+                                  "hub_ticket": o.hub_ticket, "receivers": list(o.receivers)}))
+    return 1 if refused else 0
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    from node.client import LocalClient
+
+    with LocalClient(args.local_api) as client:
+        envelopes = client.fetch(args.max, wait_ms=args.wait_ms)
+        for e in envelopes:
+            print(json.dumps({
+                "hub_ticket": e.hub_ticket, "sender": e.sender, "service_id": e.service_id,
+                "sender_ticket": e.sender_ticket, "subject": e.subject.number,
+                "received_at_unix_us": e.received_at_unix_us,
+                "payload": e.payload.data.decode("utf-8", "replace"),
+            }))
+        if args.ack and envelopes:
+            client.acknowledge([e.hub_ticket for e in envelopes])
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from node.client import LocalClient
+
+    with LocalClient(args.local_api) as client:
+        print(json.dumps(MessageToDict(client.status(), always_print_fields_with_no_presence=True),
+                         indent=2))
+    return 0
+
+
+def _audit_db(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    if args.config:
+        from node.config import hub_config
+
+        path = Path(args.config).resolve()
+        return hub_config(_load_toml(path), path.parent).data_dir / "hub.sqlite"
+    raise SystemExit("crossroads: error: give --db or --config")
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from node.audit_tool import verify_file
+
+    try:
+        report = verify_file(_audit_db(args))
+    except FileNotFoundError as exc:
+        print(f"crossroads: error: {exc}", file=sys.stderr)
+        return 2
+    if report.problem is not None:
+        print(f"audit log INVALID: {report.problem}", file=sys.stderr)
+        return 1
+    print(f"audit log OK: {report.records} records, chain verified")
+    return 0
+
+
+def _audit_summary(args: argparse.Namespace) -> int:
+    from node.audit_tool import summary
+
+    print(json.dumps(summary(_audit_db(args)), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None, args.envelopes)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.e2e import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossroads", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for role in ("hub", "node"):
+        p = sub.add_parser(role, help=f"the {role} daemon")
+        rs = p.add_subparsers(dest="action", required=True)
+        serve = rs.add_parser("serve", help=f"run the {role} in the foreground")
+        serve.add_argument("--config", required=True, help=f"{role}.toml")
+        serve.add_argument("--ready-file", help="write {pid, ports} as JSON here when serving")
+        serve.set_defaults(func=lambda a, r=role: _serve(a, r))
+
+    send = sub.add_parser("send", help="submit envelopes through a node's local API")
+    send.add_argument("--local-api", required=True, help="unix:/path or host:port")
+    send.add_argument("--service", required=True)
+    send.add_argument("--service-version", type=int, default=0)
+    send.add_argument("--to", action="append", required=True, help="receiver enterprise number")
+    send.add_argument("--subject-citizen")
+    send.add_argument("--subject-enterprise")
+    send.add_argument("--capacity", type=int, default=0)
+    send.add_argument("--payload", default="")
+    send.add_argument("--count", type=int, default=1)
+    send.add_argument("--batch", type=int, default=1000)
+    send.add_argument("--ticket-prefix", default="")
+    send.add_argument("--wait", action="store_true", help="wait for the hub's outcomes")
+    send.add_argument("--wait-ms", type=int, default=30_000)
+    send.set_defaults(func=_send)
+
+    inbox = sub.add_parser("inbox", help="read received envelopes from a node's local API")
+    inbox.add_argument("--local-api", required=True)
+    inbox.add_argument("--max", type=int, default=100)
+    inbox.add_argument("--wait-ms", type=int, default=0)
+    inbox.add_argument("--ack", action="store_true", help="acknowledge what was printed")
+    inbox.set_defaults(func=_inbox)
+
+    status = sub.add_parser("status", help="a node's counters, from its local API")
+    status.add_argument("--local-api", required=True)
+    status.set_defaults(func=_status)
+
+    audit = sub.add_parser("audit", help="the hub's audit log")
+    asub = audit.add_subparsers(dest="action", required=True)
+    for name, func, text in (("verify", _audit_verify, "check the hash chain"),
+                             ("summary", _audit_summary, "counts by event and reason")):
+        p = asub.add_parser(name, help=text)
+        p.add_argument("--db", help="the hub's hub.sqlite")
+        p.add_argument("--config", help="hub.toml (its data_dir holds hub.sqlite)")
+        p.set_defaults(func=func)
+
+    demo = sub.add_parser("demo", help="run a local demo network (hub + 3 nodes) and stop")
+    demo.add_argument("--dir", help="work directory (default: a temporary one)")
+    demo.add_argument("--envelopes", type=int, default=3000)
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="end-to-end benchmark (see benchmarks/e2e.py)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+
+    from pki.cli import register
+
+    register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

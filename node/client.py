@@ -1,0 +1,116 @@
+"""A small synchronous client for a node's local API (used by the CLI, the demo, tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from node.wire.envelopes import decode, reason_from_proto
+from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
+
+__all__ = ["LocalClient", "Outcome", "make_envelope"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    index: int
+    reason: str
+    detail: str
+    hub_ticket: str
+    receivers: tuple[str, ...]
+
+
+def make_envelope(
+    service_id: str,
+    receivers: Sequence[str],
+    payload: bytes = b"",
+    *,
+    sender: str = "",
+    subject_citizen: str = "",
+    subject_enterprise: str = "",
+    service_version: int = 0,
+    capacity: int = 0,
+    sender_ticket: str = "",
+    media_type: str = "application/octet-stream",
+    digest: bool = False,
+) -> bytes:
+    envelope = envelope_pb2.Envelope(
+        service_id=service_id,
+        service_version=service_version,
+        sender=sender,
+        receivers=list(receivers),
+        capacity=capacity,
+        sender_ticket=sender_ticket,
+        sent_at_unix_us=time.time_ns() // 1000,
+        payload=envelope_pb2.Payload(
+            data=payload,
+            media_type=media_type,
+            sha256=hashlib.sha256(payload).digest() if digest else b"",
+        ),
+    )
+    if subject_citizen:
+        envelope.subject.type = envelope_pb2.SUBJECT_TYPE_CITIZEN
+        envelope.subject.number = subject_citizen
+    elif subject_enterprise:
+        envelope.subject.type = envelope_pb2.SUBJECT_TYPE_ENTERPRISE
+        envelope.subject.number = subject_enterprise
+    return envelope.SerializeToString()
+
+
+def _outcome(o: envelope_pb2.EnvelopeOutcome) -> Outcome:
+    reason = reason_from_proto(o.reason)
+    return Outcome(o.index, reason.value if reason else "PENDING", o.detail, o.hub_ticket,
+                   tuple(o.receivers))
+
+
+class LocalClient:
+    def __init__(self, address: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[("grpc.max_receive_message_length", max_message_bytes),
+                     ("grpc.max_send_message_length", max_message_bytes)],
+        )
+        self.stub = local_pb2_grpc.LocalStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, envelopes: Sequence[bytes], timeout: float = 30) -> tuple[list[Outcome], list[int]]:
+        response = self.stub.Submit(
+            local_pb2.LocalSubmitRequest(envelopes=list(envelopes)), timeout=timeout,
+            wait_for_ready=True,
+        )
+        return [_outcome(o) for o in response.outcomes], list(response.sequences)
+
+    def outcomes(self, sequences: Iterable[int], wait_ms: int = 0) -> list[Outcome]:
+        seqs = list(sequences)
+        response = self.stub.Outcomes(
+            local_pb2.OutcomesRequest(sequences=seqs, wait_ms=wait_ms),
+            timeout=wait_ms / 1000 + 30,
+        )
+        return [_outcome(o) for o in response.outcomes]
+
+    def fetch(self, limit: int = 1000, wait_ms: int = 0) -> list[envelope_pb2.Envelope]:
+        response = self.stub.Fetch(
+            local_pb2.FetchRequest(max=limit, wait_ms=wait_ms), timeout=wait_ms / 1000 + 30
+        )
+        return [decode(raw) for raw in response.envelopes]
+
+    def acknowledge(self, hub_tickets: Sequence[str]) -> int:
+        response = self.stub.Acknowledge(
+            local_pb2.AcknowledgeRequest(hub_tickets=list(hub_tickets)), timeout=30
+        )
+        return response.acknowledged
+
+    def status(self) -> local_pb2.StatusResponse:
+        return self.stub.Status(local_pb2.StatusRequest(), timeout=10, wait_for_ready=True)

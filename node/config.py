@@ -1,0 +1,267 @@
+"""Validated, frozen configuration for the hub and the node, read from TOML.
+
+Only :mod:`node.cli` reads files; it hands the parsed TOML table to :func:`hub_config` or
+:func:`node_config`, which check every value once and raise :class:`ConfigError` naming the
+offending key. Relative paths are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.core.identifiers import enterprise_number_problem
+
+__all__ = [
+    "ConfigError",
+    "HubConfig",
+    "Institution",
+    "Limits",
+    "NodeConfig",
+    "Service",
+    "TlsFiles",
+    "hub_config",
+    "node_config",
+]
+
+_NETWORK = re.compile(r"^[a-z0-9-]{1,63}$")
+_ADDRESS = re.compile(r"^(unix:.+|\[?[A-Za-z0-9.:-]+\]?:\d{1,5})$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca_cert: Path
+    cert: Path
+    key: Path
+    crl: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 4 * 1024 * 1024
+    max_batch_bytes: int = 64 * 1024 * 1024
+    max_batch_envelopes: int = 10_000
+    destination_quota: int = 1_000_000
+    delivery_batch_envelopes: int = 1_000
+    delivery_batch_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    enterprise_number: str
+    name: str = ""
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    id: str
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    network: str
+    listen: str
+    data_dir: Path
+    tls: TlsFiles
+    limits: Limits = field(default_factory=Limits)
+    institutions: tuple[Institution, ...] = ()
+    services: tuple[Service, ...] = ()
+    synchronous: str = "FULL"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    network: str
+    enterprise_number: str
+    listen: str
+    hub: str
+    local_api: str
+    data_dir: Path
+    tls: TlsFiles
+    advertise: str | None = None
+    hub_tls_name: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    services: tuple[Service, ...] = ()
+    synchronous: str = "FULL"
+    log_level: str = "info"
+    submit_window: int = 4
+
+
+def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
+    r = _Reader(table, base, "")
+    cfg = HubConfig(
+        network=r.network(),
+        listen=r.address("listen"),
+        data_dir=r.path("data_dir"),
+        tls=_tls(r.sub("tls"), with_crl=True),
+        limits=_limits(r.sub("limits", required=False)),
+        institutions=tuple(_institution(t) for t in r.tables("institutions")),
+        services=tuple(_service(t) for t in r.tables("services")),
+        synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
+        log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
+    )
+    r.done()
+    return cfg
+
+
+def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
+    r = _Reader(table, base, "")
+    cfg = NodeConfig(
+        network=r.network(),
+        enterprise_number=r.enterprise("enterprise_number"),
+        listen=r.address("listen"),
+        hub=r.address("hub"),
+        local_api=r.address("local_api"),
+        data_dir=r.path("data_dir"),
+        tls=_tls(r.sub("tls"), with_crl=False),
+        advertise=r.address("advertise", required=False),
+        hub_tls_name=r.text("hub_tls_name", required=False),
+        limits=_limits(r.sub("limits", required=False)),
+        services=tuple(_service(t) for t in r.tables("services")),
+        synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
+        log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
+        submit_window=r.integer("submit_window", 4, minimum=1),
+    )
+    r.done()
+    return cfg
+
+
+def _tls(r: _Reader, with_crl: bool) -> TlsFiles:
+    files = TlsFiles(
+        ca_cert=r.path("ca_cert"),
+        cert=r.path("cert"),
+        key=r.path("key"),
+        crl=r.path("crl", required=False) if with_crl else None,
+    )
+    r.done()
+    return files
+
+
+def _limits(r: _Reader) -> Limits:
+    d = Limits()
+    limits = Limits(
+        max_payload_bytes=r.integer("max_payload_bytes", d.max_payload_bytes, minimum=1),
+        max_batch_bytes=r.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
+        max_batch_envelopes=r.integer("max_batch_envelopes", d.max_batch_envelopes, minimum=1),
+        destination_quota=r.integer("destination_quota", d.destination_quota, minimum=1),
+        delivery_batch_envelopes=r.integer(
+            "delivery_batch_envelopes", d.delivery_batch_envelopes, minimum=1
+        ),
+        delivery_batch_bytes=r.integer("delivery_batch_bytes", d.delivery_batch_bytes, minimum=1),
+    )
+    if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
+        raise ConfigError(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
+    r.done()
+    return limits
+
+
+def _institution(r: _Reader) -> Institution:
+    inst = Institution(
+        enterprise_number=r.enterprise("enterprise_number"),
+        name=r.text("name", required=False) or "",
+        endpoint=r.address("endpoint", required=False),
+    )
+    r.done()
+    return inst
+
+
+def _service(r: _Reader) -> Service:
+    svc = Service(id=r.text("id") or "", version=r.integer("version", 1, minimum=1))
+    r.done()
+    return svc
+
+
+class _Reader:
+    """Reads keys from one TOML table, remembering which were used to refuse unknown ones."""
+
+    def __init__(self, table: Mapping[str, Any], base: Path, prefix: str) -> None:
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{prefix or 'config'} must be a table")
+        self.table, self.base, self.prefix = table, base, prefix
+        self.used: set[str] = set()
+
+    def _get(self, key: str, required: bool) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if required:
+                raise ConfigError(f"{self.prefix}{key} is required")
+            return None
+        return self.table[key]
+
+    def text(self, key: str, required: bool = True) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.prefix}{key} must be a non-empty string")
+        return value
+
+    def network(self) -> str:
+        value = self.text("network") or ""
+        if not _NETWORK.match(value):
+            raise ConfigError("network must be 1-63 characters of a-z, 0-9 and '-'")
+        return value
+
+    def enterprise(self, key: str) -> str:
+        value = self.text(key) or ""
+        problem = enterprise_number_problem(value)
+        if problem is not None or not value.isdigit():
+            raise ConfigError(
+                f"{self.prefix}{key} {value!r} is not a valid enterprise number"
+                f" ({problem or 'digits only'}; 10 digits, mod-97 check digits)"
+            )
+        return value
+
+    def address(self, key: str, required: bool = True) -> str | None:
+        value = self.text(key, required)
+        if value is not None and not _ADDRESS.match(value):
+            raise ConfigError(f"{self.prefix}{key} {value!r} must be host:port or unix:/path")
+        return value
+
+    def path(self, key: str, required: bool = True) -> Path:
+        value = self.text(key, required)
+        if value is None:
+            return None  # type: ignore[return-value]
+        path = Path(value)
+        return path if path.is_absolute() else (self.base / path).resolve()
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{self.prefix}{key} must be an integer >= {minimum}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if value not in options:
+            raise ConfigError(f"{self.prefix}{key} must be one of {', '.join(options)}")
+        return str(value)
+
+    def sub(self, key: str, required: bool = True) -> _Reader:
+        value = self._get(key, required)
+        return _Reader(value if value is not None else {}, self.base, f"{self.prefix}{key}.")
+
+    def tables(self, key: str) -> list[_Reader]:
+        value = self._get(key, required=False) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.prefix}{key} must be an array of tables")
+        return [_Reader(t, self.base, f"{self.prefix}{key}[{i}].") for i, t in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigError(f"unknown setting {self.prefix}{unknown[0]}")

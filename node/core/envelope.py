@@ -1,0 +1,185 @@
+"""Envelope checks: the pure decision on each envelope of a batch.
+
+The hub and the sending node run the same rules, so an error surfaces at the source with the
+same reason code the hub would give. The rules work on :class:`EnvelopeHead`, the few fields
+routing needs (the wire layer extracts them; the payload itself is never looked at beyond its
+size and digest). Order of the checks, first failure wins:
+
+1. ``INVALID_FIELD``: service id missing; subject type/number inconsistent.
+2. ``SENDER_MISMATCH``: sender field differs from the authenticated identity.
+3. ``PAYLOAD_TOO_LARGE`` / ``PAYLOAD_DIGEST_MISMATCH``.
+4. ``SUBJECT_NUMBER_INVALID``: citizen or enterprise number fails its rules.
+5. ``UNKNOWN_SERVICE``.
+6. ``UNKNOWN_RECEIVER``: no receiver, a receiver not on the network, or the sender itself.
+
+Quota (``QUOTA_EXCEEDED``) depends on queue state and is applied by :func:`apply_quota` after
+these checks. Everything here is per batch: callers pass the whole list at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from node.core.identifiers import citizen_number_problem, enterprise_number_problem
+from node.core.reasons import Reason
+
+__all__ = [
+    "SUBJECT_CITIZEN",
+    "SUBJECT_ENTERPRISE",
+    "SUBJECT_NONE",
+    "Decision",
+    "EnvelopeHead",
+    "Policy",
+    "apply_quota",
+    "check_batch",
+    "check_envelope",
+]
+
+# Subject types, numbered as in the wire enum crossroads.v1.SubjectType.
+SUBJECT_UNSPECIFIED = 0
+SUBJECT_CITIZEN = 1
+SUBJECT_ENTERPRISE = 2
+SUBJECT_NONE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeHead:
+    """The routing-relevant fields of one envelope."""
+
+    sender: str
+    receivers: tuple[str, ...]
+    service_id: str
+    service_version: int
+    subject_type: int
+    subject_number: str
+    payload_size: int
+    digest_ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one envelope: accepted with its receivers, or refused with a reason."""
+
+    reason: Reason
+    detail: str = ""
+    receivers: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is Reason.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the checks need to know about the network (static until the directory exists).
+
+    ``services`` holds (service id, version) pairs; version 0 in an envelope means "any".
+    ``institutions`` empty means "unknown": receiver checks are skipped (a node that has no
+    directory fragment yet leaves that check to the hub).
+    """
+
+    institutions: frozenset[str]
+    services: frozenset[tuple[str, int]]
+    max_payload_bytes: int
+    check_services: bool = True
+
+    def knows_service(self, service_id: str, version: int) -> bool:
+        if version == 0:
+            return any(sid == service_id for sid, _ in self.services)
+        return (service_id, version) in self.services
+
+
+def check_envelope(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
+    """Decide on one envelope sent by the authenticated institution ``sender``."""
+    if not head.service_id:
+        return Decision(Reason.INVALID_FIELD, "service_id is required")
+    if head.sender != sender:
+        return Decision(
+            Reason.SENDER_MISMATCH,
+            f"sender field {head.sender!r} differs from the certificate identity {sender}",
+        )
+    if head.payload_size > policy.max_payload_bytes:
+        return Decision(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"payload is {head.payload_size} bytes, limit {policy.max_payload_bytes}",
+        )
+    if not head.digest_ok:
+        return Decision(Reason.PAYLOAD_DIGEST_MISMATCH, "payload sha256 does not match its data")
+    subject = _subject_problem(head)
+    if subject is not None:
+        return subject
+    if policy.check_services and not policy.knows_service(head.service_id, head.service_version):
+        return Decision(
+            Reason.UNKNOWN_SERVICE, f"service {head.service_id} v{head.service_version} unknown"
+        )
+    return _receivers(head, sender, policy)
+
+
+def _subject_problem(head: EnvelopeHead) -> Decision | None:
+    kind, number = head.subject_type, head.subject_number
+    if kind == SUBJECT_CITIZEN:
+        problem = citizen_number_problem(number)
+    elif kind == SUBJECT_ENTERPRISE:
+        problem = enterprise_number_problem(number)
+    elif kind in (SUBJECT_NONE, SUBJECT_UNSPECIFIED):
+        if number:
+            return Decision(Reason.INVALID_FIELD, "subject number given without a subject type")
+        return None
+    else:
+        return Decision(Reason.INVALID_FIELD, f"subject type {kind} unknown")
+    if problem is None:
+        return None
+    return Decision(Reason.SUBJECT_NUMBER_INVALID, f"subject {number!r}: {problem}")
+
+
+def _receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
+    if not head.receivers:
+        return Decision(Reason.UNKNOWN_RECEIVER, "no receiver given")
+    if len(set(head.receivers)) != len(head.receivers):
+        return Decision(Reason.INVALID_FIELD, "a receiver is listed twice")
+    for receiver in head.receivers:
+        if receiver == sender:
+            return Decision(Reason.UNKNOWN_RECEIVER, "an institution cannot send to itself")
+        if policy.institutions and receiver not in policy.institutions:
+            return Decision(Reason.UNKNOWN_RECEIVER, f"receiver {receiver} is not on the network")
+    return Decision(Reason.ACCEPTED, receivers=head.receivers)
+
+
+def check_batch(
+    heads: Iterable[EnvelopeHead | Decision], sender: str, policy: Policy
+) -> list[Decision]:
+    """Decide on a batch; items that are already a :class:`Decision` (e.g. malformed bytes
+    refused while decoding) pass through unchanged."""
+    return [
+        item if isinstance(item, Decision) else check_envelope(item, sender, policy)
+        for item in heads
+    ]
+
+
+def apply_quota(
+    decisions: Sequence[Decision], pending: Mapping[str, int], quota: int
+) -> tuple[list[Decision], dict[str, int]]:
+    """Refuse accepted envelopes that would push a receiver's queue past ``quota``.
+
+    An envelope is all or nothing: if any of its receivers is full it is refused for all.
+    Returns the new decisions and the per-receiver count of newly queued envelopes.
+    """
+    added: dict[str, int] = {}
+    result: list[Decision] = []
+    for decision in decisions:
+        if decision.reason is not Reason.ACCEPTED:
+            result.append(decision)
+            continue
+        full = [
+            r for r in decision.receivers if pending.get(r, 0) + added.get(r, 0) + 1 > quota
+        ]
+        if full:
+            result.append(
+                Decision(Reason.QUOTA_EXCEEDED, f"queue for {full[0]} is full ({quota})")
+            )
+            continue
+        for r in decision.receivers:
+            added[r] = added.get(r, 0) + 1
+        result.append(decision)
+    return result, added

@@ -1,0 +1,233 @@
+"""Delivery from the hub to each destination node: in order, one batch in flight, durable.
+
+One worker task per destination institution (the synapse federation-sender model):
+
+* It reads the next envelopes for its destination from the queue (ascending ``seq``), sends
+  them as one ``DeliveryBatch`` on a ``Node.Deliver`` stream to the node's registered endpoint,
+  and waits for that batch's ack before sending the next: one batch in flight.
+* The node acks only after storing the batch; the worker then deletes the delivered rows and
+  writes the ``DELIVERED`` audit records in one transaction (:meth:`HubStore.commit_delivery`).
+  The remaining queue *is* the persisted cursor.
+* Any failure (node down, no endpoint yet, timeout, wrong ack) closes the stream and retries
+  the same batch after an exponential backoff with jitter. A crash between the node's commit
+  and the hub's makes the hub resend that batch; the node drops envelopes whose hub ticket it
+  already holds, so each envelope is applied once.
+* While nothing is queued the worker sleeps on an event that the intake sets after a commit.
+  Memory is bounded: at most one batch (``delivery_batch_*`` limits) per destination.
+
+The hub dials with the network CA as trust root and the destination's synthetic TLS name, so
+a stream only ever opens to a server holding that institution's certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from node.config import Limits
+from node.core.backoff import Backoff
+from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
+from node.store.hub_store import HubStore, QueuedRow
+from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
+
+__all__ = ["Deliverer"]
+
+log = structlog.get_logger(__name__)
+
+ACK_TIMEOUT_S = 60.0
+
+
+class DeliveryError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Destination:
+    institution: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    channel: grpc.aio.Channel | None = None
+    call: grpc.aio.StreamStreamCall | None = None
+    cursor: int = 0
+    delivered: int = 0
+    connected: bool = False
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: HubStore,
+        tls: TlsMaterial,
+        network: str,
+        limits: Limits,
+        endpoints: dict[str, str],
+        pending: dict[str, int],
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.store = store
+        self.tls = tls
+        self.network = network
+        self.limits = limits
+        self.endpoints = endpoints
+        self.pending = pending
+        self.clock = clock
+        self._destinations: dict[str, _Destination] = {}
+        self._stopping = False
+
+    def start(self, institutions: list[str]) -> None:
+        for institution in institutions:
+            self._ensure(institution)
+
+    def wake(self, institution: str) -> None:
+        self._ensure(institution).wake.set()
+
+    def set_endpoint(self, institution: str, endpoint: str) -> None:
+        dest = self._ensure(institution)
+        if self.endpoints.get(institution) != endpoint:
+            self.endpoints[institution] = endpoint
+            self._drop_stream(dest)
+        dest.backoff.reset()
+        dest.wake.set()
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            name: {
+                "pending": self.pending.get(name, 0),
+                "delivered": d.delivered,
+                "connected": d.connected,
+                "endpoint": self.endpoints.get(name),
+            }
+            for name, d in self._destinations.items()
+        }
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [d.task for d in self._destinations.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for dest in self._destinations.values():
+            await self._close(dest)
+
+    # -- per destination -------------------------------------------------------------------
+
+    def _ensure(self, institution: str) -> _Destination:
+        dest = self._destinations.get(institution)
+        if dest is None:
+            dest = _Destination(institution)
+            self._destinations[institution] = dest
+            dest.task = asyncio.create_task(self._run(dest), name=f"deliver-{institution}")
+        return dest
+
+    async def _run(self, dest: _Destination) -> None:
+        while not self._stopping:
+            try:
+                rows = await self.store.read_queue(
+                    dest.institution,
+                    dest.cursor,
+                    self.limits.delivery_batch_envelopes,
+                    self.limits.delivery_batch_bytes,
+                )
+                if not rows:
+                    dest.wake.clear()
+                    # Re-check after clearing: a commit may have landed in between.
+                    rows = await self.store.read_queue(
+                        dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
+                    )
+                    if not rows:
+                        await _wait(dest.wake, 5.0)
+                    continue
+                if dest.institution not in self.endpoints:
+                    dest.wake.clear()
+                    await _wait(dest.wake, 5.0)
+                    continue
+                await self._deliver(dest, rows)
+                dest.backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: back off and retry
+                delay = dest.backoff.next_delay()
+                log.warning(
+                    "delivery_failed",
+                    destination=dest.institution,
+                    endpoint=self.endpoints.get(dest.institution),
+                    error=_describe(exc),
+                    retry_in_s=round(delay, 3),
+                )
+                await self._close(dest)
+                await asyncio.sleep(delay)
+
+    async def _deliver(self, dest: _Destination, rows: list[QueuedRow]) -> None:
+        call = await self._stream(dest)
+        last = rows[-1].seq
+        await call.write(
+            node_pb2.DeliveryBatch(
+                last_sequence=last,
+                envelopes=[r.envelope for r in rows],
+                hub_tickets=[r.hub_ticket for r in rows],
+            )
+        )
+        ack = await asyncio.wait_for(call.read(), ACK_TIMEOUT_S)
+        if ack is grpc.aio.EOF:
+            raise DeliveryError("node closed the delivery stream")
+        if ack.last_sequence != last:
+            raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
+        now = str(self.clock())
+        audit = [
+            (now, "DELIVERED", r.hub_ticket, "", dest.institution, "", "", "", "DELIVERED", "")
+            for r in rows
+        ]
+        if ack.duplicates:
+            log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)
+        await self.store.commit_delivery(dest.institution, last, len(rows), audit)
+        dest.cursor = last
+        dest.delivered += len(rows)
+        self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - len(rows))
+
+    async def _stream(self, dest: _Destination) -> grpc.aio.StreamStreamCall:
+        if dest.call is not None:
+            return dest.call
+        endpoint = self.endpoints[dest.institution]
+        max_bytes = self.limits.delivery_batch_bytes + self.limits.max_payload_bytes + (1 << 20)
+        dest.channel = grpc.aio.secure_channel(
+            endpoint,
+            self.tls.channel_credentials(),
+            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes),
+        )
+        stub = node_pb2_grpc.NodeStub(dest.channel)
+        dest.call = stub.Deliver()
+        dest.connected = True
+        log.info("delivery_stream_open", destination=dest.institution, endpoint=endpoint)
+        return dest.call
+
+    def _drop_stream(self, dest: _Destination) -> None:
+        if dest.call is not None:
+            dest.call.cancel()
+        dest.call = None
+
+    async def _close(self, dest: _Destination) -> None:
+        self._drop_stream(dest)
+        dest.connected = False
+        if dest.channel is not None:
+            channel, dest.channel = dest.channel, None
+            await channel.close()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

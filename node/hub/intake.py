@@ -1,0 +1,173 @@
+"""The hub's intake: one submitted batch in, one durable acknowledgement out.
+
+For a batch from an authenticated institution:
+
+1. **Resends.** Envelopes whose (origin, sequence) the hub already stored get their original
+   outcome back (from ``recent_acks``) or ``DUPLICATE``; they are not stored again.
+2. **Decode and check**, per batch: malformed bytes become ``MALFORMED_ENVELOPE``; the rest go
+   through :func:`node.core.envelope.check_batch` and the per-receiver quota.
+3. **Stamp** each accepted envelope with a fresh hub ticket (UUID4) and the reception time.
+4. **Commit** queue rows (one per receiver), audit records (one per envelope, accepted or
+   refused) and the idempotency record in one transaction; only then build the ack.
+5. **Wake** the delivery workers of the receivers.
+
+A bad envelope only ever affects its own outcome; an exception escaping here (storage
+failure) fails the stream, and the node resends the unacknowledged batch later.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node.core.envelope import Decision, Policy, apply_quota, check_batch
+from node.core.errors import InvalidArgument, ResourceExhausted
+from node.core.reasons import Reason
+from node.store.hub_store import HubStore
+from node.wire.envelopes import decode_heads, outcome_to_proto, stamp
+from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
+
+__all__ = ["Intake", "IntakeStats"]
+
+_SUBJECT_TYPES = {0: "", 1: "CITIZEN", 2: "ENTERPRISE", 3: "NONE"}
+
+
+@dataclass(slots=True)
+class IntakeStats:
+    batches: int = 0
+    accepted: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Intake:
+    def __init__(
+        self,
+        store: HubStore,
+        policy: Policy,
+        pending: dict[str, int],
+        quota: int,
+        max_batch_envelopes: int,
+        wake: Callable[[str], None],
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.pending = pending
+        self.quota = quota
+        self.max_batch_envelopes = max_batch_envelopes
+        self.wake = wake
+        self.clock = clock
+        self.stats = IntakeStats()
+        self._high: dict[tuple[str, str], int] = {}
+
+    async def process(self, sender: str, batch: pb.EnvelopeBatch) -> pb.BatchAck:
+        raws = batch.envelopes
+        count = len(raws)
+        if count > self.max_batch_envelopes:
+            raise ResourceExhausted(
+                f"batch of {count} envelopes exceeds the limit of {self.max_batch_envelopes}",
+                "BATCH_TOO_LARGE",
+            )
+        origin, first = batch.origin, batch.first_sequence
+        if origin and first == 0:
+            raise InvalidArgument("first_sequence starts at 1 when origin is set")
+        self.stats.batches += 1
+        outcomes: list[pb.EnvelopeOutcome] = []
+        skip = 0
+        if origin:
+            high = await self._origin_high(sender, origin)
+            skip = max(0, min(count, high - first + 1))
+            if skip:
+                outcomes = await self._replayed(sender, origin, first, skip)
+                self.stats.duplicates += skip
+        if skip < count:
+            outcomes.extend(await self._fresh(sender, origin, first, skip, list(raws[skip:])))
+        return pb.BatchAck(first_sequence=first, outcomes=outcomes)
+
+    async def _origin_high(self, sender: str, origin: str) -> int:
+        key = (sender, origin)
+        if key not in self._high:
+            self._high[key] = await self.store.origin_high(sender, origin)
+        return self._high[key]
+
+    async def _replayed(
+        self, sender: str, origin: str, first: int, skip: int
+    ) -> list[pb.EnvelopeOutcome]:
+        known: dict[int, pb.EnvelopeOutcome] = {}
+        for ack_first, blob in await self.store.recent_acks(sender, origin, first):
+            ack = pb.BatchAck.FromString(blob)
+            for outcome in ack.outcomes:
+                known[ack_first + outcome.index] = outcome
+        result = []
+        for i in range(skip):
+            original = known.get(first + i)
+            if original is None:
+                original = outcome_to_proto(
+                    0, Decision(Reason.DUPLICATE, "already stored; original outcome expired")
+                )
+            outcome = pb.EnvelopeOutcome()
+            outcome.CopyFrom(original)
+            outcome.index = i
+            result.append(outcome)
+        return result
+
+    async def _fresh(
+        self, sender: str, origin: str, first: int, offset: int, raws: list[bytes]
+    ) -> list[pb.EnvelopeOutcome]:
+        envelopes, heads = decode_heads(raws)
+        decisions = check_batch(heads, sender, self.policy)
+        decisions, added = apply_quota(decisions, self.pending, self.quota)
+        now = self.clock()
+        now_text = str(now)
+        queue_rows: list[tuple[str, str, bytes]] = []
+        audit: list[tuple[str, ...]] = []
+        outcomes: list[pb.EnvelopeOutcome] = []
+        by_reason = self.stats.by_reason
+        for i, (raw, envelope, decision) in enumerate(zip(raws, envelopes, decisions, strict=True)):
+            if envelope is not None:
+                service, subject = envelope.service_id, envelope.subject
+                subject_type, subject_number = _SUBJECT_TYPES.get(subject.type, "?"), subject.number
+            else:
+                service = subject_type = subject_number = ""
+            if decision.reason is Reason.ACCEPTED:
+                ticket = str(uuid.uuid4())
+                stamped = stamp(raw, ticket, now)
+                for receiver in decision.receivers:
+                    queue_rows.append((receiver, ticket, stamped))
+                audit.append((now_text, "ACCEPTED", ticket, sender, ",".join(decision.receivers),
+                               service, subject_type, subject_number, "ACCEPTED", ""))
+            else:
+                ticket = ""
+                receivers = ",".join(envelope.receivers) if envelope is not None else ""
+                audit.append((now_text, "REJECTED", "", sender, receivers, service, subject_type,
+                               subject_number, decision.reason.value, decision.detail))
+            by_reason[decision.reason.value] = by_reason.get(decision.reason.value, 0) + 1
+            outcomes.append(outcome_to_proto(offset + i, decision, ticket))
+        last = first + offset + len(raws) - 1
+        ack_blob = pb.BatchAck(first_sequence=first + offset, outcomes=outcomes).SerializeToString()
+        await self.store.commit_batch(
+            sender, origin, first + offset, last, queue_rows, audit, _reindexed(ack_blob, offset)
+        )
+        if origin:
+            self._high[(sender, origin)] = max(self._high.get((sender, origin), 0), last)
+        accepted = sum(1 for d in decisions if d.reason is Reason.ACCEPTED)
+        self.stats.accepted += accepted
+        self.stats.refused += len(decisions) - accepted
+        for receiver, n in added.items():
+            self.pending[receiver] = self.pending.get(receiver, 0) + n
+            self.wake(receiver)
+        return outcomes
+
+
+def _reindexed(ack_blob: bytes, offset: int) -> bytes:
+    """Stored acks index outcomes from their own first sequence."""
+    if offset == 0:
+        return ack_blob
+    ack = pb.BatchAck.FromString(ack_blob)
+    for outcome in ack.outcomes:
+        outcome.index -= offset
+    return ack.SerializeToString()

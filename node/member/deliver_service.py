@@ -1,0 +1,57 @@
+"""The node's gRPC edge for the hub: receive delivery batches, store, acknowledge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from node.core.errors import InvalidArgument
+from node.rpc.edge import guard_stream
+from node.rpc.peer import PeerAuthenticator
+from node.store.node_store import NodeStore
+from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
+
+__all__ = ["DeliverService"]
+
+
+class DeliverService(node_pb2_grpc.NodeServicer):
+    def __init__(self, peers: PeerAuthenticator, store: NodeStore) -> None:
+        self.peers = peers
+        self.store = store
+        self.received = 0
+        self.duplicates = 0
+
+    async def Deliver(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[node_pb2.DeliveryBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[node_pb2.DeliveryAck]:
+        summary: dict[str, Any] = {"batches": 0, "stored": 0, "duplicates": 0}
+        async for ack in guard_stream(
+            "Node.Deliver", context, self._deliver(request_iterator, context, summary), summary
+        ):
+            yield ack
+
+    async def _deliver(
+        self,
+        request_iterator: AsyncIterator[node_pb2.DeliveryBatch],
+        context: grpc.aio.ServicerContext,
+        summary: dict[str, Any],
+    ) -> AsyncIterator[node_pb2.DeliveryAck]:
+        self.peers.require(context, "hub")
+        async for batch in request_iterator:
+            tickets, envelopes = batch.hub_tickets, batch.envelopes
+            if len(tickets) != len(envelopes) or any(not t for t in tickets):
+                raise InvalidArgument("every delivered envelope needs its hub ticket")
+            stored = await self.store.store_delivery(list(tickets), list(envelopes))
+            duplicates = len(envelopes) - stored
+            self.received += stored
+            self.duplicates += duplicates
+            summary["batches"] += 1
+            summary["stored"] += stored
+            summary["duplicates"] += duplicates
+            yield node_pb2.DeliveryAck(
+                last_sequence=batch.last_sequence, stored=stored, duplicates=duplicates
+            )

@@ -1,0 +1,155 @@
+"""The node's local API for the institution's own applications (no TLS; socket permissions).
+
+``Submit`` runs the same envelope checks as the hub (so mistakes surface at the source with
+the same reason codes), fills in the sender and the sent time when the application left them
+empty, and commits the accepted envelopes to the outbox before answering. The uplink sends
+them on. ``Fetch``/``Acknowledge`` read the inbox in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from node.core.envelope import Decision, Policy, check_envelope
+from node.core.errors import InvalidArgument
+from node.core.reasons import Reason
+from node.member.uplink import Uplink
+from node.rpc.edge import guard_unary
+from node.store.node_store import NodeStore
+from node.wire.envelopes import decode, head_of, outcome_to_proto
+from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
+
+__all__ = ["LocalService"]
+
+MAX_SUBMIT = 10_000
+MAX_WAIT_MS = 60_000
+
+
+class LocalService(local_pb2_grpc.LocalServicer):
+    def __init__(self, institution: str, policy: Policy, store: NodeStore, uplink: Uplink) -> None:
+        self.institution = institution
+        self.policy = policy
+        self.store = store
+        self.uplink = uplink
+
+    async def Submit(  # noqa: N802 - gRPC method name
+        self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
+    ) -> local_pb2.LocalSubmitResponse:
+        async def body() -> local_pb2.LocalSubmitResponse:
+            if len(request.envelopes) > MAX_SUBMIT:
+                raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
+            decisions, ready = self._prepare(request.envelopes)
+            seqs = iter(await self.store.enqueue([raw for raw in ready if raw is not None]))
+            response = local_pb2.LocalSubmitResponse()
+            for i, (decision, raw) in enumerate(zip(decisions, ready, strict=True)):
+                response.outcomes.append(outcome_to_proto(i, decision))
+                response.sequences.append(next(seqs) if raw is not None else 0)
+            return response
+
+        return await guard_unary("Local.Submit", context, body)
+
+    def _prepare(self, raws: list[bytes]) -> tuple[list[Decision], list[bytes | None]]:
+        decisions: list[Decision] = []
+        ready: list[bytes | None] = []
+        now_us = time.time_ns() // 1000
+        for raw in raws:
+            try:
+                envelope = decode(raw)
+            except DecodeError as exc:
+                decisions.append(Decision(Reason.MALFORMED_ENVELOPE, f"not an Envelope: {exc}"))
+                ready.append(None)
+                continue
+            changed = False
+            if not envelope.sender:
+                envelope.sender = self.institution
+                changed = True
+            if not envelope.sent_at_unix_us:
+                envelope.sent_at_unix_us = now_us
+                changed = True
+            decision = check_envelope(head_of(envelope), self.institution, self.policy)
+            decisions.append(decision)
+            if decision.reason is Reason.ACCEPTED:
+                ready.append(envelope.SerializeToString() if changed else raw)
+            else:
+                ready.append(None)
+        return decisions, ready
+
+    async def Outcomes(  # noqa: N802 - gRPC method name
+        self, request: local_pb2.OutcomesRequest, context: grpc.aio.ServicerContext
+    ) -> local_pb2.OutcomesResponse:
+        async def body() -> local_pb2.OutcomesResponse:
+            deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+            seqs = list(request.sequences)
+            while True:
+                self.uplink.decided.clear()
+                results = await self.store.outcomes(seqs)
+                remaining = deadline - time.monotonic()
+                if all(r.reason is not None for r in results) or remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.uplink.decided.wait(), min(remaining, 0.5))
+            response = local_pb2.OutcomesResponse()
+            for r in results:
+                response.outcomes.append(
+                    envelope_pb2.EnvelopeOutcome(
+                        index=r.seq,
+                        reason=envelope_pb2.Reason.Value(r.reason) if r.reason else 0,
+                        detail=r.detail,
+                        hub_ticket=r.hub_ticket,
+                        receivers=r.receivers,
+                    )
+                )
+            return response
+
+        return await guard_unary("Local.Outcomes", context, body)
+
+    async def Fetch(  # noqa: N802 - gRPC method name
+        self, request: local_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> local_pb2.FetchResponse:
+        async def body() -> local_pb2.FetchResponse:
+            limit = request.max or 1000
+            if limit > 10_000:
+                raise InvalidArgument("max is at most 10000")
+            deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+            while True:
+                self.store.inbox_changed.clear()
+                rows = await self.store.fetch(limit)
+                remaining = deadline - time.monotonic()
+                if rows or remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.store.inbox_changed.wait(), remaining)
+            return local_pb2.FetchResponse(envelopes=[blob for _, blob in rows])
+
+        return await guard_unary("Local.Fetch", context, body)
+
+    async def Acknowledge(  # noqa: N802 - gRPC method name
+        self, request: local_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
+    ) -> local_pb2.AcknowledgeResponse:
+        async def body() -> local_pb2.AcknowledgeResponse:
+            n = await self.store.acknowledge(list(request.hub_tickets))
+            return local_pb2.AcknowledgeResponse(acknowledged=n)
+
+        return await guard_unary("Local.Acknowledge", context, body)
+
+    async def Status(  # noqa: N802 - gRPC method name
+        self, request: local_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> local_pb2.StatusResponse:
+        async def body() -> local_pb2.StatusResponse:
+            c = await self.store.counts()
+            return local_pb2.StatusResponse(
+                institution=self.institution,
+                outbox_pending=c.outbox_pending,
+                sent_accepted=c.sent_accepted,
+                sent_refused=c.sent_refused,
+                inbox_unacknowledged=c.inbox_unacknowledged,
+                inbox_total=c.inbox_total,
+                hub_connected=self.uplink.connected,
+            )
+
+        return await guard_unary("Local.Status", context, body)

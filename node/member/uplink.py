@@ -1,0 +1,174 @@
+"""The node's uplink to the hub: the outbox, sent in order, with several batches in flight.
+
+Per connection: ``Register`` the delivery endpoint, open ``Hub.Submit``, then run two loops
+on the one stream: the *writer* reads undecided envelopes after the last one sent (at most
+``window`` batches unacknowledged, which bounds memory at both ends) and the *reader* applies
+each ``BatchAck`` to the outbox (outcome per envelope + decided watermark, in one
+transaction). Acks come back in batch order, so the watermark only moves forward.
+
+On any failure the stream is dropped and, after an exponential backoff, a new one starts
+from the watermark: batches that were sent but not acknowledged are sent again, with the
+same origin and sequences, and the hub answers those it had already stored with their
+original outcomes. The outbox keeps accepting local submissions meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+import grpc
+import structlog
+
+from node.config import NodeConfig
+from node.core.backoff import Backoff
+from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
+from node.store.node_store import NodeStore
+from node.wire.envelopes import reason_from_proto
+from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
+
+__all__ = ["Uplink"]
+
+log = structlog.get_logger(__name__)
+
+BATCH_ENVELOPES = 1_000
+BATCH_BYTES = 8 * 1024 * 1024
+
+
+class UplinkError(Exception):
+    pass
+
+
+class Uplink:
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str) -> None:
+        self.config = config
+        self.tls = tls
+        self.store = store
+        self.endpoint = endpoint
+        self.connected = False
+        self.sent_batches = 0
+        self.decided = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._backoff = Backoff()
+        self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
+        self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="uplink")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
+        max_bytes = self.config.limits.max_batch_bytes + (1 << 20)
+        while True:
+            channel = grpc.aio.secure_channel(
+                self.config.hub,
+                self.tls.channel_credentials(),
+                options=channel_options(tls_name, max_bytes),
+            )
+            try:
+                await self._session(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
+                delay = self._backoff.next_delay()
+                log.warning("uplink_failed", hub=self.config.hub, error=_describe(exc),
+                            retry_in_s=round(delay, 3))
+                self.connected = False
+                await channel.close()
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                self.connected = False
+            await channel.close()
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        stub = hub_pb2_grpc.HubStub(channel)
+        registered = await stub.Register(
+            hub_pb2.RegisterRequest(endpoint=self.endpoint), timeout=10, wait_for_ready=False
+        )
+        log.info("uplink_registered", institution=registered.institution,
+                 waiting_at_hub=registered.pending)
+        call = stub.Submit()
+        self.connected = True
+        self._backoff.reset()
+        inflight: deque[tuple[int, int]] = deque()
+        window = asyncio.Semaphore(self.config.submit_window)
+        writer = asyncio.create_task(self._writer(call, inflight, window))
+        reader = asyncio.create_task(self._reader(call, inflight, window))
+        try:
+            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+            raise UplinkError("submit stream ended")
+        finally:
+            for task in (writer, reader):
+                task.cancel()
+            for task in (writer, reader):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            call.cancel()
+
+    async def _writer(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        inflight: deque[tuple[int, int]],
+        window: asyncio.Semaphore,
+    ) -> None:
+        after = self.store.decided_seq
+        changed = self.store.outbox_changed
+        while True:
+            await window.acquire()
+            changed.clear()
+            rows = await self.store.pending(after, self._batch_envelopes, self._batch_bytes)
+            while not rows:
+                await changed.wait()
+                changed.clear()
+                rows = await self.store.pending(after, self._batch_envelopes, self._batch_bytes)
+            first, last = rows[0][0], rows[-1][0]
+            if last - first + 1 != len(rows):
+                raise UplinkError(f"outbox sequences {first}..{last} are not contiguous")
+            inflight.append((first, last))
+            await call.write(
+                envelope_pb2.EnvelopeBatch(
+                    origin=self.store.origin, first_sequence=first, envelopes=[r[1] for r in rows]
+                )
+            )
+            self.sent_batches += 1
+            after = last
+
+    async def _reader(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        inflight: deque[tuple[int, int]],
+        window: asyncio.Semaphore,
+    ) -> None:
+        while True:
+            ack = await call.read()
+            if ack is grpc.aio.EOF:
+                raise UplinkError("hub closed the submit stream")
+            if not inflight or inflight[0][0] != ack.first_sequence:
+                raise UplinkError(f"unexpected ack for sequence {ack.first_sequence}")
+            first, last = inflight.popleft()
+            if len(ack.outcomes) != last - first + 1:
+                raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
+            rows = []
+            for o in ack.outcomes:
+                reason = reason_from_proto(o.reason)
+                rows.append((reason.value if reason else "REASON_UNSPECIFIED", o.detail,
+                             o.hub_ticket, ",".join(o.receivers), first + o.index))
+            await self.store.record_outcomes(last, rows)
+            self.decided.set()
+            window.release()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,64 @@
+"""Helpers shared by every servicer: turning domain errors into gRPC statuses, one log line
+per call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from node.core.errors import CrossroadsError
+from node.wire.errors import status_of
+
+__all__ = ["guard_stream", "guard_unary"]
+
+log = structlog.get_logger("rpc")
+T = TypeVar("T")
+
+
+async def guard_unary(
+    method: str, context: grpc.aio.ServicerContext, body: Callable[[], Awaitable[T]]
+) -> T:
+    started = time.perf_counter()
+    try:
+        result = await body()
+    except CrossroadsError as exc:
+        code, details = status_of(exc)
+        log.warning("rpc", method=method, peer=context.peer(), status=code.name, error=details,
+                    duration_ms=_ms(started))
+        await context.abort(code, details)
+        raise AssertionError("unreachable") from exc
+    log.debug("rpc", method=method, peer=context.peer(), status="OK", duration_ms=_ms(started))
+    return result
+
+
+async def guard_stream(
+    method: str,
+    context: grpc.aio.ServicerContext,
+    body: AsyncIterator[T],
+    summary: dict[str, Any],
+) -> AsyncIterator[T]:
+    """Wrap a streaming handler: map domain errors, log one summary line at the end."""
+    started = time.perf_counter()
+    status = "OK"
+    try:
+        async for item in body:
+            yield item
+    except CrossroadsError as exc:
+        code, details = status_of(exc)
+        status = code.name
+        summary["error"] = details
+        await context.abort(code, details)
+    except BaseException as exc:
+        status = type(exc).__name__
+        raise
+    finally:
+        log.info("rpc", method=method, peer=context.peer(), status=status,
+                 duration_ms=_ms(started), **summary)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

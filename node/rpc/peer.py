@@ -1,0 +1,80 @@
+"""Who is calling: the verified peer certificate mapped to an identity, fail closed.
+
+The TLS handshake has already verified the chain and validity period against the network
+CA. Here the leaf certificate (``x509_pem_cert`` in the call's auth context) is parsed once
+per distinct certificate (cached), its ``spiffe://<network>/...`` URI SAN becomes the
+caller's :class:`pki.identity.Identity`, and its serial is checked against the current
+revocation list on every call. Any doubt raises :class:`Unauthenticated`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+
+from node.core.errors import PermissionDenied, Unauthenticated
+from pki.identity import Identity, parse_spiffe_id
+
+__all__ = ["Peer", "PeerAuthenticator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    identity: Identity
+    serial: int
+
+
+class PeerAuthenticator:
+    def __init__(self, network: str, revoked: Callable[[], frozenset[int]]) -> None:
+        self.network = network
+        self._revoked = revoked
+        self._cache: dict[bytes, Peer] = {}
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Peer:
+        auth = context.auth_context()
+        pems = auth.get("x509_pem_cert") or []
+        if not pems:
+            raise Unauthenticated("no client certificate", "NO_CERTIFICATE")
+        pem = pems[0]
+        peer = self._cache.get(pem)
+        if peer is None:
+            peer = self._parse(pem)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[pem] = peer
+        if peer.serial in self._revoked():
+            raise Unauthenticated(
+                f"certificate {peer.serial:x} of {peer.identity.name} is revoked",
+                "CERTIFICATE_REVOKED",
+            )
+        return peer
+
+    def _parse(self, pem: bytes) -> Peer:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
+                    if u.startswith("spiffe://")]
+            if len(uris) != 1:
+                raise ValueError(f"expected one spiffe URI SAN, found {len(uris)}")
+            identity = parse_spiffe_id(uris[0])
+        except (ValueError, x509.ExtensionNotFound) as exc:
+            raise Unauthenticated(f"certificate identity unreadable: {exc}", "BAD_IDENTITY") from exc
+        if identity.network != self.network:
+            raise Unauthenticated(
+                f"certificate is for network {identity.network!r}, not {self.network!r}",
+                "WRONG_NETWORK",
+            )
+        return Peer(identity, cert.serial_number)
+
+    def require(self, context: grpc.aio.ServicerContext, kind: str) -> Peer:
+        peer = self.authenticate(context)
+        if peer.identity.kind != kind:
+            raise PermissionDenied(
+                f"{peer.identity.kind} {peer.identity.name} may not call this; {kind} only",
+                "WRONG_ROLE",
+            )
+        return peer

@@ -1,0 +1,276 @@
+"""Harnesses that start a real network on loopback: in-process, or as real processes.
+
+Both build a throw-away PKI with :mod:`pki` (network CA, hub and node certificates), write
+real TOML configs and use real SQLite files under a work directory.
+
+* :class:`InProcessNetwork` runs a :class:`~node.app.HubApp` and N :class:`~node.app.NodeApp`
+  in the current event loop (integration tests).
+* :class:`ProcessNetwork` runs ``python -m node.cli hub|node serve`` as child processes
+  (end-to-end and crash tests, the demo, the benchmarks). The hub keeps its first port across
+  restarts so nodes find it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.config import HubConfig, NodeConfig, hub_config, node_config
+from pki import ca as pki_ca
+from pki import identity as pki_id
+
+__all__ = ["DEFAULT_INSTITUTIONS", "InProcessNetwork", "Pki", "ProcessNetwork"]
+
+#: Valid enterprise numbers for labs and tests.
+DEFAULT_INSTITUTIONS = ("0403019261", "0428759497", "0566988259", "0200065765", "0212344876")
+DEMO_SERVICE = "demo.message"
+
+
+@dataclass
+class Pki:
+    """A network CA and certificates issued from it, under ``root``."""
+
+    root: Path
+    network: str = "demo"
+
+    def __post_init__(self) -> None:
+        self.ca_dir = self.root / "ca"
+        if not (self.ca_dir / "ca.crt").exists():
+            pki_ca.init_ca(self.ca_dir, self.network)
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "ca.crt"
+
+    def issue(self, who: str, profile: str | None = None, **validity: Any) -> tuple[Path, Path]:
+        """Key and certificate for ``who``: "hub", an enterprise number, or "admin:<name>"."""
+        if who == "hub":
+            identity, profile = pki_id.hub(self.network), profile or "hub"
+        elif who.startswith("admin:"):
+            identity, profile = pki_id.admin(self.network, who[6:]), profile or "admin"
+        else:
+            identity, profile = pki_id.institution(self.network, who), profile or "node"
+        basename = validity.pop("basename", None) or who.replace(":", "-")
+        return pki_ca.issue(
+            self.ca_dir, self.root / "certs", identity, profile, extra_dns=["localhost"],
+            extra_ips=["127.0.0.1"], basename=basename, **validity,
+        )
+
+    def crl(self) -> Path:
+        return pki_ca.generate_crl(self.ca_dir, self.root / "crl.pem")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value))
+    raise TypeError(value)
+
+
+def write_toml(path: Path, table: Mapping[str, Any]) -> None:
+    """Enough TOML for our configs: scalars, sub-tables, arrays of tables."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in table.items() if not isinstance(v, (dict, list))}
+    lines += [f"{k} = {_toml(v)}" for k, v in scalars.items()]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
+        elif isinstance(v, list):
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                lines += [f"{kk} = {_toml(vv)}" for kk, vv in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class NetworkLayout:
+    """Configs for a hub and its nodes, as TOML tables (tests tweak them before starting)."""
+
+    root: Path
+    institutions: tuple[str, ...] = DEFAULT_INSTITUTIONS[:3]
+    network: str = "demo"
+    hub_overrides: dict[str, Any] = field(default_factory=dict)
+    node_overrides: dict[str, Any] = field(default_factory=dict)
+    services: tuple[str, ...] = (DEMO_SERVICE,)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pki = Pki(self.root / "pki", self.network)
+        self.hub_key, self.hub_cert = self.pki.issue("hub")
+        self.node_certs = {e: self.pki.issue(e) for e in self.institutions}
+
+    def hub_table(self, listen: str = "127.0.0.1:0") -> dict[str, Any]:
+        table: dict[str, Any] = {
+            "network": self.network,
+            "listen": listen,
+            "data_dir": str(self.root / "hub"),
+            "synchronous": "FULL",
+            "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(self.hub_cert),
+                    "key": str(self.hub_key), "crl": str(self.root / "pki" / "crl.pem")},
+            "limits": {},
+            "institutions": [{"enterprise_number": e, "name": f"Institution {e}"}
+                             for e in self.institutions],
+            "services": [{"id": s, "version": 1} for s in self.services],
+        }
+        _merge(table, self.hub_overrides)
+        return table
+
+    def node_table(self, enterprise: str, hub_address: str) -> dict[str, Any]:
+        key, cert = self.node_certs[enterprise]
+        table: dict[str, Any] = {
+            "network": self.network,
+            "enterprise_number": enterprise,
+            "listen": "127.0.0.1:0",
+            "hub": hub_address,
+            "local_api": f"unix:{self.root / 'sock' / enterprise}.sock",
+            "data_dir": str(self.root / "nodes" / enterprise),
+            "synchronous": "FULL",
+            "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(cert), "key": str(key)},
+        }
+        _merge(table, self.node_overrides)
+        return table
+
+    def hub_config(self, listen: str = "127.0.0.1:0") -> HubConfig:
+        return hub_config(self.hub_table(listen), self.root)
+
+    def node_config(self, enterprise: str, hub_address: str) -> NodeConfig:
+        return node_config(self.node_table(enterprise, hub_address), self.root)
+
+    @property
+    def hub_db(self) -> Path:
+        return self.root / "hub" / "hub.sqlite"
+
+    def local_api(self, enterprise: str) -> str:
+        return f"unix:{self.root / 'sock' / enterprise}.sock"
+
+
+def _merge(table: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(table.get(key), dict):
+            table[key].update(value)
+        else:
+            table[key] = value
+
+
+class InProcessNetwork(NetworkLayout):
+    """A hub and nodes in this event loop. ``await start()``, ``await stop()``."""
+
+    async def start(self) -> None:
+        from node.app import HubApp, NodeApp
+
+        self.hub = HubApp(self.hub_config())
+        await self.hub.start()
+        self.hub_address = f"127.0.0.1:{self.hub.port}"
+        self.nodes: dict[str, NodeApp] = {}
+        for e in self.institutions:
+            await self.start_node(e)
+
+    async def start_node(self, enterprise: str) -> None:
+        from node.app import NodeApp
+
+        app = NodeApp(self.node_config(enterprise, self.hub_address))
+        await app.start()
+        self.nodes[enterprise] = app
+
+    async def stop_node(self, enterprise: str) -> None:
+        await self.nodes.pop(enterprise).stop()
+
+    async def stop(self) -> None:
+        for e in list(self.nodes):
+            await self.stop_node(e)
+        await self.hub.stop()
+
+
+class ProcessNetwork(NetworkLayout):
+    """A hub and nodes as real processes (``python -m node.cli ... serve``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.hub_address = ""
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def _spawn(self, name: str, role: str, table: dict[str, Any]) -> dict[str, Any]:
+        config = self.root / f"{name}.toml"
+        write_toml(config, table)
+        ready = self.root / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        log = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
+             "--ready-file", str(ready)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+        )
+        log.close()
+        self.procs[name] = proc
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.root}/{name}.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not become ready; see {self.root}/{name}.log")
+            time.sleep(0.05)
+        return dict(json.loads(ready.read_text()))
+
+    def start_hub(self) -> None:
+        listen = self.hub_address or "127.0.0.1:0"
+        info = self._spawn("hub", "hub", self.hub_table(listen))
+        self.hub_address = f"127.0.0.1:{info['port']}"
+
+    def start_node(self, enterprise: str) -> None:
+        (self.root / "sock").mkdir(exist_ok=True)
+        self._spawn(enterprise, "node", self.node_table(enterprise, self.hub_address))
+
+    def start(self, nodes: Iterable[str] | None = None) -> None:
+        self.start_hub()
+        for e in self.institutions if nodes is None else nodes:
+            self.start_node(e)
+
+    def kill(self, name: str) -> None:
+        """kill -9, no goodbye."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def stop(self, name: str, timeout: float = 30) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise
+
+    def stop_all(self) -> None:
+        for name in [n for n in self.procs if n != "hub"]:
+            self._stop_quietly(name)
+        if "hub" in self.procs:
+            self._stop_quietly("hub")
+
+    def _stop_quietly(self, name: str) -> None:
+        try:
+            self.stop(name)
+        except Exception:  # noqa: BLE001 - teardown goes on
+            pass
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def __enter__(self) -> ProcessNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()

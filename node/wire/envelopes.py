@@ -1,0 +1,114 @@
+"""Converters between wire envelopes (protobuf bytes) and the core's domain values.
+
+This package is the only place that imports generated protobuf code.
+
+Stamping without re-encoding: protobuf defines that parsing the concatenation of two
+serialized messages equals merging them, the later value winning for singular fields. The
+hub therefore stamps an accepted envelope by appending a tiny serialized
+``Envelope(hub_ticket=..., received_at_unix_us=...)`` to the sender's bytes, instead of
+decoding, modifying and re-encoding the whole message (payload included). Any value a sender
+put in those two fields is overridden by the hub's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.message import DecodeError
+
+from node.core.envelope import Decision, EnvelopeHead
+from node.core.reasons import Reason
+from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
+
+__all__ = [
+    "Envelope",
+    "decode",
+    "decode_heads",
+    "head_of",
+    "outcome_to_proto",
+    "reason_from_proto",
+    "reason_to_proto",
+    "stamp",
+]
+
+Envelope = pb.Envelope
+_REASON_TO_PROTO = {reason: pb.Reason.Value(reason.value) for reason in Reason}
+_REASON_FROM_PROTO = {number: reason for reason, number in _REASON_TO_PROTO.items()}
+
+
+def reason_to_proto(reason: Reason) -> int:
+    return _REASON_TO_PROTO[reason]
+
+
+def reason_from_proto(number: int) -> Reason | None:
+    """The domain reason, or None for REASON_UNSPECIFIED (no decision yet)."""
+    return _REASON_FROM_PROTO.get(number)
+
+
+def decode(raw: bytes) -> pb.Envelope:
+    """Parse one envelope; raises ``DecodeError`` on malformed bytes."""
+    envelope = pb.Envelope()
+    envelope.ParseFromString(raw)
+    return envelope
+
+
+def head_of(envelope: pb.Envelope) -> EnvelopeHead:
+    payload = envelope.payload
+    data = payload.data
+    digest = payload.sha256
+    return EnvelopeHead(
+        sender=envelope.sender,
+        receivers=tuple(envelope.receivers),
+        service_id=envelope.service_id,
+        service_version=envelope.service_version,
+        subject_type=envelope.subject.type,
+        subject_number=envelope.subject.number,
+        payload_size=len(data),
+        digest_ok=not digest or hashlib.sha256(data).digest() == digest,
+    )
+
+
+def decode_heads(
+    raws: Sequence[bytes],
+) -> tuple[list[pb.Envelope | None], list[EnvelopeHead | Decision]]:
+    """Parse a batch: the envelopes (None where malformed) and their heads (or a refusal)."""
+    envelopes: list[pb.Envelope | None] = []
+    heads: list[EnvelopeHead | Decision] = []
+    for raw in raws:
+        try:
+            envelope = decode(raw)
+        except DecodeError as exc:
+            envelopes.append(None)
+            heads.append(Decision(Reason.MALFORMED_ENVELOPE, f"not an Envelope: {exc}"))
+            continue
+        envelopes.append(envelope)
+        heads.append(head_of(envelope))
+    return envelopes, heads
+
+
+def stamp(raw: bytes, hub_ticket: str, received_at_us: int) -> bytes:
+    """The sender's envelope with the hub's ticket and reception time set (see module doc)."""
+    return raw + pb.Envelope(
+        hub_ticket=hub_ticket, received_at_unix_us=received_at_us
+    ).SerializeToString()
+
+
+def outcome_to_proto(
+    index: int, decision: Decision, hub_ticket: str = ""
+) -> pb.EnvelopeOutcome:
+    return pb.EnvelopeOutcome(
+        index=index,
+        reason=_REASON_TO_PROTO[decision.reason],
+        detail=decision.detail,
+        hub_ticket=hub_ticket,
+        receivers=decision.receivers,
+    )
+
+
+def outcomes_to_proto(
+    decisions: Iterable[Decision], tickets: Sequence[str]
+) -> list[pb.EnvelopeOutcome]:
+    return [
+        outcome_to_proto(i, d, tickets[i]) for i, d in enumerate(decisions)
+    ]
