@@ -83,6 +83,7 @@ class HubApp:
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
+        self.service: HubService | None = None
         self.port = 0
         self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name]
         self._health: health.aio.HealthServicer | None = None
@@ -108,6 +109,7 @@ class HubApp:
         )
         peers = PeerAuthenticator(cfg.network, self.revocations)
         service = HubService(peers, self.intake, self.deliverer, self.store, institutions)
+        self.service = service
         self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         self._health = _health_and_reflection(self.server, self._names)
@@ -124,6 +126,8 @@ class HubApp:
     async def stop(self) -> None:
         if self._health is not None:
             await _set_health(self._health, self._names, False)
+        if self.service is not None:
+            self.service.draining.set()
         if self.server is not None:
             await self.server.stop(GRACE_S)
         if self.deliverer is not None:
@@ -201,6 +205,8 @@ class NodeApp:
                                 (self._local_health, self._local_names)):
             if servicer is not None:
                 await _set_health(servicer, names, False)
+        if self.deliver is not None:
+            self.deliver.draining.set()
         if self.local_server is not None:
             await self.local_server.stop(GRACE_S)
         if self.uplink is not None:

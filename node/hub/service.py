@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import structlog
 from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied
 from node.hub.delivery import Deliverer
 from node.hub.intake import Intake
-from node.rpc.edge import guard_stream, guard_unary
+from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.peer import PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
@@ -38,6 +39,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.deliverer = deliverer
         self.store = store
         self.institutions = institutions
+        self.draining = asyncio.Event()
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> str:
         """The calling institution, or an audited refusal."""
@@ -80,7 +82,7 @@ class HubService(hub_pb2_grpc.HubServicer):
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
         sender = await self._authenticate(context, "Hub.Submit")
         summary["sender"] = sender
-        async for batch in request_iterator:
+        async for batch in until_drained(request_iterator, self.draining):
             # Re-checked per batch: a certificate revoked mid-stream stops the stream.
             await self._authenticate(context, "Hub.Submit")
             ack = await self.intake.process(sender, batch)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from node.core.errors import InvalidArgument
-from node.rpc.edge import guard_stream
+from node.rpc.edge import guard_stream, until_drained
 from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
 from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
@@ -22,6 +23,7 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         self.store = store
         self.received = 0
         self.duplicates = 0
+        self.draining = asyncio.Event()
 
     async def Deliver(  # noqa: N802 - gRPC method name
         self,
@@ -41,7 +43,7 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         summary: dict[str, Any],
     ) -> AsyncIterator[node_pb2.DeliveryAck]:
         self.peers.require(context, "hub")
-        async for batch in request_iterator:
+        async for batch in until_drained(request_iterator, self.draining):
             tickets, envelopes = batch.hub_tickets, batch.envelopes
             if len(tickets) != len(envelopes) or any(not t for t in tickets):
                 raise InvalidArgument("every delivered envelope needs its hub ticket")

@@ -3,6 +3,7 @@ per call."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ import structlog
 from node.core.errors import CrossroadsError
 from node.wire.errors import status_of
 
-__all__ = ["guard_stream", "guard_unary"]
+__all__ = ["guard_stream", "guard_unary", "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
@@ -62,3 +63,28 @@ async def guard_stream(
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def until_drained(iterator: AsyncIterator[T], draining: asyncio.Event) -> AsyncIterator[T]:
+    """Yield from a request stream until it ends or ``draining`` is set.
+
+    A graceful stop sets ``draining``: a handler then finishes the batch in hand (its ack is
+    sent) and ends the stream instead of waiting for the next batch, so long-lived streams
+    do not hold the server's shutdown for its whole grace period.
+    """
+    it = iterator.__aiter__()
+    stop = asyncio.ensure_future(draining.wait())
+    try:
+        while not draining.is_set():
+            nxt = asyncio.ensure_future(it.__anext__())
+            done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                nxt.cancel()
+                return
+            try:
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        stop.cancel()

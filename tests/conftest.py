@@ -1,0 +1,84 @@
+"""Shared fixtures: a network layout with a real PKI, raw mTLS clients for the hub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from node.client import LocalClient
+from node.rpc.tls import channel_options, hub_tls_name
+from node.testing import InProcessNetwork
+from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2_grpc
+
+A, B, C = "0403019261", "0428759497", "0566988259"
+
+
+def hub_channel(
+    address: str, ca: Path, cert: Path | None, key: Path | None, network: str = "demo"
+) -> grpc.aio.Channel:
+    """A raw mTLS channel to the hub with any certificate (or none)."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(),
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+    return grpc.aio.secure_channel(address, creds, options=channel_options(hub_tls_name(network),
+                                                                          64 << 20))
+
+
+async def submit_raw(
+    channel: grpc.aio.Channel, batches: Sequence[envelope_pb2.EnvelopeBatch], timeout: float = 20
+) -> list[envelope_pb2.BatchAck]:
+    """Send batches on one Submit stream, one at a time, and return the acks."""
+    call = hub_pb2_grpc.HubStub(channel).Submit(timeout=timeout)
+    acks = []
+    for batch in batches:
+        await call.write(batch)
+        ack = await call.read()
+        assert ack is not grpc.aio.EOF, "stream closed"
+        acks.append(ack)
+    await call.done_writing()
+    assert await call.read() is grpc.aio.EOF
+    return acks
+
+
+async def fetch_all(api: str, expected: int, timeout: float = 30) -> list[envelope_pb2.Envelope]:
+    """Read (and acknowledge) from a node's local API until ``expected`` envelopes arrived."""
+    got: list[envelope_pb2.Envelope] = []
+
+    def once() -> list[envelope_pb2.Envelope]:
+        with LocalClient(api) as client:
+            batch = client.fetch(1000, wait_ms=200)
+            if batch:
+                client.acknowledge([e.hub_ticket for e in batch])
+            return batch
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(got) < expected and loop.time() < deadline:
+        got.extend(await asyncio.to_thread(once))
+    return got
+
+
+async def local_call(api: str, method: str, *args: object, **kwargs: object) -> object:
+    """Call a LocalClient method without blocking the event loop serving it."""
+
+    def run() -> object:
+        with LocalClient(api) as client:
+            return getattr(client, method)(*args, **kwargs)
+
+    return await asyncio.to_thread(run)
+
+
+@pytest.fixture
+async def network(tmp_path: Path) -> AsyncIterator[InProcessNetwork]:
+    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C))
+    await net.start()
+    try:
+        yield net
+    finally:
+        await net.stop()
