@@ -1,0 +1,59 @@
+"""Config validation names the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, hub_config, node_config
+
+BASE = Path("/etc/crossroads")
+
+
+def hub_table(**extra: object) -> dict[str, object]:
+    table: dict[str, object] = {
+        "network": "demo", "listen": "0.0.0.0:7443", "data_dir": "/var/lib/crossroads/hub",
+        "tls": {"ca_cert": "tls/ca.crt", "cert": "tls/hub.crt", "key": "tls/hub.key"},
+        "institutions": [{"enterprise_number": "0403019261", "name": "A"}],
+        "services": [{"id": "demo.message"}],
+    }
+    table.update(extra)
+    return table
+
+
+def test_valid_hub_config_resolves_relative_paths() -> None:
+    cfg = hub_config(hub_table(), BASE)
+    assert cfg.tls.cert == BASE / "tls" / "hub.crt"
+    assert cfg.limits.max_payload_bytes == 4 * 1024 * 1024
+    assert cfg.institutions[0].enterprise_number == "0403019261"
+    assert cfg.services[0].version == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"network": "Demo!"}, "network"),
+        ({"listen": "nowhere"}, "listen"),
+        ({"institutions": [{"enterprise_number": "0431150351"}]}, "mod-97"),
+        ({"limits": {"max_payload_bytes": 0}}, "limits.max_payload_bytes"),
+        ({"limits": {"max_payload_bytes": 10_000, "max_batch_bytes": 5_000}}, "max_batch_bytes"),
+        ({"surprise": 1}, "unknown setting surprise"),
+        ({"tls": {"ca_cert": "a", "cert": "b"}}, "tls.key is required"),
+        ({"synchronous": "OFF"}, "synchronous"),
+    ],
+)
+def test_bad_hub_config_is_refused_with_the_key(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        hub_config(hub_table(**changes), BASE)
+
+
+def test_node_config_requires_a_valid_enterprise_number() -> None:
+    table = {"network": "demo", "enterprise_number": "0403019216", "listen": "0.0.0.0:7444",
+             "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
+             "data_dir": "/var/lib/crossroads/node",
+             "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
+    with pytest.raises(ConfigError, match="enterprise_number"):
+        node_config(table, BASE)
+    table["enterprise_number"] = "0403019261"
+    assert node_config(table, BASE).hub == "hub:7443"
