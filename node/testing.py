@@ -12,6 +12,7 @@ real TOML configs and use real SQLite files under a work directory.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -200,6 +201,7 @@ class ProcessNetwork(NetworkLayout):
         super().__post_init__()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.hub_address = ""
+        atexit.register(self._kill_leftovers)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def _spawn(self, name: str, role: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +267,11 @@ class ProcessNetwork(NetworkLayout):
             self.stop(name)
         except Exception:  # noqa: BLE001 - teardown goes on
             pass
+
+    def _kill_leftovers(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
     def pid(self, name: str) -> int:
         return self.procs[name].pid

@@ -57,6 +57,7 @@ class _Destination:
     cursor: int = 0
     delivered: int = 0
     connected: bool = False
+    reconnect: bool = False
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -92,7 +93,7 @@ class Deliverer:
         dest = self._ensure(institution)
         if self.endpoints.get(institution) != endpoint:
             self.endpoints[institution] = endpoint
-            self._drop_stream(dest)
+            dest.reconnect = True  # the worker reconnects before its next batch
         dest.backoff.reset()
         dest.wake.set()
 
@@ -125,8 +126,20 @@ class Deliverer:
         if dest is None:
             dest = _Destination(institution)
             self._destinations[institution] = dest
-            dest.task = asyncio.create_task(self._run(dest), name=f"deliver-{institution}")
+            self._spawn(dest)
         return dest
+
+    def _spawn(self, dest: _Destination) -> None:
+        dest.task = asyncio.create_task(self._run(dest), name=f"deliver-{dest.institution}")
+        dest.task.add_done_callback(lambda task, d=dest: self._worker_ended(d, task))
+
+    def _worker_ended(self, dest: _Destination, task: asyncio.Task[None]) -> None:
+        """A worker only ends on stop; if anything else ended it, say so and start anew."""
+        if self._stopping or task.cancelled():
+            return
+        log.error("delivery_worker_died", destination=dest.institution,
+                  error=_describe(task.exception() or RuntimeError("returned")))
+        self._spawn(dest)
 
     async def _run(self, dest: _Destination) -> None:
         while not self._stopping:
@@ -152,19 +165,24 @@ class Deliverer:
                     continue
                 await self._deliver(dest, rows)
                 dest.backoff.reset()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if _really_cancelled():
+                    raise
+                await self._retry_later(dest, exc)  # grpc.aio raises it for a cancelled call
             except Exception as exc:  # noqa: BLE001 - any failure: back off and retry
-                delay = dest.backoff.next_delay()
-                log.warning(
-                    "delivery_failed",
-                    destination=dest.institution,
-                    endpoint=self.endpoints.get(dest.institution),
-                    error=_describe(exc),
-                    retry_in_s=round(delay, 3),
-                )
-                await self._close(dest)
-                await asyncio.sleep(delay)
+                await self._retry_later(dest, exc)
+
+    async def _retry_later(self, dest: _Destination, exc: BaseException) -> None:
+        delay = dest.backoff.next_delay()
+        log.warning(
+            "delivery_failed",
+            destination=dest.institution,
+            endpoint=self.endpoints.get(dest.institution),
+            error=_describe(exc),
+            retry_in_s=round(delay, 3),
+        )
+        await self._close(dest)
+        await asyncio.sleep(delay)
 
     async def _deliver(self, dest: _Destination, rows: list[QueuedRow]) -> None:
         call = await self._stream(dest)
@@ -194,6 +212,9 @@ class Deliverer:
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - len(rows))
 
     async def _stream(self, dest: _Destination) -> grpc.aio.StreamStreamCall:
+        if dest.reconnect:
+            dest.reconnect = False
+            await self._close(dest)
         if dest.call is not None:
             return dest.call
         endpoint = self.endpoints[dest.institution]
@@ -227,7 +248,13 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
         await asyncio.wait_for(event.wait(), timeout)
 
 
-def _describe(exc: Exception) -> str:
+def _really_cancelled() -> bool:
+    """True when this task is being cancelled (stop), not a gRPC call under it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return f"{type(exc).__name__}: {exc}"

@@ -74,19 +74,26 @@ class Uplink:
             )
             try:
                 await self._session(channel)
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling() > 0:
+                    raise
+                await self._failed(channel, exc)  # grpc.aio raises it for a cancelled call
+                continue
             except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
-                delay = self._backoff.next_delay()
-                log.warning("uplink_failed", hub=self.config.hub, error=_describe(exc),
-                            retry_in_s=round(delay, 3))
-                self.connected = False
-                await channel.close()
-                await asyncio.sleep(delay)
+                await self._failed(channel, exc)
                 continue
             finally:
                 self.connected = False
             await channel.close()
+
+    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException) -> None:
+        delay = self._backoff.next_delay()
+        log.warning("uplink_failed", hub=self.config.hub, error=_describe(exc),
+                    retry_in_s=round(delay, 3))
+        self.connected = False
+        await channel.close()
+        await asyncio.sleep(delay)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = hub_pb2_grpc.HubStub(channel)
@@ -168,7 +175,7 @@ class Uplink:
             window.release()
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return f"{type(exc).__name__}: {exc}"

@@ -74,17 +74,26 @@ async def until_drained(iterator: AsyncIterator[T], draining: asyncio.Event) -> 
     """
     it = iterator.__aiter__()
     stop = asyncio.ensure_future(draining.wait())
+    nxt: asyncio.Future[T] | None = None
     try:
         while not draining.is_set():
             nxt = asyncio.ensure_future(it.__anext__())
             done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
             if nxt not in done:
-                nxt.cancel()
                 return
             try:
                 item = nxt.result()
             except StopAsyncIteration:
                 return
+            nxt = None
             yield item
     finally:
         stop.cancel()
+        if nxt is not None:
+            nxt.cancel()
+            nxt.add_done_callback(_consume)
+
+
+def _consume(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
