@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from node.wire.gen.crossroads.v1 import directory_pb2 as crossroads_dot_v1_dot_directory__pb2
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 from node.wire.gen.crossroads.v1 import hub_pb2 as crossroads_dot_v1_dot_hub__pb2
 
@@ -50,6 +51,16 @@ class HubStub:
                 request_serializer=crossroads_dot_v1_dot_hub__pb2.RegisterRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_hub__pb2.RegisterResponse.FromString,
                 _registered_method=True)
+        self.WatchDirectory = channel.unary_stream(
+                '/crossroads.v1.Hub/WatchDirectory',
+                request_serializer=crossroads_dot_v1_dot_directory__pb2.WatchRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_directory__pb2.SignedDirectoryUpdate.FromString,
+                _registered_method=True)
+        self.Integrate = channel.unary_unary(
+                '/crossroads.v1.Hub/Integrate',
+                request_serializer=crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -86,6 +97,29 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchDirectory(self, request, context):
+        """Watch the caller's fragment of the reference directory (server stream).
+
+        The hub first sends a snapshot when start_revision is 0 or older than its compacted
+        history, else the deltas after start_revision; then each new change as it happens. Every
+        message is signed by the hub's directory key; the node verifies the signature, that the
+        recipient is itself and that from_revision equals the revision it holds, before applying.
+        On a gap or a bad signature the node drops the stream and watches again from what it has.
+        Errors: UNAUTHENTICATED. Long-lived: no deadline; reconnect with backoff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Integrate(self, request, context):
+        """Integrate or de-integrate persons in the caller's name (thousands per call). Each op is
+        checked: valid subject number, the caller authorized for the "directory.integration"
+        service in that capacity. Deadline: tens of seconds for large calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +132,16 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.Register,
                     request_deserializer=crossroads_dot_v1_dot_hub__pb2.RegisterRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_hub__pb2.RegisterResponse.SerializeToString,
+            ),
+            'WatchDirectory': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDirectory,
+                    request_deserializer=crossroads_dot_v1_dot_directory__pb2.WatchRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_directory__pb2.SignedDirectoryUpdate.SerializeToString,
+            ),
+            'Integrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Integrate,
+                    request_deserializer=crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -158,6 +202,60 @@ class Hub:
             '/crossroads.v1.Hub/Register',
             crossroads_dot_v1_dot_hub__pb2.RegisterRequest.SerializeToString,
             crossroads_dot_v1_dot_hub__pb2.RegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDirectory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/crossroads.v1.Hub/WatchDirectory',
+            crossroads_dot_v1_dot_directory__pb2.WatchRequest.SerializeToString,
+            crossroads_dot_v1_dot_directory__pb2.SignedDirectoryUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Integrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossroads.v1.Hub/Integrate',
+            crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.SerializeToString,
+            crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.FromString,
             options,
             channel_credentials,
             insecure,
