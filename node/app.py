@@ -24,8 +24,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.config import HubConfig, NodeConfig
+from node.core.directory import Institution
 from node.core.envelope import Policy
+from node.hub.admin_service import AdminService
 from node.hub.delivery import Deliverer
+from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.deliver_service import DeliverService
@@ -34,9 +37,12 @@ from node.member.uplink import Uplink
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
+from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
 from node.wire.gen.crossroads.v1 import (
+    directory_pb2,
+    directory_pb2_grpc,
     hub_pb2,
     hub_pb2_grpc,
     local_pb2,
@@ -44,6 +50,7 @@ from node.wire.gen.crossroads.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
+from node.wire.signed import ensure_signing_key
 
 __all__ = ["HubApp", "NodeApp", "serve_forever"]
 
@@ -80,38 +87,48 @@ class HubApp:
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous)
         self.tls = TlsMaterial.load(config.tls)
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert)
+        self.directory = Directory(
+            DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous),
+            ensure_signing_key(config.directory_key_path),
+        )
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
         self.service: HubService | None = None
         self.port = 0
-        self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name]
+        self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name,
+                       directory_pb2.DESCRIPTOR.services_by_name["DirectoryAdmin"].full_name]
         self._health: health.aio.HealthServicer | None = None
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
         state = await self.store.open()
         await self.revocations.start()
-        institutions = frozenset(i.enterprise_number for i in cfg.institutions)
-        endpoints = dict(state.endpoints)
-        endpoints.update({i.enterprise_number: i.endpoint for i in cfg.institutions if i.endpoint})
-        policy = Policy(
-            institutions=institutions,
-            services=frozenset((s.id, s.version) for s in cfg.services),
-            max_payload_bytes=cfg.limits.max_payload_bytes,
-        )
+        await self.directory.open()
+        # Endpoints: the directory's, overridden by what nodes registered themselves.
+        endpoints = {e: i.endpoint for e, i in self.directory.tables.institutions.items()
+                     if i.endpoint}
+        endpoints.update(state.endpoints)
+        policy = Policy(institutions=frozenset(), services=frozenset(),
+                        max_payload_bytes=cfg.limits.max_payload_bytes,
+                        check_services=False, check_receivers=False)
         self.deliverer = Deliverer(
             self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending
         )
+        self.directory.on_change.append(self._directory_changed)
         self.intake = Intake(
-            self.store, policy, state.pending, cfg.limits.destination_quota,
+            self.store, policy, self.directory, state.pending, cfg.limits.destination_quota,
             cfg.limits.max_batch_envelopes, self.deliverer.wake,
         )
-        peers = PeerAuthenticator(cfg.network, self.revocations)
-        service = HubService(peers, self.intake, self.deliverer, self.store, institutions)
+        revocations, directory = self.revocations, self.directory
+        peers = PeerAuthenticator(
+            cfg.network, lambda: revocations.serials | directory.revoked_serials())
+        service = HubService(peers, self.intake, self.deliverer, self.store, self.directory)
         self.service = service
         self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
+        directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
+            AdminService(peers, self.directory), self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:
@@ -120,8 +137,17 @@ class HubApp:
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
-                 institutions=len(institutions), pending=sum(state.pending.values()))
+                 directory_revision=self.directory.revision,
+                 pending=sum(state.pending.values()))
         return {"port": self.port}
+
+    def _directory_changed(self, changes: list[LoggedChange]) -> None:
+        assert self.deliverer is not None
+        for change in changes:
+            entity = change.entity
+            if (isinstance(entity, Institution) and entity.endpoint and not change.deleted
+                    and entity.enterprise_number not in self.deliverer.endpoints):
+                self.deliverer.set_endpoint(entity.enterprise_number, entity.endpoint)
 
     async def stop(self) -> None:
         if self._health is not None:
@@ -133,6 +159,7 @@ class HubApp:
         if self.deliverer is not None:
             await self.deliverer.stop()
         await self.revocations.stop()
+        await self.directory.close()
         await self.store.close()
         log.info("hub_stopped")
 
@@ -167,12 +194,9 @@ class NodeApp:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
-        policy = Policy(
-            institutions=frozenset(),
-            services=frozenset((s.id, s.version) for s in cfg.services),
-            max_payload_bytes=cfg.limits.max_payload_bytes,
-            check_services=bool(cfg.services),
-        )
+        policy = Policy(institutions=frozenset(), services=frozenset(),
+                        max_payload_bytes=cfg.limits.max_payload_bytes,
+                        check_services=False, check_receivers=False)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink)
         self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)

@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--config", required=True, help=f"{role}.toml")
         serve.add_argument("--ready-file", help="write {pid, ports} as JSON here when serving")
         serve.set_defaults(func=lambda a, r=role: _serve(a, r))
+        if role == "node":
+            st = rs.add_parser("status", help="the node's counters and directory fragment state")
+            st.add_argument("--local-api", required=True, help="unix:/path or host:port")
+            st.set_defaults(func=_status)
 
     send = sub.add_parser("send", help="submit envelopes through a node's local API")
     send.add_argument("--local-api", required=True, help="unix:/path or host:port")

@@ -18,10 +18,8 @@ from node.core.identifiers import enterprise_number_problem
 __all__ = [
     "ConfigError",
     "HubConfig",
-    "Institution",
     "Limits",
     "NodeConfig",
-    "Service",
     "TlsFiles",
     "hub_config",
     "node_config",
@@ -54,29 +52,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class Institution:
-    enterprise_number: str
-    name: str = ""
-    endpoint: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    id: str
-    version: int = 1
-
-
-@dataclass(frozen=True, slots=True)
 class HubConfig:
     network: str
     listen: str
     data_dir: Path
     tls: TlsFiles
     limits: Limits = field(default_factory=Limits)
-    institutions: tuple[Institution, ...] = ()
-    services: tuple[Service, ...] = ()
+    directory_key: Path | None = None  # Ed25519 signing key; default data_dir/directory-signing.key
     synchronous: str = "FULL"
     log_level: str = "info"
+
+    @property
+    def directory_key_path(self) -> Path:
+        return self.directory_key or self.data_dir / "directory-signing.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +76,10 @@ class NodeConfig:
     local_api: str
     data_dir: Path
     tls: TlsFiles
+    hub_directory_key: Path | None = None  # the hub's directory public key (PEM)
     advertise: str | None = None
     hub_tls_name: str | None = None
     limits: Limits = field(default_factory=Limits)
-    services: tuple[Service, ...] = ()
     synchronous: str = "FULL"
     log_level: str = "info"
     submit_window: int = 4
@@ -105,8 +93,7 @@ def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
         data_dir=r.path("data_dir"),
         tls=_tls(r.sub("tls"), with_crl=True),
         limits=_limits(r.sub("limits", required=False)),
-        institutions=tuple(_institution(t) for t in r.tables("institutions")),
-        services=tuple(_service(t) for t in r.tables("services")),
+        directory_key=r.path("directory_key", required=False),
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
     )
@@ -124,10 +111,10 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         local_api=r.address("local_api"),
         data_dir=r.path("data_dir"),
         tls=_tls(r.sub("tls"), with_crl=False),
+        hub_directory_key=r.path("hub_directory_key"),
         advertise=r.address("advertise", required=False),
         hub_tls_name=r.text("hub_tls_name", required=False),
         limits=_limits(r.sub("limits", required=False)),
-        services=tuple(_service(t) for t in r.tables("services")),
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         submit_window=r.integer("submit_window", 4, minimum=1),
@@ -163,22 +150,6 @@ def _limits(r: _Reader) -> Limits:
         raise ConfigError(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
     r.done()
     return limits
-
-
-def _institution(r: _Reader) -> Institution:
-    inst = Institution(
-        enterprise_number=r.enterprise("enterprise_number"),
-        name=r.text("name", required=False) or "",
-        endpoint=r.address("endpoint", required=False),
-    )
-    r.done()
-    return inst
-
-
-def _service(r: _Reader) -> Service:
-    svc = Service(id=r.text("id") or "", version=r.integer("version", 1, minimum=1))
-    r.done()
-    return svc
 
 
 class _Reader:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from node.config import HubConfig, NodeConfig, hub_config, node_config
+from node.core.directory import Authorization, Entity, Institution, Service
+from node.wire.signed import ensure_signing_key, public_path
 from pki import ca as pki_ca
 from pki import identity as pki_id
 
@@ -33,6 +35,19 @@ __all__ = ["DEFAULT_INSTITUTIONS", "InProcessNetwork", "Pki", "ProcessNetwork"]
 #: Valid enterprise numbers for labs and tests.
 DEFAULT_INSTITUTIONS = ("0403019261", "0428759497", "0566988259", "0200065765", "0212344876")
 DEMO_SERVICE = "demo.message"
+#: Sectors given to the test institutions, in order.
+SECTORS = (7, 11, 18, 17, 12)
+
+
+def default_directory(institutions: Iterable[str]) -> list[Entity]:
+    """A small directory: the institutions, the demo service (explicit receivers, any subject)
+    and an authorization for each institution to call it."""
+    entities: list[Entity] = []
+    for i, e in enumerate(institutions):
+        entities.append(Institution(e, SECTORS[i % len(SECTORS)], f"Institution {e}"))
+    entities.append(Service(DEMO_SERVICE, 1, "declaration", "any", "explicit"))
+    entities += [Authorization(f"demo-{e}", DEMO_SERVICE, institution=e) for e in institutions]
+    return entities
 
 
 @dataclass
@@ -104,13 +119,18 @@ class NetworkLayout:
     network: str = "demo"
     hub_overrides: dict[str, Any] = field(default_factory=dict)
     node_overrides: dict[str, Any] = field(default_factory=dict)
-    services: tuple[str, ...] = (DEMO_SERVICE,)
+    seed: list[Entity] | None = None
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.pki = Pki(self.root / "pki", self.network)
         self.hub_key, self.hub_cert = self.pki.issue("hub")
+        self.admin_key, self.admin_cert = self.pki.issue("admin:harness")
         self.node_certs = {e: self.pki.issue(e) for e in self.institutions}
+        self.directory_key = self.root / "pki" / "directory-signing.key"
+        ensure_signing_key(self.directory_key)
+        if self.seed is None:
+            self.seed = default_directory(self.institutions)
 
     def hub_table(self, listen: str = "127.0.0.1:0") -> dict[str, Any]:
         table: dict[str, Any] = {
@@ -121,9 +141,7 @@ class NetworkLayout:
             "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(self.hub_cert),
                     "key": str(self.hub_key), "crl": str(self.root / "pki" / "crl.pem")},
             "limits": {},
-            "institutions": [{"enterprise_number": e, "name": f"Institution {e}"}
-                             for e in self.institutions],
-            "services": [{"id": s, "version": 1} for s in self.services],
+            "directory_key": str(self.directory_key),
         }
         _merge(table, self.hub_overrides)
         return table
@@ -138,6 +156,7 @@ class NetworkLayout:
             "local_api": f"unix:{self.root / 'sock' / enterprise}.sock",
             "data_dir": str(self.root / "nodes" / enterprise),
             "synchronous": "FULL",
+            "hub_directory_key": str(public_path(self.directory_key)),
             "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(cert), "key": str(key)},
         }
         _merge(table, self.node_overrides)
@@ -174,6 +193,8 @@ class InProcessNetwork(NetworkLayout):
         self.hub = HubApp(self.hub_config())
         await self.hub.start()
         self.hub_address = f"127.0.0.1:{self.hub.port}"
+        if self.hub.directory.revision == 0 and self.seed:
+            await self.hub.directory.apply([(e, False) for e in self.seed])
         self.nodes: dict[str, NodeApp] = {}
         for e in self.institutions:
             await self.start_node(e)
@@ -227,9 +248,31 @@ class ProcessNetwork(NetworkLayout):
         return dict(json.loads(ready.read_text()))
 
     def start_hub(self) -> None:
+        first = not self.hub_address
         listen = self.hub_address or "127.0.0.1:0"
         info = self._spawn("hub", "hub", self.hub_table(listen))
         self.hub_address = f"127.0.0.1:{info['port']}"
+        if first and self.seed:
+            self.apply_directory(self.seed)
+
+    def apply_directory(self, entities: Iterable[Entity], delete: bool = False) -> int:
+        """Change the running hub's directory through its admin API (admin certificate)."""
+        import grpc
+
+        from node.rpc.tls import hub_tls_name
+        from node.wire.directory import change_to_proto
+        from node.wire.gen.crossroads.v1 import directory_pb2, directory_pb2_grpc
+
+        creds = grpc.ssl_channel_credentials(
+            self.pki.ca_cert.read_bytes(), self.admin_key.read_bytes(),
+            self.admin_cert.read_bytes())
+        options = [("grpc.ssl_target_name_override", hub_tls_name(self.network)),
+                   ("grpc.max_send_message_length", 256 << 20)]
+        with grpc.secure_channel(self.hub_address, creds, options=options) as channel:
+            stub = directory_pb2_grpc.DirectoryAdminStub(channel)
+            response = stub.Apply(directory_pb2.ApplyRequest(
+                changes=[change_to_proto(e, delete) for e in entities]), timeout=120)
+        return int(response.revision)
 
     def start_node(self, enterprise: str) -> None:
         (self.root / "sock").mkdir(exist_ok=True)

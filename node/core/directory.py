@@ -52,10 +52,12 @@ __all__ = [
     "Subscription",
     "covers",
     "decide",
+    "fan_out",
+    "request_of",
 ]
 
 KINDS = ("consultation", "mutation", "declaration", "integration")
-SUBJECT_KINDS = ("citizen", "enterprise", "none")
+SUBJECT_KINDS = ("citizen", "enterprise", "none", "any")
 ROUTINGS = ("fixed", "fan_out", "explicit")
 
 
@@ -194,6 +196,24 @@ class DirectoryView:
         ]
 
 
+def request_of(head: EnvelopeHead) -> Request | Decision:
+    """The decision inputs of an envelope, or INVALID_FIELD for a malformed period."""
+    if not head.period_begin and not head.period_end:
+        return Request(head.capacity, head.legal_context, None)
+    try:
+        begin = date.fromisoformat(head.period_begin)
+        end = date.fromisoformat(head.period_end) if head.period_end else None
+    except ValueError:
+        return Decision(Reason.INVALID_FIELD,
+                        f"period {head.period_begin!r}..{head.period_end!r} is not ISO dates")
+    if end is not None and end < begin:
+        return Decision(Reason.INVALID_FIELD, "period ends before it begins")
+    return Request(head.capacity, head.legal_context, Period(begin, end))
+
+
+_SUBJECT_TYPES = {"citizen": 1, "enterprise": 2, "none": 3}
+
+
 def _resolve_subject(number: str, replaced: Mapping[str, str]) -> tuple[str, bool]:
     seen = 0
     current = number
@@ -215,6 +235,11 @@ def decide(
     if service is None:
         return Decision(Reason.UNKNOWN_SERVICE,
                         f"service {head.service_id} v{head.service_version} unknown"), ""
+    if service.subject_type != "any":
+        expected_type = _SUBJECT_TYPES[service.subject_type]
+        if head.subject_type not in (expected_type, 0 if expected_type == 3 else -1):
+            return Decision(Reason.INVALID_FIELD,
+                            f"service {service.id} is about a {service.subject_type} subject"), ""
     subject, was_replaced = _resolve_subject(head.subject_number, view.replaced)
     day = request.period.begin if request.period else today
     period = request.period or Period(today, today)

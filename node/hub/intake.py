@@ -21,10 +21,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 
-from node.core.envelope import Decision, Policy, apply_quota, check_batch
+from node.core.directory import decide, request_of
+from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
+from node.hub.directory import Directory
 from node.store.hub_store import HubStore
 from node.wire.envelopes import decode_heads, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
@@ -48,6 +51,7 @@ class Intake:
         self,
         store: HubStore,
         policy: Policy,
+        directory: Directory,
         pending: dict[str, int],
         quota: int,
         max_batch_envelopes: int,
@@ -56,6 +60,7 @@ class Intake:
     ) -> None:
         self.store = store
         self.policy = policy
+        self.directory = directory
         self.pending = pending
         self.quota = quota
         self.max_batch_envelopes = max_batch_envelopes
@@ -120,6 +125,7 @@ class Intake:
     ) -> list[pb.EnvelopeOutcome]:
         envelopes, heads = decode_heads(raws)
         decisions = check_batch(heads, sender, self.policy)
+        decisions = await self._route(sender, heads, decisions)
         decisions, added = apply_quota(decisions, self.pending, self.quota)
         now = self.clock()
         now_text = str(now)
@@ -161,6 +167,28 @@ class Intake:
             self.pending[receiver] = self.pending.get(receiver, 0) + n
             self.wake(receiver)
         return outcomes
+
+
+    async def _route(
+        self, sender: str, heads: list[EnvelopeHead | Decision], decisions: list[Decision]
+    ) -> list[Decision]:
+        """The directory's decision for every envelope that passed the structural checks:
+        one lookup of the batch's subjects, then pure rules per envelope."""
+        subjects = [h.subject_number for h, d in zip(heads, decisions, strict=True)
+                    if d.accepted and isinstance(h, EnvelopeHead) and h.subject_number]
+        view = await self.directory.view_for(subjects)
+        today = date.fromtimestamp(self.clock() / 1e6)
+        routed: list[Decision] = []
+        for head, decision in zip(heads, decisions, strict=True):
+            if not decision.accepted or not isinstance(head, EnvelopeHead):
+                routed.append(decision)
+                continue
+            request = request_of(head)
+            if isinstance(request, Decision):
+                routed.append(request)
+                continue
+            routed.append(decide(head, request, sender, view, today)[0])
+        return routed
 
 
 def _reindexed(ack_blob: bytes, offset: int) -> bytes:

@@ -1,4 +1,4 @@
-"""The hub's gRPC edge: authenticate, hand batches to the intake, answer."""
+"""The hub's gRPC edge for nodes: authenticate, hand work to the intake or the directory."""
 
 from __future__ import annotations
 
@@ -6,23 +6,31 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from typing import Any
 
 import grpc
 import structlog
 
-from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied
+from node.core.directory import Institution, Integration, problem_of, subject_problem
+from node.core.envelope import Decision
+from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied, Unauthenticated
+from node.core.reasons import Reason
 from node.hub.delivery import Deliverer
+from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.peer import PeerAuthenticator
 from node.store.hub_store import HubStore
-from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
+from node.wire.directory import change_from_proto
+from node.wire.envelopes import outcome_to_proto
+from node.wire.gen.crossroads.v1 import directory_pb2, envelope_pb2, hub_pb2, hub_pb2_grpc
 
 __all__ = ["HubService"]
 
 log = structlog.get_logger(__name__)
 _ENDPOINT = re.compile(r"^\[?[A-Za-z0-9.:-]+\]?:\d{1,5}$")
+MAX_INTEGRATE_OPS = 50_000
 
 
 class HubService(hub_pb2_grpc.HubServicer):
@@ -32,28 +40,36 @@ class HubService(hub_pb2_grpc.HubServicer):
         intake: Intake,
         deliverer: Deliverer,
         store: HubStore,
-        institutions: frozenset[str],
+        directory: Directory,
     ) -> None:
         self.peers = peers
         self.intake = intake
         self.deliverer = deliverer
         self.store = store
-        self.institutions = institutions
+        self.directory = directory
         self.draining = asyncio.Event()
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> str:
-        """The calling institution, or an audited refusal."""
+    # -- identity --------------------------------------------------------------------------
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Institution:
+        """The calling institution as the directory knows it, or an audited refusal."""
         try:
             peer = self.peers.require(context, "institution")
-            if self.institutions and peer.identity.name not in self.institutions:
+            institution = self.directory.institution(peer.identity.name)
+            if institution is None or not institution.active:
                 raise PermissionDenied(
-                    f"institution {peer.identity.name} is not on this network",
+                    f"institution {peer.identity.name} is not active in the directory",
                     "UNKNOWN_INSTITUTION",
+                )
+            if institution.cert_fingerprint and institution.cert_fingerprint != peer.fingerprint:
+                raise Unauthenticated(
+                    f"certificate {peer.fingerprint[:16]}... is not the one registered for"
+                    f" {institution.enterprise_number}", "CERTIFICATE_NOT_REGISTERED",
                 )
         except CrossroadsError as exc:
             await self._audit_refusal(context, method, exc)
             raise
-        return peer.identity.name
+        return institution
 
     async def _audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
@@ -62,6 +78,8 @@ class HubService(hub_pb2_grpc.HubServicer):
             [(str(time.time_ns() // 1000), "REJECTED", "", "", "", method, "", "",
               exc.reason, f"{context.peer()}: {exc}")]
         )
+
+    # -- envelopes -------------------------------------------------------------------------
 
     async def Submit(  # noqa: N802 - gRPC method name
         self,
@@ -80,7 +98,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
-        sender = await self._authenticate(context, "Hub.Submit")
+        sender = (await self._authenticate(context, "Hub.Submit")).enterprise_number
         summary["sender"] = sender
         async for batch in until_drained(request_iterator, self.draining):
             # Re-checked per batch: a certificate revoked mid-stream stops the stream.
@@ -94,7 +112,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> hub_pb2.RegisterResponse:
         async def body() -> hub_pb2.RegisterResponse:
-            institution = await self._authenticate(context, "Hub.Register")
+            institution = (await self._authenticate(context, "Hub.Register")).enterprise_number
             if not _ENDPOINT.match(request.endpoint):
                 raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
                                       "BAD_ENDPOINT")
@@ -107,3 +125,90 @@ class HubService(hub_pb2_grpc.HubServicer):
             )
 
         return await guard_unary("Hub.Register", context, body)
+
+    # -- directory -------------------------------------------------------------------------
+
+    async def WatchDirectory(  # noqa: N802 - gRPC method name
+        self, request: directory_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[directory_pb2.SignedDirectoryUpdate]:
+        summary: dict[str, Any] = {"updates": 0, "start_revision": request.start_revision}
+        async for update in guard_stream(
+            "Hub.WatchDirectory", context, self._watch(request, context, summary), summary
+        ):
+            yield update
+
+    async def _watch(
+        self,
+        request: directory_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext,
+        summary: dict[str, Any],
+    ) -> AsyncIterator[directory_pb2.SignedDirectoryUpdate]:
+        institution = await self._authenticate(context, "Hub.WatchDirectory")
+        summary["institution"] = institution.enterprise_number
+        updates = self.directory.watch(institution, request.start_revision)
+        async for update in until_drained(updates, self.draining):
+            await self._authenticate(context, "Hub.WatchDirectory")
+            summary["updates"] += 1
+            yield update
+
+    async def Integrate(  # noqa: N802 - gRPC method name
+        self, request: directory_pb2.IntegrateRequest, context: grpc.aio.ServicerContext
+    ) -> directory_pb2.IntegrateResponse:
+        async def body() -> directory_pb2.IntegrateResponse:
+            sender = (await self._authenticate(context, "Hub.Integrate")).enterprise_number
+            if len(request.ops) > MAX_INTEGRATE_OPS:
+                raise InvalidArgument(f"at most {MAX_INTEGRATE_OPS} ops per call")
+            today = date.today()
+            decisions: list[Decision] = []
+            accepted: list[tuple[Integration, bool]] = []
+            for op in request.ops:
+                decision, entity = self._integration_decision(sender, op, today)
+                decisions.append(decision)
+                if entity is not None:
+                    accepted.append((entity, op.delete))
+            revision = await self.directory.apply(accepted) if accepted else self.directory.revision
+            await self._audit_integrations(sender, request.ops, decisions)
+            return directory_pb2.IntegrateResponse(
+                outcomes=[outcome_to_proto(i, d) for i, d in enumerate(decisions)],
+                revision=revision,
+            )
+
+        return await guard_unary("Hub.Integrate", context, body)
+
+    def _integration_decision(
+        self, sender: str, op: directory_pb2.IntegrateOp, today: date
+    ) -> tuple[Decision, Integration | None]:
+        entry = directory_pb2.IntegrateOp()
+        entry.CopyFrom(op)
+        if not entry.integration.institution:
+            entry.integration.institution = sender
+        try:
+            entity, _ = change_from_proto(directory_pb2.DirectoryChange(
+                integration=entry.integration))
+        except ValueError as exc:
+            return Decision(Reason.INVALID_FIELD, str(exc)), None
+        assert isinstance(entity, Integration)
+        if entity.institution != sender:
+            return Decision(Reason.NOT_AUTHORIZED,
+                            f"{sender} cannot integrate in the name of {entity.institution}"), None
+        problem = subject_problem(entity.subject)
+        if problem is not None:
+            return Decision(Reason.SUBJECT_NUMBER_INVALID, problem), None
+        problem = problem_of(entity)
+        if problem is not None:
+            return Decision(Reason.INVALID_FIELD, problem), None
+        if not self.directory.may_integrate(sender, entity.capacity, today):
+            return Decision(Reason.NOT_AUTHORIZED,
+                            f"{sender} may not integrate in capacity {entity.capacity}"), None
+        return Decision(Reason.ACCEPTED), entity
+
+    async def _audit_integrations(
+        self, sender: str, ops: Any, decisions: list[Decision]
+    ) -> None:
+        now = str(time.time_ns() // 1000)
+        await self.store.append_audit([
+            (now, ("DEINTEGRATED" if op.delete else "INTEGRATED") if d.accepted else "REJECTED",
+             "", sender, "", "directory.integration", "", op.integration.subject,
+             d.reason.value, d.detail or f"capacity {op.integration.capacity}")
+            for op, d in zip(ops, decisions, strict=True)
+        ])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from node.core.errors import PermissionDenied, Unauthenticated
 from pki.identity import Identity, parse_spiffe_id
@@ -25,6 +26,7 @@ __all__ = ["Peer", "PeerAuthenticator"]
 class Peer:
     identity: Identity
     serial: int
+    fingerprint: str  # SHA-256 of the certificate (DER), lower-case hex
 
 
 class PeerAuthenticator:
@@ -68,7 +70,8 @@ class PeerAuthenticator:
                 f"certificate is for network {identity.network!r}, not {self.network!r}",
                 "WRONG_NETWORK",
             )
-        return Peer(identity, cert.serial_number)
+        return Peer(identity, cert.serial_number,
+                    cert.fingerprint(hashes.SHA256()).hex())
 
     def require(self, context: grpc.aio.ServicerContext, kind: str) -> Peer:
         peer = self.authenticate(context)

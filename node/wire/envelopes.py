@@ -66,6 +66,10 @@ def head_of(envelope: pb.Envelope) -> EnvelopeHead:
         subject_number=envelope.subject.number,
         payload_size=len(data),
         digest_ok=not digest or hashlib.sha256(data).digest() == digest,
+        capacity=envelope.capacity,
+        legal_context=envelope.legal_context,
+        period_begin=envelope.period.begin_date,
+        period_end=envelope.period.end_date,
     )
 
 

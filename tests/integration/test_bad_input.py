@@ -39,7 +39,7 @@ def _bad_envelopes() -> list[tuple[bytes, str]]:
         (make_envelope("no.such.service", [B], b"x", sender=A), "UNKNOWN_SERVICE"),
         (make_envelope(DEMO_SERVICE, ["0431150351"], b"x", sender=A), "UNKNOWN_RECEIVER"),
         (make_envelope(DEMO_SERVICE, ["0566988259"], b"x", sender=A), "UNKNOWN_RECEIVER"),
-        (make_envelope(DEMO_SERVICE, [], b"x", sender=A), "UNKNOWN_RECEIVER"),
+        (make_envelope(DEMO_SERVICE, [], b"x", sender=A), "NO_RECEIVER"),
         (make_envelope(DEMO_SERVICE, [B], b"x", sender=A, subject_citizen="85073003327"),
          "SUBJECT_NUMBER_INVALID"),
         (make_envelope(DEMO_SERVICE, [B], b"x", sender=A, subject_citizen="85133000105"),

@@ -15,8 +15,7 @@ def hub_table(**extra: object) -> dict[str, object]:
     table: dict[str, object] = {
         "network": "demo", "listen": "0.0.0.0:7443", "data_dir": "/var/lib/crossroads/hub",
         "tls": {"ca_cert": "tls/ca.crt", "cert": "tls/hub.crt", "key": "tls/hub.key"},
-        "institutions": [{"enterprise_number": "0403019261", "name": "A"}],
-        "services": [{"id": "demo.message"}],
+        "directory_key": "keys/directory.key",
     }
     table.update(extra)
     return table
@@ -26,8 +25,9 @@ def test_valid_hub_config_resolves_relative_paths() -> None:
     cfg = hub_config(hub_table(), BASE)
     assert cfg.tls.cert == BASE / "tls" / "hub.crt"
     assert cfg.limits.max_payload_bytes == 4 * 1024 * 1024
-    assert cfg.institutions[0].enterprise_number == "0403019261"
-    assert cfg.services[0].version == 1
+    assert cfg.directory_key_path == BASE / "keys" / "directory.key"
+    without = {k: v for k, v in hub_table().items() if k != "directory_key"}
+    assert hub_config(without, BASE).directory_key_path == Path("/var/lib/crossroads/hub/directory-signing.key")
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,6 @@ def test_valid_hub_config_resolves_relative_paths() -> None:
     [
         ({"network": "Demo!"}, "network"),
         ({"listen": "nowhere"}, "listen"),
-        ({"institutions": [{"enterprise_number": "0431150351"}]}, "mod-97"),
         ({"limits": {"max_payload_bytes": 0}}, "limits.max_payload_bytes"),
         ({"limits": {"max_payload_bytes": 10_000, "max_batch_bytes": 5_000}}, "max_batch_bytes"),
         ({"surprise": 1}, "unknown setting surprise"),
@@ -51,9 +50,9 @@ def test_bad_hub_config_is_refused_with_the_key(changes: dict[str, object], mess
 def test_node_config_requires_a_valid_enterprise_number() -> None:
     table = {"network": "demo", "enterprise_number": "0403019216", "listen": "0.0.0.0:7444",
              "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
-             "data_dir": "/var/lib/crossroads/node",
+             "data_dir": "/var/lib/crossroads/node", "hub_directory_key": "hub-directory.pub",
              "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
-    with pytest.raises(ConfigError, match="enterprise_number"):
+    with pytest.raises(ConfigError, match="enterprise_number '0403019216' is not a valid.*mod-97"):
         node_config(table, BASE)
     table["enterprise_number"] = "0403019261"
     assert node_config(table, BASE).hub == "hub:7443"

@@ -66,7 +66,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("institution", "outbox_pending", "sent_accepted", "sent_refused", "inbox_unacknowledged", "inbox_total", "hub_connected")
+    __slots__ = ("institution", "outbox_pending", "sent_accepted", "sent_refused", "inbox_unacknowledged", "inbox_total", "hub_connected", "directory_revision", "directory_lag", "directory_last_sync_unix_us", "directory_connected")
     INSTITUTION_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_PENDING_FIELD_NUMBER: _ClassVar[int]
     SENT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,10 @@ class StatusResponse(_message.Message):
     INBOX_UNACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     INBOX_TOTAL_FIELD_NUMBER: _ClassVar[int]
     HUB_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_LAG_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_LAST_SYNC_UNIX_US_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     institution: str
     outbox_pending: int
     sent_accepted: int
@@ -81,4 +85,8 @@ class StatusResponse(_message.Message):
     inbox_unacknowledged: int
     inbox_total: int
     hub_connected: bool
-    def __init__(self, institution: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., sent_accepted: _Optional[int] = ..., sent_refused: _Optional[int] = ..., inbox_unacknowledged: _Optional[int] = ..., inbox_total: _Optional[int] = ..., hub_connected: _Optional[bool] = ...) -> None: ...
+    directory_revision: int
+    directory_lag: int
+    directory_last_sync_unix_us: int
+    directory_connected: bool
+    def __init__(self, institution: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., sent_accepted: _Optional[int] = ..., sent_refused: _Optional[int] = ..., inbox_unacknowledged: _Optional[int] = ..., inbox_total: _Optional[int] = ..., hub_connected: _Optional[bool] = ..., directory_revision: _Optional[int] = ..., directory_lag: _Optional[int] = ..., directory_last_sync_unix_us: _Optional[int] = ..., directory_connected: _Optional[bool] = ...) -> None: ...

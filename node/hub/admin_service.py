@@ -1,0 +1,100 @@
+"""The directory administration service: admin certificates only."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from node.core.directory import (
+    Authorization,
+    Entity,
+    Institution,
+    Replacement,
+    RevokedCertificate,
+    Service,
+    Subscription,
+)
+from node.core.errors import InvalidArgument
+from node.hub.directory import Directory
+from node.rpc.edge import guard_unary
+from node.rpc.peer import PeerAuthenticator
+from node.wire.directory import change_from_proto, change_to_proto
+from node.wire.gen.crossroads.v1 import directory_pb2 as pb
+from node.wire.gen.crossroads.v1 import directory_pb2_grpc
+
+__all__ = ["AdminService"]
+
+log = structlog.get_logger(__name__)
+
+_PARTS: dict[str, tuple[type, ...]] = {
+    "institutions": (Institution,),
+    "services": (Service,),
+    "authorizations": (Authorization,),
+    "subscriptions": (Subscription,),
+    "replacements": (Replacement,),
+    "revoked": (RevokedCertificate,),
+    "": (Institution, Service, Authorization, Subscription, Replacement, RevokedCertificate),
+}
+
+
+class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
+    def __init__(self, peers: PeerAuthenticator, directory: Directory) -> None:
+        self.peers = peers
+        self.directory = directory
+
+    async def Apply(  # noqa: N802 - gRPC method name
+        self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApplyResponse:
+        async def body() -> pb.ApplyResponse:
+            admin = self.peers.require(context, "admin")
+            changes: list[tuple[Entity, bool]] = []
+            for index, change in enumerate(request.changes):
+                try:
+                    changes.append(change_from_proto(change))
+                except ValueError as exc:
+                    raise InvalidArgument(f"change {index}: {exc}", "INVALID_ENTRY") from exc
+            revision = await self.directory.apply(changes)
+            log.info("directory_changed", admin=admin.identity.name, changes=len(changes),
+                     revision=revision)
+            return pb.ApplyResponse(revision=revision)
+
+        return await guard_unary("DirectoryAdmin.Apply", context, body)
+
+    async def Show(  # noqa: N802 - gRPC method name
+        self, request: pb.ShowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShowResponse:
+        async def body() -> pb.ShowResponse:
+            self.peers.require(context, "admin")
+            response = pb.ShowResponse(revision=self.directory.revision)
+            if request.part == "integrations":
+                if not request.subject:
+                    raise InvalidArgument("showing integrations needs a subject")
+                found = await self.directory.store.integrations_of([request.subject])
+                entities: list[Entity] = list(found.get(request.subject, []))
+            elif request.part in _PARTS:
+                kinds = _PARTS[request.part]
+                entities = [e for e in await self.directory.store.small_tables()
+                            if isinstance(e, kinds)]
+                if Replacement in kinds:
+                    found_r = await self.directory.store.replacements_of(
+                        [request.subject]) if request.subject else {}
+                    entities += [Replacement(o, n) for o, n in found_r.items()]
+            else:
+                raise InvalidArgument(f"unknown part {request.part!r}")
+            response.entries.extend(change_to_proto(e) for e in entities)
+            return response
+
+        return await guard_unary("DirectoryAdmin.Show", context, body)
+
+    async def Compact(  # noqa: N802 - gRPC method name
+        self, request: pb.CompactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompactResponse:
+        async def body() -> pb.CompactResponse:
+            self.peers.require(context, "admin")
+            keep_after = request.keep_after or max(0, self.directory.revision - 10_000)
+            revision, removed = await self.directory.store.compact(keep_after)
+            return pb.CompactResponse(compacted_revision=revision, removed=removed)
+
+        return await guard_unary("DirectoryAdmin.Compact", context, body)
+
+

@@ -1,0 +1,191 @@
+"""The hub's reference directory: the master store, the in-memory small tables, the per-batch
+decisions, and the signed fragments streamed to nodes.
+
+* Small tables (institutions, services, authorizations, subscriptions, revoked serials) are
+  held in memory and rebuilt after every change; integrations and replaced numbers stay in
+  SQLite and are fetched per batch, for the batch's distinct subjects only.
+* Every change goes through :meth:`Directory.apply` (validated, one revision each, one
+  transaction), then wakes the watchers.
+* :meth:`Directory.watch` yields the signed updates for one institution: a snapshot (in parts of
+  at most ``SNAPSHOT_PART`` entities) when it starts from 0 or from before the compacted
+  revision, else deltas, then new deltas as changes land. Each delta says which revision it
+  starts from, so a node detects any gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from node.core.directory import (
+    Authorization,
+    DirectoryView,
+    Entity,
+    Institution,
+    Integration,
+    RevokedCertificate,
+    Service,
+    Subscription,
+    fragment_owners,
+    problem_of,
+)
+from node.core.errors import InvalidArgument
+from node.store.directory_store import DirectoryStore, LoggedChange
+from node.wire.directory import change_to_proto
+from node.wire.gen.crossroads.v1 import directory_pb2 as pb
+from node.wire.signed import sign_update
+
+__all__ = ["INTEGRATION_SERVICE", "Directory"]
+
+log = structlog.get_logger(__name__)
+
+#: Authorizations on this service id say in which capacities an institution may integrate.
+INTEGRATION_SERVICE = "directory.integration"
+SNAPSHOT_PART = 20_000
+DELTA_LIMIT = 5_000
+
+
+@dataclass(slots=True)
+class _Tables:
+    institutions: dict[str, Institution] = field(default_factory=dict)
+    services: dict[tuple[str, int], Service] = field(default_factory=dict)
+    authorizations: dict[str, list[Authorization]] = field(default_factory=dict)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    revoked: frozenset[int] = frozenset()
+
+
+class Directory:
+    def __init__(self, store: DirectoryStore, signing_key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self.signing_key = signing_key
+        self.tables = _Tables()
+        self.changed = asyncio.Condition()
+        self.on_change: list = []  # callbacks(list[LoggedChange]) run after each apply
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self._reload()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    @property
+    def revision(self) -> int:
+        return self.store.revision
+
+    async def _reload(self) -> None:
+        tables = _Tables()
+        revoked: set[int] = set()
+        for entity in await self.store.small_tables():
+            if isinstance(entity, Institution):
+                tables.institutions[entity.enterprise_number] = entity
+            elif isinstance(entity, Service):
+                tables.services[(entity.id, entity.version)] = entity
+            elif isinstance(entity, Authorization):
+                tables.authorizations.setdefault(entity.service_id, []).append(entity)
+            elif isinstance(entity, Subscription):
+                tables.subscriptions.append(entity)
+            elif isinstance(entity, RevokedCertificate):
+                revoked.add(int(entity.serial, 16))
+        tables.revoked = frozenset(revoked)
+        self.tables = tables
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def apply(self, changes: Sequence[tuple[Entity, bool]]) -> int:
+        """Validate and apply; raises InvalidArgument naming the first bad change."""
+        for index, (entity, deleted) in enumerate(changes):
+            problem = None if deleted else problem_of(entity)
+            if problem is not None:
+                raise InvalidArgument(f"change {index}: {problem}", "INVALID_ENTRY")
+        logged = await self.store.apply(changes)
+        if any(not isinstance(c.entity, Integration) for c in logged):
+            await self._reload()
+        for callback in self.on_change:
+            callback(logged)
+        async with self.changed:
+            self.changed.notify_all()
+        return self.store.revision
+
+    # -- decisions -------------------------------------------------------------------------
+
+    async def view_for(self, subjects: Iterable[str]) -> DirectoryView:
+        subjects = [s for s in set(subjects) if s]
+        replaced = await self.store.replacements_of(subjects) if subjects else {}
+        wanted = set(subjects) | set(replaced.values())
+        integrations = await self.store.integrations_of(wanted) if wanted else {}
+        t = self.tables
+        return DirectoryView(t.institutions, t.services, t.authorizations, integrations, replaced)
+
+    def revoked_serials(self) -> frozenset[int]:
+        return self.tables.revoked
+
+    def institution(self, enterprise: str) -> Institution | None:
+        return self.tables.institutions.get(enterprise)
+
+    def may_integrate(self, institution: str, capacity: int, day: date) -> bool:
+        inst = self.tables.institutions.get(institution)
+        if inst is None or not inst.active:
+            return False
+        return any(
+            a.applies_to(inst) and (not a.capacities or capacity in a.capacities)
+            and a.period.contains(day)
+            for a in self.tables.authorizations.get(INTEGRATION_SERVICE, ())
+        )
+
+    # -- replication -----------------------------------------------------------------------
+
+    async def watch(self, institution: Institution, start: int) -> AsyncIterator[pb.SignedDirectoryUpdate]:
+        """Signed updates for ``institution`` from ``start``, forever."""
+        owners = fragment_owners(institution)
+        recipient = institution.enterprise_number
+        current = start
+        if start == 0 or start < self.store.compacted_revision or start > self.store.revision:
+            current, entities = await self.store.snapshot(owners)
+            for update in self._snapshot_parts(recipient, current, entities):
+                yield update
+        while True:
+            async with self.changed:
+                upto = self.store.revision
+                if upto == current:
+                    await self.changed.wait()
+                    continue
+            if current < self.store.compacted_revision:
+                current, entities = await self.store.snapshot(owners)
+                for update in self._snapshot_parts(recipient, current, entities):
+                    yield update
+                continue
+            changes = await self.store.changes_since(owners, current, upto, DELTA_LIMIT)
+            to = upto if len(changes) < DELTA_LIMIT else changes[-1].revision
+            yield self._signed(pb.DirectoryUpdate(
+                kind=pb.DirectoryUpdate.KIND_DELTA, recipient=recipient, from_revision=current,
+                to_revision=to, changes=[_proto(c) for c in changes],
+                produced_at_unix_us=time.time_ns() // 1000, last_part=True,
+            ))
+            current = to
+
+    def _snapshot_parts(
+        self, recipient: str, revision: int, entities: list[Entity]
+    ) -> Iterable[pb.SignedDirectoryUpdate]:
+        parts = max(1, -(-len(entities) // SNAPSHOT_PART))
+        for part in range(parts):
+            chunk = entities[part * SNAPSHOT_PART:(part + 1) * SNAPSHOT_PART]
+            yield self._signed(pb.DirectoryUpdate(
+                kind=pb.DirectoryUpdate.KIND_SNAPSHOT, recipient=recipient, from_revision=0,
+                to_revision=revision, changes=[change_to_proto(e) for e in chunk],
+                produced_at_unix_us=time.time_ns() // 1000, part=part,
+                last_part=part == parts - 1,
+            ))
+
+    def _signed(self, update: pb.DirectoryUpdate) -> pb.SignedDirectoryUpdate:
+        return sign_update(update, self.signing_key)
+
+
+def _proto(change: LoggedChange) -> pb.DirectoryChange:
+    return change_to_proto(change.entity, change.deleted, change.revision)
