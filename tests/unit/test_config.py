@@ -27,7 +27,8 @@ def test_valid_hub_config_resolves_relative_paths() -> None:
     assert cfg.limits.max_payload_bytes == 4 * 1024 * 1024
     assert cfg.directory_key_path == BASE / "keys" / "directory.key"
     without = {k: v for k, v in hub_table().items() if k != "directory_key"}
-    assert hub_config(without, BASE).directory_key_path == Path("/var/lib/crossroads/hub/directory-signing.key")
+    default = Path("/var/lib/crossroads/hub/directory-signing.key")
+    assert hub_config(without, BASE).directory_key_path == default
 
 
 @pytest.mark.parametrize(
