@@ -32,12 +32,14 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.deliver_service import DeliverService
+from node.member.fragment import FragmentWatcher
 from node.member.local_api import LocalService
 from node.member.uplink import Uplink
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
 from node.store.directory_store import DirectoryStore, LoggedChange
+from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
 from node.wire.gen.crossroads.v1 import (
@@ -50,7 +52,7 @@ from node.wire.gen.crossroads.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
-from node.wire.signed import ensure_signing_key
+from node.wire.signed import ensure_signing_key, load_public_key
 
 __all__ = ["HubApp", "NodeApp", "serve_forever"]
 
@@ -168,6 +170,8 @@ class NodeApp:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
+        self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
+        self.watcher: FragmentWatcher | None = None
         self.tls = TlsMaterial.load(config.tls)
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
@@ -183,7 +187,8 @@ class NodeApp:
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
         await self.store.open()
-        peers = PeerAuthenticator(cfg.network, frozenset)
+        await self.fragment.open()
+        peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(options=server_options(max_bytes))
         self.deliver = DeliverService(peers, self.store)
@@ -197,7 +202,11 @@ class NodeApp:
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
-        local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink)
+        assert cfg.hub_directory_key is not None
+        self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
+                                       load_public_key(cfg.hub_directory_key))
+        local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
+                             self.fragment, self.watcher)
         self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
@@ -212,6 +221,7 @@ class NodeApp:
         if cfg.local_api.startswith("unix:"):
             os.chmod(cfg.local_api.removeprefix("unix:"), 0o660)
         self.uplink.start()
+        self.watcher.start()
         await _set_health(self._health, self._names, True)
         await _set_health(self._local_health, self._local_names, True)
         log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
@@ -235,9 +245,12 @@ class NodeApp:
             await self.local_server.stop(GRACE_S)
         if self.uplink is not None:
             await self.uplink.stop()
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self.server is not None:
             await self.server.stop(GRACE_S)
         await self.store.close()
+        await self.fragment.close()
         log.info("node_stopped")
 
 

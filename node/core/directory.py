@@ -179,21 +179,35 @@ class DirectoryView:
     authorizations: Mapping[str, Sequence[Authorization]]  # by service id
     integrations: Mapping[str, Sequence[Integration]]  # by subject number
     replaced: Mapping[str, str]  # old number -> new number
+    #: Per-view memo of the lookups below: a view serves one batch, whose envelopes mostly
+    #: share sender, service and capacity.
+    _memo: dict[tuple[object, ...], object] = field(default_factory=dict)
 
     def service(self, service_id: str, version: int) -> Service | None:
+        key = ("s", service_id, version)
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[return-value]
         if version:
-            return self.services.get((service_id, version))
-        candidates = [s for (sid, _), s in self.services.items() if sid == service_id]
-        return max(candidates, key=lambda s: s.version) if candidates else None
+            found = self.services.get((service_id, version))
+        else:
+            candidates = [s for (sid, _), s in self.services.items() if sid == service_id]
+            found = max(candidates, key=lambda s: s.version) if candidates else None
+        self._memo[key] = found
+        return found
 
     def authorizations_for(
         self, service_id: str, institution: Institution, capacity: int, legal_context: str,
         day: date,
     ) -> list[Authorization]:
-        return [
+        key = ("a", service_id, institution.enterprise_number, capacity, legal_context, day)
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[return-value]
+        found = [
             a for a in self.authorizations.get(service_id, ())
             if a.applies_to(institution) and a.allows(capacity, legal_context, day)
         ]
+        self._memo[key] = found
+        return found
 
 
 def request_of(head: EnvelopeHead) -> Request | Decision:

@@ -145,6 +145,7 @@ class HubService(hub_pb2_grpc.HubServicer):
     ) -> AsyncIterator[directory_pb2.SignedDirectoryUpdate]:
         institution = await self._authenticate(context, "Hub.WatchDirectory")
         summary["institution"] = institution.enterprise_number
+        await context.send_initial_metadata(())  # the node sees the stream up while idle
         updates = self.directory.watch(institution, request.start_revision)
         async for update in until_drained(updates, self.draining):
             await self._authenticate(context, "Hub.WatchDirectory")

@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import date
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from node.core.envelope import Decision, Policy, check_envelope
+from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
+from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.uplink import Uplink
 from node.rpc.edge import guard_unary
+from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
 from node.wire.envelopes import decode, head_of, outcome_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
@@ -31,11 +34,21 @@ MAX_WAIT_MS = 60_000
 
 
 class LocalService(local_pb2_grpc.LocalServicer):
-    def __init__(self, institution: str, policy: Policy, store: NodeStore, uplink: Uplink) -> None:
+    def __init__(
+        self,
+        institution: str,
+        policy: Policy,
+        store: NodeStore,
+        uplink: Uplink,
+        fragment: FragmentStore,
+        watcher: FragmentWatcher,
+    ) -> None:
         self.institution = institution
         self.policy = policy
         self.store = store
         self.uplink = uplink
+        self.fragment = fragment
+        self.watcher = watcher
 
     async def Submit(  # noqa: N802 - gRPC method name
         self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
@@ -43,7 +56,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.LocalSubmitResponse:
             if len(request.envelopes) > MAX_SUBMIT:
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
-            decisions, ready = self._prepare(request.envelopes)
+            decisions, ready, heads = self._prepare(request.envelopes)
+            await self._check_with_fragment(decisions, ready, heads)
             seqs = iter(await self.store.enqueue([raw for raw in ready if raw is not None]))
             response = local_pb2.LocalSubmitResponse()
             for i, (decision, raw) in enumerate(zip(decisions, ready, strict=True)):
@@ -53,9 +67,28 @@ class LocalService(local_pb2_grpc.LocalServicer):
 
         return await guard_unary("Local.Submit", context, body)
 
-    def _prepare(self, raws: list[bytes]) -> tuple[list[Decision], list[bytes | None]]:
+    async def _check_with_fragment(
+        self, decisions: list[Decision], ready: list[bytes | None],
+        heads: list[EnvelopeHead | None],
+    ) -> None:
+        """The directory rules at the source, from the node's fragment (same reason codes as
+        the hub). Without a fragment yet, the hub decides alone."""
+        if self.fragment.revision == 0:
+            return
+        view = await self.fragment.view(h.subject_number for h in heads if h is not None)
+        today = date.today()
+        for i, head in enumerate(heads):
+            if head is not None and decisions[i].accepted:
+                decision = check_with_fragment(head, self.institution, view, today)
+                if not decision.accepted:
+                    decisions[i], ready[i] = decision, None
+
+    def _prepare(
+        self, raws: list[bytes]
+    ) -> tuple[list[Decision], list[bytes | None], list[EnvelopeHead | None]]:
         decisions: list[Decision] = []
         ready: list[bytes | None] = []
+        heads: list[EnvelopeHead | None] = []
         now_us = time.time_ns() // 1000
         for raw in raws:
             try:
@@ -63,6 +96,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             except DecodeError as exc:
                 decisions.append(Decision(Reason.MALFORMED_ENVELOPE, f"not an Envelope: {exc}"))
                 ready.append(None)
+                heads.append(None)
                 continue
             changed = False
             if not envelope.sender:
@@ -71,13 +105,15 @@ class LocalService(local_pb2_grpc.LocalServicer):
             if not envelope.sent_at_unix_us:
                 envelope.sent_at_unix_us = now_us
                 changed = True
-            decision = check_envelope(head_of(envelope), self.institution, self.policy)
+            head = head_of(envelope)
+            heads.append(head)
+            decision = check_envelope(head, self.institution, self.policy)
             decisions.append(decision)
             if decision.reason is Reason.ACCEPTED:
                 ready.append(envelope.SerializeToString() if changed else raw)
             else:
                 ready.append(None)
-        return decisions, ready
+        return decisions, ready, heads
 
     async def Outcomes(  # noqa: N802 - gRPC method name
         self, request: local_pb2.OutcomesRequest, context: grpc.aio.ServicerContext
@@ -150,6 +186,10 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 inbox_unacknowledged=c.inbox_unacknowledged,
                 inbox_total=c.inbox_total,
                 hub_connected=self.uplink.connected,
+                directory_revision=self.fragment.revision,
+                directory_lag=self.fragment.lag,
+                directory_last_sync_unix_us=self.fragment.last_sync_us,
+                directory_connected=self.watcher.connected,
             )
 
         return await guard_unary("Local.Status", context, body)

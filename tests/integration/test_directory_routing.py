@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import grpc
@@ -135,3 +136,23 @@ async def test_suspended_institution_is_refused(net) -> None:
             await submit_raw(channel, [envelope_pb2.EnvelopeBatch()])
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "UNKNOWN_INSTITUTION" in err.value.details()
+
+
+async def test_node_checks_against_its_fragment_and_reports_it(net) -> None:
+    """Errors surface at the source with the hub's reason codes; status shows the fragment."""
+    from tests.conftest import local_call
+
+    node = net.nodes[PENSIONS]
+    for _ in range(100):
+        if node.fragment.revision == net.hub.directory.revision:
+            break
+        await asyncio.sleep(0.05)
+    status = await local_call(net.local_api(PENSIONS), "status")
+    assert status.directory_revision == net.hub.directory.revision > 0
+    assert status.directory_lag == 0 and status.directory_connected
+    assert status.directory_last_sync_unix_us > 0
+    raws = [make_envelope("insurability", [], b"q", subject_citizen=CITIZEN, capacity=2),
+            make_envelope("demo.message", [WELFARE], b"ok")]
+    outcomes, seqs = await local_call(net.local_api(PENSIONS), "submit", raws)
+    assert [o.reason for o in outcomes] == ["NOT_AUTHORIZED", "ACCEPTED"]
+    assert seqs[0] == 0  # nothing left the node

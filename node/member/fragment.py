@@ -1,0 +1,267 @@
+"""The node's side of directory replication: watch the hub, verify, apply to the fragment.
+
+One ``Hub.WatchDirectory`` stream from the fragment's revision. Every update is checked
+before anything is applied, in this order:
+
+1. the hub's Ed25519 signature over the exact bytes (:func:`node.wire.signed.verify_update`);
+2. the recipient is this institution;
+3. a snapshot arrives as parts 0, 1, ... (same ``to_revision``), staged until the part with
+   ``last_part``, then applied in one transaction;
+4. a delta starts at the fragment's revision exactly (otherwise :class:`RevisionGap`).
+
+A refusal is logged (``directory_update_refused``), counted in :attr:`FragmentWatcher.refused`,
+and drops the stream; after a backoff the watcher reconnects from the fragment's revision, and
+after two refusals in a row from 0, which makes the hub send a snapshot. Any other failure
+(hub unreachable, stream closed) reconnects from the fragment's revision after a backoff.
+Meanwhile the node keeps working from the fragment it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import date
+
+import grpc
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from node.config import NodeConfig
+from node.core.backoff import Backoff
+from node.core.directory import DirectoryView, Entity, decide, request_of
+from node.core.envelope import Decision, EnvelopeHead
+from node.core.reasons import Reason
+from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
+from node.store.fragment_store import FragmentStore, RevisionGap
+from node.wire.directory import change_from_proto
+from node.wire.gen.crossroads.v1 import directory_pb2 as pb
+from node.wire.gen.crossroads.v1 import hub_pb2_grpc
+from node.wire.signed import SignatureError, key_id, verify_update
+
+__all__ = ["FragmentWatcher", "UpdateRefused", "check_with_fragment"]
+
+log = structlog.get_logger(__name__)
+
+#: Refusals in a row after which the watcher asks for a snapshot (start_revision 0).
+RESYNC_AFTER = 2
+MAX_UPDATE_BYTES = 256 * 1024 * 1024
+
+
+class UpdateRefused(Exception):
+    """An update from the hub that must not be applied (the reason is the message)."""
+
+
+class FragmentWatcher:
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentStore,
+                 hub_key: Ed25519PublicKey, backoff: Backoff | None = None) -> None:
+        self.config = config
+        self.tls = tls
+        self.store = store
+        self.hub_key = hub_key
+        self.hub_key_id = key_id(hub_key)
+        #: True while the watch stream is up.
+        self.connected = False
+        #: Updates refused since start (bad signature, wrong recipient, gap, ...).
+        self.refused = 0
+        #: Set after each applied snapshot or delta (callers clear it).
+        self.changed = asyncio.Event()
+        #: Snapshots and deltas applied since start.
+        self.snapshots = 0
+        self.deltas = 0
+        self._refusals_in_a_row = 0
+        self._backoff = backoff or Backoff()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fragment-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.connected = False
+
+    def start_revision(self) -> int:
+        """Where the next stream starts: 0 (snapshot) after repeated refusals or when the
+        fragment was received for another institution, else the fragment's revision."""
+        if self._refusals_in_a_row >= RESYNC_AFTER:
+            return 0
+        if self.store.recipient and self.store.recipient != self.config.enterprise_number:
+            return 0
+        return self.store.revision
+
+    async def _run(self) -> None:
+        tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
+        options = channel_options(tls_name, MAX_UPDATE_BYTES)
+        while True:
+            channel = grpc.aio.secure_channel(self.config.hub, self.tls.channel_credentials(),
+                                              options=options)
+            try:
+                await self._session(channel)
+                problem: BaseException = ConnectionError("hub closed the directory stream")
+            except UpdateRefused as exc:
+                self._refused(str(exc))
+                problem = exc
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling() > 0:
+                    raise
+                problem = exc  # grpc.aio raises it for a cancelled call
+            except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
+                problem = exc
+            finally:
+                self.connected = False
+                await channel.close()
+            delay = self._backoff.next_delay()
+            if not isinstance(problem, UpdateRefused):
+                log.warning("directory_watch_failed", hub=self.config.hub,
+                            error=_describe(problem), retry_in_s=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    def _refused(self, reason: str) -> None:
+        self.refused += 1
+        self._refusals_in_a_row += 1
+        log.warning("directory_update_refused", reason=reason, revision=self.store.revision,
+                    refused=self.refused,
+                    resync=self._refusals_in_a_row >= RESYNC_AFTER)
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        start = self.start_revision()
+        call = hub_pb2_grpc.HubStub(channel).WatchDirectory(
+            pb.WatchRequest(start_revision=start))
+        log.debug("directory_watch_started", hub=self.config.hub, start_revision=start)
+        connected = asyncio.create_task(self._when_connected(call))
+        snapshot: _Snapshot | None = None
+        try:
+            async for signed in call:
+                self.connected = True
+                update = self._verified(signed)
+                if update.kind == pb.DirectoryUpdate.KIND_SNAPSHOT:
+                    if snapshot is None:
+                        snapshot = _Snapshot(update.to_revision)
+                    snapshot.add(update)
+                    if update.last_part:
+                        await self._apply_snapshot(snapshot)
+                        snapshot = None
+                elif update.kind == pb.DirectoryUpdate.KIND_DELTA:
+                    if snapshot is not None:
+                        raise UpdateRefused("delta received in the middle of a snapshot")
+                    await self._apply_delta(update)
+                else:
+                    raise UpdateRefused(f"update kind {update.kind} unknown")
+        finally:
+            connected.cancel()
+            call.cancel()
+
+    async def _when_connected(self, call: grpc.aio.UnaryStreamCall) -> None:
+        """The stream is up once the hub's response headers arrive (the hub sends them at once
+        even when it has nothing to send yet), or with the first update."""
+        with contextlib.suppress(Exception):
+            await call.initial_metadata()
+            if not call.done():
+                self.connected = True
+                if self._refusals_in_a_row == 0:
+                    self._backoff.reset()  # a healthy hub; refusals keep backing off
+
+    def _verified(self, signed: pb.SignedDirectoryUpdate) -> pb.DirectoryUpdate:
+        try:
+            update = verify_update(signed, self.hub_key)
+        except SignatureError as exc:
+            detail = "" if signed.key_id == self.hub_key_id else (
+                f" (signed by key {signed.key_id!r}, expected {self.hub_key_id})")
+            raise UpdateRefused(f"{exc}{detail}") from None
+        except DecodeError as exc:
+            raise UpdateRefused(f"signed update is not a DirectoryUpdate: {exc}") from None
+        if update.recipient != self.config.enterprise_number:
+            raise UpdateRefused(f"update is for {update.recipient!r},"
+                                f" not {self.config.enterprise_number}")
+        self.store.note_hub_revision(update.to_revision)
+        return update
+
+    async def _apply_snapshot(self, snapshot: _Snapshot) -> None:
+        before = self.store.revision
+        await self.store.apply_snapshot(snapshot.revision, snapshot.entities,
+                                        recipient=self.config.enterprise_number)
+        if snapshot.revision < before:
+            log.warning("directory_revision_went_back", before=before, revision=snapshot.revision)
+        log.info("directory_synced", kind="snapshot", revision=snapshot.revision,
+                 entities=len(snapshot.entities), parts=snapshot.parts)
+        self.snapshots += 1
+        self._applied()
+
+    async def _apply_delta(self, update: pb.DirectoryUpdate) -> None:
+        changes = [_change(c) for c in update.changes]
+        try:
+            await self.store.apply_delta(update.from_revision, update.to_revision, changes)
+        except RevisionGap as exc:
+            raise UpdateRefused(f"revision gap: {exc}") from None
+        except ValueError as exc:
+            raise UpdateRefused(str(exc)) from None
+        log.debug("directory_synced", kind="delta", revision=update.to_revision,
+                  changes=len(changes))
+        self.deltas += 1
+        self._applied()
+
+    def _applied(self) -> None:
+        self._refusals_in_a_row = 0
+        self._backoff.reset()
+        self.changed.set()
+
+
+class _Snapshot:
+    """Parts of one snapshot, staged until the last one."""
+
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+        self.parts = 0
+        self.entities: list[Entity] = []
+
+    def add(self, update: pb.DirectoryUpdate) -> None:
+        if update.part != self.parts:
+            raise UpdateRefused(f"snapshot part {update.part} received, expected {self.parts}")
+        if update.to_revision != self.revision:
+            raise UpdateRefused(f"snapshot part {update.part} is at revision {update.to_revision},"
+                                f" not {self.revision}")
+        for change in update.changes:
+            entity, deleted = _change(change)
+            if deleted:
+                raise UpdateRefused("a snapshot contains a delete")
+            self.entities.append(entity)
+        self.parts += 1
+
+
+def _change(change: pb.DirectoryChange) -> tuple[Entity, bool]:
+    try:
+        return change_from_proto(change)
+    except ValueError as exc:
+        raise UpdateRefused(f"change at revision {change.revision}: {exc}") from None
+
+
+def check_with_fragment(head: EnvelopeHead, sender: str, view: DirectoryView,
+                        today: date) -> Decision:
+    """The hub's directory rules (:func:`node.core.directory.decide`) applied at the source,
+    to an envelope that passed :func:`node.core.envelope.check_envelope`.
+
+    A node's fragment holds every institution, service and replaced number but only its own
+    authorizations and integrations, so it cannot compute fan-out receivers: for a
+    ``fan_out`` service a missing receiver is left for the hub to decide (accepted here).
+    Callers skip this check while the fragment is empty (``store.revision == 0``).
+    """
+    request = request_of(head)
+    if isinstance(request, Decision):
+        return request
+    decision, _ = decide(head, request, sender, view, today)
+    if decision.reason is Reason.NO_RECEIVER:
+        service = view.service(head.service_id, head.service_version)
+        if service is not None and service.routing == "fan_out":
+            return Decision(Reason.ACCEPTED, "receivers are decided by the hub")
+    return decision
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,387 @@
+"""A node's copy of its directory fragment, replicated from the hub.
+
+The fragment is the public part of the directory (institutions, services, revoked
+certificates, replaced numbers) plus the node's own authorizations (including those granted
+to its whole sector), integrations and subscriptions. The hub streams it as signed snapshots
+and deltas (:mod:`node.member.fragment` verifies them); this store applies each one in one
+transaction and records the revision it reached:
+
+* :meth:`FragmentStore.apply_snapshot` replaces everything at a revision;
+* :meth:`FragmentStore.apply_delta` applies the changes made between ``from_revision`` and
+  ``to_revision`` and refuses (:class:`RevisionGap`, nothing applied) unless the store is at
+  ``from_revision`` exactly.
+
+Integrations (possibly millions) stay in SQLite and are read per batch of envelopes, for the
+batch's subjects only (:meth:`FragmentStore.view`). Everything else is small and kept in
+memory, updated after each commit, so :func:`node.core.directory.decide` runs on it without
+I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from node.core.directory import (
+    Authorization,
+    DirectoryView,
+    Entity,
+    Institution,
+    Integration,
+    Period,
+    Replacement,
+    Service,
+    Subscription,
+    key_of,
+    kind_of,
+)
+from node.store.directory_store import decode_entity, encode_entity
+from node.store.sqlite import connect, migrate
+
+__all__ = ["FragmentStore", "RevisionGap"]
+
+MIGRATIONS = [
+    """
+    CREATE TABLE frag_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE entities (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE integrations (
+        subject TEXT NOT NULL,
+        institution TEXT NOT NULL,
+        capacity INTEGER NOT NULL,
+        begin_date TEXT NOT NULL,
+        end_date TEXT NOT NULL,
+        phase INTEGER NOT NULL,
+        PRIMARY KEY (subject, institution, capacity, begin_date)
+    ) WITHOUT ROWID;
+    CREATE INDEX integrations_by_institution ON integrations (institution);
+    INSERT INTO frag_meta VALUES ('revision', '0'), ('last_sync_us', '0'),
+        ('hub_revision', '0'), ('recipient', '');
+    """,
+]
+
+#: The kinds kept in memory (everything but integrations).
+SMALL_KINDS = ("institution", "service", "authorization", "subscription", "replacement",
+               "revoked_certificate")
+KINDS = (*SMALL_KINDS, "integration")
+_CHUNK = 500
+
+
+class RevisionGap(Exception):
+    """A delta does not start where the fragment is: nothing was applied."""
+
+    def __init__(self, expected: int, got: int, to_revision: int) -> None:
+        super().__init__(f"delta {got}->{to_revision} does not start at the fragment's"
+                         f" revision {expected}")
+        self.expected = expected
+        self.got = got
+        self.to_revision = to_revision
+
+
+def _d(day: date | None) -> str:
+    return "" if day is None or day == date.min else day.isoformat()
+
+
+def _integration_row(i: Integration) -> tuple[object, ...]:
+    return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
+
+
+def _integration_of(row: Sequence[Any]) -> Integration:
+    subject, institution, capacity, begin, end, phase = row
+    return Integration(subject, institution, int(capacity), int(phase),
+                       Period(date.fromisoformat(begin) if begin else date.min,
+                              date.fromisoformat(end) if end else None))
+
+
+def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[Entity]]]:
+    """Consecutive changes of the same kind and operation, in order (a put then a delete of
+    the same key must end deleted)."""
+    runs: list[tuple[str, bool, list[Entity]]] = []
+    for entity, deleted in changes:
+        kind = kind_of(entity)
+        if runs and runs[-1][0] == kind and runs[-1][1] == deleted:
+            runs[-1][2].append(entity)
+        else:
+            runs.append((kind, deleted, [entity]))
+    return runs
+
+
+class FragmentStore:
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        #: The revision the fragment is at (0 = nothing received yet).
+        self.revision = 0
+        #: When the last snapshot or delta was applied (microseconds since the epoch; 0 = never).
+        self.last_sync_us = 0
+        #: The highest revision the hub announced (to_revision of any verified update).
+        self.hub_revision = 0
+        #: The institution the fragment was received for ("" = none yet).
+        self.recipient = ""
+        self._small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
+        self._institutions: dict[str, Institution] = {}
+        self._services: dict[tuple[str, int], Service] = {}
+        self._authorizations: dict[str, list[Authorization]] = {}
+        self._replaced: dict[str, str] = {}
+        self._revoked: frozenset[int] = frozenset()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await connect(self.path, self.synchronous)
+        await migrate(self._writer, MIGRATIONS)
+        self._reader = await connect(self.path, self.synchronous)
+        async with self._writer.execute("SELECT key, value FROM frag_meta") as cur:
+            meta = {k: v for k, v in await cur.fetchall()}
+        self.revision = int(meta.get("revision", 0))
+        self.last_sync_us = int(meta.get("last_sync_us", 0))
+        self.hub_revision = max(int(meta.get("hub_revision", 0)), self.revision)
+        self.recipient = meta.get("recipient", "")
+        small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
+        async with self._writer.execute("SELECT kind, key, data FROM entities") as cur:
+            async for kind, key, data in cur:
+                small[kind][key] = decode_entity(kind, data)
+        self._small = small
+        self._rebuild(set(SMALL_KINDS))
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "fragment store not open"
+        return self._writer
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "fragment store not open"
+        return self._reader
+
+    @property
+    def lag(self) -> int:
+        """How many revisions the fragment is behind the hub's last announced revision."""
+        return max(0, self.hub_revision - self.revision)
+
+    def note_hub_revision(self, revision: int) -> None:
+        """Record a revision the hub announced without it being applied (e.g. a refused
+        delta, or the first part of a snapshot): it only feeds :attr:`lag`."""
+        self.hub_revision = max(self.hub_revision, revision)
+
+    # -- applying ----------------------------------------------------------------------------
+
+    async def apply_snapshot(self, revision: int, entities: Sequence[Entity],
+                             recipient: str | None = None) -> None:
+        """Replace the whole fragment with ``entities`` (all puts) at ``revision``."""
+        async with self._lock:
+            w = self.writer
+            now_us = time.time_ns() // 1000
+            hub_revision = max(self.hub_revision, revision)
+            recipient = self.recipient if recipient is None else recipient
+            small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
+            integrations: list[tuple[object, ...]] = []
+            for entity in entities:
+                if isinstance(entity, Integration):
+                    integrations.append(_integration_row(entity))
+                else:
+                    small[kind_of(entity)][key_of(entity)] = entity
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await w.execute("DELETE FROM entities")
+                await w.execute("DELETE FROM integrations")
+                await w.executemany(
+                    "INSERT INTO entities VALUES (?, ?, ?)",
+                    [(kind, key, encode_entity(e))
+                     for kind, table in small.items() for key, e in table.items()])
+                await w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
+                                    integrations)
+                await self._write_meta(revision, now_us, hub_revision, recipient)
+                await w.execute("COMMIT")
+            except BaseException:
+                await _rollback(w)
+                raise
+            self._small = small
+            self._rebuild(set(SMALL_KINDS))
+            self._committed(revision, now_us, hub_revision, recipient)
+
+    async def apply_delta(self, from_revision: int, to_revision: int,
+                          changes: Sequence[tuple[Entity, bool]]) -> None:
+        """Apply ``changes`` (entity, delete) in order, moving from ``from_revision`` to
+        ``to_revision``. Raises :class:`RevisionGap` (nothing applied) unless the fragment is
+        at ``from_revision``, or ``ValueError`` if ``to_revision`` goes backwards."""
+        async with self._lock:
+            if from_revision != self.revision:
+                raise RevisionGap(self.revision, from_revision, to_revision)
+            if to_revision < from_revision:
+                raise ValueError(f"delta goes backwards ({from_revision}->{to_revision})")
+            w = self.writer
+            now_us = time.time_ns() // 1000
+            hub_revision = max(self.hub_revision, to_revision)
+            runs = _runs(changes)
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                for kind, deleted, group in runs:
+                    await self._write_run(kind, deleted, group)
+                await self._write_meta(to_revision, now_us, hub_revision, self.recipient)
+                await w.execute("COMMIT")
+            except BaseException:
+                await _rollback(w)
+                raise
+            touched: set[str] = set()
+            for kind, deleted, group in runs:
+                if kind == "integration":
+                    continue
+                touched.add(kind)
+                table = self._small[kind]
+                for entity in group:
+                    if deleted:
+                        table.pop(key_of(entity), None)
+                    else:
+                        table[key_of(entity)] = entity
+            self._rebuild(touched)
+            self._committed(to_revision, now_us, hub_revision, self.recipient)
+
+    async def _write_run(self, kind: str, deleted: bool, group: list[Entity]) -> None:
+        w = self.writer
+        if kind == "integration":
+            rows = [_integration_row(e) for e in group]  # type: ignore[arg-type]
+            if deleted:
+                await w.executemany(
+                    "DELETE FROM integrations WHERE subject = ? AND institution = ?"
+                    " AND capacity = ? AND begin_date = ?", [r[:4] for r in rows])
+            else:
+                await w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
+                                    rows)
+        elif deleted:
+            await w.executemany("DELETE FROM entities WHERE kind = ? AND key = ?",
+                                [(kind, key_of(e)) for e in group])
+        else:
+            await w.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)",
+                                [(kind, key_of(e), encode_entity(e)) for e in group])
+
+    async def _write_meta(self, revision: int, now_us: int, hub_revision: int,
+                          recipient: str) -> None:
+        await self.writer.executemany(
+            "INSERT OR REPLACE INTO frag_meta VALUES (?, ?)",
+            [("revision", str(revision)), ("last_sync_us", str(now_us)),
+             ("hub_revision", str(hub_revision)), ("recipient", recipient)])
+
+    def _committed(self, revision: int, now_us: int, hub_revision: int, recipient: str) -> None:
+        self.revision = revision
+        self.last_sync_us = now_us
+        self.hub_revision = hub_revision
+        self.recipient = recipient
+
+    def _rebuild(self, kinds: set[str]) -> None:
+        """Refresh the derived in-memory tables of the kinds that changed. New objects are
+        built (never mutated in place) so a view handed out earlier stays consistent."""
+        s = self._small
+        if "institution" in kinds:
+            self._institutions = {k: e for k, e in s["institution"].items()
+                                  if isinstance(e, Institution)}
+        if "service" in kinds:
+            self._services = {(e.id, e.version): e for e in s["service"].values()
+                              if isinstance(e, Service)}
+        if "authorization" in kinds:
+            by_service: dict[str, list[Authorization]] = {}
+            for a in s["authorization"].values():
+                if isinstance(a, Authorization):
+                    by_service.setdefault(a.service_id, []).append(a)
+            self._authorizations = by_service
+        if "replacement" in kinds:
+            self._replaced = {k: r.new_number for k, r in s["replacement"].items()
+                              if isinstance(r, Replacement)}
+        if "revoked_certificate" in kinds:
+            self._revoked = frozenset(int(k, 16) for k in s["revoked_certificate"])
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def view(self, subjects: Iterable[str]) -> DirectoryView:
+        """What :func:`node.core.directory.decide` needs for a batch about ``subjects``: the
+        small tables whole, the replacements and integrations of those subjects only."""
+        replaced: dict[str, str] = {}
+        wanted: set[str] = set()
+        for subject in {s for s in subjects if s}:
+            current, hops = subject, 0
+            wanted.add(current)
+            while current in self._replaced and hops < 10:
+                replaced[current] = self._replaced[current]
+                current = self._replaced[current]
+                wanted.add(current)
+                hops += 1
+        integrations = await self._integrations_of(wanted)
+        return DirectoryView(self._institutions, self._services, self._authorizations,
+                             integrations, replaced)
+
+    async def _integrations_of(self, subjects: Iterable[str]) -> dict[str, list[Integration]]:
+        subjects = list(subjects)
+        found: dict[str, list[Integration]] = {}
+        for start in range(0, len(subjects), _CHUNK):
+            chunk = subjects[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            async with self.reader.execute(
+                f"SELECT subject, institution, capacity, begin_date, end_date, phase"
+                f" FROM integrations WHERE subject IN ({marks})", chunk,
+            ) as cur:
+                for row in await cur.fetchall():
+                    found.setdefault(row[0], []).append(_integration_of(row))
+        return found
+
+    async def integrations_of_institution(self, enterprise: str) -> list[Integration]:
+        async with self.reader.execute(
+            "SELECT subject, institution, capacity, begin_date, end_date, phase"
+            " FROM integrations WHERE institution = ? ORDER BY subject, capacity, begin_date",
+            (enterprise,),
+        ) as cur:
+            return [_integration_of(row) for row in await cur.fetchall()]
+
+    def revoked_serials(self) -> frozenset[int]:
+        """Serial numbers of the certificates the directory revokes."""
+        return self._revoked
+
+    def institution(self, enterprise: str) -> Institution | None:
+        return self._institutions.get(enterprise)
+
+    def institutions(self) -> dict[str, Institution]:
+        return self._institutions
+
+    def subscriptions(self) -> list[Subscription]:
+        table = self._small["subscription"]
+        return [e for k in sorted(table) if isinstance(e := table[k], Subscription)]
+
+    def entities(self, kind: str) -> list[Entity]:
+        """The in-memory entities of one small kind, by key."""
+        table = self._small[kind]
+        return [table[k] for k in sorted(table)]
+
+    async def counts(self) -> dict[str, int]:
+        """Entities per kind (the integration count is one query)."""
+        counts = {kind: len(self._small[kind]) for kind in SMALL_KINDS}
+        async with self.reader.execute("SELECT COUNT(*) FROM integrations") as cur:
+            row = await cur.fetchone()
+        counts["integration"] = int(row[0]) if row else 0
+        return counts
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # noqa: BLE001 - the original error matters more
+        pass
+
