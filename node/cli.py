@@ -217,9 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
 
+    from node.directory_cli import register as register_directory
     from pki.cli import register
 
     register(sub)
+    register_directory(sub)
     return parser
 
 
