@@ -227,13 +227,21 @@ class NodeStore:
             return [(str(t), bytes(b)) async for t, b in cur]
 
     async def acknowledge(self, tickets: Sequence[str]) -> int:
+        """Mark received envelopes as processed by the application (one transaction)."""
         async with self._lock:
-            cur = await self.conn.executemany(
-                "UPDATE inbox SET acked = 1 WHERE hub_ticket = ? AND acked = 0",
-                [(t,) for t in tickets],
-            )
-            n = max(cur.rowcount, 0)
-            await cur.close()
+            c = self.conn
+            await c.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await c.executemany(
+                    "UPDATE inbox SET acked = 1 WHERE hub_ticket = ? AND acked = 0",
+                    [(t,) for t in tickets],
+                )
+                n = max(cur.rowcount, 0)
+                await cur.close()
+                await c.execute("COMMIT")
+            except BaseException:
+                await _rollback(c)
+                raise
             return n
 
     async def counts(self) -> NodeCounts:
