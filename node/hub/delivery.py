@@ -58,6 +58,8 @@ class _Destination:
     delivered: int = 0
     connected: bool = False
     reconnect: bool = False
+    prefetch: asyncio.Future[list[QueuedRow]] | None = None
+    commit: asyncio.Future[None] | None = None
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -117,6 +119,11 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for dest in self._destinations.values():
+            if dest.commit is not None:  # let acknowledged bookkeeping land
+                with contextlib.suppress(Exception):
+                    await dest.commit
+            if dest.prefetch is not None:
+                dest.prefetch.cancel()
             await self._close(dest)
 
     # -- per destination -------------------------------------------------------------------
@@ -141,15 +148,20 @@ class Deliverer:
                   error=_describe(task.exception() or RuntimeError("returned")))
         self._spawn(dest)
 
+    async def _read(self, dest: _Destination, after: int) -> list[QueuedRow]:
+        return await self.store.read_queue(
+            dest.institution, after, self.limits.delivery_batch_envelopes,
+            self.limits.delivery_batch_bytes,
+        )
+
     async def _run(self, dest: _Destination) -> None:
         while not self._stopping:
             try:
-                rows = await self.store.read_queue(
-                    dest.institution,
-                    dest.cursor,
-                    self.limits.delivery_batch_envelopes,
-                    self.limits.delivery_batch_bytes,
-                )
+                if dest.prefetch is not None:
+                    rows = await dest.prefetch
+                    dest.prefetch = None
+                else:
+                    rows = await self._read(dest, dest.cursor)
                 if not rows:
                     dest.wake.clear()
                     # Re-check after clearing: a commit may have landed in between.
@@ -173,6 +185,15 @@ class Deliverer:
                 await self._retry_later(dest, exc)
 
     async def _retry_later(self, dest: _Destination, exc: BaseException) -> None:
+        # Start over from what the store holds: a batch whose bookkeeping failed is still
+        # queued there and goes again (the node drops what it already has).
+        for task in (dest.prefetch, dest.commit):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        dest.prefetch = dest.commit = None
+        dest.cursor = 0
         delay = dest.backoff.next_delay()
         log.warning(
             "delivery_failed",
@@ -185,6 +206,8 @@ class Deliverer:
         await asyncio.sleep(delay)
 
     async def _deliver(self, dest: _Destination, rows: list[QueuedRow]) -> None:
+        """Send one batch and wait for its ack (the only batch in flight). Meanwhile the next
+        batch is read from the queue and the previous batch's bookkeeping is committed."""
         call = await self._stream(dest)
         last = rows[-1].seq
         await call.write(
@@ -194,6 +217,7 @@ class Deliverer:
                 hub_tickets=[r.hub_ticket for r in rows],
             )
         )
+        dest.prefetch = asyncio.ensure_future(self._read(dest, last))
         ack = await asyncio.wait_for(call.read(), ACK_TIMEOUT_S)
         if ack is grpc.aio.EOF:
             raise DeliveryError("node closed the delivery stream")
@@ -206,8 +230,16 @@ class Deliverer:
         ]
         if ack.duplicates:
             log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)
-        await self.store.commit_delivery(dest.institution, last, len(rows), audit)
+        if dest.commit is not None:  # bookkeeping stays in batch order
+            previous, dest.commit = dest.commit, None
+            await previous
+        dest.commit = asyncio.ensure_future(self._commit(dest, last, rows, audit))
         dest.cursor = last
+
+    async def _commit(
+        self, dest: _Destination, last: int, rows: list[QueuedRow], audit: list[tuple[str, ...]]
+    ) -> None:
+        await self.store.commit_delivery(dest.institution, last, len(rows), audit)
         dest.delivered += len(rows)
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - len(rows))
 

@@ -10,7 +10,17 @@ Guarantees
   a destination is exactly what it has not acknowledged, in order of ``seq``.
 * **Audit chain.** Every record's hash covers the previous record's hash; the chain head is
   kept in ``audit_head`` in the same transaction. Writes are serialized by one lock so the chain
-  is extended in commit order.
+  is extended in commit order. The head is re-read inside each write transaction, so another
+  process may append (``crossroads audit purge`` writes a ``PURGED`` record) while the hub runs.
+* **Signed checkpoints.** Given a ``signer`` (the hub's Ed25519 directory key), the commit that
+  brings the chain ``checkpoint_every`` records or ``checkpoint_seconds`` past the last
+  checkpoint also writes a signed checkpoint of the new head (``audit_checkpoints``), in the
+  same transaction: one Ed25519 signature per checkpoint, plus one 32-byte hash update per
+  record for the segment digest (see :mod:`node.core.audit`). :meth:`HubStore.checkpoint`
+  signs the head on demand (at shutdown).
+* **Audit queries.** :meth:`HubStore.who_consulted`, :meth:`HubStore.export_subject` and
+  :meth:`HubStore.purge` run :mod:`node.audit_tool` in a worker thread on their own
+  connection, so they never hold up the event loop or the writer for long.
 * **Idempotent resends.** ``origins`` keeps, per (sender, origin), the highest envelope sequence
   stored; ``recent_acks`` keeps the last acks so a resent batch gets its original outcomes.
 
@@ -20,15 +30,18 @@ Reads of the queue use a second connection (WAL readers never block the writer).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from node.core.audit import GENESIS, ChainWriter
-from node.store.sqlite import connect, migrate
+from node.core.audit import GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
+from node.store.sqlite import connect, connect_sync, migrate
 
 __all__ = ["HubState", "HubStore", "QueuedRow"]
 
@@ -84,7 +97,26 @@ MIGRATIONS = [
         hash BLOB NOT NULL
     );
     """,
+    # 2: signed checkpoints; redaction by retention (0 = live, else the PURGED record's seq).
+    """
+    ALTER TABLE audit ADD COLUMN redacted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL,
+        at_us INTEGER NOT NULL,
+        from_seq INTEGER NOT NULL,
+        segment_digest BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        key_id TEXT NOT NULL
+    );
+    """,
 ]
+
+#: Optional (``HubStore(index_deliveries=True)``): DELIVERED records by ticket, so
+#: who-consulted can say when each receiver got an envelope. Cheap only if hub tickets grow
+#: with time: with random (UUIDv4) tickets every insert lands on a random page of the index.
+DELIVERY_INDEX = ("CREATE INDEX IF NOT EXISTS audit_delivered_by_ticket ON audit (hub_ticket)"
+                  " WHERE event = 'DELIVERED'")
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
@@ -108,7 +140,18 @@ class HubState:
 
 
 class HubStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "FULL",
+        signer: Signer | None = None,
+        checkpoint_every: int = 10_000,
+        checkpoint_seconds: float = 60.0,
+        clock: Callable[[], int] | None = None,
+        index_deliveries: bool = False,
+    ) -> None:
+        if checkpoint_every < 1 or checkpoint_seconds < 0:
+            raise ValueError("checkpoint_every must be >= 1 and checkpoint_seconds >= 0")
         self.path = path
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
@@ -116,6 +159,17 @@ class HubStore:
         self._lock = asyncio.Lock()
         self.chain = ChainWriter()
         self.next_queue_seq = 1
+        # Audit checkpoints: the signer, the policy, and the running segment since the last.
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_us = int(checkpoint_seconds * 1_000_000)
+        self.clock = clock or (lambda: time.time_ns() // 1000)
+        self.index_deliveries = index_deliveries
+        self.last_checkpoint: tuple[int, int] = (0, 0)  # (seq, at_us)
+        self._segment = hashlib.sha256()  # record hashes after last_checkpoint[0] ...
+        self._segment_upto = -1  # ... up to this seq (-1: rebuild from the database)
+        self._query: sqlite3.Connection | None = None
+        self._query_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,12 +177,15 @@ class HubStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await connect(self.path, self.synchronous)
         await migrate(self._writer, MIGRATIONS)
+        if self.index_deliveries:
+            await self._writer.execute(DELIVERY_INDEX)
         self._reader = await connect(self.path, self.synchronous)
         w = self._writer
         state = HubState()
         async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
             row = await cur.fetchone()
         self.chain = ChainWriter(row[0], row[1]) if row else ChainWriter(0, GENESIS)
+        await self._load_checkpoint_state()
         async with w.execute("SELECT dest, count(*) FROM queue GROUP BY dest") as cur:
             state.pending = {dest: n async for dest, n in cur}
         async with w.execute("SELECT coalesce(max(seq), 0) FROM queue") as cur:
@@ -148,6 +205,10 @@ class HubStore:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
+        async with self._query_lock:
+            if self._query is not None:
+                self._query.close()
+                self._query = None
 
     @property
     def writer(self) -> aiosqlite.Connection:
@@ -229,20 +290,153 @@ class HubStore:
             self.next_queue_seq = start + len(queue_rows)
 
     async def _append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
+        """Extend the chain inside the caller's write transaction; checkpoint when due."""
         if not records:
             return
+        w = self.writer
+        # The head as committed: another process (a purge) may have appended, and a rolled
+        # back transaction leaves our checkpoint state stale.
+        async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+            row = await cur.fetchone()
+        head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+        if head != (self.chain.last_seq, self.chain.last_hash):
+            self.chain.rollback(*head)
+            self._segment_upto = -1
+        if self.signer is not None and self._segment_upto != self.chain.last_seq:
+            await self._load_checkpoint_state()
         rows = self.chain.extend(records)
-        await self.writer.executemany(
+        await w.executemany(
             "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
             " subject_type, subject_number, reason, detail, prev_hash, hash)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        await self.writer.execute(
+        await w.execute(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (self.chain.last_seq, self.chain.last_hash),
         )
+        if self.signer is None:
+            return
+        update = self._segment.update
+        for r in rows:
+            update(r[-1])  # type: ignore[arg-type]
+        self._segment_upto = self.chain.last_seq
+        cp_seq, cp_at = self.last_checkpoint
+        now = self.clock()
+        if (self.chain.last_seq - cp_seq >= self.checkpoint_every
+                or now - cp_at >= self.checkpoint_us):
+            await self._write_checkpoint(now)
+
+    async def _load_checkpoint_state(self) -> None:
+        """Last checkpoint and the segment digest since, from the database (at open, and after
+        a rollback or another process's append)."""
+        w = self.writer
+        async with w.execute(
+            "SELECT seq, at_us FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        self.last_checkpoint = (int(row[0]), int(row[1])) if row else (0, 0)
+        self._segment = hashlib.sha256()
+        self._segment_upto = -1
+        if self.signer is None:
+            return
+        async with w.execute(
+            "SELECT hash FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (self.last_checkpoint[0], self.chain.last_seq),
+        ) as cur:
+            while rows := await cur.fetchmany(50_000):
+                for (digest,) in rows:
+                    self._segment.update(digest)
+        self._segment_upto = self.chain.last_seq
+
+    async def _write_checkpoint(self, now: int) -> Checkpoint:
+        assert self.signer is not None
+        cp = sign_checkpoint(self.signer, self.chain.last_seq, self.chain.last_hash, now,
+                             self.last_checkpoint[0], self._segment.digest())
+        await self.writer.execute(
+            "INSERT INTO audit_checkpoints (seq, hash, at_us, from_seq, segment_digest,"
+            " signature, key_id) VALUES (?,?,?,?,?,?,?)",
+            (cp.seq, cp.hash, cp.at_us, cp.from_seq, cp.segment_digest, cp.signature, cp.key_id),
+        )
+        self.last_checkpoint = (cp.seq, cp.at_us)
+        self._segment = hashlib.sha256()
+        return cp
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the chain head now if it moved since the last checkpoint (call at shutdown,
+        or from a timer). None without a signer or when there is nothing new."""
+        if self.signer is None:
+            return None
+        async with self._lock:
+            w = self.writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+                    row = await cur.fetchone()
+                head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+                if head != (self.chain.last_seq, self.chain.last_hash):
+                    self.chain.rollback(*head)
+                    self._segment_upto = -1
+                if self._segment_upto != self.chain.last_seq:
+                    await self._load_checkpoint_state()
+                cp = None
+                if self.chain.last_seq > self.last_checkpoint[0]:
+                    cp = await self._write_checkpoint(self.clock())
+                await w.execute("COMMIT")
+            except BaseException:
+                await _rollback(w)
+                self._segment_upto = -1
+                raise
+            return cp
+
+    # -- audit queries (node.audit_tool, in a worker thread) --------------------------------
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        async with self._query_lock:
+            if self._query is None:
+                self._query = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro",
+                                              uri=True, isolation_level=None,
+                                              check_same_thread=False)
+                self._query.execute("PRAGMA busy_timeout=10000")
+            return await asyncio.to_thread(func, self._query, *args, **kwargs)
+
+    async def who_consulted(
+        self, subject_number: str, since_us: int | None = None, limit: int | None = None
+    ) -> list[Any]:
+        """:func:`node.audit_tool.who_consulted` on this hub's log (for the admin API)."""
+        from node.audit_tool import who_consulted
+
+        return list(await self._in_thread(who_consulted, subject_number, since_us, limit))
+
+    async def export_subject(self, subject_number: str, since_us: int | None = None) -> dict[str, Any]:
+        """A signed audit extract for one subject (:func:`node.audit_tool.export_subject`)."""
+        from node.audit_tool import export_subject
+
+        if self.signer is None:
+            raise RuntimeError("no signing key: cannot sign an audit extract")
+        result: dict[str, Any] = await self._in_thread(
+            export_subject, subject_number, self.signer, since_us, self.clock())
+        return result
+
+    async def purge(
+        self,
+        cutoffs: Mapping[str, int],
+        service_kinds: Mapping[str, str] | None = None,
+        default_kind: str = "unknown",
+    ) -> Any:
+        """Retention (:func:`node.audit_tool.purge_kinds`) on a connection of its own: its
+        short transactions interleave with the hub's commits."""
+        from node.audit_tool import purge_kinds
+
+        def run() -> Any:
+            conn = connect_sync(self.path)
+            try:
+                return purge_kinds(conn, cutoffs, service_kinds or {}, default_kind, self.clock())
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     async def append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
         """Audit records that come with no envelope to store (e.g. a refused connection)."""
@@ -269,11 +463,12 @@ class HubStore:
             " ORDER BY seq LIMIT ?",
             (dest, after_seq, limit),
         ) as cur:
-            async for seq, ticket, blob in cur:
-                if rows and size + len(blob) > max_bytes:
-                    break
-                rows.append(QueuedRow(seq, dest, ticket, bytes(blob)))
-                size += len(blob)
+            fetched = await cur.fetchall()  # one thread hop, not one per row
+        for seq, ticket, blob in fetched:
+            if rows and size + len(blob) > max_bytes:
+                break
+            rows.append(QueuedRow(seq, dest, ticket, bytes(blob)))
+            size += len(blob)
         return rows
 
     async def commit_delivery(

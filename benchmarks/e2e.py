@@ -1,0 +1,492 @@
+"""End-to-end benchmark: sender node -> hub -> receiver node, real processes, loopback mTLS.
+
+``python -m benchmarks.e2e [--envelopes N] [--repeat 3] ...`` (or ``crossroads bench ...``).
+
+What runs
+---------
+* **End to end.** :class:`node.testing.ProcessNetwork` starts the hub and two institution nodes
+  (sender, receiver) as real processes with a fresh throw-away PKI and fresh SQLite files:
+  ``synchronous=FULL`` everywhere and the audit log on (it always is). This process is the
+  *load generator*: it submits pre-built envelopes (~200 bytes each: service ``demo.message``,
+  one receiver, a citizen subject, a sender ticket, the sender field filled in, a padding
+  payload) in batches of 1,000 through the sender node's local API (``LocalClient.submit``,
+  a few calls in flight from worker threads), and a consumer thread drains the receiver node's
+  local API the way an application would: ``fetch(1000)`` then ``acknowledge`` those tickets.
+* **Bare relay** (:mod:`benchmarks.relay`): the same batches from a sender process through a
+  relay process to a receiver process, plain ``grpc.aio`` bidirectional streams over loopback
+  mTLS with the same certificates, no checks, no storage. Its rate is the ceiling for this
+  shape of traffic on this machine; we print our rate as a fraction of it.
+
+Both runs start with a warm-up (default 10,000 envelopes, not measured; it also opens every
+connection), then measure a fixed number of envelopes (default 200,000; the relay sends those
+same batches ``--relay-rounds`` times, default 5, because one pass takes it a fraction of a
+second).
+
+Flow control: the load generator keeps at most ``--window`` batches (default 16) *in flight
+end to end*: a batch takes a slot when its submit starts and frees it when its last envelope
+has been fetched at the receiver. The relay's sender has the same window (the relay answers a
+batch only once the receiver acknowledged it). Without such a bound the sender node's outbox
+would just grow and latency would measure the backlog.
+
+What the numbers mean
+---------------------
+* ``envelopes_per_s``: measured envelopes / wall time from the first submit of the measured
+  phase to the return of the last ``acknowledge`` at the receiver (relay: last ack back at the
+  sender). "Delivered and acknowledged" means the receiving application has it.
+* ``batch_latency_ms`` p50/p99: per batch, from the start of its ``Submit`` call to the moment
+  its last envelope came back from a ``Fetch`` at the receiver (tracked by the batch number in
+  each envelope's ``sender_ticket``). It includes the sender's outbox commit, the uplink's wait
+  for a window slot, the hub's checks, commit and delivery, the receiver's commit and the
+  consumer's polling. Under saturation it is about ``window * batch / rate`` (Little's law): it
+  tells how the pipeline behaves at full load, not the latency of an idle network. Relay:
+  sender ``write`` -> receiver receipt.
+* ``cpu``: CPU seconds (user + system, all threads) per process over the measured phase, from
+  psutil: ``hub``, ``sender`` and ``receiver`` nodes (relay: ``relay``, ``sender``,
+  ``receiver``) and ``loadgen`` (this process: submitters + consumer). ``peak_rss_bytes`` is
+  each process's high-water mark (``VmHWM``). ``machine_cores_busy`` / ``other_cpu_s`` show
+  what else ran on the machine meanwhile.
+* ``checks``: envelopes refused (must be 0), sender/receiver node counters, and the hub's audit
+  chain verified after the run (``crossroads audit verify``), so the audit log was really on.
+
+Every process listens on 127.0.0.1 only and is stopped at the end, also on failure or
+timeout (``--timeout`` is per run). Results go to ``benchmarks/results/e2e-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    RECEIVER,
+    SENDER,
+    ProcessMeter,
+    build_batches,
+    machine_facts,
+    median_of,
+    percentile,
+    ticket_batch,
+    write_results,
+)
+from node.client import LocalClient
+from node.testing import ProcessNetwork
+
+__all__ = ["main"]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.e2e",
+        description="End-to-end benchmark: sender node -> hub -> receiver node (real processes, "
+                    "loopback mTLS), and the bare gRPC relay ceiling.",
+    )
+    p.add_argument("--envelopes", type=int, default=200_000, help="measured envelopes per run")
+    p.add_argument("--warmup", type=int, default=10_000, help="envelopes before measuring")
+    p.add_argument("--batch", type=int, default=1_000, help="envelopes per submitted batch")
+    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
+    p.add_argument("--window", type=int, default=16,
+                   help="batches in flight end to end (submitted, not yet fetched)")
+    p.add_argument("--submitters", type=int, default=4, help="concurrent Submit calls (e2e)")
+    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch (e2e)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per run before abort")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each; the summary is the median")
+    p.add_argument("--relay-rounds", type=int, default=5,
+                   help="the relay sends the measured batches this many times (it is fast)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--relay-only", action="store_true", help="only the bare relay")
+    mode.add_argument("--no-relay", action="store_true", help="only the end-to-end run")
+    p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
+    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    p.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)  # profiling aid
+    return p
+
+
+# -- the end-to-end run --------------------------------------------------------------------
+
+
+class _Phase:
+    """Submit ``batches`` through the sender's local API, drain the receiver's, time it."""
+
+    def __init__(self, sender: LocalClient, receiver: LocalClient, batches: list[list[bytes]],
+                 first_batch: int, args: argparse.Namespace, deadline: float) -> None:
+        self.sender, self.receiver = sender, receiver
+        self.batches, self.first_batch = batches, first_batch
+        self.args, self.deadline = args, deadline
+        n = len(batches)
+        self.submit_at = [0.0] * n
+        self.submit_ms = [0.0] * n
+        self.fetched_at = [0.0] * n
+        self.remaining = [len(b) for b in batches]
+        self.slots = threading.Semaphore(args.window)
+        self.lock = threading.Lock()
+        self.next = 0
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.refused = 0
+        self.refusals: dict[str, int] = {}
+        self.unexpected = 0
+        self.acknowledged = 0
+
+    def _take(self) -> int | None:
+        with self.lock:
+            i = self.next
+            if i >= len(self.batches):
+                return None
+            self.next += 1
+            return i
+
+    def _submitter(self) -> None:
+        try:
+            while not self.stop.is_set():
+                i = self._take()
+                if i is None:
+                    return
+                while not self.slots.acquire(timeout=0.2):
+                    if self.stop.is_set():
+                        return
+                started = time.monotonic()
+                self.submit_at[i] = started
+                outcomes, _ = self.sender.submit(self.batches[i], timeout=120)
+                self.submit_ms[i] = (time.monotonic() - started) * 1000
+                bad = [o.reason for o in outcomes if o.reason != "ACCEPTED"]
+                if bad:
+                    with self.lock:
+                        self.refused += len(bad)
+                        for r in bad:
+                            self.refusals[r] = self.refusals.get(r, 0) + 1
+                    # Refused envelopes never arrive; count them as done for this batch.
+                    self._arrived(i, len(bad), time.monotonic())
+        except BaseException as exc:  # noqa: BLE001 - reported by the consumer
+            self.errors.append(exc)
+            self.stop.set()
+
+    def _arrived(self, i: int, count: int, at: float) -> None:
+        with self.lock:
+            self.remaining[i] -= count
+            complete = self.remaining[i] == 0
+        if complete:
+            self.fetched_at[i] = at
+            self.slots.release()
+
+    def run(self) -> tuple[float, float]:
+        total = sum(len(b) for b in self.batches)
+        threads = [threading.Thread(target=self._submitter, daemon=True, name=f"submit-{k}")
+                   for k in range(max(1, min(self.args.submitters, self.args.window)))]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        try:
+            while self.acknowledged + self.refused < total:
+                if self.errors:
+                    raise BenchError(f"submit failed: {self.errors[0]!r}") from self.errors[0]
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError(
+                        f"timed out: {self.acknowledged} of {total} envelopes acknowledged")
+                envelopes = self.receiver.fetch(self.args.fetch_max, wait_ms=100)
+                at = time.monotonic()
+                if not envelopes:
+                    continue
+                per_batch: dict[int, int] = {}
+                for e in envelopes:
+                    b = ticket_batch(e.sender_ticket) - self.first_batch
+                    if 0 <= b < len(self.batches):
+                        per_batch[b] = per_batch.get(b, 0) + 1
+                    else:
+                        self.unexpected += 1
+                for b, count in per_batch.items():
+                    self._arrived(b, count, at)
+                self.receiver.acknowledge([e.hub_ticket for e in envelopes])
+                self.acknowledged += sum(per_batch.values())
+            end = time.monotonic()
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(5)
+        return start, end
+
+    def latencies_ms(self) -> list[float]:
+        return [(f - s) * 1000 for s, f in zip(self.submit_at, self.fetched_at, strict=True)
+                if f and s]
+
+
+class _Backlog:
+    """Samples, every ``interval`` s, where the envelopes in flight sit: in the sender's outbox
+    (not yet acknowledged by the hub), in the hub's queue (not yet delivered) or in the
+    receiver's inbox (not yet fetched and acknowledged). Read-only SQLite reads of the WAL
+    databases from this process: no RPC, nothing the daemons have to serve."""
+
+    def __init__(self, net: ProcessNetwork, interval: float = 0.25) -> None:
+        import sqlite3
+
+        def ro(path: Path) -> sqlite3.Connection:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=1000")
+            return conn
+
+        self.conns = {
+            "sender_outbox": (ro(net.root / "nodes" / SENDER / "node.sqlite"),
+                              "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS INTEGER)"
+                              " FROM meta WHERE key = 'decided_seq'), 0) FROM outbox"),
+            "hub_queue": (ro(net.hub_db), "SELECT count(*) FROM queue"),
+            "receiver_inbox": (ro(net.root / "nodes" / RECEIVER / "node.sqlite"),
+                               "SELECT count(*) FROM inbox WHERE acked = 0"),
+        }
+        self.samples: dict[str, list[int]] = {k: [] for k in self.conns}
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="backlog")
+
+    def _run(self) -> None:
+        import sqlite3
+
+        while not self.stop.wait(self.interval):
+            for name, (conn, sql) in self.conns.items():
+                with contextlib.suppress(sqlite3.Error):
+                    self.samples[name].append(int(conn.execute(sql).fetchone()[0]))
+
+    def __enter__(self) -> _Backlog:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for conn, _ in self.conns.values():
+            conn.close()
+
+    def report(self) -> dict[str, Any]:
+        return {
+            name: {"median": median_of(values), "max": max(values) if values else None}
+            for name, values in self.samples.items()
+        } | {"interval_s": self.interval}
+
+
+def _wipe(net: ProcessNetwork) -> None:
+    for sub in ("hub", "nodes", "sock"):
+        shutil.rmtree(net.root / sub, ignore_errors=True)
+    for ready in net.root.glob("*.ready"):
+        ready.unlink()
+    net.hub_address = ""
+
+
+def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
+    deadline = time.monotonic() + args.timeout
+    warm_batches = -(-args.warmup // args.batch)
+    n_batches = -(-args.envelopes // args.batch)
+    warm = build_batches(0, warm_batches, args.batch, args.envelope_bytes)
+    measured = build_batches(warm_batches, n_batches, args.batch, args.envelope_bytes)
+    count = sum(len(b) for b in measured)
+    _wipe(net)
+    try:
+        net.start()
+        pids = {"hub": net.pid("hub"), "sender": net.pid(SENDER), "receiver": net.pid(RECEIVER),
+                "loadgen": os.getpid()}
+        with LocalClient(net.local_api(SENDER)) as tx, LocalClient(net.local_api(RECEIVER)) as rx:
+            if warm:
+                _Phase(tx, rx, warm, 0, args, deadline).run()
+            meter = ProcessMeter(pids)
+            phase = _Phase(tx, rx, measured, warm_batches, args, deadline)
+            with _Backlog(net) as backlog:
+                meter.start()
+                start, end = phase.run()
+                meter.stop()
+            cpu = meter.report(count)
+            tx_status, rx_status = tx.status(), rx.status()
+            if args.hold:
+                input(f"holding; pids {pids}; press Enter to stop ")
+    finally:
+        net.stop_all()
+    checks: dict[str, Any] = {
+        "refused": phase.refused,
+        "refusals": phase.refusals,
+        "unexpected_envelopes": phase.unexpected,
+        "sender_node": {"sent_accepted": tx_status.sent_accepted,
+                        "sent_refused": tx_status.sent_refused,
+                        "outbox_pending": tx_status.outbox_pending},
+        "receiver_node": {"inbox_total": rx_status.inbox_total,
+                          "inbox_unacknowledged": rx_status.inbox_unacknowledged},
+        "synchronous": net.hub_table()["synchronous"],
+    }
+    if not args.no_verify:
+        from node.audit_tool import verify_file
+
+        t = time.monotonic()
+        report = verify_file(net.hub_db)
+        checks["audit"] = {"records": report.records,
+                           "ok": report.problem is None,
+                           "problem": None if report.problem is None else str(report.problem),
+                           "verify_s": round(time.monotonic() - t, 2)}
+    lat = phase.latencies_ms()
+    wall = end - start
+    return {
+        "envelopes": phase.acknowledged,
+        "wall_s": round(wall, 3),
+        "envelopes_per_s": round(phase.acknowledged / wall, 1),
+        "batch_latency_ms": {
+            "what": "Submit call start -> last envelope of the batch fetched at the receiver",
+            "batches": len(lat),
+            "p50": _r(percentile(lat, 50)),
+            "p99": _r(percentile(lat, 99)),
+            "max": _r(max(lat) if lat else None),
+        },
+        "submit_call_ms": {"p50": _r(percentile(phase.submit_ms, 50)),
+                           "p99": _r(percentile(phase.submit_ms, 99))},
+        "backlog_envelopes": backlog.report(),
+        "cpu": cpu,
+        "checks": checks,
+    }
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return None
+    names = list(ok[0]["cpu"]["processes"])
+    return {
+        "runs": len(ok),
+        "envelopes_per_s": median_of(r["envelopes_per_s"] for r in ok),
+        "batch_latency_ms_p50": median_of(r["batch_latency_ms"]["p50"] for r in ok),
+        "batch_latency_ms_p99": median_of(r["batch_latency_ms"]["p99"] for r in ok),
+        "cpu_s": {n: median_of(r["cpu"]["processes"][n]["cpu_s"] for r in ok) for n in names},
+        "cpu_us_per_envelope": {
+            n: median_of(r["cpu"]["processes"][n]["cpu_us_per_envelope"] for r in ok)
+            for n in names
+        },
+        "peak_rss_mib": {
+            n: _r(median_of((r["cpu"]["processes"][n]["peak_rss_bytes"] or 0) / 2**20 for r in ok))
+            for n in names
+        },
+        "machine_cores_busy": median_of(r["cpu"]["machine_cores_busy"] for r in ok),
+    }
+
+
+def _line(label: str, s: dict[str, Any] | None) -> str:
+    if s is None:
+        return f"  {label:<11}: failed"
+    cpu = " ".join(f"{n} {v:.1f}" for n, v in s["cpu_s"].items())
+    return (f"  {label:<11}: {s['envelopes_per_s']:>9,.0f} env/s   batch latency p50"
+            f" {s['batch_latency_ms_p50']:.0f} ms, p99 {s['batch_latency_ms_p99']:.0f} ms"
+            f"   CPU s: {cpu}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "--":  # ``crossroads bench -- --envelopes N`` passes the "--" on
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    if min(args.envelopes, args.batch, args.window, args.repeat, args.relay_rounds) <= 0:
+        print("benchmarks.e2e: --envelopes, --batch, --window, --repeat, --relay-rounds must be"
+              " positive",
+              file=sys.stderr)
+        return 2
+    temporary = args.workdir is None
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    machine = machine_facts()
+    results: dict[str, Any] = {
+        "benchmark": "e2e",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": ["python", "-m", "benchmarks.e2e", *(argv if argv is not None else sys.argv[1:])],
+        "machine": machine,
+        "parameters": {
+            "envelopes": args.envelopes, "warmup": args.warmup, "batch": args.batch,
+            "envelope_bytes": args.envelope_bytes, "window_batches": args.window,
+            "submitters": args.submitters, "fetch_max": args.fetch_max,
+            "timeout_s_per_run": args.timeout, "repeat": args.repeat,
+            "synchronous": "FULL", "audit_log": True, "relay_rounds": args.relay_rounds,
+        },
+        "e2e": [], "relay": [],
+    }
+    print(f"Crossroads benchmark: {args.envelopes:,} envelopes of ~{args.envelope_bytes} B in"
+          f" batches of {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each;"
+          f" {machine['cpu_count']} x {machine['cpu_model']}, Python {machine['python']},"
+          f" grpcio {machine['grpcio']}; work dir {root}", flush=True)
+    failed = False
+    net: ProcessNetwork | None = None
+    try:
+        net = ProcessNetwork(root / "net", institutions=(SENDER, RECEIVER))
+        for rep in range(args.repeat):
+            if not args.relay_only:
+                results["e2e"].append(_guarded("e2e", rep, run_e2e, net, args))
+            if not args.no_relay:
+                results["relay"].append(_guarded("relay", rep, _relay, net, root, rep, args))
+    except KeyboardInterrupt:
+        failed = True
+        results["interrupted"] = True
+    finally:
+        if net is not None:
+            net.stop_all()
+        e2e, relay = _summary(results["e2e"]), _summary(results["relay"])
+        results["summary"] = {"e2e": e2e, "relay": relay}
+        if e2e and relay:
+            results["summary"]["ratio"] = round(e2e["envelopes_per_s"] / relay["envelopes_per_s"], 4)
+        failed = failed or any("error" in r for r in results["e2e"] + results["relay"])
+        results["status"] = "failed" if failed else "ok"
+        path = write_results("e2e", results, Path(args.out) if args.out else None)
+        if temporary and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print("Results (median of runs):")
+    if not args.relay_only:
+        print(_line("end to end", e2e))
+    if not args.no_relay:
+        print(_line("bare relay", relay))
+    if "ratio" in results["summary"]:
+        print(f"  ratio      : end to end = {results['summary']['ratio']:.1%} of the bare relay")
+    print(f"  written to {path}")
+    return 1 if failed else 0
+
+
+def _guarded(kind: str, rep: int, body: Any, *args: Any) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        result: dict[str, Any] = body(*args)
+    except (TimeoutError, BenchError, RuntimeError, OSError) as exc:
+        print(f"  {kind} run {rep + 1}: FAILED after {time.monotonic() - started:.0f} s: {exc}",
+              file=sys.stderr, flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    s = result
+    with contextlib.suppress(KeyError, TypeError):
+        print(f"  {kind} run {rep + 1}: {s['envelopes_per_s']:,.0f} env/s, batch latency p50"
+              f" {s['batch_latency_ms']['p50']:.0f} ms p99 {s['batch_latency_ms']['p99']:.0f} ms",
+              flush=True)
+    return result
+
+
+def _relay(net: ProcessNetwork, root: Path, rep: int, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.relay import run_relay
+
+    return run_relay(
+        root / f"relay-{rep + 1}",
+        ca=net.pki.ca_cert,
+        hub_cert=(net.hub_key, net.hub_cert),
+        sender_cert=net.node_certs[SENDER],
+        receiver_cert=net.node_certs[RECEIVER],
+        envelopes=args.envelopes, warmup=args.warmup, batch=args.batch, window=args.window,
+        envelope_bytes=args.envelope_bytes, deadline=time.monotonic() + args.timeout,
+        rounds=args.relay_rounds,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
