@@ -2,7 +2,7 @@
 
 Outbox: every envelope the institution's applications submit gets the next ``seq`` (rowid,
 never reused) and is committed before the local API answers. The uplink sends rows with
-``seq > decided_seq`` to the hub in order and records the hub's outcome per envelope; since
+``seq > decided_seq`` to the hub in order and records the hub's outcome per envelope (table ``outcomes``); since
 the hub acknowledges batches in order, ``decided_seq`` (in ``meta``) is a watermark: every
 envelope at or below it has the hub's decision. After a crash the uplink resends from the
 watermark; the hub answers those it already stored with their original outcome (same
@@ -46,7 +46,26 @@ MIGRATIONS = [
     );
     CREATE INDEX inbox_unacked ON inbox (id) WHERE acked = 0;
     """,
+    # 2: the hub's outcomes in their own narrow table (inserting there is cheaper than
+    # rewriting the outbox rows that hold the envelopes), and running counters.
+    """
+    CREATE TABLE outcomes (
+        seq INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        hub_ticket TEXT NOT NULL,
+        receivers TEXT NOT NULL
+    );
+    INSERT INTO outcomes SELECT seq, reason, coalesce(detail, ''), coalesce(hub_ticket, ''),
+        coalesce(receivers, '') FROM outbox WHERE reason IS NOT NULL;
+    INSERT OR REPLACE INTO meta SELECT 'sent_accepted', count(*) FROM outcomes
+        WHERE reason IN ('ACCEPTED', 'DUPLICATE');
+    INSERT OR REPLACE INTO meta SELECT 'sent_refused', count(*) FROM outcomes
+        WHERE reason NOT IN ('ACCEPTED', 'DUPLICATE');
+    """,
 ]
+
+_STORED = ("ACCEPTED", "DUPLICATE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +94,9 @@ class NodeStore:
         self._lock = asyncio.Lock()
         self.origin = ""
         self.decided_seq = 0
+        self.sent_accepted = 0
+        self.sent_refused = 0
+        self._last_seq = 0
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -88,6 +110,14 @@ class NodeStore:
             self.origin = str(uuid.uuid4())
             await self._set_meta("origin", self.origin)
         self.decided_seq = int(await self._meta("decided_seq") or 0)
+        self.sent_accepted = int(await self._meta("sent_accepted") or 0)
+        async with self.conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0),"
+            " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))"
+        ) as cur:
+            row = await cur.fetchone()
+        self._last_seq = int(row[0]) if row else 0
+        self.sent_refused = int(await self._meta("sent_refused") or 0)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -121,13 +151,7 @@ class NodeStore:
             c = self.conn
             await c.execute("BEGIN IMMEDIATE")
             try:
-                async with c.execute("SELECT coalesce(max(seq), 0) FROM outbox") as cur:
-                    row = await cur.fetchone()
-                async with c.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
-                ) as cur:
-                    row2 = await cur.fetchone()
-                start = max(int(row[0]) if row else 0, int(row2[0]) if row2 else 0) + 1
+                start = self._last_seq + 1
                 seqs = list(range(start, start + len(envelopes)))
                 await c.executemany(
                     "INSERT INTO outbox (seq, envelope) VALUES (?, ?)", zip(seqs, envelopes, strict=True)
@@ -136,6 +160,7 @@ class NodeStore:
             except BaseException:
                 await _rollback(c)
                 raise
+            self._last_seq = seqs[-1]
         self.outbox_changed.set()
         return seqs
 
@@ -161,29 +186,37 @@ class NodeStore:
         decided watermark to ``last_seq``."""
         async with self._lock:
             c = self.conn
+            new = [o for o in outcomes if o[4] > self.decided_seq]
+            accepted = sum(1 for o in new if o[0] in _STORED)
             await c.execute("BEGIN IMMEDIATE")
             try:
                 await c.executemany(
-                    "UPDATE outbox SET reason = ?, detail = ?, hub_ticket = ?, receivers = ?"
-                    " WHERE seq = ?",
-                    outcomes,
+                    "INSERT OR REPLACE INTO outcomes (reason, detail, hub_ticket, receivers, seq)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    new,
                 )
                 await self._set_meta("decided_seq", str(last_seq))
+                await self._set_meta("sent_accepted", str(self.sent_accepted + accepted))
+                await self._set_meta("sent_refused",
+                                     str(self.sent_refused + len(new) - accepted))
                 await c.execute("COMMIT")
             except BaseException:
                 await _rollback(c)
                 raise
             self.decided_seq = max(self.decided_seq, last_seq)
+            self.sent_accepted += accepted
+            self.sent_refused += len(new) - accepted
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
         result = []
         for seq in seqs:
             async with self.conn.execute(
-                "SELECT reason, detail, hub_ticket, receivers FROM outbox WHERE seq = ?", (seq,)
+                "SELECT reason, detail, hub_ticket, receivers FROM outcomes WHERE seq = ?", (seq,)
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
-                result.append(OutboxOutcome(seq, None, "unknown sequence", "", ()))
+                known = seq <= self._last_seq
+                result.append(OutboxOutcome(seq, None, "" if known else "unknown sequence", "", ()))
                 continue
             reason, detail, ticket, receivers = row
             result.append(
@@ -248,18 +281,16 @@ class NodeStore:
         c = self.conn
         queries = (
             ("SELECT count(*) FROM outbox WHERE seq > ?", (self.decided_seq,)),
-            ("SELECT count(*) FROM outbox WHERE reason IN ('ACCEPTED', 'DUPLICATE')", ()),
-            ("SELECT count(*) FROM outbox WHERE reason IS NOT NULL"
-             " AND reason NOT IN ('ACCEPTED', 'DUPLICATE')", ()),
             ("SELECT count(*) FROM inbox WHERE acked = 0", ()),
-            ("SELECT count(*) FROM inbox", ()),
+            ("SELECT coalesce(max(id), 0) FROM inbox", ()),
         )
         values = []
         for sql, params in queries:
             async with c.execute(sql, params) as cur:
                 row = await cur.fetchone()
             values.append(int(row[0]) if row else 0)
-        return NodeCounts(*values)
+        pending, unacked, total = values
+        return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
