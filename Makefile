@@ -25,7 +25,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not deploy and not slow" -q
 
 test-deploy: $(STAMP)
-	$(BIN)/python -m pytest -m deploy -q tests/deploy
+	bash tests/deploy/prepare-host.sh
+	CROSSROADS_DEPLOY_ARTIFACTS=build/deploy-artifacts $(BIN)/python -m pytest -m deploy -q tests/deploy
 
 protos: $(STAMP)
 	$(BIN)/python -m node.wire.codegen

@@ -49,9 +49,14 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     logs.configure(config.log_level, role=role)
     from node.app import HubApp, NodeApp, serve_forever
 
-    app = HubApp(config) if role == "hub" else NodeApp(config)  # type: ignore[arg-type]
     ready = Path(args.ready_file) if args.ready_file else None
-    _run_async(serve_forever(app, ready))
+    try:
+        app = HubApp(config) if role == "hub" else NodeApp(config)  # type: ignore[arg-type]
+        _run_async(serve_forever(app, ready))
+    except Exception as exc:  # noqa: BLE001 - one clear line and a failing exit status
+        print(f"crossroads: error: {role} could not start: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -111,39 +116,6 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_db(args: argparse.Namespace) -> Path:
-    if args.db:
-        return Path(args.db)
-    if args.config:
-        from node.config import hub_config
-
-        path = Path(args.config).resolve()
-        return hub_config(_load_toml(path), path.parent).data_dir / "hub.sqlite"
-    raise SystemExit("crossroads: error: give --db or --config")
-
-
-def _audit_verify(args: argparse.Namespace) -> int:
-    from node.audit_tool import verify_file
-
-    try:
-        report = verify_file(_audit_db(args))
-    except FileNotFoundError as exc:
-        print(f"crossroads: error: {exc}", file=sys.stderr)
-        return 2
-    if report.problem is not None:
-        print(f"audit log INVALID: {report.problem}", file=sys.stderr)
-        return 1
-    print(f"audit log OK: {report.records} records, chain verified")
-    return 0
-
-
-def _audit_summary(args: argparse.Namespace) -> int:
-    from node.audit_tool import summary
-
-    print(json.dumps(summary(_audit_db(args)), indent=2))
-    return 0
-
-
 def _demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
@@ -199,14 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--local-api", required=True)
     status.set_defaults(func=_status)
 
-    audit = sub.add_parser("audit", help="the hub's audit log")
-    asub = audit.add_subparsers(dest="action", required=True)
-    for name, func, text in (("verify", _audit_verify, "check the hash chain"),
-                             ("summary", _audit_summary, "counts by event and reason")):
-        p = asub.add_parser(name, help=text)
-        p.add_argument("--db", help="the hub's hub.sqlite")
-        p.add_argument("--config", help="hub.toml (its data_dir holds hub.sqlite)")
-        p.set_defaults(func=func)
+    from node.audit_cli import register as register_audit
+
+    register_audit(sub)
 
     demo = sub.add_parser("demo", help="run a local demo network (hub + 3 nodes) and stop")
     demo.add_argument("--dir", help="work directory (default: a temporary one)")

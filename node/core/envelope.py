@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from node.core.identifiers import citizen_number_problem, enterprise_number_problem
 from node.core.reasons import Reason
@@ -43,9 +44,9 @@ SUBJECT_ENTERPRISE = 2
 SUBJECT_NONE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class EnvelopeHead:
-    """The routing-relevant fields of one envelope."""
+class EnvelopeHead(NamedTuple):
+    """The routing-relevant fields of one envelope (a NamedTuple: built per envelope on the
+    hot path, and tuples are the cheapest immutable records to build)."""
 
     sender: str
     receivers: tuple[str, ...]
@@ -61,8 +62,7 @@ class EnvelopeHead:
     period_end: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome for one envelope: accepted with its receivers, or refused with a reason."""
 
     reason: Reason

@@ -2,9 +2,9 @@
 
 Outbox: every envelope the institution's applications submit gets the next ``seq`` (rowid,
 never reused) and is committed before the local API answers. The uplink sends rows with
-``seq > decided_seq`` to the hub in order and records the hub's outcome per envelope (table ``outcomes``); since
-the hub acknowledges batches in order, ``decided_seq`` (in ``meta``) is a watermark: every
-envelope at or below it has the hub's decision. After a crash the uplink resends from the
+``seq > decided_seq`` to the hub in order and records the hub's outcome per envelope (table
+``outcomes``); since the hub acknowledges batches in order, ``decided_seq`` (in ``meta``) is a
+watermark: every envelope at or below it has the hub's decision. After a crash the uplink resends from the
 watermark; the hub answers those it already stored with their original outcome (same
 ``origin`` + ``seq``), so nothing is lost and nothing is stored twice.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -231,5 +230,5 @@ async def test_check_with_fragment_refuses_like_the_hub_but_leaves_fan_out_to_it
     assert fixed.reason is Reason.ACCEPTED and fixed.receivers == (B,)
     unauthorized = check_with_fragment(head("notify", receivers=(C,)), A, view, TODAY)
     assert unauthorized.reason is Reason.NOT_AUTHORIZED
-    bad_period = replace(head("mutations"), period_begin="2025-13-01")
+    bad_period = head("mutations")._replace(period_begin="2025-13-01")
     assert check_with_fragment(bad_period, A, view, TODAY).reason is Reason.INVALID_FIELD

@@ -1,0 +1,411 @@
+"""``crossroads audit ...``: the hub's audit log, offline, from its SQLite file.
+
+``register(subparsers)`` adds the ``audit`` command (replacing the old ``verify|summary``
+pair) to the main ``crossroads`` parser; ``python -m node.audit_cli ...`` runs the same
+commands stand-alone. Every command finds the database with ``--db hub.sqlite`` or
+``--config hub.toml`` (its ``data_dir``); with ``--config`` the hub's directory key (and its
+``.pub``) is found from the config too.
+
+Commands:
+
+* ``verify [--key hub.pub ...]``: the hash chain, the checkpoints and, with a key, their
+  signatures. Exit 1 naming the first bad record or checkpoint.
+* ``summary``: counts by event and refusal reason; chain extent; checkpoints.
+* ``who-consulted NUMBER [--since DATE] [--limit N] [--json]``: every record about a subject.
+* ``export --subject NUMBER [--since DATE] [--signing-key KEY] [-o FILE]``: a signed extract.
+* ``verify-export FILE --key hub.pub``: check an extract with only the hub's public key.
+  Exit 1 saying what does not verify.
+* ``purge (--before DATE [--kind KIND ...] | --retention KIND=DAYS ...)
+  [--service-kind SERVICE=KIND ...] [--directory-db directory.sqlite]``: retention.
+
+Errors (no database, bad date, unreadable key...) print one line,
+``crossroads audit: error: ...``, to stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "register"]
+
+PROG = "crossroads audit"
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    pass
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _hub_config(args: argparse.Namespace) -> Any:
+    from node.config import hub_config
+
+    path = Path(args.config).resolve()
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise CliError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    try:
+        return hub_config(table, path.parent)
+    except Exception as exc:  # noqa: BLE001 - any config problem is one line
+        raise CliError(f"{path}: {exc}") from None
+
+
+def _db(args: argparse.Namespace) -> Path:
+    if args.db:
+        path = Path(args.db)
+    elif args.config:
+        path = _hub_config(args).data_dir / "hub.sqlite"
+    else:
+        raise CliError("give --db or --config")
+    if not path.exists():
+        raise CliError(f"no hub database at {path}")
+    return path
+
+
+def _parse_time(text: str) -> int:
+    """A date (YYYY-MM-DD) or ISO date-time, UTC unless it says otherwise -> microseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{text!r} is not a date (YYYY-MM-DD or ISO 8601 date-time)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _time_text(at_us: int) -> str:
+    return datetime.fromtimestamp(at_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _public_keys(args: argparse.Namespace, required: bool) -> dict[str, Any] | None:
+    from node.audit_tool import load_public_keys
+
+    paths = [Path(p) for p in args.key or []]
+    if not paths and getattr(args, "config", None):
+        from node.wire.signed import public_path
+
+        candidate = public_path(_hub_config(args).directory_key_path)
+        if candidate.exists():
+            paths = [candidate]
+    if not paths:
+        if required:
+            raise CliError("give --key (the hub's public key file)")
+        return None
+    try:
+        return load_public_keys(paths)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _signer(args: argparse.Namespace) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if args.signing_key:
+        path = Path(args.signing_key)
+    elif args.config:
+        path = _hub_config(args).directory_key_path
+    else:
+        raise CliError("give --signing-key (the hub's directory key) or --config")
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise CliError(f"no signing key at {path}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CliError(f"{path}: cannot read the signing key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CliError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def _key_value(text: str, what: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise CliError(f"{what} {text!r}: expected NAME=VALUE")
+    return key, value
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from node.audit_tool import verify_file
+
+    path = _db(args)
+    keys = _public_keys(args, required=False)
+    report = verify_file(path, keys)
+    if report.problem is not None:
+        print(f"audit log INVALID: {report.problem}", file=sys.stderr)
+        return EXIT_INVALID
+    log = report.log
+    assert log is not None
+    text = f"audit log OK: {report.records} records, chain verified"
+    if log.records:
+        text += f" (seq {log.first_seq}..{log.last_seq}"
+        text += f", from signed checkpoint {log.anchor})" if log.anchor else ")"
+    if log.redacted:
+        text += f"; {log.redacted} redacted by retention"
+    if log.checkpoints or log.anchor:
+        text += f"; {log.checkpoints} checkpoints"
+        text += (f", signatures verified with key {', '.join(sorted(keys or {}))}"
+                 if keys else ", signatures NOT checked (give --key hub.pub)")
+    else:
+        text += "; no signed checkpoints"
+    print(text)
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from node.audit_tool import summary
+
+    print(json.dumps(summary(_db(args)), indent=2))
+    return 0
+
+
+def _who_consulted(args: argparse.Namespace) -> int:
+    from node.audit_tool import who_consulted
+    from node.store.sqlite import connect_sync
+
+    since = _parse_time(args.since) if args.since else None
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    conn = connect_sync(_db(args), read_only=True)
+    try:
+        found = who_consulted(conn, args.subject, since, args.limit)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([c.to_json() for c in found], indent=2))
+        return 0
+    for c in found:
+        line = f"{_time_text(c.at_us)}  {c.institution or '-':<10}  {c.service_id or '-'}  {c.outcome}"
+        if c.event not in ("ACCEPTED", "REJECTED"):
+            line += f" ({c.event})"
+        if c.receivers:
+            line += "  to " + ",".join(c.receivers)
+        if c.deliveries:
+            line += "  delivered: " + ", ".join(
+                f"{d.receiver} {_time_text(d.at_us)}" for d in c.deliveries)
+        print(line)
+    print(f"{len(found)} records about {args.subject}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from node.audit_tool import export_subject
+    from node.store.sqlite import connect_sync
+
+    since = _parse_time(args.since) if args.since else None
+    path = _db(args)
+    signer = _signer(args)
+    conn = connect_sync(path, read_only=True)
+    try:
+        document = export_subject(conn, args.subject, signer, since)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        conn.close()
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        body = document["body"]
+        print(f"wrote {args.output}: {len(body['records'])} records and"
+              f" {len(body['deliveries'])} deliveries about {args.subject}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    from node.core.audit import ExportError, verify_export
+
+    keys = _public_keys(args, required=True)
+    assert keys
+    if len(keys) != 1:
+        raise CliError("give exactly one --key")
+    try:
+        document = json.loads(Path(args.file).read_text())
+    except FileNotFoundError:
+        raise CliError(f"no file at {args.file}") from None
+    except (OSError, ValueError) as exc:
+        print(f"audit extract INVALID: not JSON ({exc})", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        body = verify_export(document, next(iter(keys.values())))
+    except ExportError as exc:
+        print(f"audit extract INVALID: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"audit extract OK: subject {body['subject']}, {len(body['records'])} records,"
+          f" {len(body['deliveries'])} deliveries, chain head {body['head']['seq']},"
+          f" exported {_time_text(body['exported_at_us'])}, signed by key {document['key_id']}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    import time
+
+    from node.audit_tool import purge_kinds, retention_cutoffs, service_kinds_from_directory
+    from node.store.sqlite import connect_sync
+
+    now = time.time_ns() // 1000
+    if args.before and args.retention:
+        raise CliError("give --before or --retention, not both")
+    if args.before:
+        before = _parse_time(args.before)
+        cutoffs = ({kind: before for kind in args.kind} if args.kind else {"*": before})
+    elif args.retention:
+        if args.kind:
+            raise CliError("--kind goes with --before")
+        days: dict[str, float] = {}
+        for item in args.retention:
+            kind, value = _key_value(item, "--retention")
+            try:
+                days[kind] = float(value)
+            except ValueError:
+                raise CliError(f"--retention {item!r}: days must be a number") from None
+            if days[kind] < 0:
+                raise CliError(f"--retention {item!r}: days must not be negative")
+        cutoffs = retention_cutoffs(days, now)
+    else:
+        raise CliError("give --before DATE or --retention KIND=DAYS")
+    path = _db(args)
+    directory = Path(args.directory_db) if args.directory_db else None
+    if directory is None and args.config:
+        candidate = path.parent / "directory.sqlite"
+        directory = candidate if candidate.exists() else None
+    kinds: dict[str, str] = {}
+    if directory is not None:
+        try:
+            kinds = service_kinds_from_directory(directory)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"{directory}: cannot read service kinds ({exc})") from None
+    for item in args.service_kind or []:
+        service, kind = _key_value(item, "--service-kind")
+        kinds[service] = kind
+    conn = connect_sync(path)
+    try:
+        report = purge_kinds(conn, cutoffs, kinds, args.default_kind, now)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        text = (f"purged: {report.redacted} records redacted, {report.deleted} deleted"
+                f" (up to record {report.upto_seq})")
+        if report.anchor:
+            text += f"; the chain now starts after signed checkpoint {report.anchor}"
+        if report.purge_seq:
+            text += f"; documented by record {report.purge_seq}"
+        if report.note:
+            text = f"nothing purged: {report.note}"
+        print(text)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except CliError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except FileNotFoundError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as exc:  # noqa: BLE001 - e.g. sqlite3.DatabaseError: one line, exit 2
+            print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+
+    run.__name__ = command.__name__
+    return run
+
+
+def _database_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="the hub's hub.sqlite")
+    p.add_argument("--config", help="hub.toml (its data_dir holds hub.sqlite)")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``audit`` command and its subcommands to a ``crossroads`` parser."""
+    audit = subparsers.add_parser("audit", help="the hub's audit log",
+                                  description="The hub's audit log, from its SQLite file.")
+    commands = audit.add_subparsers(dest="action", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], text: str
+                ) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=text, description=text)
+        _database_options(p)
+        p.set_defaults(func=_guarded(func))
+        return p
+
+    p = command("verify", _verify, "check the hash chain, the checkpoints and their signatures")
+    p.add_argument("--key", action="append", metavar="PUB",
+                   help="the hub's public key (PEM; repeat for rotated keys); default with"
+                        " --config: the .pub next to its directory key")
+    command("summary", _summary, "counts by event and reason; chain extent; checkpoints")
+    p = command("who-consulted", _who_consulted, "every record about one subject")
+    p.add_argument("subject", metavar="NUMBER", help="citizen (or enterprise) number")
+    p.add_argument("--since", metavar="DATE", help="only records at or after DATE (UTC)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
+    p.add_argument("--json", action="store_true", help="JSON instead of lines")
+    p = command("export", _export, "a signed extract of the records about one subject")
+    p.add_argument("--subject", required=True, metavar="NUMBER")
+    p.add_argument("--since", metavar="DATE")
+    p.add_argument("--signing-key", metavar="KEY",
+                   help="the hub's directory key (PEM); default with --config: its key")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p = commands.add_parser("verify-export", help="check an extract with the hub's public key",
+                            description="Check an audit extract with only the hub's public key.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--key", action="append", required=True, metavar="PUB")
+    p.set_defaults(func=_guarded(_verify_export), config=None)
+    p = command("purge", _purge, "retention: redact old records, cut the chain at a checkpoint")
+    p.add_argument("--before", metavar="DATE", help="purge records older than DATE (UTC)")
+    p.add_argument("--kind", action="append", metavar="KIND",
+                   help="with --before: only services of this kind (repeat; default every kind)")
+    p.add_argument("--retention", action="append", metavar="KIND=DAYS",
+                   help="keep records of service kind KIND for DAYS days (repeat; '*' = others)")
+    p.add_argument("--service-kind", action="append", metavar="SERVICE=KIND",
+                   help="a service's kind (overrides the directory's)")
+    p.add_argument("--directory-db", metavar="PATH",
+                   help="directory.sqlite for service kinds (default with --config: the hub's)")
+    p.add_argument("--default-kind", default="unknown",
+                   help="kind of services the directory does not know (default: unknown)")
+    p.add_argument("--json", action="store_true")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m node.audit_cli [audit] COMMAND ...``."""
+    parser = argparse.ArgumentParser(prog="crossroads")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] != ["audit"]:
+        args_list.insert(0, "audit")
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse usage errors: already printed, exit code 2
+        return int(exc.code or 0)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

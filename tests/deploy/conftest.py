@@ -1,0 +1,236 @@
+"""Fixtures of the Ansible deploy test (``pytest -m deploy tests/deploy``).
+
+Needs root, systemd-nspawn, sshd and a virtualenv with ansible-core + ansible-lint: all installed
+by ``tests/deploy/prepare-host.sh``. When something is missing the tests FAIL, unless
+``CROSSROADS_DEPLOY_OPTIONAL=1`` is set, in which case they are skipped with the reason.
+
+Environment:
+  CROSSROADS_DEPLOY_VENV       virtualenv with ansible-playbook/ansible-lint (default: .venv-deploy)
+  CROSSROADS_DEPLOY_ARTIFACTS  where to keep playbook output and host journals (default: a
+                               pytest temporary directory, printed at the end of the session)
+  CROSSROADS_DEPLOY_OPTIONAL   1 to skip instead of fail when the machine cannot run the test
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.harness import (
+    DEFAULT_HOSTS,
+    SUBNET,
+    Lab,
+    PlaybookRun,
+    missing_prerequisites,
+    parse_recap,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "deploy" / "ansible"
+DEPLOY_VENV = Path(os.environ.get("CROSSROADS_DEPLOY_VENV", REPO / ".venv-deploy"))
+OPTIONAL = os.environ.get("CROSSROADS_DEPLOY_OPTIONAL") == "1"
+
+ENTERPRISE_A = "0403019261"
+ENTERPRISE_B = "0428759497"
+HUB_IP = f"{SUBNET}.11"
+DEMO_SERVICE = {
+    "id": "demo.message", "version": 1, "kind": "declaration", "subject_type": "any",
+    "routing": "explicit",
+}  # fmt: skip
+
+
+def unavailable(reason: str) -> None:
+    if OPTIONAL:
+        pytest.skip(f"deploy test not runnable here: {reason}")
+    pytest.fail(
+        f"deploy test not runnable here: {reason} "
+        "(set CROSSROADS_DEPLOY_OPTIONAL=1 to skip instead)",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def deploy_bin() -> Path:
+    """The virtualenv bin directory with ansible-playbook and ansible-lint."""
+    reason = missing_prerequisites()
+    if reason:
+        unavailable(reason)
+    bindir = DEPLOY_VENV / "bin"
+    for tool in ("ansible-playbook", "ansible-lint"):
+        if not (bindir / tool).exists():
+            unavailable(f"{bindir / tool} not found; run tests/deploy/prepare-host.sh")
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    env = os.environ.get("CROSSROADS_DEPLOY_ARTIFACTS")
+    path = Path(env) if env else tmp_path_factory.mktemp("deploy-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    sys.stderr.write(f"\n[deploy] playbook output and host journals: {path}\n")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(deploy_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip wheel` of the project and all its dependencies, for the hosts' /usr/bin/python3."""
+    build = tmp_path_factory.mktemp("wheel-build")
+    src = build / "src"
+    shutil.copytree(
+        REPO, src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+            ".hypothesis", "wheelhouse", "run", "demo-run", "deploy",
+        ),
+    )  # fmt: skip
+    # The hosts run this machine's /usr/bin/python3 (their root is an overlay of /): build the
+    # wheels with it, so binary wheels match its version.
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(build / "venv")], check=True)
+    out = build / "wheelhouse"
+    argv = [str(build / "venv" / "bin" / "pip"), "wheel", "-q", "--disable-pip-version-check",
+            "-w", str(out)]  # fmt: skip
+    if (src / "constraints.txt").exists():
+        argv += ["-c", str(src / "constraints.txt")]
+    proc = subprocess.run([*argv, str(src)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    shutil.rmtree(src)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lab(
+    deploy_bin: Path, wheelhouse: Path, artifacts: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Lab]:  # fmt: skip
+    """One CA host, one hub, two nodes (systemd-nspawn, booted, reachable over SSH)."""
+    the_lab = Lab(
+        workdir=tmp_path_factory.mktemp("lab"), hosts=list(DEFAULT_HOSTS), wheelhouse=wheelhouse
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        the_lab.down()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        t0 = time.monotonic()
+        the_lab.up()
+        (artifacts / "timings.txt").write_text(f"boot {time.monotonic() - t0:.1f}s\n")
+        yield the_lab
+    finally:
+        try:
+            the_lab.save_journals(artifacts)
+        finally:
+            the_lab.down()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def base_inventory() -> dict[str, Any]:
+    """The lab's inventory, shaped like deploy/ansible/inventories/example."""
+    by_name = {h.name: h.ip for h in DEFAULT_HOSTS}
+    return {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "crossroads_network": "demo",
+                "crossroads_service_manager": "systemd",
+                "crossroads_wheelhouse_dir": "/var/cache/wheelhouse",
+            },
+            "children": {
+                "crossroads_ca": {"hosts": {"ca": {"ansible_host": by_name["ca"]}}},
+                "crossroads_hub": {
+                    "hosts": {"hub": {"ansible_host": by_name["hub"]}},
+                    "vars": {
+                        "crossroads_hub_tls_ip_addresses": [HUB_IP],
+                        "crossroads_hub_directory_services": [DEMO_SERVICE],
+                        "crossroads_hub_directory_authorizations": [
+                            {"id": "demo-sector-17", "service_id": "demo.message", "sector": 17}
+                        ],
+                    },
+                },
+                "crossroads_nodes": {
+                    "hosts": {
+                        "node-a": {
+                            "ansible_host": by_name["node-a"],
+                            "crossroads_node_enterprise_number": ENTERPRISE_A,
+                            "crossroads_node_institution_name": "Institution A",
+                            "crossroads_node_sector": 17,
+                        },
+                        "node-b": {
+                            "ansible_host": by_name["node-b"],
+                            "crossroads_node_enterprise_number": ENTERPRISE_B,
+                            "crossroads_node_institution_name": "Institution B",
+                            "crossroads_node_sector": 17,
+                        },
+                    },
+                    "vars": {"crossroads_node_hub_address": f"{HUB_IP}:7443"},
+                },
+            },
+        }
+    }
+
+
+class Ansible:
+    """Runs ansible-playbook / ansible-lint from the lab's controller namespace."""
+
+    def __init__(self, lab: Lab, bindir: Path, artifacts: Path) -> None:
+        self.lab, self.bindir, self.artifacts = lab, bindir, artifacts
+        self.runs = 0
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PATH=f"{self.bindir}:{env.get('PATH', '/usr/bin:/bin')}",
+            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+            ANSIBLE_HOME=str(self.lab.workdir / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(self.lab.workdir / "ansible-tmp"),
+            ANSIBLE_SSH_ARGS=" ".join(self.lab.ssh_args),
+            ANSIBLE_PRIVATE_KEY_FILE=str(self.lab.key),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_DEPRECATION_WARNINGS="0",
+        )
+        return env
+
+    def playbook(self, name: str, inventory: dict[str, Any], *extra: str) -> PlaybookRun:
+        self.runs += 1
+        tag = f"{self.runs:02d}-{Path(name).stem}"
+        inv = self.lab.workdir / f"inventory-{tag}.yml"
+        inv.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
+        argv = [str(self.bindir / "ansible-playbook"), "-i", str(inv),
+                str(ANSIBLE_DIR / "playbooks" / name), *extra]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            self.lab.controller(argv), capture_output=True, text=True, env=self.env(),
+            cwd=ANSIBLE_DIR, timeout=900, check=False,
+        )  # fmt: skip
+        seconds = time.monotonic() - t0
+        output = proc.stdout + proc.stderr
+        (self.artifacts / f"ansible-{tag}.log").write_text(output)
+        with (self.artifacts / "timings.txt").open("a") as f:
+            f.write(f"{tag} {seconds:.1f}s rc={proc.returncode}\n")
+        return PlaybookRun(argv, proc.returncode, output, seconds, parse_recap(output))
+
+
+@pytest.fixture(scope="session")
+def ansible(lab: Lab, deploy_bin: Path, artifacts: Path) -> Ansible:
+    return Ansible(lab, deploy_bin, artifacts)
+
+
+@pytest.fixture
+def inventory() -> dict[str, Any]:
+    return copy.deepcopy(base_inventory())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what the Ansible deploy test (tests/deploy, `pytest -m deploy`) needs on the CI machine:
+# systemd-nspawn to boot the simulated hosts, sshd for Ansible to reach them, iproute2 for the
+# network namespaces; and the controller's Ansible tools in a virtualenv (.venv-deploy).
+# Idempotent; run as root. Does not start any service on this machine.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "prepare-host.sh: must run as root" >&2
+    exit 1
+fi
+
+# apt must not start sshd (or anything else) on the CI machine itself.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+fi
+
+need=()
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -x /lib/systemd/systemd ] || need+=(systemd)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ "${#need[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends openssh-server systemd-container "${need[@]}"
+fi
+# Controller tools (ansible-playbook, ansible-lint) in their own virtualenv, kept apart from the
+# project's .venv. Override the location with CROSSROADS_DEPLOY_VENV.
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="${CROSSROADS_DEPLOY_VENV:-$here/../../.venv-deploy}"
+stamp="$venv/.installed-$(sha1sum "$here/requirements.txt" | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+    rm -f "$venv"/.installed-*
+    touch "$stamp"
+fi
+echo "prepare-host.sh: ready (systemd-nspawn $(systemd-nspawn --version | head -1 | awk '{print $2}'), $("$venv/bin/ansible-playbook" --version | head -1))"

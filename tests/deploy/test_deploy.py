@@ -1,0 +1,374 @@
+"""The Ansible deployment (deploy/ansible) on simulated hosts: CA, hub, two institution nodes.
+
+The tests run in file order and build on each other, like an operator would:
+bad inventories are refused before anything changes, site.yml deploys the network, envelopes
+flow from node A to node B through the hub, a second run changes nothing, rotate_certs.yml
+replaces every certificate without losing envelopes and the old ones are refused afterwards,
+and a rebuilt wheel with an unchanged version is reinstalled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import ANSIBLE_DIR, ENTERPRISE_A, ENTERPRISE_B, HUB_IP, Ansible
+from tests.deploy.harness import Lab, PlaybookRun
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
+
+LOCAL_API = "unix:/run/crossroads/node.sock"
+CROSSROADS = "/opt/crossroads/venv/bin/crossroads"
+TLS = "/etc/crossroads/tls"
+NODES = ("node-a", "node-b")
+ALL_HOSTS = ("ca", "hub", *NODES)
+SERVICES = (("hub", "hub"), ("node-a", "node"), ("node-b", "node"))
+ENTERPRISE_C = "0566988259"
+ENTERPRISE_D = "0800123405"
+
+_state: dict[str, Any] = {}
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _explain(run: PlaybookRun) -> str:
+    return f"ansible-playbook rc={run.returncode}, recap={run.recap}\n{run.output[-6000:]}"
+
+
+def _require_deployed() -> None:
+    if not _state.get("deployed"):
+        pytest.fail("site.yml did not deploy the network (see test_site_deploys)", pytrace=False)
+
+
+def send(lab: Lab, host: str, to: str, count: int, payload: str, wait: bool = False) -> list[dict]:
+    cmd = (f"{CROSSROADS} send --local-api {LOCAL_API} --service demo.message --to {to} "
+           f"--subject-citizen 85073003328 --count {count} --payload {payload}"
+           + (" --wait" if wait else ""))  # fmt: skip
+    r = lab.ssh(host, cmd, check=False, timeout=60)
+    assert r.returncode == 0, f"send from {host} failed ({r.returncode}): {r.stdout}{r.stderr}"
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def drain_inbox(lab: Lab, host: str, expected: int, timeout: float = 60) -> list[dict]:
+    """Fetch (and acknowledge) envelopes on `host` until `expected` arrived or time is up."""
+    received: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < expected and time.monotonic() < deadline:
+        r = lab.ssh(
+            host, f"{CROSSROADS} inbox --local-api {LOCAL_API} --max 500 --wait-ms 2000 --ack",
+            check=False, timeout=60,
+        )  # fmt: skip
+        received += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    return received
+
+
+def assert_untouched(lab: Lab) -> None:
+    for host in ALL_HOSTS:
+        r = lab.ssh(host, "ls -d /opt/crossroads /etc/crossroads /var/lib/crossroads "
+                          "/var/lib/crossroads-ca 2>/dev/null; getent passwd crossroads",
+                    check=False)  # fmt: skip
+        assert r.stdout.strip() == "", f"{host} was changed by a refused run: {r.stdout}"
+
+
+# ---- lint ---------------------------------------------------------------------------------
+
+
+def test_ansible_lint_production_profile(deploy_bin: Path, tmp_path: Path) -> None:
+    # Lint a copy: ansible-lint writes a .ansible/ cache into the project (git root) it runs in.
+    tree = tmp_path / "ansible"
+    shutil.copytree(ANSIBLE_DIR, tree)
+    proc = subprocess.run(
+        [str(deploy_bin / "ansible-lint"), "--profile", "production", "--nocolor"],
+        cwd=tree, capture_output=True, text=True, timeout=300, check=False,
+        env={"PATH": f"{deploy_bin}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
+
+
+# ---- (e) bad inventories fail in preflight and change nothing --------------------------------
+
+
+def test_preflight_refuses_invalid_enterprise_number(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    nodes = inventory["all"]["children"]["crossroads_nodes"]["hosts"]
+    nodes["node-b"]["crossroads_node_enterprise_number"] = "0431150351"  # bad check digits
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    message = (
+        'crossroads_node on node-b: crossroads_node_enterprise_number "0431150351" is not a '
+        "valid enterprise number"
+    )
+    assert message in _flat(run.output), _explain(run)
+    assert run.changed == 0, _explain(run)
+    assert "PLAY [Set up the network CA]" not in run.output, "went past the preflight play"
+    assert_untouched(lab)
+
+
+def test_preflight_refuses_missing_hub_address(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    del inventory["all"]["children"]["crossroads_nodes"]["vars"]["crossroads_node_hub_address"]
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    assert "crossroads_node_hub_address must be set" in _flat(run.output), _explain(run)
+    assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+
+def test_preflight_refuses_missing_certificates_when_not_issuing(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    inventory["all"]["vars"]["crossroads_tls_issue"] = False
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    assert "but these files are missing: /etc/crossroads/tls/ca.crt" in _flat(run.output), (
+        _explain(run)
+    )
+    assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+
+# ---- (a) deploy ---------------------------------------------------------------------------
+
+
+def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> None:
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode == 0 and run.failed == 0, _explain(run)
+    assert set(run.recap) == set(ALL_HOSTS), run.recap
+    _state["deployed"] = True
+
+    for host, kind in SERVICES:
+        unit = f"crossroads-{kind}.service"
+        r = lab.ssh(host, f"systemctl is-active {unit}; systemd-analyze verify {unit}",
+                    check=False)  # fmt: skip
+        assert r.returncode == 0 and r.stdout.startswith("active"), f"{host}: {r.stdout}{r.stderr}"
+        r = lab.ssh(host, f"stat -c '%a %U' {TLS}/{kind}.key {TLS} /var/lib/crossroads "
+                          f"/var/lib/crossroads/{kind}; systemctl show -p User -p NRestarts {unit}")
+        assert r.stdout.split("\n")[:4] == [
+            "600 crossroads", "750 root", "750 crossroads", "750 crossroads"
+        ], f"{host}: {r.stdout}"
+        assert "User=crossroads" in r.stdout and "NRestarts=0" in r.stdout, r.stdout
+    # The CA key stays on the CA host; no private key of the CA anywhere else.
+    r = lab.ssh("ca", "stat -c '%a %U' /var/lib/crossroads-ca/ca.key")
+    assert r.stdout.strip() == "600 root"
+    for host in ("hub", *NODES):
+        assert lab.ssh(host, "test ! -e /var/lib/crossroads-ca", check=False).returncode == 0
+
+
+# ---- (b) envelopes from node A to node B through the hub ----------------------------------
+
+
+def test_envelopes_flow_from_a_to_b(lab: Lab) -> None:
+    _require_deployed()
+    outcomes = send(lab, "node-a", ENTERPRISE_B, 5, "hello-b", wait=True)
+    assert len(outcomes) == 5 and {o["reason"] for o in outcomes} == {"ACCEPTED"}, outcomes
+    received = drain_inbox(lab, "node-b", 5)
+    assert [e["payload"] for e in received] == ["hello-b"] * 5, received
+    assert {e["sender"] for e in received} == {ENTERPRISE_A}, received
+    # And back.
+    send(lab, "node-b", ENTERPRISE_A, 1, "hello-a", wait=True)
+    assert [e["payload"] for e in drain_inbox(lab, "node-a", 1)] == ["hello-a"]
+
+
+# ---- (c) idempotence ----------------------------------------------------------------------
+
+
+def test_second_run_changes_nothing(ansible: Ansible, inventory: dict[str, Any]) -> None:
+    _require_deployed()
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode == 0, _explain(run)
+    changed = {h: r.changed for h, r in run.recap.items() if r.changed}
+    assert changed == {}, _explain(run)
+
+
+# ---- (d) certificate rotation -------------------------------------------------------------
+
+
+def _probe(lab: Lab, key: str, cert: str) -> subprocess.CompletedProcess[str]:
+    return lab.ssh(
+        "node-a",
+        f"cd /tmp && /opt/crossroads/venv/bin/python /root/probe_hub.py {HUB_IP}:7443 "
+        f"hub.demo.crossroads {TLS}/ca.crt {cert} {key} {lab.ip('node-a')}:7444",
+        check=False, timeout=60,
+    )  # fmt: skip
+
+
+def test_rotation_keeps_traffic_and_refuses_old_certificates(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    _require_deployed()
+    # Keep copies of the current (soon old) material to try it afterwards.
+    lab.ssh("node-a", f"install -d -m 0700 /root/old && cp {TLS}/node.* /root/old/")
+    lab.ssh("hub", f"install -d -m 0700 /root/old && cp {TLS}/hub.crt /root/old/")
+    probe = (Path(__file__).parent / "probe_hub.py").read_text()
+    lab.ssh("node-a", f"cat > /root/probe_hub.py <<'EOF'\n{probe}\nEOF")
+    r = _probe(lab, "/root/old/node.key", "/root/old/node.crt")
+    assert r.returncode == 0, f"probe with the current certificate failed: {r.stdout}{r.stderr}"
+
+    # Traffic while rotating: node B keeps sending to node A; every accepted envelope must arrive.
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        i = 0
+        while not stop.is_set():
+            payload = f"during-{i}"
+            r = lab.ssh("node-b", f"{CROSSROADS} send --local-api {LOCAL_API} --service "
+                        f"demo.message --to {ENTERPRISE_A} --payload {payload}",
+                        check=False, timeout=60)  # fmt: skip
+            if r.returncode == 0:
+                sent.append(payload)
+            i += 1
+            time.sleep(0.3)
+
+    before = send(lab, "node-b", ENTERPRISE_A, 3, "before")
+    assert len(before) == 3
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    try:
+        run = ansible.playbook("rotate_certs.yml", inventory)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert run.returncode == 0 and run.failed == 0, _explain(run)
+    after = send(lab, "node-b", ENTERPRISE_A, 3, "after", wait=True)
+    assert {o["reason"] for o in after} == {"ACCEPTED"}, after
+
+    expected = ["before"] * 3 + sent + ["after"] * 3
+    received = drain_inbox(lab, "node-a", len(expected), timeout=90)
+    assert sorted(e["payload"] for e in received) == sorted(expected), (
+        f"sent during rotation: {len(sent)}; missing: "
+        f"{sorted(set(expected) - {e['payload'] for e in received})}"
+    )
+    assert len(sent) > 0, "no envelope was accepted while rotating"
+
+    # The old certificates are revoked in the CRL published to the hub ...
+    crl = lab.ssh("hub", f"cat {TLS}/crl.pem").stdout
+    lab.ssh("node-a", f"cat > /root/old/crl.pem <<'EOF'\n{crl}EOF")
+    for host, cert, crl_path, expect in (
+        ("hub", "/root/old/hub.crt", f"{TLS}/crl.pem", 2),
+        ("hub", f"{TLS}/hub.crt", f"{TLS}/crl.pem", 0),
+        ("node-a", "/root/old/node.crt", "/root/old/crl.pem", 2),
+        ("node-a", f"{TLS}/node.crt", "/root/old/crl.pem", 0),
+    ):
+        r = lab.ssh(host, f"{CROSSROADS} pki verify --ca-cert {TLS}/ca.crt --cert {cert} "
+                          f"--crl {crl_path}", check=False)  # fmt: skip
+        out = r.stdout + r.stderr
+        assert r.returncode == expect, f"{host} {cert}: rc={r.returncode} {out}"
+        assert expect == 0 or "revoked" in out, out
+
+    # ... and the hub refuses a client holding the old key and certificate (it re-reads the CRL
+    # when the file changes), while the new ones work.
+    deadline = time.monotonic() + 20
+    while True:
+        r = _probe(lab, "/root/old/node.key", "/root/old/node.crt")
+        if r.returncode == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.returncode == 3 and "UNAUTHENTICATED" in r.stdout, r.stdout + r.stderr
+    r = _probe(lab, f"{TLS}/node.key", f"{TLS}/node.crt")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- an institution joins; a host without systemd ------------------------------------------
+
+
+def _joined_inventory(inventory: dict[str, Any], lab: Lab) -> dict[str, Any]:
+    nodes = inventory["all"]["children"]["crossroads_nodes"]["hosts"]
+    nodes["node-c"] = {
+        "ansible_host": lab.ip("node-c"),
+        "crossroads_node_enterprise_number": ENTERPRISE_C,
+        "crossroads_node_institution_name": "Institution C",
+        "crossroads_node_sector": 17,
+    }
+    nodes["node-d"] = {
+        "ansible_host": lab.ip("node-d"),
+        "crossroads_node_enterprise_number": ENTERPRISE_D,
+        "crossroads_node_institution_name": "Institution D (no systemd)",
+        "crossroads_node_sector": 17,
+        "crossroads_service_manager": "none",
+    }
+    return inventory
+
+
+def test_institutions_join(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> None:
+    """README's joining steps: nodes.yml --limit the new hosts, then hub.yml."""
+    _require_deployed()
+    inventory = _joined_inventory(inventory, lab)
+    run = ansible.playbook("nodes.yml", inventory, "--limit", "node-c,node-d")
+    assert run.returncode == 0 and set(run.recap) == {"node-c", "node-d"}, _explain(run)
+    run = ansible.playbook("hub.yml", inventory)
+    assert run.returncode == 0 and run.recap["hub"].changed > 0, _explain(run)
+
+    send(lab, "node-a", ENTERPRISE_C, 2, "hello-c", wait=True)
+    assert [e["payload"] for e in drain_inbox(lab, "node-c", 2)] == ["hello-c"] * 2
+
+    # node-d: installed and configured, no unit; its operator runs the daemon by other means.
+    r = lab.ssh("node-d", "test ! -e /etc/systemd/system/crossroads-node.service && "
+                          "stat -c '%a %U' /etc/crossroads/tls/node.key /run/crossroads")
+    assert r.stdout.split("\n")[:2] == ["600 crossroads", "750 crossroads"], r.stdout
+    lab.ssh("node-d", "setsid -f runuser -u crossroads -- "
+                      f"{CROSSROADS} node serve --config /etc/crossroads/node.toml "
+                      "--ready-file /run/crossroads/ready.json >/var/log/crossroads-node.log 2>&1")
+    lab.ssh("node-d", "for i in $(seq 100); do test -e /run/crossroads/ready.json && exit 0; "
+                      "sleep 0.2; done; cat /var/log/crossroads-node.log; exit 1")  # fmt: skip
+    send(lab, "node-a", ENTERPRISE_D, 1, "hello-d", wait=True)
+    assert [e["payload"] for e in drain_inbox(lab, "node-d", 1)] == ["hello-d"]
+
+
+# ---- a rebuilt wheel with an unchanged version is installed ---------------------------------
+
+
+def test_rebuilt_wheel_is_reinstalled(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any], wheelhouse: Path
+) -> None:
+    _require_deployed()
+    (wheel,) = wheelhouse.glob("crossroads-*.whl")
+    token = f"rebuild-{time.time_ns()}"
+    with zipfile.ZipFile(wheel, "a") as zf:  # same name and version, different content
+        zf.writestr("node/_deploy_test_marker.py", f"TOKEN = {token!r}\n")
+    inventory = _joined_inventory(inventory, lab)
+    show = "systemctl show -p MainPID --value crossroads-{}.service"
+    before = {h: lab.ssh(h, show.format(k)).stdout.strip() for h, k in SERVICES}
+
+    # node-c and node-d would be reinstalled too; leave them out to save time.
+    run = ansible.playbook("site.yml", inventory, "--limit", ",".join(ALL_HOSTS))
+    assert run.returncode == 0, _explain(run)
+    for host in ALL_HOSTS:
+        r = lab.ssh(host, "/opt/crossroads/venv/bin/python -c "
+                          "'import node._deploy_test_marker as m; print(m.TOKEN)'", check=False)
+        assert r.stdout.strip() == token, f"{host} runs the old wheel: {r.stdout}{r.stderr}"
+    after = {h: lab.ssh(h, show.format(k)).stdout.strip() for h, k in SERVICES}
+    assert all(after[h] != before[h] for h in after), f"not restarted: {before} -> {after}"
+    send(lab, "node-a", ENTERPRISE_B, 1, "after-upgrade", wait=True)
+    assert [e["payload"] for e in drain_inbox(lab, "node-b", 1)] == ["after-upgrade"]
+
+
+# ---- a daemon that never comes up fails the play (last: leaves node-c broken) ----------------
+
+
+def test_service_that_does_not_come_up_fails_the_play(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    _require_deployed()
+    inventory = _joined_inventory(inventory, lab)
+    node_c = inventory["all"]["children"]["crossroads_nodes"]["hosts"]["node-c"]
+    node_c["crossroads_node_listen_address"] = "10.9.9.9"  # not on the host: bind fails
+    node_c["crossroads_port_timeout"] = 10
+    run = ansible.playbook("nodes.yml", inventory, "--limit", "node-c")
+    assert run.returncode != 0 and run.recap["node-c"].failed == 1, _explain(run)
+    assert "TASK [crossroads : Wait for the service port]" in run.output.split("fatal:")[-2]
+    r = lab.ssh("node-c", "ss -Htln 'sport = :7444'")
+    assert r.stdout.strip() == "", f"something listens on 7444: {r.stdout}"
