@@ -22,8 +22,9 @@ The parts (DOMAIN.md):
    authorized capacity, active over the whole requested period (``NOT_INTEGRATED``) with a
    phase at least the service's minimum (``PHASE_TOO_LOW``);
 4. receivers: the fixed provider, or every *other* active institution holding an integration
-   of the subject in a relevant capacity that is itself authorized for the service; none ->
-   ``NO_RECEIVER``.
+   of the subject in a relevant capacity that is itself authorized for the service; for a
+   *mutation*, every subscriber holding the subject in a subscribed capacity on the event
+   date (the envelope's period begin, else today), minus the source; none -> ``NO_RECEIVER``.
 
 Everything here is pure; the caller fetches the integrations of all subjects of a batch in
 one query and passes them in (:class:`DirectoryView`).
@@ -54,6 +55,7 @@ __all__ = [
     "decide",
     "fan_out",
     "request_of",
+    "subscribers",
 ]
 
 KINDS = ("consultation", "mutation", "declaration", "integration")
@@ -179,6 +181,7 @@ class DirectoryView:
     authorizations: Mapping[str, Sequence[Authorization]]  # by service id
     integrations: Mapping[str, Sequence[Integration]]  # by subject number
     replaced: Mapping[str, str]  # old number -> new number
+    subscriptions: Mapping[str, Sequence[Subscription]] = field(default_factory=dict)  # by service
     #: Per-view memo of the lookups below: a view serves one batch, whose envelopes mostly
     #: share sender, service and capacity.
     _memo: dict[tuple[object, ...], object] = field(default_factory=dict)
@@ -300,6 +303,11 @@ def _route(
     head: EnvelopeHead, service: Service, sender: str, subject: str, period: Period,
     view: DirectoryView, day: date,
 ) -> Decision:
+    if service.kind == "mutation":
+        receivers = subscribers(service, subject, period.begin, view, exclude=sender)
+        if not receivers:
+            return Decision(Reason.NO_RECEIVER, f"no subscriber holds the subject for {service.id}")
+        return Decision(Reason.ACCEPTED, receivers=receivers)
     if service.routing == "fixed":
         provider = view.institutions.get(service.provider)
         if provider is None or not provider.active or provider.enterprise_number == sender:
@@ -318,6 +326,28 @@ def _route(
     if not receivers:
         return Decision(Reason.NO_RECEIVER, f"no institution holds the subject for {service.id}")
     return Decision(Reason.ACCEPTED, receivers=receivers)
+
+
+def subscribers(
+    service: Service, subject: str, event_date: date, view: DirectoryView, exclude: str = ""
+) -> tuple[str, ...]:
+    """The push system: every active institution subscribed to the mutation ``service`` that
+    holds an integration of ``subject`` in a subscribed capacity, active on ``event_date``,
+    minus the source (sorted)."""
+    found: set[str] = set()
+    held = view.integrations.get(subject, ())
+    for subscription in view.subscriptions.get(service.id, ()):
+        who = subscription.institution
+        if who == exclude or who in found:
+            continue
+        inst = view.institutions.get(who)
+        if inst is None or not inst.active:
+            continue
+        if any(i.institution == who and i.period.contains(event_date)
+               and (not subscription.capacities or i.capacity in subscription.capacities)
+               for i in held):
+            found.add(who)
+    return tuple(sorted(found))
 
 
 def fan_out(

@@ -57,6 +57,7 @@ class _Tables:
     services: dict[tuple[str, int], Service] = field(default_factory=dict)
     authorizations: dict[str, list[Authorization]] = field(default_factory=dict)
     subscriptions: list[Subscription] = field(default_factory=list)
+    subscriptions_by_service: dict[str, list[Subscription]] = field(default_factory=dict)
     revoked: frozenset[int] = frozenset()
 
 
@@ -91,6 +92,7 @@ class Directory:
                 tables.authorizations.setdefault(entity.service_id, []).append(entity)
             elif isinstance(entity, Subscription):
                 tables.subscriptions.append(entity)
+                tables.subscriptions_by_service.setdefault(entity.service_id, []).append(entity)
             elif isinstance(entity, RevokedCertificate):
                 revoked.add(int(entity.serial, 16))
         tables.revoked = frozenset(revoked)
@@ -121,7 +123,8 @@ class Directory:
         wanted = set(subjects) | set(replaced.values())
         integrations = await self.store.integrations_of(wanted) if wanted else {}
         t = self.tables
-        return DirectoryView(t.institutions, t.services, t.authorizations, integrations, replaced)
+        return DirectoryView(t.institutions, t.services, t.authorizations, integrations, replaced,
+                             t.subscriptions_by_service)
 
     def revoked_serials(self) -> frozenset[int]:
         return self.tables.revoked

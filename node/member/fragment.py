@@ -247,7 +247,8 @@ def check_with_fragment(head: EnvelopeHead, sender: str, view: DirectoryView,
 
     A node's fragment holds every institution, service and replaced number but only its own
     authorizations and integrations, so it cannot compute fan-out receivers: for a
-    ``fan_out`` service a missing receiver is left for the hub to decide (accepted here).
+    ``fan_out`` service or a mutation (pushed to subscribers) a missing receiver is left for the
+    hub to decide (accepted here).
     Callers skip this check while the fragment is empty (``store.revision == 0``).
     """
     request = request_of(head)
@@ -256,7 +257,7 @@ def check_with_fragment(head: EnvelopeHead, sender: str, view: DirectoryView,
     decision, _ = decide(head, request, sender, view, today)
     if decision.reason is Reason.NO_RECEIVER:
         service = view.service(head.service_id, head.service_version)
-        if service is not None and service.routing == "fan_out":
+        if service is not None and (service.routing == "fan_out" or service.kind == "mutation"):
             return Decision(Reason.ACCEPTED, "receivers are decided by the hub")
     return decision
 
