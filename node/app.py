@@ -27,12 +27,15 @@ from node.config import HubConfig, NodeConfig
 from node.core.directory import Institution
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
+from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
+from node.member.answers import Answering
 from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
+from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
 from node.member.uplink import Uplink
 from node.rpc.peer import PeerAuthenticator
@@ -100,6 +103,7 @@ class HubApp:
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
         self.service: HubService | None = None
+        self.consultations: Consultations | None = None
         self.port = 0
         self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name,
                        directory_pb2.DESCRIPTOR.services_by_name["DirectoryAdmin"].full_name]
@@ -128,7 +132,10 @@ class HubApp:
         revocations, directory = self.revocations, self.directory
         peers = PeerAuthenticator(
             cfg.network, lambda: revocations.serials | directory.revoked_serials())
-        service = HubService(peers, self.intake, self.deliverer, self.store, self.directory)
+        self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
+                                           cfg.network, cfg.limits)
+        service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
+                             self.consultations)
         self.service = service
         self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
@@ -173,6 +180,8 @@ class HubApp:
             await self.server.stop(GRACE_S)
         if self.deliverer is not None:
             await self.deliverer.stop()
+        if self.consultations is not None:
+            await self.consultations.close()
         await self.revocations.stop()
         if self._checkpoints is not None:
             self._checkpoints.cancel()
@@ -191,6 +200,7 @@ class NodeApp:
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
+        self.hub_caller: HubCaller | None = None
         self.tls = TlsMaterial.load(config.tls)
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
@@ -210,7 +220,9 @@ class NodeApp:
         peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(options=server_options(max_bytes))
-        self.deliver = DeliverService(peers, self.store)
+        self.answering = Answering()
+        self.hub_caller = HubCaller(cfg, self.tls)
+        self.deliver = DeliverService(peers, self.store, self.answering)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
@@ -225,7 +237,7 @@ class NodeApp:
         self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
-                             self.fragment, self.watcher)
+                             self.fragment, self.watcher, self.answering, self.hub_caller)
         self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
@@ -266,6 +278,8 @@ class NodeApp:
             await self.uplink.stop()
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.hub_caller is not None:
+            await self.hub_caller.close()
         if self.server is not None:
             await self.server.stop(GRACE_S)
         await self.store.close()

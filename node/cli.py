@@ -105,6 +105,35 @@ def _inbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consult(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from node.client import consult, make_envelope
+
+    question = make_envelope(args.service, [], b"", subject_citizen=args.subject_citizen or "",
+                             subject_enterprise=args.subject_enterprise or "",
+                             capacity=args.capacity, sender_ticket=args.ticket)
+    response = consult(args.local_api, question, args.deadline_ms)
+    print(json.dumps(MessageToDict(response), indent=2))
+    return 0 if response.status in (1, 2) else 1
+
+
+def _answer(args: argparse.Namespace) -> int:
+    from node.client import serve_answers
+    from node.wire.gen.crossroads.v1 import consult_pb2
+
+    async def handler(envelope: object) -> tuple[int, bytes]:
+        if args.data:
+            return consult_pb2.SOURCE_DATA, args.data.encode()
+        return consult_pb2.SOURCE_NO_DATA, b""
+
+    try:
+        _run_async(serve_answers(args.local_api, handler))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
@@ -166,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     inbox.add_argument("--wait-ms", type=int, default=0)
     inbox.add_argument("--ack", action="store_true", help="acknowledge what was printed")
     inbox.set_defaults(func=_inbox)
+
+    ask = sub.add_parser("consult", help="ask a question through a node (consultation)")
+    ask.add_argument("--local-api", required=True)
+    ask.add_argument("--service", required=True)
+    ask.add_argument("--subject-citizen")
+    ask.add_argument("--subject-enterprise")
+    ask.add_argument("--capacity", type=int, default=0)
+    ask.add_argument("--ticket", default="", help="your own ticket for this question")
+    ask.add_argument("--deadline-ms", type=int, default=5_000)
+    ask.set_defaults(func=_consult)
+
+    answer = sub.add_parser("answer", help="answer consultations at a node (a simple provider)")
+    answer.add_argument("--local-api", required=True)
+    answer.add_argument("--data", default="", help="answer every question with this (else: no data)")
+    answer.set_defaults(func=_answer)
 
     status = sub.add_parser("status", help="a node's counters, from its local API")
     status.add_argument("--local-api", required=True)

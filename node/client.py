@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from node.wire.envelopes import decode, reason_from_proto
-from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
+from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
-__all__ = ["LocalClient", "Outcome", "make_envelope"]
+__all__ = ["LocalClient", "Outcome", "consult", "make_envelope", "serve_answers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +115,37 @@ class LocalClient:
 
     def status(self) -> local_pb2.StatusResponse:
         return self.stub.Status(local_pb2.StatusRequest(), timeout=10, wait_for_ready=True)
+
+
+def consult(address: str, envelope: bytes, deadline_ms: int = 5_000) -> consult_pb2.ConsultResponse:
+    """Ask a question through a node's local API (blocking)."""
+    with grpc.insecure_channel(address) as channel:
+        return local_pb2_grpc.LocalStub(channel).Consult(
+            consult_pb2.ConsultRequest(envelope=envelope, deadline_ms=deadline_ms),
+            timeout=deadline_ms / 1000 + 5, wait_for_ready=True)
+
+
+Handler = Callable[[envelope_pb2.Envelope], Awaitable[tuple[int, bytes]]]
+
+
+async def serve_answers(address: str, handler: Handler, ready: asyncio.Event | None = None) -> None:
+    """Be an institution's answering application: answer every question the node passes on
+    with ``handler(envelope) -> (SourceStatus, data)`` until cancelled."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = local_pb2_grpc.LocalStub(channel).Serve()
+        await call.write(consult_pb2.Answer())  # opens the stream
+        if ready is not None:
+            ready.set()
+
+        async def reply(question: consult_pb2.Question) -> None:
+            try:
+                status, data = await handler(decode(question.envelope))
+                await call.write(consult_pb2.Answer(id=question.id, status=status, data=data))
+            except grpc.aio.UsageError:
+                pass  # the stream ended meanwhile
+
+        tasks: set[asyncio.Task[None]] = set()
+        async for question in call:
+            task = asyncio.create_task(reply(question))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)

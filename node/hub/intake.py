@@ -171,6 +171,15 @@ class Intake:
         return outcomes
 
 
+    async def decide_one(
+        self, sender: str, raw: bytes
+    ) -> tuple[pb.Envelope | None, Decision]:
+        """The same checks and routing as a batch, for one envelope (consultations)."""
+        envelopes, heads = decode_heads([raw])
+        decisions = check_batch(heads, sender, self.policy)
+        decisions = await self._route(sender, heads, decisions)
+        return envelopes[0], decisions[0]
+
     async def _route(
         self, sender: str, heads: list[EnvelopeHead | Decision], decisions: list[Decision]
     ) -> list[Decision]:

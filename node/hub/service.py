@@ -16,6 +16,7 @@ from node.core.directory import Institution, Integration, problem_of, subject_pr
 from node.core.envelope import Decision
 from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied, Unauthenticated
 from node.core.reasons import Reason
+from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
@@ -24,7 +25,13 @@ from node.rpc.peer import PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.wire.directory import change_from_proto
 from node.wire.envelopes import outcome_to_proto
-from node.wire.gen.crossroads.v1 import directory_pb2, envelope_pb2, hub_pb2, hub_pb2_grpc
+from node.wire.gen.crossroads.v1 import (
+    consult_pb2,
+    directory_pb2,
+    envelope_pb2,
+    hub_pb2,
+    hub_pb2_grpc,
+)
 
 __all__ = ["HubService"]
 
@@ -41,12 +48,14 @@ class HubService(hub_pb2_grpc.HubServicer):
         deliverer: Deliverer,
         store: HubStore,
         directory: Directory,
+        consultations: Consultations,
     ) -> None:
         self.peers = peers
         self.intake = intake
         self.deliverer = deliverer
         self.store = store
         self.directory = directory
+        self.consultations = consultations
         self.draining = asyncio.Event()
 
     # -- identity --------------------------------------------------------------------------
@@ -125,6 +134,15 @@ class HubService(hub_pb2_grpc.HubServicer):
             )
 
         return await guard_unary("Hub.Register", context, body)
+
+    async def Consult(  # noqa: N802 - gRPC method name
+        self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
+    ) -> consult_pb2.ConsultResponse:
+        async def body() -> consult_pb2.ConsultResponse:
+            sender = (await self._authenticate(context, "Hub.Consult")).enterprise_number
+            return await self.consultations.consult(sender, request)
+
+        return await guard_unary("Hub.Consult", context, body)
 
     # -- directory -------------------------------------------------------------------------
 

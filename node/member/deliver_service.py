@@ -9,18 +9,20 @@ from typing import Any
 import grpc
 
 from node.core.errors import InvalidArgument
-from node.rpc.edge import guard_stream, until_drained
+from node.member.answers import Answering
+from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
-from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
+from node.wire.gen.crossroads.v1 import consult_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["DeliverService"]
 
 
 class DeliverService(node_pb2_grpc.NodeServicer):
-    def __init__(self, peers: PeerAuthenticator, store: NodeStore) -> None:
+    def __init__(self, peers: PeerAuthenticator, store: NodeStore, answering: Answering) -> None:
         self.peers = peers
         self.store = store
+        self.answering = answering
         self.received = 0
         self.duplicates = 0
         self.draining = asyncio.Event()
@@ -57,3 +59,12 @@ class DeliverService(node_pb2_grpc.NodeServicer):
             yield node_pb2.DeliveryAck(
                 last_sequence=batch.last_sequence, stored=stored, duplicates=duplicates
             )
+
+    async def Answer(  # noqa: N802 - gRPC method name
+        self, request: consult_pb2.AnswerRequest, context: grpc.aio.ServicerContext
+    ) -> consult_pb2.AnswerResponse:
+        async def body() -> consult_pb2.AnswerResponse:
+            self.peers.require(context, "hub")
+            return await self.answering.answer(request)
+
+        return await guard_unary("Node.Answer", context, body)

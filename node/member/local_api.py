@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import date
 
 import grpc
@@ -19,13 +20,16 @@ from google.protobuf.message import DecodeError
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
+from node.member.answers import Answering
 from node.member.fragment import FragmentWatcher, check_with_fragment
+from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
 from node.rpc.edge import guard_unary
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
+from node.wire.declarations import validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto
-from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
+from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
 __all__ = ["LocalService"]
 
@@ -42,6 +46,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         uplink: Uplink,
         fragment: FragmentStore,
         watcher: FragmentWatcher,
+        answering: Answering,
+        hub: HubCaller,
     ) -> None:
         self.institution = institution
         self.policy = policy
@@ -49,6 +55,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self.uplink = uplink
         self.fragment = fragment
         self.watcher = watcher
+        self.answering = answering
+        self.hub = hub
 
     async def Submit(  # noqa: N802 - gRPC method name
         self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
@@ -89,6 +97,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         decisions: list[Decision] = []
         ready: list[bytes | None] = []
         heads: list[EnvelopeHead | None] = []
+        today = date.today()
         now_us = time.time_ns() // 1000
         for raw in raws:
             try:
@@ -108,6 +117,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
             head = head_of(envelope)
             heads.append(head)
             decision = check_envelope(head, self.institution, self.policy)
+            if decision.reason is Reason.ACCEPTED:
+                decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
             if decision.reason is Reason.ACCEPTED:
                 ready.append(envelope.SerializeToString() if changed else raw)
@@ -193,3 +204,52 @@ class LocalService(local_pb2_grpc.LocalServicer):
             )
 
         return await guard_unary("Local.Status", context, body)
+
+    async def Consult(  # noqa: N802 - gRPC method name
+        self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
+    ) -> consult_pb2.ConsultResponse:
+        async def body() -> consult_pb2.ConsultResponse:
+            decisions, ready, heads = self._prepare([request.envelope])
+            await self._check_with_fragment(decisions, ready, heads)
+            if ready[0] is None:  # refused at the source, same reason as the hub would give
+                return consult_pb2.ConsultResponse(
+                    status=consult_pb2.REFUSED, outcome=outcome_to_proto(0, decisions[0]))
+            return await self.hub.consult(
+                consult_pb2.ConsultRequest(envelope=ready[0], deadline_ms=request.deadline_ms))
+
+        return await guard_unary("Local.Consult", context, body)
+
+    async def Serve(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[consult_pb2.Answer],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[consult_pb2.Question]:
+        session = self.answering.attach()
+
+        async def read_answers() -> None:
+            async for answer in request_iterator:
+                session.resolve(answer)
+
+        reader = asyncio.create_task(read_answers())
+        try:
+            while not reader.done():
+                getter = asyncio.ensure_future(session.questions.get())
+                done, _ = await asyncio.wait({getter, reader},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                yield getter.result()
+        finally:
+            reader.cancel()
+            self.answering.detach(session)
+
+
+def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision | None:
+    """Declarations are validated before they leave the node: every invalid field named."""
+    problems = validate_payload(envelope.service_id, envelope.payload.media_type,
+                                envelope.payload.data, today,
+                                subject=envelope.subject.number or None)
+    if not problems:
+        return None
+    more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return Decision(Reason.INVALID_FIELD, "; ".join(str(p) for p in problems[:20]) + more)

@@ -15,7 +15,7 @@ SOURCE, UNEMPLOYMENT, HEALTH, FAMILY, WELFARE = (
     "0403019261", "0428759497", "0566988259", "0200065765", "0212344876")
 ALL = (SOURCE, UNEMPLOYMENT, HEALTH, FAMILY, WELFARE)
 WORKER = "85073003328"
-MUTATION = "mutation.employment"
+MUTATION = "mutation.address"  # not a catalogue declaration: any payload
 
 
 def seed() -> list:
@@ -47,7 +47,7 @@ async def net(tmp_path):
 
 
 async def test_mutation_reaches_exactly_the_subscribed_holders(net) -> None:
-    raw = make_envelope(MUTATION, [], b"employment started", subject_citizen=WORKER)
+    raw = make_envelope(MUTATION, [], b"address changed", subject_citizen=WORKER)
     outcomes, seqs = await local_call(net.local_api(SOURCE), "submit", [raw])
     assert outcomes[0].reason == "ACCEPTED"  # the node leaves the subscribers to the hub
     (decided,) = await local_call(net.local_api(SOURCE), "outcomes", seqs, wait_ms=10_000)
@@ -55,6 +55,6 @@ async def test_mutation_reaches_exactly_the_subscribed_holders(net) -> None:
     assert set(decided.receivers) == {UNEMPLOYMENT, HEALTH}
     for who in (UNEMPLOYMENT, HEALTH):
         (got,) = await fetch_all(net.local_api(who), 1)
-        assert got.payload.data == b"employment started" and got.sender == SOURCE
+        assert got.payload.data == b"address changed" and got.sender == SOURCE
     for who in (FAMILY, WELFARE, SOURCE):
         assert await fetch_all(net.local_api(who), 1, timeout=0.5) == []

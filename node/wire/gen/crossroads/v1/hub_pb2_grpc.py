@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from node.wire.gen.crossroads.v1 import consult_pb2 as crossroads_dot_v1_dot_consult__pb2
 from node.wire.gen.crossroads.v1 import directory_pb2 as crossroads_dot_v1_dot_directory__pb2
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 from node.wire.gen.crossroads.v1 import hub_pb2 as crossroads_dot_v1_dot_hub__pb2
@@ -60,6 +61,11 @@ class HubStub:
                 '/crossroads.v1.Hub/Integrate',
                 request_serializer=crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.FromString,
+                _registered_method=True)
+        self.Consult = channel.unary_unary(
+                '/crossroads.v1.Hub/Consult',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
                 _registered_method=True)
 
 
@@ -120,6 +126,17 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Consult(self, request, context):
+        """Ask a question (a consultation): the hub checks the envelope like any other, forwards it
+        to the provider(s) the directory names (Node.Answer, in parallel), waits up to the
+        deadline and returns one aggregated answer: DATA_FOUND, NO_DATA_FOUND, INCOMPLETE_DATA
+        (naming the sources that did not answer) or REFUSED (with the reason). Never longer than
+        deadline_ms. Errors: UNAUTHENTICATED. Audited like envelopes, plus one record per source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +159,11 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.Integrate,
                     request_deserializer=crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.SerializeToString,
+            ),
+            'Consult': grpc.unary_unary_rpc_method_handler(
+                    servicer.Consult,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -256,6 +278,33 @@ class Hub:
             '/crossroads.v1.Hub/Integrate',
             crossroads_dot_v1_dot_directory__pb2.IntegrateRequest.SerializeToString,
             crossroads_dot_v1_dot_directory__pb2.IntegrateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossroads.v1.Hub/Consult',
+            crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,36 +23,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from node.wire.gen.crossroads.v1 import consult_pb2 as crossroads_dot_v1_dot_consult__pb2
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossroads/v1/local.proto\x12\rcrossroads.v1\x1a\x1c\x63rossroads/v1/envelope.proto\"\'\n\x12LocalSubmitRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"Z\n\x13LocalSubmitResponse\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\x12\x11\n\tsequences\x18\x02 \x03(\x04\"5\n\x0fOutcomesRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"D\n\x10OutcomesResponse\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\",\n\x0c\x46\x65tchRequest\x12\x0b\n\x03max\x18\x01 \x01(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\"\n\rFetchResponse\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\")\n\x12\x41\x63knowledgeRequest\x12\x13\n\x0bhub_tickets\x18\x01 \x03(\t\"+\n\x13\x41\x63knowledgeResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"\xa9\x02\n\x0eStatusResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x16\n\x0eoutbox_pending\x18\x02 \x01(\x04\x12\x15\n\rsent_accepted\x18\x03 \x01(\x04\x12\x14\n\x0csent_refused\x18\x04 \x01(\x04\x12\x1c\n\x14inbox_unacknowledged\x18\x05 \x01(\x04\x12\x13\n\x0binbox_total\x18\x06 \x01(\x04\x12\x15\n\rhub_connected\x18\x07 \x01(\x08\x12\x1a\n\x12\x64irectory_revision\x18\x08 \x01(\x04\x12\x15\n\rdirectory_lag\x18\t \x01(\x04\x12#\n\x1b\x64irectory_last_sync_unix_us\x18\n \x01(\x03\x12\x1b\n\x13\x64irectory_connected\x18\x0b \x01(\x08\x32\x86\x03\n\x05Local\x12O\n\x06Submit\x12!.crossroads.v1.LocalSubmitRequest\x1a\".crossroads.v1.LocalSubmitResponse\x12K\n\x08Outcomes\x12\x1e.crossroads.v1.OutcomesRequest\x1a\x1f.crossroads.v1.OutcomesResponse\x12\x42\n\x05\x46\x65tch\x12\x1b.crossroads.v1.FetchRequest\x1a\x1c.crossroads.v1.FetchResponse\x12T\n\x0b\x41\x63knowledge\x12!.crossroads.v1.AcknowledgeRequest\x1a\".crossroads.v1.AcknowledgeResponse\x12\x45\n\x06Status\x12\x1c.crossroads.v1.StatusRequest\x1a\x1d.crossroads.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossroads/v1/local.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\x1a\x1c\x63rossroads/v1/envelope.proto\"\'\n\x12LocalSubmitRequest\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"Z\n\x13LocalSubmitResponse\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\x12\x11\n\tsequences\x18\x02 \x03(\x04\"5\n\x0fOutcomesRequest\x12\x11\n\tsequences\x18\x01 \x03(\x04\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"D\n\x10OutcomesResponse\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\",\n\x0c\x46\x65tchRequest\x12\x0b\n\x03max\x18\x01 \x01(\r\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\"\n\rFetchResponse\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\")\n\x12\x41\x63knowledgeRequest\x12\x13\n\x0bhub_tickets\x18\x01 \x03(\t\"+\n\x13\x41\x63knowledgeResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\r\"\x0f\n\rStatusRequest\"\xa9\x02\n\x0eStatusResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x16\n\x0eoutbox_pending\x18\x02 \x01(\x04\x12\x15\n\rsent_accepted\x18\x03 \x01(\x04\x12\x14\n\x0csent_refused\x18\x04 \x01(\x04\x12\x1c\n\x14inbox_unacknowledged\x18\x05 \x01(\x04\x12\x13\n\x0binbox_total\x18\x06 \x01(\x04\x12\x15\n\rhub_connected\x18\x07 \x01(\x08\x12\x1a\n\x12\x64irectory_revision\x18\x08 \x01(\x04\x12\x15\n\rdirectory_lag\x18\t \x01(\x04\x12#\n\x1b\x64irectory_last_sync_unix_us\x18\n \x01(\x03\x12\x1b\n\x13\x64irectory_connected\x18\x0b \x01(\x08\x32\x8d\x04\n\x05Local\x12O\n\x06Submit\x12!.crossroads.v1.LocalSubmitRequest\x1a\".crossroads.v1.LocalSubmitResponse\x12K\n\x08Outcomes\x12\x1e.crossroads.v1.OutcomesRequest\x1a\x1f.crossroads.v1.OutcomesResponse\x12\x42\n\x05\x46\x65tch\x12\x1b.crossroads.v1.FetchRequest\x1a\x1c.crossroads.v1.FetchResponse\x12T\n\x0b\x41\x63knowledge\x12!.crossroads.v1.AcknowledgeRequest\x1a\".crossroads.v1.AcknowledgeResponse\x12\x45\n\x06Status\x12\x1c.crossroads.v1.StatusRequest\x1a\x1d.crossroads.v1.StatusResponse\x12H\n\x07\x43onsult\x12\x1d.crossroads.v1.ConsultRequest\x1a\x1e.crossroads.v1.ConsultResponse\x12;\n\x05Serve\x12\x15.crossroads.v1.Answer\x1a\x17.crossroads.v1.Question(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossroads.v1.local_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOCALSUBMITREQUEST']._serialized_start=74
-  _globals['_LOCALSUBMITREQUEST']._serialized_end=113
-  _globals['_LOCALSUBMITRESPONSE']._serialized_start=115
-  _globals['_LOCALSUBMITRESPONSE']._serialized_end=205
-  _globals['_OUTCOMESREQUEST']._serialized_start=207
-  _globals['_OUTCOMESREQUEST']._serialized_end=260
-  _globals['_OUTCOMESRESPONSE']._serialized_start=262
-  _globals['_OUTCOMESRESPONSE']._serialized_end=330
-  _globals['_FETCHREQUEST']._serialized_start=332
-  _globals['_FETCHREQUEST']._serialized_end=376
-  _globals['_FETCHRESPONSE']._serialized_start=378
-  _globals['_FETCHRESPONSE']._serialized_end=412
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=414
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=455
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=457
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=500
-  _globals['_STATUSREQUEST']._serialized_start=502
-  _globals['_STATUSREQUEST']._serialized_end=517
-  _globals['_STATUSRESPONSE']._serialized_start=520
-  _globals['_STATUSRESPONSE']._serialized_end=817
-  _globals['_LOCAL']._serialized_start=820
-  _globals['_LOCAL']._serialized_end=1210
+  _globals['_LOCALSUBMITREQUEST']._serialized_start=103
+  _globals['_LOCALSUBMITREQUEST']._serialized_end=142
+  _globals['_LOCALSUBMITRESPONSE']._serialized_start=144
+  _globals['_LOCALSUBMITRESPONSE']._serialized_end=234
+  _globals['_OUTCOMESREQUEST']._serialized_start=236
+  _globals['_OUTCOMESREQUEST']._serialized_end=289
+  _globals['_OUTCOMESRESPONSE']._serialized_start=291
+  _globals['_OUTCOMESRESPONSE']._serialized_end=359
+  _globals['_FETCHREQUEST']._serialized_start=361
+  _globals['_FETCHREQUEST']._serialized_end=405
+  _globals['_FETCHRESPONSE']._serialized_start=407
+  _globals['_FETCHRESPONSE']._serialized_end=441
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=443
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=484
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=486
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=529
+  _globals['_STATUSREQUEST']._serialized_start=531
+  _globals['_STATUSREQUEST']._serialized_end=546
+  _globals['_STATUSRESPONSE']._serialized_start=549
+  _globals['_STATUSRESPONSE']._serialized_end=846
+  _globals['_LOCAL']._serialized_start=849
+  _globals['_LOCAL']._serialized_end=1374
 # @@protoc_insertion_point(module_scope)

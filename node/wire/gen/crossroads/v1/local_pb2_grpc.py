@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from node.wire.gen.crossroads.v1 import consult_pb2 as crossroads_dot_v1_dot_consult__pb2
 from node.wire.gen.crossroads.v1 import local_pb2 as crossroads_dot_v1_dot_local__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -62,6 +63,16 @@ class LocalStub:
                 request_serializer=crossroads_dot_v1_dot_local__pb2.StatusRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_local__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Consult = channel.unary_unary(
+                '/crossroads.v1.Local/Consult',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
+                _registered_method=True)
+        self.Serve = channel.stream_stream(
+                '/crossroads.v1.Local/Serve',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.Answer.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.Question.FromString,
+                _registered_method=True)
 
 
 class LocalServicer:
@@ -108,6 +119,23 @@ class LocalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Consult(self, request, context):
+        """Ask a question through the hub (see Hub.Consult). The node checks it against its
+        fragment first. Waits at most deadline_ms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Serve(self, request_iterator, context):
+        """The institution's answering application: the node sends it each Question it must answer
+        and the application sends back an Answer with the same id. One application at a time per
+        service (a new stream replaces the previous one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LocalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +163,16 @@ def add_LocalServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=crossroads_dot_v1_dot_local__pb2.StatusRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_local__pb2.StatusResponse.SerializeToString,
+            ),
+            'Consult': grpc.unary_unary_rpc_method_handler(
+                    servicer.Consult,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.SerializeToString,
+            ),
+            'Serve': grpc.stream_stream_rpc_method_handler(
+                    servicer.Serve,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.Answer.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.Question.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +312,60 @@ class Local:
             '/crossroads.v1.Local/Status',
             crossroads_dot_v1_dot_local__pb2.StatusRequest.SerializeToString,
             crossroads_dot_v1_dot_local__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossroads.v1.Local/Consult',
+            crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Serve(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/crossroads.v1.Local/Serve',
+            crossroads_dot_v1_dot_consult__pb2.Answer.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.Question.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from node.wire.gen.crossroads.v1 import consult_pb2 as crossroads_dot_v1_dot_consult__pb2
 from node.wire.gen.crossroads.v1 import node_pb2 as crossroads_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -42,6 +43,11 @@ class NodeStub:
                 request_serializer=crossroads_dot_v1_dot_node__pb2.DeliveryBatch.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_node__pb2.DeliveryAck.FromString,
                 _registered_method=True)
+        self.Answer = channel.unary_unary(
+                '/crossroads.v1.Node/Answer',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -62,6 +68,15 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Answer(self, request, context):
+        """Answer a consultation: the node hands the question to the institution's answering
+        application (Local.Serve) and returns its answer within deadline_ms; SOURCE_UNAVAILABLE
+        at once when no application is answering, SOURCE_TIMEOUT when it is too slow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -69,6 +84,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Deliver,
                     request_deserializer=crossroads_dot_v1_dot_node__pb2.DeliveryBatch.FromString,
                     response_serializer=crossroads_dot_v1_dot_node__pb2.DeliveryAck.SerializeToString,
+            ),
+            'Answer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Answer,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +120,33 @@ class Node:
             '/crossroads.v1.Node/Deliver',
             crossroads_dot_v1_dot_node__pb2.DeliveryBatch.SerializeToString,
             crossroads_dot_v1_dot_node__pb2.DeliveryAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Answer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossroads.v1.Node/Answer',
+            crossroads_dot_v1_dot_consult__pb2.AnswerRequest.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.AnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,150 @@
+"""Consultations at the hub: check, fan out to the providers, aggregate within the deadline.
+
+A question is checked exactly like an envelope (:meth:`Intake.decide_one`: structure, then the
+directory's authorization, integration and routing rules) and audited (``ACCEPTED`` or
+``REJECTED``, so "who consulted my data" lists it). The hub then calls ``Node.Answer`` on every
+provider in parallel with the time left (minus a margin to aggregate and reply), and returns:
+
+* ``DATA_FOUND`` - every source answered and at least one had data;
+* ``NO_DATA_FOUND`` - every source answered without data;
+* ``INCOMPLETE_DATA`` - some source timed out, was unreachable or failed (its part says which);
+* ``REFUSED`` - the question did not pass the checks (the outcome says why).
+
+Each source's answer is audited too (``ANSWERED`` with the source status). A slow or absent
+provider costs at most the deadline, never a hang: every call carries a gRPC deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import grpc
+import structlog
+
+from node.config import Limits
+from node.core.reasons import Reason
+from node.hub.delivery import Deliverer
+from node.hub.intake import Intake, _uuid7s
+from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
+from node.store.hub_store import HubStore
+from node.wire.envelopes import outcome_to_proto, stamp
+from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
+from node.wire.gen.crossroads.v1 import node_pb2_grpc
+
+__all__ = ["Consultations"]
+
+log = structlog.get_logger(__name__)
+DEFAULT_DEADLINE_MS = 5_000
+MAX_DEADLINE_MS = 60_000
+MARGIN_MS = 50
+_SUBJECT_TYPES = {0: "", 1: "CITIZEN", 2: "ENTERPRISE", 3: "NONE"}
+
+
+class Consultations:
+    def __init__(
+        self,
+        intake: Intake,
+        deliverer: Deliverer,
+        store: HubStore,
+        tls: TlsMaterial,
+        network: str,
+        limits: Limits,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.intake = intake
+        self.deliverer = deliverer
+        self.store = store
+        self.tls = tls
+        self.network = network
+        self.limits = limits
+        self.clock = clock
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+
+    async def close(self) -> None:
+        for _, channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    def _channel(self, institution: str) -> grpc.aio.Channel | None:
+        endpoint = self.deliverer.endpoints.get(institution)
+        if endpoint is None:
+            return None
+        cached = self._channels.get(institution)
+        if cached is not None and cached[0] == endpoint:
+            return cached[1]
+        max_bytes = self.limits.max_payload_bytes + (1 << 20)
+        channel = grpc.aio.secure_channel(
+            endpoint, self.tls.channel_credentials(),
+            options=channel_options(institution_tls_name(self.network, institution), max_bytes))
+        self._channels[institution] = (endpoint, channel)
+        return channel
+
+    async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
+        started = time.monotonic()
+        deadline_ms = min(request.deadline_ms or DEFAULT_DEADLINE_MS, MAX_DEADLINE_MS)
+        received = self.clock()
+        envelope, decision = await self.intake.decide_one(sender, request.envelope)
+        service = envelope.service_id if envelope is not None else ""
+        subject_type = _SUBJECT_TYPES.get(envelope.subject.type, "?") if envelope else ""
+        subject = envelope.subject.number if envelope is not None else ""
+        response = cpb.ConsultResponse(
+            sender_ticket=envelope.sender_ticket if envelope is not None else "",
+            sent_at_unix_us=envelope.sent_at_unix_us if envelope is not None else 0,
+            received_at_unix_us=received,
+        )
+        if decision.reason is not Reason.ACCEPTED:
+            response.status = cpb.REFUSED
+            response.outcome.CopyFrom(outcome_to_proto(0, decision))
+            response.replied_at_unix_us = self.clock()
+            await self.store.append_audit([(str(received), "REJECTED", "", sender, "", service,
+                                            subject_type, subject, decision.reason.value,
+                                            f"consultation: {decision.detail}")])
+            return response
+        ticket = next(_uuid7s(1, received))
+        stamped = stamp(request.envelope, ticket, received)
+        response.hub_ticket = ticket
+        response.outcome.CopyFrom(outcome_to_proto(0, decision, ticket))
+        await self.store.append_audit([(str(received), "ACCEPTED", ticket, sender,
+                                        ",".join(decision.receivers), service, subject_type,
+                                        subject, "ACCEPTED", "consultation")])
+        left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
+        parts = await asyncio.gather(*(self._ask(r, stamped, max(1.0, left_ms))
+                                       for r in decision.receivers))
+        response.parts.extend(parts)
+        statuses = {p.status for p in parts}
+        if statuses - {cpb.SOURCE_DATA, cpb.SOURCE_NO_DATA}:
+            response.status = cpb.INCOMPLETE_DATA
+        elif cpb.SOURCE_DATA in statuses:
+            response.status = cpb.DATA_FOUND
+        else:
+            response.status = cpb.NO_DATA_FOUND
+        response.replied_at_unix_us = self.clock()
+        now = str(response.replied_at_unix_us)
+        await self.store.append_audit([
+            (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
+             cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
+        return response
+
+    async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:
+        part = cpb.SourcePart(institution=institution)
+        channel = self._channel(institution)
+        if channel is None:
+            part.status, part.detail = cpb.SOURCE_UNAVAILABLE, "no endpoint registered"
+            return part
+        try:
+            answer = await node_pb2_grpc.NodeStub(channel).Answer(
+                cpb.AnswerRequest(envelope=stamped, deadline_ms=int(max(1, left_ms - MARGIN_MS))),
+                timeout=left_ms / 1000,
+            )
+        except grpc.aio.AioRpcError as exc:
+            late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            part.status = cpb.SOURCE_TIMEOUT if late else cpb.SOURCE_UNAVAILABLE
+            part.detail = f"{exc.code().name}: {exc.details()}"
+            return part
+        part.status, part.data, part.media_type, part.detail = (
+            answer.status, answer.data, answer.media_type, answer.detail)
+        if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
+            part.status = cpb.SOURCE_ERROR
+        return part

@@ -1,0 +1,83 @@
+"""The provider side of consultations: questions from the hub to the institution's application.
+
+The application keeps a ``Local.Serve`` stream open; :class:`Answering` holds it as the current
+*session*. ``Node.Answer`` (called by the hub) puts a :class:`Question` on the session's queue
+and waits for the matching answer until its deadline. No application attached -> the source is
+``SOURCE_UNAVAILABLE`` at once; too slow -> ``SOURCE_TIMEOUT``. Nothing here ever waits longer
+than the hub's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+
+from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
+
+__all__ = ["Answering", "Session"]
+
+
+@dataclass(eq=False)
+class Session:
+    questions: asyncio.Queue[cpb.Question] = field(default_factory=lambda: asyncio.Queue(1000))
+    waiting: dict[int, asyncio.Future[cpb.Answer]] = field(default_factory=dict)
+
+    def resolve(self, answer: cpb.Answer) -> None:
+        future = self.waiting.pop(answer.id, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+
+class Answering:
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self._ids = itertools.count(1)
+        self.answered = 0
+
+    def attach(self) -> Session:
+        """A new answering application; it replaces the previous one."""
+        previous, self.session = self.session, Session()
+        if previous is not None:
+            for future in previous.waiting.values():
+                future.cancel()
+        return self.session
+
+    def detach(self, session: Session) -> None:
+        if self.session is session:
+            self.session = None
+        for future in session.waiting.values():
+            future.cancel()
+
+    async def answer(self, request: cpb.AnswerRequest) -> cpb.AnswerResponse:
+        session = self.session
+        if session is None:
+            return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
+                                      detail="no application is answering at this node")
+        question = cpb.Question(id=next(self._ids), envelope=request.envelope,
+                                deadline_ms=request.deadline_ms)
+        future: asyncio.Future[cpb.Answer] = asyncio.get_running_loop().create_future()
+        session.waiting[question.id] = future
+        try:
+            session.questions.put_nowait(question)
+        except asyncio.QueueFull:
+            session.waiting.pop(question.id, None)
+            return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
+                                      detail="the answering application is saturated")
+        try:
+            answer = await asyncio.wait_for(future, max(0.001, request.deadline_ms / 1000))
+        except TimeoutError:
+            session.waiting.pop(question.id, None)
+            return cpb.AnswerResponse(status=cpb.SOURCE_TIMEOUT,
+                                      detail=f"no answer within {request.deadline_ms} ms")
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                session.waiting.pop(question.id, None)
+            if self.session is not session:  # the application went away
+                return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
+                                          detail="the answering application disconnected")
+            raise
+        self.answered += 1
+        return cpb.AnswerResponse(status=answer.status or cpb.SOURCE_ERROR, data=answer.data,
+                                  media_type=answer.media_type, detail=answer.detail)

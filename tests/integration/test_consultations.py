@@ -1,0 +1,130 @@
+"""Consultations through the hub: fan-out to providers, aggregation, deadlines (real servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import date
+
+import pytest
+
+from node.client import consult, make_envelope, serve_answers
+from node.core.directory import Authorization, Institution, Integration, Period, Service
+from node.testing import InProcessNetwork, default_directory
+from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
+
+ASKER, P1, P2, P3 = "0403019261", "0428759497", "0566988259", "0200065765"
+ALL = (ASKER, P1, P2, P3)
+CITIZEN = "85073003328"
+SERVICE = "income.status"
+
+
+def seed() -> list:
+    since = Period(date(2020, 1, 1))
+    return default_directory(ALL) + [
+        Institution(ASKER, 17, "Welfare centre"),
+        Service(SERVICE, 1, "consultation", "citizen", "fan_out", integration_required=True),
+        *[Authorization(f"a-{e}", SERVICE, e) for e in ALL],
+        *[Integration(CITIZEN, e, 1, phase=1, period=since) for e in ALL],
+    ]
+
+
+@pytest.fixture
+async def net(tmp_path):
+    network = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed())
+    await network.start()
+    try:
+        yield network
+    finally:
+        await network.stop()
+
+
+async def provider(net: InProcessNetwork, who: str, delay: float = 0.0, data: bytes | None = None):
+    async def handler(envelope):
+        assert envelope.hub_ticket and envelope.sender == ASKER
+        await asyncio.sleep(delay)
+        if data is None:
+            return cpb.SOURCE_NO_DATA, b""
+        return cpb.SOURCE_DATA, data + b" for " + envelope.subject.number.encode()
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve_answers(net.local_api(who), handler, ready))
+    await asyncio.wait_for(ready.wait(), 5)
+    for _ in range(100):  # the node has attached the stream
+        if net.nodes[who].answering.session is not None:
+            break
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def ask(net: InProcessNetwork, deadline_ms: int = 2_000) -> tuple[cpb.ConsultResponse, float]:
+    question = make_envelope(SERVICE, [], b"", subject_citizen=CITIZEN, capacity=1,
+                             sender_ticket="q-1")
+    started = time.monotonic()
+    response = await asyncio.to_thread(consult, net.local_api(ASKER), question, deadline_ms)
+    return response, time.monotonic() - started
+
+
+async def stop(*tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def test_all_sources_answer_data_found_with_three_parts(net) -> None:
+    tasks = [await provider(net, p, data=p.encode()) for p in (P1, P2, P3)]
+    try:
+        response, _ = await ask(net)
+    finally:
+        await stop(*tasks)
+    assert response.status == cpb.DATA_FOUND
+    assert sorted(p.institution for p in response.parts) == sorted((P1, P2, P3))
+    assert all(p.status == cpb.SOURCE_DATA for p in response.parts)
+    assert {p.data for p in response.parts} == {f"{p} for {CITIZEN}".encode() for p in (P1, P2, P3)}
+    assert response.hub_ticket and response.sender_ticket == "q-1"
+    assert response.sent_at_unix_us <= response.received_at_unix_us <= response.replied_at_unix_us
+
+
+async def test_one_provider_down_gives_incomplete_data_within_the_deadline(net) -> None:
+    await net.stop_node(P3)  # its node is down
+    tasks = [await provider(net, p, data=b"x") for p in (P1, P2)]
+    try:
+        response, elapsed = await ask(net, deadline_ms=1_500)
+    finally:
+        await stop(*tasks)
+    assert response.status == cpb.INCOMPLETE_DATA
+    parts = {p.institution: p for p in response.parts}
+    assert parts[P3].status in (cpb.SOURCE_UNAVAILABLE, cpb.SOURCE_TIMEOUT)
+    assert parts[P3].detail
+    assert parts[P1].status == parts[P2].status == cpb.SOURCE_DATA
+    assert elapsed < 1.5 + 1.0  # the deadline plus the local call's own overhead
+
+
+async def test_slow_or_absent_application_is_incomplete_never_a_hang(net) -> None:
+    slow = await provider(net, P1, delay=5.0, data=b"late")
+    fast = await provider(net, P2)  # answers "no data"
+    try:  # P3's node is up but no application answers there
+        response, elapsed = await ask(net, deadline_ms=800)
+    finally:
+        await stop(slow, fast)
+    parts = {p.institution: p for p in response.parts}
+    assert response.status == cpb.INCOMPLETE_DATA
+    assert parts[P1].status == cpb.SOURCE_TIMEOUT
+    assert parts[P2].status == cpb.SOURCE_NO_DATA
+    assert parts[P3].status == cpb.SOURCE_UNAVAILABLE and "no application" in parts[P3].detail
+    assert elapsed < 0.8 + 1.0
+
+
+async def test_all_answer_without_data_is_no_data_found_and_refusals_are_reported(net) -> None:
+    tasks = [await provider(net, p) for p in (P1, P2, P3)]
+    try:
+        response, _ = await ask(net)
+        unknown = make_envelope(SERVICE, [], b"", subject_citizen="17073003384", capacity=1)
+        refused = await asyncio.to_thread(consult, net.local_api(ASKER), unknown, 1000)
+    finally:
+        await stop(*tasks)
+    assert response.status == cpb.NO_DATA_FOUND
+    assert refused.status == cpb.REFUSED  # not integrated: refused at the source
+    assert refused.outcome.detail
