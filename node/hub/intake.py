@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -71,6 +71,18 @@ class Intake:
         self._high: dict[tuple[str, str], int] = {}
 
     async def process(self, sender: str, batch: pb.EnvelopeBatch) -> pb.BatchAck:
+        """Check, store and acknowledge one batch."""
+        commit = await self.prepare(sender, batch)
+        return await commit()
+
+    async def prepare(
+        self, sender: str, batch: pb.EnvelopeBatch
+    ) -> Callable[[], Awaitable[pb.BatchAck]]:
+        """Everything up to the commit (decode, checks, routing, stamping); returns the commit.
+
+        The hub prepares a stream's next batch while the previous one commits, so the Python
+        work and the SQLite work of consecutive batches overlap. Commits stay in stream order
+        (the caller awaits each before starting the next)."""
         raws = batch.envelopes
         count = len(raws)
         if count > self.max_batch_envelopes:
@@ -90,9 +102,15 @@ class Intake:
             if skip:
                 outcomes = await self._replayed(sender, origin, first, skip)
                 self.stats.duplicates += skip
-        if skip < count:
-            outcomes.extend(await self._fresh(sender, origin, first, skip, list(raws[skip:])))
-        return pb.BatchAck(first_sequence=first, outcomes=outcomes)
+        finish = (await self._fresh(sender, origin, first, skip, list(raws[skip:]))
+                  if skip < count else None)
+
+        async def commit() -> pb.BatchAck:
+            if finish is not None:
+                outcomes.extend(await finish())
+            return pb.BatchAck(first_sequence=first, outcomes=outcomes)
+
+        return commit
 
     async def _origin_high(self, sender: str, origin: str) -> int:
         key = (sender, origin)
@@ -123,7 +141,7 @@ class Intake:
 
     async def _fresh(
         self, sender: str, origin: str, first: int, offset: int, raws: list[bytes]
-    ) -> list[pb.EnvelopeOutcome]:
+    ) -> Callable[[], Awaitable[list[pb.EnvelopeOutcome]]]:
         envelopes, heads = decode_heads(raws)
         decisions = check_batch(heads, sender, self.policy)
         decisions = await self._route(sender, heads, decisions)
@@ -157,18 +175,23 @@ class Intake:
             outcomes.append(outcome_to_proto(offset + i, decision, ticket))
         last = first + offset + len(raws) - 1
         ack_blob = pb.BatchAck(first_sequence=first + offset, outcomes=outcomes).SerializeToString()
-        await self.store.commit_batch(
-            sender, origin, first + offset, last, queue_rows, audit, _reindexed(ack_blob, offset)
-        )
-        if origin:
-            self._high[(sender, origin)] = max(self._high.get((sender, origin), 0), last)
-        accepted = sum(1 for d in decisions if d.reason is Reason.ACCEPTED)
-        self.stats.accepted += accepted
-        self.stats.refused += len(decisions) - accepted
-        for receiver, n in added.items():
-            self.pending[receiver] = self.pending.get(receiver, 0) + n
-            self.wake(receiver)
-        return outcomes
+
+        async def finish() -> list[pb.EnvelopeOutcome]:
+            await self.store.commit_batch(
+                sender, origin, first + offset, last, queue_rows, audit,
+                _reindexed(ack_blob, offset),
+            )
+            if origin:
+                self._high[(sender, origin)] = max(self._high.get((sender, origin), 0), last)
+            accepted = sum(1 for d in decisions if d.reason is Reason.ACCEPTED)
+            self.stats.accepted += accepted
+            self.stats.refused += len(decisions) - accepted
+            for receiver, n in added.items():
+                self.pending[receiver] = self.pending.get(receiver, 0) + n
+                self.wake(receiver)
+            return outcomes
+
+        return finish
 
 
     async def decide_one(

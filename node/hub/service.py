@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -38,6 +38,16 @@ __all__ = ["HubService"]
 log = structlog.get_logger(__name__)
 _ENDPOINT = re.compile(r"^\[?[A-Za-z0-9.:-]+\]?:\d{1,5}$")
 MAX_INTEGRATE_OPS = 50_000
+
+
+async def _after(
+    previous: asyncio.Future[envelope_pb2.BatchAck] | None,
+    commit: Callable[[], Awaitable[envelope_pb2.BatchAck]],
+) -> envelope_pb2.BatchAck:
+    """Run ``commit`` once the previous batch's commit is done (a failure there stops it)."""
+    if previous is not None:
+        await previous
+    return await commit()
 
 
 class HubService(hub_pb2_grpc.HubServicer):
@@ -109,13 +119,38 @@ class HubService(hub_pb2_grpc.HubServicer):
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
         sender = (await self._authenticate(context, "Hub.Submit")).enterprise_number
         summary["sender"] = sender
-        async for batch in until_drained(request_iterator, self.draining):
-            # Re-checked per batch: a certificate revoked mid-stream stops the stream.
-            await self._authenticate(context, "Hub.Submit")
-            ack = await self.intake.process(sender, batch)
-            summary["batches"] += 1
-            summary["envelopes"] += len(batch.envelopes)
-            yield ack
+        # A reader prepares each batch (decode, checks, routing) while the previous one commits;
+        # commits run in stream order, and each ack is sent as soon as its own commit is done.
+        # The queue holds at most two prepared batches: flow control still bounds memory.
+        acks: asyncio.Queue[asyncio.Future[envelope_pb2.BatchAck] | None] = asyncio.Queue(2)
+
+        async def read_and_prepare() -> None:
+            previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
+            async for batch in until_drained(request_iterator, self.draining):
+                # Re-checked per batch: a certificate revoked mid-stream stops the stream.
+                await self._authenticate(context, "Hub.Submit")
+                commit = await self.intake.prepare(sender, batch)
+                previous = asyncio.ensure_future(_after(previous, commit))
+                await acks.put(previous)
+                summary["batches"] += 1
+                summary["envelopes"] += len(batch.envelopes)
+            await acks.put(None)
+
+        reader = asyncio.create_task(read_and_prepare())
+        try:
+            while True:
+                getter = asyncio.ensure_future(acks.get())
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the reader failed (or ended) with nothing queued
+                    getter.cancel()
+                    reader.result()
+                    return
+                item = getter.result()
+                if item is None:
+                    return
+                yield await item
+        finally:
+            reader.cancel()
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext

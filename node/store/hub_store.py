@@ -41,9 +41,14 @@ from typing import Any
 import aiosqlite
 
 from node.core.audit import GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
+from node.core.errors import Unavailable
 from node.store.sqlite import connect, connect_sync, migrate
 
-__all__ = ["HubState", "HubStore", "QueuedRow"]
+__all__ = ["HubState", "HubStore", "QueuedRow", "ResendRaced"]
+
+
+class ResendRaced(Unavailable):
+    """A batch's sequences were committed by another stream in the meantime (retry)."""
 
 MIGRATIONS = [
     """
@@ -254,9 +259,23 @@ class HubStore:
 
         Queue sequences are assigned here, under the write lock, so they increase in commit
         order: a delivery worker that has seen ``seq`` n has seen every committed row below n.
+
+        Raises :class:`ResendRaced` (nothing written) when another stream of the same origin
+        stored these sequences first (a node that reconnected while its old stream was still
+        committing): its stream fails and the node's resend then gets the stored outcomes.
         """
         async with self._lock:
             w = self.writer
+            if origin:
+                async with w.execute(
+                    "SELECT high_seq FROM origins WHERE sender = ? AND origin = ?",
+                    (sender, origin),
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is not None and int(row[0]) >= first_seq:
+                    raise ResendRaced(
+                        f"sequences from {first_seq} of {origin} were stored meanwhile",
+                        "RESEND_RACED")
             head = (self.chain.last_seq, self.chain.last_hash)
             start = self.next_queue_seq
             await w.execute("BEGIN IMMEDIATE")
