@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
@@ -63,8 +64,10 @@ SUBJECT_KINDS = ("citizen", "enterprise", "none", "any")
 ROUTINGS = ("fixed", "fan_out", "explicit")
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
+class Period(NamedTuple):
+    """Inclusive dates; ``end`` None = open. (NamedTuples here: periods and integrations are
+    built by the thousand per batch, and tuples are much cheaper to build than dataclasses.)"""
+
     begin: date
     end: date | None = None  # inclusive; None = open
 
@@ -131,13 +134,12 @@ class Authorization:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Integration:
+class Integration(NamedTuple):
     subject: str
     institution: str
     capacity: int
     phase: int = 0
-    period: Period = field(default_factory=lambda: Period(date.min))
+    period: Period = Period(date.min)
 
 
 @dataclass(frozen=True, slots=True)
