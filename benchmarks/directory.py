@@ -7,14 +7,16 @@ What runs
 ---------
 1. **A directory at scale.** ``--institutions`` (50) institutions with valid enterprise numbers,
    ``--citizens`` (200,000) valid citizen numbers, ``--integrations`` (1,000,000) integrations
-   over them, services (among them two that need an integration: a consultation with a fixed
-   provider and a fan-out notification, plus filler services), authorizations (per institution,
-   per sector, some expired), a few replaced numbers. Who holds what:
+   over them, services (among them three that need an integration: a consultation with a
+   fixed provider, a mutation pushed to its subscribers and a fan-out declaration, plus filler
+   services), authorizations (per institution, per sector, some expired), subscriptions, a few
+   replaced numbers. Who holds what:
 
    * the **sender** (0403019261) has integrated *every* citizen (capacity 1, phase 2): it
      may ask about anyone it sends about;
-   * the **receiver** (0428759497) too: it is the consultation's provider, and the only other
-     institution authorized for the fan-out service, so every fan-out envelope goes to it;
+   * the **receiver** (0428759497) too: it is the consultation's provider, the mutation's
+     only subscriber and the only other institution authorized for the fan-out service, so
+     every envelope goes to it (and to no idle institution);
    * the **first-sync institution** (0566988259) holds ``--first-sync-integrations``
      (100,000);
    * the rest is spread over the other institutions (several capacities per citizen, one in
@@ -32,9 +34,12 @@ What runs
    nodes have their fragment (their ``directory_revision`` equals the hub's; the times are
    reported too: these fragments hold ``--citizens`` integrations each). Then the
    end-to-end traffic of :mod:`benchmarks.e2e` (same load generator, window, consumer,
-   backlog sampling, CPU accounting) with envelopes that need every directory check: half
-   consultations, half fan-out notifications (``--fanout-share``), capacity 1, subjects
-   drawn at random from the citizens, batches of 1,000. Every envelope passes the sender
+   backlog sampling, CPU accounting) with envelopes that need every directory check
+   (``--mix``, default 2:1:1): consultations (fixed provider), mutations (pushed to the
+   subscribers holding the subject: the receiver is the mutation's only subscriber) and
+   fan-out declarations (to the institutions authorized for the service that hold the
+   subject: the receiver, past expired grants), capacity 1, subjects drawn at random from
+   the citizens, batches of 1,000. Every envelope passes the sender
    node's fragment checks and the hub's (authorization, integration, phase, routing by the
    directory). ``--repeat`` runs: each starts from a fresh ``hub.sqlite`` and fresh
    ``node.sqlite`` files (queues and audit log empty), keeping the directory and the nodes'
@@ -66,9 +71,11 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -97,6 +104,7 @@ from node.core.directory import (
     Period,
     Replacement,
     Service,
+    Subscription,
 )
 from node.core.identifiers import enterprise_check_digits
 from node.testing import DEFAULT_INSTITUTIONS, SECTORS, ProcessNetwork
@@ -105,7 +113,8 @@ __all__ = ["main"]
 
 FIRST_SYNC = DEFAULT_INSTITUTIONS[2]  # 0566988259
 CONSULT = "bench.consultation"  # fixed provider (the receiver), integration required
-NOTIFY = "bench.notification"  # fan-out by the directory, integration required
+MUTATION = "bench.mutation"  # a mutation: pushed to the subscribers holding the subject
+FANOUT = "bench.fanout"  # fan-out to the authorized holders of the subject (not a mutation)
 INTEGRATE = "directory.integration"  # node.hub.directory.INTEGRATION_SERVICE
 FILLER_SERVICES = 20
 CAPACITY = 1
@@ -146,8 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     traffic.add_argument("--window", type=int, default=16, help="batches in flight end to end")
     traffic.add_argument("--submitters", type=int, default=4)
     traffic.add_argument("--fetch-max", type=int, default=1_000)
-    traffic.add_argument("--fanout-share", type=float, default=0.5,
-                         help="share of fan-out envelopes (the rest: fixed-provider consultations)")
+    traffic.add_argument("--mix", default="2,1,1", type=_mix,
+                         help="weights of consultations (fixed provider), mutations (pushed to"
+                              " subscribers) and fan-out declarations (authorized holders)")
     traffic.add_argument("--repeat", type=int, default=1, help="traffic runs (summary: median)")
     traffic.add_argument("--no-traffic", action="store_true", help="skip the traffic runs")
     relay = p.add_mutually_exclusive_group()
@@ -214,7 +224,9 @@ class Plan:
         out += [
             Service(CONSULT, 1, "consultation", "citizen", "fixed", provider=RECEIVER,
                     integration_required=True, min_phase=1),
-            Service(NOTIFY, 1, "mutation", "citizen", "fan_out", integration_required=True,
+            Service(MUTATION, 1, "mutation", "citizen", "fan_out", integration_required=True,
+                    min_phase=1),
+            Service(FANOUT, 1, "declaration", "citizen", "fan_out", integration_required=True,
                     min_phase=1),
             Service("demo.message", 1, "declaration", "any", "explicit"),
             Service(INTEGRATE, 1, "integration", "citizen", "explicit"),
@@ -227,11 +239,12 @@ class Plan:
         auths: list[Authorization] = [
             Authorization("bench-consult-sender", CONSULT, institution=SENDER,
                           capacities=frozenset({CAPACITY}), legal_context=""),
-            Authorization("bench-notify-sender", NOTIFY, institution=SENDER),
-            Authorization("bench-notify-receiver", NOTIFY, institution=RECEIVER),
+            Authorization("bench-mutation-sender", MUTATION, institution=SENDER),
+            Authorization("bench-fanout-sender", FANOUT, institution=SENDER),
+            Authorization("bench-fanout-receiver", FANOUT, institution=RECEIVER),
         ]
         # Expired grants on the fan-out service: the hub sees them and must skip them.
-        auths += [Authorization(f"bench-notify-old-{e}", NOTIFY, institution=e,
+        auths += [Authorization(f"bench-fanout-old-{e}", FANOUT, institution=e,
                                 period=Period(date(2015, 1, 1), date(2019, 12, 31)))
                   for e in self.others[:10]]
         for i, e in enumerate(self.institutions):
@@ -243,9 +256,15 @@ class Plan:
                                            capacities=frozenset({1 + j % 3})))
         for k, sector in enumerate(sorted(set(SECTORS))):
             auths.append(Authorization(f"sector-{sector}-consult", fillers[k], sector=sector))
-            auths.append(Authorization(f"sector-{sector}-notify-old", NOTIFY, sector=sector,
+            auths.append(Authorization(f"sector-{sector}-fanout-old", FANOUT, sector=sector,
                                        period=Period(date(2010, 1, 1), date(2014, 12, 31))))
         out += auths
+        # The receiver is the only subscriber of the traffic's mutation (the others subscribe
+        # to filler services), so every mutation goes to it and to no idle institution.
+        out.append(Subscription("bench-mutation-receiver", RECEIVER, MUTATION,
+                                frozenset({CAPACITY})))
+        out += [Subscription(f"sub-{k:02d}-{e}", e, fillers[k % len(fillers)])
+                for k, e in enumerate(self.institutions)]
         out += [Replacement(old, self.citizens[k * 97 % len(self.citizens)])
                 for k, old in enumerate(self.replaced)]
         return out
@@ -282,6 +301,7 @@ class Plan:
             "services": sum(isinstance(e, Service) for e in small),
             "authorizations": sum(isinstance(e, Authorization) for e in small),
             "replacements": sum(isinstance(e, Replacement) for e in small),
+            "subscriptions": sum(isinstance(e, Subscription) for e in small),
             "changes": len(small) + self.n_integrations,
         }
 
@@ -381,10 +401,22 @@ def _envelope(service: str, subject: str, ticket: str, payload: bytes) -> bytes:
                          service_version=1, capacity=CAPACITY, sender_ticket=ticket)
 
 
+def _mix(text: str) -> tuple[float, float, float]:
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: three numbers, e.g. 2,1,1") from None
+    if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: three non-negative weights, e.g. 2,1,1")
+    return weights  # type: ignore[return-value]
+
+
 def build_traffic(plan: Plan, first_batch: int, batches: int, batch_size: int,
-                  envelope_bytes: int, fanout_share: float, seed: int) -> list[list[bytes]]:
-    """Pre-built envelopes: subjects drawn at random from the citizens; a share of fan-out
-    notifications, the rest consultations; the batch number in the sender ticket."""
+                  envelope_bytes: int, mix: tuple[float, float, float],
+                  seed: int) -> list[list[bytes]]:
+    """Pre-built envelopes: subjects drawn at random from the citizens; consultations,
+    mutations and fan-out declarations in the proportions of ``mix``; the batch number in
+    the sender ticket."""
     rng = random.Random(seed * 1_000_003 + first_batch)
     subjects = plan.citizens
     probe = plan.citizens[0]
@@ -394,10 +426,11 @@ def build_traffic(plan: Plan, first_batch: int, batches: int, batch_size: int,
                                 b"x" * pad)) > envelope_bytes:
         pad -= 1
     payload = b"x" * pad
+    services = (CONSULT, MUTATION, FANOUT)
     out = []
     for b in range(first_batch, first_batch + batches):
         out.append([
-            _envelope(NOTIFY if rng.random() < fanout_share else CONSULT,
+            _envelope(rng.choices(services, mix)[0],
                       subjects[rng.randrange(len(subjects))],
                       f"{b:0{_TICKET_DIGITS}d}-{i:04d}", payload)
             for i in range(batch_size)
@@ -450,6 +483,59 @@ def _wipe_run_state(net: ProcessNetwork) -> None:
         ready.unlink()
 
 
+class _RefusalWatch:
+    """Stops a phase as soon as the hub refuses an envelope. The load generator sees the
+    sender node's own refusals in the ``Submit`` outcomes, but a refusal by the hub comes
+    later (the node counts it in ``sent_refused``) and would leave the consumer waiting for
+    envelopes that never arrive."""
+
+    def __init__(self, net: ProcessNetwork, phase: Any, interval: float = 0.5) -> None:
+        self.net, self.phase, self.interval = net, phase, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="refusals")
+        self.baseline = 0
+
+    def _run(self) -> None:
+        with LocalClient(self.net.local_api(SENDER)) as client:
+            while not self.stop.wait(self.interval):
+                with contextlib.suppress(Exception):
+                    refused = client.status().sent_refused
+                    if refused > self.baseline:
+                        self.phase.errors.append(BenchError(
+                            f"the hub refused {refused - self.baseline} envelope(s):"
+                            f" {_hub_refusals(self.net)}"))
+                        self.phase.stop.set()
+                        return
+
+    def __enter__(self) -> _RefusalWatch:
+        with LocalClient(self.net.local_api(SENDER)) as client:
+            self.baseline = client.status().sent_refused
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _hub_refusals(net: ProcessNetwork) -> str:
+    """The hub's refusal reasons so far, from its audit log (read-only; best effort)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{net.hub_db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT reason, service_id, count(*), min(detail) FROM audit"
+                " WHERE event = 'REJECTED' GROUP BY reason, service_id LIMIT 5").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"(audit not readable: {exc})"
+    return "; ".join(f"{n} x {reason} on {service} ({detail})"
+                     for reason, service, n, detail in rows) or "(none in the audit log yet)"
+
+
 def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: int,
                 revision: int, deadline: float) -> dict[str, Any]:
     from benchmarks.e2e import _Backlog, _Phase
@@ -457,9 +543,9 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
     warm_batches = -(-args.warmup // args.batch)
     n_batches = -(-args.envelopes // args.batch)
     warm = build_traffic(plan, 0, warm_batches, args.batch, args.envelope_bytes,
-                         args.fanout_share, args.seed + rep)
+                         args.mix, args.seed + rep)
     measured = build_traffic(plan, warm_batches, n_batches, args.batch, args.envelope_bytes,
-                             args.fanout_share, args.seed + rep)
+                             args.mix, args.seed + rep)
     count = sum(len(b) for b in measured)
     _wipe_run_state(net)
     memory: dict[str, Any] = {}
@@ -488,10 +574,12 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
             pids = {"hub": hub, "sender": net.pid(SENDER), "receiver": net.pid(RECEIVER),
                     "loadgen": os.getpid()}
             if warm:
-                _Phase(tx, rx, warm, 0, args, deadline).run()
+                warm_phase = _Phase(tx, rx, warm, 0, args, deadline)
+                with _RefusalWatch(net, warm_phase):
+                    warm_phase.run()
             meter = ProcessMeter(pids)
             phase = _Phase(tx, rx, measured, warm_batches, args, deadline)
-            with _Backlog(net) as backlog:
+            with _Backlog(net) as backlog, _RefusalWatch(net, phase):
                 meter.start()
                 start, end = phase.run()
                 meter.stop()
@@ -614,7 +702,7 @@ def breakdown(net: ProcessNetwork, plan: Plan, args: argparse.Namespace) -> dict
         verify_update,
     )
 
-    traffic = build_traffic(plan, 0, 6, 1_000, args.envelope_bytes, args.fanout_share,
+    traffic = build_traffic(plan, 0, 6, 1_000, args.envelope_bytes, args.mix,
                             args.seed + 99)
     heads_per_batch = [[h for h in decode_heads(b)[1]] for b in traffic]
     out: dict[str, Any] = {}
@@ -744,8 +832,11 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         s["machine_cores_busy"] = median_of(r["cpu"]["machine_cores_busy"] for r in runs)
         s["hub_rss_mib_after_start"] = _mib(median_of(
             r["memory_bytes"]["hub_rss_after_start"] for r in runs))
-        s["hub_rss_mib_after_nodes_synced"] = _mib(median_of(
-            r["memory_bytes"]["hub_rss_after_nodes_synced"] for r in runs))
+        # Only the first run's nodes start without a fragment (later runs keep theirs).
+        s["hub_rss_mib_after_nodes_first_sync"] = _mib(
+            runs[0]["memory_bytes"]["hub_rss_after_nodes_synced"])
+        s["hub_rss_mib_after_traffic_first_run"] = _mib(
+            runs[0]["memory_bytes"]["hub_rss_after_traffic"])
         s["hub_rss_mib_after_traffic"] = _mib(median_of(
             r["memory_bytes"]["hub_rss_after_traffic"] for r in runs))
         s["hub_peak_rss_mib"] = _mib(max(r["memory_bytes"]["hub_peak_rss"] or 0 for r in runs))
@@ -782,9 +873,11 @@ def _print_summary(s: dict[str, Any], path: Path) -> None:
         if "ratio" in s:
             print(f"  ratio            : {s['ratio']:.2%} of the bare relay"
                   f" ({s['relay_envelopes_per_s']:,.0f} env/s)")
-        print(f"  hub RSS          : {fmt(s['hub_rss_mib_after_start'], '.1f')} MiB after start,"
-              f" {fmt(s['hub_rss_mib_after_nodes_synced'], '.1f')} MiB after 2 nodes synced,"
-              f" {fmt(s['hub_rss_mib_after_traffic'], '.1f')} MiB after traffic,"
+        print(f"  hub RSS          : {fmt(s['hub_rss_mib_after_start'], '.1f')} MiB after start;"
+              f" run 1: {fmt(s['hub_rss_mib_after_nodes_first_sync'], '.1f')} MiB after both"
+              f" nodes' first sync, {fmt(s['hub_rss_mib_after_traffic_first_run'], '.1f')} MiB"
+              f" after traffic; median after traffic"
+              f" {fmt(s['hub_rss_mib_after_traffic'], '.1f')} MiB;"
               f" peak {fmt(s['hub_peak_rss_mib'], '.1f')} MiB")
         print(f"  nodes' sync      : {s['node_sync_s_first_run']} s after ready (first run)")
     if "first_sync_s" in s:
@@ -798,6 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = _parser().parse_args(argv)
+    # SIGTERM (and SIGINT, even when started in the background with it ignored) ends the run
+    # through the same clean-up as a failure: every daemon is stopped, the results written.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     if min(args.envelopes, args.batch, args.window, args.repeat, args.chunk,
            args.citizens, args.sync_repeat) <= 0:
         print("benchmarks.directory: sizes and counts must be positive", file=sys.stderr)
@@ -819,6 +916,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["python", "-m", "benchmarks.directory",
                     *(argv if argv is not None else sys.argv[1:])],
         "machine": machine,
+        "code": _code_state(),
         "parameters": {k: v for k, v in vars(args).items()
                        if k not in ("workdir", "keep", "out")},
         "directory": plan.counts(),
@@ -891,6 +989,27 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     _print_summary(results["summary"], path)
     return 1 if failed else 0
+
+
+def _code_state() -> dict[str, Any]:
+    """The commit measured and the files of node/ changed from it (read-only git)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True,
+                                  timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "node_changes": git("status", "--porcelain", "--", "node", "pki").splitlines()}
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _guarded(kind: str, rep: int, body: Any, *args: Any) -> dict[str, Any]:
