@@ -369,11 +369,15 @@ def fan_out(
         if not (integration.period.contains(period.begin)
                 and (period.end is None or integration.period.contains(period.end))):
             continue
-        inst = view.institutions.get(who)
-        if inst is None or not inst.active:
-            continue
-        if not any(a.applies_to(inst) and a.period.contains(day)
-                   for a in view.authorizations.get(service.id, ())):
+        key = ("r", service.id, who, day)
+        ok = view._memo.get(key)
+        if ok is None:
+            inst = view.institutions.get(who)
+            ok = inst is not None and inst.active and any(
+                a.applies_to(inst) and a.period.contains(day)
+                for a in view.authorizations.get(service.id, ()))
+            view._memo[key] = ok
+        if not ok:
             continue
         found.add(who)
     return tuple(sorted(found))

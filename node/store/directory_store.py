@@ -18,6 +18,7 @@ kept in memory by :class:`node.hub.directory.Directory`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -151,10 +152,14 @@ def _integration_row(i: Integration) -> tuple[object, ...]:
     return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
 
 
+@functools.lru_cache(maxsize=4096)
+def _period(begin: str, end: str) -> Period:
+    return Period(_day(begin, date.min) or date.min, _day(end))
+
+
 def _integration_of(row: Sequence[Any]) -> Integration:
     subject, institution, capacity, begin, end, phase = row
-    return Integration(subject, institution, int(capacity), int(phase),
-                       Period(_day(begin, date.min) or date.min, _day(end)))
+    return Integration(subject, institution, int(capacity), int(phase), _period(begin, end))
 
 
 class DirectoryStore:

@@ -20,6 +20,7 @@ I/O.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from datetime import date
@@ -96,11 +97,15 @@ def _integration_row(i: Integration) -> tuple[object, ...]:
     return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
 
 
+@functools.lru_cache(maxsize=4096)
+def _period(begin: str, end: str) -> Period:
+    return Period(date.fromisoformat(begin) if begin else date.min,
+                  date.fromisoformat(end) if end else None)
+
+
 def _integration_of(row: Sequence[Any]) -> Integration:
     subject, institution, capacity, begin, end, phase = row
-    return Integration(subject, institution, int(capacity), int(phase),
-                       Period(date.fromisoformat(begin) if begin else date.min,
-                              date.fromisoformat(end) if end else None))
+    return Integration(subject, institution, int(capacity), int(phase), _period(begin, end))
 
 
 def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[Entity]]]:
