@@ -18,6 +18,7 @@ from node.core.errors import InvalidArgument
 from node.hub.directory import Directory
 from node.rpc.edge import guard_unary
 from node.rpc.peer import PeerAuthenticator
+from node.store.hub_store import HubStore
 from node.wire.directory import change_from_proto, change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import directory_pb2_grpc
@@ -38,9 +39,10 @@ _PARTS: dict[str, tuple[type, ...]] = {
 
 
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
-    def __init__(self, peers: PeerAuthenticator, directory: Directory) -> None:
+    def __init__(self, peers: PeerAuthenticator, directory: Directory, audit: HubStore) -> None:
         self.peers = peers
         self.directory = directory
+        self.audit = audit
 
     async def Apply(  # noqa: N802 - gRPC method name
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
@@ -98,3 +100,21 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
         return await guard_unary("DirectoryAdmin.Compact", context, body)
 
 
+
+    async def WhoConsulted(  # noqa: N802 - gRPC method name
+        self, request: pb.WhoConsultedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WhoConsultedResponse:
+        async def body() -> pb.WhoConsultedResponse:
+            self.peers.require(context, "admin")
+            if not request.subject:
+                raise InvalidArgument("subject is required")
+            found = await self.audit.who_consulted(
+                request.subject, request.since_unix_us or None, request.limit or 1000)
+            return pb.WhoConsultedResponse(records=[
+                pb.ConsultationRecord(
+                    at_unix_us=c.at_us, event=c.event, institution=c.institution,
+                    service_id=c.service_id, outcome=c.outcome, hub_ticket=c.hub_ticket,
+                    receivers=list(c.receivers))
+                for c in found])
+
+        return await guard_unary("DirectoryAdmin.WhoConsulted", context, body)

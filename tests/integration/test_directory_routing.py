@@ -156,3 +156,26 @@ async def test_node_checks_against_its_fragment_and_reports_it(net) -> None:
     outcomes, seqs = await local_call(net.local_api(PENSIONS), "submit", raws)
     assert [o.reason for o in outcomes] == ["NOT_AUTHORIZED", "ACCEPTED"]
     assert seqs[0] == 0  # nothing left the node
+
+
+async def test_who_consulted_over_the_admin_api(net) -> None:
+    """The portal's query: exactly the records about one citizen, admins only."""
+    from node.wire.gen.crossroads.v1 import directory_pb2_grpc
+
+    await raw_submit(net, WELFARE, envelope("insurability", WELFARE),
+                     envelope("insurability", WELFARE, capacity=1),
+                     envelope("insurability", WELFARE, "17073003384"))
+    request = directory_pb2.WhoConsultedRequest(subject=CITIZEN)
+    async with hub_channel(net.hub_address, net.pki.ca_cert, net.admin_cert,
+                           net.admin_key) as channel:
+        response = await directory_pb2_grpc.DirectoryAdminStub(channel).WhoConsulted(
+            request, timeout=10)
+    seen = [(r.event, r.institution, r.service_id, r.outcome, tuple(r.receivers))
+            for r in response.records if r.event in ("ACCEPTED", "REJECTED")]
+    assert seen == [("ACCEPTED", WELFARE, "insurability", "ACCEPTED", (HEALTH,)),
+                    ("REJECTED", WELFARE, "insurability", "NOT_AUTHORIZED", ())]
+    key, cert = net.node_certs[WELFARE]
+    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await directory_pb2_grpc.DirectoryAdminStub(channel).WhoConsulted(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -204,6 +204,40 @@ class IntegrateResponse(_message.Message):
     revision: int
     def __init__(self, outcomes: _Optional[_Iterable[_Union[_envelope_pb2.EnvelopeOutcome, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class WhoConsultedRequest(_message.Message):
+    __slots__ = ("subject", "since_unix_us", "limit")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_US_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    since_unix_us: int
+    limit: int
+    def __init__(self, subject: _Optional[str] = ..., since_unix_us: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ConsultationRecord(_message.Message):
+    __slots__ = ("at_unix_us", "event", "institution", "service_id", "outcome", "hub_ticket", "receivers")
+    AT_UNIX_US_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    INSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    HUB_TICKET_FIELD_NUMBER: _ClassVar[int]
+    RECEIVERS_FIELD_NUMBER: _ClassVar[int]
+    at_unix_us: int
+    event: str
+    institution: str
+    service_id: str
+    outcome: str
+    hub_ticket: str
+    receivers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, at_unix_us: _Optional[int] = ..., event: _Optional[str] = ..., institution: _Optional[str] = ..., service_id: _Optional[str] = ..., outcome: _Optional[str] = ..., hub_ticket: _Optional[str] = ..., receivers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WhoConsultedResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[ConsultationRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[ConsultationRecord, _Mapping]]] = ...) -> None: ...
+
 class ApplyRequest(_message.Message):
     __slots__ = ("changes",)
     CHANGES_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class DirectoryAdminStub:
                 request_serializer=crossroads_dot_v1_dot_directory__pb2.CompactRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_directory__pb2.CompactResponse.FromString,
                 _registered_method=True)
+        self.WhoConsulted = channel.unary_unary(
+                '/crossroads.v1.DirectoryAdmin/WhoConsulted',
+                request_serializer=crossroads_dot_v1_dot_directory__pb2.WhoConsultedRequest.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_directory__pb2.WhoConsultedResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryAdminServicer:
@@ -79,6 +84,15 @@ class DirectoryAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoConsulted(self, request, context):
+        """"Who consulted my data": the audit records about one subject (for a citizens' portal or
+        a data-protection authority), newest last, answered from the audit index by subject.
+        Errors: PERMISSION_DENIED (not an admin), INVALID_ARGUMENT (subject missing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_DirectoryAdminServicer_to_server(servicer, server):
                     servicer.Compact,
                     request_deserializer=crossroads_dot_v1_dot_directory__pb2.CompactRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_directory__pb2.CompactResponse.SerializeToString,
+            ),
+            'WhoConsulted': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoConsulted,
+                    request_deserializer=crossroads_dot_v1_dot_directory__pb2.WhoConsultedRequest.FromString,
+                    response_serializer=crossroads_dot_v1_dot_directory__pb2.WhoConsultedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class DirectoryAdmin:
             '/crossroads.v1.DirectoryAdmin/Compact',
             crossroads_dot_v1_dot_directory__pb2.CompactRequest.SerializeToString,
             crossroads_dot_v1_dot_directory__pb2.CompactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoConsulted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossroads.v1.DirectoryAdmin/WhoConsulted',
+            crossroads_dot_v1_dot_directory__pb2.WhoConsultedRequest.SerializeToString,
+            crossroads_dot_v1_dot_directory__pb2.WhoConsultedResponse.FromString,
             options,
             channel_credentials,
             insecure,
