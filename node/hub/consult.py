@@ -29,7 +29,7 @@ from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore
-from node.wire.envelopes import outcome_to_proto, stamp
+from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import node_pb2_grpc
 
@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_DEADLINE_MS = 5_000
 MAX_DEADLINE_MS = 60_000
 MARGIN_MS = 50
-_SUBJECT_TYPES = {0: "", 1: "CITIZEN", 2: "ENTERPRISE", 3: "NONE"}
 
 
 class Consultations:
@@ -87,7 +86,7 @@ class Consultations:
         received = self.clock()
         envelope, decision = await self.intake.decide_one(sender, request.envelope)
         service = envelope.service_id if envelope is not None else ""
-        subject_type = _SUBJECT_TYPES.get(envelope.subject.type, "?") if envelope else ""
+        subject_type = SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?") if envelope else ""
         subject = envelope.subject.number if envelope is not None else ""
         response = cpb.ConsultResponse(
             sender_ticket=envelope.sender_ticket if envelope is not None else "",

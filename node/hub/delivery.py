@@ -32,6 +32,7 @@ import structlog
 
 from node.config import Limits
 from node.core.backoff import Backoff
+from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore, QueuedRow
 from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
@@ -145,7 +146,7 @@ class Deliverer:
         if self._stopping or task.cancelled():
             return
         log.error("delivery_worker_died", destination=dest.institution,
-                  error=_describe(task.exception() or RuntimeError("returned")))
+                  error=describe(task.exception() or RuntimeError("returned")))
         self._spawn(dest)
 
     async def _read(self, dest: _Destination, after: int) -> list[QueuedRow]:
@@ -178,7 +179,7 @@ class Deliverer:
                 await self._deliver(dest, rows)
                 dest.backoff.reset()
             except asyncio.CancelledError as exc:
-                if _really_cancelled():
+                if really_cancelled():
                     raise
                 await self._retry_later(dest, exc)  # grpc.aio raises it for a cancelled call
             except Exception as exc:  # noqa: BLE001 - any failure: back off and retry
@@ -199,7 +200,7 @@ class Deliverer:
             "delivery_failed",
             destination=dest.institution,
             endpoint=self.endpoints.get(dest.institution),
-            error=_describe(exc),
+            error=describe(exc),
             retry_in_s=round(delay, 3),
         )
         await self._close(dest)
@@ -278,15 +279,3 @@ class Deliverer:
 async def _wait(event: asyncio.Event, timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
-
-
-def _really_cancelled() -> bool:
-    """True when this task is being cancelled (stop), not a gRPC call under it."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

@@ -30,12 +30,11 @@ from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
 from node.hub.directory import Directory
 from node.store.hub_store import HubStore
-from node.wire.envelopes import decode_heads, outcome_to_proto, stamp
+from node.wire.envelopes import SUBJECT_TYPE_NAMES, decode_heads, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
 __all__ = ["Intake", "IntakeStats"]
 
-_SUBJECT_TYPES = {0: "", 1: "CITIZEN", 2: "ENTERPRISE", 3: "NONE"}
 
 
 @dataclass(slots=True)
@@ -156,7 +155,7 @@ class Intake:
         for i, (raw, envelope, decision) in enumerate(zip(raws, envelopes, decisions, strict=True)):
             if envelope is not None:
                 service, subject = envelope.service_id, envelope.subject
-                subject_type, subject_number = _SUBJECT_TYPES.get(subject.type, "?"), subject.number
+                subject_type, subject_number = SUBJECT_TYPE_NAMES.get(subject.type, "?"), subject.number
             else:
                 service = subject_type = subject_number = ""
             if decision.reason is Reason.ACCEPTED:

@@ -32,6 +32,7 @@ from node.core.backoff import Backoff
 from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
+from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.fragment_store import FragmentStore, RevisionGap
 from node.wire.directory import change_from_proto
@@ -106,8 +107,7 @@ class FragmentWatcher:
                 self._refused(str(exc))
                 problem = exc
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling() > 0:
+                if really_cancelled():
                     raise
                 problem = exc  # grpc.aio raises it for a cancelled call
             except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
@@ -118,7 +118,7 @@ class FragmentWatcher:
             delay = self._backoff.next_delay()
             if not isinstance(problem, UpdateRefused):
                 log.warning("directory_watch_failed", hub=self.config.hub,
-                            error=_describe(problem), retry_in_s=round(delay, 3))
+                            error=describe(problem), retry_in_s=round(delay, 3))
             await asyncio.sleep(delay)
 
     def _refused(self, reason: str) -> None:
@@ -260,9 +260,3 @@ def check_with_fragment(head: EnvelopeHead, sender: str, view: DirectoryView,
         if service is not None and (service.routing == "fan_out" or service.kind == "mutation"):
             return Decision(Reason.ACCEPTED, "receivers are decided by the hub")
     return decision
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

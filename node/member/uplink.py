@@ -23,6 +23,7 @@ import structlog
 
 from node.config import NodeConfig
 from node.core.backoff import Backoff
+from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
 from node.wire.envelopes import reason_from_proto
@@ -75,8 +76,7 @@ class Uplink:
             try:
                 await self._session(channel)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling() > 0:
+                if really_cancelled():
                     raise
                 await self._failed(channel, exc)  # grpc.aio raises it for a cancelled call
                 continue
@@ -89,7 +89,7 @@ class Uplink:
 
     async def _failed(self, channel: grpc.aio.Channel, exc: BaseException) -> None:
         delay = self._backoff.next_delay()
-        log.warning("uplink_failed", hub=self.config.hub, error=_describe(exc),
+        log.warning("uplink_failed", hub=self.config.hub, error=describe(exc),
                     retry_in_s=round(delay, 3))
         self.connected = False
         await channel.close()
@@ -173,9 +173,3 @@ class Uplink:
             await self.store.record_outcomes(last, rows)
             self.decided.set()
             window.release()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

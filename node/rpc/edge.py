@@ -14,7 +14,7 @@ import structlog
 from node.core.errors import CrossroadsError
 from node.wire.errors import status_of
 
-__all__ = ["guard_stream", "guard_unary", "until_drained"]
+__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
@@ -97,3 +97,17 @@ async def until_drained(iterator: AsyncIterator[T], draining: asyncio.Event) -> 
 def _consume(future: asyncio.Future[object]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log: the gRPC status and details, or the exception's type and text."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def really_cancelled() -> bool:
+    """True when the current task itself is being cancelled (a stop), as opposed to
+    grpc.aio raising CancelledError for a call that was cancelled under it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

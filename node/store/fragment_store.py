@@ -43,7 +43,7 @@ from node.core.directory import (
     kind_of,
 )
 from node.store.directory_store import decode_entity, encode_entity
-from node.store.sqlite import connect, migrate
+from node.store.sqlite import connect, migrate, rollback
 
 __all__ = ["FragmentStore", "RevisionGap"]
 
@@ -219,7 +219,7 @@ class FragmentStore:
                 await self._write_meta(revision, now_us, hub_revision, recipient)
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 raise
             self._small = small
             self._rebuild(set(SMALL_KINDS))
@@ -246,7 +246,7 @@ class FragmentStore:
                 await self._write_meta(to_revision, now_us, hub_revision, self.recipient)
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 raise
             touched: set[str] = set()
             for kind, deleted, group in runs:
@@ -382,11 +382,3 @@ class FragmentStore:
             row = await cur.fetchone()
         counts["integration"] = int(row[0]) if row else 0
         return counts
-
-
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:  # noqa: BLE001 - the original error matters more
-        pass
-

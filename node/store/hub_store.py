@@ -42,7 +42,7 @@ import aiosqlite
 
 from node.core.audit import GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.errors import Unavailable
-from node.store.sqlite import connect, connect_sync, migrate
+from node.store.sqlite import connect, connect_sync, migrate, rollback
 
 __all__ = ["HubState", "HubStore", "QueuedRow", "ResendRaced"]
 
@@ -304,7 +304,7 @@ class HubStore:
                     )
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 self.chain.rollback(*head)
                 raise
             self.next_queue_seq = start + len(queue_rows)
@@ -405,7 +405,7 @@ class HubStore:
                     cp = await self._write_checkpoint(self.clock())
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 self._segment_upto = -1
                 raise
             return cp
@@ -468,7 +468,7 @@ class HubStore:
                 await self._append_audit(records)
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 self.chain.rollback(*head)
                 raise
 
@@ -512,7 +512,7 @@ class HubStore:
                 )
                 await w.execute("COMMIT")
             except BaseException:
-                await _rollback(w)
+                await rollback(w)
                 self.chain.rollback(*head)
                 raise
 
@@ -523,10 +523,3 @@ class HubStore:
                 " ON CONFLICT (institution) DO UPDATE SET endpoint = excluded.endpoint",
                 (institution, endpoint, time.time_ns() // 1000),
             )
-
-
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:  # noqa: BLE001 - the connection may already be gone
-        pass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from node.store.sqlite import connect, migrate
+from node.store.sqlite import connect, migrate, rollback
 
 __all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
 
@@ -158,7 +158,7 @@ class NodeStore:
                 )
                 await c.execute("COMMIT")
             except BaseException:
-                await _rollback(c)
+                await rollback(c)
                 raise
             self._last_seq = seqs[-1]
         self.outbox_changed.set()
@@ -201,7 +201,7 @@ class NodeStore:
                                      str(self.sent_refused + len(new) - accepted))
                 await c.execute("COMMIT")
             except BaseException:
-                await _rollback(c)
+                await rollback(c)
                 raise
             self.decided_seq = max(self.decided_seq, last_seq)
             self.sent_accepted += accepted
@@ -246,7 +246,7 @@ class NodeStore:
                 await cur.close()
                 await c.execute("COMMIT")
             except BaseException:
-                await _rollback(c)
+                await rollback(c)
                 raise
         if stored:
             self.inbox_changed.set()
@@ -273,7 +273,7 @@ class NodeStore:
                 await cur.close()
                 await c.execute("COMMIT")
             except BaseException:
-                await _rollback(c)
+                await rollback(c)
                 raise
             return n
 
@@ -291,10 +291,3 @@ class NodeStore:
             values.append(int(row[0]) if row else 0)
         pending, unacked, total = values
         return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
-
-
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    try:
-        await conn.execute("ROLLBACK")
-    except Exception:  # noqa: BLE001 - the connection may already be gone
-        pass

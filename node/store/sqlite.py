@@ -11,13 +11,14 @@ one applied.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
 
-__all__ = ["SYNCHRONOUS_MODES", "connect", "connect_sync", "migrate"]
+__all__ = ["SYNCHRONOUS_MODES", "connect", "connect_sync", "migrate", "rollback"]
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
@@ -75,3 +76,9 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> int:
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+async def rollback(conn: aiosqlite.Connection) -> None:
+    """Roll back after a failed transaction; the connection may already be gone."""
+    with contextlib.suppress(Exception):
+        await conn.execute("ROLLBACK")

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 Envelope = pb.Envelope
+#: Subject type names as the audit log records them.
+SUBJECT_TYPE_NAMES = {0: "", 1: "CITIZEN", 2: "ENTERPRISE", 3: "NONE"}
 _REASON_TO_PROTO = {reason: pb.Reason.Value(reason.value) for reason in Reason}
 _REASON_FROM_PROTO = {number: reason for reason, number in _REASON_TO_PROTO.items()}
 
