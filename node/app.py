@@ -33,6 +33,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.answers import Answering
+from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
 from node.member.hub_caller import HubCaller
@@ -222,7 +223,8 @@ class NodeApp:
         self.server = grpc.aio.server(options=server_options(max_bytes))
         self.answering = Answering()
         self.hub_caller = HubCaller(cfg, self.tls)
-        self.deliver = DeliverService(peers, self.store, self.answering)
+        desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
+        self.deliver = DeliverService(peers, self.store, self.answering, desk)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())

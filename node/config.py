@@ -83,6 +83,9 @@ class NodeConfig:
     synchronous: str = "FULL"
     log_level: str = "info"
     submit_window: int = 4
+    # This node is the contributions institution: immediate declarations delivered to it
+    # emit employment mutations (node/member/declaration_desk.py).
+    emit_employment_mutations: bool = False
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
@@ -118,6 +121,7 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         submit_window=r.integer("submit_window", 4, minimum=1),
+        emit_employment_mutations=r.flag("emit_employment_mutations", False),
     )
     r.done()
     return cfg
@@ -212,6 +216,14 @@ class _Reader:
             return default
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigError(f"{self.prefix}{key} must be an integer >= {minimum}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.prefix}{key} must be true or false")
         return value
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:

@@ -119,6 +119,8 @@ class NetworkLayout:
     network: str = "demo"
     hub_overrides: dict[str, Any] = field(default_factory=dict)
     node_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Settings of one node (by enterprise number), applied after ``node_overrides``.
+    per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: list[Entity] | None = None
 
     def __post_init__(self) -> None:
@@ -160,6 +162,7 @@ class NetworkLayout:
             "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(cert), "key": str(key)},
         }
         _merge(table, self.node_overrides)
+        _merge(table, self.per_node.get(enterprise, {}))
         return table
 
     def hub_config(self, listen: str = "127.0.0.1:0") -> HubConfig:

@@ -10,6 +10,7 @@ import grpc
 
 from node.core.errors import InvalidArgument
 from node.member.answers import Answering
+from node.member.declaration_desk import DeclarationDesk
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
@@ -19,8 +20,10 @@ __all__ = ["DeliverService"]
 
 
 class DeliverService(node_pb2_grpc.NodeServicer):
-    def __init__(self, peers: PeerAuthenticator, store: NodeStore, answering: Answering) -> None:
+    def __init__(self, peers: PeerAuthenticator, store: NodeStore, answering: Answering,
+                 desk: DeclarationDesk | None = None) -> None:
         self.peers = peers
+        self.desk = desk
         self.store = store
         self.answering = answering
         self.received = 0
@@ -49,7 +52,8 @@ class DeliverService(node_pb2_grpc.NodeServicer):
             tickets, envelopes = batch.hub_tickets, batch.envelopes
             if len(tickets) != len(envelopes) or any(not t for t in tickets):
                 raise InvalidArgument("every delivered envelope needs its hub ticket")
-            stored = await self.store.store_delivery(list(tickets), list(envelopes))
+            stored = await self.store.store_delivery(
+                list(tickets), list(envelopes), self.desk.mutation_for if self.desk else None)
             duplicates = len(envelopes) - stored
             self.received += stored
             self.duplicates += duplicates

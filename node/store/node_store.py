@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,24 +232,55 @@ class NodeStore:
 
     # -- inbox -----------------------------------------------------------------------------
 
-    async def store_delivery(self, tickets: Sequence[str], envelopes: Sequence[bytes]) -> int:
-        """Store delivered envelopes; return how many were new (the rest were duplicates)."""
+    async def store_delivery(
+        self,
+        tickets: Sequence[str],
+        envelopes: Sequence[bytes],
+        derive: Callable[[str, bytes], bytes | None] | None = None,
+    ) -> int:
+        """Store delivered envelopes; return how many were new (the rest were duplicates).
+
+        ``derive(hub_ticket, envelope)`` may return an envelope to send in reply (the
+        contributions institution's employment mutation): it is queued in the outbox in the
+        same transaction, and only for an envelope that is new in the inbox, so a redelivery
+        emits nothing twice."""
+        replies = {}
+        if derive is not None:
+            for ticket, raw in zip(tickets, envelopes, strict=True):
+                reply = derive(ticket, raw)
+                if reply is not None:
+                    replies[ticket] = reply
         async with self._lock:
             c = self.conn
             await c.execute("BEGIN IMMEDIATE")
             try:
+                if replies:  # only those whose envelope is new here
+                    async with c.execute(
+                        f"SELECT hub_ticket FROM inbox WHERE hub_ticket IN"
+                        f" ({','.join('?' * len(replies))})", list(replies)) as cur:
+                        for (known,) in await cur.fetchall():
+                            del replies[known]
                 cur = await c.executemany(
                     "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES (?, ?)",
                     zip(tickets, envelopes, strict=True),
                 )
                 stored = max(cur.rowcount, 0)
                 await cur.close()
+                start = self._last_seq + 1
+                seqs = list(range(start, start + len(replies)))
+                if replies:
+                    await c.executemany("INSERT INTO outbox (seq, envelope) VALUES (?, ?)",
+                                        zip(seqs, replies.values(), strict=True))
                 await c.execute("COMMIT")
             except BaseException:
                 await rollback(c)
                 raise
+            if seqs:
+                self._last_seq = seqs[-1]
         if stored:
             self.inbox_changed.set()
+        if seqs:
+            self.outbox_changed.set()
         return stored
 
     async def fetch(self, limit: int) -> list[tuple[str, bytes]]:

@@ -57,3 +57,15 @@ def test_node_config_requires_a_valid_enterprise_number() -> None:
         node_config(table, BASE)
     table["enterprise_number"] = "0403019261"
     assert node_config(table, BASE).hub == "hub:7443"
+
+
+def test_emit_employment_mutations_is_a_boolean_off_by_default() -> None:
+    table: dict[str, object] = {
+        "network": "demo", "enterprise_number": "0403019261", "listen": "0.0.0.0:7444",
+        "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
+        "data_dir": "/var/lib/crossroads/node", "hub_directory_key": "hub-directory.pub",
+        "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
+    assert node_config(table, BASE).emit_employment_mutations is False
+    assert node_config({**table, "emit_employment_mutations": True}, BASE).emit_employment_mutations
+    with pytest.raises(ConfigError, match="emit_employment_mutations must be true or false"):
+        node_config({**table, "emit_employment_mutations": "yes"}, BASE)
