@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
-    demo = sub.add_parser("demo", help="run a local demo network (hub + 3 nodes) and stop")
+    demo = sub.add_parser("demo", help="run the local demo network (hub + 7 institution nodes) and stop")
     demo.add_argument("--dir", help="work directory (default: a temporary one)")
     demo.add_argument("--envelopes", type=int, default=3000)
     demo.set_defaults(func=_demo)
