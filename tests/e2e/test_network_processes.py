@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from node.audit_tool import verify_file
+from node.audit_tool import verify_file, who_consulted
 from node.client import LocalClient, make_envelope
+from node.store.sqlite import connect_sync
 from node.testing import DEMO_SERVICE, ProcessNetwork
 from tests.conftest import A, B, C
 
@@ -110,6 +111,20 @@ def test_100k_envelopes_each_delivered_exactly_once(tmp_path: Path) -> None:
     assert counts["ACCEPTED"] == total
     assert counts["DELIVERED"] == total
     assert verify_file(net.hub_db).problem is None
+    # The citizens' view of this traffic: exactly the envelopes about each one, each delivered
+    # once to its receiver.
+    conn = connect_sync(net.hub_db, read_only=True)
+    try:
+        for k, citizen in enumerate(CITIZENS[:2]):
+            found = who_consulted(conn, citizen)
+            assert Counter((c.institution, c.receivers) for c in found) == Counter(
+                (s, (others[s][i % 2],)) for s in (A, B, C) for i in range(per_sender)
+                if i % 5 == k)
+            assert {(c.event, c.outcome, c.service_id) for c in found} == {
+                ("ACCEPTED", "ACCEPTED", DEMO_SERVICE)}
+            assert all([d.receiver for d in c.deliveries] == list(c.receivers) for c in found)
+    finally:
+        conn.close()
 
 
 def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
