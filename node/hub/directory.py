@@ -3,7 +3,8 @@ decisions, and the signed fragments streamed to nodes.
 
 * Small tables (institutions, services, authorizations, subscriptions, revoked serials) are
   held in memory and rebuilt after every change; integrations and replaced numbers stay in
-  SQLite and are fetched per batch, for the batch's distinct subjects only.
+  SQLite and are fetched per batch, for the batch's distinct subjects only, through an LRU
+  cache of the most recently asked subjects (:mod:`node.store.integrations`).
 * Every change goes through :meth:`Directory.apply` (validated, one revision each, one
   transaction), then wakes the watchers.
 * :meth:`Directory.watch` yields the signed updates for one institution: a snapshot (in parts of

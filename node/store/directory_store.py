@@ -11,14 +11,15 @@ revision and records it as ``compacted_revision``: a node that is further behind
 snapshot instead of deltas.
 
 Reads on the hot path (integrations and replacements of a batch's subjects) go through a
-separate reader connection; the small tables (institutions, services, authorizations) are
-kept in memory by :class:`node.hub.directory.Directory`.
+separate reader connection and an LRU cache by subject (:data:`CACHE_SUBJECTS`, see
+:mod:`node.store.integrations`), which :meth:`DirectoryStore.apply` keeps true. The small
+tables (institutions, services, authorizations) are kept in memory by
+:class:`node.hub.directory.Directory`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,13 @@ from node.core.directory import (
     key_of,
     kind_of,
     owner_of,
+)
+from node.store.integrations import (
+    CHUNK,
+    SubjectCache,
+    integration_of,
+    integration_row,
+    read_integrations,
 )
 from node.store.sqlite import connect, migrate
 
@@ -84,6 +92,8 @@ _SMALL_TABLES = {
     "revoked_certificate": "revoked",
 }
 _OWNED_TABLES = {"authorization": "authorizations", "subscription": "subscriptions"}
+#: Subjects whose integrations (and replacement) the hub keeps decoded in memory (LRU).
+CACHE_SUBJECTS = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,18 +158,6 @@ def decode_entity(kind: str, text: str) -> Entity:
     return RevokedCertificate(d["ser"], d["i"], d["r"])
 
 
-def _integration_row(i: Integration) -> tuple[object, ...]:
-    return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
-
-
-@functools.lru_cache(maxsize=4096)
-def _period(begin: str, end: str) -> Period:
-    return Period(_day(begin, date.min) or date.min, _day(end))
-
-
-def _integration_of(row: Sequence[Any]) -> Integration:
-    subject, institution, capacity, begin, end, phase = row
-    return Integration(subject, institution, int(capacity), int(phase), _period(begin, end))
 
 
 class DirectoryStore:
@@ -171,6 +169,8 @@ class DirectoryStore:
         self.lock = asyncio.Lock()
         self.revision = 0
         self.compacted_revision = 0
+        self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
+        self.replacement_cache: SubjectCache[str] = SubjectCache(CACHE_SUBJECTS)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +234,14 @@ class DirectoryStore:
                 finally:
                     raise
             self.revision = revision
+            if "integration" in by_table:
+                self.integration_cache.forget(
+                    e.subject for e, _ in by_table["integration"]  # type: ignore[attr-defined]
+                )
+            if "replacement" in by_table:
+                self.replacement_cache.forget(
+                    e.old_number for e, _ in by_table["replacement"]  # type: ignore[attr-defined]
+                )
             return logged
 
     async def _apply_state(self, kind: str, items: list[tuple[Entity, bool]]) -> None:
@@ -241,7 +249,7 @@ class DirectoryStore:
         if kind == "integration":
             # Keep order: a put then a delete of the same key in one call must end deleted.
             for deleted, group in _runs(items):
-                rows = [_integration_row(e) for e in group]  # type: ignore[arg-type]
+                rows = [integration_row(e) for e in group]  # type: ignore[arg-type]
                 if deleted:
                     await w.executemany(
                         "DELETE FROM integrations WHERE subject = ? AND institution = ?"
@@ -301,32 +309,26 @@ class DirectoryStore:
                 result.extend([decode_entity(kind, row[0]) async for row in cur])
         return result
 
-    async def integrations_of(self, subjects: Iterable[str]) -> dict[str, list[Integration]]:
-        """Integrations of the given subjects (one query per 500 subjects)."""
-        subjects = list(set(subjects))
-        found: dict[str, list[Integration]] = {}
-        for start in range(0, len(subjects), 500):
-            chunk = subjects[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with self.reader.execute(
-                f"SELECT subject, institution, capacity, begin_date, end_date, phase"
-                f" FROM integrations WHERE subject IN ({marks})", chunk,
-            ) as cur:
-                for row in await cur.fetchall():
-                    found.setdefault(row[0], []).append(_integration_of(row))
-        return found
+    async def integrations_of(self, subjects: Iterable[str]) -> dict[str, tuple[Integration, ...]]:
+        """Integrations of the given subjects (cached by subject, else one query per 500)."""
+        return await read_integrations(self.reader, subjects, self.integration_cache)
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
-        numbers = list(set(numbers))
-        found: dict[str, str] = {}
-        for start in range(0, len(numbers), 500):
-            chunk = numbers[start:start + 500]
+        """Old number -> new number for those of ``numbers`` that were replaced."""
+        known, missing = self.replacement_cache.lookup(set(numbers))
+        generation = self.replacement_cache.generation
+        read = dict.fromkeys(missing, "")  # "" = not replaced (cached too)
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start:start + CHUNK]
             marks = ",".join("?" * len(chunk))
             async with self.reader.execute(
                 f"SELECT old_number, new_number FROM replacements WHERE old_number IN ({marks})",
                 chunk,
             ) as cur:
-                found.update({o: n for o, n in await cur.fetchall()})
+                read.update({o: n for o, n in await cur.fetchall()})
+        self.replacement_cache.fill(generation, read)
+        known.update(read)
+        found = {o: n for o, n in known.items() if n}
         # Follow chains of replacements (rare) one more level at a time.
         pending = [n for n in found.values() if n not in found]
         if pending and len(found) < 100_000:
@@ -358,7 +360,7 @@ class DirectoryStore:
                     f"SELECT subject, institution, capacity, begin_date, end_date, phase"
                     f" FROM integrations WHERE institution IN ({marks})", institutions,
                 ) as cur:
-                    entities.extend(_integration_of(row) for row in await cur.fetchall())
+                    entities.extend(integration_of(row) for row in await cur.fetchall())
             return revision, entities
 
     async def changes_since(

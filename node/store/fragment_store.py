@@ -12,20 +12,18 @@ transaction and records the revision it reached:
   ``from_revision`` exactly.
 
 Integrations (possibly millions) stay in SQLite and are read per batch of envelopes, for the
-batch's subjects only (:meth:`FragmentStore.view`). Everything else is small and kept in
-memory, updated after each commit, so :func:`node.core.directory.decide` runs on it without
-I/O.
+batch's subjects only (:meth:`FragmentStore.view`), through an LRU cache of the most recently
+asked subjects (:mod:`node.store.integrations`; cleared by a snapshot, updated by deltas).
+Everything else is small and kept in memory, updated after each commit, so
+:func:`node.core.directory.decide` runs on it without I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Iterable, Sequence
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
@@ -35,7 +33,6 @@ from node.core.directory import (
     Entity,
     Institution,
     Integration,
-    Period,
     Replacement,
     Service,
     Subscription,
@@ -43,6 +40,7 @@ from node.core.directory import (
     kind_of,
 )
 from node.store.directory_store import decode_entity, encode_entity
+from node.store.integrations import SubjectCache, integration_of, integration_row, read_integrations
 from node.store.sqlite import connect, migrate, rollback
 
 __all__ = ["FragmentStore", "RevisionGap"]
@@ -75,7 +73,8 @@ MIGRATIONS = [
 SMALL_KINDS = ("institution", "service", "authorization", "subscription", "replacement",
                "revoked_certificate")
 KINDS = (*SMALL_KINDS, "integration")
-_CHUNK = 500
+#: Subjects whose integrations the node keeps decoded in memory (LRU).
+CACHE_SUBJECTS = 200_000
 
 
 class RevisionGap(Exception):
@@ -89,23 +88,6 @@ class RevisionGap(Exception):
         self.to_revision = to_revision
 
 
-def _d(day: date | None) -> str:
-    return "" if day is None or day == date.min else day.isoformat()
-
-
-def _integration_row(i: Integration) -> tuple[object, ...]:
-    return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
-
-
-@functools.lru_cache(maxsize=4096)
-def _period(begin: str, end: str) -> Period:
-    return Period(date.fromisoformat(begin) if begin else date.min,
-                  date.fromisoformat(end) if end else None)
-
-
-def _integration_of(row: Sequence[Any]) -> Integration:
-    subject, institution, capacity, begin, end, phase = row
-    return Integration(subject, institution, int(capacity), int(phase), _period(begin, end))
 
 
 def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[Entity]]]:
@@ -128,6 +110,7 @@ class FragmentStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
         #: The revision the fragment is at (0 = nothing received yet).
         self.revision = 0
         #: When the last snapshot or delta was applied (microseconds since the epoch; 0 = never).
@@ -203,7 +186,7 @@ class FragmentStore:
             integrations: list[tuple[object, ...]] = []
             for entity in entities:
                 if isinstance(entity, Integration):
-                    integrations.append(_integration_row(entity))
+                    integrations.append(integration_row(entity))
                 else:
                     small[kind_of(entity)][key_of(entity)] = entity
             await w.execute("BEGIN IMMEDIATE")
@@ -223,6 +206,7 @@ class FragmentStore:
                 raise
             self._small = small
             self._rebuild(set(SMALL_KINDS))
+            self.integration_cache.clear()
             self._committed(revision, now_us, hub_revision, recipient)
 
     async def apply_delta(self, from_revision: int, to_revision: int,
@@ -251,6 +235,9 @@ class FragmentStore:
             touched: set[str] = set()
             for kind, deleted, group in runs:
                 if kind == "integration":
+                    self.integration_cache.forget(
+                        e.subject for e in group  # type: ignore[attr-defined]
+                    )
                     continue
                 touched.add(kind)
                 table = self._small[kind]
@@ -265,7 +252,7 @@ class FragmentStore:
     async def _write_run(self, kind: str, deleted: bool, group: list[Entity]) -> None:
         w = self.writer
         if kind == "integration":
-            rows = [_integration_row(e) for e in group]  # type: ignore[arg-type]
+            rows = [integration_row(e) for e in group]  # type: ignore[arg-type]
             if deleted:
                 await w.executemany(
                     "DELETE FROM integrations WHERE subject = ? AND institution = ?"
@@ -330,23 +317,9 @@ class FragmentStore:
                 current = self._replaced[current]
                 wanted.add(current)
                 hops += 1
-        integrations = await self._integrations_of(wanted)
+        integrations = await read_integrations(self.reader, wanted, self.integration_cache)
         return DirectoryView(self._institutions, self._services, self._authorizations,
                              integrations, replaced)
-
-    async def _integrations_of(self, subjects: Iterable[str]) -> dict[str, list[Integration]]:
-        subjects = list(subjects)
-        found: dict[str, list[Integration]] = {}
-        for start in range(0, len(subjects), _CHUNK):
-            chunk = subjects[start:start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            async with self.reader.execute(
-                f"SELECT subject, institution, capacity, begin_date, end_date, phase"
-                f" FROM integrations WHERE subject IN ({marks})", chunk,
-            ) as cur:
-                for row in await cur.fetchall():
-                    found.setdefault(row[0], []).append(_integration_of(row))
-        return found
 
     async def integrations_of_institution(self, enterprise: str) -> list[Integration]:
         async with self.reader.execute(
@@ -354,7 +327,7 @@ class FragmentStore:
             " FROM integrations WHERE institution = ? ORDER BY subject, capacity, begin_date",
             (enterprise,),
         ) as cur:
-            return [_integration_of(row) for row in await cur.fetchall()]
+            return [integration_of(row) for row in await cur.fetchall()]
 
     def revoked_serials(self) -> frozenset[int]:
         """Serial numbers of the certificates the directory revokes."""

@@ -1,0 +1,133 @@
+"""Integrations in SQLite, shared by the hub's directory and the nodes' fragments.
+
+Both keep integrations (possibly millions) in an ``integrations`` table with the same columns
+and read them per batch of envelopes for the batch's subjects only. :func:`read_integrations`
+does that read through a :class:`SubjectCache`: the integrations of recently asked subjects
+stay decoded in memory (LRU, bounded by a number of subjects), so a subject that comes back
+costs a dict look-up instead of a query and a decode.
+
+Keeping the cache true: every writer calls :meth:`SubjectCache.forget` with the subjects it
+changed, after its commit. A read that started before such a commit may have seen the old
+rows; :meth:`SubjectCache.forget` moves the cache's generation, and a read fills the cache only
+if the generation did not move while it ran (its result is still used for the batch at hand,
+like any read that just preceded a write).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+from node.core.directory import Integration, Period
+
+__all__ = ["SubjectCache", "integration_of", "integration_row", "read_integrations"]
+
+V = TypeVar("V")
+#: Subjects per ``IN (...)`` query.
+CHUNK = 500
+COLUMNS = "subject, institution, capacity, begin_date, end_date, phase"
+#: One string object per institution number for all cached integrations.
+_INSTITUTIONS: dict[str, str] = {}
+
+
+def _d(day: date | None) -> str:
+    return "" if day is None or day == date.min else day.isoformat()
+
+
+def integration_row(i: Integration) -> tuple[object, ...]:
+    """The row of the ``integrations`` table (:data:`COLUMNS` order)."""
+    return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
+
+
+@functools.lru_cache(maxsize=4096)
+def _period(begin: str, end: str) -> Period:
+    return Period(date.fromisoformat(begin) if begin else date.min,
+                  date.fromisoformat(end) if end else None)
+
+
+def integration_of(row: Sequence[Any]) -> Integration:
+    subject, institution, capacity, begin, end, phase = row
+    return Integration(subject, institution, int(capacity), int(phase), _period(begin, end))
+
+
+class SubjectCache(Generic[V]):
+    """Values by subject number, the ``max_subjects`` most recently used (0 = no cache)."""
+
+    def __init__(self, max_subjects: int) -> None:
+        self.max_subjects = max_subjects
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[str, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, subjects: Iterable[str]) -> tuple[dict[str, V], list[str]]:
+        """``(found, missing)``."""
+        found: dict[str, V] = {}
+        missing: list[str] = []
+        entries = self._entries
+        for s in subjects:
+            value = entries.get(s)
+            if value is None:
+                missing.append(s)
+            else:
+                entries.move_to_end(s)
+                found[s] = value
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def fill(self, generation: int, values: dict[str, V]) -> None:
+        """Remember ``values`` read at ``generation`` (ignored if a write came in between)."""
+        if generation != self.generation or not self.max_subjects:
+            return
+        entries = self._entries
+        entries.update(values)
+        while len(entries) > self.max_subjects:
+            entries.popitem(last=False)
+
+    def forget(self, subjects: Iterable[str]) -> None:
+        """After a write about ``subjects`` committed."""
+        self.generation += 1
+        for s in subjects:
+            self._entries.pop(s, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+async def read_integrations(
+    conn: aiosqlite.Connection, subjects: Iterable[str],
+    cache: SubjectCache[tuple[Integration, ...]],
+) -> dict[str, tuple[Integration, ...]]:
+    """The integrations of ``subjects`` (subjects without any are left out)."""
+    found, missing = cache.lookup(set(subjects))
+    generation = cache.generation
+    read: dict[str, tuple[Integration, ...]] = {}
+    for start in range(0, len(missing), CHUNK):
+        chunk = missing[start:start + CHUNK]
+        lists: dict[str, list[Integration]] = {s: [] for s in chunk}
+        async with conn.execute(
+            f"SELECT {COLUMNS} FROM integrations WHERE subject IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ) as cur:
+            rows = await cur.fetchall()
+        keys = {s: s for s in chunk}
+        for subject, institution, capacity, begin, end, phase in rows:
+            # Cached values share their strings: the subject with its key, the institution
+            # with every other row of that institution (a cached subject costs ~0.5 KB).
+            key = keys[subject]
+            lists[key].append(Integration(key, _INSTITUTIONS.setdefault(institution, institution),
+                                          capacity, phase, _period(begin, end)))
+        read.update((s, tuple(v)) for s, v in lists.items())
+    cache.fill(generation, read)
+    found.update(read)
+    return {s: v for s, v in found.items() if v}

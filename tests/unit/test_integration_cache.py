@@ -1,0 +1,76 @@
+"""The in-memory cache of integrations by subject never serves a stale answer (real SQLite)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from node.core.directory import Integration, Period, Replacement
+from node.store.directory_store import DirectoryStore
+from node.store.fragment_store import FragmentStore
+from node.store.integrations import SubjectCache
+
+A, B = "0403019261", "0428759497"
+CITIZEN, OTHER, OLD = "85073003328", "17073003384", "00010100105"
+SINCE = Period(date(2020, 1, 1))
+
+
+def test_lru_is_bounded_and_keeps_the_recently_used() -> None:
+    cache: SubjectCache[str] = SubjectCache(2)
+    cache.fill(cache.generation, {"a": "1", "b": "2"})
+    assert cache.lookup(["a"]) == ({"a": "1"}, [])  # a is now the most recent
+    cache.fill(cache.generation, {"c": "3"})
+    assert cache.lookup(["a", "b", "c"]) == ({"a": "1", "c": "3"}, ["b"])
+    assert len(cache) == 2
+
+
+def test_a_read_that_raced_a_write_does_not_fill() -> None:
+    cache: SubjectCache[str] = SubjectCache(10)
+    started = cache.generation
+    cache.forget(["a"])  # a write committed while the read ran
+    cache.fill(started, {"a": "old"})
+    assert cache.lookup(["a"]) == ({}, ["a"])
+
+
+async def test_hub_directory_reads_its_own_writes_through_the_cache(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "directory.sqlite")
+    await store.open()
+    try:
+        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), False)])
+        assert await store.integrations_of([CITIZEN, OTHER]) == {
+            CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
+        assert await store.replacements_of([OLD, CITIZEN]) == {}
+        # Both answers are cached now (also "none" for OTHER and OLD) ...
+        assert store.integration_cache.lookup([CITIZEN, OTHER])[1] == []
+        # ... and every write is seen at once.
+        await store.apply([(Integration(CITIZEN, B, 2, 1, SINCE), False),
+                           (Integration(OTHER, B, 1, 1, SINCE), False),
+                           (Replacement(OLD, CITIZEN), False)])
+        held = await store.integrations_of([CITIZEN, OTHER])
+        assert sorted(held[CITIZEN]) == sorted([Integration(CITIZEN, A, 1, 1, SINCE),
+                                                Integration(CITIZEN, B, 2, 1, SINCE)])
+        assert held[OTHER] == (Integration(OTHER, B, 1, 1, SINCE),)
+        assert await store.replacements_of([OLD]) == {OLD: CITIZEN}
+        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), True),
+                           (Replacement(OLD, CITIZEN), True)])
+        assert await store.integrations_of([CITIZEN]) == {
+            CITIZEN: (Integration(CITIZEN, B, 2, 1, SINCE),)}
+        assert await store.replacements_of([OLD]) == {}
+    finally:
+        await store.close()
+
+
+async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_path: Path) -> None:
+    store = FragmentStore(tmp_path / "fragment.sqlite")
+    await store.open()
+    try:
+        mine = Integration(CITIZEN, A, 1, 1, SINCE)
+        await store.apply_snapshot(1, [mine], recipient=A)
+        assert (await store.view([CITIZEN, OTHER])).integrations == {CITIZEN: (mine,)}
+        await store.apply_delta(1, 3, [(mine, True), (Integration(OTHER, A, 2, 1, SINCE), False)])
+        view = await store.view([CITIZEN, OTHER])
+        assert view.integrations == {OTHER: (Integration(OTHER, A, 2, 1, SINCE),)}
+        await store.apply_snapshot(4, [mine], recipient=A)  # a resync replaces everything
+        assert (await store.view([CITIZEN, OTHER])).integrations == {CITIZEN: (mine,)}
+    finally:
+        await store.close()
