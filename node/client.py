@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -137,12 +138,16 @@ async def serve_answers(address: str, handler: Handler, ready: asyncio.Event | N
         if ready is not None:
             ready.set()
 
+        # grpc.aio allows one write at a time on a stream: answers computed concurrently
+        # take turns (two concurrent writes break the stream).
+        writing = asyncio.Lock()
+
         async def reply(question: consult_pb2.Question) -> None:
-            try:
-                status, data = await handler(decode(question.envelope))
-                await call.write(consult_pb2.Answer(id=question.id, status=status, data=data))
-            except grpc.aio.UsageError:
-                pass  # the stream ended meanwhile
+            status, data = await handler(decode(question.envelope))
+            async with writing:
+                with contextlib.suppress(grpc.aio.UsageError, asyncio.InvalidStateError):
+                    # the stream ended meanwhile
+                    await call.write(consult_pb2.Answer(id=question.id, status=status, data=data))
 
         tasks: set[asyncio.Task[None]] = set()
         async for question in call:

@@ -10,7 +10,8 @@ provider in parallel with the time left (minus a margin to aggregate and reply),
 * ``INCOMPLETE_DATA`` - some source timed out, was unreachable or failed (its part says which);
 * ``REFUSED`` - the question did not pass the checks (the outcome says why).
 
-Each source's answer is audited too (``ANSWERED`` with the source status). A slow or absent
+Each source's answer is audited too (``ANSWERED`` with the source status), also when the
+asker gave up before the answers came: the providers did see the question. A slow or absent
 provider costs at most the deadline, never a hang: every call carries a gRPC deadline.
 """
 
@@ -60,6 +61,7 @@ class Consultations:
         self.limits = limits
         self.clock = clock
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._asking: set[asyncio.Future[list[cpb.SourcePart]]] = set()
 
     async def close(self) -> None:
         for _, channel in self._channels.values():
@@ -109,8 +111,14 @@ class Consultations:
                                         ",".join(decision.receivers), service, subject_type,
                                         subject, "ACCEPTED", "consultation")])
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
-        parts = await asyncio.gather(*(self._ask(r, stamped, max(1.0, left_ms))
-                                       for r in decision.receivers))
+        # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
+        # providers' answers are still awaited and audited: they did see the question.
+        asking = asyncio.ensure_future(self._ask_all(ticket, sender, decision.receivers,
+                                                     stamped, max(1.0, left_ms), service,
+                                                     subject_type, subject))
+        self._asking.add(asking)  # held until done, also if nobody awaits it any more
+        asking.add_done_callback(self._asking.discard)
+        parts = await asyncio.shield(asking)
         response.parts.extend(parts)
         statuses = {p.status for p in parts}
         if statuses - {cpb.SOURCE_DATA, cpb.SOURCE_NO_DATA}:
@@ -120,11 +128,18 @@ class Consultations:
         else:
             response.status = cpb.NO_DATA_FOUND
         response.replied_at_unix_us = self.clock()
-        now = str(response.replied_at_unix_us)
+        return response
+
+    async def _ask_all(self, ticket: str, sender: str, receivers: tuple[str, ...], stamped: bytes,
+                       left_ms: float, service: str, subject_type: str,
+                       subject: str) -> list[cpb.SourcePart]:
+        """Every provider's part, audited (``ANSWERED`` with the source status)."""
+        parts = await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers))
+        now = str(self.clock())
         await self.store.append_audit([
             (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
              cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
-        return response
+        return list(parts)
 
     async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:
         part = cpb.SourcePart(institution=institution)

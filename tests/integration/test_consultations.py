@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from datetime import date
 
+import grpc
 import pytest
 
 from node.client import consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Institution, Integration, Period, Service
 from node.testing import InProcessNetwork, default_directory
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
+from node.wire.gen.crossroads.v1 import local_pb2_grpc
 
 ASKER, P1, P2, P3 = "0403019261", "0428759497", "0566988259", "0200065765"
 ALL = (ASKER, P1, P2, P3)
@@ -51,11 +54,15 @@ async def provider(net: InProcessNetwork, who: str, delay: float = 0.0, data: by
     ready = asyncio.Event()
     task = asyncio.create_task(serve_answers(net.local_api(who), handler, ready))
     await asyncio.wait_for(ready.wait(), 5)
-    for _ in range(100):  # the node has attached the stream
-        if net.nodes[who].answering.session is not None:
+    await _attached(net, who)
+    return task
+
+
+async def _attached(net: InProcessNetwork, *who: str) -> None:
+    for _ in range(100):  # the nodes have attached the streams
+        if all(net.nodes[w].answering.session is not None for w in who):
             break
         await asyncio.sleep(0.01)
-    return task
 
 
 async def ask(net: InProcessNetwork, deadline_ms: int = 2_000) -> tuple[cpb.ConsultResponse, float]:
@@ -128,3 +135,51 @@ async def test_all_answer_without_data_is_no_data_found_and_refusals_are_reporte
     assert response.status == cpb.NO_DATA_FOUND
     assert refused.status == cpb.REFUSED  # not integrated: refused at the source
     assert refused.outcome.detail
+
+
+async def test_concurrent_questions_are_all_answered(net) -> None:
+    """Answers computed at the same time share the provider application's one stream."""
+    async def jittery(envelope):
+        await asyncio.sleep(random.random() / 50)
+        return cpb.SOURCE_DATA, envelope.sender_ticket.encode()
+
+    tasks = []
+    for p in (P1, P2, P3):
+        ready = asyncio.Event()
+        tasks.append(asyncio.create_task(serve_answers(net.local_api(p), jittery, ready)))
+        await asyncio.wait_for(ready.wait(), 5)
+    try:
+        await _attached(net, P1, P2, P3)
+        async with grpc.aio.insecure_channel(net.local_api(ASKER)) as channel:
+            stub = local_pb2_grpc.LocalStub(channel)
+            questions = [make_envelope(SERVICE, [], b"", subject_citizen=CITIZEN, capacity=1,
+                                       sender_ticket=f"q-{i}") for i in range(60)]
+            responses = await asyncio.gather(*(
+                stub.Consult(cpb.ConsultRequest(envelope=q, deadline_ms=10_000), timeout=15)
+                for q in questions))
+    finally:
+        await stop(*tasks)
+    assert [r.status for r in responses] == [cpb.DATA_FOUND] * 60
+    assert all({p.data for p in r.parts} == {f"q-{i}".encode()} for i, r in enumerate(responses))
+
+
+async def test_an_asker_that_gives_up_still_leaves_the_answers_audited(net) -> None:
+    tasks = [await provider(net, p, delay=0.6, data=b"x") for p in (P1, P2, P3)]
+    try:
+        question = make_envelope(SERVICE, [], b"", subject_citizen=CITIZEN, capacity=1)
+        async with grpc.aio.insecure_channel(net.local_api(ASKER)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await local_pb2_grpc.LocalStub(channel).Consult(
+                    cpb.ConsultRequest(envelope=question, deadline_ms=3_000), timeout=0.3)
+        assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        answered: list = []
+        for _ in range(50):  # the providers answer at ~0.6 s; the hub records it anyway
+            await asyncio.sleep(0.1)
+            answered = await net.hub.store.who_consulted(CITIZEN)
+            if sum(c.event == "ANSWERED" for c in answered) == 3:
+                break
+    finally:
+        await stop(*tasks)
+    assert sorted((c.event, c.outcome, tuple(c.receivers)) for c in answered
+                  if c.event == "ANSWERED") == sorted(
+        ("ANSWERED", "SOURCE_DATA", (p,)) for p in (P1, P2, P3))
