@@ -26,6 +26,7 @@ import structlog
 
 from node.config import Limits
 from node.core.reasons import Reason
+from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
@@ -62,8 +63,10 @@ class Consultations:
         self.clock = clock
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._asking: set[asyncio.Future[list[cpb.SourcePart]]] = set()
+        self.audit = AuditGroup(store.append_audit)
 
     async def close(self) -> None:
+        await self.audit.close()
         for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -99,7 +102,7 @@ class Consultations:
             response.status = cpb.REFUSED
             response.outcome.CopyFrom(outcome_to_proto(0, decision))
             response.replied_at_unix_us = self.clock()
-            await self.store.append_audit([(str(received), "REJECTED", "", sender, "", service,
+            await self.audit.append([(str(received), "REJECTED", "", sender, "", service,
                                             subject_type, subject, decision.reason.value,
                                             f"consultation: {decision.detail}")])
             return response
@@ -107,9 +110,11 @@ class Consultations:
         stamped = stamp(request.envelope, ticket, received)
         response.hub_ticket = ticket
         response.outcome.CopyFrom(outcome_to_proto(0, decision, ticket))
-        await self.store.append_audit([(str(received), "ACCEPTED", ticket, sender,
-                                        ",".join(decision.receivers), service, subject_type,
-                                        subject, "ACCEPTED", "consultation")])
+        # The ACCEPTED record is committed while the providers are asked (one fsync less on
+        # the way); the answer goes back only once it is durable.
+        accepted = self.audit.add([(
+            str(received), "ACCEPTED", ticket, sender, ",".join(decision.receivers), service,
+            subject_type, subject, "ACCEPTED", "consultation")])
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
         # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
         # providers' answers are still awaited and audited: they did see the question.
@@ -119,6 +124,7 @@ class Consultations:
         self._asking.add(asking)  # held until done, also if nobody awaits it any more
         asking.add_done_callback(self._asking.discard)
         parts = await asyncio.shield(asking)
+        await asyncio.shield(accepted)
         response.parts.extend(parts)
         statuses = {p.status for p in parts}
         if statuses - {cpb.SOURCE_DATA, cpb.SOURCE_NO_DATA}:
@@ -136,7 +142,7 @@ class Consultations:
         """Every provider's part, audited (``ANSWERED`` with the source status)."""
         parts = await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers))
         now = str(self.clock())
-        await self.store.append_audit([
+        await self.audit.append([
             (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
              cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
         return list(parts)
