@@ -1,0 +1,538 @@
+"""Mutation fan-out benchmark: deliveries per second from one source to N subscribers.
+
+``python -m benchmarks.mutations [--subscribers 4] [--envelopes 50000] [--citizens 50000] ...``
+
+What runs
+---------
+:class:`node.testing.ProcessNetwork` starts the hub, a *source* node (0403019261) and
+``--subscribers`` (4) subscriber nodes as real processes (``python -P -m node.cli ... serve``,
+fresh PKI, loopback mTLS, ``synchronous=FULL``, audit log on). The directory is seeded
+through the hub's admin API (:meth:`ProcessNetwork.apply_directory`, chunks of 50,000
+changes) before the nodes start: a mutation service ``bench.mutation.address`` (kind
+``mutation``, fan-out by the directory, like ``mutation.address`` in
+``tests/integration/test_mutation_push.py``), the source's authorization to publish it, one
+subscription per subscriber (capacity 1), and ``--citizens`` (50,000) citizens each
+integrated at *every* subscriber (capacity 1, phase 2): every mutation goes to all
+subscribers. Every node has synced its fragment before anything is measured.
+
+This process is the source's application and every subscriber's application:
+
+* **publishing**: pre-built mutation envelopes (~``--envelope-bytes`` 200 bytes: a random
+  integrated citizen, no receivers - the hub routes by subscription - a sender ticket
+  ``BBBBBBB-IIII`` carrying the batch number) submitted in batches of ``--batch`` (1,000)
+  through the source node's local API (``LocalClient.submit``, ``--submitters`` threads);
+* **consuming**: one thread per subscriber drains its node's local API like an application,
+  ``fetch(--fetch-max)`` then ``acknowledge`` those hub tickets.
+
+At most ``--window`` (8) batches are in flight: a batch takes a slot when its ``Submit``
+starts and frees it when all ``subscribers x batch`` of its deliveries were fetched. After a
+warm-up (``--warmup`` 5,000 envelopes, not measured), ``--envelopes`` (50,000) are measured.
+
+What the numbers mean
+---------------------
+* ``deliveries_per_s``: envelopes fetched *and acknowledged* at the subscribers'
+  applications, summed over subscribers, / wall time from the first ``Submit`` of the
+  measured phase to the last ``Acknowledge`` (target of the issue: 10,000/s).
+* ``envelopes_per_s``: mutations published (each delivered ``subscribers`` times) / the
+  same wall time.
+* ``batch_latency_ms``: ``Submit`` start -> the batch's last delivery fetched at any
+  subscriber. Under saturation it is about ``window x batch / envelopes_per_s``.
+* ``backlog``: every 0.25 s, read-only SQLite reads of where the envelopes in flight sit:
+  the source's outbox (not yet acknowledged by the hub), the hub's queue (rows, one per
+  delivery), the subscribers' inboxes (not yet fetched + acknowledged).
+* ``cpu``: CPU seconds per process over the measured phase (psutil), ``cpu_us_per_delivery``
+  and ``cpu_util``; names ``hub``, ``source``, ``sub-<n>``, ``loadgen`` (this process: the
+  publisher and every consumer); ``user_system_s`` splits each process's CPU into user and
+  kernel time. ``machine_cores_busy`` / ``other_cpu_s``: the whole machine, and what was
+  *not* ours.
+* ``checks``: refusals (must be 0), deliveries per subscriber, the hub's audit records by
+  event and the chain verified (``--no-verify`` skips it). ``code``: SHA-256 prefixes of the
+  node files on the path (the working tree may hold uncommitted changes).
+
+Everything listens on 127.0.0.1; every process is stopped at the end, also on failure,
+timeout (``--timeout``), SIGTERM or Ctrl-C. Results:
+``benchmarks/results/mutations-<timestamp>.json`` and a summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    SENDER,
+    ProcessMeter,
+    citizens,
+    machine_facts,
+    median_of,
+    percentile,
+    ticket_batch,
+    write_results,
+)
+from benchmarks.consult import CpuSplit, code_digests
+from node.client import LocalClient, make_envelope
+from node.core.directory import Authorization, Entity, Integration, Period, Service, Subscription
+from node.core.identifiers import enterprise_check_digits
+from node.testing import DEFAULT_INSTITUTIONS, ProcessNetwork, default_directory
+
+__all__ = ["main"]
+
+SOURCE = SENDER
+MUTATION = "bench.mutation.address"
+CAPACITY = 1
+_TICKET_DIGITS = 7
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.mutations",
+        description="Mutation fan-out: deliveries per second from one source node to N"
+                    " subscriber nodes through the hub (real processes, loopback mTLS).",
+    )
+    p.add_argument("--subscribers", type=int, default=4, help="subscriber nodes")
+    p.add_argument("--citizens", type=int, default=50_000,
+                   help="citizens, each integrated at every subscriber")
+    p.add_argument("--envelopes", type=int, default=50_000, help="mutations measured")
+    p.add_argument("--warmup", type=int, default=5_000, help="mutations before measuring")
+    p.add_argument("--batch", type=int, default=1_000, help="envelopes per Submit")
+    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
+    p.add_argument("--window", type=int, default=8, help="batches in flight end to end")
+    p.add_argument("--submitters", type=int, default=2, help="concurrent Submit calls")
+    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch")
+    p.add_argument("--chunk", type=int, default=50_000, help="directory changes per Apply")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
+    p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    return p
+
+
+def subscriber_numbers(count: int) -> list[str]:
+    """The test institutions after the source, then made-up valid enterprise numbers."""
+    numbers = [e for e in DEFAULT_INSTITUTIONS if e != SOURCE][:count]
+    k = 0
+    while len(numbers) < count:
+        first8 = f"0{5_200_000 + 10_007 * k:07d}"
+        number = first8 + enterprise_check_digits(first8)
+        if number not in numbers and number != SOURCE:
+            numbers.append(number)
+        k += 1
+    return numbers
+
+
+def directory(subs: Sequence[str], pool: Sequence[str]) -> Iterator[Entity]:
+    since = Period(date(2020, 1, 1))
+    yield from default_directory((SOURCE, *subs))
+    yield Service(MUTATION, 1, "mutation", "citizen", "fan_out")
+    yield Authorization("bench-publish", MUTATION, institution=SOURCE)
+    for e in subs:
+        yield Subscription(f"bench-sub-{e}", e, MUTATION, frozenset({CAPACITY}))
+    for c in pool:
+        for e in subs:
+            yield Integration(c, e, CAPACITY, 2, since)
+
+
+def _chunks(items: Iterator[Entity], size: int) -> Iterator[list[Entity]]:
+    chunk: list[Entity] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def build_batches(pool: Sequence[str], first_batch: int, batches: int, size: int,
+                  envelope_bytes: int, seed: int) -> list[list[bytes]]:
+    rng = random.Random(seed * 1_000_003 + first_batch)
+
+    def envelope(b: int, i: int, payload: bytes) -> bytes:
+        return make_envelope(MUTATION, [], payload, sender=SOURCE,
+                             subject_citizen=pool[rng.randrange(len(pool))], service_version=1,
+                             sender_ticket=f"{b:0{_TICKET_DIGITS}d}-{i:04d}",
+                             media_type="application/json")
+
+    pad = max(0, envelope_bytes - len(envelope(first_batch, 0, b"")))
+    while pad and len(envelope(first_batch, 0, b"x" * pad)) > envelope_bytes:
+        pad -= 1
+    payload = b'{"street":"' + b"x" * max(0, pad - 13) + b'"}'
+    return [[envelope(b, i, payload) for i in range(size)]
+            for b in range(first_batch, first_batch + batches)]
+
+
+# -- one phase -----------------------------------------------------------------------------------
+
+
+class Phase:
+    """Publish ``batches`` at the source; drain every subscriber; time it."""
+
+    def __init__(self, net: ProcessNetwork, subs: Sequence[str], batches: list[list[bytes]],
+                 first_batch: int, args: argparse.Namespace, deadline: float) -> None:
+        self.net, self.subs = net, list(subs)
+        self.batches, self.first_batch = batches, first_batch
+        self.args, self.deadline = args, deadline
+        n = len(batches)
+        self.total = sum(len(b) for b in batches) * len(self.subs)
+        self.submit_at = [0.0] * n
+        self.submit_ms = [0.0] * n
+        self.done_at = [0.0] * n
+        self.remaining = [len(b) * len(self.subs) for b in batches]
+        self.slots = threading.Semaphore(args.window)
+        self.lock = threading.Lock()
+        self.next = 0
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.refused: dict[str, int] = {}
+        self.unexpected = 0
+        self.delivered = dict.fromkeys(self.subs, 0)
+        self.last_ack = 0.0
+
+    def _take(self) -> int | None:
+        with self.lock:
+            i = self.next
+            if i >= len(self.batches):
+                return None
+            self.next += 1
+            return i
+
+    def _submitter(self) -> None:
+        try:
+            with LocalClient(self.net.local_api(SOURCE)) as tx:
+                while not self.stop.is_set():
+                    i = self._take()
+                    if i is None:
+                        return
+                    while not self.slots.acquire(timeout=0.2):
+                        if self.stop.is_set():
+                            return
+                    started = time.monotonic()
+                    self.submit_at[i] = started
+                    outcomes, _ = tx.submit(self.batches[i], timeout=120)
+                    self.submit_ms[i] = (time.monotonic() - started) * 1000
+                    bad = [o.reason for o in outcomes if o.reason != "ACCEPTED"]
+                    if bad:
+                        with self.lock:
+                            for r in bad:
+                                self.refused[r] = self.refused.get(r, 0) + 1
+                        raise BenchError(f"the source node refused {len(bad)} envelope(s):"
+                                         f" {sorted(set(bad))}")
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self.errors.append(exc)
+            self.stop.set()
+
+    def _consumer(self, sub: str) -> None:
+        try:
+            with LocalClient(self.net.local_api(sub)) as rx:
+                while not self.stop.is_set():
+                    envelopes = rx.fetch(self.args.fetch_max, wait_ms=100)
+                    if not envelopes:
+                        continue
+                    at = time.monotonic()
+                    per_batch: dict[int, int] = {}
+                    for e in envelopes:
+                        b = ticket_batch(e.sender_ticket) - self.first_batch
+                        per_batch[b] = per_batch.get(b, 0) + 1
+                    rx.acknowledge([e.hub_ticket for e in envelopes])
+                    acked = time.monotonic()
+                    with self.lock:
+                        self.delivered[sub] += len(envelopes)
+                        self.last_ack = max(self.last_ack, acked)
+                        for b, count in per_batch.items():
+                            if not 0 <= b < len(self.batches):
+                                self.unexpected += count
+                                continue
+                            self.remaining[b] -= count
+                            if self.remaining[b] == 0:
+                                self.done_at[b] = at
+                                self.slots.release()
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self.errors.append(exc)
+            self.stop.set()
+
+    def run(self) -> tuple[float, float]:
+        submitters = [threading.Thread(target=self._submitter, daemon=True, name=f"submit-{k}")
+                      for k in range(max(1, min(self.args.submitters, self.args.window)))]
+        consumers = [threading.Thread(target=self._consumer, args=(s,), daemon=True,
+                                      name=f"consume-{s}") for s in self.subs]
+        with LocalClient(self.net.local_api(SOURCE)) as tx:
+            refused_before = tx.status().sent_refused
+            for t in consumers:
+                t.start()
+            start = time.monotonic()
+            for t in submitters:
+                t.start()
+            try:
+                while True:
+                    with self.lock:
+                        got = sum(self.delivered.values())
+                    if got >= self.total:
+                        break
+                    if self.errors:
+                        raise BenchError(f"{self.errors[0]!r}") from self.errors[0]
+                    if time.monotonic() > self.deadline:
+                        raise TimeoutError(f"timed out: {got:,} of {self.total:,} deliveries")
+                    refused = tx.status().sent_refused - refused_before
+                    if refused:
+                        raise BenchError(f"the hub refused {refused} mutation(s):"
+                                         f" {_hub_refusals(self.net)}")
+                    time.sleep(0.05)
+            finally:
+                self.stop.set()
+                for t in submitters + consumers:
+                    t.join(5)
+        return start, self.last_ack
+
+    def latencies_ms(self) -> list[float]:
+        return [(d - s) * 1000 for s, d in zip(self.submit_at, self.done_at, strict=True)
+                if d and s]
+
+
+def _hub_refusals(net: ProcessNetwork) -> str:
+    try:
+        conn = sqlite3.connect(f"file:{net.hub_db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT reason, count(*), min(detail) FROM audit"
+                                " WHERE event = 'REJECTED' GROUP BY reason LIMIT 5").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"(audit not readable: {exc})"
+    return "; ".join(f"{n} x {reason} ({detail})" for reason, n, detail in rows) or "(none yet)"
+
+
+class Backlog:
+    """Where the envelopes in flight sit, sampled with read-only SQLite reads."""
+
+    def __init__(self, net: ProcessNetwork, subs: Sequence[str], interval: float = 0.25) -> None:
+        def ro(path: Path) -> sqlite3.Connection:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=1000")
+            return conn
+
+        nodes = net.root / "nodes"
+        self.queries: dict[str, list[tuple[sqlite3.Connection, str]]] = {
+            "source_outbox": [(ro(nodes / SOURCE / "node.sqlite"),
+                               "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS"
+                               " INTEGER) FROM meta WHERE key = 'decided_seq'), 0) FROM outbox")],
+            "hub_queue_rows": [(ro(net.hub_db), "SELECT count(*) FROM queue")],
+            "subscriber_inboxes": [(ro(nodes / s / "node.sqlite"),
+                                    "SELECT count(*) FROM inbox WHERE acked = 0") for s in subs],
+        }
+        self.samples: dict[str, list[int]] = {k: [] for k in self.queries}
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="backlog")
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            for name, queries in self.queries.items():
+                with contextlib.suppress(sqlite3.Error):
+                    self.samples[name].append(
+                        sum(int(conn.execute(sql).fetchone()[0]) for conn, sql in queries))
+
+    def __enter__(self) -> Backlog:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for queries in self.queries.values():
+            for conn, _ in queries:
+                conn.close()
+
+    def report(self) -> dict[str, Any]:
+        return {name: {"median": median_of(v), "max": max(v) if v else None}
+                for name, v in self.samples.items()} | {"interval_s": self.interval}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
+        deadline: float) -> dict[str, Any]:
+    from benchmarks.directory import wait_synced
+
+    pool = citizens(args.citizens, seed=20_240_101 + args.seed)
+    net.start_hub()
+    t = time.monotonic()
+    revision = changes = 0
+    for part in _chunks(directory(subs, pool), args.chunk):
+        revision = net.apply_directory(part)
+        changes += len(part)
+    seeded_s = time.monotonic() - t
+    sync: dict[str, float] = {}
+    for name in (SOURCE, *subs):
+        net.start_node(name)
+    for name in (SOURCE, *subs):
+        with LocalClient(net.local_api(name)) as client:
+            sync[name], _ = wait_synced(client, revision, deadline)
+    warm_batches = -(-args.warmup // args.batch) if args.warmup > 0 else 0
+    n_batches = -(-args.envelopes // args.batch)
+    warm = build_batches(pool, 0, warm_batches, args.batch, args.envelope_bytes, args.seed)
+    measured = build_batches(pool, warm_batches, n_batches, args.batch, args.envelope_bytes,
+                             args.seed)
+    envelopes = sum(len(b) for b in measured)
+    if warm:
+        Phase(net, subs, warm, 0, args, deadline).run()
+    names = {"hub": "hub", "source": SOURCE} | {f"sub-{k + 1}": s for k, s in enumerate(subs)}
+    pids = {label: net.pid(name) for label, name in names.items()} | {"loadgen": os.getpid()}
+    meter, split = ProcessMeter(pids), CpuSplit(pids)
+    phase = Phase(net, subs, measured, warm_batches, args, deadline)
+    loadavg = os.getloadavg()
+    with Backlog(net, subs) as backlog:
+        meter.start()
+        split.start()
+        start, end = phase.run()
+        meter.stop()
+    deliveries = sum(phase.delivered.values())
+    cpu = meter.report(deliveries)
+    cpu["user_system_s"] = split.stop()
+    for proc in cpu["processes"].values():  # per delivery, not per envelope
+        proc["cpu_us_per_delivery"] = proc.pop("cpu_us_per_envelope")
+    wall = end - start
+    lat = phase.latencies_ms()
+    return {
+        "directory": {"changes": changes, "revision": revision, "seed_s": round(seeded_s, 2),
+                      "integrations": len(pool) * len(subs),
+                      "fragment_sync_s": {k: round(v, 2) for k, v in sync.items()}},
+        "envelopes": envelopes,
+        "deliveries": deliveries,
+        "wall_s": round(wall, 3),
+        "deliveries_per_s": round(deliveries / wall, 1),
+        "envelopes_per_s": round(envelopes / wall, 1),
+        "batch_latency_ms": {"p50": _r(percentile(lat, 50)), "p99": _r(percentile(lat, 99)),
+                             "max": _r(max(lat) if lat else None)},
+        "submit_call_ms": {"p50": _r(percentile(phase.submit_ms, 50)),
+                           "p99": _r(percentile(phase.submit_ms, 99))},
+        "backlog": backlog.report(),
+        "cpu": cpu,
+        "loadavg_1m_before": round(loadavg[0], 2),
+        "per_subscriber": {f"sub-{k + 1}": phase.delivered[s] for k, s in enumerate(subs)},
+        "unexpected_envelopes": phase.unexpected,
+        "refused": phase.refused,
+    }
+
+
+def _audit_checks(db: Path, verify: bool) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        events = dict(conn.execute("SELECT event, count(*) FROM audit GROUP BY 1").fetchall())
+    finally:
+        conn.close()
+    out: dict[str, Any] = {"events": events}
+    if verify:
+        from node.audit_tool import verify_file
+
+        t = time.monotonic()
+        report = verify_file(db)
+        out["verify"] = {"records": report.records, "ok": report.problem is None,
+                         "problem": None if report.problem is None else str(report.problem),
+                         "seconds": round(time.monotonic() - t, 2)}
+    return out
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if min(args.subscribers, args.citizens, args.envelopes, args.batch, args.window,
+           args.chunk) <= 0 or args.warmup < 0:
+        print("benchmarks.mutations: sizes and counts must be positive", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
+    started = time.monotonic()
+    deadline = started + args.timeout
+    temporary = args.workdir is None
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-mut-"))
+    root.mkdir(parents=True, exist_ok=True)
+    subs = subscriber_numbers(args.subscribers)
+    machine = machine_facts()
+    results: dict[str, Any] = {
+        "benchmark": "mutations",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": ["python", "-m", "benchmarks.mutations",
+                    *(argv if argv is not None else sys.argv[1:])],
+        "machine": machine,
+        "parameters": {k: v for k, v in vars(args).items() if k not in ("workdir", "keep", "out")}
+        | {"synchronous": "FULL", "audit_log": True, "source": SOURCE, "subscriber_numbers": subs},
+        "code": code_digests(("node/hub/intake.py", "node/hub/delivery.py", "node/hub/service.py",
+                              "node/store/hub_store.py", "node/store/node_store.py",
+                              "node/member/uplink.py", "node/member/local_api.py",
+                              "node/core/directory.py")),
+    }
+    print(f"Crossroads mutation fan-out benchmark: {args.envelopes:,} mutations x"
+          f" {len(subs)} subscribers, {args.citizens:,} citizens; {machine['cpu_count']} x"
+          f" {machine['cpu_model']}; work dir {root}", flush=True)
+    status = "ok"
+    net: ProcessNetwork | None = None
+    try:
+        shutil.rmtree(root / "net", ignore_errors=True)
+        net = ProcessNetwork(root / "net", institutions=(SOURCE, *subs), seed=[])
+        results["run"] = run(net, subs, args, deadline)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except (TimeoutError, BenchError, RuntimeError, OSError) as exc:
+        status = "failed"
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"benchmarks.mutations: FAILED: {exc}", file=sys.stderr, flush=True)
+    finally:
+        if net is not None:
+            net.stop_all()
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if net.hub_db.exists():
+                    results["checks"] = _audit_checks(net.hub_db, not args.no_verify)
+        results["status"] = status
+        results["wall_s"] = round(time.monotonic() - started, 1)
+        path = write_results("mutations", results, Path(args.out) if args.out else None)
+        if temporary and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    r = results.get("run")
+    print("Results:")
+    if r:
+        cpu = r["cpu"]
+        per = ", ".join(f"{n} {v['cpu_us_per_delivery']:.1f}" for n, v in cpu["processes"].items())
+        print(f"  {r['deliveries_per_s']:,.0f} deliveries/s ({r['envelopes_per_s']:,.0f}"
+              f" mutations/s x {len(subs)} subscribers); {r['deliveries']:,} deliveries in"
+              f" {r['wall_s']:.1f} s; batch latency p50 {r['batch_latency_ms']['p50']} ms")
+        print(f"  CPU µs/delivery: {per}; machine cores busy {cpu['machine_cores_busy']}"
+              f" (other tenants {cpu['other_cpu_s']} CPU s over {cpu['wall_s']} s)")
+        print("  backlog medians: " + ", ".join(
+            f"{k} {v['median']}" for k, v in r["backlog"].items() if isinstance(v, dict)))
+    if "checks" in results:
+        print(f"  audit: {results['checks'].get('events')}"
+              f" verify {results['checks'].get('verify', {}).get('ok')}")
+    print(f"  written to {path}")
+    return 0 if status == "ok" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
