@@ -172,11 +172,12 @@ class NodeStore:
             "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (max(after_seq, self.decided_seq), limit),
         ) as cur:
-            async for seq, blob in cur:
-                if rows and size + len(blob) > max_bytes:
-                    break
-                rows.append((int(seq), bytes(blob)))
-                size += len(blob)
+            found = await cur.fetchall()  # one trip to the database thread, not one per 64 rows
+        for seq, blob in found:
+            if rows and size + len(blob) > max_bytes:
+                break
+            rows.append((seq, blob))
+            size += len(blob)
         return rows
 
     async def record_outcomes(
@@ -195,10 +196,12 @@ class NodeStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     new,
                 )
-                await self._set_meta("decided_seq", str(last_seq))
-                await self._set_meta("sent_accepted", str(self.sent_accepted + accepted))
-                await self._set_meta("sent_refused",
-                                     str(self.sent_refused + len(new) - accepted))
+                await c.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [("decided_seq", str(last_seq)),
+                     ("sent_accepted", str(self.sent_accepted + accepted)),
+                     ("sent_refused", str(self.sent_refused + len(new) - accepted))])
                 await c.execute("COMMIT")
             except BaseException:
                 await rollback(c)
@@ -288,7 +291,7 @@ class NodeStore:
             "SELECT hub_ticket, envelope FROM inbox WHERE acked = 0 ORDER BY id LIMIT ?",
             (limit,),
         ) as cur:
-            return [(str(t), bytes(b)) async for t, b in cur]
+            return list(await cur.fetchall())  # type: ignore[arg-type]
 
     async def acknowledge(self, tickets: Sequence[str]) -> int:
         """Mark received envelopes as processed by the application (one transaction)."""
