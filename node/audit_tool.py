@@ -33,6 +33,8 @@ from node.core.audit import (
 from node.store.sqlite import connect_sync
 
 __all__ = [
+    "DEFERRED_WHERE",
+    "SUBJECT_WHERE",
     "AuditReport",
     "Consultation",
     "Delivery",
@@ -44,6 +46,7 @@ __all__ = [
     "purge_kinds",
     "retention_cutoffs",
     "service_kinds_from_directory",
+    "subject_query",
     "summary",
     "verify_file",
     "who_consulted",
@@ -51,6 +54,13 @@ __all__ = [
 
 _COLUMNS = ("at_us, event, hub_ticket, sender, receiver, service_id, subject_type,"
             " subject_number, reason, detail")
+#: The condition that selects one subject's records through ``audit_by_subject``. Since
+#: migration 4 that index is partial (records with a subject, not ``deferred``): a query must
+#: state the index's condition, or SQLite cannot use it (``INDEXED BY`` then fails).
+SUBJECT_WHERE = "subject_number = ? AND subject_number <> '' AND deferred = 0"
+#: The hub's newest records, not yet in ``audit_by_subject`` (at most about
+#: ``node.store.hub_store.SUBJECT_INDEX_EVERY``), through the partial index ``audit_deferred``.
+DEFERRED_WHERE = "deferred = 1 AND subject_number = ?"
 DEFAULT_KIND = "unknown"
 
 
@@ -194,6 +204,47 @@ class Consultation:
                                for d in self.deliveries]}
 
 
+def subject_query(columns: str, deferred: bool = False) -> str:
+    """``SELECT columns`` of one subject's records (one parameter: the number) through the
+    index ``audit_by_subject`` or, with ``deferred``, the records not in it yet (through
+    ``audit_deferred``); callers append further conditions and the order."""
+    if deferred:
+        return f"SELECT {columns} FROM audit INDEXED BY audit_deferred WHERE {DEFERRED_WHERE}"
+    return f"SELECT {columns} FROM audit INDEXED BY audit_by_subject WHERE {SUBJECT_WHERE}"
+
+
+def _subject_rows(
+    conn: sqlite3.Connection, columns: str, subject_number: str, since_us: int | None,
+    limit: int | None,
+) -> list[Any]:
+    """One subject's records (``columns`` start with ``seq``) in seq order; with ``limit``
+    the most recent. Inside the caller's read transaction: the index and the deferred tail
+    are read from one snapshot."""
+    if not _has_column(conn, "audit", "deferred"):  # a file from before migration 4
+        head, tail = (f"SELECT {columns} FROM audit INDEXED BY audit_by_subject"
+                      " WHERE subject_number = ?"), None
+    else:
+        head, tail = subject_query(columns), subject_query(columns, deferred=True)
+    params: list[Any] = [subject_number]
+    since = ""
+    if since_us is not None:
+        since = " AND at_us >= ?"
+        params.append(since_us)
+    if limit is not None:
+        rows = conn.execute(head + since + " ORDER BY seq DESC LIMIT ?",
+                            [*params, limit]).fetchall()
+        rows.reverse()
+    else:
+        rows = conn.execute(head + since + " ORDER BY seq", params).fetchall()
+    if tail is not None:
+        newest = conn.execute(tail + since, params).fetchall()
+        if newest:
+            rows = sorted(rows + newest, key=lambda r: int(r[0]))
+            if limit is not None:
+                rows = rows[-limit:] if limit > 0 else []
+    return rows
+
+
 def who_consulted(
     conn: sqlite3.Connection,
     subject_number: str,
@@ -203,27 +254,15 @@ def who_consulted(
     """Every record about ``subject_number`` (oldest first; with ``limit``, the most recent
     ``limit``), each with its deliveries joined by hub ticket.
 
-    One range read on ``audit_by_subject`` plus one indexed look-up per batch of 500 tickets
-    on ``audit_delivered_by_ticket``: milliseconds for a citizen, whatever the log's size.
+    One range read on ``audit_by_subject`` (:func:`subject_query`) plus one indexed look-up
+    per batch of 500 tickets on ``audit_delivered_by_ticket``: milliseconds for a citizen,
+    whatever the log's size.
     """
     if not subject_number:
         raise ValueError("a subject number is required")
-    sql = (f"SELECT seq, {_COLUMNS} FROM audit INDEXED BY audit_by_subject"
-           " WHERE subject_number = ?")
-    params: list[Any] = [subject_number]
-    if since_us is not None:
-        sql += " AND at_us >= ?"
-        params.append(since_us)
-    if limit is not None:
-        sql += " ORDER BY seq DESC LIMIT ?"
-        params.append(limit)
-    else:
-        sql += " ORDER BY seq"
     conn.execute("BEGIN")
     try:
-        rows = conn.execute(sql, params).fetchall()
-        if limit is not None:
-            rows.reverse()
+        rows = _subject_rows(conn, f"seq, {_COLUMNS}", subject_number, since_us, limit)
         tickets = [r[3] for r in rows if r[2] == "ACCEPTED" and r[3]]
         deliveries = _deliveries(conn, tickets)
     finally:
@@ -283,10 +322,8 @@ def export_subject(
     conn.execute("BEGIN")
     try:
         head_seq, head_hash = _head(conn)
-        rows = conn.execute(
-            f"SELECT seq, {_COLUMNS}, prev_hash, hash FROM audit INDEXED BY audit_by_subject"
-            " WHERE subject_number = ? AND at_us >= ? ORDER BY seq", (subject_number, since),
-        ).fetchall()
+        rows = _subject_rows(conn, f"seq, {_COLUMNS}, prev_hash, hash", subject_number, since,
+                             None)
         tickets = [r[3] for r in rows if r[2] == "ACCEPTED" and r[3]]
         delivered: list[Sequence[Any]] = []
         if tickets and _has_table(conn, "audit_delivered_by_ticket", "index"):

@@ -108,12 +108,19 @@ EXPORT_DOMAIN = b"crossroads/audit-export/v1\n"
 EXPORT_FORMAT = "crossroads-audit-export/1"
 
 
+#: 4-byte big-endian lengths 0..255, prebuilt: almost every field is shorter.
+_LENGTHS = tuple(n.to_bytes(4, "big") for n in range(256))
+
+
 def encode_fields(fields: Iterable[str]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
+    lengths = _LENGTHS
     for field in fields:
         data = field.encode()
-        parts.append(len(data).to_bytes(4, "big"))
-        parts.append(data)
+        n = len(data)
+        append(lengths[n] if n < 256 else n.to_bytes(4, "big"))
+        append(data)
     return b"".join(parts)
 
 
@@ -154,12 +161,27 @@ class ChainWriter:
     def extend(self, records: Iterable[tuple[str, ...]]) -> list[tuple[object, ...]]:
         """Return rows ``(seq, *fields, prev_hash, hash)`` for the given field tuples."""
         rows: list[tuple[object, ...]] = []
+        append = rows.append
         seq, prev = self.last_seq, self.last_hash
         sha256 = hashlib.sha256
+        lengths = _LENGTHS
+        # The records of one call repeat most field values (time, event, institutions,
+        # service): each distinct value is encoded once (same bytes as encode_fields).
+        encoded: dict[str, bytes] = {}
         for fields in records:
+            parts = [prev]
+            for field in fields:
+                part = encoded.get(field)
+                if part is None:
+                    data = field.encode()
+                    n = len(data)
+                    part = (lengths[n] if n < 256 else n.to_bytes(4, "big")) + data
+                    if len(encoded) < 4096:
+                        encoded[field] = part
+                parts.append(part)
             seq += 1
-            digest = sha256(prev + encode_fields(fields)).digest()
-            rows.append((seq, *fields, prev, digest))
+            digest = sha256(b"".join(parts)).digest()
+            append((seq, *fields, prev, digest))
             prev = digest
         self.last_seq, self.last_hash = seq, prev
         return rows

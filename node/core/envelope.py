@@ -96,8 +96,13 @@ class Policy:
         return (service_id, version) in self.services
 
 
-def check_envelope(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
-    """Decide on one envelope sent by the authenticated institution ``sender``."""
+def check_envelope(
+    head: EnvelopeHead, sender: str, policy: Policy, memo: dict[object, Decision | None] | None = None
+) -> Decision:
+    """Decide on one envelope sent by the authenticated institution ``sender``.
+
+    ``memo`` (one dict per batch, see :func:`check_batch`) remembers the service and receiver
+    checks, which depend only on those fields: a batch usually repeats a few combinations."""
     if not head.service_id:
         return Decision(Reason.INVALID_FIELD, "service_id is required")
     if head.sender != sender:
@@ -115,6 +120,16 @@ def check_envelope(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
     subject = _subject_problem(head)
     if subject is not None:
         return subject
+    if memo is None:
+        return _service_and_receivers(head, sender, policy)
+    key = (head.service_id, head.service_version, head.receivers)
+    decision = memo.get(key)
+    if decision is None:
+        decision = memo[key] = _service_and_receivers(head, sender, policy)
+    return decision
+
+
+def _service_and_receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
     if policy.check_services and not policy.knows_service(head.service_id, head.service_version):
         return Decision(
             Reason.UNKNOWN_SERVICE, f"service {head.service_id} v{head.service_version} unknown"
@@ -159,8 +174,9 @@ def check_batch(
 ) -> list[Decision]:
     """Decide on a batch; items that are already a :class:`Decision` (e.g. malformed bytes
     refused while decoding) pass through unchanged."""
+    memo: dict[object, Decision | None] = {}
     return [
-        item if isinstance(item, Decision) else check_envelope(item, sender, policy)
+        item if isinstance(item, Decision) else check_envelope(item, sender, policy, memo)
         for item in heads
     ]
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from typing import cast
 
 from node.core.directory import decide, request_of
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
@@ -30,7 +31,13 @@ from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
 from node.hub.directory import Directory
 from node.store.hub_store import HubStore
-from node.wire.envelopes import SUBJECT_TYPE_NAMES, decode_heads, outcome_to_proto, stamp
+from node.wire.envelopes import (
+    SUBJECT_TYPE_NAMES,
+    decode_heads,
+    outcome_to_proto,
+    reason_to_proto,
+    stamper,
+)
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
 __all__ = ["Intake", "IntakeStats"]
@@ -105,9 +112,12 @@ class Intake:
                   if skip < count else None)
 
         async def commit() -> pb.BatchAck:
-            if finish is not None:
-                outcomes.extend(await finish())
-            return pb.BatchAck(first_sequence=first, outcomes=outcomes)
+            if finish is None:
+                return pb.BatchAck(first_sequence=first, outcomes=outcomes)
+            fresh = await finish()
+            if not skip:
+                return fresh  # built for this batch, from ``first``
+            return pb.BatchAck(first_sequence=first, outcomes=[*outcomes, *fresh.outcomes])
 
         return commit
 
@@ -140,58 +150,75 @@ class Intake:
 
     async def _fresh(
         self, sender: str, origin: str, first: int, offset: int, raws: list[bytes]
-    ) -> Callable[[], Awaitable[list[pb.EnvelopeOutcome]]]:
+    ) -> Callable[[], Awaitable[pb.BatchAck]]:
         envelopes, heads = decode_heads(raws)
         decisions = check_batch(heads, sender, self.policy)
         decisions = await self._route(sender, heads, decisions)
         decisions, added = apply_quota(decisions, self.pending, self.quota)
         now = self.clock()
         now_text = str(now)
-        tickets = _uuid7s(sum(1 for d in decisions if d.reason is Reason.ACCEPTED), now)
+        accepted_reason = Reason.ACCEPTED
+        accepted = sum(1 for d in decisions if d.reason is accepted_reason)
+        tickets = _uuid7s(accepted, now)
+        stamp_one = stamper(now)
         queue_rows: list[tuple[str, str, bytes]] = []
         audit: list[tuple[str, ...]] = []
-        outcomes: list[pb.EnvelopeOutcome] = []
-        by_reason = self.stats.by_reason
-        for i, (raw, envelope, decision) in enumerate(zip(raws, envelopes, decisions, strict=True)):
-            if envelope is not None:
-                service, subject = envelope.service_id, envelope.subject
-                subject_type, subject_number = SUBJECT_TYPE_NAMES.get(subject.type, "?"), subject.number
-            else:
-                service = subject_type = subject_number = ""
-            if decision.reason is Reason.ACCEPTED:
+        # The ack is built once, in place: stored as the idempotency record and sent as is.
+        ack = pb.BatchAck(first_sequence=first + offset)
+        add_outcome = ack.outcomes.add
+        accepted_code = reason_to_proto(accepted_reason)
+        add_row, add_record = queue_rows.append, audit.append
+        type_names = SUBJECT_TYPE_NAMES
+        for i, (raw, head, decision) in enumerate(zip(raws, heads, decisions, strict=True)):
+            reason, detail, receivers = decision
+            if reason is accepted_reason:
+                h = cast(EnvelopeHead, head)  # accepted, so it decoded
                 ticket = next(tickets)
-                stamped = stamp(raw, ticket, now)
-                for receiver in decision.receivers:
-                    queue_rows.append((receiver, ticket, stamped))
-                audit.append((now_text, "ACCEPTED", ticket, sender, ",".join(decision.receivers),
-                               service, subject_type, subject_number, "ACCEPTED", ""))
+                stamped = stamp_one(raw, ticket)
+                for receiver in receivers:
+                    add_row((receiver, ticket, stamped))
+                add_record((now_text, "ACCEPTED", ticket, sender, ",".join(receivers),
+                            h.service_id, type_names.get(h.subject_type, "?"), h.subject_number,
+                            "ACCEPTED", ""))
+                add_outcome(index=offset + i, reason=accepted_code, detail=detail,
+                            hub_ticket=ticket, receivers=receivers)
+                continue
+            envelope = envelopes[i]
+            if envelope is not None:
+                subject = envelope.subject
+                record = (now_text, "REJECTED", "", sender, ",".join(envelope.receivers),
+                          envelope.service_id, type_names.get(subject.type, "?"), subject.number,
+                          reason.value, detail)
             else:
-                ticket = ""
-                receivers = ",".join(envelope.receivers) if envelope is not None else ""
-                audit.append((now_text, "REJECTED", "", sender, receivers, service, subject_type,
-                               subject_number, decision.reason.value, decision.detail))
-            by_reason[decision.reason.value] = by_reason.get(decision.reason.value, 0) + 1
-            outcomes.append(outcome_to_proto(offset + i, decision, ticket))
+                record = (now_text, "REJECTED", "", sender, "", "", "", "", reason.value, detail)
+            add_record(record)
+            add_outcome(index=offset + i, reason=reason_to_proto(reason), detail=detail,
+                        receivers=receivers)
+        by_reason = self.stats.by_reason
+        if accepted:
+            by_reason["ACCEPTED"] = by_reason.get("ACCEPTED", 0) + accepted
+        if accepted < len(decisions):
+            for d in decisions:
+                if d.reason is not accepted_reason:
+                    by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
         last = first + offset + len(raws) - 1
-        ack_blob = pb.BatchAck(first_sequence=first + offset, outcomes=outcomes).SerializeToString()
+        ack_blob = ack.SerializeToString()
 
-        async def finish() -> list[pb.EnvelopeOutcome]:
+        async def finish() -> pb.BatchAck:
             await self.store.commit_batch(
                 sender, origin, first + offset, last, queue_rows, audit,
                 _reindexed(ack_blob, offset),
             )
             if origin:
                 self._high[(sender, origin)] = max(self._high.get((sender, origin), 0), last)
-            accepted = sum(1 for d in decisions if d.reason is Reason.ACCEPTED)
             self.stats.accepted += accepted
             self.stats.refused += len(decisions) - accepted
             for receiver, n in added.items():
                 self.pending[receiver] = self.pending.get(receiver, 0) + n
                 self.wake(receiver)
-            return outcomes
+            return ack
 
         return finish
-
 
     async def decide_one(
         self, sender: str, raw: bytes
@@ -234,12 +261,19 @@ def _uuid7s(count: int, now_us: int) -> Iterator[str]:
     """
     ms = now_us // 1000
     rand = os.urandom(6 * count)
+    h = f"{ms:012x}"
+    base = f"{h[:8]}-{h[8:]}-7"  # unix_ts_ms, version 7
+    from_bytes = int.from_bytes
+    prefix_hi, prefix = -1, ""
     for i in range(count):
-        hi, lo = i >> 18, i & 0x3FFFF
-        r = int.from_bytes(rand[6 * i:6 * i + 6], "big") & 0xFFF_FFFF_FFFF  # 44 bits
-        value = (ms << 80) | (0x7 << 76) | (hi << 64) | (0b10 << 62) | (lo << 44) | r
-        h = f"{value:032x}"
-        yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        hi = i >> 18
+        if hi != prefix_hi:  # rand_a: the counter's top 12 bits
+            prefix_hi, prefix = hi, f"{base}{hi:03x}-"
+        # rand_b: variant 0b10, the counter's low 18 bits, 44 random bits.
+        low = (0x8000_0000_0000_0000 | ((i & 0x3FFFF) << 44)
+               | (from_bytes(rand[6 * i:6 * i + 6], "big") & 0xFFF_FFFF_FFFF))
+        text = f"{low:016x}"
+        yield f"{prefix}{text[:4]}-{text[4:]}"
 
 
 def _reindexed(ack_blob: bytes, offset: int) -> bytes:

@@ -28,7 +28,7 @@ from node.rpc.edge import guard_unary
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
 from node.wire.declarations import validate_payload
-from node.wire.envelopes import decode, head_of, outcome_to_proto
+from node.wire.envelopes import decode, head_of, outcome_to_proto, reason_to_proto
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
 __all__ = ["LocalService"]
@@ -68,9 +68,14 @@ class LocalService(local_pb2_grpc.LocalServicer):
             await self._check_with_fragment(decisions, ready, heads)
             seqs = iter(await self.store.enqueue([raw for raw in ready if raw is not None]))
             response = local_pb2.LocalSubmitResponse()
+            add_outcome = response.outcomes.add  # built in place (no copy per outcome)
+            sequences = []
             for i, (decision, raw) in enumerate(zip(decisions, ready, strict=True)):
-                response.outcomes.append(outcome_to_proto(i, decision))
-                response.sequences.append(next(seqs) if raw is not None else 0)
+                reason, detail, receivers = decision
+                add_outcome(index=i, reason=reason_to_proto(reason), detail=detail,
+                            receivers=receivers)
+                sequences.append(next(seqs) if raw is not None else 0)
+            response.sequences.extend(sequences)
             return response
 
         return await guard_unary("Local.Submit", context, body)
@@ -99,6 +104,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         heads: list[EnvelopeHead | None] = []
         today = date.today()
         now_us = time.time_ns() // 1000
+        memo: dict[object, Decision | None] = {}  # service + receiver checks, per call
         for raw in raws:
             try:
                 envelope = decode(raw)
@@ -116,7 +122,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 changed = True
             head = head_of(envelope)
             heads.append(head)
-            decision = check_envelope(head, self.institution, self.policy)
+            decision = check_envelope(head, self.institution, self.policy, memo)
             if decision.reason is Reason.ACCEPTED:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)

@@ -37,6 +37,14 @@ BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
 
 
+#: Wire reason number -> the reason's name as the outbox stores it.
+_REASON_NAMES = {
+    number: reason.value
+    for number in envelope_pb2.Reason.values()
+    if (reason := reason_from_proto(number)) is not None
+}
+
+
 class UplinkError(Exception):
     pass
 
@@ -165,11 +173,11 @@ class Uplink:
             first, last = inflight.popleft()
             if len(ack.outcomes) != last - first + 1:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
-            rows = []
-            for o in ack.outcomes:
-                reason = reason_from_proto(o.reason)
-                rows.append((reason.value if reason else "REASON_UNSPECIFIED", o.detail,
-                             o.hub_ticket, ",".join(o.receivers), first + o.index))
+            names = _REASON_NAMES
+            rows = [(names.get(o.reason, "REASON_UNSPECIFIED"), o.detail, o.hub_ticket,
+                     ",".join(o.receivers), first + o.index) for o in ack.outcomes]
+            # The hub has answered: the next batch may go while the outcomes are stored (they
+            # are stored in ack order, by this loop).
+            window.release()
             await self.store.record_outcomes(last, rows)
             self.decided.set()
-            window.release()

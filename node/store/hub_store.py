@@ -8,8 +8,13 @@ Guarantees
 * **Delivery cursor = the queue itself.** :meth:`commit_delivery` deletes the delivered rows
   and appends the ``DELIVERED`` audit records in one transaction; what is left in ``queue`` for
   a destination is exactly what it has not acknowledged, in order of ``seq``.
+* **One writer thread.** The write connection lives in a thread of its own; each write
+  (a whole transaction: :meth:`commit_batch`, :meth:`commit_delivery`, ...) is one call
+  handed to it, so writes run one at a time, in call order, with one hop from the event loop
+  per batch. Row inserts are multi-row ``INSERT ... VALUES`` statements
+  (:func:`node.store.sqlite.insert_rows`).
 * **Audit chain.** Every record's hash covers the previous record's hash; the chain head is
-  kept in ``audit_head`` in the same transaction. Writes are serialized by one lock so the chain
+  kept in ``audit_head`` in the same transaction. The writer thread extends the chain, so it
   is extended in commit order. The head is re-read inside each write transaction, so another
   process may append (``crossroads audit purge`` writes a ``PURGED`` record) while the hub runs.
 * **Signed checkpoints.** Given a ``signer`` (the hub's Ed25519 directory key), the commit that
@@ -18,33 +23,47 @@ Guarantees
   same transaction: one Ed25519 signature per checkpoint, plus one 32-byte hash update per
   record for the segment digest (see :mod:`node.core.audit`). :meth:`HubStore.checkpoint`
   signs the head on demand (at shutdown).
+* **Subject index in bulk.** New records are written with ``deferred = 1`` (in the small,
+  append-only index ``audit_deferred``) and moved into ``audit_by_subject`` every
+  ``SUBJECT_INDEX_EVERY`` records by one ``UPDATE`` (its own transaction in the writer
+  thread): an index page is rewritten once per bulk rather than once per batch. Queries read
+  the index and the deferred tail in one snapshot (:mod:`node.audit_tool`).
 * **Audit queries.** :meth:`HubStore.who_consulted`, :meth:`HubStore.export_subject` and
   :meth:`HubStore.purge` run :mod:`node.audit_tool` in a worker thread on their own
   connection, so they never hold up the event loop or the writer for long.
 * **Idempotent resends.** ``origins`` keeps, per (sender, origin), the highest envelope sequence
-  stored; ``recent_acks`` keeps the last acks so a resent batch gets its original outcomes.
+  stored; ``recent_acks`` keeps the last acks (zlib-compressed, ``packed = 1``) so a resent
+  batch gets its original outcomes.
 
-Reads of the queue use a second connection (WAL readers never block the writer).
+Reads of the queue use a second connection in a second thread (WAL readers never block the
+writer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
-import aiosqlite
+import structlog
 
 from node.core.audit import GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.errors import Unavailable
-from node.store.sqlite import connect, connect_sync, migrate, rollback
+from node.store.sqlite import connect_sync, insert_rows, migrate_sync
 
 __all__ = ["HubState", "HubStore", "QueuedRow", "ResendRaced"]
+
+
+_T = TypeVar("_T")
+log = structlog.get_logger(__name__)
 
 
 class ResendRaced(Unavailable):
@@ -122,14 +141,41 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS audit_delivered_by_ticket ON audit (hub_ticket)
         WHERE event = 'DELIVERED';
     """,
+    # 4: the subject index leaves out records without a subject (DELIVERED, PURGED, redacted:
+    # about half the log), and takes the hub's new records in bulk: the hub writes them with
+    # ``deferred = 1`` (found through the small, append-only ``audit_deferred``) and moves
+    # them into ``audit_by_subject`` every ``SUBJECT_INDEX_EVERY`` records in one UPDATE, so
+    # an index page is rewritten once per bulk instead of once per batch. Queries state the
+    # partial indexes' conditions (node.audit_tool.SUBJECT_WHERE, DEFERRED_WHERE).
+    """
+    DROP INDEX IF EXISTS audit_by_subject;
+    ALTER TABLE audit ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX audit_by_subject ON audit (subject_number, seq)
+        WHERE subject_number <> '' AND deferred = 0;
+    CREATE INDEX audit_deferred ON audit (seq) WHERE deferred = 1;
+    """,
+    # 5: acks stored zlib-compressed (packed = 1; ~57 KB -> ~13 KB for 1,000 outcomes, most of
+    # it random ticket bits); rows written before keep packed = 0 (the serialized BatchAck).
+    """
+    ALTER TABLE recent_acks ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
+#: Audit records written with ``deferred = 1`` before they are moved into the subject index
+#: in bulk (who-consulted scans at most about this many through ``audit_deferred``).
+SUBJECT_INDEX_EVERY = 20_000
+_INSERT_AUDIT = (
+    "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
+    " subject_type, subject_number, reason, detail, prev_hash, hash, deferred) VALUES "
+)
+_AUDIT_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,1)"
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedRow:
+class QueuedRow(NamedTuple):
+    """One queued envelope (a NamedTuple: the delivery reads a thousand per batch)."""
+
     seq: int
     dest: str
     hub_ticket: str
@@ -159,9 +205,13 @@ class HubStore:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_seconds >= 0")
         self.path = path
         self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        # The writer and the queue reader are plain sqlite3 connections, each used only by its
+        # own thread: a whole write transaction runs there as one call (one hand-over from the
+        # event loop per batch, not one per statement).
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
         self.chain = ChainWriter()
         self.next_queue_seq = 1
         # Audit checkpoints: the signer, the policy, and the running segment since the last.
@@ -174,39 +224,78 @@ class HubStore:
         self._segment_upto = -1  # ... up to this seq (-1: rebuild from the database)
         self._query: sqlite3.Connection | None = None
         self._query_lock = asyncio.Lock()
+        self._deferred = 0  # records not yet in the subject index (about: a trigger only)
+        self._indexing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> HubState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await connect(self.path, self.synchronous)
-        await migrate(self._writer, MIGRATIONS)
-        self._reader = await connect(self.path, self.synchronous)
-        w = self._writer
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="hub-store-writer")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="hub-store-reader")
+        try:
+            return await self._write(self._open)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open(self) -> HubState:
+        self._writer = w = connect_sync(self.path, synchronous=self.synchronous)
+        migrate_sync(w, MIGRATIONS)
+        self._reader = connect_sync(self.path, synchronous=self.synchronous)
         state = HubState()
-        async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-            row = await cur.fetchone()
+        row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         self.chain = ChainWriter(row[0], row[1]) if row else ChainWriter(0, GENESIS)
-        await self._load_checkpoint_state()
-        async with w.execute("SELECT dest, count(*) FROM queue GROUP BY dest") as cur:
-            state.pending = {dest: n async for dest, n in cur}
-        async with w.execute("SELECT coalesce(max(seq), 0) FROM queue") as cur:
-            row = await cur.fetchone()
-        async with w.execute("SELECT coalesce(max(delivered_seq), 0) FROM destinations") as cur:
-            row2 = await cur.fetchone()
+        self._load_checkpoint_state()
+        state.pending = {dest: n for dest, n in
+                         w.execute("SELECT dest, count(*) FROM queue GROUP BY dest")}
+        row = w.execute("SELECT coalesce(max(seq), 0) FROM queue").fetchone()
+        row2 = w.execute("SELECT coalesce(max(delivered_seq), 0) FROM destinations").fetchone()
         state.next_queue_seq = max(int(row[0]) if row else 0, int(row2[0]) if row2 else 0) + 1
         self.next_queue_seq = state.next_queue_seq
-        async with w.execute(
-            "SELECT institution, endpoint FROM destinations WHERE endpoint IS NOT NULL"
-        ) as cur:
-            state.endpoints = {inst: ep async for inst, ep in cur}
+        state.endpoints = {inst: ep for inst, ep in w.execute(
+            "SELECT institution, endpoint FROM destinations WHERE endpoint IS NOT NULL")}
+        self._deferred = int(w.execute(
+            "SELECT count(*) FROM audit INDEXED BY audit_deferred WHERE deferred = 1"
+        ).fetchone()[0])
         return state
 
+    def _index_subjects_when_due(self) -> None:
+        """Queue the bulk move of deferred records into the subject index (writer thread,
+        after the commits already queued) once enough have accumulated."""
+        if self._deferred < SUBJECT_INDEX_EVERY or self._indexing or self._write_thread is None:
+            return
+        self._indexing = True
+        try:
+            self._write_thread.submit(self._index_subjects)
+        except RuntimeError:  # closing: the next open's writes catch up
+            self._indexing = False
+
+    def _index_subjects(self) -> None:
+        try:
+            if self._writer is None:
+                return
+            with self._transaction() as w:
+                w.execute("UPDATE audit SET deferred = 0 WHERE deferred = 1")
+            self._deferred = 0
+        except Exception as exc:  # noqa: BLE001 - the records stay found through the tail
+            log.warning("audit_subject_index_failed", error=repr(exc))
+        finally:
+            self._indexing = False
+
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        if self._write_thread is not None and self._writer is not None and self._deferred:
+            # Leave no deferred tail behind: offline queries then read the index alone.
+            with contextlib.suppress(Exception):
+                await self._write(self._index_subjects)
+        for name, pool in (("_reader", self._read_thread), ("_writer", self._write_thread)):
+            conn = getattr(self, name)
+            if pool is not None:
+                if conn is not None:
+                    await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+                pool.shutdown(wait=True)
+            setattr(self, name, None)
+        self._read_thread = self._write_thread = None
         async with self._query_lock:
             if self._query is not None:
                 self._query.close()
@@ -217,32 +306,54 @@ class HubStore:
         return self._writer is not None
 
     @property
-    def writer(self) -> aiosqlite.Connection:
+    def writer(self) -> sqlite3.Connection:
+        """The write connection: only for code running in the writer thread."""
         assert self._writer is not None, "store not open"
         return self._writer
 
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store not open"
-        return self._reader
+    async def _write(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run ``func`` in the writer thread: writes are serialized there, in call order."""
+        assert self._write_thread is not None, "store not open"
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer (in its thread); on any failure roll
+        back, and the chain head with it."""
+        w = self.writer
+        head = (self.chain.last_seq, self.chain.last_hash)
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            yield w
+            w.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                w.execute("ROLLBACK")
+            self.chain.rollback(*head)
+            raise
 
     # -- intake ----------------------------------------------------------------------------
 
     async def origin_high(self, sender: str, origin: str) -> int:
-        async with self.writer.execute(
-            "SELECT high_seq FROM origins WHERE sender = ? AND origin = ?", (sender, origin)
-        ) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        def run() -> int:
+            row = self.writer.execute(
+                "SELECT high_seq FROM origins WHERE sender = ? AND origin = ?", (sender, origin)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._write(run)
 
     async def recent_acks(self, sender: str, origin: str, from_seq: int) -> list[tuple[int, bytes]]:
         """(first_seq, ack) of stored acks whose range reaches ``from_seq`` or later."""
-        async with self.writer.execute(
-            "SELECT first_seq, ack FROM recent_acks WHERE sender = ? AND origin = ?"
-            " AND last_seq >= ? ORDER BY first_seq",
-            (sender, origin, from_seq),
-        ) as cur:
-            return [(int(a), bytes(b)) async for a, b in cur]
+        def run() -> list[tuple[int, bytes]]:
+            return [(int(a), zlib.decompress(b) if packed else bytes(b))
+                    for a, b, packed in self.writer.execute(
+                        "SELECT first_seq, ack, packed FROM recent_acks WHERE sender = ?"
+                        " AND origin = ? AND last_seq >= ? ORDER BY first_seq",
+                        (sender, origin, from_seq),
+                    )]
+
+        return await self._write(run)
 
     async def commit_batch(
         self,
@@ -257,81 +368,78 @@ class HubStore:
         """Store one batch atomically: queue rows ``(dest, ticket, envelope)``, audit records,
         idempotency record.
 
-        Queue sequences are assigned here, under the write lock, so they increase in commit
+        Queue sequences are assigned here, in the writer thread, so they increase in commit
         order: a delivery worker that has seen ``seq`` n has seen every committed row below n.
 
         Raises :class:`ResendRaced` (nothing written) when another stream of the same origin
         stored these sequences first (a node that reconnected while its old stream was still
         committing): its stream fails and the node's resend then gets the stored outcomes.
         """
-        async with self._lock:
-            w = self.writer
-            if origin:
-                async with w.execute(
-                    "SELECT high_seq FROM origins WHERE sender = ? AND origin = ?",
-                    (sender, origin),
-                ) as cur:
-                    row = await cur.fetchone()
-                if row is not None and int(row[0]) >= first_seq:
-                    raise ResendRaced(
-                        f"sequences from {first_seq} of {origin} were stored meanwhile",
-                        "RESEND_RACED")
-            head = (self.chain.last_seq, self.chain.last_hash)
-            start = self.next_queue_seq
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                if queue_rows:
-                    await w.executemany(
-                        "INSERT INTO queue (seq, dest, hub_ticket, envelope) VALUES (?,?,?,?)",
-                        [(start + i, *row) for i, row in enumerate(queue_rows)],
-                    )
-                await self._append_audit(audit_records)
-                if origin:
-                    await w.execute(
-                        "INSERT INTO origins (sender, origin, high_seq) VALUES (?,?,?)"
-                        " ON CONFLICT (sender, origin) DO UPDATE SET high_seq ="
-                        " max(high_seq, excluded.high_seq)",
-                        (sender, origin, last_seq),
-                    )
-                    await w.execute(
-                        "INSERT OR REPLACE INTO recent_acks VALUES (?,?,?,?,?)",
-                        (sender, origin, first_seq, last_seq, ack),
-                    )
-                    await w.execute(
-                        "DELETE FROM recent_acks WHERE sender = ? AND origin = ?"
-                        " AND last_seq < ?",
-                        (sender, origin, last_seq - ACK_HISTORY),
-                    )
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                self.chain.rollback(*head)
-                raise
-            self.next_queue_seq = start + len(queue_rows)
+        await self._write(self._commit_batch, sender, origin, first_seq, last_seq, queue_rows,
+                          audit_records, ack)
+        self._index_subjects_when_due()
 
-    async def _append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
+    def _commit_batch(
+        self,
+        sender: str,
+        origin: str,
+        first_seq: int,
+        last_seq: int,
+        queue_rows: Sequence[tuple[str, str, bytes]],
+        audit_records: Sequence[tuple[str, ...]],
+        ack: bytes,
+    ) -> None:
+        w = self.writer
+        if origin:
+            row = w.execute("SELECT high_seq FROM origins WHERE sender = ? AND origin = ?",
+                            (sender, origin)).fetchone()
+            if row is not None and int(row[0]) >= first_seq:
+                raise ResendRaced(
+                    f"sequences from {first_seq} of {origin} were stored meanwhile",
+                    "RESEND_RACED")
+        start = self.next_queue_seq
+        with self._transaction():
+            if queue_rows:
+                insert_rows(w, "INSERT INTO queue (seq, dest, hub_ticket, envelope) VALUES ", 4,
+                            [(start + i, *row) for i, row in enumerate(queue_rows)])
+            self._append_audit(audit_records)
+            if origin:
+                w.execute(
+                    "INSERT INTO origins (sender, origin, high_seq) VALUES (?,?,?)"
+                    " ON CONFLICT (sender, origin) DO UPDATE SET high_seq ="
+                    " max(high_seq, excluded.high_seq)",
+                    (sender, origin, last_seq),
+                )
+                w.execute(
+                    "INSERT OR REPLACE INTO recent_acks (sender, origin, first_seq, last_seq,"
+                    " ack, packed) VALUES (?,?,?,?,?,1)",
+                    (sender, origin, first_seq, last_seq, zlib.compress(ack, 1)),
+                )
+                w.execute(
+                    "DELETE FROM recent_acks WHERE sender = ? AND origin = ?"
+                    " AND last_seq < ?",
+                    (sender, origin, last_seq - ACK_HISTORY),
+                )
+        self.next_queue_seq = start + len(queue_rows)
+
+    def _append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
         """Extend the chain inside the caller's write transaction; checkpoint when due."""
         if not records:
             return
         w = self.writer
         # The head as committed: another process (a purge) may have appended, and a rolled
         # back transaction leaves our checkpoint state stale.
-        async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-            row = await cur.fetchone()
+        row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
         if head != (self.chain.last_seq, self.chain.last_hash):
             self.chain.rollback(*head)
             self._segment_upto = -1
         if self.signer is not None and self._segment_upto != self.chain.last_seq:
-            await self._load_checkpoint_state()
+            self._load_checkpoint_state()
         rows = self.chain.extend(records)
-        await w.executemany(
-            "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
-            " subject_type, subject_number, reason, detail, prev_hash, hash)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
-        await w.execute(
+        insert_rows(w, _INSERT_AUDIT, 13, rows, row_sql=_AUDIT_ROW)
+        self._deferred += len(rows)
+        w.execute(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (self.chain.last_seq, self.chain.last_hash),
@@ -346,35 +454,34 @@ class HubStore:
         now = self.clock()
         if (self.chain.last_seq - cp_seq >= self.checkpoint_every
                 or now - cp_at >= self.checkpoint_us):
-            await self._write_checkpoint(now)
+            self._write_checkpoint(now)
 
-    async def _load_checkpoint_state(self) -> None:
+    def _load_checkpoint_state(self) -> None:
         """Last checkpoint and the segment digest since, from the database (at open, and after
         a rollback or another process's append)."""
         w = self.writer
-        async with w.execute(
+        row = w.execute(
             "SELECT seq, at_us FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         self.last_checkpoint = (int(row[0]), int(row[1])) if row else (0, 0)
         self._segment = hashlib.sha256()
         self._segment_upto = -1
         if self.signer is None:
             return
-        async with w.execute(
+        cur = w.execute(
             "SELECT hash FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq",
             (self.last_checkpoint[0], self.chain.last_seq),
-        ) as cur:
-            while rows := await cur.fetchmany(50_000):
-                for (digest,) in rows:
-                    self._segment.update(digest)
+        )
+        while rows := cur.fetchmany(50_000):
+            for (digest,) in rows:
+                self._segment.update(digest)
         self._segment_upto = self.chain.last_seq
 
-    async def _write_checkpoint(self, now: int) -> Checkpoint:
+    def _write_checkpoint(self, now: int) -> Checkpoint:
         assert self.signer is not None
         cp = sign_checkpoint(self.signer, self.chain.last_seq, self.chain.last_hash, now,
                              self.last_checkpoint[0], self._segment.digest())
-        await self.writer.execute(
+        self.writer.execute(
             "INSERT INTO audit_checkpoints (seq, hash, at_us, from_seq, segment_digest,"
             " signature, key_id) VALUES (?,?,?,?,?,?,?)",
             (cp.seq, cp.hash, cp.at_us, cp.from_seq, cp.segment_digest, cp.signature, cp.key_id),
@@ -388,27 +495,29 @@ class HubStore:
         or from a timer). None without a signer or when there is nothing new."""
         if self.signer is None:
             return None
-        async with self._lock:
-            w = self.writer
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                async with w.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-                    row = await cur.fetchone()
-                head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
-                if head != (self.chain.last_seq, self.chain.last_hash):
-                    self.chain.rollback(*head)
-                    self._segment_upto = -1
-                if self._segment_upto != self.chain.last_seq:
-                    await self._load_checkpoint_state()
-                cp = None
-                if self.chain.last_seq > self.last_checkpoint[0]:
-                    cp = await self._write_checkpoint(self.clock())
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
+        return await self._write(self._checkpoint)
+
+    def _checkpoint(self) -> Checkpoint | None:
+        w = self.writer
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+            if head != (self.chain.last_seq, self.chain.last_hash):
+                self.chain.rollback(*head)
                 self._segment_upto = -1
-                raise
-            return cp
+            if self._segment_upto != self.chain.last_seq:
+                self._load_checkpoint_state()
+            cp = None
+            if self.chain.last_seq > self.last_checkpoint[0]:
+                cp = self._write_checkpoint(self.clock())
+            w.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                w.execute("ROLLBACK")
+            self._segment_upto = -1
+            raise
+        return cp
 
     # -- audit queries (node.audit_tool, in a worker thread) --------------------------------
 
@@ -460,34 +569,32 @@ class HubStore:
 
     async def append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
         """Audit records that come with no envelope to store (e.g. a refused connection)."""
-        async with self._lock:
-            w = self.writer
-            head = (self.chain.last_seq, self.chain.last_hash)
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                await self._append_audit(records)
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                self.chain.rollback(*head)
-                raise
+        def run() -> None:
+            with self._transaction():
+                self._append_audit(records)
+
+        await self._write(run)
 
     # -- delivery --------------------------------------------------------------------------
 
     async def read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> list[QueuedRow]:
         """The next envelopes for ``dest`` in order, at most ``limit`` rows / ~``max_bytes``."""
+        assert self._read_thread is not None, "store not open"
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+
+    def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> list[QueuedRow]:
+        assert self._reader is not None, "store not open"
         rows: list[QueuedRow] = []
         size = 0
-        async with self.reader.execute(
+        for seq, ticket, blob in self._reader.execute(
             "SELECT seq, hub_ticket, envelope FROM queue WHERE dest = ? AND seq > ?"
             " ORDER BY seq LIMIT ?",
             (dest, after_seq, limit),
-        ) as cur:
-            fetched = await cur.fetchall()  # one thread hop, not one per row
-        for seq, ticket, blob in fetched:
+        ).fetchall():
             if rows and size + len(blob) > max_bytes:
                 break
-            rows.append(QueuedRow(seq, dest, ticket, bytes(blob)))
+            rows.append(QueuedRow(seq, dest, ticket, blob))
             size += len(blob)
         return rows
 
@@ -495,14 +602,11 @@ class HubStore:
         self, dest: str, upto_seq: int, count: int, audit_records: Sequence[tuple[str, ...]]
     ) -> None:
         """``dest`` acknowledged everything up to ``upto_seq``: drop it, audit it."""
-        async with self._lock:
-            w = self.writer
-            head = (self.chain.last_seq, self.chain.last_hash)
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                await w.execute("DELETE FROM queue WHERE dest = ? AND seq <= ?", (dest, upto_seq))
-                await self._append_audit(audit_records)
-                await w.execute(
+        def run() -> None:
+            with self._transaction() as w:
+                w.execute("DELETE FROM queue WHERE dest = ? AND seq <= ?", (dest, upto_seq))
+                self._append_audit(audit_records)
+                w.execute(
                     "INSERT INTO destinations (institution, delivered_seq, delivered_count,"
                     " updated_at_us) VALUES (?,?,?,?) ON CONFLICT (institution) DO UPDATE SET"
                     " delivered_seq = excluded.delivered_seq,"
@@ -510,16 +614,16 @@ class HubStore:
                     " updated_at_us = excluded.updated_at_us",
                     (dest, upto_seq, count, time.time_ns() // 1000),
                 )
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                self.chain.rollback(*head)
-                raise
+
+        await self._write(run)
+        self._index_subjects_when_due()
 
     async def set_endpoint(self, institution: str, endpoint: str) -> None:
-        async with self._lock:
-            await self.writer.execute(
+        def run() -> None:
+            self.writer.execute(
                 "INSERT INTO destinations (institution, endpoint, updated_at_us) VALUES (?,?,?)"
                 " ON CONFLICT (institution) DO UPDATE SET endpoint = excluded.endpoint",
                 (institution, endpoint, time.time_ns() // 1000),
             )
+
+        await self._write(run)

@@ -12,15 +12,26 @@ one applied.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
 
-__all__ = ["SYNCHRONOUS_MODES", "connect", "connect_sync", "migrate", "rollback"]
+__all__ = [
+    "SYNCHRONOUS_MODES",
+    "connect",
+    "connect_sync",
+    "insert_rows",
+    "migrate",
+    "migrate_sync",
+    "rollback",
+]
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+WAL_AUTOCHECKPOINT_PAGES = 8192
 
 
 def _pragmas(synchronous: str) -> list[str]:
@@ -32,6 +43,9 @@ def _pragmas(synchronous: str) -> list[str]:
         "PRAGMA busy_timeout=10000",
         "PRAGMA foreign_keys=ON",
         "PRAGMA cache_size=-65536",
+        # Checkpoint the WAL every ~32 MiB instead of ~4 MiB: pages rewritten by many commits
+        # (index pages, the queue's) are copied to the database file once per checkpoint.
+        f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
     ]
 
 
@@ -42,14 +56,65 @@ async def connect(path: Path, synchronous: str = "FULL") -> aiosqlite.Connection
     return conn
 
 
-def connect_sync(path: Path, read_only: bool = False) -> sqlite3.Connection:
-    """A plain connection for command-line tools (audit verify, status)."""
+def connect_sync(
+    path: Path, read_only: bool = False, synchronous: str | None = None
+) -> sqlite3.Connection:
+    """A plain connection: for command-line tools (audit verify, status) as is; with
+    ``synchronous``, set up like :func:`connect` for a store that runs its statements in a
+    thread of its own (usable from any one thread at a time)."""
     if read_only:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=synchronous is None)
     else:
-        conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=10000")
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=synchronous is None)
+    if synchronous is None:
+        conn.execute("PRAGMA busy_timeout=10000")
+    else:
+        for pragma in _pragmas(synchronous):
+            conn.execute(pragma)
     return conn
+
+
+def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
+    """:func:`migrate` on a plain connection."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(migrations):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this software ({len(migrations)})"
+        )
+    for number, script in enumerate(migrations[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(migrations)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_clause(row_sql: str, rows: int) -> str:
+    return ",".join([row_sql] * rows)
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[Sequence[object]],
+    chunk: int = 1024, row_sql: str | None = None,
+) -> None:
+    """``insert`` (``INSERT INTO t (...) VALUES ``) for all ``rows`` of ``columns`` values, as
+    multi-row statements of up to ``chunk`` rows: one SQLite call per chunk instead of one per
+    row (``executemany`` steps, and releases and re-takes the GIL, once per row). ``row_sql``:
+    the ``(?,...)`` of one row, if it adds constants."""
+    row_sql = row_sql or "(" + ",".join("?" * columns) + ")"
+    limit = max(1, min(chunk, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns))
+    for i in range(0, len(rows), limit):
+        part = rows[i:i + limit]
+        conn.execute(insert + _values_clause(row_sql, len(part)),
+                     list(itertools.chain.from_iterable(part)))
 
 
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> int:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import sqlite3
-import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from node.audit_tool import load_public_keys, verify_file, who_consulted
+from node.audit_tool import load_public_keys, subject_query, verify_file, who_consulted
 from node.core.audit import ExportError, verify_export
-from node.store.hub_store import HubStore
+from node.store.hub_store import SUBJECT_INDEX_EVERY, HubStore
 from node.wire.signed import ensure_signing_key, load_public_key, public_path
 
 ENVELOPES = 100_000
@@ -31,6 +30,7 @@ RECEIVERS = ("0887654321", "0876543210", "0865432109", "0854321098")
 OFFLINE = "0843210987"  # never acknowledges: its envelopes stay undelivered
 SERVICES = ("ssn.identity", "ssn.income", "ssn.career", "ssn.address.mutation")
 REASONS = ("NOT_AUTHORIZED", "NO_RECEIVER", "QUOTA_EXCEEDED", "PHASE_TOO_LOW")
+DEFERRED_TAIL = 15_000  # records left out of the subject index (see _build)
 
 
 @dataclass
@@ -106,7 +106,11 @@ async def _build(root: Path) -> Built:
         previous_end = store.next_queue_seq - 1
     await store.checkpoint()
     records = store.chain.last_seq
-    await store.close()
+    await store.close()  # moves every record into the subject index
+    # As a hub killed while running leaves it: its newest records not in the index yet.
+    conn = sqlite3.connect(root / "hub.sqlite", isolation_level=None)
+    conn.execute("UPDATE audit SET deferred = 1 WHERE seq > ?", (records - DEFERRED_TAIL,))
+    conn.close()
     return Built(root / "hub.sqlite", public_path(key_path), expected,
                  time.perf_counter() - started, records)
 
@@ -166,24 +170,34 @@ def test_who_consulted_returns_exactly_the_citizens_records(built: Built) -> Non
         conn.close()
 
 
-def test_who_consulted_takes_milliseconds(built: Built) -> None:
+def test_who_consulted_reads_the_subject_index(built: Built) -> None:
+    """The queries who-consulted runs are range reads of ``audit_by_subject`` and of the
+    newest records not in it yet (how fast that is on a large log is measured by
+    ``benchmarks/audit.py``, not asserted here)."""
     conn = _reader(built.db)
     try:
-        times = []
-        for _ in range(30):
-            t = time.perf_counter()
-            who_consulted(conn, TARGET)
-            times.append(time.perf_counter() - t)
-        plan = " ".join(str(r[-1]) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE subject_number = ? ORDER BY seq",
-            (TARGET,)))
+        def plan(sql: str, *params: object) -> str:
+            return " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+        indexed = [plan(subject_query("seq") + tail, TARGET, *extra)
+                   for tail, extra in ((" ORDER BY seq", ()), (" AND at_us >= ? ORDER BY seq", (T0,)),
+                                       (" ORDER BY seq DESC LIMIT ?", (3,)))]
+        deferred = plan(subject_query("seq", deferred=True), TARGET)
+        # Partial indexes: records without a subject (deliveries) are never in the subject
+        # index; the hub's newest records wait in audit_deferred and move in bulk.
+        index_sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                                      " AND name IN ('audit_by_subject', 'audit_deferred')"))
+        waiting = conn.execute("SELECT count(*) FROM audit WHERE deferred = 1").fetchone()[0]
+        moved = conn.execute("SELECT count(*) FROM audit WHERE deferred = 0").fetchone()[0]
     finally:
         conn.close()
-    median_ms = statistics.median(times) * 1000
-    print(f"\nwho-consulted over {built.records} records (built in {built.build_s:.1f} s):"
-          f" median {median_ms:.2f} ms")
-    assert "USING INDEX audit_by_subject" in plan or "USING COVERING INDEX" in plan
-    assert median_ms < 50
+    for p in indexed:
+        assert "USING INDEX audit_by_subject" in p or "USING COVERING INDEX audit_by_subject" in p, p
+        assert "TEMP B-TREE" not in p, p  # no sort: the index is in seq order
+    assert "audit_deferred" in deferred, deferred
+    assert index_sql["audit_by_subject"].endswith("WHERE subject_number <> '' AND deferred = 0")
+    assert index_sql["audit_deferred"].endswith("WHERE deferred = 1")
+    assert waiting == DEFERRED_TAIL < SUBJECT_INDEX_EVERY and moved > 100_000  # both exercised
 
 
 def test_the_export_verifies_with_only_the_hub_public_key(built: Built, tmp_path: Path) -> None:

@@ -90,3 +90,11 @@ def test_quota_counts_pending_and_this_batch_all_or_nothing() -> None:
                                              Reason.ACCEPTED, Reason.QUOTA_EXCEEDED,
                                              Reason.QUOTA_EXCEEDED]
     assert added == {B: 2, C: 1}  # the refused fan-out did not count towards C
+
+
+def test_a_batch_decides_each_envelope_as_if_alone() -> None:
+    """check_batch remembers service and receiver checks per batch: same decisions."""
+    heads = [head(receivers=r, service_id=s, service_version=v)
+             for r in ((B,), (B, C), (A,), (B, B), (), ("0999999999",))
+             for s, v in (("svc", 1), ("svc", 0), ("svc", 3), ("other", 1))] * 2
+    assert check_batch(heads, A, POLICY) == [check_envelope(h, A, POLICY) for h in heads]
