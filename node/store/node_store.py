@@ -11,21 +11,29 @@ watermark; the hub answers those it already stored with their original outcome (
 Inbox: delivered envelopes are committed before the node acknowledges the delivery batch;
 ``hub_ticket`` is unique, so a redelivery of the same envelope is dropped (counted as a
 duplicate). Applications read unacknowledged rows in arrival order and acknowledge by ticket.
+
+Threads: writes run on one plain ``sqlite3`` connection in a writer thread of their own, reads
+on a second connection in a reader thread (WAL: readers never wait for the writer). Each
+transaction is one function handed to its thread, so a batch costs one trip there and back,
+not one per statement; rows go in as multi-row ``INSERT``s (:func:`insert_rows`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-import aiosqlite
-
-from node.store.sqlite import connect, migrate, rollback
+from node.store.sqlite import connect_sync, insert_rows, migrate_sync
 
 __all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
+
+T = TypeVar("T")
 
 MIGRATIONS = [
     """
@@ -90,56 +98,85 @@ class NodeStore:
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
-        self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
         self.origin = ""
         self.decided_seq = 0
         self.sent_accepted = 0
         self.sent_refused = 0
-        self._last_seq = 0
+        self._last_seq = 0  # read and written in the writer thread only (after open)
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
 
+    # -- threads -----------------------------------------------------------------------------
+
+    async def _write(self, func: Callable[..., T], *args: object) -> T:
+        assert self._write_thread is not None, "store not open"
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+
+    async def _read(self, func: Callable[..., T], *args: object) -> T:
+        assert self._read_thread is not None, "store not open"
+        return await asyncio.get_running_loop().run_in_executor(self._read_thread, func, *args)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        w = self._writer
+        assert w is not None, "store not open"
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(w)
+            w.execute("COMMIT")
+        except BaseException:
+            if w.in_transaction:
+                w.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await connect(self.path, self.synchronous)
-        await migrate(self._conn, MIGRATIONS)
-        self.origin = await self._meta("origin") or ""
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="node-store-writer")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="node-store-reader")
+        try:
+            await self._write(self._open_writer)
+            await self._read(self._open_reader)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open_writer(self) -> None:
+        w = self._writer = connect_sync(self.path, synchronous=self.synchronous)
+        migrate_sync(w, MIGRATIONS)
+        meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
+        self.origin = meta.get("origin", "")
         if not self.origin:
             self.origin = str(uuid.uuid4())
-            await self._set_meta("origin", self.origin)
-        self.decided_seq = int(await self._meta("decided_seq") or 0)
-        self.sent_accepted = int(await self._meta("sent_accepted") or 0)
-        async with self.conn.execute(
+            self._transaction(lambda c: _set_meta(c, [("origin", self.origin)]))
+        self.decided_seq = int(meta.get("decided_seq", 0))
+        self.sent_accepted = int(meta.get("sent_accepted", 0))
+        self.sent_refused = int(meta.get("sent_refused", 0))
+        row = w.execute(
             "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0),"
             " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))"
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         self._last_seq = int(row[0]) if row else 0
-        self.sent_refused = int(await self._meta("sent_refused") or 0)
+
+    def _open_reader(self) -> None:
+        self._reader = connect_sync(self.path, synchronous=self.synchronous)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-
-    @property
-    def conn(self) -> aiosqlite.Connection:
-        assert self._conn is not None, "store not open"
-        return self._conn
-
-    async def _meta(self, key: str) -> str | None:
-        async with self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else None
-
-    async def _set_meta(self, key: str, value: str) -> None:
-        await self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-            " DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        for thread, attr in ((self._write_thread, "_writer"), (self._read_thread, "_reader")):
+            if thread is None:
+                continue
+            conn = getattr(self, attr)
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+                setattr(self, attr, None)
+            thread.shutdown(wait=True)
+        self._write_thread = self._read_thread = None
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -147,33 +184,35 @@ class NodeStore:
         """Store envelopes for sending; return their sequences (committed on return)."""
         if not envelopes:
             return []
-        async with self._lock:
-            c = self.conn
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                start = self._last_seq + 1
-                seqs = list(range(start, start + len(envelopes)))
-                await c.executemany(
-                    "INSERT INTO outbox (seq, envelope) VALUES (?, ?)", zip(seqs, envelopes, strict=True)
-                )
-                await c.execute("COMMIT")
-            except BaseException:
-                await rollback(c)
-                raise
-            self._last_seq = seqs[-1]
+        def run() -> list[int]:
+            seqs = self._transaction(lambda c: self._append_outbox(c, envelopes))
+            self._last_seq = seqs[-1]  # committed: the numbers are taken
+            return seqs
+
+        seqs = await self._write(run)
         self.outbox_changed.set()
+        return seqs
+
+    def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes]) -> list[int]:
+        """In the writer thread, inside a transaction: the next sequences after
+        ``_last_seq``, which the caller moves once the transaction committed."""
+        start = self._last_seq + 1
+        seqs = list(range(start, start + len(envelopes)))
+        insert_rows(c, "INSERT INTO outbox (seq, envelope) VALUES ", 2,
+                    list(zip(seqs, envelopes, strict=True)))
         return seqs
 
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Undecided envelopes after ``after_seq``, in order."""
+        def read() -> list[tuple[int, bytes]]:
+            assert self._reader is not None
+            return self._reader.execute(
+                "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (max(after_seq, self.decided_seq), limit)).fetchall()
+
         rows: list[tuple[int, bytes]] = []
         size = 0
-        async with self.conn.execute(
-            "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (max(after_seq, self.decided_seq), limit),
-        ) as cur:
-            found = await cur.fetchall()  # one trip to the database thread, not one per 64 rows
-        for seq, blob in found:
+        for seq, blob in await self._read(read):
             if rows and size + len(blob) > max_bytes:
                 break
             rows.append((seq, blob))
@@ -185,52 +224,44 @@ class NodeStore:
     ) -> None:
         """Store the hub's outcomes ``(reason, detail, ticket, receivers, seq)`` and move the
         decided watermark to ``last_seq``."""
-        async with self._lock:
-            c = self.conn
-            new = [o for o in outcomes if o[4] > self.decided_seq]
-            accepted = sum(1 for o in new if o[0] in _STORED)
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                await c.executemany(
-                    "INSERT OR REPLACE INTO outcomes (reason, detail, hub_ticket, receivers, seq)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    new,
-                )
-                await c.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [("decided_seq", str(last_seq)),
-                     ("sent_accepted", str(self.sent_accepted + accepted)),
-                     ("sent_refused", str(self.sent_refused + len(new) - accepted))])
-                await c.execute("COMMIT")
-            except BaseException:
-                await rollback(c)
-                raise
-            self.decided_seq = max(self.decided_seq, last_seq)
-            self.sent_accepted += accepted
-            self.sent_refused += len(new) - accepted
+        new = [o for o in outcomes if o[4] > self.decided_seq]
+        accepted = sum(1 for o in new if o[0] in _STORED)
+        counters = [("decided_seq", str(last_seq)),
+                    ("sent_accepted", str(self.sent_accepted + accepted)),
+                    ("sent_refused", str(self.sent_refused + len(new) - accepted))]
+
+        def body(c: sqlite3.Connection) -> None:
+            insert_rows(c, "INSERT OR REPLACE INTO outcomes (reason, detail, hub_ticket,"
+                        " receivers, seq) VALUES ", 5, new)
+            _set_meta(c, counters)
+
+        await self._write(self._transaction, body)
+        self.decided_seq = max(self.decided_seq, last_seq)
+        self.sent_accepted += accepted
+        self.sent_refused += len(new) - accepted
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
+        def read() -> dict[int, tuple[str, str, str, str]]:
+            assert self._reader is not None
+            found = {}
+            for start in range(0, len(seqs), 500):
+                chunk = list(seqs[start:start + 500])
+                found.update({row[0]: row[1:] for row in self._reader.execute(
+                    "SELECT seq, reason, detail, hub_ticket, receivers FROM outcomes WHERE seq IN"
+                    f" ({','.join('?' * len(chunk))})", chunk)})
+            return found
+
+        found = await self._read(read) if seqs else {}
         result = []
         for seq in seqs:
-            async with self.conn.execute(
-                "SELECT reason, detail, hub_ticket, receivers FROM outcomes WHERE seq = ?", (seq,)
-            ) as cur:
-                row = await cur.fetchone()
+            row = found.get(seq)
             if row is None:
                 known = seq <= self._last_seq
                 result.append(OutboxOutcome(seq, None, "" if known else "unknown sequence", "", ()))
                 continue
             reason, detail, ticket, receivers = row
-            result.append(
-                OutboxOutcome(
-                    seq,
-                    None if reason is None else str(reason),
-                    detail or "",
-                    ticket or "",
-                    tuple(receivers.split(",")) if receivers else (),
-                )
-            )
+            result.append(OutboxOutcome(seq, str(reason), detail or "", ticket or "",
+                                        tuple(receivers.split(",")) if receivers else ()))
         return result
 
     # -- inbox -----------------------------------------------------------------------------
@@ -247,39 +278,33 @@ class NodeStore:
         contributions institution's employment mutation): it is queued in the outbox in the
         same transaction, and only for an envelope that is new in the inbox, so a redelivery
         emits nothing twice."""
-        replies = {}
+        replies: dict[str, bytes] = {}
         if derive is not None:
             for ticket, raw in zip(tickets, envelopes, strict=True):
                 reply = derive(ticket, raw)
                 if reply is not None:
                     replies[ticket] = reply
-        async with self._lock:
-            c = self.conn
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                if replies:  # only those whose envelope is new here
-                    async with c.execute(
+
+        def body(c: sqlite3.Connection) -> tuple[int, list[int]]:
+            if replies:  # only those whose envelope is new here
+                for (known,) in c.execute(
                         f"SELECT hub_ticket FROM inbox WHERE hub_ticket IN"
-                        f" ({','.join('?' * len(replies))})", list(replies)) as cur:
-                        for (known,) in await cur.fetchall():
-                            del replies[known]
-                cur = await c.executemany(
-                    "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES (?, ?)",
-                    zip(tickets, envelopes, strict=True),
-                )
-                stored = max(cur.rowcount, 0)
-                await cur.close()
-                start = self._last_seq + 1
-                seqs = list(range(start, start + len(replies)))
-                if replies:
-                    await c.executemany("INSERT INTO outbox (seq, envelope) VALUES (?, ?)",
-                                        zip(seqs, replies.values(), strict=True))
-                await c.execute("COMMIT")
-            except BaseException:
-                await rollback(c)
-                raise
+                        f" ({','.join('?' * len(replies))})", list(replies)).fetchall():
+                    del replies[known]
+            before = c.total_changes
+            insert_rows(c, "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES ", 2,
+                        list(zip(tickets, envelopes, strict=True)))
+            stored = c.total_changes - before
+            seqs = self._append_outbox(c, list(replies.values())) if replies else []
+            return stored, seqs
+
+        def run() -> tuple[int, list[int]]:
+            stored, seqs = self._transaction(body)
             if seqs:
                 self._last_seq = seqs[-1]
+            return stored, seqs
+
+        stored, seqs = await self._write(run)
         if stored:
             self.inbox_changed.set()
         if seqs:
@@ -287,41 +312,44 @@ class NodeStore:
         return stored
 
     async def fetch(self, limit: int) -> list[tuple[str, bytes]]:
-        async with self.conn.execute(
-            "SELECT hub_ticket, envelope FROM inbox WHERE acked = 0 ORDER BY id LIMIT ?",
-            (limit,),
-        ) as cur:
-            return list(await cur.fetchall())  # type: ignore[arg-type]
+        def read() -> list[tuple[str, bytes]]:
+            assert self._reader is not None
+            return self._reader.execute(
+                "SELECT hub_ticket, envelope FROM inbox WHERE acked = 0 ORDER BY id LIMIT ?",
+                (limit,)).fetchall()
+
+        return await self._read(read)
 
     async def acknowledge(self, tickets: Sequence[str]) -> int:
         """Mark received envelopes as processed by the application (one transaction)."""
-        async with self._lock:
-            c = self.conn
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await c.executemany(
-                    "UPDATE inbox SET acked = 1 WHERE hub_ticket = ? AND acked = 0",
-                    [(t,) for t in tickets],
-                )
-                n = max(cur.rowcount, 0)
-                await cur.close()
-                await c.execute("COMMIT")
-            except BaseException:
-                await rollback(c)
-                raise
-            return n
+        def body(c: sqlite3.Connection) -> int:
+            before = c.total_changes
+            for start in range(0, len(tickets), 500):
+                chunk = list(tickets[start:start + 500])
+                c.execute("UPDATE inbox SET acked = 1 WHERE acked = 0 AND hub_ticket IN"
+                          f" ({','.join('?' * len(chunk))})", chunk)
+            return c.total_changes - before
+
+        return await self._write(self._transaction, body)
 
     async def counts(self) -> NodeCounts:
-        c = self.conn
-        queries = (
-            ("SELECT count(*) FROM outbox WHERE seq > ?", (self.decided_seq,)),
-            ("SELECT count(*) FROM inbox WHERE acked = 0", ()),
-            ("SELECT coalesce(max(id), 0) FROM inbox", ()),
-        )
-        values = []
-        for sql, params in queries:
-            async with c.execute(sql, params) as cur:
-                row = await cur.fetchone()
-            values.append(int(row[0]) if row else 0)
-        pending, unacked, total = values
+        def read() -> list[int]:
+            assert self._reader is not None
+            queries = (
+                ("SELECT count(*) FROM outbox WHERE seq > ?", (self.decided_seq,)),
+                ("SELECT count(*) FROM inbox WHERE acked = 0", ()),
+                ("SELECT coalesce(max(id), 0) FROM inbox", ()),
+            )
+            values = []
+            for sql, params in queries:
+                row = self._reader.execute(sql, params).fetchone()
+                values.append(int(row[0]) if row else 0)
+            return values
+
+        pending, unacked, total = await self._read(read)
         return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
+
+
+def _set_meta(c: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> None:
+    c.executemany("INSERT INTO meta (key, value) VALUES (?, ?)"
+                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value", items)
