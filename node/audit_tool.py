@@ -185,7 +185,7 @@ class Consultation:
 
     seq: int
     at_us: int
-    event: str  # ACCEPTED | REJECTED | INTEGRATED | DEINTEGRATED
+    event: str  # ACCEPTED | REJECTED | ANSWERED | INTEGRATED | DEINTEGRATED
     institution: str  # the sender: who asked
     service_id: str  # what kind of data
     outcome: str  # ACCEPTED or the refusal reason

@@ -26,8 +26,9 @@ The parts (DOMAIN.md):
    *mutation*, every subscriber holding the subject in a subscribed capacity on the event
    date (the envelope's period begin, else today), minus the source; none -> ``NO_RECEIVER``.
 
-Everything here is pure; the caller fetches the integrations of all subjects of a batch in
-one query and passes them in (:class:`DirectoryView`).
+Everything here is pure; the caller fetches the integrations of all subjects of a batch at
+once (from its cache, else one query per 500 subjects) and passes them in
+(:class:`DirectoryView`).
 """
 
 from __future__ import annotations
