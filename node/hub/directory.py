@@ -4,7 +4,8 @@ decisions, and the signed fragments streamed to nodes.
 * Small tables (institutions, services, authorizations, subscriptions, revoked serials) are
   held in memory and rebuilt after every change; integrations and replaced numbers stay in
   SQLite and are fetched per batch, for the batch's distinct subjects only, through an LRU
-  cache of the most recently asked subjects (:mod:`node.store.integrations`).
+  cache of the most recently asked subjects (:mod:`node.store.integrations`), which a
+  background task preloads after start (in subject order, until full).
 * Every change goes through :meth:`Directory.apply` (validated, one revision each, one
   transaction), then wakes the watchers.
 * :meth:`Directory.watch` yields the signed updates for one institution: a snapshot (in parts of
@@ -16,6 +17,7 @@ decisions, and the signed fragments streamed to nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -69,12 +71,24 @@ class Directory:
         self.tables = _Tables()
         self.changed = asyncio.Condition()
         self.on_change: list = []  # callbacks(list[LoggedChange]) run after each apply
+        self._warming: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.store.open()
         await self._reload()
+        self._warming = asyncio.create_task(self._warm(), name="directory-cache-warm-up")
+
+    async def _warm(self) -> None:
+        started = time.monotonic()
+        loaded = await self.store.warm_cache()
+        log.info("directory_cache_warm", subjects=loaded,
+                 seconds=round(time.monotonic() - started, 2))
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warming
         await self.store.close()
 
     @property

@@ -48,6 +48,7 @@ from node.store.integrations import (
     SubjectCache,
     integration_of,
     integration_row,
+    preload,
     read_integrations,
 )
 from node.store.sqlite import connect, migrate
@@ -308,6 +309,11 @@ class DirectoryStore:
             async with self.writer.execute(f"SELECT data FROM {table} ORDER BY key") as cur:
                 result.extend([decode_entity(kind, row[0]) async for row in cur])
         return result
+
+    async def warm_cache(self) -> int:
+        """Preload the integration cache (in the background after start: batches meanwhile
+        read what they miss as usual). Returns the subjects loaded."""
+        return await preload(self.reader, self.integration_cache)
 
     async def integrations_of(self, subjects: Iterable[str]) -> dict[str, tuple[Integration, ...]]:
         """Integrations of the given subjects (cached by subject, else one query per 500)."""

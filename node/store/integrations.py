@@ -25,7 +25,7 @@ import aiosqlite
 
 from node.core.directory import Integration, Period
 
-__all__ = ["SubjectCache", "integration_of", "integration_row", "read_integrations"]
+__all__ = ["SubjectCache", "integration_of", "integration_row", "preload", "read_integrations"]
 
 V = TypeVar("V")
 #: Subjects per ``IN (...)`` query.
@@ -84,6 +84,10 @@ class SubjectCache(Generic[V]):
         self.misses += len(missing)
         return found, missing
 
+    def lookup_one(self, subject: str) -> V | None:
+        """Without counting or refreshing it."""
+        return self._entries.get(subject)
+
     def fill(self, generation: int, values: dict[str, V]) -> None:
         """Remember ``values`` read at ``generation`` (ignored if a write came in between)."""
         if generation != self.generation or not self.max_subjects:
@@ -102,6 +106,48 @@ class SubjectCache(Generic[V]):
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
+
+
+async def preload(
+    conn: aiosqlite.Connection, cache: SubjectCache[tuple[Integration, ...]], rows: int = 20_000,
+) -> int:
+    """Fill ``cache`` from the ``integrations`` table, in subject order, until it is full or
+    the table is read (``rows`` per query; the event loop runs between queries). Returns the
+    subjects loaded. A chunk read while a write came in is dropped (the generation check), so
+    the cache stays true; a subject cut by a chunk's end is read whole with the next one."""
+    after, loaded = "", 0
+    while len(cache) < cache.max_subjects:
+        generation = cache.generation
+        async with conn.execute(
+            f"SELECT {COLUMNS} FROM integrations WHERE subject > ? ORDER BY subject LIMIT ?",
+            (after, rows),
+        ) as cur:
+            found = await cur.fetchall()
+        if not found:
+            break
+        complete = len(found) < rows
+        if not complete:  # the last subject may continue in the next chunk: read it whole then
+            last = found[-1][0]
+            found = [r for r in found if r[0] != last]
+            if not found:  # one subject fills a whole chunk: left to the batches' reads
+                after = last
+                continue
+        held: dict[str, list[Integration]] = {}
+        key = ""
+        for subject, institution, capacity, begin, end, phase in found:
+            if subject != key:  # rows come in subject order: one string per subject
+                key = subject
+                held[key] = []
+            held[key].append(Integration(key, _INSTITUTIONS.setdefault(institution, institution),
+                                         capacity, phase, _period(begin, end)))
+        # A subject a batch read meanwhile is already there (and no older than this).
+        fresh = {s: tuple(v) for s, v in held.items() if cache.lookup_one(s) is None}
+        cache.fill(generation, fresh)
+        loaded += len(fresh)
+        if complete:
+            break
+        after = found[-1][0]
+    return loaded
 
 
 async def read_integrations(

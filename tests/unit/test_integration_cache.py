@@ -74,3 +74,28 @@ async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_pa
         assert (await store.view([CITIZEN, OTHER])).integrations == {CITIZEN: (mine,)}
     finally:
         await store.close()
+
+
+async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) -> None:
+    from node.store.integrations import preload, read_integrations
+
+    store = DirectoryStore(tmp_path / "directory.sqlite")
+    await store.open()
+    try:
+        held = {CITIZEN: [Integration(CITIZEN, A, c, 1, SINCE) for c in range(1, 4)],
+                OTHER: [Integration(OTHER, B, 1, 1, SINCE)],
+                OLD: [Integration(OLD, A, c, 1, SINCE) for c in range(1, 7)]}  # fills a chunk
+        await store.apply([(i, False) for v in held.values() for i in v])
+        cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(100)
+        loaded = await preload(store.reader, cache, rows=4)
+        assert loaded == 2 and len(cache) == 2  # OLD's 6 rows never fit a chunk of 4
+        for subject in (CITIZEN, OTHER):
+            assert sorted(cache.lookup_one(subject) or ()) == sorted(held[subject])
+        assert cache.lookup_one(OLD) is None
+        assert sorted((await read_integrations(store.reader, [OLD], cache))[OLD]) == sorted(held[OLD])
+        # A full cache stops the preload.
+        small: SubjectCache[tuple[Integration, ...]] = SubjectCache(1)
+        await preload(store.reader, small, rows=4)
+        assert len(small) == 1
+    finally:
+        await store.close()
