@@ -16,7 +16,8 @@ Cases (the hub runs the first four per submitted envelope):
 * ``decode_heads``: :func:`node.wire.envelopes.decode_heads` for 1,000 serialized envelopes
   (protobuf parse + :class:`~node.core.envelope.EnvelopeHead`).
 
-Extra cases, other per-envelope steps of the hub's intake: ``uuid4_str`` (hub ticket),
+Extra cases, other per-envelope steps of the hub's intake: ``uuid7_tickets`` (hub tickets,
+:func:`node.hub.intake._uuid7s`),
 ``stamp`` (append ticket + time to the envelope bytes), ``outcome_to_proto``.
 
 Results: ``benchmarks/results/micro-<timestamp>.json``.
@@ -39,6 +40,7 @@ from node.core.audit import ChainWriter
 from node.core.envelope import Decision, Policy, check_batch
 from node.core.identifiers import citizen_number_problem
 from node.core.reasons import Reason
+from node.hub.intake import _uuid7s
 from node.wire.envelopes import decode_heads, outcome_to_proto, stamp
 
 __all__ = ["main"]
@@ -70,7 +72,7 @@ def _cases(envelope_bytes: int) -> dict[str, Callable[[], object]]:
         "citizen_number_problem": citizen,
         "audit_extend": lambda: chain.extend(records),
         "decode_heads": lambda: decode_heads(raws),
-        "uuid4_str": lambda: [str(uuid.uuid4()) for _ in range(ITEMS)],
+        "uuid7_tickets": lambda: list(_uuid7s(ITEMS, now_us)),
         "stamp": lambda: [stamp(r, t, now_us) for r, t in zip(raws, tickets, strict=True)],
         "outcome_to_proto": lambda: [outcome_to_proto(i, accepted, t) for i, t in enumerate(tickets)],
     }

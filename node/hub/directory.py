@@ -65,8 +65,10 @@ class _Tables:
 
 
 class Directory:
-    def __init__(self, store: DirectoryStore, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(self, store: DirectoryStore, signing_key: Ed25519PrivateKey,
+                 preload: bool = True) -> None:
         self.store = store
+        self.preload = preload
         self.signing_key = signing_key
         self.tables = _Tables()
         self.changed = asyncio.Condition()
@@ -76,7 +78,8 @@ class Directory:
     async def open(self) -> None:
         await self.store.open()
         await self._reload()
-        self._warming = asyncio.create_task(self._warm(), name="directory-cache-warm-up")
+        if self.preload:
+            self._warming = asyncio.create_task(self._warm(), name="directory-cache-warm-up")
 
     async def _warm(self) -> None:
         started = time.monotonic()
