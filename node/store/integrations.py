@@ -169,7 +169,8 @@ async def read_integrations(
         keys = {s: s for s in chunk}
         for subject, institution, capacity, begin, end, phase in rows:
             # Cached values share their strings: the subject with its key, the institution
-            # with every other row of that institution (a cached subject costs ~0.5 KB).
+            # with every other row of that institution. (Measured at the hub with ~5 integrations
+            # per subject: up to ~1.4 KB of RSS per cached subject.)
             key = keys[subject]
             lists[key].append(Integration(key, _INSTITUTIONS.setdefault(institution, institution),
                                           capacity, phase, _period(begin, end)))
