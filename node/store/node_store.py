@@ -106,7 +106,7 @@ class NodeStore:
         self.decided_seq = 0
         self.sent_accepted = 0
         self.sent_refused = 0
-        self._last_seq = 0  # read and written in the writer thread only (after open)
+        self._last_seq = 0  # moved by the writer thread only (after each commit)
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
