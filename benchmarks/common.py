@@ -11,20 +11,28 @@ import json
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
 from node.client import make_envelope
 from node.core.identifiers import citizen_check_digits
 
+T = TypeVar("T")
+
 __all__ = [
+    "BenchError",
+    "audit_checks",
+    "in_chunks",
+    "hub_refusals",
+    "interrupted",
     "CITIZEN_POOL",
     "RECEIVER",
     "RESULTS_DIR",
@@ -236,3 +244,60 @@ def write_results(kind: str, data: dict[str, Any], out_dir: Path | None = None) 
         path = out / f"{kind}-{stamp}-{n}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+class BenchError(RuntimeError):
+    """A benchmark run cannot go on (setup refused, traffic refused, a worker failed)."""
+
+
+def interrupted(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl-C, so every process is stopped on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def in_chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``."""
+    part: list[T] = []
+    for item in items:
+        part.append(item)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def hub_refusals(hub_db: Path) -> str:
+    """The hub's refusal reasons so far, from its audit log (read-only; best effort)."""
+    try:
+        conn = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT reason, service_id, count(*), min(detail) FROM audit"
+                " WHERE event = 'REJECTED' GROUP BY reason, service_id LIMIT 5").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"(audit not readable: {exc})"
+    return "; ".join(f"{n} x {reason} on {service} ({detail})"
+                     for reason, service, n, detail in rows) or "(none in the audit log yet)"
+
+
+def audit_checks(hub_db: Path, verify: bool) -> dict[str, Any]:
+    """The hub's audit records by ``event:reason`` after a run, and the chain check."""
+    conn = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
+    try:
+        events = dict(conn.execute("SELECT event || ':' || reason, count(*) FROM audit"
+                                   " GROUP BY 1 ORDER BY 2 DESC").fetchall())
+    finally:
+        conn.close()
+    out: dict[str, Any] = {"events": events}
+    if verify:
+        from node.audit_tool import verify_file
+
+        t = time.monotonic()
+        report = verify_file(hub_db)
+        out["verify"] = {"records": report.records, "ok": report.problem is None,
+                         "problem": None if report.problem is None else str(report.problem),
+                         "seconds": round(time.monotonic() - t, 2)}
+    return out

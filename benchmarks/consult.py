@@ -107,8 +107,11 @@ import grpc
 from benchmarks.common import (
     RECEIVER,
     SENDER,
+    BenchError,
     ProcessMeter,
+    audit_checks,
     citizens,
+    interrupted,
     machine_facts,
     percentile,
     write_results,
@@ -128,10 +131,6 @@ NOT_SENT = "NOT_SENT_OVERLOAD"
 CODE_FILES = ("node/client.py", "node/hub/consult.py", "node/hub/service.py", "node/hub/intake.py",
               "node/store/hub_store.py", "node/member/local_api.py", "node/member/answers.py",
               "node/member/hub_caller.py")
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def _rates(text: str) -> list[float]:
@@ -487,25 +486,6 @@ def run(net: ProcessNetwork, pool: Sequence[str], args: argparse.Namespace,
     return measured
 
 
-def _audit_checks(db: Path, verify: bool) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        events = dict(conn.execute("SELECT event || ':' || reason, count(*) FROM audit"
-                                   " GROUP BY 1 ORDER BY 2 DESC").fetchall())
-    finally:
-        conn.close()
-    out: dict[str, Any] = {"events": events}
-    if verify:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(db)
-        out["verify"] = {"records": report.records, "ok": report.problem is None,
-                         "problem": None if report.problem is None else str(report.problem),
-                         "seconds": round(time.monotonic() - t, 2)}
-    return out
-
-
 def code_digests(files: Sequence[str]) -> dict[str, str]:
     """SHA-256 prefixes of the node files measured (the tree may hold uncommitted work)."""
     import hashlib
@@ -515,17 +495,13 @@ def code_digests(files: Sequence[str]) -> dict[str, str]:
             for name in files if (root / name).exists()}
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.seconds, args.citizens, args.channels, args.max_in_flight, args.deadline_ms) <= 0:
         print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
     deadline = started + args.timeout
     temporary = args.workdir is None
@@ -563,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             net.stop_all()
             with contextlib.suppress(sqlite3.Error, OSError):
                 if net.hub_db.exists():
-                    results["checks"] = _audit_checks(net.hub_db, not args.no_verify)
+                    results["checks"] = audit_checks(net.hub_db, not args.no_verify)
         results["status"] = status
         results["wall_s"] = round(time.monotonic() - started, 1)
         path = write_results("consult", results, Path(args.out) if args.out else None)

@@ -87,8 +87,12 @@ import psutil
 from benchmarks.common import (
     RECEIVER,
     SENDER,
+    BenchError,
     ProcessMeter,
     citizens,
+    hub_refusals,
+    in_chunks,
+    interrupted,
     machine_facts,
     median_of,
     peak_rss_bytes,
@@ -121,10 +125,6 @@ CAPACITY = 1
 BEGIN = Period(date(2020, 1, 1))
 ENDED = Period(date(2020, 1, 1), date(2023, 12, 31))
 _TICKET_DIGITS = 7
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -306,17 +306,6 @@ class Plan:
         }
 
 
-def _chunks(items: Iterator[Entity], size: int) -> Iterator[list[Entity]]:
-    chunk: list[Entity] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def load_direct(net: ProcessNetwork, plan: Plan, chunk: int, deadline: float) -> dict[str, Any]:
     """Write the directory into the hub's directory.sqlite before the hub starts."""
     from node.hub.directory import Directory
@@ -332,7 +321,7 @@ def load_direct(net: ProcessNetwork, plan: Plan, chunk: int, deadline: float) ->
         apply_s = 0.0
         started = time.monotonic()
         try:
-            for part in _chunks(plan.entities(), chunk):
+            for part in in_chunks(plan.entities(), chunk):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"loading timed out after {applied:,} changes")
                 t = time.monotonic()
@@ -373,7 +362,7 @@ def load_api(net: ProcessNetwork, plan: Plan, chunk: int, deadline: float) -> di
     apply_s = 0.0
     started = time.monotonic()
     per_chunk: list[float] = []
-    for part in _chunks(plan.entities(), chunk):
+    for part in in_chunks(plan.entities(), chunk):
         if time.monotonic() > deadline:
             raise TimeoutError(f"loading timed out after {applied:,} changes")
         t = time.monotonic()
@@ -504,7 +493,7 @@ class _RefusalWatch:
                     if refused > self.baseline:
                         self.phase.errors.append(BenchError(
                             f"the hub refused {refused - self.baseline} envelope(s):"
-                            f" {_hub_refusals(self.net)}"))
+                            f" {hub_refusals(self.net.hub_db)}"))
                         self.phase.stop.set()
                         return
 
@@ -517,24 +506,6 @@ class _RefusalWatch:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(5)
-
-
-def _hub_refusals(net: ProcessNetwork) -> str:
-    """The hub's refusal reasons so far, from its audit log (read-only; best effort)."""
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"file:{net.hub_db}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(
-                "SELECT reason, service_id, count(*), min(detail) FROM audit"
-                " WHERE event = 'REJECTED' GROUP BY reason, service_id LIMIT 5").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return f"(audit not readable: {exc})"
-    return "; ".join(f"{n} x {reason} on {service} ({detail})"
-                     for reason, service, n, detail in rows) or "(none in the audit log yet)"
 
 
 def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: int,
@@ -897,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (and SIGINT, even when started in the background with it ignored) ends the run
     # through the same clean-up as a failure: every daemon is stopped, the results written.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     if min(args.envelopes, args.batch, args.window, args.repeat, args.chunk,
            args.citizens, args.sync_repeat) <= 0:
         print("benchmarks.directory: sizes and counts must be positive", file=sys.stderr)
@@ -1009,10 +980,6 @@ def _code_state() -> dict[str, Any]:
 
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "node_changes": git("status", "--porcelain", "--", "node", "pki").splitlines()}
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _guarded(kind: str, rep: int, body: Any, *args: Any) -> dict[str, Any]:

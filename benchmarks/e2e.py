@@ -68,6 +68,7 @@ from typing import Any
 from benchmarks.common import (
     RECEIVER,
     SENDER,
+    BenchError,
     ProcessMeter,
     build_batches,
     machine_facts,
@@ -80,10 +81,6 @@ from node.client import LocalClient
 from node.testing import ProcessNetwork
 
 __all__ = ["main"]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:

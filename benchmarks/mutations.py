@@ -74,8 +74,13 @@ from typing import Any
 
 from benchmarks.common import (
     SENDER,
+    BenchError,
     ProcessMeter,
+    audit_checks,
     citizens,
+    hub_refusals,
+    in_chunks,
+    interrupted,
     machine_facts,
     median_of,
     percentile,
@@ -94,10 +99,6 @@ SOURCE = SENDER
 MUTATION = "bench.mutation.address"
 CAPACITY = 1
 _TICKET_DIGITS = 7
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,17 +150,6 @@ def directory(subs: Sequence[str], pool: Sequence[str]) -> Iterator[Entity]:
     for c in pool:
         for e in subs:
             yield Integration(c, e, CAPACITY, 2, since)
-
-
-def _chunks(items: Iterator[Entity], size: int) -> Iterator[list[Entity]]:
-    chunk: list[Entity] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def build_batches(pool: Sequence[str], first_batch: int, batches: int, size: int,
@@ -294,7 +284,7 @@ class Phase:
                     refused = tx.status().sent_refused - refused_before
                     if refused:
                         raise BenchError(f"the hub refused {refused} mutation(s):"
-                                         f" {_hub_refusals(self.net)}")
+                                         f" {hub_refusals(self.net.hub_db)}")
                     time.sleep(0.05)
             finally:
                 self.stop.set()
@@ -305,19 +295,6 @@ class Phase:
     def latencies_ms(self) -> list[float]:
         return [(d - s) * 1000 for s, d in zip(self.submit_at, self.done_at, strict=True)
                 if d and s]
-
-
-def _hub_refusals(net: ProcessNetwork) -> str:
-    try:
-        conn = sqlite3.connect(f"file:{net.hub_db}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT reason, count(*), min(detail) FROM audit"
-                                " WHERE event = 'REJECTED' GROUP BY reason LIMIT 5").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return f"(audit not readable: {exc})"
-    return "; ".join(f"{n} x {reason} ({detail})" for reason, n, detail in rows) or "(none yet)"
 
 
 class Backlog:
@@ -382,7 +359,7 @@ def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
     net.start_hub()
     t = time.monotonic()
     revision = changes = 0
-    for part in _chunks(directory(subs, pool), args.chunk):
+    for part in in_chunks(directory(subs, pool), args.chunk):
         revision = net.apply_directory(part)
         changes += len(part)
     seeded_s = time.monotonic() - t
@@ -439,28 +416,6 @@ def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
     }
 
 
-def _audit_checks(db: Path, verify: bool) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        events = dict(conn.execute("SELECT event, count(*) FROM audit GROUP BY 1").fetchall())
-    finally:
-        conn.close()
-    out: dict[str, Any] = {"events": events}
-    if verify:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(db)
-        out["verify"] = {"records": report.records, "ok": report.problem is None,
-                         "problem": None if report.problem is None else str(report.problem),
-                         "seconds": round(time.monotonic() - t, 2)}
-    return out
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.subscribers, args.citizens, args.envelopes, args.batch, args.window,
@@ -468,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.mutations: sizes and counts must be positive", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
     deadline = started + args.timeout
     temporary = args.workdir is None
@@ -509,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             net.stop_all()
             with contextlib.suppress(sqlite3.Error, OSError):
                 if net.hub_db.exists():
-                    results["checks"] = _audit_checks(net.hub_db, not args.no_verify)
+                    results["checks"] = audit_checks(net.hub_db, not args.no_verify)
         results["status"] = status
         results["wall_s"] = round(time.monotonic() - started, 1)
         path = write_results("mutations", results, Path(args.out) if args.out else None)
