@@ -61,8 +61,6 @@ class SubjectCache(Generic[V]):
     def __init__(self, max_subjects: int) -> None:
         self.max_subjects = max_subjects
         self.generation = 0
-        self.hits = 0
-        self.misses = 0
         self._entries: OrderedDict[str, V] = OrderedDict()
 
     def __len__(self) -> int:
@@ -80,8 +78,6 @@ class SubjectCache(Generic[V]):
             else:
                 entries.move_to_end(s)
                 found[s] = value
-        self.hits += len(found)
-        self.misses += len(missing)
         return found, missing
 
     def lookup_one(self, subject: str) -> V | None:
