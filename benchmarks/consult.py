@@ -116,8 +116,9 @@ from benchmarks.common import (
     percentile,
     write_results,
 )
-from node.client import LocalClient, consult, make_envelope, serve_answers
+from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
+from node.rpc.multiplex import CallFailed
 from node.testing import ProcessNetwork, default_directory
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2_grpc
@@ -130,7 +131,7 @@ CAPACITY = 1
 NOT_SENT = "NOT_SENT_OVERLOAD"
 CODE_FILES = ("node/client.py", "node/hub/consult.py", "node/hub/service.py", "node/hub/intake.py",
               "node/store/hub_store.py", "node/member/local_api.py", "node/member/answers.py",
-              "node/member/hub_caller.py")
+              "node/member/hub_caller.py", "node/rpc/multiplex.py")
 
 
 def _rates(text: str) -> list[float]:
@@ -155,7 +156,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up per rate")
     p.add_argument("--deadline-ms", type=int, default=2_000, help="deadline of each question")
     p.add_argument("--citizens", type=int, default=10_000, help="integrated citizens asked about")
-    p.add_argument("--channels", type=int, default=2, help="grpc.aio channels to the asker node")
+    p.add_argument("--api", choices=("stream", "unary"), default="stream",
+                   help="the asking application's calls: one Local.Consultations stream"
+                        " (node.client.Consulter, default) or unary Local.Consult calls")
+    p.add_argument("--channels", type=int, default=2,
+                   help="grpc.aio channels to the asker node (--api unary)")
     p.add_argument("--max-in-flight", type=int, default=10_000,
                    help="questions outstanding at most; beyond, a due question is not sent")
     p.add_argument("--probe", type=int, default=200,
@@ -221,9 +226,12 @@ class CpuSplit:
 
 
 class Asker:
-    """The asking application: ``Local.Consult`` on a few ``grpc.aio`` channels."""
+    """The asking application: questions on one ``Local.Consultations`` stream
+    (:class:`node.client.Consulter`), or unary ``Local.Consult`` calls on a few channels."""
 
-    def __init__(self, address: str, channels: int, pool: Sequence[str], deadline_ms: int) -> None:
+    def __init__(self, address: str, channels: int, pool: Sequence[str], deadline_ms: int,
+                 api: str = "stream") -> None:
+        self.consulter = Consulter(address) if api == "stream" else None
         self.channels = [grpc.aio.insecure_channel(address) for _ in range(max(1, channels))]
         self.stubs = itertools.cycle(
             [local_pb2_grpc.LocalStub(c) for c in self.channels])  # type: ignore[no-untyped-call]
@@ -233,6 +241,8 @@ class Asker:
         self.error_details: dict[str, str] = {}  # the first detail seen per failed status
 
     async def close(self) -> None:
+        if self.consulter is not None:
+            await self.consulter.close()
         for channel in self.channels:
             await channel.close()
 
@@ -248,11 +258,19 @@ class Asker:
         sent_wall = time.time_ns() // 1000
         sample.sent = time.perf_counter()
         try:
-            response = await stub.Consult(request, timeout=self.deadline_ms / 1000 + 2)
+            if self.consulter is not None:
+                response = await self.consulter.consult(request.envelope, self.deadline_ms)
+            else:
+                response = await stub.Consult(request, timeout=self.deadline_ms / 1000 + 2)
         except grpc.aio.AioRpcError as exc:
             sample.done = time.perf_counter()
             sample.status = f"RPC_{exc.code().name}"
             self.error_details.setdefault(sample.status, str(exc.details())[:300])
+            return
+        except CallFailed as exc:
+            sample.done = time.perf_counter()
+            sample.status = f"RPC_{exc.code}"
+            self.error_details.setdefault(sample.status, exc.detail[:300])
             return
         sample.done = time.perf_counter()
         done_wall = time.time_ns() // 1000
@@ -398,7 +416,7 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
     loop.set_exception_handler(on_error)  # count, not print, errors of orphaned tasks
     provider_app = asyncio.create_task(
         serve_answers(net.local_api(PROVIDER), _provider_handler, ready))
-    asker = Asker(net.local_api(ASKER), args.channels, pool, args.deadline_ms)
+    asker = Asker(net.local_api(ASKER), args.channels, pool, args.deadline_ms, args.api)
     out: dict[str, Any] = {"rates": []}
     try:
         await asyncio.wait_for(ready.wait(), 30)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from node.rpc.multiplex import StreamCaller
 from node.wire.envelopes import decode, reason_from_proto
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
-__all__ = ["LocalClient", "Outcome", "consult", "make_envelope", "serve_answers"]
+__all__ = ["Consulter", "LocalClient", "Outcome", "consult", "make_envelope", "serve_answers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,35 @@ def consult(address: str, envelope: bytes, deadline_ms: int = 5_000) -> consult_
         return local_pb2_grpc.LocalStub(channel).Consult(
             consult_pb2.ConsultRequest(envelope=envelope, deadline_ms=deadline_ms),
             timeout=deadline_ms / 1000 + 5, wait_for_ready=True)
+
+
+class Consulter:
+    """Many questions at once through a node's local API (asyncio): every question goes on one
+    ``Local.Consultations`` stream. :meth:`consult` raises
+    :class:`node.rpc.multiplex.CallFailed` when the node could not take the question (e.g.
+    ``UNAVAILABLE``: the hub is unreachable)."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        stub = local_pb2_grpc.LocalStub(self.channel)
+        self._caller: StreamCaller[consult_pb2.ConsultRequest, consult_pb2.ConsultResponse] = (
+            StreamCaller(lambda: stub.Consultations(wait_for_ready=True),
+                         consult_pb2.ConsultCalls, consult_pb2.ConsultCall))
+
+    async def consult(self, envelope: bytes, deadline_ms: int = 5_000) -> consult_pb2.ConsultResponse:
+        return await self._caller.call(
+            consult_pb2.ConsultRequest(envelope=envelope, deadline_ms=deadline_ms),
+            timeout=deadline_ms / 1000 + 5)
+
+    async def close(self) -> None:
+        await self._caller.close()
+        await self.channel.close()
+
+    async def __aenter__(self) -> Consulter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 Handler = Callable[[envelope_pb2.Envelope], Awaitable[tuple[int, bytes]]]

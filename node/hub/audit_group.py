@@ -1,8 +1,8 @@
 """Group commit of the consultations' audit records.
 
-A consultation writes two small audit commits at the hub (``ACCEPTED`` when the question
-passes the checks, ``ANSWERED`` when the providers' parts are in), each durable before the
-asker gets its answer. One transaction with its fsync per record would make the disk, not the
+A consultation writes its audit records at the hub in one small commit (``ACCEPTED`` and one
+``ANSWERED`` per source, once the providers' parts are in; a refusal writes ``REJECTED``),
+durable before the asker gets its answer. One transaction with its fsync per record would make the disk, not the
 work, the limit. :class:`AuditGroup` lets the records of concurrent consultations share
 commits: while one commit is being written, the records that arrive wait for the next one,
 which then takes all of them at once (one transaction, one fsync). At low load a commit
@@ -10,7 +10,7 @@ carries one record and costs what it did; under load the cost per record falls.
 
 Guarantees: :meth:`AuditGroup.append` returns only once its records are committed (or raises
 the commit's error); records are committed in the order they were appended (the audit chain
-order), so a question's ``ACCEPTED`` always precedes its ``ANSWERED``. A caller cancelled
+order). A caller cancelled
 while waiting does not withdraw its records: they are committed with the group.
 """
 

@@ -2,8 +2,10 @@
 
 A question is checked exactly like an envelope (:meth:`Intake.decide_one`: structure, then the
 directory's authorization, integration and routing rules) and audited (``ACCEPTED`` or
-``REJECTED``, so "who consulted my data" lists it). The hub then calls ``Node.Answer`` on every
-provider in parallel with the time left (minus a margin to aggregate and reply), and returns:
+``REJECTED``, so "who consulted my data" lists it). The hub then asks every provider in
+parallel, with the time left (minus a margin to aggregate and reply), on the one
+``Node.Answers`` stream it keeps open per provider node (:mod:`node.rpc.multiplex`), and
+returns:
 
 * ``DATA_FOUND`` - every source answered and at least one had data;
 * ``NO_DATA_FOUND`` - every source answered without data;
@@ -11,8 +13,14 @@ provider in parallel with the time left (minus a margin to aggregate and reply),
 * ``REFUSED`` - the question did not pass the checks (the outcome says why).
 
 Each source's answer is audited too (``ANSWERED`` with the source status), also when the
-asker gave up before the answers came: the providers did see the question. A slow or absent
-provider costs at most the deadline, never a hang: every call carries a gRPC deadline.
+asker gave up before the answers came: the providers did see the question. The ``ACCEPTED``
+record (stamped with the time the question came in) and the ``ANSWERED`` records are
+committed together once the parts are in, one commit per consultation, shared with the
+consultations that finish meanwhile (:mod:`node.hub.audit_group`); the asker gets its answer
+only once they are durable. (A hub that crashes while providers are being asked keeps no
+record of that question; its asker got no answer.) A slow or absent
+provider costs at most the deadline, never a hang: every question carries its deadline and
+the hub stops waiting for it when that has passed.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -29,6 +38,7 @@ from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
+from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
@@ -61,29 +71,38 @@ class Consultations:
         self.network = network
         self.limits = limits
         self.clock = clock
-        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._providers: dict[str, tuple[str, grpc.aio.Channel, StreamCaller[
+            cpb.AnswerRequest, cpb.AnswerResponse]]] = {}
         self._asking: set[asyncio.Future[list[cpb.SourcePart]]] = set()
         self.audit = AuditGroup(store.append_audit)
 
     async def close(self) -> None:
         await self.audit.close()
-        for _, channel in self._channels.values():
+        for _, channel, caller in self._providers.values():
+            await caller.close()
             await channel.close()
-        self._channels.clear()
+        self._providers.clear()
 
-    def _channel(self, institution: str) -> grpc.aio.Channel | None:
+    def _provider(self, institution: str) -> StreamCaller[cpb.AnswerRequest,
+                                                           cpb.AnswerResponse] | None:
+        """The ``Node.Answers`` stream of ``institution`` at its registered endpoint."""
         endpoint = self.deliverer.endpoints.get(institution)
         if endpoint is None:
             return None
-        cached = self._channels.get(institution)
+        cached = self._providers.get(institution)
         if cached is not None and cached[0] == endpoint:
-            return cached[1]
+            return cached[2]
+        if cached is not None:  # re-registered elsewhere: the old stream and channel go
+            asyncio.ensure_future(_close(*cached[1:]))
         max_bytes = self.limits.max_payload_bytes + (1 << 20)
         channel = grpc.aio.secure_channel(
             endpoint, self.tls.channel_credentials(),
             options=channel_options(institution_tls_name(self.network, institution), max_bytes))
-        self._channels[institution] = (endpoint, channel)
-        return channel
+        stub = node_pb2_grpc.NodeStub(channel)
+        caller: StreamCaller[cpb.AnswerRequest, cpb.AnswerResponse] = StreamCaller(
+            stub.Answers, cpb.AnswerCalls, cpb.AnswerCall)
+        self._providers[institution] = (endpoint, channel, caller)
+        return caller
 
     async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
         started = time.monotonic()
@@ -110,21 +129,16 @@ class Consultations:
         stamped = stamp(request.envelope, ticket, received)
         response.hub_ticket = ticket
         response.outcome.CopyFrom(outcome_to_proto(0, decision, ticket))
-        # The ACCEPTED record is committed while the providers are asked (one fsync less on
-        # the way); the answer goes back only once it is durable.
-        accepted = self.audit.add([(
-            str(received), "ACCEPTED", ticket, sender, ",".join(decision.receivers), service,
-            subject_type, subject, "ACCEPTED", "consultation")])
+        accepted = (str(received), "ACCEPTED", ticket, sender, ",".join(decision.receivers),
+                    service, subject_type, subject, "ACCEPTED", "consultation")
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
         # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
         # providers' answers are still awaited and audited: they did see the question.
-        asking = asyncio.ensure_future(self._ask_all(ticket, sender, decision.receivers,
-                                                     stamped, max(1.0, left_ms), service,
-                                                     subject_type, subject))
+        asking = asyncio.ensure_future(self._ask_all(accepted, decision.receivers, stamped,
+                                                     max(1.0, left_ms)))
         self._asking.add(asking)  # held until done, also if nobody awaits it any more
         asking.add_done_callback(self._asking.discard)
         parts = await asyncio.shield(asking)
-        await asyncio.shield(accepted)
         response.parts.extend(parts)
         statuses = {p.status for p in parts}
         if statuses - {cpb.SOURCE_DATA, cpb.SOURCE_NO_DATA}:
@@ -136,35 +150,41 @@ class Consultations:
         response.replied_at_unix_us = self.clock()
         return response
 
-    async def _ask_all(self, ticket: str, sender: str, receivers: tuple[str, ...], stamped: bytes,
-                       left_ms: float, service: str, subject_type: str,
-                       subject: str) -> list[cpb.SourcePart]:
-        """Every provider's part, audited (``ANSWERED`` with the source status)."""
+    async def _ask_all(self, accepted: tuple[str, ...], receivers: tuple[str, ...],
+                       stamped: bytes, left_ms: float) -> list[cpb.SourcePart]:
+        """Every provider's part, audited: the ``accepted`` record and one ``ANSWERED`` per
+        source (with the source status) in one commit, durable before this returns."""
         parts = await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers))
         now = str(self.clock())
-        await self.audit.append([
+        _, _, ticket, sender, _, service, subject_type, subject, *_ = accepted
+        await self.audit.append([accepted] + [
             (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
              cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
         return list(parts)
 
     async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:
         part = cpb.SourcePart(institution=institution)
-        channel = self._channel(institution)
-        if channel is None:
+        provider = self._provider(institution)
+        if provider is None:
             part.status, part.detail = cpb.SOURCE_UNAVAILABLE, "no endpoint registered"
             return part
         try:
-            answer = await node_pb2_grpc.NodeStub(channel).Answer(
+            answer = await provider.call(
                 cpb.AnswerRequest(envelope=stamped, deadline_ms=int(max(1, left_ms - MARGIN_MS))),
                 timeout=left_ms / 1000,
             )
-        except grpc.aio.AioRpcError as exc:
-            late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        except CallFailed as exc:
+            late = exc.code == "DEADLINE_EXCEEDED"
             part.status = cpb.SOURCE_TIMEOUT if late else cpb.SOURCE_UNAVAILABLE
-            part.detail = f"{exc.code().name}: {exc.details()}"
+            part.detail = str(exc)
             return part
         part.status, part.data, part.media_type, part.detail = (
             answer.status, answer.data, answer.media_type, answer.detail)
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part
+
+
+async def _close(channel: grpc.aio.Channel, caller: StreamCaller[Any, Any]) -> None:
+    await caller.close()
+    await channel.close()

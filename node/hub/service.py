@@ -21,7 +21,8 @@ from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.rpc.edge import guard_stream, guard_unary, until_drained
-from node.rpc.peer import PeerAuthenticator
+from node.rpc.multiplex import serve_calls
+from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.wire.directory import change_from_proto
 from node.wire.envelopes import outcome_to_proto
@@ -72,8 +73,16 @@ class HubService(hub_pb2_grpc.HubServicer):
 
     async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Institution:
         """The calling institution as the directory knows it, or an audited refusal."""
+        return (await self._identify(context, method))[0]
+
+    async def _identify(
+        self, context: grpc.aio.ServicerContext, method: str, known: Peer | None = None
+    ) -> tuple[Institution, Peer]:
+        """:meth:`_authenticate`, with the certificate; given the ``known`` one from earlier in
+        the same stream, only what can change is checked again (revocation, the directory)."""
         try:
-            peer = self.peers.require(context, "institution")
+            peer = self.peers.require(context, "institution") if known is None else (
+                self.peers.recheck(known))
             institution = self.directory.institution(peer.identity.name)
             if institution is None or not institution.active:
                 raise PermissionDenied(
@@ -88,7 +97,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         except CrossroadsError as exc:
             await self._audit_refusal(context, method, exc)
             raise
-        return institution
+        return institution, peer
 
     async def _audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
@@ -178,6 +187,41 @@ class HubService(hub_pb2_grpc.HubServicer):
             return await self.consultations.consult(sender, request)
 
         return await guard_unary("Hub.Consult", context, body)
+
+    async def Consultations(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[consult_pb2.ConsultReplies]:
+        summary: dict[str, Any] = {"messages": 0}
+        async for replies in guard_stream(
+            "Hub.Consultations", context,
+            self._consultations(request_iterator, context, summary), summary,
+        ):
+            yield replies
+
+    async def _consultations(
+        self,
+        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
+        context: grpc.aio.ServicerContext,
+        summary: dict[str, Any],
+    ) -> AsyncIterator[consult_pb2.ConsultReplies]:
+        institution, peer = await self._identify(context, "Hub.Consultations")
+        sender = institution.enterprise_number
+        summary["sender"] = sender
+
+        async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
+            await self._identify(context, "Hub.Consultations", peer)
+            summary["messages"] += 1
+
+        async def consult(request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
+            return await self.consultations.consult(sender, request)
+
+        async for replies in serve_calls(
+            request_iterator, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
+            on_message=recheck, draining=self.draining,
+        ):
+            yield replies
 
     # -- directory -------------------------------------------------------------------------
 

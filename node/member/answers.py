@@ -1,8 +1,9 @@
 """The provider side of consultations: questions from the hub to the institution's application.
 
 The application keeps a ``Local.Serve`` stream open; :class:`Answering` holds it as the current
-*session*. ``Node.Answer`` (called by the hub) puts a :class:`Question` on the session's queue
-and waits for the matching answer until its deadline. No application attached -> the source is
+*session*. Each question from the hub (a call on ``Node.Answers``) becomes a :class:`Question`
+on the session's queue (at most ``MAX_QUEUED`` unread), and :meth:`Answering.answer` waits
+for the matching answer until the question's deadline. No application attached -> the source is
 ``SOURCE_UNAVAILABLE`` at once; too slow -> ``SOURCE_TIMEOUT``. Nothing here ever waits longer
 than the hub's deadline.
 """
@@ -10,8 +11,8 @@ than the hub's deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
@@ -19,15 +20,24 @@ from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 __all__ = ["Answering", "Session"]
 
 
+MAX_QUEUED = 1000  # questions waiting for the application to read them
+
+
 @dataclass(eq=False)
 class Session:
-    questions: asyncio.Queue[cpb.Question] = field(default_factory=lambda: asyncio.Queue(1000))
+    questions: deque[cpb.Question] = field(default_factory=deque)
     waiting: dict[int, asyncio.Future[cpb.Answer]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when questions arrive
 
     def resolve(self, answer: cpb.Answer) -> None:
         future = self.waiting.pop(answer.id, None)
         if future is not None and not future.done():
             future.set_result(answer)
+
+
+def _expire(future: asyncio.Future[cpb.Answer]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class Answering:
@@ -55,29 +65,30 @@ class Answering:
         if session is None:
             return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
                                       detail="no application is answering at this node")
-        question = cpb.Question(id=next(self._ids), envelope=request.envelope,
-                                deadline_ms=request.deadline_ms)
-        future: asyncio.Future[cpb.Answer] = asyncio.get_running_loop().create_future()
-        session.waiting[question.id] = future
-        try:
-            session.questions.put_nowait(question)
-        except asyncio.QueueFull:
-            session.waiting.pop(question.id, None)
+        if len(session.questions) >= MAX_QUEUED:
             return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
                                       detail="the answering application is saturated")
+        question = cpb.Question(id=next(self._ids), envelope=request.envelope,
+                                deadline_ms=request.deadline_ms)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[cpb.Answer] = loop.create_future()
+        session.waiting[question.id] = future
+        session.questions.append(question)
+        session.wake.set()
+        timer = loop.call_later(max(0.001, request.deadline_ms / 1000), _expire, future)
         try:
-            answer = await asyncio.wait_for(future, max(0.001, request.deadline_ms / 1000))
+            answer = await future
         except TimeoutError:
-            session.waiting.pop(question.id, None)
             return cpb.AnswerResponse(status=cpb.SOURCE_TIMEOUT,
                                       detail=f"no answer within {request.deadline_ms} ms")
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                session.waiting.pop(question.id, None)
             if self.session is not session:  # the application went away
                 return cpb.AnswerResponse(status=cpb.SOURCE_UNAVAILABLE,
                                           detail="the answering application disconnected")
             raise
+        finally:
+            timer.cancel()
+            session.waiting.pop(question.id, None)
         self.answered += 1
         return cpb.AnswerResponse(status=answer.status or cpb.SOURCE_ERROR, data=answer.data,
                                   media_type=answer.media_type, detail=answer.detail)

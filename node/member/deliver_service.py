@@ -1,4 +1,5 @@
-"""The node's gRPC edge for the hub: receive delivery batches, store, acknowledge."""
+"""The node's gRPC edge for the hub: receive delivery batches, store, acknowledge; pass the
+hub's questions to the answering application."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import grpc
 from node.core.errors import InvalidArgument
 from node.member.answers import Answering
 from node.member.declaration_desk import DeclarationDesk
-from node.rpc.edge import guard_stream, guard_unary, until_drained
+from node.rpc.edge import guard_stream, until_drained
+from node.rpc.multiplex import serve_calls
 from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
 from node.wire.gen.crossroads.v1 import consult_pb2, node_pb2, node_pb2_grpc
@@ -64,11 +66,31 @@ class DeliverService(node_pb2_grpc.NodeServicer):
                 last_sequence=batch.last_sequence, stored=stored, duplicates=duplicates
             )
 
-    async def Answer(  # noqa: N802 - gRPC method name
-        self, request: consult_pb2.AnswerRequest, context: grpc.aio.ServicerContext
-    ) -> consult_pb2.AnswerResponse:
-        async def body() -> consult_pb2.AnswerResponse:
-            self.peers.require(context, "hub")
-            return await self.answering.answer(request)
+    async def Answers(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[consult_pb2.AnswerCalls],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[consult_pb2.AnswerReplies]:
+        summary: dict[str, Any] = {"messages": 0}
+        async for replies in guard_stream(
+            "Node.Answers", context, self._answers(request_iterator, context, summary), summary
+        ):
+            yield replies
 
-        return await guard_unary("Node.Answer", context, body)
+    async def _answers(
+        self,
+        request_iterator: AsyncIterator[consult_pb2.AnswerCalls],
+        context: grpc.aio.ServicerContext,
+        summary: dict[str, Any],
+    ) -> AsyncIterator[consult_pb2.AnswerReplies]:
+        hub = self.peers.require(context, "hub")
+
+        async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
+            self.peers.recheck(hub)
+            summary["messages"] += 1
+
+        async for replies in serve_calls(
+            request_iterator, self.answering.answer, consult_pb2.AnswerReplies,
+            consult_pb2.AnswerReply, on_message=recheck, draining=self.draining,
+        ):
+            yield replies

@@ -24,7 +24,8 @@ from node.member.answers import Answering
 from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
-from node.rpc.edge import guard_unary
+from node.rpc.edge import guard_stream, guard_unary
+from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
 from node.wire.declarations import validate_payload
@@ -214,16 +215,26 @@ class LocalService(local_pb2_grpc.LocalServicer):
     async def Consult(  # noqa: N802 - gRPC method name
         self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
     ) -> consult_pb2.ConsultResponse:
-        async def body() -> consult_pb2.ConsultResponse:
-            decisions, ready, heads = self._prepare([request.envelope])
-            await self._check_with_fragment(decisions, ready, heads)
-            if ready[0] is None:  # refused at the source, same reason as the hub would give
-                return consult_pb2.ConsultResponse(
-                    status=consult_pb2.REFUSED, outcome=outcome_to_proto(0, decisions[0]))
-            return await self.hub.consult(
-                consult_pb2.ConsultRequest(envelope=ready[0], deadline_ms=request.deadline_ms))
+        return await guard_unary("Local.Consult", context, lambda: self._consult(request))
 
-        return await guard_unary("Local.Consult", context, body)
+    async def Consultations(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[consult_pb2.ConsultReplies]:
+        async for replies in guard_stream("Local.Consultations", context, serve_calls(
+            request_iterator, self._consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
+        ), {}):
+            yield replies
+
+    async def _consult(self, request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
+        decisions, ready, heads = self._prepare([request.envelope])
+        await self._check_with_fragment(decisions, ready, heads)
+        if ready[0] is None:  # refused at the source, same reason as the hub would give
+            return consult_pb2.ConsultResponse(
+                status=consult_pb2.REFUSED, outcome=outcome_to_proto(0, decisions[0]))
+        return await self.hub.consult(
+            consult_pb2.ConsultRequest(envelope=ready[0], deadline_ms=request.deadline_ms))
 
     async def Serve(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[consult_pb2.Answer],
@@ -236,15 +247,14 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 session.resolve(answer)
 
         reader = asyncio.create_task(read_answers())
+        reader.add_done_callback(lambda _: session.wake.set())
         try:
             while not reader.done():
-                getter = asyncio.ensure_future(session.questions.get())
-                done, _ = await asyncio.wait({getter, reader},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break
-                yield getter.result()
+                await session.wake.wait()
+                session.wake.clear()
+                questions = session.questions
+                while questions and not reader.done():
+                    yield questions.popleft()
         finally:
             reader.cancel()
             self.answering.detach(session)

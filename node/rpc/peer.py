@@ -4,7 +4,8 @@ The TLS handshake has already verified the chain and validity period against the
 CA. Here the leaf certificate (``x509_pem_cert`` in the call's auth context) is parsed once
 per distinct certificate (cached), its ``spiffe://<network>/...`` URI SAN becomes the
 caller's :class:`pki.identity.Identity`, and its serial is checked against the current
-revocation list on every call. Any doubt raises :class:`Unauthenticated`.
+revocation list on every call (and, with :meth:`PeerAuthenticator.recheck`, on every message
+of a long-lived stream). Any doubt raises :class:`Unauthenticated`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class PeerAuthenticator:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[pem] = peer
+        return self.recheck(peer)
+
+    def recheck(self, peer: Peer) -> Peer:
+        """``peer`` again, later in the same stream: its certificate is still not revoked."""
         if peer.serial in self._revoked():
             raise Unauthenticated(
                 f"certificate {peer.serial:x} of {peer.identity.name} is revoked",

@@ -10,9 +10,12 @@ lock, so the revision and the content agree). :meth:`compact` deletes changes up
 revision and records it as ``compacted_revision``: a node that is further behind gets a
 snapshot instead of deltas.
 
-Reads on the hot path (integrations and replacements of a batch's subjects) go through a
-separate reader connection and an LRU cache by subject (:data:`CACHE_SUBJECTS`, see
-:mod:`node.store.integrations`), which :meth:`DirectoryStore.apply` keeps true. The small
+Reads on the hot path: the integrations of a batch's subjects go through a separate reader
+connection and an LRU cache by subject (:data:`CACHE_SUBJECTS`, see
+:mod:`node.store.integrations`); replaced numbers (old -> new) are few (a number is replaced
+when a bis number becomes a register number) and are held whole in memory, so asking about
+a subject never waits for the database to learn it was not replaced. :meth:`DirectoryStore.apply`
+keeps both true. The small
 tables (institutions, services, authorizations) are kept in memory by
 :class:`node.hub.directory.Directory`.
 """
@@ -44,7 +47,6 @@ from node.core.directory import (
     owner_of,
 )
 from node.store.integrations import (
-    CHUNK,
     SubjectCache,
     integration_of,
     integration_row,
@@ -93,7 +95,7 @@ _SMALL_TABLES = {
     "revoked_certificate": "revoked",
 }
 _OWNED_TABLES = {"authorization": "authorizations", "subscription": "subscriptions"}
-#: Subjects whose integrations (and replacement) the hub keeps decoded in memory (LRU).
+#: Subjects whose integrations the hub keeps decoded in memory (LRU).
 CACHE_SUBJECTS = 250_000
 
 
@@ -171,7 +173,7 @@ class DirectoryStore:
         self.revision = 0
         self.compacted_revision = 0
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
-        self.replacement_cache: SubjectCache[str] = SubjectCache(CACHE_SUBJECTS)
+        self._replaced: dict[str, str] = {}  # every replacement: old number -> new number
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +182,8 @@ class DirectoryStore:
         self._reader = await connect(self.path, self.synchronous)
         self.revision = await self._meta("revision")
         self.compacted_revision = await self._meta("compacted_revision")
+        self._replaced = dict(await self.reader.execute_fetchall(  # type: ignore[arg-type]
+            "SELECT old_number, new_number FROM replacements"))
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -239,10 +243,12 @@ class DirectoryStore:
                 self.integration_cache.forget(
                     e.subject for e, _ in by_table["integration"]  # type: ignore[attr-defined]
                 )
-            if "replacement" in by_table:
-                self.replacement_cache.forget(
-                    e.old_number for e, _ in by_table["replacement"]  # type: ignore[attr-defined]
-                )
+            for entity, deleted in by_table.get("replacement", ()):
+                assert isinstance(entity, Replacement)
+                if deleted:
+                    self._replaced.pop(entity.old_number, None)
+                else:
+                    self._replaced[entity.old_number] = entity.new_number
             return logged
 
     async def _apply_state(self, kind: str, items: list[tuple[Entity, bool]]) -> None:
@@ -320,26 +326,17 @@ class DirectoryStore:
         return await read_integrations(self.reader, subjects, self.integration_cache)
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
-        """Old number -> new number for those of ``numbers`` that were replaced."""
-        known, missing = self.replacement_cache.lookup(set(numbers))
-        generation = self.replacement_cache.generation
-        read = dict.fromkeys(missing, "")  # "" = not replaced (cached too)
-        for start in range(0, len(missing), CHUNK):
-            chunk = missing[start:start + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            async with self.reader.execute(
-                f"SELECT old_number, new_number FROM replacements WHERE old_number IN ({marks})",
-                chunk,
-            ) as cur:
-                read.update({o: n for o, n in await cur.fetchall()})
-        self.replacement_cache.fill(generation, read)
-        known.update(read)
-        found = {o: n for o, n in known.items() if n}
-        # Follow chains of replacements (rare) one more level at a time.
-        pending = [n for n in found.values() if n not in found]
-        if pending and len(found) < 100_000:
-            more = await self.replacements_of(pending)
-            found.update(more)
+        """Old number -> new number for those of ``numbers`` that were replaced, and along
+        chains of replacements (at most 10 hops)."""
+        replaced = self._replaced
+        found: dict[str, str] = {}
+        pending = [n for n in numbers if n in replaced]
+        for _ in range(10):
+            if not pending:
+                break
+            step = {n: replaced[n] for n in pending if n not in found}
+            found.update(step)
+            pending = [n for n in step.values() if n in replaced and n not in found]
         return found
 
     async def snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]:

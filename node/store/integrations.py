@@ -157,11 +157,10 @@ async def read_integrations(
     for start in range(0, len(missing), CHUNK):
         chunk = missing[start:start + CHUNK]
         lists: dict[str, list[Integration]] = {s: [] for s in chunk}
-        async with conn.execute(
+        rows = await conn.execute_fetchall(  # one hand-over to the reader thread
             f"SELECT {COLUMNS} FROM integrations WHERE subject IN ({','.join('?' * len(chunk))})",
             chunk,
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         keys = {s: s for s in chunk}
         for subject, institution, capacity, begin, end, phase in rows:
             # Cached values share their strings: the subject with its key, the institution

@@ -11,7 +11,7 @@ from datetime import date
 import grpc
 import pytest
 
-from node.client import consult, make_envelope, serve_answers
+from node.client import Consulter, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Institution, Integration, Period, Service
 from node.testing import InProcessNetwork, default_directory
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
@@ -183,3 +183,41 @@ async def test_an_asker_that_gives_up_still_leaves_the_answers_audited(net) -> N
     assert sorted((c.event, c.outcome, tuple(c.receivers)) for c in answered
                   if c.event == "ANSWERED") == sorted(
         ("ANSWERED", "SOURCE_DATA", (p,)) for p in (P1, P2, P3))
+
+
+async def test_questions_on_one_stream_and_a_provider_node_that_restarts(net) -> None:
+    """``Consulter`` (the ``Local.Consultations`` stream); the hub's ``Node.Answers`` stream to
+    a provider node that went down fails over to SOURCE_UNAVAILABLE at once and is opened
+    again when the node is back."""
+    def question(i: int) -> bytes:
+        return make_envelope(SERVICE, [], b"", subject_citizen=CITIZEN, capacity=1,
+                             sender_ticket=f"s-{i}")
+
+    tasks = {p: await provider(net, p, data=b"x") for p in (P1, P2, P3)}
+    try:
+        async with Consulter(net.local_api(ASKER)) as consulter:
+            first = await asyncio.gather(*(consulter.consult(question(i), 5_000)
+                                           for i in range(30)))
+            assert [r.status for r in first] == [cpb.DATA_FOUND] * 30
+            assert [r.sender_ticket for r in first] == [f"s-{i}" for i in range(30)]
+
+            await stop(tasks.pop(P1))
+            await net.stop_node(P1)
+            started = time.monotonic()
+            down = await consulter.consult(question(30), 5_000)
+            assert time.monotonic() - started < 4  # not the whole deadline
+            assert down.status == cpb.INCOMPLETE_DATA
+            assert {p.institution: p.status for p in down.parts}[P1] == cpb.SOURCE_UNAVAILABLE
+
+            await net.start_node(P1)
+            tasks[P1] = await provider(net, P1, data=b"x")
+            back = None
+            for i in range(50):  # until the node has registered again
+                back = await consulter.consult(question(100 + i), 5_000)
+                if back.status == cpb.DATA_FOUND:
+                    break
+                await asyncio.sleep(0.1)
+            assert back is not None and back.status == cpb.DATA_FOUND
+            assert sorted(p.institution for p in back.parts) == sorted((P1, P2, P3))
+    finally:
+        await stop(*tasks.values())

@@ -12,7 +12,7 @@ from node.client import make_envelope
 from node.core.directory import Authorization, Institution, Integration, Period, RevokedCertificate, Service
 from node.hub.directory import INTEGRATION_SERVICE
 from node.testing import InProcessNetwork, default_directory
-from node.wire.gen.crossroads.v1 import directory_pb2, envelope_pb2, hub_pb2_grpc
+from node.wire.gen.crossroads.v1 import consult_pb2, directory_pb2, envelope_pb2, hub_pb2_grpc
 from pki.ca import load_certificate
 from tests.conftest import fetch_all, hub_channel, submit_raw
 
@@ -124,6 +124,31 @@ async def test_revocation_through_the_directory_refuses_the_next_stream(net) -> 
     async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await submit_raw(channel, [envelope_pb2.EnvelopeBatch()])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "CERTIFICATE_REVOKED" in err.value.details()
+
+
+async def test_revocation_ends_an_open_consultation_stream(net) -> None:
+    """The certificate is checked again on every message of a long-lived Consultations stream."""
+    key, cert = net.node_certs[HEALTH]
+
+    def call(i: int) -> consult_pb2.ConsultCalls:
+        question = make_envelope("no.such.service", [], b"", sender=HEALTH,
+                                 subject_citizen=CITIZEN, capacity=2)
+        return consult_pb2.ConsultCalls(calls=[consult_pb2.ConsultCall(
+            id=i, request=consult_pb2.ConsultRequest(envelope=question, deadline_ms=1_000))])
+
+    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+        stream = hub_pb2_grpc.HubStub(channel).Consultations(timeout=10)
+        await stream.write(call(1))
+        (reply,) = (await stream.read()).replies
+        assert reply.id == 1 and reply.response.status == consult_pb2.REFUSED
+        serial = format(load_certificate(cert).serial_number, "x")
+        await net.hub.directory.apply([(RevokedCertificate(serial, HEALTH, "key compromise"),
+                                        False)])
+        await stream.write(call(2))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stream.read()
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "CERTIFICATE_REVOKED" in err.value.details()
 

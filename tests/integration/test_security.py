@@ -12,7 +12,14 @@ import pytest
 from node.client import make_envelope
 from node.rpc.tls import channel_options, institution_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork, Pki
-from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
+from node.wire.gen.crossroads.v1 import (
+    consult_pb2,
+    envelope_pb2,
+    hub_pb2,
+    hub_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+)
 from pki import ca as pki_ca
 from tests.conftest import A, B, hub_channel, submit_raw
 
@@ -98,14 +105,19 @@ async def test_spoofed_sender_is_rejected_and_audited(network: InProcessNetwork)
     assert B in rows[0][2]
 
 
-async def test_only_the_hub_may_deliver_to_a_node(network: InProcessNetwork) -> None:
-    """A node's Deliver service refuses another node's certificate."""
-    key, cert = network.node_certs[A]
+def _as_node_to_node(network: InProcessNetwork, caller: str, node: str) -> grpc.aio.Channel:
+    """A channel to ``node``'s hub-facing server with ``caller``'s (a node's) certificate."""
+    key, cert = network.node_certs[caller]
     creds = grpc.ssl_channel_credentials(network.pki.ca_cert.read_bytes(), key.read_bytes(),
                                          cert.read_bytes())
-    target = f"127.0.0.1:{network.nodes[B].port}"
-    options = channel_options(institution_tls_name("demo", B), 1 << 20)
-    async with grpc.aio.secure_channel(target, creds, options=options) as channel:
+    return grpc.aio.secure_channel(f"127.0.0.1:{network.nodes[node].port}", creds,
+                                   options=channel_options(institution_tls_name("demo", node),
+                                                           1 << 20))
+
+
+async def test_only_the_hub_may_deliver_to_a_node(network: InProcessNetwork) -> None:
+    """A node's Deliver service refuses another node's certificate."""
+    async with _as_node_to_node(network, A, B) as channel:
         call = node_pb2_grpc.NodeStub(channel).Deliver(timeout=5)
         await call.write(node_pb2.DeliveryBatch(last_sequence=1, envelopes=[b""],
                                                 hub_tickets=["fake"]))
@@ -113,3 +125,14 @@ async def test_only_the_hub_may_deliver_to_a_node(network: InProcessNetwork) -> 
             await call.read()
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert (await asyncio.to_thread(lambda: network.nodes[B].deliver.received)) == 0
+
+
+async def test_only_the_hub_may_ask_a_node_for_answers(network: InProcessNetwork) -> None:
+    """A node's Answers stream refuses another node's certificate."""
+    async with _as_node_to_node(network, A, B) as channel:
+        call = node_pb2_grpc.NodeStub(channel).Answers(timeout=5)
+        await call.write(consult_pb2.AnswerCalls(calls=[consult_pb2.AnswerCall(
+            id=1, request=consult_pb2.AnswerRequest(envelope=b"", deadline_ms=100))]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -99,3 +99,21 @@ async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) ->
         assert len(small) == 1
     finally:
         await store.close()
+
+
+async def test_hub_directory_knows_every_replacement_after_reopening(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "directory.sqlite")
+    await store.open()
+    try:
+        # A chain: OLD -> OTHER -> CITIZEN.
+        await store.apply([(Replacement(OLD, OTHER), False), (Replacement(OTHER, CITIZEN), False)])
+    finally:
+        await store.close()
+    again = DirectoryStore(tmp_path / "directory.sqlite")
+    await again.open()
+    try:
+        assert await again.replacements_of([OLD, CITIZEN]) == {OLD: OTHER, OTHER: CITIZEN}
+        await again.apply([(Replacement(OTHER, CITIZEN), True)])
+        assert await again.replacements_of([OLD]) == {OLD: OTHER}
+    finally:
+        await again.close()

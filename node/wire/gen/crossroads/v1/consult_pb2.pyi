@@ -123,3 +123,67 @@ class Answer(_message.Message):
     detail: str
     services: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, id: _Optional[int] = ..., status: _Optional[_Union[SourceStatus, str]] = ..., data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., detail: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ConsultCall(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: ConsultRequest
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[ConsultRequest, _Mapping]] = ...) -> None: ...
+
+class ConsultCalls(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[ConsultCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[ConsultCall, _Mapping]]] = ...) -> None: ...
+
+class ConsultReply(_message.Message):
+    __slots__ = ("id", "response", "error_code", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: ConsultResponse
+    error_code: str
+    error: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ConsultResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ConsultReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[ConsultReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[ConsultReply, _Mapping]]] = ...) -> None: ...
+
+class AnswerCall(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: AnswerRequest
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[AnswerRequest, _Mapping]] = ...) -> None: ...
+
+class AnswerCalls(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[AnswerCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[AnswerCall, _Mapping]]] = ...) -> None: ...
+
+class AnswerReply(_message.Message):
+    __slots__ = ("id", "response", "error_code", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: AnswerResponse
+    error_code: str
+    error: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[AnswerResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class AnswerReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[AnswerReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[AnswerReply, _Mapping]]] = ...) -> None: ...

@@ -28,7 +28,7 @@ from node.wire.gen.crossroads.v1 import directory_pb2 as crossroads_dot_v1_dot_d
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rossroads/v1/hub.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\x1a\x1d\x63rossroads/v1/directory.proto\x1a\x1c\x63rossroads/v1/envelope.proto\"#\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"8\n\x10RegisterResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x32\x88\x03\n\x03Hub\x12\x43\n\x06Submit\x12\x1c.crossroads.v1.EnvelopeBatch\x1a\x17.crossroads.v1.BatchAck(\x01\x30\x01\x12K\n\x08Register\x12\x1e.crossroads.v1.RegisterRequest\x1a\x1f.crossroads.v1.RegisterResponse\x12U\n\x0eWatchDirectory\x12\x1b.crossroads.v1.WatchRequest\x1a$.crossroads.v1.SignedDirectoryUpdate0\x01\x12N\n\tIntegrate\x12\x1f.crossroads.v1.IntegrateRequest\x1a .crossroads.v1.IntegrateResponse\x12H\n\x07\x43onsult\x12\x1d.crossroads.v1.ConsultRequest\x1a\x1e.crossroads.v1.ConsultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rossroads/v1/hub.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\x1a\x1d\x63rossroads/v1/directory.proto\x1a\x1c\x63rossroads/v1/envelope.proto\"#\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"8\n\x10RegisterResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x32\xd9\x03\n\x03Hub\x12\x43\n\x06Submit\x12\x1c.crossroads.v1.EnvelopeBatch\x1a\x17.crossroads.v1.BatchAck(\x01\x30\x01\x12K\n\x08Register\x12\x1e.crossroads.v1.RegisterRequest\x1a\x1f.crossroads.v1.RegisterResponse\x12U\n\x0eWatchDirectory\x12\x1b.crossroads.v1.WatchRequest\x1a$.crossroads.v1.SignedDirectoryUpdate0\x01\x12N\n\tIntegrate\x12\x1f.crossroads.v1.IntegrateRequest\x1a .crossroads.v1.IntegrateResponse\x12H\n\x07\x43onsult\x12\x1d.crossroads.v1.ConsultRequest\x1a\x1e.crossroads.v1.ConsultResponse\x12O\n\rConsultations\x12\x1b.crossroads.v1.ConsultCalls\x1a\x1d.crossroads.v1.ConsultReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,5 +40,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERRESPONSE']._serialized_start=169
   _globals['_REGISTERRESPONSE']._serialized_end=225
   _globals['_HUB']._serialized_start=228
-  _globals['_HUB']._serialized_end=620
+  _globals['_HUB']._serialized_end=701
 # @@protoc_insertion_point(module_scope)

@@ -67,6 +67,11 @@ class HubStub:
                 request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
                 _registered_method=True)
+        self.Consultations = channel.stream_stream(
+                '/crossroads.v1.Hub/Consultations',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultCalls.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultReplies.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -128,10 +133,21 @@ class HubServicer:
 
     def Consult(self, request, context):
         """Ask a question (a consultation): the hub checks the envelope like any other, forwards it
-        to the provider(s) the directory names (Node.Answer, in parallel), waits up to the
+        to the provider(s) the directory names (Node.Answers, in parallel), waits up to the
         deadline and returns one aggregated answer: DATA_FOUND, NO_DATA_FOUND, INCOMPLETE_DATA
         (naming the sources that did not answer) or REFUSED (with the reason). Never longer than
         deadline_ms. Errors: UNAUTHENTICATED. Audited like envelopes, plus one record per source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Consultations(self, request_iterator, context):
+        """The same as Consult for many questions on one long-lived stream (what nodes use): each
+        ConsultCall is answered by the ConsultReply with its id, in any order, each within its
+        own deadline_ms. The caller's certificate is checked when the stream opens and again
+        for every message (a revoked certificate ends the stream). Errors: UNAUTHENTICATED,
+        UNAVAILABLE while stopping; per call: RESOURCE_EXHAUSTED when too many are in flight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +180,11 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.Consult,
                     request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.SerializeToString,
+            ),
+            'Consultations': grpc.stream_stream_rpc_method_handler(
+                    servicer.Consultations,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultCalls.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +326,33 @@ class Hub:
             '/crossroads.v1.Hub/Consult',
             crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
             crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consultations(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/crossroads.v1.Hub/Consultations',
+            crossroads_dot_v1_dot_consult__pb2.ConsultCalls.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.ConsultReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,11 @@ class LocalStub:
                 request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
                 _registered_method=True)
+        self.Consultations = channel.stream_stream(
+                '/crossroads.v1.Local/Consultations',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultCalls.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultReplies.FromString,
+                _registered_method=True)
         self.Serve = channel.stream_stream(
                 '/crossroads.v1.Local/Serve',
                 request_serializer=crossroads_dot_v1_dot_consult__pb2.Answer.SerializeToString,
@@ -127,6 +132,15 @@ class LocalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Consultations(self, request_iterator, context):
+        """The same as Consult for many questions on one long-lived stream (what a busy application
+        uses: node.client.Consulter): each ConsultCall gets the ConsultReply with its id, in any
+        order; a call the hub could not take gets error_code (e.g. UNAVAILABLE) instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Serve(self, request_iterator, context):
         """The institution's answering application: the node sends it each Question it must answer
         and the application sends back an Answer with the same id. One application at a time per
@@ -168,6 +182,11 @@ def add_LocalServicer_to_server(servicer, server):
                     servicer.Consult,
                     request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultRequest.FromString,
                     response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultResponse.SerializeToString,
+            ),
+            'Consultations': grpc.stream_stream_rpc_method_handler(
+                    servicer.Consultations,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.ConsultCalls.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.ConsultReplies.SerializeToString,
             ),
             'Serve': grpc.stream_stream_rpc_method_handler(
                     servicer.Serve,
@@ -339,6 +358,33 @@ class Local:
             '/crossroads.v1.Local/Consult',
             crossroads_dot_v1_dot_consult__pb2.ConsultRequest.SerializeToString,
             crossroads_dot_v1_dot_consult__pb2.ConsultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consultations(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/crossroads.v1.Local/Consultations',
+            crossroads_dot_v1_dot_consult__pb2.ConsultCalls.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.ConsultReplies.FromString,
             options,
             channel_credentials,
             insecure,

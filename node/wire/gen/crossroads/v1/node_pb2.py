@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from node.wire.gen.crossroads.v1 import consult_pb2 as crossroads_dot_v1_dot_consult__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63rossroads/v1/node.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\"N\n\rDeliveryBatch\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x11\n\tenvelopes\x18\x02 \x03(\x0c\x12\x13\n\x0bhub_tickets\x18\x03 \x03(\t\"H\n\x0b\x44\x65liveryAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r2\x96\x01\n\x04Node\x12G\n\x07\x44\x65liver\x12\x1c.crossroads.v1.DeliveryBatch\x1a\x1a.crossroads.v1.DeliveryAck(\x01\x30\x01\x12\x45\n\x06\x41nswer\x12\x1c.crossroads.v1.AnswerRequest\x1a\x1d.crossroads.v1.AnswerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63rossroads/v1/node.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\"N\n\rDeliveryBatch\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x11\n\tenvelopes\x18\x02 \x03(\x0c\x12\x13\n\x0bhub_tickets\x18\x03 \x03(\t\"H\n\x0b\x44\x65liveryAck\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12\x0e\n\x06stored\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r2\x98\x01\n\x04Node\x12G\n\x07\x44\x65liver\x12\x1c.crossroads.v1.DeliveryBatch\x1a\x1a.crossroads.v1.DeliveryAck(\x01\x30\x01\x12G\n\x07\x41nswers\x12\x1a.crossroads.v1.AnswerCalls\x1a\x1c.crossroads.v1.AnswerReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,5 +38,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELIVERYACK']._serialized_start=152
   _globals['_DELIVERYACK']._serialized_end=224
   _globals['_NODE']._serialized_start=227
-  _globals['_NODE']._serialized_end=377
+  _globals['_NODE']._serialized_end=379
 # @@protoc_insertion_point(module_scope)

@@ -43,10 +43,10 @@ class NodeStub:
                 request_serializer=crossroads_dot_v1_dot_node__pb2.DeliveryBatch.SerializeToString,
                 response_deserializer=crossroads_dot_v1_dot_node__pb2.DeliveryAck.FromString,
                 _registered_method=True)
-        self.Answer = channel.unary_unary(
-                '/crossroads.v1.Node/Answer',
-                request_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerRequest.SerializeToString,
-                response_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerResponse.FromString,
+        self.Answers = channel.stream_stream(
+                '/crossroads.v1.Node/Answers',
+                request_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerCalls.SerializeToString,
+                response_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerReplies.FromString,
                 _registered_method=True)
 
 
@@ -68,10 +68,12 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Answer(self, request, context):
-        """Answer a consultation: the node hands the question to the institution's answering
-        application (Local.Serve) and returns its answer within deadline_ms; SOURCE_UNAVAILABLE
-        at once when no application is answering, SOURCE_TIMEOUT when it is too slow.
+    def Answers(self, request_iterator, context):
+        """Answer consultations: the hub keeps one stream open per provider node and sends each
+        question as an AnswerCall; the node hands it to the institution's answering application
+        (Local.Serve) and replies with the same id within the question's deadline_ms:
+        SOURCE_UNAVAILABLE at once when no application is answering, SOURCE_TIMEOUT when it is
+        too slow. Errors: PERMISSION_DENIED (caller is not the hub), UNAVAILABLE while stopping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,10 +87,10 @@ def add_NodeServicer_to_server(servicer, server):
                     request_deserializer=crossroads_dot_v1_dot_node__pb2.DeliveryBatch.FromString,
                     response_serializer=crossroads_dot_v1_dot_node__pb2.DeliveryAck.SerializeToString,
             ),
-            'Answer': grpc.unary_unary_rpc_method_handler(
-                    servicer.Answer,
-                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerRequest.FromString,
-                    response_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerResponse.SerializeToString,
+            'Answers': grpc.stream_stream_rpc_method_handler(
+                    servicer.Answers,
+                    request_deserializer=crossroads_dot_v1_dot_consult__pb2.AnswerCalls.FromString,
+                    response_serializer=crossroads_dot_v1_dot_consult__pb2.AnswerReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,7 +133,7 @@ class Node:
             _registered_method=True)
 
     @staticmethod
-    def Answer(request,
+    def Answers(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -141,12 +143,12 @@ class Node:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/crossroads.v1.Node/Answer',
-            crossroads_dot_v1_dot_consult__pb2.AnswerRequest.SerializeToString,
-            crossroads_dot_v1_dot_consult__pb2.AnswerResponse.FromString,
+            '/crossroads.v1.Node/Answers',
+            crossroads_dot_v1_dot_consult__pb2.AnswerCalls.SerializeToString,
+            crossroads_dot_v1_dot_consult__pb2.AnswerReplies.FromString,
             options,
             channel_credentials,
             insecure,
