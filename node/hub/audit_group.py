@@ -2,10 +2,11 @@
 
 A consultation writes its audit records at the hub in one small commit (``ACCEPTED`` and one
 ``ANSWERED`` per source, once the providers' parts are in; a refusal writes ``REJECTED``),
-durable before the asker gets its answer. One transaction with its fsync per record would make the disk, not the
-work, the limit. :class:`AuditGroup` lets the records of concurrent consultations share
-commits: while one commit is being written, the records that arrive wait for the next one,
-which then takes all of them at once (one transaction, one fsync). At low load a commit
+durable before the asker gets its answer. One transaction with its fsync per consultation
+would make the disk, not the work, the limit. :class:`AuditGroup` lets the records of
+concurrent consultations share commits: while one commit is being written, the records that
+arrive wait for the next one, which then takes all of them at once (one transaction, one
+fsync). At low load a commit
 carries one record and costs what it did; under load the cost per record falls.
 
 Guarantees: :meth:`AuditGroup.append` returns only once its records are committed (or raises
