@@ -190,6 +190,14 @@ def apply_quota(
     Returns the new decisions and the per-receiver count of newly queued envelopes.
     """
     added: dict[str, int] = {}
+    accepted = Reason.ACCEPTED
+    for decision in decisions:
+        if decision.reason is accepted:
+            for r in decision.receivers:
+                added[r] = added.get(r, 0) + 1
+    if all(pending.get(r, 0) + n <= quota for r, n in added.items()):
+        return list(decisions), added  # no receiver goes over, even with the whole batch
+    added = {}
     result: list[Decision] = []
     for decision in decisions:
         if decision.reason is not Reason.ACCEPTED:

@@ -34,7 +34,7 @@ from node.config import Limits
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
-from node.store.hub_store import HubStore, QueuedRow
+from node.store.hub_store import HubStore, QueuedBatch
 from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
 
 __all__ = ["Deliverer"]
@@ -59,7 +59,7 @@ class _Destination:
     delivered: int = 0
     connected: bool = False
     reconnect: bool = False
-    prefetch: asyncio.Future[list[QueuedRow]] | None = None
+    prefetch: asyncio.Future[QueuedBatch | None] | None = None
     commit: asyncio.Future[None] | None = None
     backoff: Backoff = field(default_factory=Backoff)
 
@@ -149,7 +149,7 @@ class Deliverer:
                   error=describe(task.exception() or RuntimeError("returned")))
         self._spawn(dest)
 
-    async def _read(self, dest: _Destination, after: int) -> list[QueuedRow]:
+    async def _read(self, dest: _Destination, after: int) -> QueuedBatch | None:
         return await self.store.read_queue(
             dest.institution, after, self.limits.delivery_batch_envelopes,
             self.limits.delivery_batch_bytes,
@@ -159,24 +159,24 @@ class Deliverer:
         while not self._stopping:
             try:
                 if dest.prefetch is not None:
-                    rows = await dest.prefetch
+                    batch = await dest.prefetch
                     dest.prefetch = None
                 else:
-                    rows = await self._read(dest, dest.cursor)
-                if not rows:
+                    batch = await self._read(dest, dest.cursor)
+                if batch is None:
                     dest.wake.clear()
                     # Re-check after clearing: a commit may have landed in between.
-                    rows = await self.store.read_queue(
+                    batch = await self.store.read_queue(
                         dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
                     )
-                    if not rows:
+                    if batch is None:
                         await _wait(dest.wake, 5.0)
                     continue
                 if dest.institution not in self.endpoints:
                     dest.wake.clear()
                     await _wait(dest.wake, 5.0)
                     continue
-                await self._deliver(dest, rows)
+                await self._deliver(dest, batch)
                 dest.backoff.reset()
             except asyncio.CancelledError as exc:
                 if really_cancelled():
@@ -206,16 +206,14 @@ class Deliverer:
         await self._close(dest)
         await asyncio.sleep(delay)
 
-    async def _deliver(self, dest: _Destination, rows: list[QueuedRow]) -> None:
+    async def _deliver(self, dest: _Destination, batch: QueuedBatch) -> None:
         """Send one batch and wait for its ack (the only batch in flight). Meanwhile the next
         batch is read from the queue and the previous batch's bookkeeping is committed."""
         call = await self._stream(dest)
-        last = rows[-1].seq
+        last = batch.last_seq
         await call.write(
             node_pb2.DeliveryBatch(
-                last_sequence=last,
-                envelopes=[r.envelope for r in rows],
-                hub_tickets=[r.hub_ticket for r in rows],
+                last_sequence=last, envelopes=batch.envelopes, hub_tickets=batch.hub_tickets
             )
         )
         dest.prefetch = asyncio.ensure_future(self._read(dest, last))
@@ -224,25 +222,25 @@ class Deliverer:
             raise DeliveryError("node closed the delivery stream")
         if ack.last_sequence != last:
             raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
-        now = str(self.clock())
-        audit = [
-            (now, "DELIVERED", r.hub_ticket, "", dest.institution, "", "", "", "DELIVERED", "")
-            for r in rows
+        now, institution = str(self.clock()), dest.institution
+        audit: list[tuple[str, ...]] = [
+            (now, "DELIVERED", ticket, "", institution, "", "", "", "DELIVERED", "")
+            for ticket in batch.hub_tickets
         ]
         if ack.duplicates:
             log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)
         if dest.commit is not None:  # bookkeeping stays in batch order
             previous, dest.commit = dest.commit, None
             await previous
-        dest.commit = asyncio.ensure_future(self._commit(dest, last, rows, audit))
+        dest.commit = asyncio.ensure_future(self._commit(dest, last, len(audit), audit))
         dest.cursor = last
 
     async def _commit(
-        self, dest: _Destination, last: int, rows: list[QueuedRow], audit: list[tuple[str, ...]]
+        self, dest: _Destination, last: int, count: int, audit: list[tuple[str, ...]]
     ) -> None:
-        await self.store.commit_delivery(dest.institution, last, len(rows), audit)
-        dest.delivered += len(rows)
-        self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - len(rows))
+        await self.store.commit_delivery(dest.institution, last, count, audit)
+        dest.delivered += count
+        self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - count)
 
     async def _stream(self, dest: _Destination) -> grpc.aio.StreamStreamCall:
         if dest.reconnect:

@@ -33,6 +33,7 @@ from node.hub.directory import Directory
 from node.store.hub_store import HubStore
 from node.wire.envelopes import (
     SUBJECT_TYPE_NAMES,
+    AckBuilder,
     decode_heads,
     outcome_to_proto,
     reason_to_proto,
@@ -163,9 +164,9 @@ class Intake:
         stamp_one = stamper(now)
         queue_rows: list[tuple[str, str, bytes]] = []
         audit: list[tuple[str, ...]] = []
-        # The ack is built once, in place: stored as the idempotency record and sent as is.
-        ack = pb.BatchAck(first_sequence=first + offset)
-        add_outcome = ack.outcomes.add
+        # The ack is built once, as bytes: stored as the idempotency record, parsed to be sent.
+        ack = AckBuilder(first + offset)
+        add_outcome = ack.add
         accepted_code = reason_to_proto(accepted_reason)
         add_row, add_record = queue_rows.append, audit.append
         type_names = SUBJECT_TYPE_NAMES
@@ -180,8 +181,7 @@ class Intake:
                 add_record((now_text, "ACCEPTED", ticket, sender, ",".join(receivers),
                             h.service_id, type_names.get(h.subject_type, "?"), h.subject_number,
                             "ACCEPTED", ""))
-                add_outcome(index=offset + i, reason=accepted_code, detail=detail,
-                            hub_ticket=ticket, receivers=receivers)
+                add_outcome(offset + i, accepted_code, detail, ticket, receivers)
                 continue
             envelope = envelopes[i]
             if envelope is not None:
@@ -192,8 +192,7 @@ class Intake:
             else:
                 record = (now_text, "REJECTED", "", sender, "", "", "", "", reason.value, detail)
             add_record(record)
-            add_outcome(index=offset + i, reason=reason_to_proto(reason), detail=detail,
-                        receivers=receivers)
+            add_outcome(offset + i, reason_to_proto(reason), detail, "", receivers)
         by_reason = self.stats.by_reason
         if accepted:
             by_reason["ACCEPTED"] = by_reason.get("ACCEPTED", 0) + accepted
@@ -202,7 +201,7 @@ class Intake:
                 if d.reason is not accepted_reason:
                     by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
         last = first + offset + len(raws) - 1
-        ack_blob = ack.SerializeToString()
+        ack_blob = ack.blob()
 
         async def finish() -> pb.BatchAck:
             await self.store.commit_batch(
@@ -216,7 +215,7 @@ class Intake:
             for receiver, n in added.items():
                 self.pending[receiver] = self.pending.get(receiver, 0) + n
                 self.wake(receiver)
-            return ack
+            return pb.BatchAck.FromString(ack_blob)
 
         return finish
 
@@ -260,20 +259,17 @@ def _uuid7s(count: int, now_us: int) -> Iterator[str]:
     made every insert a random B-tree descent, and slower as the inbox grew).
     """
     ms = now_us // 1000
-    rand = os.urandom(6 * count)
+    rand = os.urandom(6 * count).hex()  # 12 hex digits per ticket, 11 used
     h = f"{ms:012x}"
     base = f"{h[:8]}-{h[8:]}-7"  # unix_ts_ms, version 7
-    from_bytes = int.from_bytes
     prefix_hi, prefix = -1, ""
     for i in range(count):
         hi = i >> 18
         if hi != prefix_hi:  # rand_a: the counter's top 12 bits
             prefix_hi, prefix = hi, f"{base}{hi:03x}-"
-        # rand_b: variant 0b10, the counter's low 18 bits, 44 random bits.
-        low = (0x8000_0000_0000_0000 | ((i & 0x3FFFF) << 44)
-               | (from_bytes(rand[6 * i:6 * i + 6], "big") & 0xFFF_FFFF_FFFF))
-        text = f"{low:016x}"
-        yield f"{prefix}{text[:4]}-{text[4:]}"
+        # rand_b: variant 0b10 and the counter's low 18 bits (5 hex digits), 44 random bits.
+        low = f"{0x80000 | (i & 0x3FFFF):05x}"
+        yield f"{prefix}{low[:4]}-{low[4]}{rand[12 * i + 1:12 * i + 12]}"
 
 
 def _reindexed(ack_blob: bytes, offset: int) -> bytes:

@@ -11,8 +11,8 @@ Guarantees
 * **One writer thread.** The write connection lives in a thread of its own; each write
   (a whole transaction: :meth:`commit_batch`, :meth:`commit_delivery`, ...) is one call
   handed to it, so writes run one at a time, in call order, with one hop from the event loop
-  per batch. Row inserts are multi-row ``INSERT ... VALUES`` statements
-  (:func:`node.store.sqlite.insert_rows`).
+  per batch. Row inserts are multi-row ``INSERT ... VALUES`` statements that bind a value
+  shared by all rows once (:func:`node.store.sqlite.insert_columns`).
 * **Audit chain.** Every record's hash covers the previous record's hash; the chain head is
   kept in ``audit_head`` in the same transaction. The writer thread extends the chain, so it
   is extended in commit order. The head is re-read inside each write transaction, so another
@@ -23,11 +23,13 @@ Guarantees
   same transaction: one Ed25519 signature per checkpoint, plus one 32-byte hash update per
   record for the segment digest (see :mod:`node.core.audit`). :meth:`HubStore.checkpoint`
   signs the head on demand (at shutdown).
-* **Subject index in bulk.** New records are written with ``deferred = 1`` (in the small,
-  append-only index ``audit_deferred``) and moved into ``audit_by_subject`` every
-  ``SUBJECT_INDEX_EVERY`` records by one ``UPDATE`` (its own transaction in the writer
-  thread): an index page is rewritten once per bulk rather than once per batch. Queries read
-  the index and the deferred tail in one snapshot (:mod:`node.audit_tool`).
+* **Subject index in bulk.** New records with a subject are written with ``deferred = 1``
+  (in the small, append-only index ``audit_deferred``) and moved into ``audit_by_subject``
+  every ``SUBJECT_INDEX_EVERY`` such records by one ``UPDATE`` (its own transaction in the
+  writer thread): an index page is rewritten once per bulk rather than once per batch.
+  Records without a subject (``DELIVERED``, ...) never enter that index and are written with
+  ``deferred = 0``, so the bulk move does not rewrite them. Queries read the index and the
+  deferred tail in one snapshot (:mod:`node.audit_tool`).
 * **Audit queries.** :meth:`HubStore.who_consulted`, :meth:`HubStore.export_subject` and
   :meth:`HubStore.purge` run :mod:`node.audit_tool` in a worker thread on their own
   connection, so they never hold up the event loop or the writer for long.
@@ -42,8 +44,10 @@ writer).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
+import itertools
 import sqlite3
 import time
 import zlib
@@ -55,11 +59,11 @@ from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
-from node.core.audit import GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
+from node.core.audit import FIELDS, GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.errors import Unavailable
-from node.store.sqlite import connect_sync, insert_rows, migrate_sync
+from node.store.sqlite import connect_sync, insert_columns, insert_rows, migrate_sync
 
-__all__ = ["HubState", "HubStore", "QueuedRow", "ResendRaced"]
+__all__ = ["HubState", "HubStore", "QueuedBatch", "ResendRaced"]
 
 
 _T = TypeVar("_T")
@@ -163,23 +167,24 @@ MIGRATIONS = [
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
-#: Audit records written with ``deferred = 1`` before they are moved into the subject index
-#: in bulk (who-consulted scans at most about this many through ``audit_deferred``).
+#: Audit records written with ``deferred = 1`` (those with a subject) before they are moved
+#: into the subject index in bulk (who-consulted scans at most about this many through
+#: ``audit_deferred``).
 SUBJECT_INDEX_EVERY = 20_000
 _INSERT_AUDIT = (
     "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
     " subject_type, subject_number, reason, detail, prev_hash, hash, deferred) VALUES "
 )
-_AUDIT_ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,1)"
+_SUBJECT = 1 + FIELDS.index("subject_number")  # in a chain row (seq, *fields, prev, hash)
 
 
-class QueuedRow(NamedTuple):
-    """One queued envelope (a NamedTuple: the delivery reads a thousand per batch)."""
+class QueuedBatch(NamedTuple):
+    """The next queued envelopes of one destination, in order, column by column (the
+    delivery sends the envelopes and tickets as they are, and audits the tickets)."""
 
-    seq: int
-    dest: str
-    hub_ticket: str
-    envelope: bytes
+    last_seq: int
+    hub_tickets: tuple[str, ...]
+    envelopes: tuple[bytes, ...]
 
 
 @dataclass(slots=True)
@@ -437,8 +442,12 @@ class HubStore:
         if self.signer is not None and self._segment_upto != self.chain.last_seq:
             self._load_checkpoint_state()
         rows = self.chain.extend(records)
-        insert_rows(w, _INSERT_AUDIT, 13, rows, row_sql=_AUDIT_ROW)
-        self._deferred += len(rows)
+        # ``deferred`` only for records with a subject: the others never enter the subject
+        # index, so the bulk move need not rewrite them.
+        columns = list(zip(*rows, strict=True))
+        deferred = [1 if subject else 0 for subject in columns[_SUBJECT]]
+        insert_columns(w, _INSERT_AUDIT, [*columns, deferred])
+        self._deferred += sum(deferred)
         w.execute(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -577,26 +586,27 @@ class HubStore:
 
     # -- delivery --------------------------------------------------------------------------
 
-    async def read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> list[QueuedRow]:
-        """The next envelopes for ``dest`` in order, at most ``limit`` rows / ~``max_bytes``."""
+    async def read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
+        """The next envelopes for ``dest`` in order, at most ``limit`` rows / ~``max_bytes``
+        (at least one); None when nothing is queued after ``after_seq``."""
         assert self._read_thread is not None, "store not open"
         return await asyncio.get_running_loop().run_in_executor(
             self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
 
-    def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> list[QueuedRow]:
+    def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
         assert self._reader is not None, "store not open"
-        rows: list[QueuedRow] = []
-        size = 0
-        for seq, ticket, blob in self._reader.execute(
+        rows = self._reader.execute(
             "SELECT seq, hub_ticket, envelope FROM queue WHERE dest = ? AND seq > ?"
             " ORDER BY seq LIMIT ?",
             (dest, after_seq, limit),
-        ).fetchall():
-            if rows and size + len(blob) > max_bytes:
-                break
-            rows.append(QueuedRow(seq, dest, ticket, blob))
-            size += len(blob)
-        return rows
+        ).fetchall()
+        if not rows:
+            return None
+        seqs, tickets, envelopes = zip(*rows, strict=True)
+        n = max(1, bisect.bisect_right(list(itertools.accumulate(map(len, envelopes))), max_bytes))
+        if n < len(rows):
+            tickets, envelopes = tickets[:n], envelopes[:n]
+        return QueuedBatch(seqs[n - 1], tickets, envelopes)
 
     async def commit_delivery(
         self, dest: str, upto_seq: int, count: int, audit_records: Sequence[tuple[str, ...]]

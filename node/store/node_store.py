@@ -15,12 +15,14 @@ duplicate). Applications read unacknowledged rows in arrival order and acknowled
 Threads: writes run on one plain ``sqlite3`` connection in a writer thread of their own, reads
 on a second connection in a reader thread (WAL: readers never wait for the writer). Each
 transaction is one function handed to its thread, so a batch costs one trip there and back,
-not one per statement; rows go in as multi-row ``INSERT``s (:func:`insert_rows`).
+not one per statement; rows go in as multi-row ``INSERT``s (:func:`insert_columns`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from node.store.sqlite import connect_sync, insert_rows, migrate_sync
+from node.store.sqlite import connect_sync, insert_columns, insert_rows, migrate_sync
 
 __all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
 
@@ -198,8 +200,7 @@ class NodeStore:
         ``_last_seq``, which the caller moves once the transaction committed."""
         start = self._last_seq + 1
         seqs = list(range(start, start + len(envelopes)))
-        insert_rows(c, "INSERT INTO outbox (seq, envelope) VALUES ", 2,
-                    list(zip(seqs, envelopes, strict=True)))
+        insert_columns(c, "INSERT INTO outbox (seq, envelope) VALUES ", [seqs, envelopes])
         return seqs
 
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
@@ -210,13 +211,10 @@ class NodeStore:
                 "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (max(after_seq, self.decided_seq), limit)).fetchall()
 
-        rows: list[tuple[int, bytes]] = []
-        size = 0
-        for seq, blob in await self._read(read):
-            if rows and size + len(blob) > max_bytes:
-                break
-            rows.append((seq, blob))
-            size += len(blob)
+        rows = await self._read(read)
+        if rows:  # up to ~max_bytes, at least one
+            sizes = list(itertools.accumulate(len(blob) for _, blob in rows))
+            del rows[max(1, bisect.bisect_right(sizes, max_bytes)):]
         return rows
 
     async def record_outcomes(
@@ -292,8 +290,8 @@ class NodeStore:
                         f" ({','.join('?' * len(replies))})", list(replies)).fetchall():
                     del replies[known]
             before = c.total_changes
-            insert_rows(c, "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES ", 2,
-                        list(zip(tickets, envelopes, strict=True)))
+            insert_columns(c, "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES ",
+                           [tickets, envelopes])
             stored = c.total_changes - before
             seqs = self._append_outbox(c, list(replies.values())) if replies else []
             return stored, seqs

@@ -8,10 +8,14 @@ hub therefore stamps an accepted envelope by appending a tiny serialized
 ``Envelope(hub_ticket=..., received_at_unix_us=...)`` to the sender's bytes, instead of
 decoding, modifying and re-encoding the whole message (payload included). Any value a sender
 put in those two fields is overridden by the hub's.
+
+Acks the same way: :class:`AckBuilder` writes a ``BatchAck``'s bytes outcome by outcome (the
+exact bytes protobuf would serialize), cheaper than filling a message per envelope.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
@@ -22,6 +26,7 @@ from node.core.reasons import Reason
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
 __all__ = [
+    "AckBuilder",
     "Envelope",
     "decode",
     "decode_heads",
@@ -65,11 +70,15 @@ def head_of(envelope: pb.Envelope) -> EnvelopeHead:
     data = payload.data
     digest = payload.sha256
     subject = envelope.subject
-    period = envelope.period
+    if envelope.HasField("period"):  # most envelopes have none: skip building the sub-message
+        period = envelope.period
+        begin, end = period.begin_date, period.end_date
+    else:
+        begin = end = ""
     # Field order of EnvelopeHead.
     return _new_head(EnvelopeHead, (
         envelope.sender,
-        tuple(envelope.receivers),
+        tuple(envelope.receivers[:]),  # a list first: faster than iterating the container
         envelope.service_id,
         envelope.service_version,
         subject.type,
@@ -78,8 +87,8 @@ def head_of(envelope: pb.Envelope) -> EnvelopeHead:
         not digest or _sha256(data).digest() == digest,
         envelope.capacity,
         envelope.legal_context,
-        period.begin_date,
-        period.end_date,
+        begin,
+        end,
     ))
 
 
@@ -127,6 +136,52 @@ def stamper(received_at_us: int) -> Callable[[bytes, str], bytes]:
 
 
 _BYTE = tuple(bytes((i,)) for i in range(256))
+
+
+class AckBuilder:
+    """A ``BatchAck`` built as bytes, one outcome at a time: the same bytes as adding each
+    outcome to a message and serializing it, at about a third of the cost (the hub builds one
+    outcome per envelope; the ack is stored as is and parsed once to be sent)."""
+
+    def __init__(self, first_sequence: int) -> None:
+        self._parts = [b"\x08" + _varint(first_sequence)] if first_sequence else []
+        self._receivers: dict[tuple[str, ...], bytes] = {}
+
+    def add(self, index: int, reason: int, detail: str = "", hub_ticket: str = "",
+            receivers: tuple[str, ...] = ()) -> None:
+        """One ``EnvelopeOutcome`` (fields in number order, defaults left out, as protobuf
+        serializes them)."""
+        body = [b"\x08" + _varint(index)] if index else []
+        if reason:
+            body.append(b"\x10" + _varint(reason))
+        if detail:
+            data = detail.encode()
+            body += (b"\x1a", _varint(len(data)), data)
+        if hub_ticket:
+            data = hub_ticket.encode()
+            body += (b"\x22", _varint(len(data)), data)
+        if receivers:
+            part = self._receivers.get(receivers)
+            if part is None:
+                part = self._receivers[receivers] = b"".join(
+                    b"\x2a" + _varint(len(data)) + data for data in (r.encode() for r in receivers))
+            body.append(part)
+        encoded = b"".join(body)
+        self._parts += (b"\x12", _varint(len(encoded)), encoded)
+
+    def blob(self) -> bytes:
+        return b"".join(self._parts)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def outcome_to_proto(
