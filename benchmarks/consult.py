@@ -14,22 +14,24 @@ asker, so every question passes the asker node's fragment checks and the hub's f
 directory checks (authorization, integration, phase, routing). Both nodes have synced their
 fragment before anything is measured.
 
-This process is both applications:
+The two institutions' applications are two processes, as they would be:
 
-* the **provider application** on the provider node's local API (``Local.Serve`` stream):
-  it answers at once with ``SOURCE_DATA`` whose data is the wall-clock time (µs) at which
-  it got the question (:func:`node.client.serve_answers`);
-* the **asking application**: ``Local.Consult`` calls on the asker node's local API with a
-  ``grpc.aio`` stub (``--channels`` channels, round robin) on one ``uvloop`` event loop, like
-  the daemons. A question is a fresh envelope (a random integrated citizen, capacity 1,
+* the **provider application** (a process of its own, ``uvloop``) on the provider node's
+  local API (``Local.Serve`` stream): it answers at once with ``SOURCE_DATA`` whose data is
+  the wall-clock time (µs) at which it got the question (:func:`node.client.serve_answers`);
+* the **asking application** (this process, the load generator) on the asker node's local
+  API on one ``uvloop`` event loop, like the daemons: with ``--api stream`` (default) every
+  question goes on one ``Local.Consultations`` stream (:class:`node.client.Consulter`); with
+  ``--api unary`` each is a ``Local.Consult`` call with a ``grpc.aio`` stub (``--channels``
+  channels, round robin). A question is a fresh envelope (a random integrated citizen, capacity 1,
   service version 1, empty payload) with ``deadline_ms`` = ``--deadline-ms`` (2,000).
 
 Path of one question: asker app -> asker node (unix socket; structural + fragment checks)
--> hub (``Hub.Consult``, mTLS: checks, ``ACCEPTED`` audit commit) -> provider node
-(``Node.Answer``, mTLS) -> ``Serve`` stream -> provider app -> back the same way (hub:
-aggregation, ``ANSWERED`` audit commit) -> asker app. Two audit records per question,
-committed by the hub's group commit (:mod:`node.hub.audit_group`: concurrent questions share
-transactions; the ``ACCEPTED`` commit overlaps the call to the provider).
+-> hub (``Hub.Consultations`` stream, mTLS: checks) -> provider node (``Node.Answers``
+stream, mTLS) -> ``Serve`` stream -> provider app -> back the same way (hub: aggregation,
+``ACCEPTED`` + ``ANSWERED`` audit commit) -> asker app. Two audit records per question,
+committed together once the answer is in, by the hub's group commit
+(:mod:`node.hub.audit_group`: concurrent questions share transactions).
 
 **Open loop.** For each rate in ``--rates`` (default 500 and 2,000 questions/s): a warm-up of
 ``--warmup-seconds`` at that rate (not recorded), then ``--seconds`` (10) measured. Question
@@ -43,7 +45,8 @@ What the numbers mean
 ---------------------
 * ``latency_ms`` p50/p90/p99/max: from the question's **scheduled** time to its response
   (includes any delay of the load generator in sending it; what a caller at that rate sees).
-* ``service_ms``: from the actual send (start of the ``Consult`` call) to the response.
+* ``service_ms``: from the actual send (the question handed to the ``Consulter``, or the start
+  of the ``Consult`` call) to the response.
 * ``send_lag_ms``: actual send - scheduled time (load generator behind schedule if large).
 * ``statuses``: ``DATA_FOUND`` (expected), ``INCOMPLETE_DATA`` (the provider timed out or
   was saturated), ``REFUSED``, ``RPC_<code>`` (the local call failed: e.g.
@@ -55,14 +58,13 @@ What the numbers mean
 * ``where_ms`` (p50 and p99 per segment, ``DATA_FOUND`` only; one clock, one machine):
   ``asker_to_hub`` = hub receipt - send (asker node's local API and checks, the node's call
   to the hub); ``hub_to_provider_app`` = provider app's receipt - hub receipt (hub checks,
-  ``ACCEPTED`` commit, ``Node.Answer``, provider node, ``Serve`` stream);
+  ``Node.Answers``, provider node, ``Serve`` stream);
   ``provider_app_to_hub_reply`` = the hub's reply time - provider app's receipt (the answer
-  back to the hub, aggregation); ``hub_reply_to_asker`` = response at the asker app - the
-  hub's reply time (the hub's ``ANSWERED`` audit commit happens here, then hub -> asker
-  node -> app).
+  back to the hub, aggregation, the audit commit); ``hub_reply_to_asker`` = response at the
+  asker app - the hub's reply time (hub -> asker node -> app).
 * ``cpu``: CPU seconds per process over the measured phase (psutil) and µs per question
   (``cpu_us_per_envelope`` = per question): ``hub``, ``asker``, ``provider`` (nodes),
-  ``loadgen`` (this process: the asking *and* the provider application); ``user_system_s``
+  ``loadgen`` (this process: the asking application), ``provider_app``; ``user_system_s``
   splits each into user and kernel time;
   ``machine_cores_busy`` and ``other_cpu_s`` show what else ran on the machine.
 * ``client_probe``: before the open-loop phases, closed-loop sequential calls from a plain
@@ -87,6 +89,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import multiprocessing
 import os
 import shutil
 import signal
@@ -367,6 +370,17 @@ async def _provider_handler(envelope: envelope_pb2.Envelope) -> tuple[int, bytes
     return cpb.SOURCE_DATA, struct.pack(">q", time.time_ns() // 1000)
 
 
+def _provider_app(address: str) -> None:
+    """The provider institution's application, in a process of its own (like the daemons:
+    uvloop when installed)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_answers(address, _provider_handler))
+
+
 def _probe(address: str, envelopes: list[bytes], deadline_ms: int) -> dict[str, Any]:
     """Closed loop, one thread: the blocking helper, then a blocking stub on one channel."""
     out: dict[str, Any] = {}
@@ -405,7 +419,6 @@ def _probe(address: str, envelopes: list[bytes], deadline_ms: int) -> dict[str, 
 
 async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Namespace,
                    deadline: float) -> dict[str, Any]:
-    ready = asyncio.Event()
     loop = asyncio.get_running_loop()
     background_errors: Counter[str] = Counter()
 
@@ -414,15 +427,15 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
         background_errors[type(exc).__name__ if exc else str(context.get("message"))] += 1
 
     loop.set_exception_handler(on_error)  # count, not print, errors of orphaned tasks
-    provider_app = asyncio.create_task(
-        serve_answers(net.local_api(PROVIDER), _provider_handler, ready))
+    provider_app = multiprocessing.get_context("spawn").Process(
+        target=_provider_app, args=(net.local_api(PROVIDER),), daemon=True)
+    provider_app.start()
     asker = Asker(net.local_api(ASKER), args.channels, pool, args.deadline_ms, args.api)
     out: dict[str, Any] = {"rates": []}
     try:
-        await asyncio.wait_for(ready.wait(), 30)
-        # The provider node attaches the Serve stream asynchronously; ask until it answers.
+        # The provider application starts and attaches its Serve stream; ask until it answers.
         first: str = ""
-        for _ in range(200):
+        for _ in range(600):
             sample = Sample(time.perf_counter())
             await asker.ask(sample)
             first = sample.status
@@ -442,8 +455,9 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
                   f" ({p['node_client_consult']['calls_per_s']}/s sequential); blocking stub"
                   f" p50 {p['blocking_stub_one_channel']['latency_ms']['p50']} ms"
                   f" ({p['blocking_stub_one_channel']['calls_per_s']}/s)", flush=True)
+        assert provider_app.pid is not None
         pids = {"hub": net.pid("hub"), "asker": net.pid(ASKER), "provider": net.pid(PROVIDER),
-                "loadgen": os.getpid()}
+                "loadgen": os.getpid(), "provider_app": provider_app.pid}
         for rate in args.rates:
             if args.warmup_seconds > 0:
                 await open_loop(asker, rate, args.warmup_seconds, args.max_in_flight, deadline)
@@ -465,9 +479,10 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
                   f" {cpu['machine_cores_busy']}", flush=True)
     finally:
         await asker.close()
-        provider_app.cancel()
-        with contextlib.suppress(BaseException):
-            await provider_app
+        provider_app.terminate()
+        provider_app.join(10)
+        if provider_app.is_alive():
+            provider_app.kill()
         out["background_task_errors"] = dict(background_errors)
         out["error_details"] = asker.error_details
     return out
