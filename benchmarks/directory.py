@@ -692,7 +692,8 @@ def breakdown(net: ProcessNetwork, plan: Plan, args: argparse.Namespace) -> dict
             today = date.today()
             for heads in heads_per_batch:
                 t = loop.time()
-                view = await directory.view_for(h.subject_number for h in heads)
+                view = await directory.view_for(
+                    (h.subject_number, h.service_id, h.service_version) for h in heads)
                 view_s.append(loop.time() - t)
                 t = loop.time()
                 for h in heads:

@@ -111,6 +111,13 @@ class Service:
     min_phase: int = 0
     capacities: frozenset[int] = frozenset()  # relevant capacities for fan-out; empty = any
 
+    @property
+    def reads_integrations(self) -> bool:
+        """Deciding on an envelope for this service reads the subject's integrations: to check
+        the sender's, to fan out, or to find the subscribers of a mutation (see :func:`decide`)."""
+        return (self.integration_required or self.kind == "mutation"
+                or self.routing not in ("fixed", "explicit"))
+
 
 @dataclass(frozen=True, slots=True)
 class Authorization:
@@ -241,6 +248,22 @@ def _resolve_subject(number: str, replaced: Mapping[str, str]) -> tuple[str, boo
         current = replaced[current]
         seen += 1
     return current, seen > 0
+
+
+def shared_decision_key(head: EnvelopeHead, view: DirectoryView) -> tuple[object, ...] | None:
+    """A key under which the decision on ``head`` is the same for every envelope of a batch
+    with that key (same sender and day), or None when it depends on the subject itself.
+
+    :func:`decide` reads the subject only to follow its replacement and, for services that
+    read integrations (:attr:`Service.reads_integrations`), to check or route by them; for
+    any other service, with a subject that was not replaced, the decision depends on these
+    fields alone. A batch of a thousand such envelopes is then decided once per distinct key.
+    """
+    service = view.service(head.service_id, head.service_version)
+    if service is None or service.reads_integrations or head.subject_number in view.replaced:
+        return None
+    return (head.service_id, head.service_version, head.subject_type, head.capacity,
+            head.legal_context, head.period_begin, head.period_end, head.receivers)
 
 
 def decide(

@@ -135,14 +135,33 @@ class Directory:
 
     # -- decisions -------------------------------------------------------------------------
 
-    async def view_for(self, subjects: Iterable[str]) -> DirectoryView:
-        subjects = [s for s in set(subjects) if s]
-        replaced = await self.store.replacements_of(subjects) if subjects else {}
-        wanted = set(subjects) | set(replaced.values())
-        integrations = await self.store.integrations_of(wanted) if wanted else {}
+    async def view_for(self, envelopes: Iterable[tuple[str, str, int]]) -> DirectoryView:
+        """What deciding on envelopes given as ``(subject, service id, service version)``
+        needs: the small tables, the replacements of every subject, and the integrations of
+        the subjects whose service reads them only (:attr:`Service.reads_integrations`: a
+        batch for a fixed or explicit service without integration checks reads none)."""
         t = self.tables
-        return DirectoryView(t.institutions, t.services, t.authorizations, integrations, replaced,
+        view = DirectoryView(t.institutions, t.services, t.authorizations, {}, {},
                              t.subscriptions_by_service)
+        subjects: set[str] = set()
+        wanted: set[str] = set()
+        for subject, service_id, version in envelopes:
+            if subject:
+                subjects.add(subject)
+                service = view.service(service_id, version)  # memoized per view
+                if service is not None and service.reads_integrations:
+                    wanted.add(subject)
+        if not subjects:
+            return view
+        view.replaced = replaced = await self.store.replacements_of(subjects)
+        for subject in list(wanted):  # the integrations are read under the current number
+            hops = 0
+            while subject in replaced and hops < 10:
+                subject, hops = replaced[subject], hops + 1
+                wanted.add(subject)
+        if wanted:
+            view.integrations = await self.store.integrations_of(wanted)
+        return view
 
     def revoked_serials(self) -> frozenset[int]:
         return self.tables.revoked

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import cast
 
-from node.core.directory import decide, request_of
+from node.core.directory import decide, request_of, shared_decision_key
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
@@ -232,21 +232,28 @@ class Intake:
         self, sender: str, heads: list[EnvelopeHead | Decision], decisions: list[Decision]
     ) -> list[Decision]:
         """The directory's decision for every envelope that passed the structural checks:
-        one lookup of the batch's subjects, then pure rules per envelope."""
-        subjects = [h.subject_number for h, d in zip(heads, decisions, strict=True)
-                    if d.accepted and isinstance(h, EnvelopeHead) and h.subject_number]
-        view = await self.directory.view_for(subjects)
+        one lookup of what the batch's subjects need, then pure rules per envelope."""
+        view = await self.directory.view_for(
+            (h.subject_number, h.service_id, h.service_version)
+            for h, d in zip(heads, decisions, strict=True)
+            if d.accepted and isinstance(h, EnvelopeHead))
         today = date.fromtimestamp(self.clock() / 1e6)
         routed: list[Decision] = []
+        shared: dict[tuple[object, ...], Decision] = {}  # see shared_decision_key
         for head, decision in zip(heads, decisions, strict=True):
             if not decision.accepted or not isinstance(head, EnvelopeHead):
                 routed.append(decision)
                 continue
-            request = request_of(head)
-            if isinstance(request, Decision):
-                routed.append(request)
+            key = shared_decision_key(head, view)
+            if key is not None and key in shared:
+                routed.append(shared[key])
                 continue
-            routed.append(decide(head, request, sender, view, today)[0])
+            request = request_of(head)
+            decision = request if isinstance(request, Decision) else (
+                decide(head, request, sender, view, today)[0])
+            if key is not None:
+                shared[key] = decision
+            routed.append(decision)
         return routed
 
 

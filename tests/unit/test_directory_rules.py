@@ -16,6 +16,7 @@ from node.core.directory import (
     Service,
     decide,
     request_of,
+    shared_decision_key,
 )
 from node.core.envelope import SUBJECT_CITIZEN, SUBJECT_ENTERPRISE, Decision, EnvelopeHead
 from node.core.reasons import Reason
@@ -135,3 +136,30 @@ def test_request_of_rejects_malformed_periods() -> None:
     assert isinstance(backwards, Decision) and backwards.reason is Reason.INVALID_FIELD
     ok = request_of(head(period_begin="2026-01-01", capacity=2, legal_context="D"))
     assert ok == Request(2, "D", Period(date(2026, 1, 1), None))
+
+
+def test_envelopes_with_one_shared_decision_key_get_the_same_decision() -> None:
+    """The hub decides once per shared key in a batch: that is only right if every envelope
+    with the key gets the decision any other one would."""
+    services = {**SERVICES, ("notice", 1): Service("notice", 1, "declaration", "any", "explicit")}
+    auth = {**AUTH, "notice": [Authorization("e1", "notice", WELFARE, capacities=frozenset({2}))]}
+    view = DirectoryView(INSTITUTIONS, services, auth, INTEGRATIONS, {OLD: CITIZEN})
+    subjects = [(CITIZEN, SUBJECT_CITIZEN), (OTHER, SUBJECT_CITIZEN), (OLD, SUBJECT_CITIZEN),
+                ("98472899765", SUBJECT_CITIZEN), ("0428759497", SUBJECT_ENTERPRISE)]
+    by_key: dict[tuple[object, ...], set[Decision]] = {}
+    for service_id, _ in services:
+        for subject, subject_type in subjects:
+            for receivers in ((), (HEALTH,), (HEALTH, UNEMPLOYMENT), (PENSIONS,)):
+                for capacity in (1, 2):
+                    h = head(service_id, subject, subject_type, capacity=capacity,
+                             legal_context="D-123")._replace(receivers=receivers)
+                    key = shared_decision_key(h, view)
+                    if service_id != "notice" and service_id != "company" or subject == OLD:
+                        assert key is None, h  # reads integrations, or a replaced subject
+                    if key is not None:
+                        request = request_of(h)
+                        assert isinstance(request, Request)
+                        by_key.setdefault(key, set()).add(
+                            decide(h, request, WELFARE, view, TODAY)[0])
+    assert len(by_key) > 10
+    assert all(len(decisions) == 1 for decisions in by_key.values()), by_key

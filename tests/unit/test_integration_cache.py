@@ -117,3 +117,31 @@ async def test_hub_directory_knows_every_replacement_after_reopening(tmp_path: P
         assert await again.replacements_of([OLD]) == {OLD: OTHER}
     finally:
         await again.close()
+
+
+async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_path: Path) -> None:
+    """A batch for an explicit-routing service reads no integrations; one for an
+    integration-checked service reads them, under the subject's current number."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from node.core.directory import Service
+    from node.hub.directory import Directory
+
+    directory = Directory(DirectoryStore(tmp_path / "directory.sqlite"),
+                          Ed25519PrivateKey.generate(), preload=False)
+    await directory.open()
+    try:
+        await directory.apply([
+            (Service("plain", 1, "declaration", "citizen", "explicit"), False),
+            (Service("checked", 1, "consultation", "citizen", "fixed", provider=B,
+                     integration_required=True), False),
+            (Integration(CITIZEN, A, 1, 1, SINCE), False),
+            (Replacement(OLD, CITIZEN), False),
+        ])
+        plain = await directory.view_for([(OLD, "plain", 1), (OTHER, "plain", 0)])
+        assert plain.replaced == {OLD: CITIZEN}
+        assert plain.integrations == {}
+        checked = await directory.view_for([(OLD, "checked", 0), (OTHER, "plain", 1)])
+        assert checked.integrations == {CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
+    finally:
+        await directory.close()
