@@ -250,6 +250,35 @@ def _resolve_subject(number: str, replaced: Mapping[str, str]) -> tuple[str, boo
     return current, seen > 0
 
 
+def subjects_to_read(
+    envelopes: Iterable[tuple[str, str, int]], view: DirectoryView
+) -> tuple[set[str], set[str]]:
+    """For envelopes given as ``(subject, service id, service version)``: every subject (whose
+    replacement the rules follow), and those whose integrations they read
+    (:attr:`Service.reads_integrations`). ``view`` needs the small tables only."""
+    subjects: set[str] = set()
+    wanted: set[str] = set()
+    for subject, service_id, version in envelopes:
+        if subject:
+            subjects.add(subject)
+            service = view.service(service_id, version)  # memoized per view
+            if service is not None and service.reads_integrations:
+                wanted.add(subject)
+    return subjects, wanted
+
+
+def current_numbers(subjects: Iterable[str], replaced: Mapping[str, str]) -> set[str]:
+    """``subjects`` and the numbers they were replaced by (following chains, as :func:`decide`
+    does): the numbers whose integrations the rules read."""
+    out = set(subjects)
+    for subject in list(out):
+        current, hops = subject, 0
+        while current in replaced and hops < 10:
+            current, hops = replaced[current], hops + 1
+            out.add(current)
+    return out
+
+
 def shared_decision_key(head: EnvelopeHead, view: DirectoryView) -> tuple[object, ...] | None:
     """A key under which the decision on ``head`` is the same for every envelope of a batch
     with that key (same sender and day), or None when it depends on the subject itself.

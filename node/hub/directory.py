@@ -35,8 +35,10 @@ from node.core.directory import (
     RevokedCertificate,
     Service,
     Subscription,
+    current_numbers,
     fragment_owners,
     problem_of,
+    subjects_to_read,
 )
 from node.core.errors import InvalidArgument
 from node.store.directory_store import DirectoryStore, LoggedChange
@@ -143,24 +145,12 @@ class Directory:
         t = self.tables
         view = DirectoryView(t.institutions, t.services, t.authorizations, {}, {},
                              t.subscriptions_by_service)
-        subjects: set[str] = set()
-        wanted: set[str] = set()
-        for subject, service_id, version in envelopes:
-            if subject:
-                subjects.add(subject)
-                service = view.service(service_id, version)  # memoized per view
-                if service is not None and service.reads_integrations:
-                    wanted.add(subject)
-        if not subjects:
-            return view
-        view.replaced = replaced = await self.store.replacements_of(subjects)
-        for subject in list(wanted):  # the integrations are read under the current number
-            hops = 0
-            while subject in replaced and hops < 10:
-                subject, hops = replaced[subject], hops + 1
-                wanted.add(subject)
-        if wanted:
-            view.integrations = await self.store.integrations_of(wanted)
+        subjects, wanted = subjects_to_read(envelopes, view)
+        if subjects:
+            view.replaced = await self.store.replacements_of(subjects)
+        if wanted:  # the integrations are read under the current number
+            view.integrations = await self.store.integrations_of(
+                current_numbers(wanted, view.replaced))
         return view
 
     def revoked_serials(self) -> frozenset[int]:

@@ -17,6 +17,7 @@ from datetime import date
 import grpc
 from google.protobuf.message import DecodeError
 
+from node.core.directory import shared_decision_key
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
@@ -28,7 +29,7 @@ from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
-from node.wire.declarations import validate_payload
+from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, reason_to_proto
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
@@ -89,11 +90,18 @@ class LocalService(local_pb2_grpc.LocalServicer):
         the hub). Without a fragment yet, the hub decides alone."""
         if self.fragment.revision == 0:
             return
-        view = await self.fragment.view(h.subject_number for h in heads if h is not None)
+        view = await self.fragment.view_for(
+            (h.subject_number, h.service_id, h.service_version) for h in heads if h is not None)
         today = date.today()
+        shared: dict[tuple[object, ...], Decision] = {}  # one decision per shared key
         for i, head in enumerate(heads):
             if head is not None and decisions[i].accepted:
-                decision = check_with_fragment(head, self.institution, view, today)
+                key = shared_decision_key(head, view)
+                decision = shared.get(key) if key is not None else None
+                if decision is None:
+                    decision = check_with_fragment(head, self.institution, view, today)
+                    if key is not None:
+                        shared[key] = decision
                 if not decision.accepted:
                     decisions[i], ready[i] = decision, None
 
@@ -124,7 +132,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             head = head_of(envelope)
             heads.append(head)
             decision = check_envelope(head, self.institution, self.policy, memo)
-            if decision.reason is Reason.ACCEPTED:
+            if decision.reason is Reason.ACCEPTED and head.service_id in CATALOGUE_SERVICES:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
             if decision.reason is Reason.ACCEPTED:

@@ -36,8 +36,10 @@ from node.core.directory import (
     Replacement,
     Service,
     Subscription,
+    current_numbers,
     key_of,
     kind_of,
+    subjects_to_read,
 )
 from node.store.directory_store import decode_entity, encode_entity
 from node.store.integrations import SubjectCache, integration_of, integration_row, read_integrations
@@ -303,6 +305,18 @@ class FragmentStore:
             self._revoked = frozenset(int(k, 16) for k in s["revoked_certificate"])
 
     # -- reading -----------------------------------------------------------------------------
+
+    async def view_for(self, envelopes: Iterable[tuple[str, str, int]]) -> DirectoryView:
+        """What deciding on envelopes given as ``(subject, service id, service version)``
+        needs: like :meth:`view`, with the integrations only of the subjects whose service
+        reads them (see :meth:`node.hub.directory.Directory.view_for`)."""
+        view = DirectoryView(self._institutions, self._services, self._authorizations, {},
+                             self._replaced)
+        _, wanted = subjects_to_read(envelopes, view)
+        if wanted:
+            view.integrations = await read_integrations(
+                self.reader, current_numbers(wanted, self._replaced), self.integration_cache)
+        return view
 
     async def view(self, subjects: Iterable[str]) -> DirectoryView:
         """What :func:`node.core.directory.decide` needs for a batch about ``subjects``: the

@@ -27,6 +27,7 @@ from node.core.declarations import FieldError
 from node.wire.gen.crossroads.services.v1 import declarations_pb2 as pb
 
 __all__ = [
+    "CATALOGUE_SERVICES",
     "MEDIA_TYPES",
     "MEDIA_TYPE_EMPLOYMENT_MUTATION",
     "MEDIA_TYPE_IMMEDIATE",
@@ -221,6 +222,8 @@ _CODECS: dict[str, tuple[type[Message], Callable[[Any], core.Payload], type]] = 
     core.MUTATION_EMPLOYMENT: (pb.EmploymentMutation, employment_mutation_from_proto,
                                core.EmploymentMutation),
 }
+#: The services whose payloads have a schema here (validated at the sending node).
+CATALOGUE_SERVICES = frozenset(_CODECS)
 _SERVICE_OF: dict[type, str] = {core_type: sid for sid, (_, _, core_type) in _CODECS.items()}
 _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     core.ImmediateDeclaration: encode_immediate,

@@ -76,6 +76,27 @@ async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_pa
         await store.close()
 
 
+async def test_node_fragment_reads_integrations_only_for_services_that_use_them(
+        tmp_path: Path) -> None:
+    from node.core.directory import Service
+
+    store = FragmentStore(tmp_path / "fragment.sqlite")
+    await store.open()
+    try:
+        mine = Integration(CITIZEN, A, 1, 1, SINCE)
+        await store.apply_snapshot(1, [
+            Service("plain", 1, "declaration", "citizen", "explicit"),
+            Service("checked", 1, "consultation", "citizen", "fixed", provider=B,
+                    integration_required=True),
+            mine, Replacement(OLD, CITIZEN)], recipient=A)
+        plain = await store.view_for([(OLD, "plain", 1), (CITIZEN, "plain", 0)])
+        assert plain.integrations == {} and plain.replaced[OLD] == CITIZEN
+        checked = await store.view_for([(OLD, "checked", 1), (OTHER, "plain", 1)])
+        assert checked.integrations == {CITIZEN: (mine,)}
+    finally:
+        await store.close()
+
+
 async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) -> None:
     from node.store.integrations import preload, read_integrations
 
