@@ -49,6 +49,10 @@ class Limits:
     destination_quota: int = 1_000_000
     delivery_batch_envelopes: int = 1_000
     delivery_batch_bytes: int = 8 * 1024 * 1024
+    #: Consultations in flight per stream (an application's at its node, a node's at the
+    #: hub); beyond, a question is refused at once (RESOURCE_EXHAUSTED) instead of queueing
+    #: past its deadline while the machine is saturated.
+    consultations_in_flight: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,9 @@ def _limits(r: _Reader) -> Limits:
             "delivery_batch_envelopes", d.delivery_batch_envelopes, minimum=1
         ),
         delivery_batch_bytes=r.integer("delivery_batch_bytes", d.delivery_batch_bytes, minimum=1),
+        consultations_in_flight=r.integer(
+            "consultations_in_flight", d.consultations_in_flight, minimum=1
+        ),
     )
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         raise ConfigError(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")

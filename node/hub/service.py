@@ -220,6 +220,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         async for replies in serve_calls(
             request_iterator, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
             on_message=recheck, draining=self.draining,
+            max_in_flight=self.consultations.limits.consultations_in_flight,
         ):
             yield replies
 

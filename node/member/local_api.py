@@ -232,6 +232,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
     ) -> AsyncIterator[consult_pb2.ConsultReplies]:
         async for replies in guard_stream("Local.Consultations", context, serve_calls(
             request_iterator, self._consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
+            max_in_flight=self.hub.config.limits.consultations_in_flight,
         ), {}):
             yield replies
 

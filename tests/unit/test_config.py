@@ -25,6 +25,9 @@ def test_valid_hub_config_resolves_relative_paths() -> None:
     cfg = hub_config(hub_table(), BASE)
     assert cfg.tls.cert == BASE / "tls" / "hub.crt"
     assert cfg.limits.max_payload_bytes == 4 * 1024 * 1024
+    assert cfg.limits.consultations_in_flight == 200
+    assert hub_config(hub_table(limits={"consultations_in_flight": 8}),
+                      BASE).limits.consultations_in_flight == 8
     assert cfg.directory_key_path == BASE / "keys" / "directory.key"
     without = {k: v for k, v in hub_table().items() if k != "directory_key"}
     default = Path("/var/lib/crossroads/hub/directory-signing.key")
@@ -37,6 +40,7 @@ def test_valid_hub_config_resolves_relative_paths() -> None:
         ({"network": "Demo!"}, "network"),
         ({"listen": "nowhere"}, "listen"),
         ({"limits": {"max_payload_bytes": 0}}, "limits.max_payload_bytes"),
+        ({"limits": {"consultations_in_flight": 0}}, "limits.consultations_in_flight"),
         ({"limits": {"max_payload_bytes": 10_000, "max_batch_bytes": 5_000}}, "max_batch_bytes"),
         ({"surprise": 1}, "unknown setting surprise"),
         ({"tls": {"ca_cert": "a", "cert": "b"}}, "tls.key is required"),
