@@ -12,8 +12,11 @@ transaction and records the revision it reached:
   ``from_revision`` exactly.
 
 Integrations (possibly millions) stay in SQLite and are read per batch of envelopes, for the
-batch's subjects only (:meth:`FragmentStore.view`), through an LRU cache of the most recently
-asked subjects (:mod:`node.store.integrations`; cleared by a snapshot, updated by deltas).
+batch's subjects only (:meth:`FragmentStore.view_for`), through an LRU cache by subject
+(:mod:`node.store.integrations`; updated by deltas). A fragment is the institution's own
+integrations, which its envelopes are about: a snapshot fills the cache with what it brings
+and a restart preloads it (in the background) from SQLite, so a fragment of up to
+:data:`CACHE_SUBJECTS` subjects is checked from memory.
 Everything else is small and kept in memory, updated after each commit, so
 :func:`node.core.directory.decide` runs on it without I/O.
 """
@@ -21,6 +24,7 @@ Everything else is small and kept in memory, updated after each commit, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -42,7 +46,13 @@ from node.core.directory import (
     subjects_to_read,
 )
 from node.store.directory_store import decode_entity, encode_entity
-from node.store.integrations import SubjectCache, integration_of, integration_row, read_integrations
+from node.store.integrations import (
+    SubjectCache,
+    integration_of,
+    integration_row,
+    preload,
+    read_integrations,
+)
 from node.store.sqlite import connect, migrate, rollback
 
 __all__ = ["FragmentStore", "RevisionGap"]
@@ -111,6 +121,7 @@ class FragmentStore:
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._warming: asyncio.Task[int] | None = None
         self._lock = asyncio.Lock()
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
         #: The revision the fragment is at (0 = nothing received yet).
@@ -147,8 +158,16 @@ class FragmentStore:
                 small[kind][key] = decode_entity(kind, data)
         self._small = small
         self._rebuild(set(SMALL_KINDS))
+        if self.revision:
+            self._warming = asyncio.create_task(preload(self.reader, self.integration_cache),
+                                                name="fragment-cache-warm-up")
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warming
+            self._warming = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -209,7 +228,23 @@ class FragmentStore:
             self._small = small
             self._rebuild(set(SMALL_KINDS))
             self.integration_cache.clear()
+            self._fill_cache(e for e in entities if isinstance(e, Integration))
             self._committed(revision, now_us, hub_revision, recipient)
+
+    def _fill_cache(self, integrations: Iterable[Integration]) -> None:
+        """The integrations of a snapshot just committed, by subject, as far as the cache
+        holds (whole subjects only)."""
+        by_subject: dict[str, list[Integration]] = {}
+        room = self.integration_cache.max_subjects
+        for integration in integrations:
+            held = by_subject.get(integration.subject)
+            if held is None:
+                if len(by_subject) >= room:
+                    continue
+                held = by_subject[integration.subject] = []
+            held.append(integration)
+        self.integration_cache.fill(self.integration_cache.generation,
+                                    {s: tuple(v) for s, v in by_subject.items()})
 
     async def apply_delta(self, from_revision: int, to_revision: int,
                           changes: Sequence[tuple[Entity, bool]]) -> None:

@@ -97,6 +97,34 @@ async def test_node_fragment_reads_integrations_only_for_services_that_use_them(
         await store.close()
 
 
+async def test_node_fragment_checks_its_own_integrations_from_memory(tmp_path: Path) -> None:
+    """A snapshot fills the cache with what it brings; a restart preloads it from SQLite."""
+    import asyncio
+
+    mine = [Integration(CITIZEN, A, 1, 1, SINCE), Integration(CITIZEN, A, 2, 1, SINCE),
+            Integration(OTHER, A, 1, 1, SINCE)]
+    store = FragmentStore(tmp_path / "fragment.sqlite")
+    await store.open()
+    try:
+        await store.apply_snapshot(1, mine, recipient=A)
+        found, missing = store.integration_cache.lookup([CITIZEN, OTHER])
+        assert missing == [] and sorted(found[CITIZEN]) == sorted(mine[:2])
+    finally:
+        await store.close()
+    again = FragmentStore(tmp_path / "fragment.sqlite")
+    await again.open()
+    try:
+        for _ in range(100):
+            if len(again.integration_cache) == 2:
+                break
+            await asyncio.sleep(0.01)
+        found, missing = again.integration_cache.lookup([CITIZEN, OTHER])
+        assert missing == [] and found[OTHER] == (mine[2],)
+        assert (await again.view([CITIZEN])).integrations[CITIZEN] == found[CITIZEN]
+    finally:
+        await again.close()
+
+
 async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) -> None:
     from node.store.integrations import preload, read_integrations
 
