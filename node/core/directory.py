@@ -33,7 +33,7 @@ once (from its cache, else one query per 500 subjects) and passes them in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import NamedTuple
@@ -293,6 +293,25 @@ def shared_decision_key(head: EnvelopeHead, view: DirectoryView) -> tuple[object
         return None
     return (head.service_id, head.service_version, head.subject_type, head.capacity,
             head.legal_context, head.period_begin, head.period_end, head.receivers)
+
+
+def shared_decisions(
+    view: DirectoryView, compute: Callable[[EnvelopeHead], Decision]
+) -> Callable[[EnvelopeHead], Decision]:
+    """``compute`` for the envelopes of one batch, run once per :func:`shared_decision_key`
+    (and for every envelope without one)."""
+    shared: dict[tuple[object, ...], Decision] = {}
+
+    def decision_for(head: EnvelopeHead) -> Decision:
+        key = shared_decision_key(head, view)
+        if key is None:
+            return compute(head)
+        decision = shared.get(key)
+        if decision is None:
+            decision = shared[key] = compute(head)
+        return decision
+
+    return decision_for
 
 
 def decide(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import cast
 
-from node.core.directory import decide, request_of, shared_decision_key
+from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
@@ -238,23 +238,15 @@ class Intake:
             for h, d in zip(heads, decisions, strict=True)
             if d.accepted and isinstance(h, EnvelopeHead))
         today = date.fromtimestamp(self.clock() / 1e6)
-        routed: list[Decision] = []
-        shared: dict[tuple[object, ...], Decision] = {}  # see shared_decision_key
-        for head, decision in zip(heads, decisions, strict=True):
-            if not decision.accepted or not isinstance(head, EnvelopeHead):
-                routed.append(decision)
-                continue
-            key = shared_decision_key(head, view)
-            if key is not None and key in shared:
-                routed.append(shared[key])
-                continue
+        def compute(head: EnvelopeHead) -> Decision:
             request = request_of(head)
-            decision = request if isinstance(request, Decision) else (
-                decide(head, request, sender, view, today)[0])
-            if key is not None:
-                shared[key] = decision
-            routed.append(decision)
-        return routed
+            if isinstance(request, Decision):
+                return request
+            return decide(head, request, sender, view, today)[0]
+
+        decision_for = shared_decisions(view, compute)
+        return [decision_for(head) if decision.accepted and isinstance(head, EnvelopeHead)
+                else decision for head, decision in zip(heads, decisions, strict=True)]
 
 
 def _uuid7s(count: int, now_us: int) -> Iterator[str]:

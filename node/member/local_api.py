@@ -17,7 +17,7 @@ from datetime import date
 import grpc
 from google.protobuf.message import DecodeError
 
-from node.core.directory import shared_decision_key
+from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
@@ -93,15 +93,11 @@ class LocalService(local_pb2_grpc.LocalServicer):
         view = await self.fragment.view_for(
             (h.subject_number, h.service_id, h.service_version) for h in heads if h is not None)
         today = date.today()
-        shared: dict[tuple[object, ...], Decision] = {}  # one decision per shared key
+        decision_for = shared_decisions(
+            view, lambda head: check_with_fragment(head, self.institution, view, today))
         for i, head in enumerate(heads):
             if head is not None and decisions[i].accepted:
-                key = shared_decision_key(head, view)
-                decision = shared.get(key) if key is not None else None
-                if decision is None:
-                    decision = check_with_fragment(head, self.institution, view, today)
-                    if key is not None:
-                        shared[key] = decision
+                decision = decision_for(head)
                 if not decision.accepted:
                     decisions[i], ready[i] = decision, None
 

@@ -356,17 +356,9 @@ class FragmentStore:
     async def view(self, subjects: Iterable[str]) -> DirectoryView:
         """What :func:`node.core.directory.decide` needs for a batch about ``subjects``: the
         small tables whole, the replacements and integrations of those subjects only."""
-        replaced: dict[str, str] = {}
-        wanted: set[str] = set()
-        for subject in {s for s in subjects if s}:
-            current, hops = subject, 0
-            wanted.add(current)
-            while current in self._replaced and hops < 10:
-                replaced[current] = self._replaced[current]
-                current = self._replaced[current]
-                wanted.add(current)
-                hops += 1
+        wanted = current_numbers({s for s in subjects if s}, self._replaced)
         integrations = await read_integrations(self.reader, wanted, self.integration_cache)
+        replaced = {n: self._replaced[n] for n in wanted if n in self._replaced}
         return DirectoryView(self._institutions, self._services, self._authorizations,
                              integrations, replaced)
 
