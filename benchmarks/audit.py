@@ -68,6 +68,7 @@ from benchmarks.common import citizens, machine_facts, percentile, write_results
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
+from node.wire.delivery import pack
 from node.wire.signed import ensure_signing_key, public_path
 
 __all__ = ["main"]
@@ -134,7 +135,7 @@ class Batch:
 
     first_seq: int
     last_seq: int
-    queue_rows: list[tuple[str, str, bytes]]
+    queue_rows: list[tuple[str, int, bytes]]
     audit: list[tuple[str, ...]]
     deliveries: dict[str, list[tuple[str, ...]]]  # receiver -> its DELIVERED records
 
@@ -169,7 +170,7 @@ class Generator:
     def batch(self, size: int) -> Batch:
         rnd, pool, insts = self.rnd, self.pool, self.institutions
         audit: list[tuple[str, ...]] = []
-        queue_rows: list[tuple[str, str, bytes]] = []
+        queue_rows: list[tuple[str, int, bytes]] = []
         deliveries: dict[str, list[tuple[str, ...]]] = {}
         # The previous batch's envelopes are acknowledged first (a few ms after they were
         # accepted, in the hub's time).
@@ -199,7 +200,7 @@ class Generator:
             audit.append((str(self.at), "ACCEPTED", ticket, sender, ",".join(receivers), service,
                           "citizen", subject, "ACCEPTED", ""))
             for dest in receivers:
-                queue_rows.append((dest, ticket, b"envelope"))
+                queue_rows.append((dest, 1, pack([b"envelope"], [ticket])))
                 self.pending.setdefault(dest, []).append(ticket)
         first = self.envelopes + 1
         self.envelopes += size

@@ -239,7 +239,7 @@ class _Backlog:
             "sender_outbox": (ro(net.root / "nodes" / SENDER / "node.sqlite"),
                               "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS INTEGER)"
                               " FROM meta WHERE key = 'decided_seq'), 0) FROM outbox"),
-            "hub_queue": (ro(net.hub_db), "SELECT count(*) FROM queue"),
+            "hub_queue": (ro(net.hub_db), "SELECT coalesce(sum(count), 0) FROM queue"),
             "receiver_inbox": (ro(net.root / "nodes" / RECEIVER / "node.sqlite"),
                                "SELECT count(*) FROM inbox WHERE acked = 0"),
         }

@@ -312,7 +312,7 @@ class Backlog:
             "source_outbox": [(ro(nodes / SOURCE / "node.sqlite"),
                                "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS"
                                " INTEGER) FROM meta WHERE key = 'decided_seq'), 0) FROM outbox")],
-            "hub_queue_rows": [(ro(net.hub_db), "SELECT count(*) FROM queue")],
+            "hub_queue": [(ro(net.hub_db), "SELECT coalesce(sum(count), 0) FROM queue")],
             "subscriber_inboxes": [(ro(nodes / s / "node.sqlite"),
                                     "SELECT count(*) FROM inbox WHERE acked = 0") for s in subs],
         }

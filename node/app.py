@@ -131,6 +131,7 @@ class HubApp:
         self.intake = Intake(
             self.store, policy, self.directory, state.pending, cfg.limits.destination_quota,
             cfg.limits.max_batch_envelopes, self.deliverer.wake,
+            queue_cut=(cfg.limits.delivery_batch_envelopes, cfg.limits.delivery_batch_bytes),
         )
         revocations, directory = self.revocations, self.directory
         peers = PeerAuthenticator(

@@ -4,7 +4,9 @@ One worker task per destination institution (the synapse federation-sender model
 
 * It reads the next envelopes for its destination from the queue (ascending ``seq``), sends
   them as one ``DeliveryBatch`` on a ``Node.Deliver`` stream to the node's registered endpoint,
-  and waits for that batch's ack before sending the next: one batch in flight.
+  and waits for that batch's ack before sending the next: one batch in flight. The queue holds
+  them already packed as delivery batches (:mod:`node.wire.delivery`): the message sent is
+  those bytes joined.
 * The node acks only after storing the batch; the worker then deletes the delivered rows and
   writes the ``DELIVERED`` audit records in one transaction (:meth:`HubStore.commit_delivery`).
   The remaining queue *is* the persisted cursor.
@@ -35,13 +37,15 @@ from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore, QueuedBatch
-from node.wire.gen.crossroads.v1 import node_pb2, node_pb2_grpc
+from node.wire.delivery import delivery_message, tickets_of
+from node.wire.gen.crossroads.v1 import node_pb2
 
 __all__ = ["Deliverer"]
 
 log = structlog.get_logger(__name__)
 
 ACK_TIMEOUT_S = 60.0
+DELIVER_METHOD = "/crossroads.v1.Node/Deliver"
 
 
 class DeliveryError(Exception):
@@ -211,12 +215,9 @@ class Deliverer:
         batch is read from the queue and the previous batch's bookkeeping is committed."""
         call = await self._stream(dest)
         last = batch.last_seq
-        await call.write(
-            node_pb2.DeliveryBatch(
-                last_sequence=last, envelopes=batch.envelopes, hub_tickets=batch.hub_tickets
-            )
-        )
+        await call.write(delivery_message(batch.packed, last))
         dest.prefetch = asyncio.ensure_future(self._read(dest, last))
+        tickets = [t for packed in batch.packed for t in tickets_of(packed)]
         ack = await asyncio.wait_for(call.read(), ACK_TIMEOUT_S)
         if ack is grpc.aio.EOF:
             raise DeliveryError("node closed the delivery stream")
@@ -225,7 +226,7 @@ class Deliverer:
         now, institution = str(self.clock()), dest.institution
         audit: list[tuple[str, ...]] = [
             (now, "DELIVERED", ticket, "", institution, "", "", "", "DELIVERED", "")
-            for ticket in batch.hub_tickets
+            for ticket in tickets
         ]
         if ack.duplicates:
             log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)
@@ -255,8 +256,10 @@ class Deliverer:
             self.tls.channel_credentials(),
             options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes),
         )
-        stub = node_pb2_grpc.NodeStub(dest.channel)
-        dest.call = stub.Deliver()
+        # The batches are sent as the bytes the queue holds (node.wire.delivery): no serializer.
+        dest.call = dest.channel.stream_stream(
+            DELIVER_METHOD, request_serializer=None,
+            response_deserializer=node_pb2.DeliveryAck.FromString)()
         dest.connected = True
         log.info("delivery_stream_open", destination=dest.institution, endpoint=endpoint)
         return dest.call

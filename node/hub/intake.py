@@ -8,8 +8,9 @@ For a batch from an authenticated institution:
    through :func:`node.core.envelope.check_batch` and the per-receiver quota.
 3. **Stamp** each accepted envelope with a fresh hub ticket (a time-ordered UUIDv7) and the
    reception time.
-4. **Commit** queue rows (one per receiver), audit records (one per envelope, accepted or
-   refused) and the idempotency record in one transaction; only then build the ack.
+4. **Commit** the queue rows (per receiver, its envelopes packed as delivery batches:
+   :mod:`node.wire.delivery`), audit records (one per envelope, accepted or refused) and the
+   idempotency record in one transaction; only then build the ack.
 5. **Wake** the delivery workers of the receivers.
 
 A bad envelope only ever affects its own outcome; an exception escaping here (storage
@@ -25,12 +26,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import cast
 
+from node.config import Limits
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
 from node.hub.directory import Directory
 from node.store.hub_store import HubStore
+from node.wire.delivery import cut
 from node.wire.envelopes import (
     SUBJECT_TYPE_NAMES,
     AckBuilder,
@@ -65,6 +68,7 @@ class Intake:
         max_batch_envelopes: int,
         wake: Callable[[str], None],
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        queue_cut: tuple[int, int] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -74,6 +78,10 @@ class Intake:
         self.max_batch_envelopes = max_batch_envelopes
         self.wake = wake
         self.clock = clock
+        #: (envelopes, bytes): queue rows are cut to delivery batches of at most this size.
+        limits = Limits()
+        self.queue_cut = queue_cut or (limits.delivery_batch_envelopes,
+                                       limits.delivery_batch_bytes)
         self.stats = IntakeStats()
         self._high: dict[tuple[str, str], int] = {}
 
@@ -162,13 +170,14 @@ class Intake:
         accepted = sum(1 for d in decisions if d.reason is accepted_reason)
         tickets = _uuid7s(accepted, now)
         stamp_one = stamper(now)
-        queue_rows: list[tuple[str, str, bytes]] = []
+        # Per receiver: its stamped envelopes and their tickets, in batch order.
+        queued: dict[str, tuple[list[bytes], list[str]]] = {}
         audit: list[tuple[str, ...]] = []
         # The ack is built once, as bytes: stored as the idempotency record, parsed to be sent.
         ack = AckBuilder(first + offset)
         add_outcome = ack.add
         accepted_code = reason_to_proto(accepted_reason)
-        add_row, add_record = queue_rows.append, audit.append
+        add_record = audit.append
         type_names = SUBJECT_TYPE_NAMES
         for i, (raw, head, decision) in enumerate(zip(raws, heads, decisions, strict=True)):
             reason, detail, receivers = decision
@@ -177,7 +186,11 @@ class Intake:
                 ticket = next(tickets)
                 stamped = stamp_one(raw, ticket)
                 for receiver in receivers:
-                    add_row((receiver, ticket, stamped))
+                    run = queued.get(receiver)
+                    if run is None:
+                        run = queued[receiver] = ([], [])
+                    run[0].append(stamped)
+                    run[1].append(ticket)
                 add_record((now_text, "ACCEPTED", ticket, sender, ",".join(receivers),
                             h.service_id, type_names.get(h.subject_type, "?"), h.subject_number,
                             "ACCEPTED", ""))
@@ -202,6 +215,10 @@ class Intake:
                     by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
         last = first + offset + len(raws) - 1
         ack_blob = ack.blob()
+        queue_rows = [(receiver, count, packed)
+                      for receiver, (stamped_envelopes, tickets_of_run) in queued.items()
+                      for count, packed in cut(stamped_envelopes, tickets_of_run,
+                                               *self.queue_cut)]
 
         async def finish() -> pb.BatchAck:
             await self.store.commit_batch(

@@ -8,6 +8,10 @@ Guarantees
 * **Delivery cursor = the queue itself.** :meth:`commit_delivery` deletes the delivered rows
   and appends the ``DELIVERED`` audit records in one transaction; what is left in ``queue`` for
   a destination is exactly what it has not acknowledged, in order of ``seq``.
+* **Queue rows are packed batches.** A row holds a run of envelopes for one destination as a
+  packed ``DeliveryBatch`` (:mod:`node.wire.delivery`): the intake packs them, the delivery
+  sends them as they are. A row's ``seq`` is the queue position of its last envelope
+  (positions count envelopes, so ``delivered_seq`` and the quota keep counting envelopes).
 * **One writer thread.** The write connection lives in a thread of its own; each write
   (a whole transaction: :meth:`commit_batch`, :meth:`commit_delivery`, ...) is one call
   handed to it, so writes run one at a time, in call order, with one hop from the event loop
@@ -44,10 +48,8 @@ writer).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import hashlib
-import itertools
 import sqlite3
 import time
 import zlib
@@ -61,7 +63,14 @@ import structlog
 
 from node.core.audit import FIELDS, GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.errors import Unavailable
-from node.store.sqlite import connect_sync, insert_columns, insert_rows, migrate_sync
+from node.store.sqlite import (
+    Migration,
+    connect_sync,
+    insert_columns,
+    insert_rows,
+    migrate_sync,
+)
+from node.wire.delivery import pack
 
 __all__ = ["HubState", "HubStore", "QueuedBatch", "ResendRaced"]
 
@@ -73,7 +82,7 @@ log = structlog.get_logger(__name__)
 class ResendRaced(Unavailable):
     """A batch's sequences were committed by another stream in the meantime (retry)."""
 
-MIGRATIONS = [
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE queue (
         seq INTEGER PRIMARY KEY,
@@ -163,6 +172,9 @@ MIGRATIONS = [
     """
     ALTER TABLE recent_acks ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: the queue holds packed delivery batches (node.wire.delivery), one row per run of
+    # envelopes for a destination instead of one row per envelope (Python: it packs the rows).
+    lambda conn: _queue_of_packed_batches(conn),
 ]
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
@@ -179,12 +191,29 @@ _SUBJECT = 1 + FIELDS.index("subject_number")  # in a chain row (seq, *fields, p
 
 
 class QueuedBatch(NamedTuple):
-    """The next queued envelopes of one destination, in order, column by column (the
-    delivery sends the envelopes and tickets as they are, and audits the tickets)."""
+    """The next queued envelopes of one destination, in order: ``count`` envelopes in the
+    ``packed`` batches (:mod:`node.wire.delivery`) of queue rows up to ``last_seq``."""
 
     last_seq: int
-    hub_tickets: tuple[str, ...]
-    envelopes: tuple[bytes, ...]
+    count: int
+    packed: tuple[bytes, ...]
+
+
+def _queue_of_packed_batches(conn: sqlite3.Connection) -> None:
+    """Migration 6: one row per envelope becomes one row per packed batch. Each old row
+    becomes a batch of one, under its own ``seq`` (delivery cursors stay valid)."""
+    conn.execute("ALTER TABLE queue RENAME TO queue_v1")
+    conn.execute("DROP INDEX queue_by_dest")
+    conn.execute(
+        "CREATE TABLE queue (seq INTEGER PRIMARY KEY, dest TEXT NOT NULL,"
+        " count INTEGER NOT NULL, packed BLOB NOT NULL)")
+    conn.execute("CREATE INDEX queue_by_dest ON queue (dest, seq)")
+    cur = conn.execute("SELECT seq, dest, hub_ticket, envelope FROM queue_v1 ORDER BY seq")
+    while rows := cur.fetchmany(10_000):
+        conn.executemany("INSERT INTO queue (seq, dest, count, packed) VALUES (?,?,1,?)",
+                         [(seq, dest, pack([bytes(envelope)], [ticket]))
+                          for seq, dest, ticket, envelope in rows])
+    conn.execute("DROP TABLE queue_v1")
 
 
 @dataclass(slots=True)
@@ -252,8 +281,8 @@ class HubStore:
         row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         self.chain = ChainWriter(row[0], row[1]) if row else ChainWriter(0, GENESIS)
         self._load_checkpoint_state()
-        state.pending = {dest: n for dest, n in
-                         w.execute("SELECT dest, count(*) FROM queue GROUP BY dest")}
+        state.pending = {dest: int(n) for dest, n in
+                         w.execute("SELECT dest, sum(count) FROM queue GROUP BY dest")}
         row = w.execute("SELECT coalesce(max(seq), 0) FROM queue").fetchone()
         row2 = w.execute("SELECT coalesce(max(delivered_seq), 0) FROM destinations").fetchone()
         state.next_queue_seq = max(int(row[0]) if row else 0, int(row2[0]) if row2 else 0) + 1
@@ -366,14 +395,14 @@ class HubStore:
         origin: str,
         first_seq: int,
         last_seq: int,
-        queue_rows: Sequence[tuple[str, str, bytes]],
+        queue_rows: Sequence[tuple[str, int, bytes]],
         audit_records: Sequence[tuple[str, ...]],
         ack: bytes,
     ) -> None:
-        """Store one batch atomically: queue rows ``(dest, ticket, envelope)``, audit records,
+        """Store one batch atomically: queue rows ``(dest, count, packed)``, audit records,
         idempotency record.
 
-        Queue sequences are assigned here, in the writer thread, so they increase in commit
+        Queue positions are assigned here, in the writer thread, so they increase in commit
         order: a delivery worker that has seen ``seq`` n has seen every committed row below n.
 
         Raises :class:`ResendRaced` (nothing written) when another stream of the same origin
@@ -390,7 +419,7 @@ class HubStore:
         origin: str,
         first_seq: int,
         last_seq: int,
-        queue_rows: Sequence[tuple[str, str, bytes]],
+        queue_rows: Sequence[tuple[str, int, bytes]],
         audit_records: Sequence[tuple[str, ...]],
         ack: bytes,
     ) -> None:
@@ -402,11 +431,13 @@ class HubStore:
                 raise ResendRaced(
                     f"sequences from {first_seq} of {origin} were stored meanwhile",
                     "RESEND_RACED")
-        start = self.next_queue_seq
+        rows, position = [], self.next_queue_seq - 1
+        for dest, count, packed in queue_rows:
+            position += count
+            rows.append((position, dest, count, packed))
         with self._transaction():
-            if queue_rows:
-                insert_rows(w, "INSERT INTO queue (seq, dest, hub_ticket, envelope) VALUES ", 4,
-                            [(start + i, *row) for i, row in enumerate(queue_rows)])
+            if rows:
+                insert_rows(w, "INSERT INTO queue (seq, dest, count, packed) VALUES ", 4, rows)
             self._append_audit(audit_records)
             if origin:
                 w.execute(
@@ -425,7 +456,7 @@ class HubStore:
                     " AND last_seq < ?",
                     (sender, origin, last_seq - ACK_HISTORY),
                 )
-        self.next_queue_seq = start + len(queue_rows)
+        self.next_queue_seq = position + 1
 
     def _append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
         """Extend the chain inside the caller's write transaction; checkpoint when due."""
@@ -587,26 +618,37 @@ class HubStore:
     # -- delivery --------------------------------------------------------------------------
 
     async def read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
-        """The next envelopes for ``dest`` in order, at most ``limit`` rows / ~``max_bytes``
-        (at least one); None when nothing is queued after ``after_seq``."""
+        """The next queue rows for ``dest`` in order: at most ``limit`` envelopes and
+        ~``max_bytes`` (at least one row); None when nothing is queued after ``after_seq``."""
         assert self._read_thread is not None, "store not open"
         return await asyncio.get_running_loop().run_in_executor(
             self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
 
     def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
         assert self._reader is not None, "store not open"
-        rows = self._reader.execute(
-            "SELECT seq, hub_ticket, envelope FROM queue WHERE dest = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (dest, after_seq, limit),
-        ).fetchall()
-        if not rows:
-            return None
-        seqs, tickets, envelopes = zip(*rows, strict=True)
-        n = max(1, bisect.bisect_right(list(itertools.accumulate(map(len, envelopes))), max_bytes))
-        if n < len(rows):
-            tickets, envelopes = tickets[:n], envelopes[:n]
-        return QueuedBatch(seqs[n - 1], tickets, envelopes)
+        r = self._reader
+        # Sizes first (the blobs stay on disk), then the blobs of the rows that fit; both in
+        # one snapshot.
+        r.execute("BEGIN")
+        try:
+            sizes = r.execute(
+                "SELECT seq, count, length(packed) FROM queue WHERE dest = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (dest, after_seq, min(limit, 1024)),
+            ).fetchall()
+            if not sizes:
+                return None
+            last, count, size = sizes[0]
+            for seq, n, length in sizes[1:]:
+                if count + n > limit or size + length > max_bytes:
+                    break
+                last, count, size = seq, count + n, size + length
+            packed = tuple(bytes(blob) for (blob,) in r.execute(
+                "SELECT packed FROM queue WHERE dest = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (dest, after_seq, last)))
+        finally:
+            r.execute("COMMIT")
+        return QueuedBatch(last, count, packed)
 
     async def commit_delivery(
         self, dest: str, upto_seq: int, count: int, audit_records: Sequence[tuple[str, ...]]

@@ -5,8 +5,9 @@ Connections are opened in autocommit mode (``isolation_level=None``); writers ru
 ``synchronous=FULL`` (default) makes a commit survive power loss; ``NORMAL`` survives a
 process crash (kill -9) but may lose the last commits on power loss.
 
-Migrations are numbered, forward-only SQL scripts; ``PRAGMA user_version`` records the last
-one applied.
+Migrations are numbered and forward-only SQL scripts, each run in its own transaction;
+``PRAGMA user_version`` records the last one applied. :func:`migrate_sync` also takes a Python
+function of the connection, for a step SQL cannot express.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -76,7 +77,10 @@ def connect_sync(
     return conn
 
 
-def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
+Migration = str | Callable[[sqlite3.Connection], None]
+
+
+def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> int:
     """:func:`migrate` on a plain connection."""
     row = conn.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row else 0
@@ -87,8 +91,11 @@ def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
     for number, script in enumerate(migrations[version:], start=version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(script):
-                conn.execute(statement)
+            if callable(script):
+                script(conn)
+            else:
+                for statement in _statements(script):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
         except BaseException:

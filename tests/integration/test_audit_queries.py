@@ -17,6 +17,7 @@ import pytest
 from node.audit_tool import load_public_keys, subject_query, verify_file, who_consulted
 from node.core.audit import ExportError, verify_export
 from node.store.hub_store import SUBJECT_INDEX_EVERY, HubStore
+from node.wire.delivery import pack, tickets_of
 from node.wire.signed import ensure_signing_key, load_public_key, public_path
 
 ENVELOPES = 100_000
@@ -78,7 +79,7 @@ async def _build(root: Path) -> Built:
             if rnd.random() < 0.7:
                 ticket = str(uuid.UUID(int=rnd.getrandbits(128)))
                 outcome, detail = "ACCEPTED", ""
-                queue += [(dest, ticket, b"envelope") for dest in receivers]
+                queue += [(dest, 1, pack([b"envelope"], [ticket])) for dest in receivers]
             else:
                 ticket, outcome, detail = "", rnd.choice(REASONS), "refused"
             audit.append((str(at), "ACCEPTED" if ticket else "REJECTED", ticket, sender,
@@ -100,9 +101,9 @@ async def _build(root: Path) -> Built:
                 if t in by_ticket:
                     by_ticket[t].deliveries.append((dest, at))
         previous = {}
-        for dest, ticket, _ in queue:
+        for dest, _, packed in queue:
             if dest != OFFLINE:
-                previous.setdefault(dest, []).append(ticket)
+                previous.setdefault(dest, []).extend(tickets_of(packed))
         previous_end = store.next_queue_seq - 1
     await store.checkpoint()
     records = store.chain.last_seq

@@ -23,6 +23,7 @@ from node.core.audit import ChainWriter, encode_fields, purge_detail
 from node.core.directory import Service
 from node.store.directory_store import DirectoryStore
 from node.store.hub_store import MIGRATIONS, HubStore
+from node.wire.delivery import pack
 from node.wire.signed import ensure_signing_key, public_path
 
 SUBJECT, OTHER = "85073003328", "90010100164"
@@ -55,7 +56,7 @@ def delivered(at: int, ticket: str, receiver: str = R1) -> tuple[str, ...]:
 
 
 async def commit(store: HubStore, records: Sequence[tuple[str, ...]]) -> None:
-    rows = [(r[4].split(",")[0], r[2], b"x") for r in records if r[1] == "ACCEPTED"]
+    rows = [(r[4].split(",")[0], 1, pack([b"x"], [r[2]])) for r in records if r[1] == "ACCEPTED"]
     await store.commit_batch(S, "", 0, 0, rows, records, b"ack")
 
 

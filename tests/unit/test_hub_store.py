@@ -1,5 +1,5 @@
-"""HubStore storage details: stored acks across the schema upgrade, multi-row inserts,
-the audit field encoding."""
+"""HubStore storage details: stored acks and queued envelopes across schema upgrades,
+multi-row inserts, the audit field encoding."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 from node.core.audit import encode_fields
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.store.sqlite import insert_rows
+from node.wire.delivery import delivery_message, pack
+from node.wire.gen.crossroads.v1 import node_pb2
 
-S = "0403019261"
+S, R, R2 = "0403019261", "0428759497", "0202239951"
 
 
 async def test_acks_stored_before_the_upgrade_are_still_returned(tmp_path: Path) -> None:
@@ -36,6 +38,36 @@ async def test_acks_stored_before_the_upgrade_are_still_returned(tmp_path: Path)
     packed = conn.execute("SELECT first_seq, packed, length(ack) FROM recent_acks").fetchall()
     conn.close()
     assert packed[0] == (1, 0, 6) and packed[1][:2] == (4, 1) and packed[1][2] < 700
+
+
+async def test_envelopes_queued_one_per_row_are_delivered_after_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:5]:
+        assert isinstance(script, str)
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version=5")
+    old = [(3, R, "t3", b"three"), (5, R2, "t5", b"five"), (8, R, "t8", b"eight")]
+    conn.executemany("INSERT INTO queue (seq, dest, hub_ticket, envelope) VALUES (?,?,?,?)", old)
+    conn.execute("INSERT INTO destinations (institution, delivered_seq) VALUES (?, 2)", (R,))
+    conn.close()
+    store = HubStore(path, "NORMAL")
+    state = await store.open()
+    try:
+        assert state.pending == {R: 2, R2: 1} and state.next_queue_seq == 9
+        batch = await store.read_queue(R, 0, 10, 1 << 20)
+        assert batch is not None and (batch.last_seq, batch.count) == (8, 2)
+        message = node_pb2.DeliveryBatch.FromString(delivery_message(batch.packed, 8))
+        assert list(message.envelopes) == [b"three", b"eight"]
+        assert list(message.hub_tickets) == ["t3", "t8"]
+        # New rows continue after the old positions.
+        await store.commit_batch(S, "", 0, 0, [(R, 2, pack([b"n1", b"n2"], ["n1", "n2"]))],
+                                 [], b"")
+        after = await store.read_queue(R, 8, 10, 1 << 20)
+        assert after is not None and (after.last_seq, after.count) == (10, 2)
+    finally:
+        await store.close()
+
 
 
 def test_insert_rows_writes_every_row_in_order() -> None:

@@ -1,6 +1,6 @@
 """The hub's per-envelope shortcuts write and answer exactly what the plain code did:
 multi-row inserts that bind shared values once, acks built as bytes, time-ordered tickets,
-the quota's whole-batch check, the queue read by size."""
+the quota's whole-batch check, the queue packed in delivery batches and read by size."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from node.core.reasons import Reason
 from node.hub.intake import _uuid7s
 from node.store.hub_store import HubStore
 from node.store.sqlite import _chunks, insert_columns, insert_rows
+from node.wire.delivery import cut, delivery_message, tickets_of
 from node.wire.envelopes import AckBuilder
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
+from node.wire.gen.crossroads.v1 import node_pb2
 
 S, R = "0403019261", "0428759497"
 
@@ -103,13 +105,23 @@ async def test_deliveries_are_not_deferred_and_the_queue_reads_by_size(tmp_path:
     await store.open()
     try:
         tickets = [str(uuid.uuid4()) for _ in range(5)]
+        # Runs of 2, 2 and 1 envelopes of 100 bytes: queue positions 2, 4, 5.
+        runs = cut([b"e" * 100] * 5, tickets, 2, 10_000)
         await store.commit_batch(
-            S, "", 0, 0, [(R, t, b"e" * 100) for t in tickets],
+            S, "", 0, 0, [(R, n, packed) for n, packed in runs],
             [("1", "ACCEPTED", t, S, R, "svc", "CITIZEN", "85073003328", "ACCEPTED", "")
              for t in tickets], b"")
-        assert await store.read_queue(R, 0, 10, 250) == (2, tuple(tickets[:2]),
-                                                         (b"e" * 100,) * 2)
-        assert (await store.read_queue(R, 0, 10, 50)).hub_tickets == (tickets[0],)  # type: ignore[union-attr]
+        whole = await store.read_queue(R, 0, 10, 10_000)
+        assert whole is not None and (whole.last_seq, whole.count) == (5, 5)
+        assert tickets_of(b"".join(whole.packed)) == tickets
+        by_size = await store.read_queue(R, 0, 10, 250)  # 2 rows of ~250 bytes don't fit
+        assert by_size is not None and (by_size.last_seq, by_size.count) == (2, 2)
+        by_count = await store.read_queue(R, 0, 3, 10_000)
+        assert by_count is not None and (by_count.last_seq, by_count.count) == (2, 2)
+        first = await store.read_queue(R, 0, 1, 1)  # at least one row, whatever its size
+        assert first is not None and tickets_of(first.packed[0]) == tickets[:2]
+        rest = await store.read_queue(R, 2, 10, 10_000)
+        assert rest is not None and (rest.last_seq, rest.count) == (5, 3)
         assert await store.read_queue(R, 5, 10, 250) is None
         await store.commit_delivery(R, 5, 5, [("2", "DELIVERED", t, "", R, "", "", "",
                                                 "DELIVERED", "") for t in tickets])
@@ -118,6 +130,34 @@ async def test_deliveries_are_not_deferred_and_the_queue_reads_by_size(tmp_path:
     finally:
         await store.close()
     assert _deferred(tmp_path) == [("ACCEPTED", 0, 5), ("DELIVERED", 0, 5)]  # moved at close
+
+
+def test_queue_runs_respect_both_limits_and_keep_order() -> None:
+    rnd = random.Random(7)
+    for _ in range(200):
+        sizes = [rnd.choice((1, 50, 300, 5_000)) for _ in range(rnd.randrange(1, 60))]
+        envelopes = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+        tickets = [f"t{i}" for i in range(len(sizes))]
+        max_envelopes, max_bytes = rnd.randrange(1, 20), rnd.choice((1, 400, 6_000, 10**6))
+        runs = cut(envelopes, tickets, max_envelopes, max_bytes)
+        parsed = [node_pb2.DeliveryBatch.FromString(packed) for _, packed in runs]
+        assert [e for p in parsed for e in p.envelopes] == envelopes
+        assert [t for p in parsed for t in p.hub_tickets] == tickets
+        for (count, _), p in zip(runs, parsed, strict=True):
+            assert count == len(p.envelopes) == len(p.hub_tickets) >= 1
+            assert count <= max_envelopes
+            assert count == 1 or sum(map(len, p.envelopes)) <= max_bytes
+        # Greedy: a run stops only where the next envelope would break a limit.
+        for (count, _), p, nxt in zip(runs, parsed, parsed[1:], strict=False):
+            assert (count == max_envelopes
+                    or sum(map(len, p.envelopes)) + len(nxt.envelopes[0]) > max_bytes)
+
+
+def test_joined_runs_and_the_last_sequence_parse_as_one_delivery_batch() -> None:
+    runs = cut([b"a", b"bb", b"ccc"], ["t1", "t2", "t3"], 1, 100)
+    message = node_pb2.DeliveryBatch.FromString(delivery_message([p for _, p in runs], 2**40))
+    assert message == node_pb2.DeliveryBatch(
+        last_sequence=2**40, envelopes=[b"a", b"bb", b"ccc"], hub_tickets=["t1", "t2", "t3"])
 
 
 def _deferred(root: Path) -> list[tuple[str, int, int]]:
