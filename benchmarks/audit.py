@@ -12,7 +12,7 @@ What runs
    the previous batch (queue rows deleted, ``DELIVERED`` records appended), with the hub's
    Ed25519 key as signer, so the chain, its head and the signed checkpoints (every 10,000
    records) are exactly what a hub writes. It is *not* a bulk path: every record goes
-   through :class:`ChainWriter` and the same SQL and indexes (``audit_by_subject``,
+   through :class:`ChainWriter` and the same SQL and indexes (``audit_subjects``,
    ``audit_delivered_by_ticket``). Only the durability differs: ``synchronous=NORMAL``
    (no fsync per commit; the hub runs ``FULL``), which does not change the file's content.
    The envelopes: ``--citizens`` (1,000,000) valid citizen numbers drawn uniformly, plus one
@@ -368,13 +368,9 @@ def run_queries(db: Path, meta: dict[str, Any], args: argparse.Namespace) -> dic
 
 def _plan(conn: sqlite3.Connection) -> str:
     """SQLite's plan for the subject look-up who_consulted runs (whatever form it has)."""
-    try:
-        from node.audit_tool import subject_query  # the partial index needs its condition
-    except ImportError:  # an older node.audit_tool: a full index
-        sql = ("SELECT seq FROM audit INDEXED BY audit_by_subject WHERE subject_number = ?"
-               " ORDER BY seq")
-    else:
-        sql = subject_query("seq") + " ORDER BY seq"
+    from node.audit_tool import subject_query
+
+    sql = subject_query("seq") + " ORDER BY seq"
     try:
         return " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", (HEAVY,)))
     except sqlite3.Error as exc:

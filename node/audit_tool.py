@@ -33,8 +33,8 @@ from node.core.audit import (
 from node.store.sqlite import connect_sync
 
 __all__ = [
-    "DEFERRED_WHERE",
     "SUBJECT_WHERE",
+    "TAIL_WHERE",
     "AuditReport",
     "Consultation",
     "Delivery",
@@ -54,13 +54,14 @@ __all__ = [
 
 _COLUMNS = ("at_us, event, hub_ticket, sender, receiver, service_id, subject_type,"
             " subject_number, reason, detail")
-#: The condition that selects one subject's records through ``audit_by_subject``. Since
-#: migration 4 that index is partial (records with a subject, not ``deferred``): a query must
-#: state the index's condition, or SQLite cannot use it (``INDEXED BY`` then fails).
-SUBJECT_WHERE = "subject_number = ? AND subject_number <> '' AND deferred = 0"
-#: The hub's newest records, not yet in ``audit_by_subject`` (at most about
-#: ``node.store.hub_store.SUBJECT_INDEX_EVERY``), through the partial index ``audit_deferred``.
-DEFERRED_WHERE = "deferred = 1 AND subject_number = ?"
+#: One subject's records through the subject index ``audit_subjects`` (one parameter, used
+#: twice: ``?1``): the records are re-checked, so an index entry of a record since redacted
+#: or deleted by retention finds nothing.
+SUBJECT_WHERE = ("seq IN (SELECT seq FROM audit_subjects WHERE subject_number = ?1)"
+                 " AND subject_number = ?1")
+#: The hub's newest records, not indexed yet (at most about
+#: ``node.store.hub_store.SUBJECT_INDEX_EVERY`` with a subject): a range read past the index.
+TAIL_WHERE = "seq > (SELECT upto FROM audit_indexed WHERE id = 1) AND subject_number = ?1"
 DEFAULT_KIND = "unknown"
 
 
@@ -204,13 +205,11 @@ class Consultation:
                                for d in self.deliveries]}
 
 
-def subject_query(columns: str, deferred: bool = False) -> str:
+def subject_query(columns: str, tail: bool = False) -> str:
     """``SELECT columns`` of one subject's records (one parameter: the number) through the
-    index ``audit_by_subject`` or, with ``deferred``, the records not in it yet (through
-    ``audit_deferred``); callers append further conditions and the order."""
-    if deferred:
-        return f"SELECT {columns} FROM audit INDEXED BY audit_deferred WHERE {DEFERRED_WHERE}"
-    return f"SELECT {columns} FROM audit INDEXED BY audit_by_subject WHERE {SUBJECT_WHERE}"
+    index ``audit_subjects`` or, with ``tail``, the records not indexed yet; callers append
+    further conditions (plain ``?`` parameters follow the number) and the order."""
+    return f"SELECT {columns} FROM audit WHERE {TAIL_WHERE if tail else SUBJECT_WHERE}"
 
 
 def _subject_rows(
@@ -218,13 +217,12 @@ def _subject_rows(
     limit: int | None,
 ) -> list[Any]:
     """One subject's records (``columns`` start with ``seq``) in seq order; with ``limit``
-    the most recent. Inside the caller's read transaction: the index and the deferred tail
-    are read from one snapshot."""
-    if not _has_column(conn, "audit", "deferred"):  # a file from before migration 4
-        head, tail = (f"SELECT {columns} FROM audit INDEXED BY audit_by_subject"
-                      " WHERE subject_number = ?"), None
+    the most recent. Inside the caller's read transaction: the index and the tail are read
+    from one snapshot."""
+    if not _has_table(conn, "audit_subjects"):  # a file from before migration 7: no index
+        head, tail = f"SELECT {columns} FROM audit WHERE subject_number = ?1", None
     else:
-        head, tail = subject_query(columns), subject_query(columns, deferred=True)
+        head, tail = subject_query(columns), subject_query(columns, tail=True)
     params: list[Any] = [subject_number]
     since = ""
     if since_us is not None:
@@ -254,7 +252,7 @@ def who_consulted(
     """Every record about ``subject_number`` (oldest first; with ``limit``, the most recent
     ``limit``), each with its deliveries joined by hub ticket.
 
-    One range read on ``audit_by_subject`` (:func:`subject_query`) plus one indexed look-up
+    One range read on ``audit_subjects`` (:func:`subject_query`) plus one indexed look-up
     per batch of 500 tickets on ``audit_delivered_by_ticket``: milliseconds for a citizen,
     whatever the log's size.
     """

@@ -27,13 +27,13 @@ Guarantees
   same transaction: one Ed25519 signature per checkpoint, plus one 32-byte hash update per
   record for the segment digest (see :mod:`node.core.audit`). :meth:`HubStore.checkpoint`
   signs the head on demand (at shutdown).
-* **Subject index in bulk.** New records with a subject are written with ``deferred = 1``
-  (in the small, append-only index ``audit_deferred``) and moved into ``audit_by_subject``
-  every ``SUBJECT_INDEX_EVERY`` such records by one ``UPDATE`` (its own transaction in the
-  writer thread): an index page is rewritten once per bulk rather than once per batch.
-  Records without a subject (``DELIVERED``, ...) never enter that index and are written with
-  ``deferred = 0``, so the bulk move does not rewrite them. Queries read the index and the
-  deferred tail in one snapshot (:mod:`node.audit_tool`).
+* **Subject index in bulk.** ``audit_subjects (subject_number, seq)`` is the subject index, a
+  table of its own. The hub appends records without touching it and, every
+  ``SUBJECT_INDEX_EVERY`` records with a subject, indexes the newest ones with one
+  ``INSERT ... SELECT`` (its own transaction in the writer thread): an index page is rewritten
+  once per bulk rather than once per batch, and the records themselves are never rewritten.
+  ``audit_indexed.upto`` is the last seq indexed; queries read the index and the records
+  after ``upto`` in one snapshot (:mod:`node.audit_tool`).
 * **Audit queries.** :meth:`HubStore.who_consulted`, :meth:`HubStore.export_subject` and
   :meth:`HubStore.purge` run :mod:`node.audit_tool` in a worker thread on their own
   connection, so they never hold up the event loop or the writer for long.
@@ -175,17 +175,36 @@ MIGRATIONS: list[Migration] = [
     # 6: the queue holds packed delivery batches (node.wire.delivery), one row per run of
     # envelopes for a destination instead of one row per envelope (Python: it packs the rows).
     lambda conn: _queue_of_packed_batches(conn),
+    # 7: the subject index becomes a table filled in bulk from the records after
+    # ``audit_indexed.upto`` (one INSERT ... SELECT), instead of partial indexes on the audit
+    # table that a bulk UPDATE of every new record moved them between (that UPDATE rewrote
+    # each record once more).
+    """
+    CREATE TABLE audit_subjects (
+        subject_number TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (subject_number, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO audit_subjects SELECT subject_number, seq FROM audit WHERE subject_number <> '';
+    CREATE TABLE audit_indexed (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        upto INTEGER NOT NULL
+    );
+    INSERT INTO audit_indexed VALUES (1, (SELECT coalesce(max(seq), 0) FROM audit));
+    DROP INDEX IF EXISTS audit_by_subject;
+    DROP INDEX IF EXISTS audit_deferred;
+    ALTER TABLE audit DROP COLUMN deferred;
+    """,
 ]
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
-#: Audit records written with ``deferred = 1`` (those with a subject) before they are moved
-#: into the subject index in bulk (who-consulted scans at most about this many through
-#: ``audit_deferred``).
+#: Records with a subject appended before the newest are indexed in bulk (who-consulted reads
+#: at most about this many, and the records without a subject between them, past the index).
 SUBJECT_INDEX_EVERY = 20_000
 _INSERT_AUDIT = (
     "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
-    " subject_type, subject_number, reason, detail, prev_hash, hash, deferred) VALUES "
+    " subject_type, subject_number, reason, detail, prev_hash, hash) VALUES "
 )
 _SUBJECT = 1 + FIELDS.index("subject_number")  # in a chain row (seq, *fields, prev, hash)
 
@@ -258,7 +277,7 @@ class HubStore:
         self._segment_upto = -1  # ... up to this seq (-1: rebuild from the database)
         self._query: sqlite3.Connection | None = None
         self._query_lock = asyncio.Lock()
-        self._deferred = 0  # records not yet in the subject index (about: a trigger only)
+        self._unindexed = 0  # records with a subject not yet indexed (about: a trigger only)
         self._indexing = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -289,15 +308,15 @@ class HubStore:
         self.next_queue_seq = state.next_queue_seq
         state.endpoints = {inst: ep for inst, ep in w.execute(
             "SELECT institution, endpoint FROM destinations WHERE endpoint IS NOT NULL")}
-        self._deferred = int(w.execute(
-            "SELECT count(*) FROM audit INDEXED BY audit_deferred WHERE deferred = 1"
-        ).fetchone()[0])
+        self._unindexed = int(w.execute(
+            "SELECT count(*) FROM audit WHERE seq > (SELECT upto FROM audit_indexed)"
+            " AND subject_number <> ''").fetchone()[0])
         return state
 
     def _index_subjects_when_due(self) -> None:
-        """Queue the bulk move of deferred records into the subject index (writer thread,
-        after the commits already queued) once enough have accumulated."""
-        if self._deferred < SUBJECT_INDEX_EVERY or self._indexing or self._write_thread is None:
+        """Queue the indexing of the newest records by subject (writer thread, after the
+        commits already queued) once enough have accumulated."""
+        if self._unindexed < SUBJECT_INDEX_EVERY or self._indexing or self._write_thread is None:
             return
         self._indexing = True
         try:
@@ -310,16 +329,19 @@ class HubStore:
             if self._writer is None:
                 return
             with self._transaction() as w:
-                w.execute("UPDATE audit SET deferred = 0 WHERE deferred = 1")
-            self._deferred = 0
+                w.execute("INSERT INTO audit_subjects SELECT subject_number, seq FROM audit"
+                          " WHERE seq > (SELECT upto FROM audit_indexed) AND subject_number <> ''")
+                w.execute("UPDATE audit_indexed SET upto = (SELECT coalesce(max(seq), 0)"
+                          " FROM audit)")
+            self._unindexed = 0
         except Exception as exc:  # noqa: BLE001 - the records stay found through the tail
             log.warning("audit_subject_index_failed", error=repr(exc))
         finally:
             self._indexing = False
 
     async def close(self) -> None:
-        if self._write_thread is not None and self._writer is not None and self._deferred:
-            # Leave no deferred tail behind: offline queries then read the index alone.
+        if self._write_thread is not None and self._writer is not None and self._unindexed:
+            # Leave no tail behind: offline queries then read the index alone.
             with contextlib.suppress(Exception):
                 await self._write(self._index_subjects)
         for name, pool in (("_reader", self._read_thread), ("_writer", self._write_thread)):
@@ -473,12 +495,10 @@ class HubStore:
         if self.signer is not None and self._segment_upto != self.chain.last_seq:
             self._load_checkpoint_state()
         rows = self.chain.extend(records)
-        # ``deferred`` only for records with a subject: the others never enter the subject
-        # index, so the bulk move need not rewrite them.
         columns = list(zip(*rows, strict=True))
-        deferred = [1 if subject else 0 for subject in columns[_SUBJECT]]
-        insert_columns(w, _INSERT_AUDIT, [*columns, deferred])
-        self._deferred += sum(deferred)
+        insert_columns(w, _INSERT_AUDIT, columns)
+        subjects = columns[_SUBJECT]
+        self._unindexed += len(subjects) - subjects.count("")
         w.execute(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",

@@ -40,7 +40,7 @@ async def test_acks_stored_before_the_upgrade_are_still_returned(tmp_path: Path)
     assert packed[0] == (1, 0, 6) and packed[1][:2] == (4, 1) and packed[1][2] < 700
 
 
-async def test_envelopes_queued_one_per_row_are_delivered_after_the_upgrade(tmp_path: Path) -> None:
+async def test_queued_envelopes_and_the_subject_index_survive_the_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "hub.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:5]:
@@ -50,6 +50,15 @@ async def test_envelopes_queued_one_per_row_are_delivered_after_the_upgrade(tmp_
     old = [(3, R, "t3", b"three"), (5, R2, "t5", b"five"), (8, R, "t8", b"eight")]
     conn.executemany("INSERT INTO queue (seq, dest, hub_ticket, envelope) VALUES (?,?,?,?)", old)
     conn.execute("INSERT INTO destinations (institution, delivered_seq) VALUES (?, 2)", (R,))
+    # Audit records of schema 5: one in the partial subject index, one deferred, one without
+    # a subject.
+    conn.executemany(
+        "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
+        " subject_type, subject_number, reason, detail, prev_hash, hash, deferred)"
+        " VALUES (?, ?, ?, '', ?, ?, 'svc', 'CITIZEN', ?, ?, '', x'', x'', ?)",
+        [(1, 10, "ACCEPTED", S, R, "85073003328", "ACCEPTED", 0),
+         (2, 20, "DELIVERED", "", R, "", "DELIVERED", 0),
+         (3, 30, "REJECTED", S, R, "85073003328", "NOT_AUTHORIZED", 1)])
     conn.close()
     store = HubStore(path, "NORMAL")
     state = await store.open()
@@ -65,6 +74,7 @@ async def test_envelopes_queued_one_per_row_are_delivered_after_the_upgrade(tmp_
                                  [], b"")
         after = await store.read_queue(R, 8, 10, 1 << 20)
         assert after is not None and (after.last_seq, after.count) == (10, 2)
+        assert [c.seq for c in await store.who_consulted("85073003328")] == [1, 3]
     finally:
         await store.close()
 
@@ -98,7 +108,7 @@ def test_chain_rows_hash_their_fields_with_repeated_values() -> None:
         prev = row[-1]  # type: ignore[assignment]
 
 
-async def test_records_move_into_the_subject_index_in_bulk_and_at_close(
+async def test_records_are_indexed_by_subject_in_bulk_and_at_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from node.audit_tool import who_consulted
@@ -110,10 +120,11 @@ async def test_records_move_into_the_subject_index_in_bulk_and_at_close(
     await store.open()
     subject = "85073003328"
 
-    def deferred() -> int:
+    def unindexed() -> int:
         conn = sqlite3.connect(path)
         try:
-            return int(conn.execute("SELECT count(*) FROM audit WHERE deferred = 1").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM audit WHERE seq >"
+                                    " (SELECT upto FROM audit_indexed)").fetchone()[0])
         finally:
             conn.close()
 
@@ -134,8 +145,8 @@ async def test_records_move_into_the_subject_index_in_bulk_and_at_close(
         await store.append_audit([("999", "REJECTED", "", S, "", "svc", "CITIZEN", subject,
                                    "NOT_AUTHORIZED", "")])
         expected = [b * 100 + i for b in range(3) for i in range(1, 20, 2)] + [999]
-        assert deferred() == 1  # the first 60 moved in bulk, the newest wait
-        assert found() == expected  # index + deferred tail
+        assert unindexed() == 1  # the first 60 indexed in bulk, the newest waits
+        assert found() == expected  # index + tail
     finally:
         await store.close()
-    assert deferred() == 0 and found() == expected
+    assert unindexed() == 0 and found() == expected

@@ -100,7 +100,7 @@ def test_quota_checks_the_whole_batch_first() -> None:
                                           Reason.QUOTA_EXCEEDED] and added == {R: 1}
 
 
-async def test_deliveries_are_not_deferred_and_the_queue_reads_by_size(tmp_path: Path) -> None:
+async def test_deliveries_stay_out_of_the_subject_index_and_the_queue_reads_by_size(tmp_path: Path) -> None:
     store = HubStore(tmp_path / "hub.sqlite", "NORMAL")
     await store.open()
     try:
@@ -126,10 +126,11 @@ async def test_deliveries_are_not_deferred_and_the_queue_reads_by_size(tmp_path:
         await store.commit_delivery(R, 5, 5, [("2", "DELIVERED", t, "", R, "", "", "",
                                                 "DELIVERED", "") for t in tickets])
         assert await store.read_queue(R, 0, 10, 250) is None
-        assert _deferred(tmp_path) == [("ACCEPTED", 1, 5), ("DELIVERED", 0, 5)]
+        assert _indexed(tmp_path) == (0, [])
     finally:
         await store.close()
-    assert _deferred(tmp_path) == [("ACCEPTED", 0, 5), ("DELIVERED", 0, 5)]  # moved at close
+    # Indexed at close: the accepted records (they have a subject), not the deliveries.
+    assert _indexed(tmp_path) == (10, [("85073003328", seq) for seq in range(1, 6)])
 
 
 def test_queue_runs_respect_both_limits_and_keep_order() -> None:
@@ -160,9 +161,10 @@ def test_joined_runs_and_the_last_sequence_parse_as_one_delivery_batch() -> None
         last_sequence=2**40, envelopes=[b"a", b"bb", b"ccc"], hub_tickets=["t1", "t2", "t3"])
 
 
-def _deferred(root: Path) -> list[tuple[str, int, int]]:
+def _indexed(root: Path) -> tuple[int, list[tuple[str, int]]]:
     conn = sqlite3.connect(root / "hub.sqlite")
     try:
-        return conn.execute("SELECT event, deferred, count(*) FROM audit GROUP BY 1, 2").fetchall()
+        return (conn.execute("SELECT upto FROM audit_indexed").fetchone()[0],
+                conn.execute("SELECT subject_number, seq FROM audit_subjects ORDER BY seq").fetchall())
     finally:
         conn.close()
