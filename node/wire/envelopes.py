@@ -27,6 +27,7 @@ from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
 __all__ = [
     "AckBuilder",
+    "ack_outcomes",
     "Envelope",
     "decode",
     "decode_heads",
@@ -182,6 +183,18 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def ack_outcomes(ack: bytes) -> dict[int, tuple[str, str, str, tuple[str, ...]]]:
+    """A serialized ``BatchAck``'s outcomes by index: (reason name, detail, hub ticket,
+    receivers); ``REASON_UNSPECIFIED`` for a reason number this version does not know.
+    Raises ``DecodeError``."""
+    outcomes = {}
+    for o in pb.BatchAck.FromString(ack).outcomes:
+        reason = _REASON_FROM_PROTO.get(o.reason)
+        outcomes[o.index] = (reason.value if reason is not None else "REASON_UNSPECIFIED",
+                             o.detail, o.hub_ticket, tuple(o.receivers))
+    return outcomes
 
 
 def outcome_to_proto(
