@@ -30,13 +30,14 @@ from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
-from node.wire.envelopes import decode, head_of, outcome_to_proto, reason_to_proto
+from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
 __all__ = ["LocalService"]
 
 MAX_SUBMIT = 10_000
 MAX_WAIT_MS = 60_000
+_OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
 
 
 class LocalService(local_pb2_grpc.LocalServicer):
@@ -68,16 +69,15 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
             decisions, ready, heads = self._prepare(request.envelopes)
             await self._check_with_fragment(decisions, ready, heads)
-            seqs = iter(await self.store.enqueue([raw for raw in ready if raw is not None]))
-            response = local_pb2.LocalSubmitResponse()
-            add_outcome = response.outcomes.add  # built in place (no copy per outcome)
-            sequences = []
-            for i, (decision, raw) in enumerate(zip(decisions, ready, strict=True)):
-                reason, detail, receivers = decision
-                add_outcome(index=i, reason=reason_to_proto(reason), detail=detail,
-                            receivers=receivers)
-                sequences.append(next(seqs) if raw is not None else 0)
-            response.sequences.extend(sequences)
+            seqs = await self.store.enqueue([raw for raw in ready if raw is not None])
+            response = local_pb2.LocalSubmitResponse.FromString(
+                outcomes_blob(decisions, _OUTCOMES_FIELD))
+            if len(seqs) == len(ready):  # all accepted
+                response.sequences.extend(seqs)
+            else:
+                taken = iter(seqs)
+                response.sequences.extend([next(taken) if raw is not None else 0
+                                           for raw in ready])
             return response
 
         return await guard_unary("Local.Submit", context, body)
