@@ -95,10 +95,11 @@ class LocalService(local_pb2_grpc.LocalServicer):
         today = date.today()
         decision_for = shared_decisions(
             view, lambda head: check_with_fragment(head, self.institution, view, today))
-        for i, head in enumerate(heads):
-            if head is not None and decisions[i].accepted:
+        accepted = Reason.ACCEPTED
+        for i, (head, decision) in enumerate(zip(heads, decisions, strict=True)):
+            if decision.reason is accepted and head is not None:
                 decision = decision_for(head)
-                if not decision.accepted:
+                if decision.reason is not accepted:
                     decisions[i], ready[i] = decision, None
 
     def _prepare(
@@ -110,6 +111,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         today = date.today()
         now_us = time.time_ns() // 1000
         memo: dict[object, Decision | None] = {}  # service + receiver checks, per call
+        institution, policy, accepted = self.institution, self.policy, Reason.ACCEPTED
         for raw in raws:
             try:
                 envelope = decode(raw)
@@ -118,20 +120,21 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 ready.append(None)
                 heads.append(None)
                 continue
+            head = head_of(envelope)
             changed = False
-            if not envelope.sender:
-                envelope.sender = self.institution
+            if not head.sender:
+                envelope.sender = institution
+                head = head._replace(sender=institution)
                 changed = True
             if not envelope.sent_at_unix_us:
                 envelope.sent_at_unix_us = now_us
                 changed = True
-            head = head_of(envelope)
             heads.append(head)
-            decision = check_envelope(head, self.institution, self.policy, memo)
-            if decision.reason is Reason.ACCEPTED and head.service_id in CATALOGUE_SERVICES:
+            decision = check_envelope(head, institution, policy, memo)
+            if decision.reason is accepted and head.service_id in CATALOGUE_SERVICES:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
-            if decision.reason is Reason.ACCEPTED:
+            if decision.reason is accepted:
                 ready.append(envelope.SerializeToString() if changed else raw)
             else:
                 ready.append(None)

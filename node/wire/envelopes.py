@@ -58,13 +58,12 @@ def reason_from_proto(number: int) -> Reason | None:
 
 def decode(raw: bytes) -> pb.Envelope:
     """Parse one envelope; raises ``DecodeError`` on malformed bytes."""
-    envelope = pb.Envelope()
-    envelope.ParseFromString(raw)
-    return envelope
+    return pb.Envelope.FromString(raw)
 
 
 _new_head = tuple.__new__  # EnvelopeHead(...) without the generated __new__'s extra call
 _sha256 = hashlib.sha256
+_has_field = pb.Envelope.HasField  # called unbound: no method object per call
 
 
 def head_of(envelope: pb.Envelope) -> EnvelopeHead:
@@ -72,7 +71,7 @@ def head_of(envelope: pb.Envelope) -> EnvelopeHead:
     data = payload.data
     digest = payload.sha256
     subject = envelope.subject
-    if envelope.HasField("period"):  # most envelopes have none: skip building the sub-message
+    if _has_field(envelope, "period"):  # most have none: skip building the sub-message
         period = envelope.period
         begin, end = period.begin_date, period.end_date
     else:

@@ -40,3 +40,31 @@ def test_outcomes_blob_is_what_protobuf_serializes() -> None:
         assert blob == _plain(decisions).SerializeToString()
         parsed = local_pb2.LocalSubmitResponse.FromString(blob)
         assert [o.index for o in parsed.outcomes] == list(range(count))
+
+
+def test_prepare_fills_in_sender_and_time_and_refuses_with_the_reason() -> None:
+    from node.core.envelope import Policy
+    from node.member.local_api import LocalService
+    from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
+
+    me = "0403019261"
+    policy = Policy(institutions=frozenset(), services=frozenset(), max_payload_bytes=100,
+                    check_services=False, check_receivers=False)
+    service = LocalService(me, policy, None, None, None, None, None, None)  # type: ignore[arg-type]
+    bare = pb.Envelope(service_id="demo.message", receivers=[R]).SerializeToString()
+    complete = pb.Envelope(service_id="demo.message", receivers=[R], sender=me,
+                           sent_at_unix_us=5).SerializeToString()
+    other = pb.Envelope(service_id="demo.message", receivers=[R], sender=C).SerializeToString()
+    big = pb.Envelope(service_id="demo.message", receivers=[R],
+                      payload=pb.Payload(data=b"x" * 101)).SerializeToString()
+    decisions, ready, heads = service._prepare([bare, complete, b"\xff\xff", other, big])
+    assert [d.reason for d in decisions] == [
+        Reason.ACCEPTED, Reason.ACCEPTED, Reason.MALFORMED_ENVELOPE, Reason.SENDER_MISMATCH,
+        Reason.PAYLOAD_TOO_LARGE]
+    filled = pb.Envelope.FromString(ready[0])
+    assert filled.sender == me and filled.sent_at_unix_us > 0
+    assert heads[0] is not None and heads[0].sender == me
+    assert ready[1] == complete  # nothing to fill in: the bytes as sent
+    assert ready[2:] == [None, None, None] and heads[2] is None
+    assert "not an Envelope" in decisions[2].detail and C in decisions[3].detail
+    assert heads[4] is not None and heads[4].sender == me  # filled in, then checked
