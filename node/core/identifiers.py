@@ -185,17 +185,29 @@ def _citizen_problem(n: str, today: date | None) -> str | None:
 def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     """``None`` if ``text`` is a valid citizen number, else the reason code. Never raises.
 
-    Remembered per number and year (the only part of ``today`` the rules read): the hub and
-    the nodes check the same people's numbers over and over."""
-    n = _digits(text, 11)
-    if n is None:
-        return "NOT_11_DIGITS"
-    return _citizen_problem_in(n, today.year if today is not None else _this_year())
+    Remembered per number (:func:`_citizen_problem_of`): the hub and the nodes check the same
+    people's numbers over and over. The clock is read only for numbers of people born in the
+    2000s, the only ones whose validity depends on the year."""
+    problem = _citizen_problem_of(text)
+    if type(problem) is not tuple:
+        return problem
+    birth_year, other = problem
+    this_year = today.year if today is not None else _this_year()
+    return "BIRTH_YEAR_IN_FUTURE" if birth_year > this_year else other
 
 
 @functools.lru_cache(maxsize=1 << 18)
-def _citizen_problem_in(n: str, year: int) -> str | None:
-    return _citizen_problem(n, date(year, 1, 1))
+def _citizen_problem_of(text: str) -> str | None | tuple[int, str | None]:
+    """:func:`_citizen_problem` in any year, or for a number of the 2000s (by its check
+    digits) ``(birth year, the problem once that year has come)``."""
+    n = _digits(text, 11)
+    if n is None:
+        return "NOT_11_DIGITS"
+    first9, cc = int(n[:9]), int(n[9:])
+    if cc != 97 - first9 % 97 and cc == 97 - (first9 + _TWO_BILLION) % 97:
+        birth_year = 2000 + int(n[:2])
+        return birth_year, _citizen_problem(n, date(birth_year, 12, 31))
+    return _citizen_problem(n, date(2000, 1, 1))  # 1900s or wrong check digits: no year read
 
 
 _year = [0.0, 0]  # [valid until (time.time()), the current year]
