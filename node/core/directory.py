@@ -198,8 +198,9 @@ class DirectoryView:
 
     def service(self, service_id: str, version: int) -> Service | None:
         key = ("s", service_id, version)
-        if key in self._memo:
-            return self._memo[key]  # type: ignore[return-value]
+        found = self._memo.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
         if version:
             found = self.services.get((service_id, version))
         else:
@@ -239,6 +240,7 @@ def request_of(head: EnvelopeHead) -> Request | Decision:
 
 
 _SUBJECT_TYPES = {"citizen": 1, "enterprise": 2, "none": 3}
+_UNKNOWN = object()  # not in a memo yet
 
 
 def _resolve_subject(number: str, replaced: Mapping[str, str]) -> tuple[str, bool]:
@@ -258,11 +260,16 @@ def subjects_to_read(
     (:attr:`Service.reads_integrations`). ``view`` needs the small tables only."""
     subjects: set[str] = set()
     wanted: set[str] = set()
+    reads: dict[tuple[str, int], bool] = {}  # per service: whether it reads integrations
     for subject, service_id, version in envelopes:
         if subject:
             subjects.add(subject)
-            service = view.service(service_id, version)  # memoized per view
-            if service is not None and service.reads_integrations:
+            key = (service_id, version)
+            read = reads.get(key)
+            if read is None:
+                service = view.service(service_id, version)
+                read = reads[key] = service is not None and service.reads_integrations
+            if read:
                 wanted.add(subject)
     return subjects, wanted
 
