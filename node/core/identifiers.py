@@ -189,7 +189,7 @@ def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     people's numbers over and over. The clock is read only for numbers of people born in the
     2000s, the only ones whose validity depends on the year."""
     problem = _citizen_problem_of(text)
-    if type(problem) is not tuple:
+    if not isinstance(problem, tuple):
         return problem
     birth_year, other = problem
     this_year = today.year if today is not None else _this_year()
