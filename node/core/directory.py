@@ -33,6 +33,7 @@ once (from its cache, else one query per 500 subjects) and passes them in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -209,6 +210,16 @@ class DirectoryView:
         self._memo[key] = found
         return found
 
+    def shares_decisions(self, service_id: str, version: int) -> bool:
+        """The service is known and does not read integrations (see
+        :func:`shared_decision_key`)."""
+        key = ("shares", service_id, version)
+        found = self._memo.get(key)
+        if found is None:
+            service = self.service(service_id, version)
+            found = self._memo[key] = service is not None and not service.reads_integrations
+        return found  # type: ignore[return-value]
+
     def authorizations_for(
         self, service_id: str, institution: Institution, capacity: int, legal_context: str,
         day: date,
@@ -295,11 +306,17 @@ def shared_decision_key(head: EnvelopeHead, view: DirectoryView) -> tuple[object
     any other service, with a subject that was not replaced, the decision depends on these
     fields alone. A batch of a thousand such envelopes is then decided once per distinct key.
     """
-    service = view.service(head.service_id, head.service_version)
-    if service is None or service.reads_integrations or head.subject_number in view.replaced:
+    if (not view.shares_decisions(head.service_id, head.service_version)
+            or head.subject_number in view.replaced):
         return None
-    return (head.service_id, head.service_version, head.subject_type, head.capacity,
-            head.legal_context, head.period_begin, head.period_end, head.receivers)
+    key: tuple[object, ...] = _shared_fields(head)
+    return key
+
+
+#: The fields of an :class:`EnvelopeHead` a shared decision depends on (one C call per head).
+_shared_fields = operator.itemgetter(*(EnvelopeHead._fields.index(name) for name in (
+    "service_id", "service_version", "subject_type", "capacity", "legal_context",
+    "period_begin", "period_end", "receivers")))
 
 
 def shared_decisions(
