@@ -45,7 +45,6 @@ repeat a citizen number (personal data ends up in logs); the raw input is on ``.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -188,7 +187,12 @@ def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     Remembered per number (:func:`_citizen_problem_of`): the hub and the nodes check the same
     people's numbers over and over. The clock is read only for numbers of people born in the
     2000s, the only ones whose validity depends on the year."""
-    problem = _citizen_problem_of(text)
+    try:
+        problem = _remembered[text]
+    except KeyError:
+        if len(_remembered) >= _REMEMBER:
+            _remembered.clear()
+        problem = _remembered[text] = _citizen_problem_of(text)
     if not isinstance(problem, tuple):
         return problem
     birth_year, other = problem
@@ -196,7 +200,12 @@ def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     return "BIRTH_YEAR_IN_FUTURE" if birth_year > this_year else other
 
 
-@functools.lru_cache(maxsize=1 << 18)
+#: text -> :func:`_citizen_problem_of`, emptied when full: a plain dict, so that a hit (nearly
+#: every call, for the same people's numbers) is one lookup, with no LRU bookkeeping.
+_remembered: dict[str, str | None | tuple[int, str | None]] = {}
+_REMEMBER = 1 << 18
+
+
 def _citizen_problem_of(text: str) -> str | None | tuple[int, str | None]:
     """:func:`_citizen_problem` in any year, or for a number of the 2000s (by its check
     digits) ``(birth year, the problem once that year has come)``."""

@@ -400,3 +400,14 @@ def test_remembered_problem_is_the_rules_on_any_day(
     for text in texts:  # asked on two days: each answers for its own day
         for day in (today, date(2000 + int(yymmdd[:2]), 1, 1)):
             assert citizen_number_problem(text, today=day) == _reference_problem(text, day)
+
+
+def test_remembered_numbers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.core import identifiers
+
+    monkeypatch.setattr(identifiers, "_REMEMBER", 5)
+    monkeypatch.setattr(identifiers, "_remembered", {})
+    numbers = [_number(f"8507{day:02d}") for day in range(1, 13)] + ["12345"]
+    for _ in range(2):
+        assert [citizen_number_problem(n) for n in numbers] == [None] * 12 + ["NOT_11_DIGITS"]
+        assert 0 < len(identifiers._remembered) <= 5
