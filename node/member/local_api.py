@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -38,6 +39,9 @@ __all__ = ["LocalService"]
 MAX_SUBMIT = 10_000
 MAX_WAIT_MS = 60_000
 _OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
+#: (subject number, service id, service version) of an EnvelopeHead, in one call.
+_subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
+    "subject_number", "service_id", "service_version")))
 
 
 class LocalService(local_pb2_grpc.LocalServicer):
@@ -90,8 +94,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         the hub). Without a fragment yet, the hub decides alone."""
         if self.fragment.revision == 0:
             return
-        view = await self.fragment.view_for(
-            (h.subject_number, h.service_id, h.service_version) for h in heads if h is not None)
+        view = await self.fragment.view_for(map(_subject_and_service, filter(None, heads)))
         today = date.today()
         decision_for = shared_decisions(
             view, lambda head: check_with_fragment(head, self.institution, view, today))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 from collections import deque
 
 import grpc
@@ -41,6 +42,7 @@ _STORED = frozenset({envelope_pb2.ACCEPTED, envelope_pb2.DUPLICATE})
 #: ``Hub.Submit`` answering with the acks' bytes as received: the outbox stores them as they
 #: are (:meth:`NodeStore.record_ack`), so the uplink parses each once, to check it.
 _SUBMIT = "/crossroads.v1.Hub/Submit"
+_envelope_of = operator.itemgetter(1)  # of an outbox row (seq, envelope)
 
 
 class UplinkError(Exception):
@@ -151,7 +153,7 @@ class Uplink:
             inflight.append((first, last))
             await call.write(
                 envelope_pb2.EnvelopeBatch(
-                    origin=self.store.origin, first_sequence=first, envelopes=[r[1] for r in rows]
+                    origin=self.store.origin, first_sequence=first, envelopes=list(map(_envelope_of, rows))
                 )
             )
             self.sent_batches += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import operator
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ from node.store.sqlite import connect_sync, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
 __all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
+
+_second = operator.itemgetter(1)
 
 T = TypeVar("T")
 
@@ -223,7 +226,7 @@ class NodeStore:
 
         rows = await self._read(read)
         if rows:  # up to ~max_bytes, at least one
-            sizes = list(itertools.accumulate(len(blob) for _, blob in rows))
+            sizes = list(itertools.accumulate(map(len, map(_second, rows))))
             del rows[max(1, bisect.bisect_right(sizes, max_bytes)):]
         return rows
 
