@@ -33,6 +33,7 @@ once (from its cache, else one query per 500 subjects) and passes them in
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -198,8 +199,9 @@ class DirectoryView:
 
     def service(self, service_id: str, version: int) -> Service | None:
         key = ("s", service_id, version)
-        if key in self._memo:
-            return self._memo[key]  # type: ignore[return-value]
+        found = self._memo.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
         if version:
             found = self.services.get((service_id, version))
         else:
@@ -207,6 +209,16 @@ class DirectoryView:
             found = max(candidates, key=lambda s: s.version) if candidates else None
         self._memo[key] = found
         return found
+
+    def shares_decisions(self, service_id: str, version: int) -> bool:
+        """The service is known and does not read integrations (see
+        :func:`shared_decision_key`)."""
+        key = ("shares", service_id, version)
+        found = self._memo.get(key)
+        if found is None:
+            service = self.service(service_id, version)
+            found = self._memo[key] = service is not None and not service.reads_integrations
+        return found  # type: ignore[return-value]
 
     def authorizations_for(
         self, service_id: str, institution: Institution, capacity: int, legal_context: str,
@@ -239,6 +251,7 @@ def request_of(head: EnvelopeHead) -> Request | Decision:
 
 
 _SUBJECT_TYPES = {"citizen": 1, "enterprise": 2, "none": 3}
+_UNKNOWN = object()  # not in a memo yet
 
 
 def _resolve_subject(number: str, replaced: Mapping[str, str]) -> tuple[str, bool]:
@@ -258,11 +271,16 @@ def subjects_to_read(
     (:attr:`Service.reads_integrations`). ``view`` needs the small tables only."""
     subjects: set[str] = set()
     wanted: set[str] = set()
+    reads: dict[tuple[str, int], bool] = {}  # per service: whether it reads integrations
     for subject, service_id, version in envelopes:
         if subject:
             subjects.add(subject)
-            service = view.service(service_id, version)  # memoized per view
-            if service is not None and service.reads_integrations:
+            key = (service_id, version)
+            read = reads.get(key)
+            if read is None:
+                service = view.service(service_id, version)
+                read = reads[key] = service is not None and service.reads_integrations
+            if read:
                 wanted.add(subject)
     return subjects, wanted
 
@@ -288,11 +306,17 @@ def shared_decision_key(head: EnvelopeHead, view: DirectoryView) -> tuple[object
     any other service, with a subject that was not replaced, the decision depends on these
     fields alone. A batch of a thousand such envelopes is then decided once per distinct key.
     """
-    service = view.service(head.service_id, head.service_version)
-    if service is None or service.reads_integrations or head.subject_number in view.replaced:
+    if (not view.shares_decisions(head.service_id, head.service_version)
+            or head.subject_number in view.replaced):
         return None
-    return (head.service_id, head.service_version, head.subject_type, head.capacity,
-            head.legal_context, head.period_begin, head.period_end, head.receivers)
+    key: tuple[object, ...] = _shared_fields(head)
+    return key
+
+
+#: The fields of an :class:`EnvelopeHead` a shared decision depends on (one C call per head).
+_shared_fields = operator.itemgetter(*(EnvelopeHead._fields.index(name) for name in (
+    "service_id", "service_version", "subject_type", "capacity", "legal_context",
+    "period_begin", "period_end", "receivers")))
 
 
 def shared_decisions(

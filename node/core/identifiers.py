@@ -45,7 +45,6 @@ repeat a citizen number (personal data ends up in logs); the raw input is on ``.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -185,17 +184,39 @@ def _citizen_problem(n: str, today: date | None) -> str | None:
 def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     """``None`` if ``text`` is a valid citizen number, else the reason code. Never raises.
 
-    Remembered per number and year (the only part of ``today`` the rules read): the hub and
-    the nodes check the same people's numbers over and over."""
+    Remembered per number (:func:`_citizen_problem_of`): the hub and the nodes check the same
+    people's numbers over and over. The clock is read only for numbers of people born in the
+    2000s, the only ones whose validity depends on the year."""
+    try:
+        problem = _remembered[text]
+    except KeyError:
+        if len(_remembered) >= _REMEMBER:
+            _remembered.clear()
+        problem = _remembered[text] = _citizen_problem_of(text)
+    if not isinstance(problem, tuple):
+        return problem
+    birth_year, other = problem
+    this_year = today.year if today is not None else _this_year()
+    return "BIRTH_YEAR_IN_FUTURE" if birth_year > this_year else other
+
+
+#: text -> :func:`_citizen_problem_of`, emptied when full: a plain dict, so that a hit (nearly
+#: every call, for the same people's numbers) is one lookup, with no LRU bookkeeping.
+_remembered: dict[str, str | None | tuple[int, str | None]] = {}
+_REMEMBER = 1 << 18
+
+
+def _citizen_problem_of(text: str) -> str | None | tuple[int, str | None]:
+    """:func:`_citizen_problem` in any year, or for a number of the 2000s (by its check
+    digits) ``(birth year, the problem once that year has come)``."""
     n = _digits(text, 11)
     if n is None:
         return "NOT_11_DIGITS"
-    return _citizen_problem_in(n, today.year if today is not None else _this_year())
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def _citizen_problem_in(n: str, year: int) -> str | None:
-    return _citizen_problem(n, date(year, 1, 1))
+    first9, cc = int(n[:9]), int(n[9:])
+    if cc != 97 - first9 % 97 and cc == 97 - (first9 + _TWO_BILLION) % 97:
+        birth_year = 2000 + int(n[:2])
+        return birth_year, _citizen_problem(n, date(birth_year, 12, 31))
+    return _citizen_problem(n, date(2000, 1, 1))  # 1900s or wrong check digits: no year read
 
 
 _year = [0.0, 0]  # [valid until (time.time()), the current year]

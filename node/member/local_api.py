@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -30,13 +31,17 @@ from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import NodeStore
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
-from node.wire.envelopes import decode, head_of, outcome_to_proto, reason_to_proto
+from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
 __all__ = ["LocalService"]
 
 MAX_SUBMIT = 10_000
 MAX_WAIT_MS = 60_000
+_OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
+#: (subject number, service id, service version) of an EnvelopeHead, in one call.
+_subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
+    "subject_number", "service_id", "service_version")))
 
 
 class LocalService(local_pb2_grpc.LocalServicer):
@@ -68,16 +73,15 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
             decisions, ready, heads = self._prepare(request.envelopes)
             await self._check_with_fragment(decisions, ready, heads)
-            seqs = iter(await self.store.enqueue([raw for raw in ready if raw is not None]))
-            response = local_pb2.LocalSubmitResponse()
-            add_outcome = response.outcomes.add  # built in place (no copy per outcome)
-            sequences = []
-            for i, (decision, raw) in enumerate(zip(decisions, ready, strict=True)):
-                reason, detail, receivers = decision
-                add_outcome(index=i, reason=reason_to_proto(reason), detail=detail,
-                            receivers=receivers)
-                sequences.append(next(seqs) if raw is not None else 0)
-            response.sequences.extend(sequences)
+            seqs = await self.store.enqueue([raw for raw in ready if raw is not None])
+            response = local_pb2.LocalSubmitResponse.FromString(
+                outcomes_blob(decisions, _OUTCOMES_FIELD))
+            if len(seqs) == len(ready):  # all accepted
+                response.sequences.extend(seqs)
+            else:
+                taken = iter(seqs)
+                response.sequences.extend([next(taken) if raw is not None else 0
+                                           for raw in ready])
             return response
 
         return await guard_unary("Local.Submit", context, body)
@@ -90,15 +94,15 @@ class LocalService(local_pb2_grpc.LocalServicer):
         the hub). Without a fragment yet, the hub decides alone."""
         if self.fragment.revision == 0:
             return
-        view = await self.fragment.view_for(
-            (h.subject_number, h.service_id, h.service_version) for h in heads if h is not None)
+        view = await self.fragment.view_for(map(_subject_and_service, filter(None, heads)))
         today = date.today()
         decision_for = shared_decisions(
             view, lambda head: check_with_fragment(head, self.institution, view, today))
-        for i, head in enumerate(heads):
-            if head is not None and decisions[i].accepted:
+        accepted = Reason.ACCEPTED
+        for i, (head, decision) in enumerate(zip(heads, decisions, strict=True)):
+            if decision.reason is accepted and head is not None:
                 decision = decision_for(head)
-                if not decision.accepted:
+                if decision.reason is not accepted:
                     decisions[i], ready[i] = decision, None
 
     def _prepare(
@@ -110,6 +114,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         today = date.today()
         now_us = time.time_ns() // 1000
         memo: dict[object, Decision | None] = {}  # service + receiver checks, per call
+        institution, policy, accepted = self.institution, self.policy, Reason.ACCEPTED
         for raw in raws:
             try:
                 envelope = decode(raw)
@@ -118,20 +123,21 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 ready.append(None)
                 heads.append(None)
                 continue
+            head = head_of(envelope)
             changed = False
-            if not envelope.sender:
-                envelope.sender = self.institution
+            if not head.sender:
+                envelope.sender = institution
+                head = head._replace(sender=institution)
                 changed = True
             if not envelope.sent_at_unix_us:
                 envelope.sent_at_unix_us = now_us
                 changed = True
-            head = head_of(envelope)
             heads.append(head)
-            decision = check_envelope(head, self.institution, self.policy, memo)
-            if decision.reason is Reason.ACCEPTED and head.service_id in CATALOGUE_SERVICES:
+            decision = check_envelope(head, institution, policy, memo)
+            if decision.reason is accepted and head.service_id in CATALOGUE_SERVICES:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
-            if decision.reason is Reason.ACCEPTED:
+            if decision.reason is accepted:
                 ready.append(envelope.SerializeToString() if changed else raw)
             else:
                 ready.append(None)

@@ -3,7 +3,7 @@
 Per connection: ``Register`` the delivery endpoint, open ``Hub.Submit``, then run two loops
 on the one stream: the *writer* reads undecided envelopes after the last one sent (at most
 ``window`` batches unacknowledged, which bounds memory at both ends) and the *reader* applies
-each ``BatchAck`` to the outbox (outcome per envelope + decided watermark, in one
+each ``BatchAck`` to the outbox (the ack as received + decided watermark, in one
 transaction). Acks come back in batch order, so the watermark only moves forward.
 
 On any failure the stream is dropped and, after an exponential backoff, a new one starts
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 from collections import deque
 
 import grpc
@@ -26,7 +27,6 @@ from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
-from node.wire.envelopes import reason_from_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
 __all__ = ["Uplink"]
@@ -37,12 +37,12 @@ BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-#: Wire reason number -> the reason's name as the outbox stores it.
-_REASON_NAMES = {
-    number: reason.value
-    for number in envelope_pb2.Reason.values()
-    if (reason := reason_from_proto(number)) is not None
-}
+#: Outcomes of envelopes the hub stored (the others count as refused).
+_STORED = frozenset({envelope_pb2.ACCEPTED, envelope_pb2.DUPLICATE})
+#: ``Hub.Submit`` answering with the acks' bytes as received: the outbox stores them as they
+#: are (:meth:`NodeStore.record_ack`), so the uplink parses each once, to check it.
+_SUBMIT = "/crossroads.v1.Hub/Submit"
+_envelope_of = operator.itemgetter(1)  # of an outbox row (seq, envelope)
 
 
 class UplinkError(Exception):
@@ -110,7 +110,8 @@ class Uplink:
         )
         log.info("uplink_registered", institution=registered.institution,
                  waiting_at_hub=registered.pending)
-        call = stub.Submit()
+        call = channel.stream_stream(
+            _SUBMIT, request_serializer=envelope_pb2.EnvelopeBatch.SerializeToString)()
         self.connected = True
         self._backoff.reset()
         inflight: deque[tuple[int, int]] = deque()
@@ -152,7 +153,7 @@ class Uplink:
             inflight.append((first, last))
             await call.write(
                 envelope_pb2.EnvelopeBatch(
-                    origin=self.store.origin, first_sequence=first, envelopes=[r[1] for r in rows]
+                    origin=self.store.origin, first_sequence=first, envelopes=list(map(_envelope_of, rows))
                 )
             )
             self.sent_batches += 1
@@ -165,19 +166,19 @@ class Uplink:
         window: asyncio.Semaphore,
     ) -> None:
         while True:
-            ack = await call.read()
-            if ack is grpc.aio.EOF:
+            raw = await call.read()
+            if raw is grpc.aio.EOF:
                 raise UplinkError("hub closed the submit stream")
+            ack = envelope_pb2.BatchAck.FromString(raw)
             if not inflight or inflight[0][0] != ack.first_sequence:
                 raise UplinkError(f"unexpected ack for sequence {ack.first_sequence}")
             first, last = inflight.popleft()
             if len(ack.outcomes) != last - first + 1:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
-            names = _REASON_NAMES
-            rows = [(names.get(o.reason, "REASON_UNSPECIFIED"), o.detail, o.hub_ticket,
-                     ",".join(o.receivers), first + o.index) for o in ack.outcomes]
-            # The hub has answered: the next batch may go while the outcomes are stored (they
-            # are stored in ack order, by this loop).
+            stored = _STORED
+            refused = [first + o.index for o in ack.outcomes if o.reason not in stored]
+            # The hub has answered: the next batch may go while the ack is stored (acks are
+            # stored in order, by this loop).
             window.release()
-            await self.store.record_outcomes(last, rows)
+            await self.store.record_ack(first, last, raw, refused)
             self.decided.set()

@@ -2,11 +2,14 @@
 
 Outbox: every envelope the institution's applications submit gets the next ``seq`` (rowid,
 never reused) and is committed before the local API answers. The uplink sends rows with
-``seq > decided_seq`` to the hub in order and records the hub's outcome per envelope (table
-``outcomes``); since the hub acknowledges batches in order, ``decided_seq`` (in ``meta``) is a
-watermark: every envelope at or below it has the hub's decision. After a crash the uplink resends from the
-watermark; the hub answers those it already stored with their original outcome (same
-``origin`` + ``seq``), so nothing is lost and nothing is stored twice.
+``seq > decided_seq`` to the hub in order and records the hub's answer to each batch: the
+``BatchAck`` as received, one row per batch (table ``acks``, outcome ``index`` = ``seq`` -
+``first_seq``; :meth:`NodeStore.outcomes` reads the outcome of each envelope from it; table
+``outcomes`` holds those recorded per envelope by earlier versions). Since the hub
+acknowledges batches in order, ``decided_seq`` (in ``meta``) is a watermark: every envelope at
+or below it has the hub's decision. After a crash the uplink resends from the watermark; the
+hub answers those it already stored with their original outcome (same ``origin`` + ``seq``),
+so nothing is lost and nothing is stored twice.
 
 Inbox: delivered envelopes are committed before the node acknowledges the delivery batch;
 ``hub_ticket`` is unique, so a redelivery of the same envelope is dropped (counted as a
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import operator
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,9 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from node.store.sqlite import connect_sync, insert_columns, insert_rows, migrate_sync
+from node.store.sqlite import connect_sync, insert_columns, migrate_sync
+from node.wire.envelopes import ack_outcomes
 
 __all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
+
+_second = operator.itemgetter(1)
 
 T = TypeVar("T")
 
@@ -73,10 +80,16 @@ MIGRATIONS = [
     INSERT OR REPLACE INTO meta SELECT 'sent_refused', count(*) FROM outcomes
         WHERE reason NOT IN ('ACCEPTED', 'DUPLICATE');
     """,
+    # 3: the hub's answers as received, one row per batch instead of one per envelope (the
+    # ``outcomes`` rows written before stay and are still read).
+    """
+    CREATE TABLE acks (
+        last_seq INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        ack BLOB NOT NULL
+    );
+    """,
 ]
-
-_STORED = ("ACCEPTED", "DUPLICATE")
-
 
 @dataclass(frozen=True, slots=True)
 class OutboxOutcome:
@@ -213,40 +226,69 @@ class NodeStore:
 
         rows = await self._read(read)
         if rows:  # up to ~max_bytes, at least one
-            sizes = list(itertools.accumulate(len(blob) for _, blob in rows))
+            sizes = list(itertools.accumulate(map(len, map(_second, rows))))
             del rows[max(1, bisect.bisect_right(sizes, max_bytes)):]
         return rows
 
-    async def record_outcomes(
-        self, last_seq: int, outcomes: Sequence[tuple[int, str, str, str, int]]
+    async def record_ack(
+        self, first_seq: int, last_seq: int, ack: bytes, refused: Sequence[int]
     ) -> None:
-        """Store the hub's outcomes ``(reason, detail, ticket, receivers, seq)`` and move the
-        decided watermark to ``last_seq``."""
-        new = [o for o in outcomes if o[4] > self.decided_seq]
-        accepted = sum(1 for o in new if o[0] in _STORED)
-        counters = [("decided_seq", str(last_seq)),
-                    ("sent_accepted", str(self.sent_accepted + accepted)),
-                    ("sent_refused", str(self.sent_refused + len(new) - accepted))]
+        """Store the hub's answer to the batch ``first_seq..last_seq`` and move the decided
+        watermark to ``last_seq``: ``ack`` is the serialized ``BatchAck`` (an outcome per
+        sequence, ``index`` = sequence - ``first_seq``), ``refused`` the sequences it did not
+        store (neither ACCEPTED nor DUPLICATE), for the counters."""
+        def run() -> None:
+            decided = self.decided_seq  # moved by this thread only, so equal to the database's
+            if last_seq <= decided:
+                return  # a resend answered while the first answer was stored: nothing new
+            new_refused = sum(1 for seq in refused if seq > decided)
+            new_accepted = last_seq - max(first_seq - 1, decided) - new_refused
+            accepted, refused_total = (self.sent_accepted + new_accepted,
+                                       self.sent_refused + new_refused)
 
-        def body(c: sqlite3.Connection) -> None:
-            insert_rows(c, "INSERT OR REPLACE INTO outcomes (reason, detail, hub_ticket,"
-                        " receivers, seq) VALUES ", 5, new)
-            _set_meta(c, counters)
+            def body(c: sqlite3.Connection) -> None:
+                if first_seq <= decided:  # a resend from an earlier watermark: this answer
+                    # covers the last stored ones (same outcomes, the hub replays them)
+                    c.execute("DELETE FROM acks WHERE last_seq >= ?", (first_seq,))
+                c.execute("INSERT INTO acks (last_seq, first_seq, ack) VALUES (?, ?, ?)",
+                          (last_seq, first_seq, ack))
+                _set_meta(c, [("decided_seq", str(last_seq)), ("sent_accepted", str(accepted)),
+                              ("sent_refused", str(refused_total))])
 
-        await self._write(self._transaction, body)
-        self.decided_seq = max(self.decided_seq, last_seq)
-        self.sent_accepted += accepted
-        self.sent_refused += len(new) - accepted
+            self._transaction(body)
+            self.decided_seq, self.sent_accepted, self.sent_refused = (
+                last_seq, accepted, refused_total)
+
+        await self._write(run)
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
-        def read() -> dict[int, tuple[str, str, str, str]]:
-            assert self._reader is not None
+        def read() -> dict[int, tuple[str, str, str, tuple[str, ...]]]:
+            r = self._reader
+            assert r is not None
             found = {}
-            for start in range(0, len(seqs), 500):
+            for start in range(0, len(seqs), 500):  # recorded per envelope (before acks)
                 chunk = list(seqs[start:start + 500])
-                found.update({row[0]: row[1:] for row in self._reader.execute(
-                    "SELECT seq, reason, detail, hub_ticket, receivers FROM outcomes WHERE seq IN"
-                    f" ({','.join('?' * len(chunk))})", chunk)})
+                for seq, reason, detail, ticket, receivers in r.execute(
+                        "SELECT seq, reason, detail, hub_ticket, receivers FROM outcomes WHERE"
+                        f" seq IN ({','.join('?' * len(chunk))})", chunk):
+                    found[seq] = (str(reason), detail or "", ticket or "",
+                                  tuple(receivers.split(",")) if receivers else ())
+            # Acks do not overlap: walk them in order, each read and decoded once.
+            wanted = sorted(set(seqs))
+            i = 0
+            while i < len(wanted):
+                row = r.execute("SELECT first_seq, last_seq, ack FROM acks WHERE last_seq >= ?"
+                                " ORDER BY last_seq LIMIT 1", (wanted[i],)).fetchone()
+                if row is None:
+                    break
+                first, last, ack = row
+                j = bisect.bisect_right(wanted, last, i)
+                by_index = ack_outcomes(ack)
+                for seq in wanted[i:j]:
+                    outcome = by_index.get(seq - first) if seq >= first else None
+                    if outcome is not None:
+                        found[seq] = outcome
+                i = j
             return found
 
         found = await self._read(read) if seqs else {}
@@ -257,9 +299,7 @@ class NodeStore:
                 known = seq <= self._last_seq
                 result.append(OutboxOutcome(seq, None, "" if known else "unknown sequence", "", ()))
                 continue
-            reason, detail, ticket, receivers = row
-            result.append(OutboxOutcome(seq, str(reason), detail or "", ticket or "",
-                                        tuple(receivers.split(",")) if receivers else ()))
+            result.append(OutboxOutcome(seq, *row))
         return result
 
     # -- inbox -----------------------------------------------------------------------------

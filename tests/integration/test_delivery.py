@@ -55,6 +55,8 @@ async def test_quota_refuses_instead_of_growing(tmp_path) -> None:
         decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
         assert [o.reason for o in decided] == ["ACCEPTED"] * 5 + ["QUOTA_EXCEEDED"] * 3
         assert "full" in decided[-1].detail
+        status = await local_call(net.local_api(A), "status")
+        assert (status.sent_accepted, status.sent_refused) == (5, 3)
     finally:
         await net.stop()
 

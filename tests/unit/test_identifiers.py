@@ -377,3 +377,37 @@ def test_valid_path_is_cheap() -> None:
     elapsed = time.perf_counter() - start
     assert problems == [None] * len(numbers)
     assert elapsed < 1.0
+
+
+def _reference_problem(text: str, today: date) -> str | None:
+    """The rules read plainly, without the per-number memory."""
+    from node.core.identifiers import _citizen_problem, _digits
+
+    n = _digits(text, 11)
+    return "NOT_11_DIGITS" if n is None else _citizen_problem(n, today)
+
+
+@PROPERTY
+@given(yymmdd=st.from_regex(r"\A[0-9]{6}\Z"), serial=st.from_regex(r"\A[0-9]{3}\Z"),
+       born_2000s=st.booleans(), damage=st.integers(0, 3),
+       today=st.dates(date(1990, 1, 1), date(2099, 12, 31)))
+def test_remembered_problem_is_the_rules_on_any_day(
+    yymmdd: str, serial: str, born_2000s: bool, damage: int, today: date
+) -> None:
+    number = _number(yymmdd, serial, born_2000s=born_2000s)
+    texts = [number, number[:9] + f"{(int(number[9:]) + damage) % 100:02d}",
+             f"{number[:6]}-{number[6:9]}.{number[9:]}", number[:10]]
+    for text in texts:  # asked on two days: each answers for its own day
+        for day in (today, date(2000 + int(yymmdd[:2]), 1, 1)):
+            assert citizen_number_problem(text, today=day) == _reference_problem(text, day)
+
+
+def test_remembered_numbers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.core import identifiers
+
+    monkeypatch.setattr(identifiers, "_REMEMBER", 5)
+    monkeypatch.setattr(identifiers, "_remembered", {})
+    numbers = [_number(f"8507{day:02d}") for day in range(1, 13)] + ["12345"]
+    for _ in range(2):
+        assert [citizen_number_problem(n) for n in numbers] == [None] * 12 + ["NOT_11_DIGITS"]
+        assert 0 < len(identifiers._remembered) <= 5
