@@ -44,6 +44,7 @@ and the queue never disagree.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,24 @@ def encode_fields(fields: Iterable[str]) -> bytes:
     return b"".join(parts)
 
 
+def _encoded_column(values: Sequence[str]) -> Iterable[bytes]:
+    """:func:`encode_fields`'s encoding of each value of one field across records."""
+    lengths = _LENGTHS
+    first = values[0]
+    if values.count(first) == len(values):
+        data = first.encode()
+        n = len(data)
+        return itertools.repeat((lengths[n] if n < 256 else n.to_bytes(4, "big")) + data,
+                                len(values))
+    out: list[bytes] = []
+    append = out.append
+    for value in values:
+        data = value.encode()
+        n = len(data)
+        append((lengths[n] if n < 256 else n.to_bytes(4, "big")) + data)
+    return out
+
+
 def record_hash(prev_hash: bytes, fields: Iterable[str]) -> bytes:
     return hashlib.sha256(prev_hash + encode_fields(fields)).digest()
 
@@ -160,31 +179,28 @@ class ChainWriter:
 
     def extend(self, records: Iterable[tuple[str, ...]]) -> list[tuple[object, ...]]:
         """Return rows ``(seq, *fields, prev_hash, hash)`` for the given field tuples."""
-        rows: list[tuple[object, ...]] = []
-        append = rows.append
-        seq, prev = self.last_seq, self.last_hash
-        sha256 = hashlib.sha256
-        lengths = _LENGTHS
-        # The records of one call repeat most field values (time, event, institutions,
-        # service): each distinct value is encoded once (same bytes as encode_fields).
-        encoded: dict[str, bytes] = {}
-        for fields in records:
-            parts = [prev]
-            for field in fields:
-                part = encoded.get(field)
-                if part is None:
-                    data = field.encode()
-                    n = len(data)
-                    part = (lengths[n] if n < 256 else n.to_bytes(4, "big")) + data
-                    if len(encoded) < 4096:
-                        encoded[field] = part
-                parts.append(part)
-            seq += 1
-            digest = sha256(b"".join(parts)).digest()
-            append((seq, *fields, prev, digest))
-            prev = digest
-        self.last_seq, self.last_hash = seq, prev
-        return rows
+        return list(zip(*self.extend_columns(list(records)), strict=True))
+
+    def extend_columns(self, records: Sequence[tuple[str, ...]]) -> list[Sequence[object]]:
+        """:meth:`extend` column by column: ``[seqs, *field columns, prev_hashes, hashes]``
+        (what a multi-row insert binds).
+
+        The fields are encoded column by column (same bytes as :func:`encode_fields`): a
+        column with one value throughout (time, event, sender, ... in a hub batch) is encoded
+        once."""
+        if not records:
+            return [[] for _ in range(len(FIELDS) + 3)]
+        columns = list(zip(*records, strict=True))
+        sha256, join = hashlib.sha256, b"".join
+        prev = first_prev = self.last_hash
+        hashes: list[bytes] = []
+        append = hashes.append
+        for parts in zip(*map(_encoded_column, columns), strict=True):
+            prev = sha256(prev + join(parts)).digest()
+            append(prev)
+        seqs = range(self.last_seq + 1, self.last_seq + 1 + len(records))
+        self.last_seq, self.last_hash = seqs[-1], prev
+        return [seqs, *columns, [first_prev, *hashes[:-1]], hashes]
 
     def rollback(self, last_seq: int, last_hash: bytes) -> None:
         """Restore the head after a failed transaction."""

@@ -494,8 +494,7 @@ class HubStore:
             self._segment_upto = -1
         if self.signer is not None and self._segment_upto != self.chain.last_seq:
             self._load_checkpoint_state()
-        rows = self.chain.extend(records)
-        columns = list(zip(*rows, strict=True))
+        columns = self.chain.extend_columns(records)
         insert_columns(w, _INSERT_AUDIT, columns)
         subjects = columns[_SUBJECT]
         self._unindexed += len(subjects) - subjects.count("")
@@ -506,9 +505,7 @@ class HubStore:
         )
         if self.signer is None:
             return
-        update = self._segment.update
-        for r in rows:
-            update(r[-1])  # type: ignore[arg-type]
+        self._segment.update(b"".join(columns[-1]))  # type: ignore[arg-type]
         self._segment_upto = self.chain.last_seq
         cp_seq, cp_at = self.last_checkpoint
         now = self.clock()

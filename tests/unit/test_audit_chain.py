@@ -48,6 +48,21 @@ def test_a_written_chain_verifies(records: list[tuple[str, ...]]) -> None:
     assert rows[0][11] == GENESIS
 
 
+@given(st.lists(st.tuples(*[st.sampled_from(("", "same", "é" * 130, "x" * 300)) | Field] * 10),
+                min_size=1, max_size=30))
+def test_columns_hash_like_records_one_by_one(records: list[tuple[str, ...]]) -> None:
+    """The column-wise encoding (constant columns encoded once, lengths over 255 bytes,
+    UTF-8) gives every record the hash :func:`record_hash` gives it."""
+    writer = ChainWriter(7, b"\x01" * 32)
+    seqs, *fields, prevs, hashes = writer.extend_columns(records)
+    prev = b"\x01" * 32
+    for i, record in enumerate(records):
+        assert (seqs[i], tuple(column[i] for column in fields), prevs[i]) == (8 + i, record, prev)
+        prev = record_hash(prev, record)
+        assert hashes[i] == prev
+    assert (writer.last_seq, writer.last_hash) == (7 + len(records), prev)
+
+
 @given(st.lists(Record, min_size=2, max_size=20), st.data())
 def test_any_field_edit_is_found_at_that_record(records: list[tuple[str, ...]], data: st.DataObject) -> None:
     rows = stored(ChainWriter().extend(records))
