@@ -160,6 +160,10 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
             "600 crossroads", "750 root", "750 crossroads", "750 crossroads"
         ], f"{host}: {r.stdout}"
         assert "User=crossroads" in r.stdout and "NRestarts=0" in r.stdout, r.stdout
+        # The consultation limit is rendered into the running configuration.
+        r = lab.ssh(host, f"grep -x 'consultations_in_flight = 200' /etc/crossroads/{kind}.toml",
+                    check=False)
+        assert r.returncode == 0, f"{host}: {r.stdout}{r.stderr}"
     # The CA key stays on the CA host; no private key of the CA anywhere else.
     r = lab.ssh("ca", "stat -c '%a %U' /var/lib/crossroads-ca/ca.key")
     assert r.stdout.strip() == "600 root"
