@@ -81,7 +81,7 @@ SERVICES = ("ssn.identity", "ssn.income", "ssn.career", "ssn.address.mutation",
 REASONS = ("NOT_AUTHORIZED", "NOT_INTEGRATED", "PHASE_TOO_LOW", "NO_RECEIVER")
 DAY_US = 86_400_000_000
 #: Bump when the generated content changes: a cached database of another version is rebuilt.
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: schema 7 (audit_subjects)
 
 
 def _parser() -> argparse.ArgumentParser:
