@@ -102,3 +102,18 @@ def test_mutation_subscribers_and_envelopes() -> None:
     assert all(190 <= len(e) <= 200 for b in batches for e in b)
     entities = list(mutations.directory(subs[:2], pool))
     assert sum(type(e).__name__ == "Integration" for e in entities) == 4
+
+
+def test_the_in_process_hub_consultation_benchmark_answers_every_question(tmp_path: Path) -> None:
+    """benchmarks.consult_hub drives the hub's real consultation path (checks, audit group
+    commit) with an in-process provider: every question is answered and audited."""
+    import json
+
+    from benchmarks import consult_hub
+
+    assert consult_hub.main(["--questions", "12", "--concurrency", "1,4",
+                             "--out", str(tmp_path)]) == 0
+    (result,) = tmp_path.glob("consult_hub-*.json")
+    runs = json.loads(result.read_text())["results"]
+    assert [(r["concurrency"], r["statuses"]) for r in runs] == [
+        (1, {"DATA_FOUND": 12}), (4, {"DATA_FOUND": 12})]
