@@ -215,9 +215,10 @@ class Deliverer:
         batch is read from the queue and the previous batch's bookkeeping is committed."""
         call = await self._stream(dest)
         last = batch.last_seq
-        await call.write(delivery_message(batch.packed, last))
+        message = delivery_message(batch.packed, last)
+        await call.write(message)
         dest.prefetch = asyncio.ensure_future(self._read(dest, last))
-        tickets = [t for packed in batch.packed for t in tickets_of(packed)]
+        tickets = tickets_of(message)
         ack = await asyncio.wait_for(call.read(), ACK_TIMEOUT_S)
         if ack is grpc.aio.EOF:
             raise DeliveryError("node closed the delivery stream")

@@ -82,6 +82,24 @@ log = structlog.get_logger(__name__)
 class ResendRaced(Unavailable):
     """A batch's sequences were committed by another stream in the meantime (retry)."""
 
+
+def _queue_of_packed_batches(conn: sqlite3.Connection) -> None:
+    """Migration 6: one row per envelope becomes one row per packed batch. Each old row
+    becomes a batch of one, under its own ``seq`` (delivery cursors stay valid)."""
+    conn.execute("ALTER TABLE queue RENAME TO queue_v1")
+    conn.execute("DROP INDEX queue_by_dest")
+    conn.execute(
+        "CREATE TABLE queue (seq INTEGER PRIMARY KEY, dest TEXT NOT NULL,"
+        " count INTEGER NOT NULL, packed BLOB NOT NULL)")
+    conn.execute("CREATE INDEX queue_by_dest ON queue (dest, seq)")
+    cur = conn.execute("SELECT seq, dest, hub_ticket, envelope FROM queue_v1 ORDER BY seq")
+    while rows := cur.fetchmany(10_000):
+        conn.executemany("INSERT INTO queue (seq, dest, count, packed) VALUES (?,?,1,?)",
+                         [(seq, dest, pack([bytes(envelope)], [ticket]))
+                          for seq, dest, ticket, envelope in rows])
+    conn.execute("DROP TABLE queue_v1")
+
+
 MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE queue (
@@ -174,7 +192,7 @@ MIGRATIONS: list[Migration] = [
     """,
     # 6: the queue holds packed delivery batches (node.wire.delivery), one row per run of
     # envelopes for a destination instead of one row per envelope (Python: it packs the rows).
-    lambda conn: _queue_of_packed_batches(conn),
+    _queue_of_packed_batches,
     # 7: the subject index becomes a table filled in bulk from the records after
     # ``audit_indexed.upto`` (one INSERT ... SELECT), instead of partial indexes on the audit
     # table that a bulk UPDATE of every new record moved them between (that UPDATE rewrote
@@ -216,23 +234,6 @@ class QueuedBatch(NamedTuple):
     last_seq: int
     count: int
     packed: tuple[bytes, ...]
-
-
-def _queue_of_packed_batches(conn: sqlite3.Connection) -> None:
-    """Migration 6: one row per envelope becomes one row per packed batch. Each old row
-    becomes a batch of one, under its own ``seq`` (delivery cursors stay valid)."""
-    conn.execute("ALTER TABLE queue RENAME TO queue_v1")
-    conn.execute("DROP INDEX queue_by_dest")
-    conn.execute(
-        "CREATE TABLE queue (seq INTEGER PRIMARY KEY, dest TEXT NOT NULL,"
-        " count INTEGER NOT NULL, packed BLOB NOT NULL)")
-    conn.execute("CREATE INDEX queue_by_dest ON queue (dest, seq)")
-    cur = conn.execute("SELECT seq, dest, hub_ticket, envelope FROM queue_v1 ORDER BY seq")
-    while rows := cur.fetchmany(10_000):
-        conn.executemany("INSERT INTO queue (seq, dest, count, packed) VALUES (?,?,1,?)",
-                         [(seq, dest, pack([bytes(envelope)], [ticket]))
-                          for seq, dest, ticket, envelope in rows])
-    conn.execute("DROP TABLE queue_v1")
 
 
 @dataclass(slots=True)

@@ -52,5 +52,6 @@ def delivery_message(packed: Sequence[bytes], last_sequence: int) -> bytes:
 
 
 def tickets_of(packed: bytes) -> list[str]:
-    """The hub tickets of a packed batch (or of several joined), in order."""
+    """The hub tickets of a packed batch (or of several joined, or of a delivery message), in
+    order."""
     return list(node_pb2.DeliveryBatch.FromString(packed).hub_tickets)

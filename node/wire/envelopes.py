@@ -152,22 +152,12 @@ class AckBuilder:
             receivers: tuple[str, ...] = ()) -> None:
         """One ``EnvelopeOutcome`` (fields in number order, defaults left out, as protobuf
         serializes them)."""
-        body = [b"\x08" + _varint(index)] if index else []
-        if reason:
-            body.append(b"\x10" + _varint(reason))
-        if detail:
-            data = detail.encode()
-            body += (b"\x1a", _varint(len(data)), data)
-        if hub_ticket:
-            data = hub_ticket.encode()
-            body += (b"\x22", _varint(len(data)), data)
-        if receivers:
-            part = self._receivers.get(receivers)
-            if part is None:
-                part = self._receivers[receivers] = b"".join(
-                    b"\x2a" + _varint(len(data)) + data for data in (r.encode() for r in receivers))
-            body.append(part)
-        encoded = b"".join(body)
+        part = self._receivers.get(receivers)
+        if part is None:
+            part = self._receivers[receivers] = _receivers_field(receivers)
+        encoded = _outcome_fields(reason, detail, part, hub_ticket)
+        if index:
+            encoded = b"\x08" + _varint(index) + encoded
         self._parts += (b"\x12", _varint(len(encoded)), encoded)
 
     def blob(self) -> bytes:
@@ -187,21 +177,29 @@ def outcomes_blob(decisions: Sequence[Decision], field: int) -> bytes:
         if rest is None:
             reason, detail, receivers = decision
             rest = encoded[id(decision)] = _outcome_fields(_REASON_TO_PROTO[reason], detail,
-                                                           receivers)
+                                                           _receivers_field(receivers))
         body = b"\x08" + _varint(i) + rest if i else rest
         parts += (tag, _varint(len(body)), body)
     return b"".join(parts)
 
 
-def _outcome_fields(reason: int, detail: str, receivers: tuple[str, ...]) -> bytes:
-    """An ``EnvelopeOutcome``'s reason, detail and receivers (as :meth:`AckBuilder.add`)."""
+def _outcome_fields(reason: int, detail: str, receivers_field: bytes, hub_ticket: str = "") -> bytes:
+    """An ``EnvelopeOutcome``'s fields but its index, in field number order, defaults left out
+    (as protobuf serializes them); ``receivers_field`` from :func:`_receivers_field`."""
     body = [b"\x10" + _varint(reason)] if reason else []
     if detail:
         data = detail.encode()
         body += (b"\x1a", _varint(len(data)), data)
-    for data in (r.encode() for r in receivers):
-        body += (b"\x2a", _varint(len(data)), data)
+    if hub_ticket:
+        data = hub_ticket.encode()
+        body += (b"\x22", _varint(len(data)), data)
+    body.append(receivers_field)
     return b"".join(body)
+
+
+def _receivers_field(receivers: tuple[str, ...]) -> bytes:
+    """The repeated ``receivers`` field (number 5) of an ``EnvelopeOutcome``."""
+    return b"".join(b"\x2a" + _varint(len(data)) + data for data in (r.encode() for r in receivers))
 
 
 @functools.lru_cache(maxsize=1 << 14)
