@@ -1,0 +1,38 @@
+"""gRPC's process-wide transport setting, made before gRPC is loaded.
+
+gRPC's core reads ``GRPC_EXPERIMENTS`` once, when the ``grpc`` package is imported, and never
+again. Importing :mod:`node` (the package) calls :func:`apply` first, so every daemon, tool and
+client of this project, and every process they start, runs on the transport chosen here.
+
+The choice: gRPC's *iomgr* TCP transport instead of its newer *EventEngine* one
+(``-event_engine_client``, ``-event_engine_listener``, ``-event_engine_for_all_other_endpoints``).
+With the EventEngine, sockets are read and written on the engine's own threads, which hand
+every finished operation to the thread where grpc.aio waits on its completion queue, which
+wakes the event loop: a message costs several thread switches in each process it crosses.
+With iomgr the completion-queue thread does the socket work itself while it waits. Measured
+on the 2-core machine (``benchmarks/README.md``, "gRPC transport"): a consultation crosses
+five processes and caused 96 thread switches, 51 with iomgr; a bare relay hop's CPU per
+question fell from ~570 to ~440 µs, and the bare envelope relay went from ~0.9 to ~1.1 M
+envelopes/s.
+
+An operator's own ``GRPC_EXPERIMENTS`` (even an empty one) is left as it is; if ``grpc`` was
+imported before :mod:`node`, the setting cannot apply to this process and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+__all__ = ["GRPC_EXPERIMENTS", "apply"]
+
+GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
+
+
+def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Set ``GRPC_EXPERIMENTS`` unless it is set or gRPC is already loaded; True if set."""
+    if "GRPC_EXPERIMENTS" in environ or "grpc" in sys.modules:
+        return False
+    environ["GRPC_EXPERIMENTS"] = GRPC_EXPERIMENTS
+    return True
