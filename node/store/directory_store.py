@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -53,7 +54,7 @@ from node.store.integrations import (
     preload,
     read_integrations,
 )
-from node.store.sqlite import connect, migrate
+from node.store.sqlite import connect, connect_sync, migrate
 
 __all__ = ["DirectoryStore", "LoggedChange", "decode_entity", "encode_entity"]
 
@@ -169,6 +170,7 @@ class DirectoryStore:
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
         self.lock = asyncio.Lock()
         self.revision = 0
         self.compacted_revision = 0
@@ -180,12 +182,16 @@ class DirectoryStore:
         self._writer = await connect(self.path, self.synchronous)
         await migrate(self._writer, MIGRATIONS)
         self._reader = await connect(self.path, self.synchronous)
+        self._quick = connect_sync(self.path, synchronous=self.synchronous)
         self.revision = await self._meta("revision")
         self.compacted_revision = await self._meta("compacted_revision")
         self._replaced = dict(await self.reader.execute_fetchall(  # type: ignore[arg-type]
             "SELECT old_number, new_number FROM replacements"))
 
     async def close(self) -> None:
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -323,7 +329,7 @@ class DirectoryStore:
 
     async def integrations_of(self, subjects: Iterable[str]) -> dict[str, tuple[Integration, ...]]:
         """Integrations of the given subjects (cached by subject, else one query per 500)."""
-        return await read_integrations(self.reader, subjects, self.integration_cache)
+        return await read_integrations(self.reader, subjects, self.integration_cache, self._quick)
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
         """Old number -> new number for those of ``numbers`` that were replaced, and along

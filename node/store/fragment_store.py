@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ from node.store.integrations import (
     preload,
     read_integrations,
 )
-from node.store.sqlite import connect, migrate, rollback
+from node.store.sqlite import connect, connect_sync, migrate, rollback
 
 __all__ = ["FragmentStore", "RevisionGap"]
 
@@ -121,6 +122,7 @@ class FragmentStore:
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
         self._warming: asyncio.Task[int] | None = None
         self._lock = asyncio.Lock()
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
@@ -146,6 +148,7 @@ class FragmentStore:
         self._writer = await connect(self.path, self.synchronous)
         await migrate(self._writer, MIGRATIONS)
         self._reader = await connect(self.path, self.synchronous)
+        self._quick = connect_sync(self.path, synchronous=self.synchronous)
         async with self._writer.execute("SELECT key, value FROM frag_meta") as cur:
             meta = {k: v for k, v in await cur.fetchall()}
         self.revision = int(meta.get("revision", 0))
@@ -168,6 +171,9 @@ class FragmentStore:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._warming
             self._warming = None
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -350,14 +356,16 @@ class FragmentStore:
         _, wanted = subjects_to_read(envelopes, view)
         if wanted:
             view.integrations = await read_integrations(
-                self.reader, current_numbers(wanted, self._replaced), self.integration_cache)
+                self.reader, current_numbers(wanted, self._replaced), self.integration_cache,
+                self._quick)
         return view
 
     async def view(self, subjects: Iterable[str]) -> DirectoryView:
         """What :func:`node.core.directory.decide` needs for a batch about ``subjects``: the
         small tables whole, the replacements and integrations of those subjects only."""
         wanted = current_numbers({s for s in subjects if s}, self._replaced)
-        integrations = await read_integrations(self.reader, wanted, self.integration_cache)
+        integrations = await read_integrations(self.reader, wanted, self.integration_cache,
+                                               self._quick)
         replaced = {n: self._replaced[n] for n in wanted if n in self._replaced}
         return DirectoryView(self._institutions, self._services, self._authorizations,
                              integrations, replaced)

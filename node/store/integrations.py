@@ -16,6 +16,7 @@ like any read that just preceded a write).
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import date
@@ -30,6 +31,8 @@ __all__ = ["SubjectCache", "integration_of", "integration_row", "preload", "read
 V = TypeVar("V")
 #: Subjects per ``IN (...)`` query.
 CHUNK = 500
+#: Subjects few enough to read in the calling thread (see :func:`read_integrations`).
+QUICK_SUBJECTS = 4
 COLUMNS = "subject, institution, capacity, begin_date, end_date, phase"
 #: One string object per institution number for all cached integrations.
 _INSTITUTIONS: dict[str, str] = {}
@@ -148,28 +151,45 @@ async def preload(
 
 async def read_integrations(
     conn: aiosqlite.Connection, subjects: Iterable[str],
-    cache: SubjectCache[tuple[Integration, ...]],
+    cache: SubjectCache[tuple[Integration, ...]], quick: sqlite3.Connection | None = None,
 ) -> dict[str, tuple[Integration, ...]]:
-    """The integrations of ``subjects`` (subjects without any are left out)."""
+    """The integrations of ``subjects`` (subjects without any are left out).
+
+    The subjects not cached are read on ``conn`` (its reader thread), or, when they are at
+    most :data:`QUICK_SUBJECTS`, on ``quick`` in the calling thread: a consultation's one
+    subject costs less to read than the hand-over to the reader thread and back."""
     found, missing = cache.lookup(set(subjects))
     generation = cache.generation
     read: dict[str, tuple[Integration, ...]] = {}
-    for start in range(0, len(missing), CHUNK):
-        chunk = missing[start:start + CHUNK]
-        lists: dict[str, list[Integration]] = {s: [] for s in chunk}
-        rows = await conn.execute_fetchall(  # one hand-over to the reader thread
-            f"SELECT {COLUMNS} FROM integrations WHERE subject IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        keys = {s: s for s in chunk}
-        for subject, institution, capacity, begin, end, phase in rows:
-            # Cached values share their strings: the subject with its key, the institution
-            # with every other row of that institution. (Measured at the hub with ~5 integrations
-            # per subject: up to ~1.4 KB of RSS per cached subject.)
-            key = keys[subject]
-            lists[key].append(Integration(key, _INSTITUTIONS.setdefault(institution, institution),
-                                          capacity, phase, _period(begin, end)))
-        read.update((s, tuple(v)) for s, v in lists.items())
+    if quick is not None and len(missing) <= QUICK_SUBJECTS:
+        if missing:
+            read = _grouped(missing, quick.execute(_select_in(len(missing)), missing))
+    else:
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start:start + CHUNK]
+            rows = await conn.execute_fetchall(_select_in(len(chunk)), chunk)
+            read.update(_grouped(chunk, rows))  # type: ignore[arg-type]
     cache.fill(generation, read)
     found.update(read)
     return {s: v for s, v in found.items() if v}
+
+
+@functools.lru_cache(maxsize=64)
+def _select_in(n: int) -> str:
+    return f"SELECT {COLUMNS} FROM integrations WHERE subject IN ({','.join('?' * n)})"
+
+
+def _grouped(
+    chunk: Sequence[str], rows: Iterable[tuple[Any, ...]],
+) -> dict[str, tuple[Integration, ...]]:
+    """Rows of ``chunk``'s subjects as one tuple per subject (empty for a subject without)."""
+    lists: dict[str, list[Integration]] = {s: [] for s in chunk}
+    keys = {s: s for s in chunk}
+    for subject, institution, capacity, begin, end, phase in rows:
+        # Cached values share their strings: the subject with its key, the institution
+        # with every other row of that institution. (Measured at the hub with ~5 integrations
+        # per subject: up to ~1.4 KB of RSS per cached subject.)
+        key = keys[subject]
+        lists[key].append(Integration(key, _INSTITUTIONS.setdefault(institution, institution),
+                                      capacity, phase, _period(begin, end)))
+    return {s: tuple(v) for s, v in lists.items()}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from node.core.directory import Integration, Period, Replacement
+from node.store import integrations
 from node.store.directory_store import DirectoryStore
 from node.store.fragment_store import FragmentStore
 from node.store.integrations import SubjectCache
@@ -32,7 +35,13 @@ def test_a_read_that_raced_a_write_does_not_fill() -> None:
     assert cache.lookup(["a"]) == ({}, ["a"])
 
 
-async def test_hub_directory_reads_its_own_writes_through_the_cache(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quick", [4, -1], ids=["on-the-loop", "reader-thread"])
+async def test_hub_directory_reads_its_own_writes_through_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quick: int
+) -> None:
+    """A few subjects are read on the event loop's own connection, more through the reader
+    thread (-1: always the thread); either way every write is seen at once."""
+    monkeypatch.setattr(integrations, "QUICK_SUBJECTS", quick)
     store = DirectoryStore(tmp_path / "directory.sqlite")
     await store.open()
     try:
@@ -194,3 +203,23 @@ async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_pa
         assert checked.integrations == {CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
     finally:
         await directory.close()
+
+
+async def test_few_and_many_subjects_read_the_same_integrations(tmp_path: Path) -> None:
+    """The quick read (a few subjects, on the calling thread) and the reader thread's read
+    (more than QUICK_SUBJECTS) give the same answers for the same rows."""
+    store = DirectoryStore(tmp_path / "directory.sqlite")
+    await store.open()
+    try:
+        subjects = [f"8507300{i:02d}" for i in range(integrations.QUICK_SUBJECTS + 3)]
+        await store.apply([(Integration(s, inst, cap, 1, SINCE), False)
+                           for i, s in enumerate(subjects) for inst, cap in ((A, 1), (B, i))])
+        many = await store.integrations_of(subjects + [OTHER])
+        assert sorted(many) == sorted(subjects) and all(len(v) == 2 for v in many.values())
+        store.integration_cache.clear()
+        few: dict[str, tuple[Integration, ...]] = {}
+        for i in range(0, len(subjects), 2):
+            few.update(await store.integrations_of(subjects[i:i + 2] + [OTHER]))
+        assert {s: sorted(v) for s, v in few.items()} == {s: sorted(v) for s, v in many.items()}
+    finally:
+        await store.close()
