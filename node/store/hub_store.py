@@ -15,10 +15,7 @@ Guarantees
 * **One writer thread.** The write connection lives in a thread of its own; each write
   (a whole transaction: :meth:`commit_batch`, :meth:`commit_delivery`, ...) is one call
   handed to it, so writes run one at a time, in call order, with one hop from the event loop
-  per batch. One exception: :meth:`append_audit` with a few records (a consultation's)
-  commits on the event loop itself when the writer thread has nothing in hand or queued, so
-  still one at a time and in call order; the commit with its fsync (~0.2 ms) costs less than
-  the two hand-overs. Row inserts are multi-row ``INSERT ... VALUES`` statements that bind a value
+  per batch. Row inserts are multi-row ``INSERT ... VALUES`` statements that bind a value
   shared by all rows once (:func:`node.store.sqlite.insert_columns`).
 * **Audit chain.** Every record's hash covers the previous record's hash; the chain head is
   kept in ``audit_head`` in the same transaction. The writer thread extends the chain, so it
@@ -223,8 +220,6 @@ ACK_HISTORY = 200_000
 #: Records with a subject appended before the newest are indexed in bulk (who-consulted reads
 #: at most about this many, and the records without a subject between them, past the index).
 SUBJECT_INDEX_EVERY = 20_000
-#: Audit records few enough to commit on the event loop when the writer is idle.
-INLINE_AUDIT_RECORDS = 8
 _INSERT_AUDIT = (
     "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
     " subject_type, subject_number, reason, detail, prev_hash, hash) VALUES "
@@ -285,11 +280,6 @@ class HubStore:
         self._query_lock = asyncio.Lock()
         self._unindexed = 0  # records with a subject not yet indexed (about: a trigger only)
         self._indexing = False
-        # Jobs handed to the writer thread (counted on the event loop, which hands them all)
-        # and jobs it finished (counted by that thread, last thing in each job). Equal: the
-        # thread has nothing in hand or queued, and the event loop may use the connection.
-        self._handed = 0
-        self._finished = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -331,8 +321,7 @@ class HubStore:
             return
         self._indexing = True
         try:
-            self._write_thread.submit(self._counted, self._index_subjects)
-            self._handed += 1
+            self._write_thread.submit(self._index_subjects)
         except RuntimeError:  # closing: the next open's writes catch up
             self._indexing = False
 
@@ -382,19 +371,7 @@ class HubStore:
     async def _write(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run ``func`` in the writer thread: writes are serialized there, in call order."""
         assert self._write_thread is not None, "store not open"
-        self._handed += 1
-        return await asyncio.get_running_loop().run_in_executor(
-            self._write_thread, self._counted, func, *args)
-
-    def _counted(self, func: Callable[..., _T], *args: Any) -> _T:
-        try:
-            return func(*args)
-        finally:
-            self._finished += 1
-
-    @property
-    def _writer_idle(self) -> bool:
-        return self._handed == self._finished and self._writer is not None
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -649,21 +626,11 @@ class HubStore:
         return await asyncio.to_thread(run)
 
     async def append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
-        """Audit records that come with no envelope to store (a consultation's, a refused
-        connection's).
-
-        A few records, when the writer thread has nothing in hand or queued, are committed
-        right here on the event loop: the commit (with its fsync, ~0.2 ms) costs less than the
-        two thread hand-overs around it, and writes stay in call order. Otherwise the writer
-        thread commits them."""
+        """Audit records that come with no envelope to store (e.g. a refused connection)."""
         def run() -> None:
             with self._transaction():
                 self._append_audit(records)
 
-        if len(records) <= INLINE_AUDIT_RECORDS and self._writer_idle:
-            run()
-            self._index_subjects_when_due()
-            return
         await self._write(run)
 
     # -- delivery --------------------------------------------------------------------------

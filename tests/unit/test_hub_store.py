@@ -151,39 +151,3 @@ async def test_records_are_indexed_by_subject_in_bulk_and_at_close(
         await store.close()
     assert unindexed() == 0 and found() == expected
 
-
-async def test_small_audit_commits_keep_call_order_with_the_writer_thread(tmp_path: Path) -> None:
-    """A consultation's few records are committed on the event loop only while the writer
-    thread has nothing in hand or queued: they are durable when append_audit returns, and a
-    batch handed to the writer first is in the chain first."""
-    import asyncio
-
-    from node.audit_tool import verify_file
-
-    path = tmp_path / "hub.sqlite"
-    store = HubStore(path, "NORMAL")
-    await store.open()
-
-    def events() -> list[str]:
-        conn = sqlite3.connect(path)
-        try:
-            return [e for (e,) in conn.execute("SELECT detail FROM audit ORDER BY seq")]
-        finally:
-            conn.close()
-
-    def record(detail: str) -> tuple[str, ...]:
-        return ("1", "REJECTED", "", S, "", "svc", "CITIZEN", "85073003328", "NOT_AUTHORIZED",
-                detail)
-
-    try:
-        await store.append_audit([record("alone")])
-        assert events() == ["alone"]  # committed, seen by another connection
-        batch = asyncio.ensure_future(store.commit_batch(
-            S, "", 0, 0, [], [record(f"batch {i}") for i in range(500)], b""))
-        await asyncio.sleep(0)  # the batch is in the writer thread's hands now
-        await store.append_audit([record("after the batch")])
-        await batch
-        assert events() == ["alone"] + [f"batch {i}" for i in range(500)] + ["after the batch"]
-    finally:
-        await store.close()
-    assert verify_file(path).problem is None
