@@ -55,6 +55,8 @@ What the numbers mean
 * ``achieved_per_s``: responses with ``DATA_FOUND`` / (last response of any status - first
   scheduled time);
   ``offered_per_s``: the rate asked for.
+* ``p99_ms_by_second``: the latency p99 of the questions scheduled in each second of the
+  measured phase (a tail spread over the run, or a few bad seconds).
 * ``where_ms`` (p50 and p99 per segment, ``DATA_FOUND`` only; one clock, one machine):
   ``asker_to_hub`` = hub receipt - send (asker node's local API and checks, the node's call
   to the hub); ``hub_to_provider_app`` = provider app's receipt - hub receipt (hub checks,
@@ -356,7 +358,17 @@ def summarize(samples: Sequence[Sample], rate: float) -> dict[str, Any]:
         "where_ms": {name: {"p50": _r3(percentile([w[k] / 1000 for w in where], 50)),
                             "p99": _r3(percentile([w[k] / 1000 for w in where], 99))}
                      for k, name in enumerate(names)},
+        "p99_ms_by_second": _p99_by_second(answered, first),
     }
+
+
+def _p99_by_second(answered: Sequence[Sample], first: float) -> list[float | None]:
+    """Latency p99 of the questions scheduled in each second of the run: whether the tail
+    is spread over the run or comes from a few bad seconds."""
+    seconds: dict[int, list[float]] = {}
+    for s in answered:
+        seconds.setdefault(int(s.scheduled - first), []).append((s.done - s.scheduled) * 1000)
+    return [_r3(percentile(seconds.get(i, []), 99)) for i in range(max(seconds, default=-1) + 1)]
 
 
 def _r3(v: float | None) -> float | None:
@@ -476,7 +488,8 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
             print(f"  {rate:,.0f}/s: achieved {result['achieved_per_s']}/s, latency p50"
                   f" {lat['p50']} p90 {lat['p90']} p99 {lat['p99']} max {lat['max']} ms;"
                   f" statuses {result['statuses']}; machine cores busy"
-                  f" {cpu['machine_cores_busy']}", flush=True)
+                  f" {cpu['machine_cores_busy']}; p99 by second {result['p99_ms_by_second']}",
+                  flush=True)
     finally:
         await asker.close()
         provider_app.terminate()

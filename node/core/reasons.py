@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     PHASE_TOO_LOW = "PHASE_TOO_LOW"
     NO_RECEIVER = "NO_RECEIVER"
     SUBJECT_REPLACED = "SUBJECT_REPLACED"
+    TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
 
 
 #: Outcomes meaning "the hub holds this envelope".

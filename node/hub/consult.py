@@ -26,12 +26,14 @@ the hub stops waiting for it when that has passed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from node.config import Limits
 from node.core.reasons import Reason
@@ -43,6 +45,7 @@ from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
+from node.wire.gen.crossroads.v1 import envelope_pb2 as epb
 from node.wire.gen.crossroads.v1 import node_pb2_grpc
 
 __all__ = ["Consultations"]
@@ -103,6 +106,21 @@ class Consultations:
             stub.Answers, cpb.AnswerCalls, cpb.AnswerCall)
         self._providers[institution] = (endpoint, channel, caller)
         return caller
+
+    def refused(self, sender: str, request: cpb.ConsultRequest) -> None:
+        """Audit a question refused at once because ``sender`` had the limit of
+        consultations in flight (``REJECTED``, ``TOO_MANY_IN_FLIGHT``). The record is
+        committed with the next group; the refusal does not wait for it."""
+        service = subject_type = subject = ""
+        with contextlib.suppress(DecodeError):  # what it was about, if it says
+            envelope = epb.Envelope.FromString(request.envelope)
+            service, subject = envelope.service_id, envelope.subject.number
+            subject_type = SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?") if subject else ""
+        limit = self.limits.consultations_in_flight
+        committed = self.audit.add([(
+            str(self.clock()), "REJECTED", "", sender, "", service, subject_type, subject,
+            Reason.TOO_MANY_IN_FLIGHT.value, f"consultation: more than {limit} in flight")])
+        committed.add_done_callback(_log_audit_failure)
 
     async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
         started = time.monotonic()
@@ -183,6 +201,11 @@ class Consultations:
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part
+
+
+def _log_audit_failure(committed: asyncio.Future[None]) -> None:
+    if not committed.cancelled() and committed.exception() is not None:
+        log.error("audit_commit_failed", error=repr(committed.exception()))
 
 
 async def _close(channel: grpc.aio.Channel, caller: StreamCaller[Any, Any]) -> None:

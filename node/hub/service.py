@@ -221,6 +221,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             request_iterator, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
             on_message=recheck, draining=self.draining,
             max_in_flight=self.consultations.limits.consultations_in_flight,
+            on_refused=lambda request: self.consultations.refused(sender, request),
         ):
             yield replies
 

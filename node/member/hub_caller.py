@@ -2,7 +2,9 @@
 
 Every question goes on the one ``Hub.Consultations`` stream the node keeps open (see
 :mod:`node.rpc.multiplex`: the stream is opened on the first question and again after it
-broke). A question the hub could not take fails with ``HUB_UNAVAILABLE``.
+broke). A question the hub could not take fails with ``HUB_UNAVAILABLE``, or with
+``RESOURCE_EXHAUSTED`` (reason ``TOO_MANY_IN_FLIGHT``) when the hub refused it for having
+the limit of this node's questions in flight: the application may retry it later.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import grpc
 
 from node.config import NodeConfig
-from node.core.errors import Unavailable
+from node.core.errors import ResourceExhausted, Unavailable
+from node.core.reasons import Reason
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.wire.gen.crossroads.v1 import consult_pb2, hub_pb2_grpc
@@ -46,6 +49,8 @@ class HubCaller:
             return await self._consultations().call(
                 request, timeout=deadline_ms / 1000 + REPLY_MARGIN_S)
         except CallFailed as exc:
+            if exc.code == "RESOURCE_EXHAUSTED":  # the hub is busy with this node's questions
+                raise ResourceExhausted(f"hub: {exc.detail}", Reason.TOO_MANY_IN_FLIGHT) from exc
             raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
 
     async def close(self) -> None:

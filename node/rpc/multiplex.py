@@ -173,11 +173,13 @@ async def serve_calls(
     on_message: Callable[[], Awaitable[None]] | None = None,
     draining: asyncio.Event | None = None,
     max_in_flight: int = 10_000,
+    on_refused: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[Any]:
     """Serve a stream of call messages: yields reply messages until the caller closes its
     side (or ``draining`` is set: a graceful stop) and every call taken is answered.
     ``on_message`` runs before each message's calls are started (e.g. to re-check the
-    caller's certificate; raising ends the stream)."""
+    caller's certificate; raising ends the stream). ``on_refused(request)`` is told of every
+    call refused for ``max_in_flight`` (e.g. to audit it); it must not block."""
     out: list[Any] = []
     wake = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
@@ -204,6 +206,8 @@ async def serve_calls(
                         out.append(reply_type(id=item.id, error_code="RESOURCE_EXHAUSTED",
                                               error=f"more than {max_in_flight} calls in flight"))
                         wake.set()
+                        if on_refused is not None:
+                            on_refused(item.request)
                         continue
                     task = asyncio.create_task(run(item.id, item.request))
                     running.add(task)

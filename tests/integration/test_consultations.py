@@ -13,6 +13,7 @@ import pytest
 
 from node.client import Consulter, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Institution, Integration, Period, Service
+from node.rpc.multiplex import CallFailed
 from node.testing import InProcessNetwork, default_directory
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import local_pb2_grpc
@@ -221,3 +222,36 @@ async def test_questions_on_one_stream_and_a_provider_node_that_restarts(net) ->
             assert sorted(p.institution for p in back.parts) == sorted((P1, P2, P3))
     finally:
         await stop(*tasks.values())
+
+
+async def test_questions_beyond_the_hubs_in_flight_limit_are_refused_and_audited(tmp_path) -> None:
+    """With the hub's limit at 2 consultations in flight per stream, the third and fourth
+    of four concurrent questions are refused at once (RESOURCE_EXHAUSTED) and each refusal
+    is in the audit log (REJECTED, TOO_MANY_IN_FLIGHT) under the citizen asked about; the
+    two taken are answered."""
+    net = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed(),
+                           hub_overrides={"limits": {"consultations_in_flight": 2}})
+    await net.start()
+    tasks = [await provider(net, p, delay=0.5, data=b"x") for p in (P1, P2, P3)]
+    try:
+        async with Consulter(net.local_api(ASKER)) as asker:
+            results = await asyncio.gather(*(
+                asker.consult(make_envelope(SERVICE, [], b"", subject_citizen=CITIZEN,
+                                            capacity=1, sender_ticket=f"q-{i}"), 5_000)
+                for i in range(4)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, CallFailed)]
+        answered = [r for r in results if isinstance(r, cpb.ConsultResponse)]
+        assert [r.code for r in refused] == ["RESOURCE_EXHAUSTED"] * 2
+        assert sorted(cpb.ConsultStatus.Name(r.status) for r in answered) == ["DATA_FOUND"] * 2
+        records: list = []
+        for _ in range(50):  # committed with the next group, not before the refusal
+            records = [c for c in await net.hub.store.who_consulted(CITIZEN)
+                       if c.outcome == "TOO_MANY_IN_FLIGHT"]
+            if len(records) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [(c.event, c.institution, c.service_id) for c in records] == [
+            ("REJECTED", ASKER, SERVICE)] * 2
+    finally:
+        await stop(*tasks)
+        await net.stop()

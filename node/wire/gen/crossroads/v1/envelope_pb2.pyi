@@ -33,6 +33,7 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHASE_TOO_LOW: _ClassVar[Reason]
     NO_RECEIVER: _ClassVar[Reason]
     SUBJECT_REPLACED: _ClassVar[Reason]
+    TOO_MANY_IN_FLIGHT: _ClassVar[Reason]
 SUBJECT_TYPE_UNSPECIFIED: SubjectType
 SUBJECT_TYPE_CITIZEN: SubjectType
 SUBJECT_TYPE_ENTERPRISE: SubjectType
@@ -54,6 +55,7 @@ NOT_INTEGRATED: Reason
 PHASE_TOO_LOW: Reason
 NO_RECEIVER: Reason
 SUBJECT_REPLACED: Reason
+TOO_MANY_IN_FLIGHT: Reason
 
 class Subject(_message.Message):
     __slots__ = ("type", "number")
