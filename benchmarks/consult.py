@@ -61,9 +61,10 @@ What the numbers mean
   ``asker_to_hub`` = hub receipt - send (asker node's local API and checks, the node's call
   to the hub); ``hub_to_provider_app`` = provider app's receipt - hub receipt (hub checks,
   ``Node.Answers``, provider node, ``Serve`` stream);
-  ``provider_app_to_hub_reply`` = the hub's reply time - provider app's receipt (the answer
-  back to the hub, aggregation, the audit commit); ``hub_reply_to_asker`` = response at the
-  asker app - the hub's reply time (hub -> asker node -> app).
+  ``provider_app_to_hub`` = when the hub got the part (``SourcePart.answered_at_unix_us``) -
+  provider app's receipt (the answer back through the provider node); ``hub_commit`` = the
+  hub's reply time - that (aggregation and the audit commit); ``hub_reply_to_asker`` =
+  response at the asker app - the hub's reply time (hub -> asker node -> app).
 * ``cpu``: CPU seconds per process over the measured phase (psutil) and µs per question
   (``cpu_us_per_envelope`` = per question): ``hub``, ``asker``, ``provider`` (nodes),
   ``loadgen`` (this process: the asking application), ``provider_app``; ``user_system_s``
@@ -199,7 +200,7 @@ class Sample:
     sent: float = 0.0
     done: float = 0.0
     status: str = ""
-    where_us: tuple[int, int, int, int] | None = None  # see the module doc, "where_ms"
+    where_us: tuple[int, ...] | None = None  # see the module doc, "where_ms"
 
 
 class CpuSplit:
@@ -287,9 +288,11 @@ class Asker:
             data = response.parts[0].data
             if len(data) == 8:
                 (app_at,) = struct.unpack(">q", data)
+                answered_at = response.parts[0].answered_at_unix_us
                 sample.where_us = (response.received_at_unix_us - sent_wall,
                                    app_at - response.received_at_unix_us,
-                                   response.replied_at_unix_us - app_at,
+                                   answered_at - app_at,
+                                   response.replied_at_unix_us - answered_at,
                                    done_wall - response.replied_at_unix_us)
 
 
@@ -340,7 +343,7 @@ def summarize(samples: Sequence[Sample], rate: float) -> dict[str, Any]:
     first = min(s.scheduled for s in samples)
     last_done = max((s.done for s in answered), default=first)
     where = [s.where_us for s in ok if s.where_us is not None]
-    names = ("asker_to_hub", "hub_to_provider_app", "provider_app_to_hub_reply",
+    names = ("asker_to_hub", "hub_to_provider_app", "provider_app_to_hub", "hub_commit",
              "hub_reply_to_asker")
     return {
         "offered_per_s": rate,

@@ -198,6 +198,7 @@ class Consultations:
             return part
         part.status, part.data, part.media_type, part.detail = (
             answer.status, answer.data, answer.media_type, answer.detail)
+        part.answered_at_unix_us = self.clock()
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part

@@ -45,18 +45,20 @@ class ConsultRequest(_message.Message):
     def __init__(self, envelope: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class SourcePart(_message.Message):
-    __slots__ = ("institution", "status", "data", "media_type", "detail")
+    __slots__ = ("institution", "status", "data", "media_type", "detail", "answered_at_unix_us")
     INSTITUTION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_AT_UNIX_US_FIELD_NUMBER: _ClassVar[int]
     institution: str
     status: SourceStatus
     data: bytes
     media_type: str
     detail: str
-    def __init__(self, institution: _Optional[str] = ..., status: _Optional[_Union[SourceStatus, str]] = ..., data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    answered_at_unix_us: int
+    def __init__(self, institution: _Optional[str] = ..., status: _Optional[_Union[SourceStatus, str]] = ..., data: _Optional[bytes] = ..., media_type: _Optional[str] = ..., detail: _Optional[str] = ..., answered_at_unix_us: _Optional[int] = ...) -> None: ...
 
 class ConsultResponse(_message.Message):
     __slots__ = ("status", "outcome", "hub_ticket", "sender_ticket", "sent_at_unix_us", "received_at_unix_us", "replied_at_unix_us", "parts")
