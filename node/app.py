@@ -144,7 +144,8 @@ class HubApp:
         self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
-            AdminService(peers, self.directory, self.store), self.server)
+            AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
+            self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import structlog
 
@@ -39,10 +41,14 @@ _PARTS: dict[str, tuple[type, ...]] = {
 
 
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
-    def __init__(self, peers: PeerAuthenticator, directory: Directory, audit: HubStore) -> None:
+    def __init__(self, peers: PeerAuthenticator, directory: Directory, audit: HubStore,
+                 flush_audit: Callable[[], Awaitable[None]] | None = None) -> None:
         self.peers = peers
         self.directory = directory
         self.audit = audit
+        # Commits records that go with the next group (a consultation's ANSWERED records),
+        # so a query sees every answer the hub has given.
+        self.flush_audit = flush_audit
 
     async def Apply(  # noqa: N802 - gRPC method name
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
@@ -108,6 +114,8 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
             self.peers.require(context, "admin")
             if not request.subject:
                 raise InvalidArgument("subject is required")
+            if self.flush_audit is not None:
+                await self.flush_audit()
             found = await self.audit.who_consulted(
                 request.subject, request.since_unix_us or None, request.limit or 1000)
             return pb.WhoConsultedResponse(records=[

@@ -12,15 +12,25 @@ returns:
 * ``INCOMPLETE_DATA`` - some source timed out, was unreachable or failed (its part says which);
 * ``REFUSED`` - the question did not pass the checks (the outcome says why).
 
-Each source's answer is audited too (``ANSWERED`` with the source status), also when the
-asker gave up before the answers came: the providers did see the question. The ``ACCEPTED``
-record (stamped with the time the question came in) and the ``ANSWERED`` records are
-committed together once the parts are in, one commit per consultation, shared with the
-consultations that finish meanwhile (:mod:`node.hub.audit_group`); the asker gets its answer
-only once they are durable. (A hub that crashes while providers are being asked keeps no
-record of that question; its asker got no answer.) A slow or absent
-provider costs at most the deadline, never a hang: every question carries its deadline and
-the hub stops waiting for it when that has passed.
+Audit, and when it is durable (:mod:`node.hub.audit_group`, commits shared between
+concurrent consultations):
+
+* ``ACCEPTED`` (who asked, about whom, for what, which providers; stamped with the time the
+  question came in) is committed *while* the providers are asked: its commit overlaps their
+  work instead of following it, and the asker gets no answer before it is durable. So every
+  answer that leaves the hub is about a question already in the log. (Before, the question
+  was logged only with its answers: a hub that crashed meanwhile kept no record of a
+  question the providers had seen.)
+* ``ANSWERED`` (one per source, with its status) goes with the next commit, within
+  :data:`node.hub.audit_group.LATER_S` (20 ms) at the latest, also when the asker gave up
+  before the answers came: the providers did see the question. Nobody waits for it: a hub
+  that crashes in those milliseconds keeps the question's ``ACCEPTED`` record without its
+  sources' statuses. At 500 questions/s these records ride along with the next question's
+  ``ACCEPTED`` commit, so a question still costs one commit.
+* ``REJECTED`` (a refused question) is durable before the refusal goes back.
+
+A slow or absent provider costs at most the deadline, never a hang: every question carries
+its deadline and the hub stops waiting for it when that has passed.
 """
 
 from __future__ import annotations
@@ -150,6 +160,7 @@ class Consultations:
         accepted = (str(received), "ACCEPTED", ticket, sender, ",".join(decision.receivers),
                     service, subject_type, subject, "ACCEPTED", "consultation")
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
+        logged = self.audit.add([accepted])  # committed while the providers work
         # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
         # providers' answers are still awaited and audited: they did see the question.
         asking = asyncio.ensure_future(self._ask_all(accepted, decision.receivers, stamped,
@@ -157,6 +168,7 @@ class Consultations:
         self._asking.add(asking)  # held until done, also if nobody awaits it any more
         asking.add_done_callback(self._asking.discard)
         parts = await asyncio.shield(asking)
+        await asyncio.shield(logged)  # no answer before the question is in the log
         response.parts.extend(parts)
         statuses = {p.status for p in parts}
         if statuses - {cpb.SOURCE_DATA, cpb.SOURCE_NO_DATA}:
@@ -170,12 +182,12 @@ class Consultations:
 
     async def _ask_all(self, accepted: tuple[str, ...], receivers: tuple[str, ...],
                        stamped: bytes, left_ms: float) -> list[cpb.SourcePart]:
-        """Every provider's part, audited: the ``accepted`` record and one ``ANSWERED`` per
-        source (with the source status) in one commit, durable before this returns."""
+        """Every provider's part; one ``ANSWERED`` record per source (with the source
+        status) goes with the next audit commit (``accepted`` is the question's record)."""
         parts = await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers))
         now = str(self.clock())
         _, _, ticket, sender, _, service, subject_type, subject, *_ = accepted
-        await self.audit.append([accepted] + [
+        self.audit.add_later([
             (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
              cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
         return list(parts)

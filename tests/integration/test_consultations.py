@@ -255,3 +255,38 @@ async def test_questions_beyond_the_hubs_in_flight_limit_are_refused_and_audited
     finally:
         await stop(*tasks)
         await net.stop()
+
+
+async def test_no_answer_leaves_the_hub_before_its_question_is_in_the_log(net) -> None:
+    """The ACCEPTED record is durable when the asker gets DATA_FOUND (another connection
+    sees it at once); each source's ANSWERED record follows with the next commit, and the
+    admin query commits it first."""
+    import sqlite3
+
+    group = net.hub.consultations.audit
+    commit = group._commit  # noqa: SLF001 - a slow disk: each commit takes 0.3 s
+
+    async def slow_commit(records):
+        await asyncio.sleep(0.3)
+        await commit(records)
+
+    group._commit = slow_commit  # noqa: SLF001
+    tasks = [await provider(net, p, data=b"x") for p in (P1, P2, P3)]
+    try:
+        response, _ = await ask(net)
+        conn = sqlite3.connect(net.hub_db)
+        try:
+            logged = conn.execute("SELECT event, sender, receiver, subject_number FROM audit"
+                                  " WHERE hub_ticket = ?", (response.hub_ticket,)).fetchall()
+        finally:
+            conn.close()
+        assert response.status == cpb.DATA_FOUND
+        assert ("ACCEPTED", ASKER, ",".join(sorted((P1, P2, P3))), CITIZEN) in [
+            (e, s, ",".join(sorted(r.split(","))), n) for e, s, r, n in logged]
+        await net.hub.consultations.audit.flush()
+        found = [c for c in await net.hub.store.who_consulted(CITIZEN)
+                 if c.hub_ticket == response.hub_ticket]
+        assert sorted((c.event, c.outcome) for c in found) == [
+            ("ACCEPTED", "ACCEPTED")] + [("ANSWERED", "SOURCE_DATA")] * 3
+    finally:
+        await stop(*tasks)

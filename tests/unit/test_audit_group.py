@@ -63,3 +63,55 @@ async def test_a_cancelled_caller_does_not_withdraw_its_records(tmp_path: Path) 
         assert conn.execute("SELECT count(*) FROM audit WHERE hub_ticket = 't-1'").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+def _tickets(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [t for (t,) in conn.execute("SELECT hub_ticket FROM audit ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def test_records_added_for_later_ride_with_the_next_commit(tmp_path: Path) -> None:
+    """add_later starts no commit of its own before later_s: its records go with the next
+    add's commit, in the order added, and cost no extra commit."""
+    path = tmp_path / "hub.sqlite"
+    store = HubStore(path, "FULL")
+    await store.open()
+    group = AuditGroup(store.append_audit, later_s=30.0)
+    try:
+        group.add_later([record(1), record(2)])
+        await asyncio.sleep(0.05)
+        assert _tickets(path) == [] and group.commits == 0  # waiting for company
+        await group.append([record(3)])
+        assert _tickets(path) == ["t-1", "t-2", "t-3"] and group.commits == 1
+    finally:
+        await group.close()
+        await store.close()
+
+
+async def test_records_added_for_later_are_committed_within_later_s_or_on_flush(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.sqlite"
+    store = HubStore(path, "FULL")
+    await store.open()
+    group = AuditGroup(store.append_audit, later_s=0.05)
+    try:
+        group.add_later([record(1)])
+        for _ in range(100):  # no other record comes: the timer commits it
+            if _tickets(path) == ["t-1"]:
+                break
+            await asyncio.sleep(0.01)
+        assert _tickets(path) == ["t-1"]
+        group.later_s = 30.0
+        group.add_later([record(2)])
+        await group.flush()  # e.g. before an audit query
+        assert _tickets(path) == ["t-1", "t-2"]
+        group.add_later([record(3)])
+    finally:
+        await group.close()  # the last ones too
+        await store.close()
+    assert _tickets(path) == ["t-1", "t-2", "t-3"]
+    assert verify_file(path).problem is None
