@@ -53,7 +53,7 @@ def test_a_small_audit_log_is_a_valid_chain_and_answers_queries(tmp_path: Path) 
 
 def test_consult_summary_counts_statuses_and_latency_from_schedule() -> None:
     samples = [consult.Sample(0.0, sent=0.001, done=0.003, status="DATA_FOUND",
-                              where_us=(100, 200, 300, 400)),
+                              where_us=(100, 200, 300, 400, 500)),
                consult.Sample(0.002, sent=0.002, done=0.012, status="INCOMPLETE_DATA"),
                consult.Sample(0.004, status=consult.NOT_SENT)]
     s = consult.summarize(samples, 500.0)
@@ -62,6 +62,10 @@ def test_consult_summary_counts_statuses_and_latency_from_schedule() -> None:
     assert s["ok_latency_ms"]["p50"] == 3.0
     assert s["service_ms"]["p50"] == 6.0  # (2 + 10) / 2
     assert s["where_ms"]["hub_to_provider_app"]["p50"] == 0.2
+    assert s["where_ms"]["hub_commit"]["p50"] == 0.4
+    assert s["where_ms"]["hub_reply_to_asker"]["p50"] == 0.5
+    # Both answered questions were scheduled in the run's first second.
+    assert s["p99_ms_by_second"] == [9.93]  # 3 + (10 - 3) x 0.99
 
 
 def test_consult_open_loop_keeps_the_schedule_when_answers_are_slow() -> None:
