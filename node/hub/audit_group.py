@@ -65,7 +65,7 @@ class AuditGroup:
         latest; nobody waits for them."""
         self._records.extend(records)
         if self._writing or self._later is not None:
-            return  # the commit under way takes them next, or the timer is set
+            return  # the timer is set, or the commit under way sets it if they are left
         self._later = asyncio.get_running_loop().call_later(self.later_s, self._start)
 
     async def append(self, records: Sequence[Record]) -> None:
@@ -74,9 +74,11 @@ class AuditGroup:
 
     async def flush(self) -> None:
         """Commit every record added so far (e.g. before answering an audit query)."""
-        if self._records:
-            self._start()
-        if self._writer is not None:
+        while True:
+            if self._records:
+                self._start()
+            if self._writer is None or self._writer.done():
+                return
             await asyncio.shield(self._writer)
 
     @property
@@ -91,7 +93,12 @@ class AuditGroup:
             self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
-        while self._records:
+        # Started for records someone waits for (or by the timer, or a flush): commit them,
+        # then go on while more such records came meanwhile. Records only added for later
+        # go with those; left alone, they wait for the next add or the timer.
+        first = True
+        while self._records and (first or self._waiters):
+            first = False
             records, waiters = self._records, self._waiters
             self._records, self._waiters = [], []
             try:
@@ -106,6 +113,8 @@ class AuditGroup:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
+        if self._records and self._later is None:
+            self._later = asyncio.get_running_loop().call_later(self.later_s, self._start)
 
     async def close(self) -> None:
         """Commit the records already added (also those added to go later)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from node.audit_tool import verify_file
@@ -115,3 +116,33 @@ async def test_records_added_for_later_are_committed_within_later_s_or_on_flush(
         await store.close()
     assert _tickets(path) == ["t-1", "t-2", "t-3"]
     assert verify_file(path).problem is None
+
+
+async def test_records_for_later_left_by_a_commit_under_way_wait_for_the_next_add(
+    tmp_path: Path,
+) -> None:
+    """A consultation's ANSWERED records often arrive while another question's commit is
+    being written: they do not make a commit of their own right after it."""
+    path = tmp_path / "hub.sqlite"
+    store = HubStore(path, "FULL")
+    await store.open()
+    writing = asyncio.Event()
+
+    async def commit(records: Sequence[tuple[str, ...]]) -> None:
+        writing.set()
+        await asyncio.sleep(0.05)
+        await store.append_audit(records)
+
+    group = AuditGroup(commit, later_s=30.0)
+    try:
+        first = group.add([record(1)])
+        await writing.wait()  # its commit is being written ...
+        group.add_later([record(2)])  # ... when this comes
+        await first
+        await asyncio.sleep(0.05)
+        assert _tickets(path) == ["t-1"] and group.commits == 1
+        await group.append([record(3)])
+        assert _tickets(path) == ["t-1", "t-2", "t-3"] and group.commits == 2
+    finally:
+        await group.close()
+        await store.close()
