@@ -28,9 +28,9 @@ The two institutions' applications are two processes, as they would be:
 
 Path of one question: asker app -> asker node (unix socket; structural + fragment checks)
 -> hub (``Hub.Consultations`` stream, mTLS: checks) -> provider node (``Node.Answers``
-stream, mTLS) -> ``Serve`` stream -> provider app -> back the same way (hub: aggregation,
-``ACCEPTED`` + ``ANSWERED`` audit commit) -> asker app. Two audit records per question,
-committed together once the answer is in, by the hub's group commit
+stream, mTLS) -> ``Serve`` stream -> provider app -> back the same way (hub: aggregation)
+-> asker app. Two audit records per question: ``ACCEPTED``, committed while the providers
+work (the reply waits for it), and ``ANSWERED``, which goes with the next commit
 (:mod:`node.hub.audit_group`: concurrent questions share transactions).
 
 **Open loop.** For each rate in ``--rates`` (default 500 and 2,000 questions/s): a warm-up of
