@@ -130,7 +130,7 @@ class Consultations:
         committed = self.audit.add([(
             str(self.clock()), "REJECTED", "", sender, "", service, subject_type, subject,
             Reason.TOO_MANY_IN_FLIGHT.value, f"consultation: more than {limit} in flight")])
-        committed.add_done_callback(_log_audit_failure)
+        committed.add_done_callback(_seen)
 
     async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
         started = time.monotonic()
@@ -161,6 +161,7 @@ class Consultations:
                     service, subject_type, subject, "ACCEPTED", "consultation")
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
         logged = self.audit.add([accepted])  # committed while the providers work
+        logged.add_done_callback(_seen)
         # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
         # providers' answers are still awaited and audited: they did see the question.
         asking = asyncio.ensure_future(self._ask_all(accepted, decision.receivers, stamped,
@@ -216,9 +217,11 @@ class Consultations:
         return part
 
 
-def _log_audit_failure(committed: asyncio.Future[None]) -> None:
-    if not committed.cancelled() and committed.exception() is not None:
-        log.error("audit_commit_failed", error=repr(committed.exception()))
+def _seen(committed: asyncio.Future[None]) -> None:
+    """Take a commit's error, if any, off the future: the audit group logged it already, and
+    nobody may be left to await it (a refusal; an asker that gave up)."""
+    if not committed.cancelled():
+        committed.exception()
 
 
 async def _close(channel: grpc.aio.Channel, caller: StreamCaller[Any, Any]) -> None:
