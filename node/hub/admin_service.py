@@ -42,7 +42,7 @@ _PARTS: dict[str, tuple[type, ...]] = {
 
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
     def __init__(self, peers: PeerAuthenticator, directory: Directory, audit: HubStore,
-                 flush_audit: Callable[[], Awaitable[None]] | None = None) -> None:
+                 flush_audit: Callable[[], Awaitable[None]]) -> None:
         self.peers = peers
         self.directory = directory
         self.audit = audit
@@ -114,8 +114,7 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
             self.peers.require(context, "admin")
             if not request.subject:
                 raise InvalidArgument("subject is required")
-            if self.flush_audit is not None:
-                await self.flush_audit()
+            await self.flush_audit()
             found = await self.audit.who_consulted(
                 request.subject, request.since_unix_us or None, request.limit or 1000)
             return pb.WhoConsultedResponse(records=[

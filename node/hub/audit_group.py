@@ -64,9 +64,8 @@ class AuditGroup:
         """Queue ``records`` to go with the next commit, started within ``later_s`` at the
         latest; nobody waits for them."""
         self._records.extend(records)
-        if self._writing or self._later is not None:
-            return  # the timer is set, or the commit under way sets it if they are left
-        self._later = asyncio.get_running_loop().call_later(self.later_s, self._start)
+        if not self._writing:  # else the commit under way sets the timer if they are left
+            self._start_later()
 
     async def append(self, records: Sequence[Record]) -> None:
         """Commit ``records`` (with whatever else is waiting); return once they are durable."""
@@ -113,7 +112,11 @@ class AuditGroup:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
-        if self._records and self._later is None:
+        if self._records:
+            self._start_later()
+
+    def _start_later(self) -> None:
+        if self._later is None:
             self._later = asyncio.get_running_loop().call_later(self.later_s, self._start)
 
     async def close(self) -> None:

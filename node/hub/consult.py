@@ -121,11 +121,10 @@ class Consultations:
         """Audit a question refused at once because ``sender`` had the limit of
         consultations in flight (``REJECTED``, ``TOO_MANY_IN_FLIGHT``). The record is
         committed with the next group; the refusal does not wait for it."""
-        service = subject_type = subject = ""
+        envelope: epb.Envelope | None = None
         with contextlib.suppress(DecodeError):  # what it was about, if it says
             envelope = epb.Envelope.FromString(request.envelope)
-            service, subject = envelope.service_id, envelope.subject.number
-            subject_type = SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?") if subject else ""
+        service, subject_type, subject = _about(envelope)
         limit = self.limits.consultations_in_flight
         committed = self.audit.add([(
             str(self.clock()), "REJECTED", "", sender, "", service, subject_type, subject,
@@ -137,9 +136,7 @@ class Consultations:
         deadline_ms = min(request.deadline_ms or DEFAULT_DEADLINE_MS, MAX_DEADLINE_MS)
         received = self.clock()
         envelope, decision = await self.intake.decide_one(sender, request.envelope)
-        service = envelope.service_id if envelope is not None else ""
-        subject_type = SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?") if envelope else ""
-        subject = envelope.subject.number if envelope is not None else ""
+        service, subject_type, subject = _about(envelope)
         response = cpb.ConsultResponse(
             sender_ticket=envelope.sender_ticket if envelope is not None else "",
             sent_at_unix_us=envelope.sent_at_unix_us if envelope is not None else 0,
@@ -215,6 +212,14 @@ class Consultations:
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part
+
+
+def _about(envelope: epb.Envelope | None) -> tuple[str, str, str]:
+    """What a question is about, for its audit records: service, subject type, subject."""
+    if envelope is None:
+        return "", "", ""
+    return (envelope.service_id, SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?"),
+            envelope.subject.number)
 
 
 def _seen(committed: asyncio.Future[None]) -> None:

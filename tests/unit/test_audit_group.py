@@ -39,12 +39,7 @@ async def test_concurrent_appends_share_commits_in_order(tmp_path: Path) -> None
     finally:
         await group.close()
         await store.close()
-    conn = sqlite3.connect(tmp_path / "hub.sqlite")
-    try:
-        tickets = [t for (t,) in conn.execute("SELECT hub_ticket FROM audit ORDER BY seq")]
-    finally:
-        conn.close()
-    assert tickets == [f"t-{n}" for n in range(60)]
+    assert _tickets(tmp_path / "hub.sqlite") == [f"t-{n}" for n in range(60)]
     assert verify_file(tmp_path / "hub.sqlite").problem is None
 
 
