@@ -48,6 +48,7 @@ from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
+from node.tasks import cancel_and_wait
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
     directory_pb2_grpc,
@@ -188,10 +189,7 @@ class HubApp:
         if self.consultations is not None:
             await self.consultations.close()
         await self.revocations.stop()
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoints
+        await cancel_and_wait(self._checkpoints)
         await self.directory.close()
         if self.store.is_open:
             await self.store.checkpoint()  # sign the chain head on the way out

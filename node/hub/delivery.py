@@ -37,6 +37,7 @@ from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore, QueuedBatch
+from node.tasks import cancel_and_wait
 from node.wire.delivery import delivery_message, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
 
@@ -117,12 +118,7 @@ class Deliverer:
 
     async def stop(self) -> None:
         self._stopping = True
-        tasks = [d.task for d in self._destinations.values() if d.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*(d.task for d in self._destinations.values()))
         for dest in self._destinations.values():
             if dest.commit is not None:  # let acknowledged bookkeeping land
                 with contextlib.suppress(Exception):

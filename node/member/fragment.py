@@ -35,6 +35,7 @@ from node.core.reasons import Reason
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.fragment_store import FragmentStore, RevisionGap
+from node.tasks import cancel_and_wait
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -78,11 +79,8 @@ class FragmentWatcher:
         self._task = asyncio.create_task(self._run(), name="fragment-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.connected = False
 
     def start_revision(self) -> int:

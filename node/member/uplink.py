@@ -27,6 +27,7 @@ from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
+from node.tasks import cancel_and_wait
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
 __all__ = ["Uplink"]
@@ -67,10 +68,7 @@ class Uplink:
         self._task = asyncio.create_task(self._run(), name="uplink")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)

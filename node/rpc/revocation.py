@@ -8,11 +8,11 @@ kept, so a bad file never silently un-revokes anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import structlog
 
+from node.tasks import cancel_and_wait
 from pki.ca import load_revoked_serials
 
 __all__ = ["RevocationList"]
@@ -59,10 +59,7 @@ class RevocationList:
             self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _poll(self) -> None:
         while True:
