@@ -40,6 +40,7 @@ from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
 from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
+from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
@@ -209,6 +210,7 @@ class NodeApp:
         self.local_server: grpc.aio.Server | None = None
         self.uplink: Uplink | None = None
         self.deliver: DeliverService | None = None
+        self.retention: Retention | None = None
         self.port = 0
         self.local_port = 0
         self._names = [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name]
@@ -257,6 +259,9 @@ class NodeApp:
             os.chmod(cfg.local_api.removeprefix("unix:"), 0o660)
         self.uplink.start()
         self.watcher.start()
+        if cfg.retention_days:
+            self.retention = Retention(self.store, cfg.retention_days)
+            self.retention.start()
         await _set_health(self._health, self._names, True)
         await _set_health(self._local_health, self._local_names, True)
         log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
@@ -278,6 +283,8 @@ class NodeApp:
             self.deliver.draining.set()
         if self.local_server is not None:
             await self.local_server.stop(GRACE_S)
+        if self.retention is not None:
+            await self.retention.stop()
         if self.uplink is not None:
             await self.uplink.stop()
         if self.watcher is not None:

@@ -65,9 +65,12 @@ def make_envelope(
 
 
 def _outcome(o: envelope_pb2.EnvelopeOutcome) -> Outcome:
+    """No reason yet: ``PENDING`` (the hub's answer is to come) or, when the detail says why
+    none will come (an unknown sequence, one purged by retention), ``UNKNOWN``."""
     reason = reason_from_proto(o.reason)
-    return Outcome(o.index, reason.value if reason else "PENDING", o.detail, o.hub_ticket,
-                   tuple(o.receivers))
+    if reason is None:
+        return Outcome(o.index, "UNKNOWN" if o.detail else "PENDING", o.detail, "", ())
+    return Outcome(o.index, reason.value, o.detail, o.hub_ticket, tuple(o.receivers))
 
 
 class LocalClient:

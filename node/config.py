@@ -90,6 +90,8 @@ class NodeConfig:
     # This node is the contributions institution: immediate declarations delivered to it
     # emit employment mutations (node/member/declaration_desk.py).
     emit_employment_mutations: bool = False
+    # Days a finished envelope stays in the node's store (node/member/retention.py); 0: kept.
+    retention_days: int = 30
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
@@ -126,6 +128,7 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         submit_window=r.integer("submit_window", 4, minimum=1),
         emit_employment_mutations=r.flag("emit_employment_mutations", False),
+        retention_days=r.integer("retention_days", 30, minimum=0),
     )
     r.done()
     return cfg

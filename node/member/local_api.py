@@ -153,7 +153,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 self.uplink.decided.clear()
                 results = await self.store.outcomes(seqs)
                 remaining = deadline - time.monotonic()
-                if all(r.reason is not None for r in results) or remaining <= 0:
+                if not any(r.awaited for r in results) or remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.uplink.decided.wait(), min(remaining, 0.5))

@@ -15,6 +15,16 @@ Inbox: delivered envelopes are committed before the node acknowledges the delive
 ``hub_ticket`` is unique, so a redelivery of the same envelope is dropped (counted as a
 duplicate). Applications read unacknowledged rows in arrival order and acknowledge by ticket.
 
+Retention: neither table is the record of the exchange (the hub's audit log is), so what the
+node is done with goes after a while instead of growing the file for the life of the node.
+:meth:`NodeStore.mark` notes how far the outbox and the inbox had come at a time (table
+``marks``; no time column on every row); :meth:`NodeStore.purge` deletes what was there at
+the last mark before a cut-off *and* is done with: outbox envelopes the hub has decided (with
+their outcomes; asking for one afterwards answers "purged by retention", and ``purged_seq`` in
+``meta`` remembers how far) and inbox envelopes the application has acknowledged. An undecided
+or unacknowledged envelope stays, however old. Sequences and inbox ids are ``AUTOINCREMENT``:
+never reused, also once every row is gone. :mod:`node.member.retention` runs both hourly.
+
 Threads: writes run on one plain ``sqlite3`` connection in a writer thread of their own, reads
 on a second connection in a reader thread (WAL: readers never wait for the writer). Each
 transaction is one function handed to its thread, so a batch costs one trip there and back,
@@ -38,7 +48,7 @@ from typing import TypeVar
 from node.store.sqlite import connect_sync, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
-__all__ = ["NodeCounts", "NodeStore", "OutboxOutcome"]
+__all__ = ["PURGED_DETAIL", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged"]
 
 _second = operator.itemgetter(1)
 
@@ -89,15 +99,44 @@ MIGRATIONS = [
         ack BLOB NOT NULL
     );
     """,
+    # 4: retention marks: the last outbox sequence and inbox id there were at ``at_us``.
+    """
+    CREATE TABLE marks (
+        at_us INTEGER PRIMARY KEY,
+        outbox_seq INTEGER NOT NULL,
+        inbox_id INTEGER NOT NULL
+    );
+    """,
 ]
+#: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
+PURGE_CHUNK = 5_000
+PURGED_DETAIL = "purged by retention"
 
 @dataclass(frozen=True, slots=True)
 class OutboxOutcome:
+    """The hub's answer to one outbox envelope; ``reason`` None: no answer, and ``detail``
+    says why when none will come (an unknown sequence, one purged by retention)."""
+
     seq: int
     reason: str | None
     detail: str
     hub_ticket: str
     receivers: tuple[str, ...]
+
+    @property
+    def awaited(self) -> bool:
+        """Sent (or to be sent) and not decided yet: the hub's answer is still to come."""
+        return self.reason is None and not self.detail
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What one :meth:`NodeStore.purge` deleted: outbox envelopes up to ``upto_seq``
+    (decided ones only) and acknowledged inbox envelopes."""
+
+    outbox: int
+    inbox: int
+    upto_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +161,7 @@ class NodeStore:
         self.sent_accepted = 0
         self.sent_refused = 0
         self._last_seq = 0  # moved by the writer thread only (after each commit)
+        self.purged_seq = 0  # outbox envelopes up to here may have gone (retention)
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -173,6 +213,7 @@ class NodeStore:
         self.decided_seq = int(meta.get("decided_seq", 0))
         self.sent_accepted = int(meta.get("sent_accepted", 0))
         self.sent_refused = int(meta.get("sent_refused", 0))
+        self.purged_seq = int(meta.get("purged_seq", 0))
         row = w.execute(
             "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0),"
             " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))"
@@ -296,8 +337,9 @@ class NodeStore:
         for seq in seqs:
             row = found.get(seq)
             if row is None:
-                known = seq <= self._last_seq
-                result.append(OutboxOutcome(seq, None, "" if known else "unknown sequence", "", ()))
+                detail = (PURGED_DETAIL if seq <= self.purged_seq else
+                          "" if seq <= self._last_seq else "unknown sequence")
+                result.append(OutboxOutcome(seq, None, detail, "", ()))
                 continue
             result.append(OutboxOutcome(seq, *row))
         return result
@@ -376,7 +418,7 @@ class NodeStore:
             queries = (
                 ("SELECT count(*) FROM outbox WHERE seq > ?", (self.decided_seq,)),
                 ("SELECT count(*) FROM inbox WHERE acked = 0", ()),
-                ("SELECT coalesce(max(id), 0) FROM inbox", ()),
+                (_INBOX_HIGH, ()),  # every envelope ever stored, also those purged
             )
             values = []
             for sql, params in queries:
@@ -386,6 +428,73 @@ class NodeStore:
 
         pending, unacked, total = await self._read(read)
         return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
+
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def mark(self, now_us: int) -> None:
+        """Note how far the outbox and the inbox have come at ``now_us``."""
+        def run() -> None:
+            def body(c: sqlite3.Connection) -> None:
+                (inbox_id,) = c.execute(_INBOX_HIGH).fetchone()
+                c.execute("INSERT OR REPLACE INTO marks (at_us, outbox_seq, inbox_id)"
+                          " VALUES (?, ?, ?)", (now_us, self._last_seq, int(inbox_id)))
+
+            self._transaction(body)
+
+        await self._write(run)
+
+    async def purge(self, before_us: int, chunk: int = PURGE_CHUNK) -> Purged:
+        """Delete what was there at the last mark at or before ``before_us`` and is done
+        with: decided outbox envelopes (and their outcomes), acknowledged inbox envelopes.
+        In transactions of at most ``chunk`` rows, so the node's other writes go on."""
+        def cut() -> tuple[int, int, int] | None:
+            assert self._writer is not None
+            row = self._writer.execute(
+                "SELECT at_us, outbox_seq, inbox_id FROM marks WHERE at_us <= ?"
+                " ORDER BY at_us DESC LIMIT 1", (before_us,)).fetchone()
+            if row is None:
+                return None
+            # decided_seq is moved by this thread only: no envelope above it goes.
+            return int(row[0]), min(int(row[1]), self.decided_seq), int(row[2])
+
+        found = await self._write(cut)
+        if found is None:
+            return Purged(0, 0, self.purged_seq)
+        at_us, upto_seq, inbox_id = found
+        if upto_seq > self.purged_seq:  # first, so that no outcome is ever read as "unknown"
+            await self._write(self._transaction, lambda c: _set_meta(
+                c, [("purged_seq", str(upto_seq))]))
+            self.purged_seq = upto_seq
+
+        def delete(sql: str, upto: int) -> int:
+            return self._transaction(lambda c: c.execute(sql, (upto, chunk)).rowcount)
+
+        deleted = []
+        for sql, on_inbox in _PURGES:
+            total, n = 0, chunk
+            while n == chunk:
+                n = await self._write(delete, sql, inbox_id if on_inbox else upto_seq)
+                total += n
+            deleted.append(total)
+        await self._write(self._transaction, lambda c: c.execute(
+            "DELETE FROM marks WHERE at_us < ?", (at_us,)))
+        return Purged(deleted[0], deleted[-1], self.purged_seq)
+
+
+_INBOX_HIGH = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'inbox'), 0)"
+#: (statement, bound to the inbox id rather than the outbox sequence); outbox first, inbox last.
+_PURGES = (
+    ("DELETE FROM outbox WHERE seq IN"
+     " (SELECT seq FROM outbox WHERE seq <= ? ORDER BY seq LIMIT ?)", False),
+    ("DELETE FROM outcomes WHERE seq IN"
+     " (SELECT seq FROM outcomes WHERE seq <= ? ORDER BY seq LIMIT ?)", False),
+    # An ack that also covers later envelopes stays (their outcomes are in it).
+    ("DELETE FROM acks WHERE last_seq IN"
+     " (SELECT last_seq FROM acks WHERE last_seq <= ? ORDER BY last_seq LIMIT ?)", False),
+    ("DELETE FROM inbox WHERE id IN"
+     " (SELECT id FROM inbox WHERE id <= ? AND acked = 1 ORDER BY id LIMIT ?)", True),
+)
 
 
 def _set_meta(c: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> None:

@@ -127,6 +127,18 @@ def test_preflight_refuses_missing_hub_address(
     assert_untouched(lab)
 
 
+def test_preflight_refuses_negative_retention(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    inventory["all"]["children"]["crossroads_nodes"]["vars"]["crossroads_node_retention_days"] = -1
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    assert "crossroads_node_retention_days must be a whole number of days, 0 or more (got -1)" in (
+        _flat(run.output)), _explain(run)
+    assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+
 def test_preflight_refuses_missing_certificates_when_not_issuing(
     ansible: Ansible, lab: Lab, inventory: dict[str, Any]
 ) -> None:
@@ -163,6 +175,9 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
         # The consultation limit is rendered into the running configuration.
         r = lab.ssh(host, f"grep -x 'consultations_in_flight = 200' /etc/crossroads/{kind}.toml",
                     check=False)
+        assert r.returncode == 0, f"{host}: {r.stdout}{r.stderr}"
+    for host in NODES:  # and the node's retention (the role's default)
+        r = lab.ssh(host, "grep -x 'retention_days = 30' /etc/crossroads/node.toml", check=False)
         assert r.returncode == 0, f"{host}: {r.stdout}{r.stderr}"
     # The CA key stays on the CA host; no private key of the CA anywhere else.
     r = lab.ssh("ca", "stat -c '%a %U' /var/lib/crossroads-ca/ca.key")

@@ -63,13 +63,26 @@ def test_node_config_requires_a_valid_enterprise_number() -> None:
     assert node_config(table, BASE).hub == "hub:7443"
 
 
+NODE_TABLE: dict[str, object] = {
+    "network": "demo", "enterprise_number": "0403019261", "listen": "0.0.0.0:7444",
+    "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
+    "data_dir": "/var/lib/crossroads/node", "hub_directory_key": "hub-directory.pub",
+    "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
+
+
 def test_emit_employment_mutations_is_a_boolean_off_by_default() -> None:
-    table: dict[str, object] = {
-        "network": "demo", "enterprise_number": "0403019261", "listen": "0.0.0.0:7444",
-        "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
-        "data_dir": "/var/lib/crossroads/node", "hub_directory_key": "hub-directory.pub",
-        "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
+    table = dict(NODE_TABLE)
     assert node_config(table, BASE).emit_employment_mutations is False
     assert node_config({**table, "emit_employment_mutations": True}, BASE).emit_employment_mutations
     with pytest.raises(ConfigError, match="emit_employment_mutations must be true or false"):
         node_config({**table, "emit_employment_mutations": "yes"}, BASE)
+
+
+def test_retention_days_defaults_to_30_and_0_keeps_everything() -> None:
+    table = dict(NODE_TABLE)
+    assert node_config(table, BASE).retention_days == 30
+    assert node_config({**table, "retention_days": 0}, BASE).retention_days == 0
+    with pytest.raises(ConfigError, match="retention_days must be an integer >= 0"):
+        node_config({**table, "retention_days": -1}, BASE)
+    with pytest.raises(ConfigError, match="retention_days must be an integer >= 0"):
+        node_config({**table, "retention_days": 7.5}, BASE)
