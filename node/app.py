@@ -42,6 +42,7 @@ from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
+from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
@@ -143,7 +144,8 @@ class HubApp:
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations)
         self.service = service
-        self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
+        self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
+                                      interceptors=[MalformedRequests(service.malformed)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
             AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
@@ -224,7 +226,8 @@ class NodeApp:
         await self.fragment.open()
         peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
-        self.server = grpc.aio.server(options=server_options(max_bytes))
+        self.server = grpc.aio.server(options=server_options(max_bytes),
+                                      interceptors=[MalformedRequests()])
         self.answering = Answering()
         self.hub_caller = HubCaller(cfg, self.tls)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
@@ -244,7 +247,8 @@ class NodeApp:
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
-        self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes))
+        self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
+                                            interceptors=[MalformedRequests()])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):

@@ -21,6 +21,7 @@ from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.rpc.edge import guard_stream, guard_unary, until_drained
+from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
@@ -98,6 +99,12 @@ class HubService(hub_pb2_grpc.HubServicer):
             await self._audit_refusal(context, method, exc)
             raise
         return institution, peer
+
+    async def malformed(self, method: str, context: grpc.aio.ServicerContext,
+                        detail: str) -> None:
+        """Audit a message that did not parse (:mod:`node.rpc.malformed`)."""
+        await self._audit_refusal(context, short_name(method),
+                                  InvalidArgument(detail, MALFORMED_MESSAGE))
 
     async def _audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
