@@ -112,6 +112,7 @@ MIGRATIONS = [
 PURGE_CHUNK = 5_000
 PURGED_DETAIL = "purged by retention"
 
+
 @dataclass(frozen=True, slots=True)
 class OutboxOutcome:
     """The hub's answer to one outbox envelope; ``reason`` None: no answer, and ``detail``
@@ -429,7 +430,6 @@ class NodeStore:
         pending, unacked, total = await self._read(read)
         return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
 
-
     # -- retention -------------------------------------------------------------------------
 
     async def mark(self, now_us: int) -> None:
@@ -462,7 +462,8 @@ class NodeStore:
         if found is None:
             return Purged(0, 0, self.purged_seq)
         at_us, upto_seq, inbox_id = found
-        if upto_seq > self.purged_seq:  # first, so that no outcome is ever read as "unknown"
+        # Moved first: an outcome deleted below must read as purged, never as still pending.
+        if upto_seq > self.purged_seq:
             await self._write(self._transaction, lambda c: _set_meta(
                 c, [("purged_seq", str(upto_seq))]))
             self.purged_seq = upto_seq
