@@ -42,6 +42,7 @@ from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
+from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
@@ -110,6 +111,7 @@ class HubApp:
         self.intake: Intake | None = None
         self.service: HubService | None = None
         self.consultations: Consultations | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.port = 0
         self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name,
                        directory_pb2.DESCRIPTOR.services_by_name["DirectoryAdmin"].full_name]
@@ -158,10 +160,15 @@ class HubApp:
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
         self._checkpoints = asyncio.create_task(self._checkpoint_periodically())
+        info: dict[str, int | str] = {"port": self.port}
+        if cfg.metrics_listen:
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
+            self.metrics.start()
+            info["metrics_port"] = self.metrics.port
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
                  directory_revision=self.directory.revision,
-                 pending=sum(state.pending.values()))
-        return {"port": self.port}
+                 pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
+        return info
 
     async def _checkpoint_periodically(self, every_s: float = 60.0) -> None:
         """Sign the audit chain head now and then, so an idle hub's last records are covered."""
@@ -197,6 +204,8 @@ class HubApp:
         if self.store.is_open:
             await self.store.checkpoint()  # sign the chain head on the way out
         await self.store.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         log.info("hub_stopped")
 
 
@@ -213,6 +222,7 @@ class NodeApp:
         self.uplink: Uplink | None = None
         self.deliver: DeliverService | None = None
         self.retention: Retention | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.port = 0
         self.local_port = 0
         self._names = [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name]
@@ -266,11 +276,18 @@ class NodeApp:
         if cfg.retention_days:
             self.retention = Retention(self.store, cfg.retention_days)
             self.retention.start()
+        info: dict[str, int | str] = {"port": self.port, "local_port": self.local_port,
+                                      "local_api": self.local_api}
+        if cfg.metrics_listen:
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self))
+            self.metrics.start()
+            info["metrics_port"] = self.metrics.port
         await _set_health(self._health, self._names, True)
         await _set_health(self._local_health, self._local_names, True)
         log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
-                 endpoint=endpoint, local_api=cfg.local_api, hub=cfg.hub)
-        return {"port": self.port, "local_port": self.local_port, "local_api": self.local_api}
+                 endpoint=endpoint, local_api=cfg.local_api, hub=cfg.hub,
+                 metrics_port=info.get("metrics_port"))
+        return info
 
     @property
     def local_api(self) -> str:
@@ -299,6 +316,8 @@ class NodeApp:
             await self.server.stop(GRACE_S)
         await self.store.close()
         await self.fragment.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         log.info("node_stopped")
 
 

@@ -65,6 +65,7 @@ class HubConfig:
     directory_key: Path | None = None  # Ed25519 signing key; default data_dir/directory-signing.key
     synchronous: str = "FULL"
     log_level: str = "info"
+    metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
 
     @property
     def directory_key_path(self) -> Path:
@@ -92,6 +93,7 @@ class NodeConfig:
     emit_employment_mutations: bool = False
     # Days a finished envelope stays in the node's store (node/member/retention.py); 0: kept.
     retention_days: int = 30
+    metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
@@ -105,6 +107,7 @@ def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
         directory_key=r.path("directory_key", required=False),
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
+        metrics_listen=r.tcp_address("metrics_listen"),
     )
     r.done()
     return cfg
@@ -129,6 +132,7 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         submit_window=r.integer("submit_window", 4, minimum=1),
         emit_employment_mutations=r.flag("emit_employment_mutations", False),
         retention_days=r.integer("retention_days", 30, minimum=0),
+        metrics_listen=r.tcp_address("metrics_listen"),
     )
     r.done()
     return cfg
@@ -211,6 +215,13 @@ class _Reader:
         value = self.text(key, required)
         if value is not None and not _ADDRESS.match(value):
             raise ConfigError(f"{self.prefix}{key} {value!r} must be host:port or unix:/path")
+        return value
+
+    def tcp_address(self, key: str) -> str | None:
+        """An optional ``host:port`` (no unix socket: e.g. an HTTP endpoint)."""
+        value = self.address(key, required=False)
+        if value is not None and value.startswith("unix:"):
+            raise ConfigError(f"{self.prefix}{key} {value!r} must be host:port")
         return value
 
     def path(self, key: str, required: bool = True) -> Path:

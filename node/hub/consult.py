@@ -89,6 +89,11 @@ class Consultations:
         self._asking: set[asyncio.Future[list[cpb.SourcePart]]] = set()
         self.audit = AuditGroup(store.append_audit)
 
+    @property
+    def in_flight(self) -> int:
+        """Questions whose providers are still being asked."""
+        return len(self._asking)
+
     async def close(self) -> None:
         await self.audit.close()
         for _, channel, caller in self._providers.values():

@@ -163,6 +163,7 @@ class NodeStore:
         self.sent_refused = 0
         self._last_seq = 0  # moved by the writer thread only (after each commit)
         self.purged_seq = 0  # outbox envelopes up to here may have gone (retention)
+        self.inbox_unacknowledged = 0  # kept by the writer thread, after each commit
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -220,6 +221,13 @@ class NodeStore:
             " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))"
         ).fetchone()
         self._last_seq = int(row[0]) if row else 0
+        (unacked,) = w.execute("SELECT count(*) FROM inbox WHERE acked = 0").fetchone()
+        self.inbox_unacknowledged = int(unacked)
+
+    @property
+    def pending_count(self) -> int:
+        """Envelopes stored in the outbox and not decided by the hub yet."""
+        return self._last_seq - self.decided_seq
 
     def _open_reader(self) -> None:
         self._reader = connect_sync(self.path, synchronous=self.synchronous)
@@ -381,6 +389,7 @@ class NodeStore:
 
         def run() -> tuple[int, list[int]]:
             stored, seqs = self._transaction(body)
+            self.inbox_unacknowledged += stored
             if seqs:
                 self._last_seq = seqs[-1]
             return stored, seqs
@@ -411,7 +420,12 @@ class NodeStore:
                           f" ({','.join('?' * len(chunk))})", chunk)
             return c.total_changes - before
 
-        return await self._write(self._transaction, body)
+        def run() -> int:
+            acknowledged = self._transaction(body)
+            self.inbox_unacknowledged -= acknowledged
+            return acknowledged
+
+        return await self._write(run)
 
     async def counts(self) -> NodeCounts:
         def read() -> list[int]:

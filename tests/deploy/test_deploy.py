@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
 LOCAL_API = "unix:/run/crossroads/node.sock"
 CROSSROADS = "/opt/crossroads/venv/bin/crossroads"
+VENV_PYTHON = "/opt/crossroads/venv/bin/python"
 TLS = "/etc/crossroads/tls"
 NODES = ("node-a", "node-b")
 ALL_HOSTS = ("ca", "hub", *NODES)
@@ -179,6 +180,12 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
     for host in NODES:  # and the node's retention (the role's default)
         r = lab.ssh(host, "grep -x 'retention_days = 30' /etc/crossroads/node.toml", check=False)
         assert r.returncode == 0, f"{host}: {r.stdout}{r.stderr}"
+    # Prometheus metrics on loopback (the roles' defaults).
+    for host, kind, port in (("hub", "hub", 9464), ("node-a", "node", 9465)):
+        r = lab.ssh(host, f"{VENV_PYTHON} -c \"import urllib.request; print(urllib.request"
+                          f".urlopen('http://127.0.0.1:{port}/metrics').read().decode())\"")
+        assert f"crossroads_{kind}_" in r.stdout and "process_cpu_seconds_total" in r.stdout, (
+            f"{host}: {r.stdout[:500]}{r.stderr}")
     # The CA key stays on the CA host; no private key of the CA anywhere else.
     r = lab.ssh("ca", "stat -c '%a %U' /var/lib/crossroads-ca/ca.key")
     assert r.stdout.strip() == "600 root"

@@ -86,3 +86,13 @@ def test_retention_days_defaults_to_30_and_0_keeps_everything() -> None:
         node_config({**table, "retention_days": -1}, BASE)
     with pytest.raises(ConfigError, match="retention_days must be an integer >= 0"):
         node_config({**table, "retention_days": 7.5}, BASE)
+
+
+def test_metrics_listen_is_an_optional_tcp_address() -> None:
+    assert node_config(dict(NODE_TABLE), BASE).metrics_listen is None
+    table = {**NODE_TABLE, "metrics_listen": "127.0.0.1:9465"}
+    assert node_config(table, BASE).metrics_listen == "127.0.0.1:9465"
+    with pytest.raises(ConfigError, match="metrics_listen 'unix:/run/m.sock' must be host:port"):
+        node_config({**NODE_TABLE, "metrics_listen": "unix:/run/m.sock"}, BASE)
+    with pytest.raises(ConfigError, match="metrics_listen 'nine' must be host:port"):
+        node_config({**NODE_TABLE, "metrics_listen": "nine"}, BASE)

@@ -1,0 +1,136 @@
+"""Prometheus metrics of a hub or a node, on an HTTP endpoint of their own (``metrics_listen``).
+
+Nothing is counted on the hot paths for this: every value is read at scrape time from what the
+daemon keeps anyway (the intake's counters, the delivery workers' state, the stores'
+watermarks), in the scrape's own thread. Reading those ints and small dicts there is safe
+under the GIL (a dict is copied in one C call before it is walked). Each daemon has its own
+registry, so several in one process (the in-process test network) do not mix.
+
+Hub (``crossroads_hub_*``): envelopes accepted, refused (by reason) and resent duplicates;
+batches; envelopes queued and delivered per destination, and whether its delivery stream is
+up; consultations in flight; the audit chain's last record; the directory revision. Node
+(``crossroads_node_*``): envelopes sent and their outcomes, waiting in the outbox, in the inbox
+not yet acknowledged; the hub and directory streams; the fragment's revision and lag. Both
+also export the standard ``process_*`` metrics (CPU, memory, open files).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from node.app import HubApp, NodeApp
+
+__all__ = ["MetricsEndpoint", "hub_metrics", "node_metrics"]
+
+
+class _Collect:
+    """A collector made of a function yielding the metrics."""
+
+    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        self.collect = collect
+
+
+def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None,
+             ) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=list(labels or ()))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def hub_metrics(app: HubApp) -> Iterator[Metric]:
+    if app.intake is None or app.deliverer is None or app.consultations is None:
+        return  # not started yet
+    stats = app.intake.stats
+    yield _counter("crossroads_hub_batches", "Envelope batches taken from nodes.", stats.batches)
+    yield _counter("crossroads_hub_envelopes_accepted", "Envelopes accepted and queued.",
+                   stats.accepted)
+    yield _counter("crossroads_hub_envelopes_duplicate",
+                   "Resent envelopes answered with their first outcome.", stats.duplicates)
+    refused = CounterMetricFamily("crossroads_hub_envelopes_refused",
+                                  "Envelopes refused, by reason.", labels=["reason"])
+    for reason, count in sorted(dict(stats.by_reason).items()):
+        if reason != "ACCEPTED":
+            refused.add_metric([reason], count)
+    yield refused
+    queued = GaugeMetricFamily("crossroads_hub_queue_envelopes",
+                               "Envelopes waiting for delivery, by destination.",
+                               labels=["destination"])
+    delivered = CounterMetricFamily("crossroads_hub_delivered_envelopes",
+                                    "Envelopes delivered since start, by destination.",
+                                    labels=["destination"])
+    up = GaugeMetricFamily("crossroads_hub_delivery_connected",
+                           "1 when the delivery stream to the destination is up.",
+                           labels=["destination"])
+    for name, status in sorted(app.deliverer.status().items()):
+        queued.add_metric([name], float(status["pending"]))  # type: ignore[arg-type]
+        delivered.add_metric([name], float(status["delivered"]))  # type: ignore[arg-type]
+        up.add_metric([name], 1.0 if status["connected"] else 0.0)
+    yield from (queued, delivered, up)
+    yield _gauge("crossroads_hub_consultations_in_flight",
+                 "Consultations waiting for their providers.", app.consultations.in_flight)
+    yield _gauge("crossroads_hub_audit_last_seq", "Sequence of the audit chain's last record.",
+                 app.store.chain.last_seq)
+    yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
+                 app.directory.revision)
+
+
+def node_metrics(app: NodeApp) -> Iterator[Metric]:
+    store, uplink, watcher = app.store, app.uplink, app.watcher
+    if uplink is None or watcher is None:
+        return  # not started yet
+    yield _counter("crossroads_node_sent_accepted", "Envelopes the hub accepted.",
+                   store.sent_accepted)
+    yield _counter("crossroads_node_sent_refused", "Envelopes the hub refused.",
+                   store.sent_refused)
+    yield _gauge("crossroads_node_outbox_pending", "Envelopes not decided by the hub yet.",
+                 store.pending_count)
+    yield _gauge("crossroads_node_inbox_unacknowledged",
+                 "Envelopes received and not acknowledged by the application yet.",
+                 store.inbox_unacknowledged)
+    yield _gauge("crossroads_node_hub_connected", "1 when the stream to the hub is up.",
+                 1.0 if uplink.connected else 0.0)
+    yield _gauge("crossroads_node_directory_connected",
+                 "1 when the directory stream from the hub is up.",
+                 1.0 if watcher.connected else 0.0)
+    yield _gauge("crossroads_node_directory_revision", "Revision of the directory fragment.",
+                 app.fragment.revision)
+    yield _gauge("crossroads_node_directory_lag", "Revisions the fragment is behind the hub.",
+                 app.fragment.lag)
+
+
+class MetricsEndpoint:
+    """``/metrics`` on ``host:port`` (port 0: any free one, see :attr:`port`)."""
+
+    def __init__(self, address: str, collect: Callable[[], Iterator[Metric]]) -> None:
+        host, _, port = address.rpartition(":")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collect(collect))
+        ProcessCollector(registry=self.registry)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._address = (host.strip("[]"), int(port))
+        self.port = 0
+
+    def start(self) -> None:
+        host, port = self._address
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self.port = int(self._server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
