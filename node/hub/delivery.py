@@ -113,7 +113,9 @@ class Deliverer:
                 "connected": d.connected,
                 "endpoint": self.endpoints.get(name),
             }
-            for name, d in self._destinations.items()
+            # list() takes the items in one step: safe from another thread (a metrics scrape)
+            # while the event loop adds a destination.
+            for name, d in list(self._destinations.items())
         }
 
     async def stop(self) -> None:
