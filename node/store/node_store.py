@@ -346,8 +346,8 @@ class NodeStore:
         for seq in seqs:
             row = found.get(seq)
             if row is None:
-                detail = (PURGED_DETAIL if seq <= self.purged_seq else
-                          "" if seq <= self._last_seq else "unknown sequence")
+                detail = (PURGED_DETAIL if 0 < seq <= self.purged_seq else
+                          "" if 0 < seq <= self._last_seq else "unknown sequence")
                 result.append(OutboxOutcome(seq, None, detail, "", ()))
                 continue
             result.append(OutboxOutcome(seq, *row))

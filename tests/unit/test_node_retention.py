@@ -50,8 +50,9 @@ async def test_purge_takes_only_what_is_done_with_and_was_there_at_the_mark(tmp_
         assert _rows(path, "acks") == [8]  # the ack of 5..8 also holds 7 and 8
         assert _rows(path, "marks") == [100, 200]
 
-        got = await store.outcomes([1, 4, 5, 7, 8, 9])
+        got = await store.outcomes([0, 1, 4, 5, 7, 8, 9])
         assert [(o.seq, o.reason, o.detail) for o in got] == [
+            (0, None, "unknown sequence"),  # what Submit answers for one refused at once
             (1, None, PURGED_DETAIL), (4, None, PURGED_DETAIL), (5, "ACCEPTED", ""),
             (7, "ACCEPTED", ""), (8, "ACCEPTED", ""), (9, None, "unknown sequence")]
         assert not any(o.awaited for o in got)
