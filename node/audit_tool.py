@@ -421,7 +421,8 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
        last checkpoint, and no later than the newest record older than every cut-off).
     2. A ``PURGED`` record (the cut-offs and ``upto_seq``) is appended to the chain first.
     3. Records older than their kind's cut-off are *redacted*: every field blanked except the
-       time, seq and hashes, marked with the PURGED record's seq. A delivery record has the
+       time, seq and hashes, marked with the PURGED record's seq; their entries in the
+       subject index go in the same transaction. A delivery record has the
        kind of its envelope's ACCEPTED record; once that is gone, it goes at the earliest
        cut-off. PURGED records are never redacted.
     4. The chain's prefix is cut at the last signed checkpoint before the first live record,
@@ -456,15 +457,17 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
         return purge_seq
 
     redacted = 0
+    indexed = _has_table(conn, "audit_subjects")
     open_tickets: dict[str, list[Any]] = {}  # ACCEPTED ticket -> [cut-off, receivers left]
     low = first
     while low <= upto:
         high = min(upto, low + chunk - 1)
         rows = conn.execute(
-            "SELECT seq, at_us, event, hub_ticket, receiver, service_id FROM audit"
+            "SELECT seq, at_us, event, hub_ticket, receiver, service_id, subject_number FROM audit"
             " WHERE seq BETWEEN ? AND ? AND redacted = 0 ORDER BY seq", (low, high)).fetchall()
         victims = []
-        for seq, at_us, event, ticket, receiver, service_id in rows:
+        subjects = []  # (subject, seq) of the victims: their subject-index entries go too
+        for seq, at_us, event, ticket, receiver, service_id, subject in rows:
             if event == "PURGED":
                 continue
             if event == "DELIVERED":
@@ -482,6 +485,8 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
                     open_tickets[ticket] = [cut, max(1, len([r for r in receiver.split(",") if r]))]
             if cut is not None and int(at_us) < cut:
                 victims.append(seq)
+                if subject:
+                    subjects.append((subject, seq))
         if victims:
             marker = ensure_purge_record()
             conn.execute("BEGIN IMMEDIATE")
@@ -491,6 +496,9 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
                     " service_id = '', subject_type = '', subject_number = '', reason = '',"
                     " detail = '', redacted = ? WHERE seq = ? AND redacted = 0",
                     [(marker, seq) for seq in victims])
+                if indexed:
+                    conn.executemany("DELETE FROM audit_subjects WHERE subject_number = ?"
+                                     " AND seq = ?", subjects)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -293,10 +293,16 @@ async def test_retention_per_service_kind_keeps_the_chain_verifiable(
 ) -> None:
     await day_workload(store)
     await store.checkpoint()
+    await store._write(store._index_subjects)  # every record in the subject index
     clock.now = T0 + 30 * DAY
     report = await store.purge({"consultation": T0 + 12 * DAY, "mutation": T0 + 5 * DAY,
                                 "unknown": T0 + 3 * DAY}, KINDS)
     assert (report.upto_seq, report.anchor, report.deleted) == (70, 16, 16)
+    with sqlite3.connect(store.path) as conn:  # the index holds the live records only
+        indexed = conn.execute("SELECT subject_number, seq FROM audit_subjects").fetchall()
+        with_subject = conn.execute("SELECT subject_number, seq FROM audit"
+                                    " WHERE subject_number <> ''").fetchall()
+    assert sorted(indexed) == sorted(with_subject) and indexed
     left = live(store.path)
     for seq, (at, event, ticket, service) in left.items():
         if service == "svc.consult":
