@@ -1,6 +1,7 @@
 """Consultation benchmark: latency of a question through the hub to one provider, open loop.
 
-``python -m benchmarks.consult [--rates 500,2000] [--seconds 10] [--warmup-seconds 3] ...``
+``python -m benchmarks.consult [--rates 500,2000] [--seconds 10] [--warmup-seconds 3]
+[--repeat N] ...``
 
 What runs
 ---------
@@ -40,6 +41,11 @@ task sleeps until the next due time and starts every question that is due (each 
 task), so a slow system does not slow the offered load (no coordinated omission).
 ``--max-in-flight`` (10,000) bounds the outstanding questions; a question due while the
 bound is reached is not sent and counted as ``NOT_SENT_OVERLOAD``.
+
+``--repeat N`` (1) measures each rate N times in a row on the same network (a warm-up before
+each): the tail varies from run to run on a shared machine, so one run says little. Every
+run is in ``rates`` (with its ``repeat`` number); ``repeats`` has, per rate, the p50 and p99
+of every run and their median, minimum and maximum (:func:`repeat_summary`).
 
 What the numbers mean
 ---------------------
@@ -159,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=_rates, default=[500.0, 2000.0],
                    help="questions per second, comma-separated (each measured in turn)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measured runs per rate (each after its warm-up); medians in 'repeats'")
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up per rate")
     p.add_argument("--deadline-ms", type=int, default=2_000, help="deadline of each question")
     p.add_argument("--citizens", type=int, default=10_000, help="integrated citizens asked about")
@@ -365,6 +373,24 @@ def summarize(samples: Sequence[Sample], rate: float) -> dict[str, Any]:
     }
 
 
+def repeat_summary(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per offered rate (as text): the latency p50 and p99 of every run, and their median,
+    minimum and maximum."""
+    by_rate: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_rate.setdefault(f"{run['offered_per_s']:g}", []).append(run)
+    summary: dict[str, dict[str, Any]] = {}
+    for rate, group in by_rate.items():
+        entry: dict[str, Any] = {"runs": len(group)}
+        for key in ("p50", "p99"):
+            values = [r["latency_ms"][key] for r in group if r["latency_ms"][key] is not None]
+            entry[f"{key}_ms"] = {"median": _r3(percentile(values, 50)),
+                                  "min": min(values, default=None),
+                                  "max": max(values, default=None), "each": values}
+        summary[rate] = entry
+    return summary
+
+
 def _p99_by_second(answered: Sequence[Sample], first: float) -> list[float | None]:
     """Latency p99 of the questions scheduled in each second of the run: whether the tail
     is spread over the run or comes from a few bad seconds."""
@@ -473,7 +499,7 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
         assert provider_app.pid is not None
         pids = {"hub": net.pid("hub"), "asker": net.pid(ASKER), "provider": net.pid(PROVIDER),
                 "loadgen": os.getpid(), "provider_app": provider_app.pid}
-        for rate in args.rates:
+        for rate, repeat in itertools.product(args.rates, range(1, args.repeat + 1)):
             if args.warmup_seconds > 0:
                 await open_loop(asker, rate, args.warmup_seconds, args.max_in_flight, deadline)
             meter, split = ProcessMeter(pids), CpuSplit(pids)
@@ -486,9 +512,11 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
             result["cpu"] = meter.report(len(samples))
             result["cpu"]["user_system_s"] = split.stop()
             result["loadavg_1m_before"] = round(loadavg[0], 2)
+            result["repeat"] = repeat
             out["rates"].append(result)
             lat, cpu = result["latency_ms"], result["cpu"]
-            print(f"  {rate:,.0f}/s: achieved {result['achieved_per_s']}/s, latency p50"
+            run_no = f" (run {repeat})" if args.repeat > 1 else ""
+            print(f"  {rate:,.0f}/s{run_no}: achieved {result['achieved_per_s']}/s, latency p50"
                   f" {lat['p50']} p90 {lat['p90']} p99 {lat['p99']} max {lat['max']} ms;"
                   f" statuses {result['statuses']}; machine cores busy"
                   f" {cpu['machine_cores_busy']}; p99 by second {result['p99_ms_by_second']}",
@@ -501,6 +529,7 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
             provider_app.kill()
         out["background_task_errors"] = dict(background_errors)
         out["error_details"] = asker.error_details
+        out["repeats"] = repeat_summary(out["rates"])
     return out
 
 
@@ -546,7 +575,8 @@ def code_digests(files: Sequence[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if min(args.seconds, args.citizens, args.channels, args.max_in_flight, args.deadline_ms) <= 0:
+    if min(args.seconds, args.citizens, args.channels, args.max_in_flight, args.deadline_ms,
+           args.repeat) <= 0:
         print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -605,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"           statuses {r['statuses']}; CPU µs/question: {cpu};"
               f" machine cores busy {r['cpu']['machine_cores_busy']}")
         print("           p50 ms: " + ", ".join(f"{k} {v['p50']}" for k, v in where.items()))
+    for rate, summary in results.get("repeats", {}).items():
+        if summary["runs"] > 1:
+            p99 = summary["p99_ms"]
+            print(f"  {float(rate):>7,.0f}/s over {summary['runs']} runs: p99 median"
+                  f" {p99['median']} ms (min {p99['min']}, max {p99['max']}); p50 median"
+                  f" {summary['p50_ms']['median']} ms")
     if "checks" in results:
         print(f"  audit: {results['checks'].get('events')}"
               f" verify {results['checks'].get('verify', {}).get('ok')}")

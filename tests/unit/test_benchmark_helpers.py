@@ -68,6 +68,21 @@ def test_consult_summary_counts_statuses_and_latency_from_schedule() -> None:
     assert s["p99_ms_by_second"] == [9.93]  # 3 + (10 - 3) x 0.99
 
 
+def test_consult_repeats_are_summarized_per_rate() -> None:
+    def run(rate: float, p50: float, p99: float | None) -> dict[str, object]:
+        return {"offered_per_s": rate, "latency_ms": {"p50": p50, "p99": p99}}
+
+    runs = [run(500.0, 2.0, 9.0), run(500.0, 3.0, 30.0), run(500.0, 2.5, 4.0),
+            run(2000.0, 60.0, None)]  # a run with no answer has no percentiles
+    s = consult.repeat_summary(runs)
+    assert s["500"] == {"runs": 3,
+                        "p50_ms": {"median": 2.5, "min": 2.0, "max": 3.0, "each": [2.0, 3.0, 2.5]},
+                        "p99_ms": {"median": 9.0, "min": 4.0, "max": 30.0,
+                                   "each": [9.0, 30.0, 4.0]}}
+    assert s["2000"]["runs"] == 1 and s["2000"]["p99_ms"] == {
+        "median": None, "min": None, "max": None, "each": []}
+
+
 def test_consult_open_loop_keeps_the_schedule_when_answers_are_slow() -> None:
     class SlowAsker:
         async def ask(self, sample: consult.Sample) -> None:
