@@ -36,11 +36,8 @@ class _Collect:
         self.collect = collect
 
 
-def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None,
-             ) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=list(labels or ()))
-    family.add_metric(list((labels or {}).values()), value)
-    return family
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -428,21 +428,15 @@ class NodeStore:
         return await self._write(run)
 
     async def counts(self) -> NodeCounts:
-        def read() -> list[int]:
+        """The counters kept in memory, and the inbox total (every envelope ever stored,
+        also those purged)."""
+        def read() -> int:
             assert self._reader is not None
-            queries = (
-                ("SELECT count(*) FROM outbox WHERE seq > ?", (self.decided_seq,)),
-                ("SELECT count(*) FROM inbox WHERE acked = 0", ()),
-                (_INBOX_HIGH, ()),  # every envelope ever stored, also those purged
-            )
-            values = []
-            for sql, params in queries:
-                row = self._reader.execute(sql, params).fetchone()
-                values.append(int(row[0]) if row else 0)
-            return values
+            return int(self._reader.execute(_INBOX_HIGH).fetchone()[0])
 
-        pending, unacked, total = await self._read(read)
-        return NodeCounts(pending, self.sent_accepted, self.sent_refused, unacked, total)
+        total = await self._read(read)
+        return NodeCounts(self.pending_count, self.sent_accepted, self.sent_refused,
+                          self.inbox_unacknowledged, total)
 
     # -- retention -------------------------------------------------------------------------
 
