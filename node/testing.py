@@ -322,6 +322,16 @@ class ProcessNetwork(NetworkLayout):
     def pid(self, name: str) -> int:
         return self.procs[name].pid
 
+    def log_tails(self, lines: int = 12, width: int = 240) -> str:
+        """The last lines of every process's log, for a test's failure message (CI shows
+        little else of a process that stalled)."""
+        parts = []
+        for log in sorted(self.root.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name}")
+            parts.extend(line[:width] for line in tail)
+        return "\n".join(parts)
+
     def __enter__(self) -> ProcessNetwork:
         return self
 

@@ -89,6 +89,7 @@ class Deliverer:
         self.clock = clock
         self._destinations: dict[str, _Destination] = {}
         self._stopping = False
+        self.ack_timeout_s = ACK_TIMEOUT_S
 
     def start(self, institutions: list[str]) -> None:
         for institution in institutions:
@@ -214,10 +215,17 @@ class Deliverer:
         call = await self._stream(dest)
         last = batch.last_seq
         message = delivery_message(batch.packed, last)
-        await call.write(message)
-        dest.prefetch = asyncio.ensure_future(self._read(dest, last))
+        try:
+            # Bounded like a broken stream: a node that takes the stream and then neither
+            # reads (the write waits on flow control) nor answers is retried, not waited on.
+            async with asyncio.timeout(self.ack_timeout_s):
+                await call.write(message)
+                dest.prefetch = asyncio.ensure_future(self._read(dest, last))
+                ack = await call.read()
+        except TimeoutError:
+            raise DeliveryError(
+                f"no ack for the batch up to {last} in {self.ack_timeout_s:g} s") from None
         tickets = tickets_of(message)
-        ack = await asyncio.wait_for(call.read(), ACK_TIMEOUT_S)
         if ack is grpc.aio.EOF:
             raise DeliveryError("node closed the delivery stream")
         if ack.last_sequence != last:

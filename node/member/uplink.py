@@ -6,6 +6,10 @@ on the one stream: the *writer* reads undecided envelopes after the last one sen
 each ``BatchAck`` to the outbox (the ack as received + decided watermark, in one
 transaction). Acks come back in batch order, so the watermark only moves forward.
 
+A hub that takes batches and does not answer (a stream stuck at the other end, which no
+keepalive notices) counts as a failure too: when the oldest batch in flight has waited
+``ACK_TIMEOUT_S`` for its ack, the *watchdog* ends the stream.
+
 On any failure the stream is dropped and, after an exponential backoff, a new one starts
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
@@ -36,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
+#: How long the oldest batch in flight may wait for its ack before the stream is given up.
+ACK_TIMEOUT_S = 60.0
 
 
 #: Outcomes of envelopes the hub stored (the others count as refused).
@@ -63,6 +69,7 @@ class Uplink:
         self._backoff = Backoff()
         self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
         self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
+        self.ack_timeout_s = ACK_TIMEOUT_S
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="uplink")
@@ -112,29 +119,40 @@ class Uplink:
             _SUBMIT, request_serializer=envelope_pb2.EnvelopeBatch.SerializeToString)()
         self.connected = True
         self._backoff.reset()
-        inflight: deque[tuple[int, int]] = deque()
+        inflight: deque[tuple[int, int, float]] = deque()
         window = asyncio.Semaphore(self.config.submit_window)
-        writer = asyncio.create_task(self._writer(call, inflight, window))
-        reader = asyncio.create_task(self._reader(call, inflight, window))
+        tasks = (asyncio.create_task(self._writer(call, inflight, window)),
+                 asyncio.create_task(self._reader(call, inflight, window)),
+                 asyncio.create_task(self._watchdog(inflight)))
         try:
-            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
             raise UplinkError("submit stream ended")
         finally:
-            for task in (writer, reader):
+            for task in tasks:
                 task.cancel()
-            for task in (writer, reader):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             call.cancel()
 
+    async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:
+        """Fail the session when the oldest batch in flight has waited too long for its ack."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.ack_timeout_s / 4)
+            if inflight and loop.time() - inflight[0][2] > self.ack_timeout_s:
+                raise UplinkError(f"no ack for the batch from sequence {inflight[0][0]}"
+                                  f" in {self.ack_timeout_s:g} s")
+
     async def _writer(
         self,
         call: grpc.aio.StreamStreamCall,
-        inflight: deque[tuple[int, int]],
+        inflight: deque[tuple[int, int, float]],
         window: asyncio.Semaphore,
     ) -> None:
+        loop = asyncio.get_running_loop()
         after = self.store.decided_seq
         changed = self.store.outbox_changed
         while True:
@@ -148,7 +166,7 @@ class Uplink:
             first, last = rows[0][0], rows[-1][0]
             if last - first + 1 != len(rows):
                 raise UplinkError(f"outbox sequences {first}..{last} are not contiguous")
-            inflight.append((first, last))
+            inflight.append((first, last, loop.time()))
             await call.write(
                 envelope_pb2.EnvelopeBatch(
                     origin=self.store.origin, first_sequence=first, envelopes=list(map(_envelope_of, rows))
@@ -160,7 +178,7 @@ class Uplink:
     async def _reader(
         self,
         call: grpc.aio.StreamStreamCall,
-        inflight: deque[tuple[int, int]],
+        inflight: deque[tuple[int, int, float]],
         window: asyncio.Semaphore,
     ) -> None:
         while True:
@@ -170,7 +188,7 @@ class Uplink:
             ack = envelope_pb2.BatchAck.FromString(raw)
             if not inflight or inflight[0][0] != ack.first_sequence:
                 raise UplinkError(f"unexpected ack for sequence {ack.first_sequence}")
-            first, last = inflight.popleft()
+            first, last, _ = inflight.popleft()
             if len(ack.outcomes) != last - first + 1:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
             stored = _STORED

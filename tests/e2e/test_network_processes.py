@@ -135,11 +135,14 @@ def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: 
         sender = threading.Thread(
             target=_submit, args=(net.local_api(A), lambda i: [B], total, "c-", 500))
         sender.start()
-        _wait_until(lambda: len(drain.by_hub_ticket) >= 5_000, 120)
+        def progress() -> str:
+            return f"{len(drain.by_hub_ticket)} received, sender alive: {sender.is_alive()}"
+
+        _wait_until(lambda: len(drain.by_hub_ticket) >= 5_000, 120, net, progress)
         net.kill("hub")  # mid-stream: batches in flight both ways
         time.sleep(0.5)
         net.start_hub()
-        _wait_until(lambda: len(drain.by_hub_ticket) >= 25_000, 120)
+        _wait_until(lambda: len(drain.by_hub_ticket) >= 25_000, 120, net, progress)
         net.kill(B)  # receiver dies with a delivery batch in flight
         time.sleep(0.5)
         net.start_node(B)
@@ -161,8 +164,9 @@ def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: 
     assert verify_file(net.hub_db).problem is None
 
 
-def _wait_until(condition, timeout: float) -> None:
+def _wait_until(condition, timeout: float, net: ProcessNetwork, progress) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{net.log_tails()}\ntimed out at {progress()}", pytrace=False)
         time.sleep(0.05)
