@@ -16,7 +16,9 @@ response or raises :class:`CallFailed` (``code`` is a gRPC status code name:
 ``DEADLINE_EXCEEDED`` when the reply did not come in time, ``UNAVAILABLE`` when the stream
 broke, or the code the server put in the reply). When the stream breaks, every call waiting
 on it fails at once and the next call opens a new stream. A reply that comes after its call
-timed out is dropped.
+timed out is dropped. A call that times out while not one message came back on its stream
+since it was sent means a stream stuck at the other end (alive, so keepalive does not end
+it): the stream is failed like a broken one, and the next call opens a new stream.
 
 Server side, :func:`serve_calls`: reads call messages, runs ``handle(request)`` for each
 call in its own task (at most ``max_in_flight`` per stream; beyond, the call is refused with
@@ -64,6 +66,7 @@ class _Stream:
         self.outbox: list[Any] = []
         self.wake = asyncio.Event()
         self.failure: CallFailed | None = None
+        self.received = 0  # messages read from the stream
         self.writer = asyncio.create_task(self._write())
         self.reader = asyncio.create_task(self._read())
 
@@ -87,6 +90,7 @@ class _Stream:
                 if message is grpc.aio.EOF:
                     self.fail(CallFailed("UNAVAILABLE", "the stream ended"))
                     return
+                self.received += 1
                 waiting = self.waiting
                 for reply in message.replies:
                     future = waiting.pop(reply.id, None)
@@ -151,9 +155,15 @@ class StreamCaller(Generic[Req, Resp]):
             stream = self._stream = _Stream(self._open(), *self._types)
         ident = next(self._ids)
         future = stream.send(ident, request)
+        received = stream.received
         expiry = asyncio.get_running_loop().call_later(timeout, _expire, future, timeout)
         try:
             return await future  # type: ignore[no-any-return]
+        except CallFailed as exc:
+            if exc.code == "DEADLINE_EXCEEDED" and stream.received == received:
+                stream.fail(CallFailed(  # the calls still waiting on it fail now
+                    "UNAVAILABLE", f"no message on the stream in {timeout:.3f} s: given up"))
+            raise
         finally:
             expiry.cancel()
             stream.waiting.pop(ident, None)

@@ -24,10 +24,12 @@ Handler = Callable[[cpb.ConsultRequest], Awaitable[cpb.ConsultResponse]]
 
 
 class Server:
-    def __init__(self, handle: Handler, **options: Any) -> None:
+    def __init__(self, handle: Handler, silent_streams: int = 0, **options: Any) -> None:
         self.handle = handle
         self.options = options
         self.messages = 0  # call messages received
+        self.streams = 0  # streams opened
+        self.silent_streams = silent_streams  # the first ones read their calls, answer none
         self.draining = asyncio.Event()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -40,6 +42,11 @@ class Server:
                     self.messages += 1
                     yield message
 
+            self.streams += 1
+            if self.streams <= self.silent_streams:
+                async for _ in counted():
+                    pass
+                return
             async for replies in serve_calls(counted(), self.handle, cpb.ConsultReplies,
                                              cpb.ConsultReply, draining=self.draining,
                                              **self.options):
@@ -173,6 +180,17 @@ async def test_a_broken_stream_fails_waiting_calls_and_the_next_call_reopens_it(
             await calls.close()
         finally:
             await again.stop()
+
+
+async def test_a_stream_that_answers_nothing_is_given_up_and_the_next_call_reopens_it() -> None:
+    """A peer that takes calls on a stream and never replies (alive: no keepalive ends it).
+    The call times out, and the next call goes on a new stream instead of the stuck one."""
+    async with serving(echo, silent_streams=1) as (server, calls):
+        with pytest.raises(CallFailed) as failed:
+            await calls.call(question("lost"), timeout=0.3)
+        assert failed.value.code == "DEADLINE_EXCEEDED"
+        assert (await calls.call(question("next"), timeout=5)).sender_ticket == "next"
+        assert server.streams == 2 and server.messages == 2
 
 
 async def test_draining_answers_the_calls_taken_then_ends_the_stream() -> None:
