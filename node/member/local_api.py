@@ -205,7 +205,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.StatusResponse:
         async def body() -> local_pb2.StatusResponse:
-            c = await self.store.counts()
+            c = self.store.counts()
             return local_pb2.StatusResponse(
                 institution=self.institution,
                 outbox_pending=c.outbox_pending,

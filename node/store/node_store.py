@@ -107,6 +107,11 @@ MIGRATIONS = [
         inbox_id INTEGER NOT NULL
     );
     """,
+    # 5: envelopes ever stored in the inbox, kept with each delivery (inbox ids cannot tell:
+    # a redelivered envelope, ignored, still uses one up).
+    """
+    INSERT OR IGNORE INTO meta (key, value) SELECT 'inbox_total', count(*) FROM inbox;
+    """,
 ]
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
@@ -164,6 +169,7 @@ class NodeStore:
         self._last_seq = 0  # moved by the writer thread only (after each commit)
         self.purged_seq = 0  # outbox envelopes up to here may have gone (retention)
         self.inbox_unacknowledged = 0  # kept by the writer thread, after each commit
+        self.inbox_total = 0  # envelopes ever stored in the inbox (also purged ones); ditto
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -223,6 +229,7 @@ class NodeStore:
         self._last_seq = int(row[0]) if row else 0
         (unacked,) = w.execute("SELECT count(*) FROM inbox WHERE acked = 0").fetchone()
         self.inbox_unacknowledged = int(unacked)
+        self.inbox_total = int(meta.get("inbox_total", 0))
 
     @property
     def pending_count(self) -> int:
@@ -384,12 +391,15 @@ class NodeStore:
             insert_columns(c, "INSERT OR IGNORE INTO inbox (hub_ticket, envelope) VALUES ",
                            [tickets, envelopes])
             stored = c.total_changes - before
+            if stored:
+                _set_meta(c, [("inbox_total", str(self.inbox_total + stored))])
             seqs = self._append_outbox(c, list(replies.values())) if replies else []
             return stored, seqs
 
         def run() -> tuple[int, list[int]]:
             stored, seqs = self._transaction(body)
             self.inbox_unacknowledged += stored
+            self.inbox_total += stored
             if seqs:
                 self._last_seq = seqs[-1]
             return stored, seqs
@@ -427,16 +437,11 @@ class NodeStore:
 
         return await self._write(run)
 
-    async def counts(self) -> NodeCounts:
-        """The counters kept in memory, and the inbox total (every envelope ever stored,
+    def counts(self) -> NodeCounts:
+        """The counters kept in memory (the inbox total counts every envelope ever stored,
         also those purged)."""
-        def read() -> int:
-            assert self._reader is not None
-            return int(self._reader.execute(_INBOX_HIGH).fetchone()[0])
-
-        total = await self._read(read)
         return NodeCounts(self.pending_count, self.sent_accepted, self.sent_refused,
-                          self.inbox_unacknowledged, total)
+                          self.inbox_unacknowledged, self.inbox_total)
 
     # -- retention -------------------------------------------------------------------------
 

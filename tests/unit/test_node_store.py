@@ -70,7 +70,7 @@ async def test_counters_and_watermark_survive_a_restart(tmp_path: Path) -> None:
     store = await _store(path)
     try:
         assert (store.decided_seq, store.sent_accepted, store.sent_refused) == (4, 3, 1)
-        counts = await store.counts()
+        counts = store.counts()
         assert (counts.outbox_pending, counts.sent_accepted, counts.sent_refused) == (2, 3, 1)
         assert [o.reason for o in await store.outcomes([4, 5])] == ["NOT_AUTHORIZED", None]
         assert await store.pending(0, 10, 1 << 20) == [(5, b"x"), (6, b"x")]
@@ -151,3 +151,25 @@ async def test_outcomes_over_many_acks_and_gaps(tmp_path: Path) -> None:
         (s, f"t{s}" if s <= 90 else "") for s in asked]
     assert [o.reason for o in got][-3:] == [None, None, None]
     assert got[-1].detail == "unknown sequence"
+
+
+async def test_a_store_from_before_the_inbox_counter_counts_its_inbox(tmp_path: Path) -> None:
+    """Migration 5: a database that only had inbox ids to go by (a redelivery used one up)
+    starts its inbox total from the rows it holds."""
+    path = tmp_path / "node.sqlite"
+    store = await _store(path)
+    try:
+        await store.store_delivery(["d1", "d2"], [b"x"] * 2)
+        assert await store.store_delivery(["d2", "d3"], [b"x"] * 2) == 1  # id 3 used, ignored
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    with conn:  # back to schema 4, as a node of that version left it
+        conn.execute("DELETE FROM meta WHERE key = 'inbox_total'")
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    store = await _store(path)
+    try:
+        assert store.counts().inbox_total == 3
+    finally:
+        await store.close()
