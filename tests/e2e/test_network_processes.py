@@ -14,6 +14,7 @@ from node.audit_tool import verify_file, who_consulted
 from node.client import LocalClient, make_envelope
 from node.store.sqlite import connect_sync
 from node.testing import DEMO_SERVICE, ProcessNetwork
+from node.wire.gen.crossroads.v1 import local_pb2
 from tests.conftest import A, B, C
 
 pytestmark = pytest.mark.slow
@@ -136,7 +137,8 @@ def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: 
             target=_submit, args=(net.local_api(A), lambda i: [B], total, "c-", 500))
         sender.start()
         def progress() -> str:
-            return f"{len(drain.by_hub_ticket)} received, sender alive: {sender.is_alive()}"
+            return (f"{len(drain.by_hub_ticket)} received, sender alive: {sender.is_alive()};"
+                    f" {_status_line(net, A)}; {_status_line(net, B)}")
 
         _wait_until(lambda: len(drain.by_hub_ticket) >= 5_000, 120, net, progress)
         net.kill("hub")  # mid-stream: batches in flight both ways
@@ -162,6 +164,17 @@ def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: 
     assert counts["ACCEPTED"] == total  # resends were recognised, not stored twice
     assert counts["DELIVERED"] >= total
     assert verify_file(net.hub_db).problem is None
+
+
+def _status_line(net: ProcessNetwork, node: str) -> str:
+    """A node's Local.Status in one line, for a failure message."""
+    try:
+        with LocalClient(net.local_api(node)) as client:
+            s = client.stub.Status(local_pb2.StatusRequest(), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - the message says it could not be read
+        return f"{node}: no status ({exc!r:.80})"
+    return (f"{node}: outbox pending {s.outbox_pending}, accepted {s.sent_accepted}, refused"
+            f" {s.sent_refused}, inbox {s.inbox_total}, hub connected {s.hub_connected}")
 
 
 def _wait_until(condition, timeout: float, net: ProcessNetwork, progress) -> None:
