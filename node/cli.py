@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import sys
 import tomllib
@@ -47,6 +48,9 @@ def _serve(args: argparse.Namespace, role: str) -> int:
         print(f"crossroads: error: {path}: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, role=role)
+    # A crash below Python (a segfault in a C extension) leaves every thread's Python stack
+    # on stderr, i.e. in the journal, instead of a process that is just gone.
+    faulthandler.enable()
     from node.app import HubApp, NodeApp, serve_forever
 
     ready = Path(args.ready_file) if args.ready_file else None

@@ -24,15 +24,16 @@ async def guard_unary(
     method: str, context: grpc.aio.ServicerContext, body: Callable[[], Awaitable[T]]
 ) -> T:
     started = time.perf_counter()
+    peer = context.peer()  # now, while the call is alive (see guard_stream)
     try:
         result = await body()
     except CrossroadsError as exc:
         code, details = status_of(exc)
-        log.warning("rpc", method=method, peer=context.peer(), status=code.name, error=details,
+        log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
                     duration_ms=_ms(started))
         await context.abort(code, details)
         raise AssertionError("unreachable") from exc
-    log.debug("rpc", method=method, peer=context.peer(), status="OK", duration_ms=_ms(started))
+    log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
     return result
 
 
@@ -42,8 +43,14 @@ async def guard_stream(
     body: AsyncIterator[T],
     summary: dict[str, Any],
 ) -> AsyncIterator[T]:
-    """Wrap a streaming handler: map domain errors, log one summary line at the end."""
+    """Wrap a streaming handler: map domain errors, log one summary line at the end.
+
+    The peer is read when the stream starts. The ``finally`` below may run long after the
+    call is gone: when gRPC stops iterating a handler whose client vanished, the generator is
+    closed later by the event loop's finalizer, and ``context.peer()`` then dereferences a
+    released call inside grpcio (a segfault of the whole process, seen with grpcio 1.85.3)."""
     started = time.perf_counter()
+    peer = context.peer()
     status = "OK"
     try:
         async for item in body:
@@ -57,7 +64,7 @@ async def guard_stream(
         status = type(exc).__name__
         raise
     finally:
-        log.info("rpc", method=method, peer=context.peer(), status=status,
+        log.info("rpc", method=method, peer=peer, status=status,
                  duration_ms=_ms(started), **summary)
 
 
