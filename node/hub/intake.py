@@ -221,10 +221,20 @@ class Intake:
                                                *self.queue_cut)]
 
         async def finish() -> pb.BatchAck:
-            await self.store.commit_batch(
-                sender, origin, first + offset, last, queue_rows, audit,
-                _reindexed(ack_blob, offset),
-            )
+            try:
+                await self.store.commit_batch(
+                    sender, origin, first + offset, last, queue_rows, audit,
+                    _reindexed(ack_blob, offset),
+                )
+            except BaseException:
+                # Whether the batch is stored is not known here: the wait was cancelled (the
+                # sender went away) while the writer thread went on, or another stream of
+                # this origin stored it first (RESEND_RACED). The cached high may be behind
+                # the store's: read it again for the next batch, or every resend would be
+                # taken for new and refused as raced, for ever.
+                if origin:
+                    self._high.pop((sender, origin), None)
+                raise
             if origin:
                 self._high[(sender, origin)] = max(self._high.get((sender, origin), 0), last)
             self.stats.accepted += accepted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 
 from node.audit_tool import verify_file
@@ -85,3 +87,34 @@ async def test_resent_batch_is_not_stored_twice(network: InProcessNetwork) -> No
     db = sqlite3.connect(network.hub_db)
     accepted = db.execute("SELECT count(*) FROM audit WHERE event = 'ACCEPTED'").fetchone()[0]
     assert accepted == 4
+
+
+async def test_a_resend_after_its_stream_went_away_mid_commit_gets_the_stored_outcomes(
+    network: InProcessNetwork,
+) -> None:
+    """The sender went away while the hub committed its batch: the hub's wait was cancelled,
+    its writer thread committed all the same. The resend is answered with the stored
+    outcomes. (It used to be taken for new, by a cached high that missed that commit, and
+    refused as RESEND_RACED on every resend: the node's outbox stalled for good.)"""
+    intake, store = network.hub.intake, network.hub.store
+    raws = [make_envelope(DEMO_SERVICE, [B], f"{i}".encode(), sender=A) for i in range(3)]
+    batch = envelope_pb2.EnvelopeBatch(origin="went-away", first_sequence=1, envelopes=raws)
+    commit = await intake.prepare(A, batch)
+    # Another connection holds the write lock, so the commit, once the writer thread has
+    # taken it, waits there (busy_timeout) while the hub's wait for it is cancelled.
+    lock = sqlite3.connect(network.hub_db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    waiting = asyncio.ensure_future(commit())
+    await asyncio.sleep(0.3)  # the writer thread has taken the commit by now
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert await store.origin_high(A, "went-away") == 3  # stored all the same
+
+    again = await intake.process(A, batch)
+    assert [o.reason for o in again.outcomes] == [envelope_pb2.ACCEPTED] * 3
+    db = sqlite3.connect(network.hub_db)
+    stored = {t for (t,) in db.execute("SELECT hub_ticket FROM audit WHERE event = 'ACCEPTED'")}
+    assert {o.hub_ticket for o in again.outcomes} == stored and len(stored) == 3
