@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import pytest
 
 from node.audit_tool import verify_file, who_consulted
@@ -163,6 +164,79 @@ def test_kill_9_hub_and_receiver_loses_nothing_and_duplicates_nothing(tmp_path: 
     counts = _audit_counts(net.hub_db)
     assert counts["ACCEPTED"] == total  # resends were recognised, not stored twice
     assert counts["DELIVERED"] >= total
+    assert verify_file(net.hub_db).problem is None
+
+
+class Sender:
+    """An application submitting through a node that may die: it keeps the sender tickets
+    of every batch the node acknowledged, and of every batch whose call failed (in doubt:
+    stored or not, the node may have died before or after its commit). It does not resend
+    those: what became of them is what the test looks at."""
+
+    def __init__(self, api: str, receiver: str, total: int, batch: int = 500) -> None:
+        self.api, self.receiver, self.total, self.batch = api, receiver, total, batch
+        self.acknowledged: set[str] = set()
+        self.in_doubt: set[str] = set()
+        self.refused: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with LocalClient(self.api) as client:
+            for start in range(0, self.total, self.batch):
+                tickets = [f"s-{i}" for i in range(start, min(self.total, start + self.batch))]
+                envelopes = [make_envelope(DEMO_SERVICE, [self.receiver], b"p" * 120,
+                                           subject_citizen=CITIZENS[i % 5], sender_ticket=t)
+                             for i, t in enumerate(tickets)]
+                try:
+                    outcomes, _ = client.submit(envelopes, timeout=10)
+                except grpc.RpcError:
+                    self.in_doubt.update(tickets)
+                    time.sleep(0.2)
+                    continue
+                self.refused += [t for t, o in zip(tickets, outcomes, strict=True)
+                                 if o.reason != "ACCEPTED"]
+                self.acknowledged.update(tickets)
+                time.sleep(0.01)  # a steady stream, so the node dies in the middle of it
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the sender did not finish"
+
+
+def test_kill_9_sender_node_keeps_every_envelope_it_acknowledged(tmp_path: Path) -> None:
+    """Acknowledged means stored, at the sending node too: kill -9 it while its application
+    submits and its uplink sends; every envelope Local.Submit acknowledged still reaches the
+    receiver, once."""
+    total = 40_000
+    with ProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
+        net.start()
+        drain = Drain(net.local_api(B))
+        sender = Sender(net.local_api(A), B, total)
+
+        def progress() -> str:
+            return (f"{len(sender.acknowledged)} acknowledged, {len(sender.in_doubt)} in doubt,"
+                    f" {len(drain.by_hub_ticket)} received; {_status_line(net, A)};"
+                    f" {_status_line(net, B)}")
+
+        _wait_until(lambda: len(sender.acknowledged) >= 10_000, 120, net, progress)
+        net.kill(A)  # with Local.Submit calls and uplink batches in flight
+        acknowledged_before = len(sender.acknowledged)
+        time.sleep(0.5)
+        net.start_node(A)
+        sender.join(300)
+        _wait_until(lambda: sender.acknowledged <= set(drain.tickets), 300, net, progress)
+        drain.wait_for(len(drain.tickets), timeout=1)  # settle: a duplicate would show now
+        with LocalClient(net.local_api(A)) as client:
+            status = client.status()
+        net.stop_all()
+    assert sender.refused == []
+    assert acknowledged_before < total - len(sender.in_doubt)  # killed mid-stream
+    received = Counter(drain.tickets)
+    assert [t for t, n in received.items() if n > 1] == []  # none twice
+    assert sender.acknowledged <= set(received)  # every acknowledged one arrived
+    assert set(received) <= sender.acknowledged | sender.in_doubt  # and nothing else
+    assert status.outbox_pending == 0 and status.sent_accepted == len(received)
     assert verify_file(net.hub_db).problem is None
 
 
