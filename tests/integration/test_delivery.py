@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 
 from node.audit_tool import verify_file
 from node.client import make_envelope
@@ -100,17 +101,15 @@ async def test_a_resend_after_its_stream_went_away_mid_commit_gets_the_stored_ou
     raws = [make_envelope(DEMO_SERVICE, [B], f"{i}".encode(), sender=A) for i in range(3)]
     batch = envelope_pb2.EnvelopeBatch(origin="went-away", first_sequence=1, envelopes=raws)
     commit = await intake.prepare(A, batch)
-    # Another connection holds the write lock, so the commit, once the writer thread has
-    # taken it, waits there (busy_timeout) while the hub's wait for it is cancelled.
-    lock = sqlite3.connect(network.hub_db, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")
     waiting = asyncio.ensure_future(commit())
-    await asyncio.sleep(0.3)  # the writer thread has taken the commit by now
+    await asyncio.sleep(0)  # the task hands the commit to the writer thread
+    # Hold the event loop (nothing new reaches the writer thread) while the writer thread
+    # commits; then cancel the wait before the task learns the commit is done, as when
+    # the sender's stream is cancelled.
+    time.sleep(1.0)
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
-    lock.execute("ROLLBACK")
-    lock.close()
     assert await store.origin_high(A, "went-away") == 3  # stored all the same
 
     again = await intake.process(A, batch)
