@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import grpc
 
@@ -25,6 +26,20 @@ from tests.conftest import A, B, hub_channel, local_call
 ACK_TIMEOUT_S = 0.5
 
 
+async def _silent_first(streams: list[list[Any]], requests: AsyncIterator[Any],
+                        seen_of: Callable[[Any], Iterable[Any]],
+                        answer: Callable[[Any], Any]) -> AsyncIterator[Any]:
+    """Keep what each stream brings (``seen_of(message)``, one list per stream) and answer
+    every message, except on the first stream: it takes its messages without a word."""
+    seen: list[Any] = []
+    streams.append(seen)
+    silent = len(streams) == 1
+    async for message in requests:
+        seen.extend(seen_of(message))
+        if not silent:
+            yield answer(message)
+
+
 class SilentFirstHub(hub_pb2_grpc.HubServicer):
     """Takes the batches of its first ``Submit`` stream without a word; acks later ones."""
 
@@ -35,17 +50,17 @@ class SilentFirstHub(hub_pb2_grpc.HubServicer):
         return hub_pb2.RegisterResponse(institution=A)
 
     async def Submit(self, request_iterator, context):  # noqa: N802 - gRPC method name
-        seen: list[int] = []
-        self.streams.append(seen)
-        silent = len(self.streams) == 1
-        async for batch in request_iterator:
-            seen.append(batch.first_sequence)
-            if silent:
-                continue
-            yield envelope_pb2.BatchAck(first_sequence=batch.first_sequence, outcomes=[
-                envelope_pb2.EnvelopeOutcome(index=i, reason=envelope_pb2.ACCEPTED,
-                                             hub_ticket=f"t-{batch.first_sequence + i}")
-                for i in range(len(batch.envelopes))])
+        # grpc.aio serves a stream by its handler's kind: an async generator function here.
+        async for ack in _silent_first(self.streams, request_iterator,
+                                       lambda b: [b.first_sequence], _accept_all):
+            yield ack
+
+
+def _accept_all(batch: envelope_pb2.EnvelopeBatch) -> envelope_pb2.BatchAck:
+    return envelope_pb2.BatchAck(first_sequence=batch.first_sequence, outcomes=[
+        envelope_pb2.EnvelopeOutcome(index=i, reason=envelope_pb2.ACCEPTED,
+                                     hub_ticket=f"t-{batch.first_sequence + i}")
+        for i in range(len(batch.envelopes))])
 
 
 class SilentFirstNode(node_pb2_grpc.NodeServicer):
@@ -55,15 +70,11 @@ class SilentFirstNode(node_pb2_grpc.NodeServicer):
         self.streams: list[list[str]] = []  # hub tickets received, per stream
 
     async def Deliver(self, request_iterator, context):  # noqa: N802 - gRPC method name
-        seen: list[str] = []
-        self.streams.append(seen)
-        silent = len(self.streams) == 1
-        async for batch in request_iterator:
-            seen.extend(batch.hub_tickets)
-            if silent:
-                continue
-            yield node_pb2.DeliveryAck(last_sequence=batch.last_sequence,
-                                       stored=len(batch.envelopes))
+        async for ack in _silent_first(
+                self.streams, request_iterator, lambda b: b.hub_tickets,
+                lambda b: node_pb2.DeliveryAck(last_sequence=b.last_sequence,
+                                               stored=len(b.envelopes))):
+            yield ack
 
 
 async def _serve(add: Callable[[grpc.aio.Server], None], tls: TlsMaterial) -> tuple[
