@@ -43,6 +43,7 @@ from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
+from node.open_files import connection_cap, raise_soft_limit
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
@@ -130,7 +131,8 @@ class HubApp:
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
         self.deliverer = Deliverer(
-            self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending
+            self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending,
+            keepalive=cfg.keepalive,
         )
         self.directory.on_change.append(self._directory_changed)
         self.intake = Intake(
@@ -142,12 +144,13 @@ class HubApp:
         peers = PeerAuthenticator(
             cfg.network, lambda: revocations.serials | directory.revoked_serials())
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
-                                           cfg.network, cfg.limits)
+                                           cfg.network, cfg.limits, keepalive=cfg.keepalive)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations)
         self.service = service
-        self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
-                                      interceptors=[MalformedRequests(service.malformed)])
+        self.server = grpc.aio.server(
+            options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive, connection_cap()),
+            interceptors=[MalformedRequests(service.malformed)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
             AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
@@ -236,8 +239,9 @@ class NodeApp:
         await self.fragment.open()
         peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
-        self.server = grpc.aio.server(options=server_options(max_bytes),
-                                      interceptors=[MalformedRequests()])
+        self.server = grpc.aio.server(
+            options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
+            interceptors=[MalformedRequests()])
         self.answering = Answering()
         self.hub_caller = HubCaller(cfg, self.tls)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
@@ -257,8 +261,10 @@ class NodeApp:
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
-        self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
-                                            interceptors=[MalformedRequests()])
+        self.local_server = grpc.aio.server(
+            options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
+                                   connection_cap(servers=2)),
+            interceptors=[MalformedRequests()])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
@@ -342,6 +348,10 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+    # Before the servers are built: their connection caps are shares of this limit.
+    files = raise_soft_limit()
+    log.info("open_files_limit", soft=files.soft, hard=files.hard, soft_before=files.soft_before,
+             connections_per_server=connection_cap())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

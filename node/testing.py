@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,9 @@ class ProcessNetwork(NetworkLayout):
         self.hub_address = ""
         atexit.register(self._kill_leftovers)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        #: Run in a process (by name: "hub", an enterprise number) before it executes, e.g.
+        #: to give it the resource limits of a systemd unit.
+        self.preexec: dict[str, Callable[[], None]] = {}
 
     def _spawn(self, name: str, role: str, table: dict[str, Any]) -> dict[str, Any]:
         config = self.root / f"{name}.toml"
@@ -238,6 +241,7 @@ class ProcessNetwork(NetworkLayout):
             [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
              "--ready-file", str(ready)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+            preexec_fn=self.preexec.get(name),
         )
         log.close()
         self.procs[name] = proc

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
-from node.config import Limits
+from node.config import Keepalive, Limits
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
@@ -79,10 +79,12 @@ class Deliverer:
         endpoints: dict[str, str],
         pending: dict[str, int],
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self.store = store
         self.tls = tls
         self.network = network
+        self.keepalive = keepalive or Keepalive()
         self.limits = limits
         self.endpoints = endpoints
         self.pending = pending
@@ -261,7 +263,8 @@ class Deliverer:
         dest.channel = grpc.aio.secure_channel(
             endpoint,
             self.tls.channel_credentials(),
-            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes),
+            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes,
+                                    self.keepalive),
         )
         # The batches are sent as the bytes the queue holds (node.wire.delivery): no serializer.
         dest.call = dest.channel.stream_stream(

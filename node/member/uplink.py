@@ -84,7 +84,7 @@ class Uplink:
             channel = grpc.aio.secure_channel(
                 self.config.hub,
                 self.tls.channel_credentials(),
-                options=channel_options(tls_name, max_bytes),
+                options=channel_options(tls_name, max_bytes, self.config.keepalive),
             )
             try:
                 await self._session(channel)
