@@ -22,11 +22,14 @@ Connection bounds and keepalive (``server_options`` / ``channel_options``; docs/
 * A connection without a call for ``IDLE_TIMEOUT_MS`` is closed by the server (GOAWAY; the
   client reconnects when it needs to).
 * Keepalive: a ping after ``keepalive.time_ms``, the connection closed when its ack has not
-  come within ``keepalive.timeout_ms``. gRPC core (1.85) does not apply
-  ``grpc.keepalive_timeout_ms`` to the ping it sends: it waits for the ack for
-  ``grpc.http2.ping_timeout_ms`` (default 60 s), which is why a frozen peer was noticed after
-  60-90 s. Both are set to ``keepalive.timeout_ms`` here. A server lets its peers ping as often
-  as every ``min(keepalive.time_ms, 10 s)`` without data before it answers GOAWAY
+  come within ``keepalive.timeout_ms``. gRPC core (1.85) in effect does not apply
+  ``grpc.keepalive_timeout_ms`` to the keepalive ping: every ping it sends gets a timer of
+  ``grpc.http2.ping_timeout_ms`` (default 60 s), and the separate keepalive timer in
+  ``grpc_chttp2_end_write`` (chttp2/transport/writing.cc) is only armed when a handle for it
+  already exists. That is why a frozen peer was noticed after 60-90 s instead of 40.
+  Both are set to ``keepalive.timeout_ms`` here (tests/e2e/test_frozen_peers.py fails
+  without ``grpc.http2.ping_timeout_ms``). A server lets its peers ping as often
+  as every ``min(keepalive.time_ms / 2, 10 s)`` without data before it answers GOAWAY
   ``too_many_pings`` (which would make gRPC double the client's keepalive time).
 """
 
@@ -83,7 +86,7 @@ HANDSHAKE_TIMEOUT_MS = 10_000
 #: A connection without any call for this long is closed by the server (GOAWAY).
 IDLE_TIMEOUT_MS = 10 * 60_000
 #: Peers may ping this often (at most) without data before a server sends GOAWAY
-#: ``too_many_pings``; lower when the daemon's own ``keepalive.time_ms`` is lower.
+#: ``too_many_pings``; half the daemon's own ``keepalive.time_ms`` when that is lower.
 MIN_PEER_PING_INTERVAL_MS = 10_000
 
 
@@ -108,7 +111,7 @@ def server_options(
         ("grpc.max_send_message_length", max_message_bytes),
         *_keepalive_options(keepalive),
         ("grpc.http2.min_ping_interval_without_data_ms",
-         min(MIN_PEER_PING_INTERVAL_MS, keepalive.time_ms)),
+         min(MIN_PEER_PING_INTERVAL_MS, keepalive.time_ms // 2)),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", IDLE_TIMEOUT_MS),
     ]
