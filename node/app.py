@@ -35,6 +35,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.answers import Answering
+from node.member.continuity import HubContinuity
 from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
@@ -48,6 +49,13 @@ from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
+from node.store.data_dir import (
+    DataDirError,
+    StateLayout,
+    StateReason,
+    layout_files,
+    prepare_data_dir,
+)
 from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
@@ -65,7 +73,7 @@ from node.wire.gen.crossroads.v1 import (
 )
 from node.wire.signed import ensure_signing_key, load_public_key
 
-__all__ = ["HubApp", "NodeApp", "serve_forever"]
+__all__ = ["HubApp", "NodeApp", "hub_layout", "init_state", "node_layout", "serve_forever"]
 
 log = structlog.get_logger(__name__)
 GRACE_S = 5.0
@@ -94,9 +102,34 @@ async def _set_health(servicer: health.aio.HealthServicer, names: list[str], ser
         await servicer.set(name, status)
 
 
+def hub_layout(config: HubConfig) -> StateLayout:
+    """The hub's state: its two databases, and its signing key when kept in the data dir."""
+    return StateLayout("hub", config.data_dir, ("hub.sqlite", "directory.sqlite"),
+                       layout_files([config.directory_key_path], config.data_dir))
+
+
+def node_layout(config: NodeConfig) -> StateLayout:
+    return StateLayout("node", config.data_dir, ("node.sqlite", "fragment.sqlite"))
+
+
+def _check_hub_state(config: HubConfig, init: bool) -> None:
+    """:func:`prepare_data_dir`; and a signing key kept outside the data directory must be
+    there once the databases are (a new one would sign the chain under another key)."""
+    fresh = prepare_data_dir(hub_layout(config), init)
+    key = config.directory_key_path
+    if not fresh and not key.exists():
+        raise DataDirError(StateReason.STATE_INCONSISTENT, (
+            f"data_dir {config.data_dir} holds the hub's databases but its signing key"
+            f" (directory_key) {key} is missing: restore it; a new key would sign the audit"
+            " chain and the directory under another identity"))
+
+
 class HubApp:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, init: bool = False) -> None:
+        """``init``: create the hub's state if none is there (a first start); without it, a
+        data directory without state refuses (:mod:`node.store.data_dir`)."""
         self.config = config
+        _check_hub_state(config, init)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
@@ -213,8 +246,10 @@ class HubApp:
 
 
 class NodeApp:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, init: bool = False) -> None:
+        """``init``: as for :class:`HubApp`."""
         self.config = config
+        prepare_data_dir(node_layout(config), init)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
@@ -252,11 +287,12 @@ class NodeApp:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
-        self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
+        assert cfg.hub_directory_key is not None
+        self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key))
+        self.uplink = Uplink(cfg, self.tls, self.store, endpoint, self.continuity)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
-        assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
@@ -325,6 +361,27 @@ class NodeApp:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
         log.info("node_stopped")
+
+
+async def init_state(config: HubConfig | NodeConfig) -> bool:
+    """``crossroads hub|node init``: create the daemon's state if none is there (an
+    idempotent first-start step); True when it was created. Refuses like a start would on a
+    data directory that is partly there or damaged."""
+    if isinstance(config, HubConfig):
+        fresh = prepare_data_dir(hub_layout(config), init=True)
+        hub = HubApp(config, init=True)
+        await hub.store.open()
+        await hub.store.close()
+        await hub.directory.open()
+        await hub.directory.close()
+        return fresh
+    fresh = prepare_data_dir(node_layout(config), init=True)
+    node = NodeApp(config, init=True)
+    await node.store.open()
+    await node.store.close()
+    await node.fragment.open()
+    await node.fragment.close()
+    return fresh
 
 
 def _with_port(address: str, port: int) -> str:

@@ -96,6 +96,12 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  store.inbox_unacknowledged)
     yield _gauge("crossroads_node_hub_connected", "1 when the stream to the hub is up.",
                  1.0 if uplink.connected else 0.0)
+    yield _gauge("crossroads_node_hub_state_regressed",
+                 "1 while the hub presents less than it acknowledged (submitting stopped).",
+                 1.0 if store.hub_regression is not None else 0.0)
+    yield _gauge("crossroads_node_hub_acknowledged_sequence",
+                 "Highest outbox sequence the hub acknowledged, as the node knows it.",
+                 store.hub_acked_seq)
     yield _gauge("crossroads_node_directory_connected",
                  "1 when the directory stream from the hub is up.",
                  1.0 if watcher.connected else 0.0)

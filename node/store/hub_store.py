@@ -66,6 +66,7 @@ from node.core.errors import Unavailable
 from node.store.sqlite import (
     Migration,
     connect_sync,
+    ensure_store_identity,
     insert_columns,
     insert_rows,
     migrate_sync,
@@ -213,6 +214,12 @@ MIGRATIONS: list[Migration] = [
     DROP INDEX IF EXISTS audit_deferred;
     ALTER TABLE audit DROP COLUMN deferred;
     """,
+    # 8: the store's identity (``store_id``, ``created_at_us``), written once when the store is
+    # created (or first opened by this version): the hub presents it to nodes at Register, so
+    # a hub that starts on another store than the one they knew can be told apart.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
@@ -243,6 +250,7 @@ class HubState:
     pending: dict[str, int] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     next_queue_seq: int = 1
+    store_id: str = ""
 
 
 class HubStore:
@@ -280,6 +288,7 @@ class HubStore:
         self._query_lock = asyncio.Lock()
         self._unindexed = 0  # records with a subject not yet indexed (about: a trigger only)
         self._indexing = False
+        self.store_id = ""  # this store's identity (meta), read or written at open
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -298,6 +307,7 @@ class HubStore:
         migrate_sync(w, MIGRATIONS)
         self._reader = connect_sync(self.path, synchronous=self.synchronous)
         state = HubState()
+        self.store_id = state.store_id = ensure_store_identity(w, self.clock())
         row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         self.chain = ChainWriter(row[0], row[1]) if row else ChainWriter(0, GENESIS)
         self._load_checkpoint_state()
@@ -576,6 +586,19 @@ class HubStore:
             self._segment_upto = -1
             raise
         return cp
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """The last signed checkpoint (what the hub shows nodes at Register)."""
+        def run() -> Checkpoint | None:
+            row = self.writer.execute(
+                "SELECT seq, hash, at_us, from_seq, segment_digest, signature, key_id"
+                " FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is None:
+                return None
+            return Checkpoint(int(row[0]), bytes(row[1]), int(row[2]), int(row[3]),
+                              bytes(row[4]), bytes(row[5]), str(row[6]))
+
+        return await self._write(run)
 
     # -- audit queries (node.audit_tool, in a worker thread) --------------------------------
 
