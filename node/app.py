@@ -140,6 +140,7 @@ class HubApp:
             signing_key,
         )
         self._checkpoints: asyncio.Task[None] | None = None
+        self._damaged_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
@@ -189,6 +190,7 @@ class HubApp:
             AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
+        self.store.on_damaged.append(self._unhealthy)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
@@ -205,6 +207,13 @@ class HubApp:
                  directory_revision=self.directory.revision,
                  pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
         return info
+
+    def _unhealthy(self) -> None:
+        """The store found its file damaged: health NOT_SERVING (for the supervisor and
+        load balancers), the hub keeps answering what it can."""
+        if self._health is not None:
+            self._damaged_health = asyncio.create_task(
+                _set_health(self._health, self._names, False))
 
     async def _checkpoint_periodically(self, every_s: float = 60.0) -> None:
         """Sign the audit chain head now and then, so an idle hub's last records are covered."""

@@ -48,6 +48,9 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
     if app.intake is None or app.deliverer is None or app.consultations is None:
         return  # not started yet
     stats = app.intake.stats
+    yield _gauge("crossroads_hub_store_damaged",
+                 "1 once hub.sqlite was found damaged at run time (restore it; see the log).",
+                 1.0 if app.store.damaged else 0.0)
     yield _counter("crossroads_hub_batches", "Envelope batches taken from nodes.", stats.batches)
     yield _counter("crossroads_hub_envelopes_accepted", "Envelopes accepted and queued.",
                    stats.accepted)

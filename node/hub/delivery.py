@@ -46,6 +46,8 @@ __all__ = ["Deliverer"]
 log = structlog.get_logger(__name__)
 
 ACK_TIMEOUT_S = 60.0
+#: Between attempts of a destination while the hub's database is damaged (store.damaged).
+DAMAGED_RETRY_S = 30.0
 DELIVER_METHOD = "/crossroads.v1.Node/Deliver"
 
 
@@ -200,6 +202,12 @@ class Deliverer:
                     await task
         dest.prefetch = dest.commit = None
         dest.cursor = 0
+        if self.store.damaged:
+            # The file is damaged (logged once, at error, by the store): nothing a retry can
+            # fix; try again now and then, quietly, rather than ~20 times a second.
+            await self._close(dest)
+            await asyncio.sleep(DAMAGED_RETRY_S)
+            return
         delay = dest.backoff.next_delay()
         log.warning(
             "delivery_failed",

@@ -222,6 +222,8 @@ MIGRATIONS: list[Migration] = [
     """,
 ]
 
+#: SQLite's result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGED_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
 #: Records with a subject appended before the newest are indexed in bulk (who-consulted reads
@@ -289,6 +291,8 @@ class HubStore:
         self._unindexed = 0  # records with a subject not yet indexed (about: a trigger only)
         self._indexing = False
         self.store_id = ""  # this store's identity (meta), read or written at open
+        self.damaged = ""  # SQLite's message once the file was found damaged at run time
+        self.on_damaged: list[Callable[[], None]] = []  # called once, in the event loop
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -381,7 +385,25 @@ class HubStore:
     async def _write(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run ``func`` in the writer thread: writes are serialized there, in call order."""
         assert self._write_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, func, *args)
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(exc)
+            raise
+
+    def _note_damage(self, exc: sqlite3.DatabaseError) -> None:
+        """A database found damaged at run time ("database disk image is malformed"): say it
+        once, at error, and keep it in :attr:`damaged` (a metric; the delivery loops then
+        retry slowly instead of ~20 times a second). It stays set until restart, where the
+        start-up integrity check refuses the file (node.store.data_dir)."""
+        if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED_CODES or self.damaged:
+            return
+        self.damaged = str(exc)
+        log.error("store_damaged", path=str(self.path), error=str(exc),
+                  action="restore hub.sqlite from a backup; the hub will not start on it")
+        for callback in self.on_damaged:
+            callback()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -662,8 +684,12 @@ class HubStore:
         """The next queue rows for ``dest`` in order: at most ``limit`` envelopes and
         ~``max_bytes`` (at least one row); None when nothing is queued after ``after_seq``."""
         assert self._read_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(exc)
+            raise
 
     def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
         assert self._reader is not None, "store not open"
