@@ -220,7 +220,7 @@ async def test_a_store_damaged_at_run_time_says_so_once(tmp_path: Path) -> None:
     store = HubStore(path, "NORMAL")
     await store.open()
     blobs = [random.Random(i).randbytes(3000) for i in range(400)]
-    for i, blob in enumerate(blobs):
+    for blob in blobs:
         await store.commit_batch(S, "", 0, 0, [(R, 1, blob)], [], b"")
     await store.close()
     store = HubStore(path, "NORMAL")
