@@ -41,6 +41,7 @@ class HubContinuity:
         self._keys = {public_key_id(hub_key): hub_key}
         self.detected = 0  # findings in this process (a metric)
         self._logged: HubRegression | None = None
+        self._unchecked_logged = False
 
     @property
     def regression(self) -> HubRegression | None:
@@ -53,6 +54,14 @@ class HubContinuity:
         """Raise :class:`HubStateRegressed` when the hub lost state; else keep its latest
         checkpoint and clear an earlier finding."""
         store = self.store
+        if not reply.store_id:
+            # A hub older than these checks presents nothing to compare: say so once, go on
+            # (a hub of this version always presents its store id, also a re-created one).
+            if not self._unchecked_logged:
+                self._unchecked_logged = True
+                log.warning("hub_continuity_unchecked",
+                            reason="the hub presents no store id (an older version)")
+            return
         presented = checkpoint_from_proto(reply.checkpoint) if reply.HasField("checkpoint") else None
         verdict = check_continuity(store.hub_acked_seq, store.hub_checkpoint,
                                    reply.acknowledged_sequence, presented, reply.store_id,
