@@ -3,6 +3,7 @@ a node judges it, checkpoints pinned in ``audit verify``, a store damaged at run
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,8 @@ from node.app import NodeApp, hub_layout
 from node.audit_tool import load_public_keys, verify_file
 from node.core.audit import Checkpoint, public_key_id, sign_checkpoint, verify_checkpoint_signature
 from node.core.continuity import ContinuityReason, check_continuity
+from node.hub.delivery import Deliverer
+from node.rpc.tls import TlsMaterial
 from node.store.data_dir import DataDirError, StateLayout, StateReason, prepare_data_dir
 from node.store.hub_store import HubStore
 from node.testing import NetworkLayout
@@ -215,8 +218,8 @@ async def test_verify_with_a_checkpoint_tells_a_restarted_chain(tmp_path: Path) 
 # -- a store damaged at run time -----------------------------------------------------------
 
 
-async def test_a_store_damaged_at_run_time_says_so_once(tmp_path: Path) -> None:
-    path = tmp_path / "hub.sqlite"
+async def _damaged_under_a_running_hub(path: Path) -> HubStore:
+    """A store with a queue of 400 envelopes for R, whose file goes bad once it is open."""
     store = HubStore(path, "NORMAL")
     await store.open()
     blobs = [random.Random(i).randbytes(3000) for i in range(400)]
@@ -224,11 +227,17 @@ async def test_a_store_damaged_at_run_time_says_so_once(tmp_path: Path) -> None:
         await store.commit_batch(S, "", 0, 0, [(R, 1, blob)], [], b"")
     await store.close()
     store = HubStore(path, "NORMAL")
-    await store.open()  # the file goes bad under the running hub
+    await store.open()
     size = path.stat().st_size
     with path.open("r+b") as f:
         f.seek(size // 2 // 4096 * 4096)
         f.write(random.Random(7).randbytes(8 * 4096))
+    return store
+
+
+async def test_a_store_damaged_at_run_time_says_so_once(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite"
+    store = await _damaged_under_a_running_hub(path)
     damaged: list[int] = []
     store.on_damaged.append(lambda: damaged.append(1))
     try:
@@ -241,3 +250,32 @@ async def test_a_store_damaged_at_run_time_says_so_once(tmp_path: Path) -> None:
     assert "malformed" in store.damaged or "not a database" in store.damaged
     assert damaged == [1]
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["store_damaged"]
+
+
+async def test_delivery_does_not_spin_on_a_damaged_store(tmp_path: Path) -> None:
+    layout = NetworkLayout(tmp_path / "net")
+    config = layout.hub_config()
+    store = await _damaged_under_a_running_hub(tmp_path / "hub.sqlite")
+    reads = 0
+    read_queue = store.read_queue
+
+    async def counted(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await read_queue(*args)  # type: ignore[arg-type]
+
+    store.read_queue = counted  # type: ignore[method-assign]
+    deliverer = Deliverer(store, TlsMaterial.load(config.tls), config.network, config.limits,
+                          {R: "127.0.0.1:9"}, {R: 400})
+    try:
+        with structlog.testing.capture_logs() as logs:
+            deliverer.start([R])
+            await asyncio.sleep(1.5)
+    finally:
+        await deliverer.stop()
+        await store.close()
+    assert store.damaged
+    # The old loop retried at 50 ms, 100 ms, 200 ms... (6+ reads in 1.5 s), a warning each.
+    assert reads <= 2, reads
+    assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == [
+        "store_damaged"]
