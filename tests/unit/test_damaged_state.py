@@ -4,6 +4,7 @@ a node judges it, checkpoints pinned in ``audit verify``, a store damaged at run
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -11,15 +12,17 @@ from pathlib import Path
 import pytest
 import structlog
 
+from node import cli
 from node.app import NodeApp, hub_layout
 from node.audit_tool import load_public_keys, verify_file
 from node.core.audit import Checkpoint, public_key_id, sign_checkpoint, verify_checkpoint_signature
-from node.core.continuity import ContinuityReason, check_continuity
+from node.core.continuity import ContinuityReason, HubRegression, check_continuity
 from node.hub.delivery import Deliverer
 from node.rpc.tls import TlsMaterial
 from node.store.data_dir import DataDirError, StateLayout, StateReason, prepare_data_dir
 from node.store.hub_store import HubStore
-from node.testing import NetworkLayout
+from node.store.node_store import NodeStore
+from node.testing import NetworkLayout, write_toml
 from node.wire.delivery import pack
 from node.wire.signed import ensure_signing_key, public_path
 from tests.conftest import A
@@ -279,3 +282,32 @@ async def test_delivery_does_not_spin_on_a_damaged_store(tmp_path: Path) -> None
     assert reads <= 2, reads
     assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == [
         "store_damaged"]
+
+
+async def test_the_operator_accepts_a_lost_hub_state(tmp_path: Path) -> None:
+    layout = NetworkLayout(tmp_path / "net")
+    config_path = tmp_path / "node.toml"
+    write_toml(config_path, layout.node_table(A, "127.0.0.1:1"))
+    db = layout.node_config(A, "127.0.0.1:1").data_dir / "node.sqlite"
+    key = ensure_signing_key(tmp_path / "k.key")
+    store = NodeStore(db)
+    await store.open()
+    await store.enqueue([b"e"] * 20)
+    await store.record_ack(1, 20, b"", [])
+    assert store.hub_acked_seq == 20
+    shown = _cp(key, 7, b"a" * 32)
+    await store.save_continuity(_cp(key, 12, b"b" * 32), HubRegression(
+        ContinuityReason.HUB_WATERMARK_REGRESSED, "lost", 20, 7, "other", 1, shown))
+    await store.close()
+    assert cli.main(["node", "checkpoint", "--config", str(config_path),
+                     "-o", str(tmp_path / "cp.json")]) == 0
+    assert Checkpoint.from_json(json.loads((tmp_path / "cp.json").read_text())).seq == 12
+    assert cli.main(["node", "accept-hub-state", "--config", str(config_path)]) == 0
+    store = NodeStore(db)
+    await store.open()
+    try:
+        assert store.hub_regression is None
+        assert store.hub_acked_seq == 7 and store.hub_checkpoint == shown
+        assert store.decided_seq == 20  # the outbox goes on from where it was
+    finally:
+        await store.close()
