@@ -376,20 +376,18 @@ async def init_state(config: HubConfig | NodeConfig) -> bool:
     """``crossroads hub|node init``: create the daemon's state if none is there (an
     idempotent first-start step); True when it was created. Refuses like a start would on a
     data directory that is partly there or damaged."""
+    stores: list[HubStore | Directory | NodeStore | FragmentStore]
     if isinstance(config, HubConfig):
         fresh = prepare_data_dir(hub_layout(config), init=True)
-        hub = HubApp(config, init=True)
-        await hub.store.open()
-        await hub.store.close()
-        await hub.directory.open()
-        await hub.directory.close()
-        return fresh
-    fresh = prepare_data_dir(node_layout(config), init=True)
-    node = NodeApp(config, init=True)
-    await node.store.open()
-    await node.store.close()
-    await node.fragment.open()
-    await node.fragment.close()
+        hub = HubApp(config, init=True)  # makes the signing key
+        stores = [hub.store, hub.directory]
+    else:
+        fresh = prepare_data_dir(node_layout(config), init=True)
+        node = NodeApp(config, init=True)
+        stores = [node.store, node.fragment]
+    for store in stores:  # opening creates and migrates
+        await store.open()
+        await store.close()
     return fresh
 
 

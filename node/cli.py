@@ -54,6 +54,8 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     from node.app import HubApp, NodeApp, serve_forever
     from node.store.data_dir import DataDirError
 
+    if getattr(args, "init_only", False):  # crossroads hub|node init
+        return _init_state(config, role)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
@@ -71,24 +73,21 @@ def _serve(args: argparse.Namespace, role: str) -> int:
 
 def _init(args: argparse.Namespace, role: str) -> int:
     """``crossroads hub|node init``: create the state on a first start (idempotent)."""
-    from node.config import ConfigError, hub_config, node_config
+    args.init_only = True
+    return _serve(args, role)
+
+
+def _init_state(config: object, role: str) -> int:
+    from node.app import init_state
     from node.store.data_dir import DataDirError
 
-    path = Path(args.config).resolve()
-    table = _load_toml(path)
     try:
-        config = (hub_config if role == "hub" else node_config)(table, path.parent)
-    except ConfigError as exc:
-        print(f"crossroads: error: {path}: {exc}", file=sys.stderr)
-        return 2
-    from node.app import init_state
-
-    try:
-        fresh = asyncio.run(init_state(config))
+        fresh = asyncio.run(init_state(config))  # type: ignore[arg-type]
     except DataDirError as exc:
         print(f"crossroads: error: {role} init refused: {exc}", file=sys.stderr)
         return 1
-    print(f"{role} state {'created' if fresh else 'already present'} in {config.data_dir}")
+    print(f"{role} state {'created' if fresh else 'already present'} in"
+          f" {config.data_dir}")  # type: ignore[attr-defined]
     return 0
 
 
