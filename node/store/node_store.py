@@ -237,7 +237,12 @@ class NodeStore:
             self._transaction(lambda c: _set_meta(c, [("origin", self.origin)]))
         self.decided_seq = int(meta.get("decided_seq", 0))
         # Continuity (node.core.continuity): what the node knows of the hub's state.
-        self.hub_acked_seq = int(meta.get("hub_acked_seq", self.decided_seq))
+        if "hub_acked_seq" not in meta:  # upgraded: every decided envelope was acked by the hub
+            meta["hub_acked_seq"] = str(self.decided_seq)
+            self._transaction(lambda c: _set_meta(c, [("hub_acked_seq", meta["hub_acked_seq"])]))
+        # Moved only by the hub's acks (record_ack) and the operator (accept_hub_state), never
+        # by a decision taken at the node.
+        self.hub_acked_seq = int(meta["hub_acked_seq"])
         cp = meta.get("hub_checkpoint")
         self.hub_checkpoint = Checkpoint.from_json(json.loads(cp)) if cp else None
         regression = meta.get("hub_regression")
