@@ -47,6 +47,7 @@ from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
+from node.selfcheck import hub_problems, node_problems, require
 from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
@@ -63,6 +64,7 @@ from node.wire.gen.crossroads.v1 import (
     node_pb2_grpc,
 )
 from node.wire.signed import ensure_signing_key, load_public_key
+from pki.ca import PkiError
 
 __all__ = ["HubApp", "NodeApp", "serve_forever"]
 
@@ -96,15 +98,20 @@ async def _set_health(servicer: health.aio.HealthServicer, names: list[str], ser
 class HubApp:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
+        require(hub_problems(config))  # its own certificate, key, CA, role, network, CRL
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
         self.tls = TlsMaterial.load(config.tls)
-        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert)
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
+                                          stale_policy=config.tls.crl_stale)
         self.directory = Directory(
             DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous),
             signing_key,
         )
+        # Every CRL the hub loads goes to the nodes through the signed directory stream.
+        directory = self.directory
+        self.revocations.on_loaded.append(lambda crl: directory.publish_crl(crl.der))
         self._checkpoints: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
@@ -140,7 +147,8 @@ class HubApp:
         )
         revocations, directory = self.revocations, self.directory
         peers = PeerAuthenticator(
-            cfg.network, lambda: revocations.serials | directory.revoked_serials())
+            cfg.network, lambda: revocations.serials | directory.revoked_serials(),
+            gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
                                            cfg.network, cfg.limits)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
@@ -212,7 +220,12 @@ class HubApp:
 class NodeApp:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        require(node_problems(config))  # its own certificate, key, CA, role, network, CRL
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
+        #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
+        #: copy (``[tls] crl``); ignored only with ``[tls] revocation = "off"``.
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
+                                          stale_policy=config.tls.crl_stale)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
         self.hub_caller: HubCaller | None = None
@@ -234,7 +247,16 @@ class NodeApp:
         cfg = self.config
         await self.store.open()
         await self.fragment.open()
-        peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
+        revocations, fragment = self.revocations, self.fragment
+        if fragment.crl_der is not None and cfg.tls.revocation != "off":
+            try:
+                revocations.adopt_bytes(fragment.crl_der, "fragment store")
+            except PkiError as exc:  # e.g. a new CA: wait for the hub's current CRL
+                log.error("crl_rejected", source="fragment store", error=str(exc))
+        await revocations.start()
+        peers = PeerAuthenticator(
+            cfg.network, lambda: revocations.serials | fragment.revoked_serials(),
+            gate=revocations.gate)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(options=server_options(max_bytes),
                                       interceptors=[MalformedRequests()])
@@ -253,8 +275,9 @@ class NodeApp:
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
         assert cfg.hub_directory_key is not None
-        self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
-                                       load_public_key(cfg.hub_directory_key))
+        self.watcher = FragmentWatcher(
+            cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
+            revocations=None if cfg.tls.revocation == "off" else self.revocations)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
         self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
@@ -314,6 +337,7 @@ class NodeApp:
             await self.hub_caller.close()
         if self.server is not None:
             await self.server.stop(GRACE_S)
+        await self.revocations.stop()
         await self.store.close()
         await self.fragment.close()
         if self.metrics is not None:

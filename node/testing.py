@@ -129,6 +129,8 @@ class NetworkLayout:
         self.hub_key, self.hub_cert = self.pki.issue("hub")
         self.admin_key, self.admin_cert = self.pki.issue("admin:harness")
         self.node_certs = {e: self.pki.issue(e) for e in self.institutions}
+        if not (self.root / "pki" / "crl.pem").exists():
+            self.pki.crl()  # the hub refuses to start without its configured CRL
         self.directory_key = self.root / "pki" / "directory-signing.key"
         ensure_signing_key(self.directory_key)
         if self.seed is None:
