@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from node.client import make_envelope
+from node.metrics import hub_metrics
 from node.rpc.tls import channel_options, institution_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import hub_pb2, hub_pb2_grpc, node_pb2
@@ -115,6 +116,14 @@ async def test_stale_crl_refuses_every_peer_under_the_refuse_policy(
             assert "CRL_STALE" in (exc.details() or "")
         else:
             raise AssertionError("a stale CRL still lets peers in")
+        samples = {s.name: s.value for m in hub_metrics(network.hub) for s in m.samples}
+        assert samples["crossroads_hub_crl_stale"] == 1
+        assert samples["crossroads_hub_crl_number"] == 500
+        # Under crl_stale = "warn" the hub keeps serving (the metric and the error log stay).
+        network.hub.revocations.stale_policy = "warn"
+        response = await hub_pb2_grpc.HubStub(channel).Register(
+            hub_pb2.RegisterRequest(endpoint="127.0.0.1:1"), timeout=5)
+        assert response.institution == A
     assert network.hub.revocations.stale
 
 
