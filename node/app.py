@@ -46,6 +46,7 @@ from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
+from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, server_options
 from node.selfcheck import hub_problems, node_problems, require
 from node.store.directory_store import DirectoryStore, LoggedChange
@@ -229,6 +230,7 @@ class NodeApp:
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
         self.hub_caller: HubCaller | None = None
+        self.server_check: ServerCheck | None = None
         self.tls = TlsMaterial.load(config.tls)
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
@@ -261,7 +263,11 @@ class NodeApp:
         self.server = grpc.aio.server(options=server_options(max_bytes),
                                       interceptors=[MalformedRequests()])
         self.answering = Answering()
-        self.hub_caller = HubCaller(cfg, self.tls)
+        # The client side of revocation: the hub's certificate, checked after connecting.
+        server_check = ServerCheck(cfg.hub,
+                                   lambda: revocations.serials | fragment.revoked_serials())
+        self.server_check = server_check
+        self.hub_caller = HubCaller(cfg, self.tls, server_check)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
         self.deliver = DeliverService(peers, self.store, self.answering, desk)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
@@ -270,7 +276,7 @@ class NodeApp:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
-        self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
+        self.uplink = Uplink(cfg, self.tls, self.store, endpoint, server_check)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)

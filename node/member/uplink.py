@@ -29,6 +29,7 @@ import structlog
 from node.config import NodeConfig
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
 from node.tasks import cancel_and_wait
@@ -57,8 +58,12 @@ class UplinkError(Exception):
 
 
 class Uplink:
-    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str) -> None:
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
+                 server_check: ServerCheck | None = None) -> None:
         self.config = config
+        #: Refuses a hub whose certificate the CA revoked (node/rpc/server_certs.py): checked
+        #: after Register, before any envelope is sent, then every second of the session.
+        self.server_check = server_check
         self.tls = tls
         self.store = store
         self.endpoint = endpoint
@@ -113,6 +118,8 @@ class Uplink:
         registered = await stub.Register(
             hub_pb2.RegisterRequest(endpoint=self.endpoint), timeout=10, wait_for_ready=False
         )
+        if self.server_check is not None:
+            self.server_check.check(fresh=True)
         log.info("uplink_registered", institution=registered.institution,
                  waiting_at_hub=registered.pending)
         call = channel.stream_stream(
@@ -123,7 +130,8 @@ class Uplink:
         window = asyncio.Semaphore(self.config.submit_window)
         tasks = (asyncio.create_task(self._writer(call, inflight, window)),
                  asyncio.create_task(self._reader(call, inflight, window)),
-                 asyncio.create_task(self._watchdog(inflight)))
+                 asyncio.create_task(self._watchdog(inflight)),
+                 asyncio.create_task(self._server_watch()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -136,6 +144,13 @@ class Uplink:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             call.cancel()
+
+    async def _server_watch(self) -> None:
+        """End the session once the hub's certificate is revoked (a CRL that arrived later)."""
+        while self.server_check is not None:
+            await asyncio.sleep(1.0)
+            self.server_check.check()
+        await asyncio.Event().wait()
 
     async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:
         """Fail the session when the oldest batch in flight has waited too long for its ack."""

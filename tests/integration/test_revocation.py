@@ -21,7 +21,7 @@ from node.rpc.tls import channel_options, institution_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import hub_pb2, hub_pb2_grpc, node_pb2
 from pki import ca as pki_ca
-from tests.conftest import A, B, hub_channel
+from tests.conftest import A, B, hub_channel, local_call
 
 
 def _deliver(network: InProcessNetwork, key: Path, cert: Path, node: str,
@@ -147,3 +147,20 @@ def _crl_signed_by(ca_dir: Path, issuer_cert: Path, number: int,
                .add_extension(x509.CRLNumber(number), critical=False))
     crl = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
     return crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+
+
+async def test_node_stops_talking_to_a_hub_whose_certificate_is_revoked(
+        network: InProcessNetwork) -> None:
+    """The client side: once the CRL revoking the hub's certificate reached the node, the
+    node's uplink drops the connection and sends no envelope to that hub."""
+    node = network.nodes[A]
+    serial = pki_ca.revoke(network.pki.ca_dir, cert_path=network.hub_cert)
+    network.pki.crl()
+    network.hub.revocations.refresh()
+    await _until(lambda: int(serial, 16) in node.revocations.serials)
+    await _until(lambda: node.server_check is not None and node.server_check.refused > 0)
+    envelope = make_envelope(DEMO_SERVICE, [B], b"not for a revoked hub", sender=A)
+    outcomes, seqs = await local_call(network.local_api(A), "submit", [envelope])
+    (outcome,) = await local_call(network.local_api(A), "outcomes", seqs, wait_ms=2_000)
+    assert outcome.reason not in ("ACCEPTED", "DUPLICATE"), outcome
+    assert not node.uplink or not node.uplink.connected
