@@ -13,8 +13,8 @@ decisions, and the signed fragments streamed to nodes.
   revision, else deltas, then new deltas as changes land. Each delta says which revision it
   starts from, so a node detects any gap.
 * The network CA's CRL the hub loaded (:meth:`Directory.publish_crl`) rides the same signed
-  stream: after a stream's catch-up and whenever it changes, an empty delta
-  (``from_revision == to_revision``) carries it in ``crl`` (DER). The node verifies the CA's
+  stream: at the start of every stream (at the node's revision) and whenever it changes, an
+  empty delta (``from_revision == to_revision``) carries it in ``crl`` (DER). The node verifies the CA's
   signature on it itself.
 """
 
