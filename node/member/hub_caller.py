@@ -10,6 +10,7 @@ the limit of this node's questions in flight: the application may retry it later
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 
@@ -65,17 +66,31 @@ class HubCaller:
         """With a CRL in force: connect first, then look at the hub's certificate."""
         if self.server_check is None or self._channel is None or not self.server_check.active():
             return
-        fresh = self._channel.get_state() != grpc.ChannelConnectivity.READY
-        if fresh:
-            try:
-                await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
-            except TimeoutError:
-                raise Unavailable("hub: not reachable", "HUB_UNAVAILABLE") from None
+        fresh = await self._connected(self._channel, timeout_s)
         try:
             self.server_check.check(fresh=fresh)
         except ServerRevoked as exc:
             await self.close()
             raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
+
+    @staticmethod
+    async def _connected(channel: grpc.aio.Channel, timeout_s: float) -> bool:
+        """Wait until ``channel`` is connected (True if it was not already); an unreachable
+        hub fails at once (TRANSIENT_FAILURE), as the call itself would."""
+        ready, failed = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        state = channel.get_state(try_to_connect=True)
+        if state == ready:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while state != ready:
+            remaining = deadline - loop.time()
+            if state in (failed, grpc.ChannelConnectivity.SHUTDOWN) or remaining <= 0:
+                raise Unavailable("hub: not reachable", "HUB_UNAVAILABLE")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            state = channel.get_state()
+        return True
 
     async def close(self) -> None:
         if self._caller is not None:

@@ -40,7 +40,7 @@ def _pages(get: Callable[[int], str], key: str) -> Iterator[dict[str, object]]:
         page = json.loads(get(start))
         items = page.get(key, [])
         yield from items
-        if page.get("end", True) or not items:
+        if page.get("end", False) or not items:  # proto JSON omits a false "end"
             return
         start = int(items[-1]["ref"][f"{key.rstrip('s')}Id"]) + 1
 

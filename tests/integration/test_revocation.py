@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from node.client import make_envelope
+from node.core.errors import Unavailable
 from node.metrics import hub_metrics
 from node.rpc.tls import channel_options, institution_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork
-from node.wire.gen.crossroads.v1 import hub_pb2, hub_pb2_grpc, node_pb2
+from node.wire.gen.crossroads.v1 import consult_pb2, hub_pb2, hub_pb2_grpc, node_pb2
 from pki import ca as pki_ca
 from tests.conftest import A, B, hub_channel, local_call
 
@@ -164,3 +166,11 @@ async def test_node_stops_talking_to_a_hub_whose_certificate_is_revoked(
     (outcome,) = await local_call(network.local_api(A), "outcomes", seqs, wait_ms=2_000)
     assert outcome.reason not in ("ACCEPTED", "DUPLICATE"), outcome
     assert not node.uplink or not node.uplink.connected
+    # Nor is a question sent to it: the consultation fails before leaving the node.
+    question = consult_pb2.ConsultRequest(
+        envelope=make_envelope(DEMO_SERVICE, [], b"", sender=A), deadline_ms=2_000)
+    assert node.hub_caller is not None
+    refused = node.server_check.refused if node.server_check else 0
+    with pytest.raises(Unavailable, match="SERVER_CERTIFICATE_REVOKED"):
+        await node.hub_caller.consult(question)
+    assert node.server_check is not None and node.server_check.refused > refused
