@@ -150,8 +150,8 @@ def _own_certificate(cert: x509.Certificate, ca: x509.Certificate | None, kind: 
         return
     role = "the hub" if kind == "hub" else "a node"
     if identity.kind != kind:
-        problems.append(f"tls.cert: a {identity.kind} certificate ({identity}), but {role} needs"
-                        f" a {kind} certificate (`crossroads pki issue --profile"
+        problems.append(f"tls.cert: {_a(identity.kind)} certificate ({identity}), but {role}"
+                        f" needs {_a(kind)} certificate (`crossroads pki issue --profile"
                         f" {_PROFILE[kind]}`)")
     if network and identity.network != network:
         problems.append(f"tls.cert: issued for network {identity.network!r}, but network ="
@@ -161,6 +161,10 @@ def _own_certificate(cert: x509.Certificate, ca: x509.Certificate | None, kind: 
         problems.append(f"tls.cert: the certificate of institution {identity.name}, but"
                         f" enterprise_number = {enterprise}; fix enterprise_number or use"
                         " this institution's certificate")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _directory_key_problems(path: Path) -> list[str]:

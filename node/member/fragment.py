@@ -147,6 +147,10 @@ class FragmentWatcher:
                 update = self._verified(signed)
                 if update.crl:
                     await self._adopt_crl(update.crl)
+                    if (not update.changes and update.kind == pb.DirectoryUpdate.KIND_DELTA
+                            and update.from_revision == update.to_revision
+                            == self.store.revision):
+                        continue  # only the CRL: nothing to apply, no write
                 if update.kind == pb.DirectoryUpdate.KIND_SNAPSHOT:
                     if snapshot is None:
                         snapshot = _Snapshot(update.to_revision)
@@ -196,7 +200,7 @@ class FragmentWatcher:
             adopted = self.revocations.adopt_bytes(der, "directory")
         except PkiError as exc:
             raise UpdateRefused(f"CRL_NOT_SIGNED_BY_CA: {exc}") from None
-        if adopted:
+        if adopted and der != self.store.crl_der:
             await self.store.save_crl(der)
 
     async def _apply_snapshot(self, snapshot: _Snapshot) -> None:
