@@ -9,7 +9,7 @@ whether ``nextUpdate`` has passed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -68,7 +68,3 @@ def read_crl(crl_path: Path, ca_cert_path: Path) -> VerifiedCrl:
     except OSError as exc:
         raise PkiError(f"cannot read CRL {crl_path}: {exc.strerror or exc}") from None
     return verify_crl(data, load_certificate(Path(ca_cert_path)), f"CRL {crl_path}")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

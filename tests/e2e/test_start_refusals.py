@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from node.testing import NetworkLayout, Pki, write_toml
 from tests.conftest import A, B
@@ -43,16 +41,9 @@ def _run(layout: NetworkLayout, name: str, role: str, table: dict[str, Any],
 
 
 def _stale_crl(layout: NetworkLayout) -> Path:
-    ca_dir = layout.pki.ca_dir
-    key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    ca = x509.load_pem_x509_certificate(layout.pki.ca_cert.read_bytes())
-    now = datetime.now(UTC)
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
-           .last_update(now - timedelta(days=8)).next_update(now - timedelta(days=1))
-           .add_extension(x509.CRLNumber(99), critical=False)
-           .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
     path = layout.root / "stale-crl.pem"
-    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(layout.pki.crl_bytes(number=99, pem=True,
+                                          next_update=datetime.now(UTC) - timedelta(days=1)))
     return path
 
 

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from node.client import make_envelope
 from node.core.errors import Unavailable
 from node.metrics import hub_metrics
 from node.rpc.tls import channel_options, institution_tls_name
-from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing import DEMO_SERVICE, InProcessNetwork, Pki
 from node.wire.gen.crossroads.v1 import consult_pb2, hub_pb2, hub_pb2_grpc, node_pb2
 from pki import ca as pki_ca
 from tests.conftest import A, B, hub_channel, local_call
@@ -90,8 +88,8 @@ async def test_a_crl_not_signed_by_the_ca_is_refused_by_the_node(
     node = network.nodes[A]
     await _until(lambda: node.revocations.current is not None)
     held = node.revocations.current
-    pki_ca.init_ca(tmp_path / "other-ca", "demo")  # another CA, same network name
-    forged = _crl_signed_by(tmp_path / "other-ca", network.pki.ca_cert, number=10_000)
+    other = Pki(tmp_path / "other-pki", "demo")  # another CA, same network name
+    forged = network.pki.crl_bytes(number=10_000, signer=other)
     refused = node.watcher.refused if node.watcher else 0
     network.hub.directory.publish_crl(forged)
     await _until(lambda: node.watcher is not None and node.watcher.refused > refused)
@@ -105,9 +103,8 @@ async def test_stale_crl_refuses_every_peer_under_the_refuse_policy(
     ``crl_stale`` metric reads 1."""
     key, cert = network.node_certs[A]
     crl_path = network.root / "pki" / "crl.pem"
-    crl_path.write_bytes(_crl_signed_by(network.pki.ca_dir, network.pki.ca_cert, number=500,
-                                        next_update=datetime.now(UTC) - timedelta(minutes=1),
-                                        pem=True))
+    crl_path.write_bytes(network.pki.crl_bytes(
+        number=500, next_update=datetime.now(UTC) - timedelta(minutes=1), pem=True))
     assert network.hub.revocations.refresh()
     async with hub_channel(network.hub_address, network.pki.ca_cert, cert, key) as channel:
         try:
@@ -134,21 +131,6 @@ async def _until(condition: object, timeout: float = 15) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.05)
-
-
-def _crl_signed_by(ca_dir: Path, issuer_cert: Path, number: int,
-                   next_update: datetime | None = None, pem: bool = False) -> bytes:
-    """A CRL naming ``issuer_cert``'s subject, signed with the key in ``ca_dir``."""
-    key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    issuer = x509.load_pem_x509_certificate(issuer_cert.read_bytes())
-    now = datetime.now(UTC)
-    builder = (x509.CertificateRevocationListBuilder()
-               .issuer_name(issuer.subject)
-               .last_update(now - timedelta(hours=2))
-               .next_update(next_update or now + timedelta(days=1))
-               .add_extension(x509.CRLNumber(number), critical=False))
-    crl = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
-    return crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
 
 
 async def test_node_stops_talking_to_a_hub_whose_certificate_is_revoked(
