@@ -48,7 +48,9 @@ from node.open_files import connection_cap, raise_soft_limit
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
+from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, server_options
+from node.selfcheck import hub_problems, node_problems, require
 from node.store.data_dir import (
     DataDirError,
     StateLayout,
@@ -72,6 +74,7 @@ from node.wire.gen.crossroads.v1 import (
     node_pb2_grpc,
 )
 from node.wire.signed import ensure_signing_key, load_public_key
+from pki.ca import PkiError
 
 __all__ = ["HubApp", "NodeApp", "hub_layout", "init_state", "node_layout", "serve_forever"]
 
@@ -129,16 +132,21 @@ class HubApp:
         """``init``: create the hub's state if none is there (a first start); without it, a
         data directory without state refuses (:mod:`node.store.data_dir`)."""
         self.config = config
+        require(hub_problems(config))  # its own certificate, key, CA, role, network, CRL
         _check_hub_state(config, init)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
         self.tls = TlsMaterial.load(config.tls)
-        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert)
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
+                                          stale_policy=config.tls.crl_stale)
         self.directory = Directory(
             DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous),
             signing_key,
         )
+        # Every CRL the hub loads goes to the nodes through the signed directory stream.
+        directory = self.directory
+        self.revocations.on_loaded.append(lambda crl: directory.publish_crl(crl.der))
         self._checkpoints: asyncio.Task[None] | None = None
         self._damaged_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
@@ -176,7 +184,8 @@ class HubApp:
         )
         revocations, directory = self.revocations, self.directory
         peers = PeerAuthenticator(
-            cfg.network, lambda: revocations.serials | directory.revoked_serials())
+            cfg.network, lambda: revocations.serials | directory.revoked_serials(),
+            gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
                                            cfg.network, cfg.limits, keepalive=cfg.keepalive)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
@@ -258,11 +267,17 @@ class NodeApp:
     def __init__(self, config: NodeConfig, init: bool = False) -> None:
         """``init``: as for :class:`HubApp`."""
         self.config = config
+        require(node_problems(config))  # its own certificate, key, CA, role, network, CRL
         prepare_data_dir(node_layout(config), init)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
+        #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
+        #: copy (``[tls] crl``); ignored only with ``[tls] revocation = "off"``.
+        self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
+                                          stale_policy=config.tls.crl_stale)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
         self.hub_caller: HubCaller | None = None
+        self.server_check: ServerCheck | None = None
         self.tls = TlsMaterial.load(config.tls)
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
@@ -281,13 +296,26 @@ class NodeApp:
         cfg = self.config
         await self.store.open()
         await self.fragment.open()
-        peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
+        revocations, fragment = self.revocations, self.fragment
+        if fragment.crl_der is not None and cfg.tls.revocation != "off":
+            try:
+                revocations.adopt_bytes(fragment.crl_der, "fragment store")
+            except PkiError as exc:  # e.g. a new CA: wait for the hub's current CRL
+                log.error("crl_rejected", source="fragment store", error=str(exc))
+        await revocations.start()
+        peers = PeerAuthenticator(
+            cfg.network, lambda: revocations.serials | fragment.revoked_serials(),
+            gate=revocations.gate)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(
             options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
             interceptors=[MalformedRequests()])
         self.answering = Answering()
-        self.hub_caller = HubCaller(cfg, self.tls)
+        # The client side of revocation: the hub's certificate, checked after connecting.
+        server_check = ServerCheck(cfg.hub,
+                                   lambda: revocations.serials | fragment.revoked_serials())
+        self.server_check = server_check
+        self.hub_caller = HubCaller(cfg, self.tls, server_check)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
         self.deliver = DeliverService(peers, self.store, self.answering, desk)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
@@ -296,14 +324,16 @@ class NodeApp:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
-        assert cfg.hub_directory_key is not None
         self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key))
-        self.uplink = Uplink(cfg, self.tls, self.store, endpoint, self.continuity)
+        self.uplink = Uplink(cfg, self.tls, self.store, endpoint, continuity=self.continuity,
+                             server_check=server_check)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
-        self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
-                                       load_public_key(cfg.hub_directory_key))
+        assert cfg.hub_directory_key is not None
+        self.watcher = FragmentWatcher(
+            cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
+            revocations=None if cfg.tls.revocation == "off" else self.revocations)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
         self.local_server = grpc.aio.server(
@@ -365,6 +395,7 @@ class NodeApp:
             await self.hub_caller.close()
         if self.server is not None:
             await self.server.stop(GRACE_S)
+        await self.revocations.stop()
         await self.store.close()
         await self.fragment.close()
         if self.metrics is not None:
@@ -378,10 +409,12 @@ async def init_state(config: HubConfig | NodeConfig) -> bool:
     data directory that is partly there or damaged."""
     stores: list[HubStore | Directory | NodeStore | FragmentStore]
     if isinstance(config, HubConfig):
+        require(hub_problems(config))  # before anything is created
         fresh = prepare_data_dir(hub_layout(config), init=True)
         hub = HubApp(config, init=True)  # makes the signing key
         stores = [hub.store, hub.directory]
     else:
+        require(node_problems(config))
         fresh = prepare_data_dir(node_layout(config), init=True)
         node = NodeApp(config, init=True)
         stores = [node.store, node.fragment]

@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     try:
         config = (hub_config if role == "hub" else node_config)(table, path.parent)
     except ConfigError as exc:
-        print(f"crossroads: error: {path}: {exc}", file=sys.stderr)
+        _print_problems(path, exc.problems)
         return 2
     logs.configure(config.log_level, role=role)
     # A crash below Python (a segfault in a C extension) leaves every thread's Python stack
@@ -55,11 +55,18 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     from node.store.data_dir import DataDirError
 
     if getattr(args, "init_only", False):  # crossroads hub|node init
-        return _init_state(config, role)
+        return _init_state(config, role, path)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
                else NodeApp(config, init=args.init))  # type: ignore[arg-type]
+    except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
+        _print_problems(path, exc.problems)
+        return 2
+    except DataDirError as exc:
+        print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
+        return 1
+    try:
         _run_async(serve_forever(app, ready))
     except DataDirError as exc:
         print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
@@ -77,12 +84,16 @@ def _init(args: argparse.Namespace, role: str) -> int:
     return _serve(args, role)
 
 
-def _init_state(config: object, role: str) -> int:
+def _init_state(config: object, role: str, path: Path) -> int:
     from node.app import init_state
+    from node.config import ConfigError
     from node.store.data_dir import DataDirError
 
     try:
         fresh = asyncio.run(init_state(config))  # type: ignore[arg-type]
+    except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
+        _print_problems(path, exc.problems)
+        return 2
     except DataDirError as exc:
         print(f"crossroads: error: {role} init refused: {exc}", file=sys.stderr)
         return 1
@@ -136,6 +147,34 @@ def _accept_hub_state(args: argparse.Namespace) -> int:
     print(json.dumps({"accepted": found.to_json(),
                       "lost_at_hub_sequences": [found.hub_acked_seq + 1, found.node_acked_seq]
                       if found.node_acked_seq > found.hub_acked_seq else []}, indent=2))
+def _print_problems(path: Path, problems: tuple[str, ...] | list[str]) -> None:
+    for problem in problems:
+        print(f"crossroads: error: {path}: {problem}", file=sys.stderr)
+
+
+def _check_config(args: argparse.Namespace, role: str) -> int:
+    """Every problem of a hub or node config at once (exit 2), or a short OK (exit 0)."""
+    from node.config import read_hub_config, read_node_config
+    from node.selfcheck import hub_problems, node_problems
+
+    path = Path(args.config).resolve()
+    try:
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        _print_problems(path, [f"cannot read the config: {exc}"])
+        return 2
+    if role == "hub":
+        hub, problems = read_hub_config(table, path.parent)
+        problems += hub_problems(hub)
+    else:
+        node, problems = read_node_config(table, path.parent)
+        problems += node_problems(node)
+    if problems:
+        _print_problems(path, problems)
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        return 2
+    print(f"{path}: OK ({role})")
     return 0
 
 
@@ -254,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
                                           " (idempotent; refuses a partial data directory)")
         init.add_argument("--config", required=True, help=f"{role}.toml")
         init.set_defaults(func=lambda a, r=role: _init(a, r))
+        check = rs.add_parser(
+            "check-config",
+            help=f"check {role}.toml and the files it names (certificate, key, CA, CRL):"
+                 " every problem at once, exit 2 if any")
+        check.add_argument("--config", required=True, help=f"{role}.toml")
+        check.set_defaults(func=lambda a, r=role: _check_config(a, r))
         if role == "node":
             st = rs.add_parser("status", help="the node's counters and directory fragment state")
             st.add_argument("--local-api", required=True, help="unix:/path or host:port")

@@ -2,7 +2,13 @@
 
 Only :mod:`node.cli` reads files; it hands the parsed TOML table to :func:`hub_config` or
 :func:`node_config`, which check every value once and raise :class:`ConfigError` naming the
-offending key. Relative paths are resolved against the config file's directory.
+offending key. The reader collects every problem before raising (``ConfigError.problems``,
+one line each naming its key and the fix), so ``crossroads hub|node check-config`` can list
+them all at once. Relative paths are resolved against the config file's directory.
+
+Ports: 1-65535; 0 ("any free port", tests and labs) only where the daemon listens
+(``listen``, ``local_api``, ``metrics_listen``), never where others must connect (``hub``,
+``advertise``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ __all__ = [
     "TlsFiles",
     "hub_config",
     "node_config",
+    "read_hub_config",
+    "read_node_config",
 ]
 
 _NETWORK = re.compile(r"^[a-z0-9-]{1,63}$")
@@ -31,7 +39,11 @@ _ADDRESS = re.compile(r"^(unix:.+|\[?[A-Za-z0-9.:-]+\]?:\d{1,5})$")
 
 
 class ConfigError(ValueError):
-    pass
+    """A config that must not be served; ``problems`` lists every problem found."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = problems or (message,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,12 @@ class TlsFiles:
     cert: Path
     key: Path
     crl: Path | None = None
+    #: "crl": revocation is checked against the network CA's CRL (the hub requires ``crl``);
+    #: "off": no CRL at all (the hub must say so explicitly; see docs/OPERATIONS.md).
+    revocation: str = "crl"
+    #: What to do once the CRL in force is past its nextUpdate: "refuse" every peer, or
+    #: "warn" (keep serving; error log and the ``crl_stale`` metric).
+    crl_stale: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +131,27 @@ class NodeConfig:
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
+    cfg, problems = read_hub_config(table, base)
+    if problems:
+        raise ConfigError("; ".join(problems), tuple(problems))
+    return cfg
+
+
+def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
+    cfg, problems = read_node_config(table, base)
+    if problems:
+        raise ConfigError("; ".join(problems), tuple(problems))
+    return cfg
+
+
+def read_hub_config(table: Mapping[str, Any], base: Path) -> tuple[HubConfig, list[str]]:
+    """The config as far as it could be read, and every problem found (empty: valid)."""
     r = _Reader(table, base, "")
     cfg = HubConfig(
         network=r.network(),
-        listen=r.address("listen"),
+        listen=r.address("listen", any_port=True),
         data_dir=r.path("data_dir"),
-        tls=_tls(r.sub("tls"), with_crl=True),
+        tls=_tls(r.sub("tls"), hub=True),
         limits=_limits(r.sub("limits", required=False)),
         directory_key=r.path("directory_key", required=False),
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
@@ -127,19 +160,20 @@ def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
         keepalive=_keepalive(r.sub("keepalive", required=False)),
     )
     r.done()
-    return cfg
+    return cfg, r.problems
 
 
-def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
+def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, list[str]]:
+    """The config as far as it could be read, and every problem found (empty: valid)."""
     r = _Reader(table, base, "")
     cfg = NodeConfig(
         network=r.network(),
         enterprise_number=r.enterprise("enterprise_number"),
-        listen=r.address("listen"),
+        listen=r.address("listen", any_port=True),
         hub=r.address("hub"),
-        local_api=r.address("local_api"),
+        local_api=r.address("local_api", any_port=True),
         data_dir=r.path("data_dir"),
-        tls=_tls(r.sub("tls"), with_crl=False),
+        tls=_tls(r.sub("tls"), hub=False),
         hub_directory_key=r.path("hub_directory_key"),
         advertise=r.address("advertise", required=False),
         hub_tls_name=r.text("hub_tls_name", required=False),
@@ -153,7 +187,7 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         keepalive=_keepalive(r.sub("keepalive", required=False)),
     )
     r.done()
-    return cfg
+    return cfg, r.problems
 
 
 def _keepalive(r: _Reader) -> Keepalive:
@@ -166,13 +200,21 @@ def _keepalive(r: _Reader) -> Keepalive:
     return keepalive
 
 
-def _tls(r: _Reader, with_crl: bool) -> TlsFiles:
+def _tls(r: _Reader, hub: bool) -> TlsFiles:
     files = TlsFiles(
         ca_cert=r.path("ca_cert"),
         cert=r.path("cert"),
         key=r.path("key"),
-        crl=r.path("crl", required=False) if with_crl else None,
+        crl=r.path("crl", required=False),
+        revocation=r.choice("revocation", ("crl", "off"), "crl"),
+        crl_stale=r.choice("crl_stale", ("refuse", "warn"), "refuse"),
     )
+    if hub and files.revocation == "crl" and files.crl is None and "crl" not in r.table:
+        r.problem(f"{r.prefix}crl is required: the network CA's CRL (`crossroads pki crl`);"
+                  f" to run without revocation, say so with {r.prefix}revocation = \"off\"")
+    if files.revocation == "off" and files.crl is not None:
+        r.problem(f"{r.prefix}revocation = \"off\" contradicts {r.prefix}crl:"
+                  " remove one of them")
     r.done()
     return files
 
@@ -193,7 +235,7 @@ def _limits(r: _Reader) -> Limits:
         ),
     )
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
-        raise ConfigError(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
+        r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
     r.done()
     return limits
 
@@ -201,17 +243,24 @@ def _limits(r: _Reader) -> Limits:
 class _Reader:
     """Reads keys from one TOML table, remembering which were used to refuse unknown ones."""
 
-    def __init__(self, table: Mapping[str, Any], base: Path, prefix: str) -> None:
+    def __init__(self, table: Mapping[str, Any], base: Path, prefix: str,
+                 problems: list[str] | None = None) -> None:
+        #: Every problem found so far, shared with the sub-tables' readers.
+        self.problems: list[str] = [] if problems is None else problems
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{prefix or 'config'} must be a table")
+            self.problem(f"{prefix.rstrip('.') or 'config'} must be a table")
+            table = {}
         self.table, self.base, self.prefix = table, base, prefix
         self.used: set[str] = set()
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
 
     def _get(self, key: str, required: bool) -> Any:
         self.used.add(key)
         if key not in self.table:
             if required:
-                raise ConfigError(f"{self.prefix}{key} is required")
+                self.problem(f"{self.prefix}{key} is required")
             return None
         return self.table[key]
 
@@ -220,36 +269,47 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{self.prefix}{key} must be a non-empty string")
+            self.problem(f"{self.prefix}{key} must be a non-empty string")
+            return None
         return value
 
     def network(self) -> str:
         value = self.text("network") or ""
-        if not _NETWORK.match(value):
-            raise ConfigError("network must be 1-63 characters of a-z, 0-9 and '-'")
+        if value and not _NETWORK.match(value):
+            self.problem("network must be 1-63 characters of a-z, 0-9 and '-'")
         return value
 
     def enterprise(self, key: str) -> str:
         value = self.text(key) or ""
         problem = enterprise_number_problem(value)
-        if problem is not None or not value.isdigit():
-            raise ConfigError(
+        if value and (problem is not None or not value.isdigit()):
+            self.problem(
                 f"{self.prefix}{key} {value!r} is not a valid enterprise number"
                 f" ({problem or 'digits only'}; 10 digits, mod-97 check digits)"
             )
         return value
 
-    def address(self, key: str, required: bool = True) -> str | None:
+    def address(self, key: str, required: bool = True, any_port: bool = False) -> str | None:
+        """``host:port`` or ``unix:/path``; the port 1-65535, or 0 (any free port) where
+        ``any_port`` (an address this daemon listens on)."""
         value = self.text(key, required)
-        if value is not None and not _ADDRESS.match(value):
-            raise ConfigError(f"{self.prefix}{key} {value!r} must be host:port or unix:/path")
+        if value is None:
+            return None
+        if not _ADDRESS.match(value):
+            self.problem(f"{self.prefix}{key} {value!r} must be host:port or unix:/path")
+        elif not value.startswith("unix:"):
+            port, lowest = int(value.rsplit(":", 1)[1]), 0 if any_port else 1
+            if not lowest <= port <= 65535:
+                self.problem(f"{self.prefix}{key} {value!r}: port {port} is out of range;"
+                             f" use {lowest}-65535"
+                             + (" (0: any free port)" if any_port else ""))
         return value
 
     def tcp_address(self, key: str) -> str | None:
         """An optional ``host:port`` (no unix socket: e.g. an HTTP endpoint)."""
-        value = self.address(key, required=False)
+        value = self.address(key, required=False, any_port=True)
         if value is not None and value.startswith("unix:"):
-            raise ConfigError(f"{self.prefix}{key} {value!r} must be host:port")
+            self.problem(f"{self.prefix}{key} {value!r} must be host:port")
         return value
 
     def path(self, key: str, required: bool = True) -> Path:
@@ -264,7 +324,8 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{self.prefix}{key} must be an integer >= {minimum}")
+            self.problem(f"{self.prefix}{key} must be an integer >= {minimum}")
+            return default
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -272,7 +333,8 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(f"{self.prefix}{key} must be true or false")
+            self.problem(f"{self.prefix}{key} must be true or false")
+            return default
         return value
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
@@ -280,20 +342,23 @@ class _Reader:
         if value is None:
             return default
         if value not in options:
-            raise ConfigError(f"{self.prefix}{key} must be one of {', '.join(options)}")
+            self.problem(f"{self.prefix}{key} must be one of {', '.join(options)}")
+            return default
         return str(value)
 
     def sub(self, key: str, required: bool = True) -> _Reader:
         value = self._get(key, required)
-        return _Reader(value if value is not None else {}, self.base, f"{self.prefix}{key}.")
+        return _Reader(value if value is not None else {}, self.base, f"{self.prefix}{key}.",
+                       self.problems)
 
     def tables(self, key: str) -> list[_Reader]:
         value = self._get(key, required=False) or []
         if not isinstance(value, list):
-            raise ConfigError(f"{self.prefix}{key} must be an array of tables")
-        return [_Reader(t, self.base, f"{self.prefix}{key}[{i}].") for i, t in enumerate(value)]
+            self.problem(f"{self.prefix}{key} must be an array of tables")
+            return []
+        return [_Reader(t, self.base, f"{self.prefix}{key}[{i}].", self.problems)
+                for i, t in enumerate(value)]
 
     def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise ConfigError(f"unknown setting {self.prefix}{unknown[0]}")
+        for key in sorted(set(self.table) - self.used):
+            self.problem(f"unknown setting {self.prefix}{key}: remove it (or fix its spelling)")

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 if TYPE_CHECKING:
     from node.app import HubApp, NodeApp
+    from node.rpc.revocation import RevocationList
 
 __all__ = ["MetricsEndpoint", "hub_metrics", "node_metrics"]
 
@@ -82,6 +83,7 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
                  app.store.chain.last_seq)
     yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
                  app.directory.revision)
+    yield from _crl_metrics("crossroads_hub", app.revocations)
 
 
 def node_metrics(app: NodeApp) -> Iterator[Metric]:
@@ -112,6 +114,20 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  app.fragment.revision)
     yield _gauge("crossroads_node_directory_lag", "Revisions the fragment is behind the hub.",
                  app.fragment.lag)
+    yield from _crl_metrics("crossroads_node", app.revocations)
+
+
+def _crl_metrics(prefix: str, revocations: RevocationList) -> Iterator[Metric]:
+    """The CA's CRL in force: its number, its nextUpdate, whether it is stale."""
+    crl = revocations.current
+    revocations.gate()  # refresh the staleness flag (and log the transition)
+    yield _gauge(f"{prefix}_crl_stale", "1 while the CRL in force is past its nextUpdate.",
+                 1.0 if revocations.stale else 0.0)
+    yield _gauge(f"{prefix}_crl_number", "CRL number of the CRL in force (0: none).",
+                 crl.number if crl else 0)
+    yield _gauge(f"{prefix}_crl_next_update_seconds",
+                 "nextUpdate of the CRL in force, Unix seconds (0: none).",
+                 crl.next_update.timestamp() if crl and crl.next_update else 0)
 
 
 class MetricsEndpoint:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,25 @@ class Pki:
     def crl(self) -> Path:
         return pki_ca.generate_crl(self.ca_dir, self.root / "crl.pem")
 
+    def crl_bytes(self, number: int, next_update: datetime | None = None,
+                  signer: Pki | None = None, pem: bool = False) -> bytes:
+        """A CRL naming this CA as issuer, revoking nothing, with any CRL number and
+        nextUpdate, signed by this CA's key or by ``signer``'s (tests: a stale, a replayed or
+        a forged CRL)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        key = serialization.load_pem_private_key(
+            ((signer or self).ca_dir / "ca.key").read_bytes(), None)
+        issuer = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        until = next_update or datetime.now(UTC) + timedelta(days=1)
+        crl = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
+               .last_update(min(datetime.now(UTC), until) - timedelta(hours=2))
+               .next_update(until)
+               .add_extension(x509.CRLNumber(number), critical=False)
+               .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
+        return crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+
 
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
@@ -129,6 +149,8 @@ class NetworkLayout:
         self.hub_key, self.hub_cert = self.pki.issue("hub")
         self.admin_key, self.admin_cert = self.pki.issue("admin:harness")
         self.node_certs = {e: self.pki.issue(e) for e in self.institutions}
+        if not (self.root / "pki" / "crl.pem").exists():
+            self.pki.crl()  # the hub refuses to start without its configured CRL
         self.directory_key = self.root / "pki" / "directory-signing.key"
         ensure_signing_key(self.directory_key)
         if self.seed is None:

@@ -12,6 +12,10 @@ decisions, and the signed fragments streamed to nodes.
   at most ``SNAPSHOT_PART`` entities) when it starts from 0 or from before the compacted
   revision, else deltas, then new deltas as changes land. Each delta says which revision it
   starts from, so a node detects any gap.
+* The network CA's CRL the hub loaded (:meth:`Directory.publish_crl`) rides the same signed
+  stream: at the start of every stream (at the node's revision) and whenever it changes, an
+  empty delta (``from_revision == to_revision``) carries it in ``crl`` (DER). The node verifies the CA's
+  signature on it itself.
 """
 
 from __future__ import annotations
@@ -76,6 +80,19 @@ class Directory:
         self.changed = asyncio.Condition()
         self.on_change: list = []  # callbacks(list[LoggedChange]) run after each apply
         self._warming: asyncio.Task[None] | None = None
+        #: The CA-signed CRL (DER) the hub publishes to nodes (None: none loaded).
+        self.crl: bytes | None = None
+        self._crl_notice: asyncio.Task[None] | None = None
+
+    def publish_crl(self, der: bytes) -> None:
+        """Send ``der`` (a CRL the hub verified) to every watching node."""
+        self.crl = der
+        with contextlib.suppress(RuntimeError):  # no running loop: watchers start later
+            self._crl_notice = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
 
     async def open(self) -> None:
         await self.store.open()
@@ -180,11 +197,20 @@ class Directory:
             current, entities = await self.store.snapshot(owners)
             for update in self._snapshot_parts(recipient, current, entities):
                 yield update
+        sent_crl: bytes | None = None
         while True:
+            if self.crl is not None and self.crl is not sent_crl:
+                sent_crl = self.crl
+                yield self._signed(pb.DirectoryUpdate(
+                    kind=pb.DirectoryUpdate.KIND_DELTA, recipient=recipient,
+                    from_revision=current, to_revision=current, crl=sent_crl,
+                    produced_at_unix_us=time.time_ns() // 1000, last_part=True,
+                ))
             async with self.changed:
                 upto = self.store.revision
                 if upto == current:
-                    await self.changed.wait()
+                    if self.crl is sent_crl:
+                        await self.changed.wait()
                     continue
             if current < self.store.compacted_revision:
                 current, entities = await self.store.snapshot(owners)

@@ -7,7 +7,11 @@ before anything is applied, in this order:
 2. the recipient is this institution;
 3. a snapshot arrives as parts 0, 1, ... (same ``to_revision``), staged until the part with
    ``last_part``, then applied in one transaction;
-4. a delta starts at the fragment's revision exactly (otherwise :class:`RevisionGap`).
+4. a delta starts at the fragment's revision exactly (otherwise :class:`RevisionGap`);
+5. a ``crl`` an update carries must be signed by the network CA (checked here, with the
+   node's own CA certificate, not only the hub's directory signature); it replaces the CRL in
+   force unless older (:class:`node.rpc.revocation.RevocationList`) and is kept in the
+   fragment store, so a restarted node refuses the same serials before it reconnects.
 
 A refusal is logged (``directory_update_refused``), counted in :attr:`FragmentWatcher.refused`,
 and drops the stream; after a backoff the watcher reconnects from the fragment's revision, and
@@ -33,6 +37,7 @@ from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.fragment_store import FragmentStore, RevisionGap
 from node.tasks import cancel_and_wait
@@ -40,6 +45,7 @@ from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
 from node.wire.signed import SignatureError, key_id, verify_update
+from pki.ca import PkiError
 
 __all__ = ["FragmentWatcher", "UpdateRefused", "check_with_fragment"]
 
@@ -56,8 +62,10 @@ class UpdateRefused(Exception):
 
 class FragmentWatcher:
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentStore,
-                 hub_key: Ed25519PublicKey, backoff: Backoff | None = None) -> None:
+                 hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
+                 revocations: RevocationList | None = None) -> None:
         self.config = config
+        self.revocations = revocations
         self.tls = tls
         self.store = store
         self.hub_key = hub_key
@@ -137,6 +145,12 @@ class FragmentWatcher:
             async for signed in call:
                 self.connected = True
                 update = self._verified(signed)
+                if update.crl:
+                    await self._adopt_crl(update.crl)
+                    if (not update.changes and update.kind == pb.DirectoryUpdate.KIND_DELTA
+                            and update.from_revision == update.to_revision
+                            == self.store.revision):
+                        continue  # only the CRL: nothing to apply, no write
                 if update.kind == pb.DirectoryUpdate.KIND_SNAPSHOT:
                     if snapshot is None:
                         snapshot = _Snapshot(update.to_revision)
@@ -178,6 +192,16 @@ class FragmentWatcher:
                                 f" not {self.config.enterprise_number}")
         self.store.note_hub_revision(update.to_revision)
         return update
+
+    async def _adopt_crl(self, der: bytes) -> None:
+        if self.revocations is None:
+            return
+        try:
+            adopted = self.revocations.adopt_bytes(der, "directory")
+        except PkiError as exc:
+            raise UpdateRefused(f"CRL_NOT_SIGNED_BY_CA: {exc}") from None
+        if adopted and der != self.store.crl_der:
+            await self.store.save_crl(der)
 
     async def _apply_snapshot(self, snapshot: _Snapshot) -> None:
         before = self.store.revision

@@ -9,12 +9,16 @@ the limit of this node's questions in flight: the application may retry it later
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import grpc
 
 from node.config import NodeConfig
 from node.core.errors import ResourceExhausted, Unavailable
 from node.core.reasons import Reason
 from node.rpc.multiplex import CallFailed, StreamCaller
+from node.rpc.server_certs import ServerCheck, ServerRevoked
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.wire.gen.crossroads.v1 import consult_pb2, hub_pb2_grpc
 
@@ -25,9 +29,12 @@ REPLY_MARGIN_S = 0.5
 
 
 class HubCaller:
-    def __init__(self, config: NodeConfig, tls: TlsMaterial) -> None:
+    def __init__(self, config: NodeConfig, tls: TlsMaterial,
+                 server_check: ServerCheck | None = None) -> None:
         self.config = config
         self.tls = tls
+        #: Refuses a hub whose certificate the CA revoked, before a question is sent.
+        self.server_check = server_check
         self._channel: grpc.aio.Channel | None = None
         self._caller: StreamCaller[consult_pb2.ConsultRequest,
                                    consult_pb2.ConsultResponse] | None = None
@@ -46,13 +53,45 @@ class HubCaller:
 
     async def consult(self, request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
         deadline_ms = request.deadline_ms or 5_000
+        caller = self._consultations()
+        await self._check_server(deadline_ms / 1000)
         try:
-            return await self._consultations().call(
+            return await caller.call(
                 request, timeout=deadline_ms / 1000 + REPLY_MARGIN_S)
         except CallFailed as exc:
             if exc.code == "RESOURCE_EXHAUSTED":  # the hub is busy with this node's questions
                 raise ResourceExhausted(f"hub: {exc.detail}", Reason.TOO_MANY_IN_FLIGHT) from exc
             raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
+
+    async def _check_server(self, timeout_s: float) -> None:
+        """With a CRL in force: connect first, then look at the hub's certificate."""
+        if self.server_check is None or self._channel is None or not self.server_check.active():
+            return
+        fresh = await self._connected(self._channel, timeout_s)
+        try:
+            self.server_check.check(fresh=fresh)
+        except ServerRevoked as exc:
+            await self.close()
+            raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
+
+    @staticmethod
+    async def _connected(channel: grpc.aio.Channel, timeout_s: float) -> bool:
+        """Wait until ``channel`` is connected (True if it was not already); an unreachable
+        hub fails at once (TRANSIENT_FAILURE), as the call itself would."""
+        ready, failed = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        state = channel.get_state(try_to_connect=True)
+        if state == ready:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while state != ready:
+            remaining = deadline - loop.time()
+            if state in (failed, grpc.ChannelConnectivity.SHUTDOWN) or remaining <= 0:
+                raise Unavailable("hub: not reachable", "HUB_UNAVAILABLE")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            state = channel.get_state()
+        return True
 
     async def close(self) -> None:
         if self._caller is not None:

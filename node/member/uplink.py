@@ -30,6 +30,7 @@ from node.config import NodeConfig
 from node.core.backoff import Backoff
 from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
 from node.tasks import cancel_and_wait
@@ -59,11 +60,15 @@ class UplinkError(Exception):
 
 class Uplink:
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
-                 continuity: HubContinuity | None = None) -> None:
+                 continuity: HubContinuity | None = None,
+                 server_check: ServerCheck | None = None) -> None:
         self.config = config
         #: Checks the hub's state at each Register; the outbox is not sent while it found a
         #: hub that lost state (node.member.continuity).
         self.continuity = continuity
+        #: Refuses a hub whose certificate the CA revoked (node/rpc/server_certs.py): checked
+        #: after Register, before any envelope is sent, then every second of the session.
+        self.server_check = server_check
         self.tls = tls
         self.store = store
         self.endpoint = endpoint
@@ -119,6 +124,8 @@ class Uplink:
             hub_pb2.RegisterRequest(endpoint=self.endpoint, origin=self.store.origin),
             timeout=10, wait_for_ready=False
         )
+        if self.server_check is not None:
+            self.server_check.check(fresh=True)
         log.info("uplink_registered", institution=registered.institution,
                  waiting_at_hub=registered.pending,
                  hub_acknowledged_sequence=registered.acknowledged_sequence)
@@ -132,7 +139,8 @@ class Uplink:
         window = asyncio.Semaphore(self.config.submit_window)
         tasks = (asyncio.create_task(self._writer(call, inflight, window)),
                  asyncio.create_task(self._reader(call, inflight, window)),
-                 asyncio.create_task(self._watchdog(inflight)))
+                 asyncio.create_task(self._watchdog(inflight)),
+                 asyncio.create_task(self._server_watch()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -145,6 +153,13 @@ class Uplink:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             call.cancel()
+
+    async def _server_watch(self) -> None:
+        """End the session once the hub's certificate is revoked (a CRL that arrived later)."""
+        while self.server_check is not None:
+            await asyncio.sleep(1.0)
+            self.server_check.check()
+        await asyncio.Event().wait()
 
     async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:
         """Fail the session when the oldest batch in flight has waited too long for its ack."""

@@ -5,7 +5,9 @@ CA. Here the leaf certificate (``x509_pem_cert`` in the call's auth context) is 
 per distinct certificate (cached), its ``spiffe://<network>/...`` URI SAN becomes the
 caller's :class:`pki.identity.Identity`, and its serial is checked against the current
 revocation list on every call (and, with :meth:`PeerAuthenticator.recheck`, on every message
-of a long-lived stream). Any doubt raises :class:`Unauthenticated`.
+of a long-lived stream). Any doubt raises :class:`Unauthenticated`. An optional ``gate``
+refuses every caller while it names a reason (``CRL_STALE``: the CRL in force is past its
+nextUpdate under the ``refuse`` policy, :mod:`node.rpc.revocation`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ class Peer:
 
 
 class PeerAuthenticator:
-    def __init__(self, network: str, revoked: Callable[[], frozenset[int]]) -> None:
+    def __init__(self, network: str, revoked: Callable[[], frozenset[int]],
+                 gate: Callable[[], str | None] | None = None) -> None:
         self.network = network
         self._revoked = revoked
+        self._gate = gate
         self._cache: dict[bytes, Peer] = {}
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Peer:
@@ -52,6 +56,10 @@ class PeerAuthenticator:
 
     def recheck(self, peer: Peer) -> Peer:
         """``peer`` again, later in the same stream: its certificate is still not revoked."""
+        reason = self._gate() if self._gate is not None else None
+        if reason is not None:
+            raise Unauthenticated(
+                f"revocation status unknown ({reason}): every peer is refused", reason)
         if peer.serial in self._revoked():
             raise Unauthenticated(
                 f"certificate {peer.serial:x} of {peer.identity.name} is revoked",

@@ -134,6 +134,9 @@ class FragmentStore:
         self.hub_revision = 0
         #: The institution the fragment was received for ("" = none yet).
         self.recipient = ""
+        #: The CA's CRL (DER) last received through the directory (None: none yet). The
+        #: store keeps it; the caller verifies it (node/rpc/revocation.py).
+        self.crl_der: bytes | None = None
         self._small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
         self._institutions: dict[str, Institution] = {}
         self._services: dict[tuple[str, int], Service] = {}
@@ -155,6 +158,7 @@ class FragmentStore:
         self.last_sync_us = int(meta.get("last_sync_us", 0))
         self.hub_revision = max(int(meta.get("hub_revision", 0)), self.revision)
         self.recipient = meta.get("recipient", "")
+        self.crl_der = bytes.fromhex(meta["crl_der"]) if meta.get("crl_der") else None
         small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
         async with self._writer.execute("SELECT kind, key, data FROM entities") as cur:
             async for kind, key, data in cur:
@@ -316,6 +320,13 @@ class FragmentStore:
             "INSERT OR REPLACE INTO frag_meta VALUES (?, ?)",
             [("revision", str(revision)), ("last_sync_us", str(now_us)),
              ("hub_revision", str(hub_revision)), ("recipient", recipient)])
+
+    async def save_crl(self, der: bytes) -> None:
+        """Keep ``der`` (a CRL the caller verified) across restarts."""
+        async with self._lock:
+            await self.writer.execute("INSERT OR REPLACE INTO frag_meta VALUES ('crl_der', ?)",
+                                      (der.hex(),))
+        self.crl_der = der
 
     def _committed(self, revision: int, now_us: int, hub_revision: int, recipient: str) -> None:
         self.revision = revision

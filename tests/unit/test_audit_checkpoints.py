@@ -466,7 +466,7 @@ async def test_cli_with_a_hub_config_finds_database_keys_and_service_kinds(
     data = tmp_path / "data"
     config = tmp_path / "hub.toml"
     config.write_text('network = "demo"\nlisten = "127.0.0.1:0"\ndata_dir = "data"\n'
-                      '[tls]\nca_cert = "ca.pem"\ncert = "hub.pem"\nkey = "hub.key"\n')
+                      '[tls]\nca_cert = "ca.pem"\ncert = "hub.pem"\nkey = "hub.key"\ncrl = "crl.pem"\n')
     key = ensure_signing_key(data / "directory-signing.key")
     directory = DirectoryStore(data / "directory.sqlite")
     await directory.open()

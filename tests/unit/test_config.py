@@ -14,7 +14,8 @@ BASE = Path("/etc/crossroads")
 def hub_table(**extra: object) -> dict[str, object]:
     table: dict[str, object] = {
         "network": "demo", "listen": "0.0.0.0:7443", "data_dir": "/var/lib/crossroads/hub",
-        "tls": {"ca_cert": "tls/ca.crt", "cert": "tls/hub.crt", "key": "tls/hub.key"},
+        "tls": {"ca_cert": "tls/ca.crt", "cert": "tls/hub.crt", "key": "tls/hub.key",
+                "crl": "tls/crl.pem"},
         "directory_key": "keys/directory.key",
     }
     table.update(extra)
@@ -108,3 +109,48 @@ def test_keepalive_defaults_to_30_s_and_10_s_and_refuses_sub_second_values() -> 
             hub_config(hub_table(keepalive={key: 500}), BASE)
     with pytest.raises(ConfigError, match="unknown setting keepalive.interval"):
         hub_config(hub_table(keepalive={"interval": 5}), BASE)
+NODE = {"network": "demo", "enterprise_number": "0403019261", "listen": "127.0.0.1:0",
+        "hub": "hub:7443", "local_api": "unix:/run/crossroads/node.sock",
+        "data_dir": "/var/lib/crossroads/node", "hub_directory_key": "hub-directory.pub",
+        "tls": {"ca_cert": "ca.crt", "cert": "n.crt", "key": "n.key"}}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("listen", "127.0.0.1:70000", "listen '127.0.0.1:70000': port 70000 is out of range; use 0-65535"),
+        ("hub", "hub:70000", "hub 'hub:70000': port 70000 is out of range; use 1-65535"),
+        ("hub", "hub:0", "hub 'hub:0': port 0 is out of range; use 1-65535"),
+        ("metrics_listen", "127.0.0.1:99999", "metrics_listen '127.0.0.1:99999'"),
+    ],
+)
+def test_ports_are_range_checked(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        node_config({**NODE, key: value}, BASE)
+    assert err.value.problems == (message,) or message in err.value.problems[0]
+    assert node_config({**NODE, "listen": "127.0.0.1:0"}, BASE).listen == "127.0.0.1:0"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    table = {**NODE, "listen": "127.0.0.1:70000", "surprise": 1, "retention_days": -1,
+             "tls": {"ca_cert": "ca.crt", "cert": "n.crt"}}
+    with pytest.raises(ConfigError) as err:
+        node_config(table, BASE)
+    problems = err.value.problems
+    assert len(problems) == 4, problems
+    assert [p.split(" ")[0] for p in problems] == [
+        "listen", "tls.key", "retention_days", "unknown"]
+    assert "surprise" in problems[3]
+
+
+def test_hub_revocation_is_off_only_when_the_config_says_so() -> None:
+    tls = {"ca_cert": "tls/ca.crt", "cert": "tls/hub.crt", "key": "tls/hub.key"}
+    with pytest.raises(ConfigError, match='tls.crl is required.*tls.revocation = "off"'):
+        hub_config(hub_table(tls=tls), BASE)
+    cfg = hub_config(hub_table(tls={**tls, "revocation": "off"}), BASE)
+    assert cfg.tls.revocation == "off" and cfg.tls.crl is None
+    with pytest.raises(ConfigError, match="contradicts tls.crl"):
+        hub_config(hub_table(tls={**tls, "revocation": "off", "crl": "c.pem"}), BASE)
+    assert hub_config(hub_table(), BASE).tls.crl_stale == "refuse"
+    with pytest.raises(ConfigError, match="tls.crl_stale must be one of refuse, warn"):
+        hub_config(hub_table(tls={**tls, "crl": "c.pem", "crl_stale": "ignore"}), BASE)

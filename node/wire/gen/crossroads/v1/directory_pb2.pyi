@@ -139,7 +139,7 @@ class DirectoryChange(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., delete: _Optional[bool] = ..., institution: _Optional[_Union[InstitutionEntry, _Mapping]] = ..., service: _Optional[_Union[ServiceEntry, _Mapping]] = ..., authorization: _Optional[_Union[AuthorizationEntry, _Mapping]] = ..., integration: _Optional[_Union[IntegrationEntry, _Mapping]] = ..., replacement: _Optional[_Union[ReplacementEntry, _Mapping]] = ..., subscription: _Optional[_Union[SubscriptionEntry, _Mapping]] = ..., revoked_certificate: _Optional[_Union[RevokedCertificateEntry, _Mapping]] = ...) -> None: ...
 
 class DirectoryUpdate(_message.Message):
-    __slots__ = ("kind", "recipient", "from_revision", "to_revision", "changes", "produced_at_unix_us", "part", "last_part")
+    __slots__ = ("kind", "recipient", "from_revision", "to_revision", "changes", "produced_at_unix_us", "part", "last_part", "crl")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[DirectoryUpdate.Kind]
@@ -156,6 +156,7 @@ class DirectoryUpdate(_message.Message):
     PRODUCED_AT_UNIX_US_FIELD_NUMBER: _ClassVar[int]
     PART_FIELD_NUMBER: _ClassVar[int]
     LAST_PART_FIELD_NUMBER: _ClassVar[int]
+    CRL_FIELD_NUMBER: _ClassVar[int]
     kind: DirectoryUpdate.Kind
     recipient: str
     from_revision: int
@@ -164,7 +165,8 @@ class DirectoryUpdate(_message.Message):
     produced_at_unix_us: int
     part: int
     last_part: bool
-    def __init__(self, kind: _Optional[_Union[DirectoryUpdate.Kind, str]] = ..., recipient: _Optional[str] = ..., from_revision: _Optional[int] = ..., to_revision: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[DirectoryChange, _Mapping]]] = ..., produced_at_unix_us: _Optional[int] = ..., part: _Optional[int] = ..., last_part: _Optional[bool] = ...) -> None: ...
+    crl: bytes
+    def __init__(self, kind: _Optional[_Union[DirectoryUpdate.Kind, str]] = ..., recipient: _Optional[str] = ..., from_revision: _Optional[int] = ..., to_revision: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[DirectoryChange, _Mapping]]] = ..., produced_at_unix_us: _Optional[int] = ..., part: _Optional[int] = ..., last_part: _Optional[bool] = ..., crl: _Optional[bytes] = ...) -> None: ...
 
 class SignedDirectoryUpdate(_message.Message):
     __slots__ = ("update", "signature", "key_id")

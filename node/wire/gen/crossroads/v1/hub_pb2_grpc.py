@@ -121,6 +121,8 @@ class HubServicer:
         message is signed by the hub's directory key; the node verifies the signature, that the
         recipient is itself and that from_revision equals the revision it holds, before applying.
         On a gap or a bad signature the node drops the stream and watches again from what it has.
+        When the hub has the network CA's CRL, an empty delta carries it (DirectoryUpdate.crl) at
+        the start of the stream and whenever it changes; the node checks the CA's signature on it.
         Errors: UNAUTHENTICATED. Long-lived: no deadline; reconnect with backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

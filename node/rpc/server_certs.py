@@ -1,0 +1,110 @@
+"""The client side of revocation: which certificate did the hub present on our connections?
+
+gRPC's Python client exposes no auth context (the server side has ``auth_context()``, the
+client nothing), so the TLS handshake alone cannot refuse a server certificate the CA revoked:
+it only checks the chain, the validity window and the name. gRPC core does record, in its
+channelz registry (on by default), the certificate each connection's peer presented. After a
+connection is up and before anything confidential is sent on it, :class:`ServerCheck` reads
+the serials presented on this process's connections to the target and raises
+:class:`ServerRevoked` if the CA revoked any of them; callers drop the connection and back
+off.
+
+The registry is process-wide: every connection to the same target is looked at (in a daemon,
+all of them are its own connections to the hub). Reading it parses channelz's JSON, so
+:meth:`ServerCheck.check` caches the presented serials for ``refresh_s`` seconds; the revoked
+set itself is read on every check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+
+from cryptography import x509
+from grpc._cython import cygrpc  # channelz: no public Python API for a client's peer cert
+
+__all__ = ["SERVER_CERTIFICATE_REVOKED", "ServerCheck", "ServerRevoked", "presented_serials"]
+
+SERVER_CERTIFICATE_REVOKED = "SERVER_CERTIFICATE_REVOKED"
+
+
+class ServerRevoked(Exception):
+    """The server presented a certificate the CA revoked (the reason is the first word)."""
+
+
+def _pages(get: Callable[[int], str], key: str) -> Iterator[dict[str, object]]:
+    start = 0
+    while True:
+        page = json.loads(get(start))
+        items = page.get(key, [])
+        yield from items
+        if page.get("end", False) or not items:  # proto JSON omits a false "end"
+            return
+        start = int(items[-1]["ref"][f"{key.rstrip('s')}Id"]) + 1
+
+
+def _socket_ids(entity: dict) -> Iterator[int]:  # type: ignore[type-arg]
+    for ref in entity.get("socketRef", []):
+        yield int(ref["socketId"])
+    for ref in entity.get("subchannelRef", []):
+        sub = json.loads(cygrpc.channelz_get_subchannel(int(ref["subchannelId"])))
+        yield from _socket_ids(sub.get("subchannel", {}))
+
+
+def _matches(channel_target: str, target: str) -> bool:
+    return channel_target == target or channel_target.endswith(f"/{target}")
+
+
+def presented_serials(target: str) -> frozenset[int]:
+    """Serials of the certificates presented by the servers of this process's open
+    connections to ``target`` (e.g. ``hub.example:7443``)."""
+    serials: set[int] = set()
+    for channel in _pages(cygrpc.channelz_get_top_channels, "channel"):
+        data = channel.get("data", {})
+        if not isinstance(data, dict) or not _matches(str(data.get("target", "")), target):
+            continue
+        for socket_id in _socket_ids(channel):
+            socket = json.loads(cygrpc.channelz_get_socket(socket_id)).get("socket", {})
+            pem = socket.get("security", {}).get("tls", {}).get("remoteCertificate")
+            if not pem:
+                continue
+            try:
+                cert = x509.load_pem_x509_certificate(base64.b64decode(pem))
+            except ValueError:
+                cert = x509.load_der_x509_certificate(base64.b64decode(pem))
+            serials.add(cert.serial_number)
+    return frozenset(serials)
+
+
+class ServerCheck:
+    """Refuses a server at ``target`` whose presented certificate is revoked."""
+
+    def __init__(self, target: str, revoked: Callable[[], frozenset[int]],
+                 refresh_s: float = 1.0) -> None:
+        self.target, self._revoked, self.refresh_s = target, revoked, refresh_s
+        self._serials: frozenset[int] = frozenset()
+        self._read_at = float("-inf")
+        #: Connections refused since start.
+        self.refused = 0
+
+    def active(self) -> bool:
+        """False while nothing is revoked (then there is nothing to check)."""
+        return bool(self._revoked())
+
+    def check(self, fresh: bool = False) -> None:
+        """Raise :class:`ServerRevoked` if the server presented a revoked certificate.
+        ``fresh``: re-read the connections now (a new connection was just made)."""
+        revoked = self._revoked()
+        if not revoked:
+            return
+        now = time.monotonic()
+        if fresh or now - self._read_at > self.refresh_s:
+            self._serials, self._read_at = presented_serials(self.target), now
+        bad = self._serials & revoked
+        if bad:
+            self.refused += 1
+            raise ServerRevoked(
+                f"{SERVER_CERTIFICATE_REVOKED}: {self.target} presented certificate"
+                f" {min(bad):x}, which the network CA revoked")
