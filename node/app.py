@@ -47,6 +47,8 @@ from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
+from node.rpc.unix_socket import SOCKET_MODE, claim_socket_path, socket_umask
+from node.store.data_dir import DataDirLock, private_dir
 from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
@@ -96,6 +98,8 @@ async def _set_health(servicer: health.aio.HealthServicer, names: list[str], ser
 class HubApp:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
+        private_dir(config.data_dir)  # 0700 before anything is written in it
+        self.data_lock = DataDirLock(config.data_dir)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
@@ -119,6 +123,7 @@ class HubApp:
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
+        self.data_lock.acquire()  # first: a second hub on this data_dir stops here
         state = await self.store.open()
         await self.revocations.start()
         await self.directory.open()
@@ -206,12 +211,15 @@ class HubApp:
         await self.store.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
+        self.data_lock.release()
         log.info("hub_stopped")
 
 
 class NodeApp:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        private_dir(config.data_dir)  # 0700 before anything is written in it
+        self.data_lock = DataDirLock(config.data_dir)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
@@ -232,6 +240,7 @@ class NodeApp:
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
+        self.data_lock.acquire()  # first: a second node on this data_dir stops here
         await self.store.open()
         await self.fragment.open()
         peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
@@ -262,15 +271,16 @@ class NodeApp:
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
-            socket_path = Path(cfg.local_api.removeprefix("unix:"))
-            socket_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                socket_path.unlink()
-        self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+            # Never unlink a live node's socket; bind so that it is 0660 from birth.
+            claim_socket_path(Path(cfg.local_api.removeprefix("unix:")))
+            with socket_umask():
+                self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+        else:
+            self.local_port = self.local_server.add_insecure_port(cfg.local_api)
         await self.server.start()
         await self.local_server.start()
         if cfg.local_api.startswith("unix:"):
-            os.chmod(cfg.local_api.removeprefix("unix:"), 0o660)
+            os.chmod(cfg.local_api.removeprefix("unix:"), SOCKET_MODE)
         self.uplink.start()
         self.watcher.start()
         if cfg.retention_days:
@@ -318,6 +328,7 @@ class NodeApp:
         await self.fragment.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
+        self.data_lock.release()
         log.info("node_stopped")
 
 

@@ -64,6 +64,9 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC turns SO_REUSEPORT on by default: a second daemon started by mistake on the
+        # same port would then bind too, and the kernel would split connections between them.
+        ("grpc.so_reuseport", 0),
     ]
 
 
