@@ -25,7 +25,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.config import HubConfig, NodeConfig
+from node.config import ConfigError, HubConfig, NodeConfig
 from node.core.directory import Institution
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
@@ -35,6 +35,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.answers import Answering
+from node.member.app_permissions import LocalPermissions
 from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
@@ -43,6 +44,7 @@ from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
+from node.rpc.local_auth import LocalAuth
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
@@ -266,8 +268,14 @@ class NodeApp:
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
+        # Who may call the local API, and do what (node/rpc/local_auth.py): over TCP, the
+        # applications of [[applications]] with their certificates; over the unix socket,
+        # its clients ([local_socket]).
+        self.local_permissions = LocalPermissions(cfg.enterprise_number, cfg.applications,
+                                                  cfg.local_socket)
+        local_auth = LocalAuth(self.local_permissions, peers if cfg.local_api_is_tcp else None)
         self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
-                                            interceptors=[MalformedRequests()])
+                                            interceptors=[MalformedRequests(), local_auth])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
@@ -275,8 +283,14 @@ class NodeApp:
             claim_socket_path(Path(cfg.local_api.removeprefix("unix:")))
             with socket_umask():
                 self.local_port = self.local_server.add_insecure_port(cfg.local_api)
-        else:
-            self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+        elif cfg.local_tls is None:
+            raise ConfigError(f"local_tls is required when local_api is a TCP address"
+                              f" ({cfg.local_api})")
+        else:  # mutual TLS: applications present certificates of profile app
+            self.local_port = self.local_server.add_secure_port(
+                cfg.local_api, TlsMaterial.load(cfg.local_tls).server_credentials())
+            if self.local_port == 0:
+                raise OSError(f"local_api: cannot listen on {cfg.local_api}")
         await self.server.start()
         await self.local_server.start()
         if cfg.local_api.startswith("unix:"):

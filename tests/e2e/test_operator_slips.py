@@ -126,3 +126,15 @@ def test_data_is_private_whatever_the_umask(net: ProcessNetwork) -> None:
         assert modes == {p: 0o600 for p in modes}, name
     socket_path = Path(net.local_api(A).removeprefix("unix:"))
     assert stat.S_IMODE(socket_path.stat().st_mode) == 0o660
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:0", "127.0.0.1:0"])
+def test_a_tcp_local_api_without_mutual_tls_does_not_start(
+    net: ProcessNetwork, address: str,
+) -> None:
+    """Before: served in plaintext to every local user (or the LAN), as the institution."""
+    net.start(nodes=[])
+    table = net.node_table(A, net.hub_address)
+    table["local_api"] = address
+    error = _must_refuse(net, A, "node", table)
+    assert "local_tls is required when local_api is a TCP address" in error
