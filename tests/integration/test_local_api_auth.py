@@ -8,14 +8,17 @@ by ``[local_socket]``. Real servers, real certificates from the project's CA.
 from __future__ import annotations
 
 import asyncio
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from structlog.testing import capture_logs
 
 from node.client import make_envelope
+from node.core.directory import RevokedCertificate
 from node.rpc.tls import institution_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import (
@@ -224,3 +227,41 @@ async def test_an_application_certificate_is_no_institution_certificate_at_the_h
               timeout=10)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert err.value.details().startswith("WRONG_ROLE")
+
+
+async def test_a_revoked_application_certificate_is_refused(network: InProcessNetwork) -> None:
+    """Revocation reaches the node through its directory fragment, as for node certificates."""
+    key, cert = _app_cert(network, A, "payroll")
+    async with _channel(network, key, cert) as channel:
+        stub = local_pb2_grpc.LocalStub(channel)
+        assert (await stub.Status(local_pb2.StatusRequest(), timeout=10)).institution == A
+        serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+        await network.hub.directory.apply([(RevokedCertificate(format(serial, "x")), False)])
+        node = network.nodes[A]
+        for _ in range(200):
+            if serial in node.fragment.revoked_serials():
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Status(local_pb2.StatusRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.details().startswith("CERTIFICATE_REVOKED")
+
+
+async def test_the_socket_is_born_0660(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bound under a restrictive umask, not narrowed afterwards: with chmod out of the way and
+    the most permissive umask, the socket still comes out 0660 (before: 0777 until chmod)."""
+    import os
+
+    net = InProcessNetwork(tmp_path / "net", institutions=(A,))
+    previous = os.umask(0)
+    monkeypatch.setattr("node.app.os.chmod", lambda *args: None)
+    try:
+        await net.start()
+    finally:
+        os.umask(previous)
+    try:
+        socket_path = Path(net.local_api(A).removeprefix("unix:"))
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o660
+    finally:
+        await net.stop()
