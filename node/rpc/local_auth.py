@@ -60,9 +60,10 @@ ACTIONS: dict[str, Action | None] = {
 
 def _service_of(raw: bytes) -> str | None:
     try:
-        return envelope_pb2.Envelope.FromString(raw).service_id
+        service: str = envelope_pb2.Envelope.FromString(raw).service_id
     except DecodeError:
         return None  # the service refuses it (MALFORMED_ENVELOPE)
+    return service
 
 
 class LocalAuth(grpc.aio.ServerInterceptor):
@@ -206,3 +207,4 @@ async def _merged(first: AsyncIterator[Any], second: asyncio.Queue[Any]) -> Asyn
         for future in (nxt, got):
             if future is not None and not future.done():
                 future.cancel()
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
