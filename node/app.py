@@ -25,7 +25,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.config import HubConfig, NodeConfig
+from node.config import ConfigError, HubConfig, NodeConfig
 from node.core.directory import Institution
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
@@ -35,6 +35,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.answers import Answering
+from node.member.app_permissions import LocalPermissions
 from node.member.continuity import HubContinuity
 from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import DeliverService
@@ -45,11 +46,13 @@ from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
+from node.rpc.local_auth import LocalAuth
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, server_options
+from node.rpc.unix_socket import SOCKET_MODE, claim_socket_path, socket_umask
 from node.selfcheck import hub_problems, node_problems, require
 from node.store.data_dir import (
     DataDirError,
@@ -58,6 +61,7 @@ from node.store.data_dir import (
     layout_files,
     prepare_data_dir,
 )
+from node.store.data_dir_guard import DataDirLock, private_dir
 from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
@@ -133,6 +137,8 @@ class HubApp:
         data directory without state refuses (:mod:`node.store.data_dir`)."""
         self.config = config
         require(hub_problems(config))  # its own certificate, key, CA, role, network, CRL
+        private_dir(config.data_dir)  # 0700 before anything is written in it
+        self.data_lock = DataDirLock(config.data_dir)
         _check_hub_state(config, init)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
@@ -162,6 +168,7 @@ class HubApp:
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
+        self.data_lock.acquire()  # first: a second hub on this data_dir stops here
         state = await self.store.open()
         await self.revocations.start()
         await self.directory.open()
@@ -260,6 +267,7 @@ class HubApp:
         await self.store.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
+        self.data_lock.release()
         log.info("hub_stopped")
 
 
@@ -268,6 +276,8 @@ class NodeApp:
         """``init``: as for :class:`HubApp`."""
         self.config = config
         require(node_problems(config))  # its own certificate, key, CA, role, network, CRL
+        private_dir(config.data_dir)  # 0700 before anything is written in it
+        self.data_lock = DataDirLock(config.data_dir)
         prepare_data_dir(node_layout(config), init)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
@@ -294,6 +304,7 @@ class NodeApp:
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
+        self.data_lock.acquire()  # first: a second node on this data_dir stops here
         await self.store.open()
         await self.fragment.open()
         revocations, fragment = self.revocations, self.fragment
@@ -336,22 +347,35 @@ class NodeApp:
             revocations=None if cfg.tls.revocation == "off" else self.revocations)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
+        # Who may call the local API, and do what (node/rpc/local_auth.py): over TCP, the
+        # applications of [[applications]] with their certificates; over the unix socket,
+        # its clients ([local_socket]).
+        self.local_permissions = LocalPermissions(cfg.enterprise_number, cfg.applications,
+                                                  cfg.local_socket)
+        local_auth = LocalAuth(self.local_permissions, peers if cfg.local_api_is_tcp else None)
         self.local_server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
                                    connection_cap(servers=2)),
-            interceptors=[MalformedRequests()])
+            interceptors=[MalformedRequests(), local_auth])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
-            socket_path = Path(cfg.local_api.removeprefix("unix:"))
-            socket_path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                socket_path.unlink()
-        self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+            # Never unlink a live node's socket; bind so that it is 0660 from birth.
+            claim_socket_path(Path(cfg.local_api.removeprefix("unix:")))
+            with socket_umask():
+                self.local_port = self.local_server.add_insecure_port(cfg.local_api)
+        elif cfg.local_tls is None:
+            raise ConfigError(f"local_tls is required when local_api is a TCP address"
+                              f" ({cfg.local_api})")
+        else:  # mutual TLS: applications present certificates of profile app
+            self.local_port = self.local_server.add_secure_port(
+                cfg.local_api, TlsMaterial.load(cfg.local_tls).server_credentials())
+            if self.local_port == 0:
+                raise OSError(f"local_api: cannot listen on {cfg.local_api}")
         await self.server.start()
         await self.local_server.start()
         if cfg.local_api.startswith("unix:"):
-            os.chmod(cfg.local_api.removeprefix("unix:"), 0o660)
+            os.chmod(cfg.local_api.removeprefix("unix:"), SOCKET_MODE)
         self.uplink.start()
         self.watcher.start()
         if cfg.retention_days:
@@ -400,6 +424,7 @@ class NodeApp:
         await self.fragment.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
+        self.data_lock.release()
         log.info("node_stopped")
 
 

@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from node.core.identifiers import enterprise_number_problem
+from pki.identity import validate_app_name
 
 __all__ = [
+    "ANY_SERVICE",
+    "AppPermissions",
+    "Application",
     "ConfigError",
     "HubConfig",
     "Keepalive",
@@ -72,6 +76,32 @@ class Limits:
     #: hub); beyond, a question is refused at once (RESOURCE_EXHAUSTED) instead of queueing
     #: past its deadline while the machine is saturated.
     consultations_in_flight: int = 200
+
+
+#: In a permission list: every service.
+ANY_SERVICE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class AppPermissions:
+    """What a client of the local API may do (node/member/app_permissions.py checks it).
+
+    ``send``/``consult``/``answer``: the service ids it may submit envelopes for, consult,
+    or answer questions for (``"*"``: any); ``fetch``: read and acknowledge the inbox."""
+
+    send: frozenset[str] = frozenset()
+    consult: frozenset[str] = frozenset()
+    answer: frozenset[str] = frozenset()
+    fetch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """An application known to the node: its certificate's name (``pki issue --profile app
+    --name``) and what it may do."""
+
+    name: str
+    permissions: AppPermissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +158,18 @@ class NodeConfig:
     retention_days: int = 30
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    #: Mutual TLS of a TCP local API (required then): the node's server certificate and the
+    #: CA that signs application certificates.
+    local_tls: TlsFiles | None = None
+    #: The applications that may call a TCP local API, with what each may do.
+    applications: tuple[Application, ...] = ()
+    #: What clients of a unix-socket local API may do; None: everything (they are trusted by
+    #: the socket's file permissions).
+    local_socket: AppPermissions | None = None
+
+    @property
+    def local_api_is_tcp(self) -> bool:
+        return not self.local_api.startswith("unix:")
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
@@ -184,10 +226,79 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         emit_employment_mutations=r.flag("emit_employment_mutations", False),
         retention_days=r.integer("retention_days", 30, minimum=0),
         metrics_listen=r.tcp_address("metrics_listen"),
+        local_tls=_local_tls(r),
+        applications=_applications(r),
+        local_socket=_local_socket(r),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
     )
     r.done()
+    for problem in _local_api_problems(cfg):
+        r.problem(problem)
     return cfg, r.problems
+
+
+def _local_tls(r: _Reader) -> TlsFiles | None:
+    if "local_tls" not in r.table:
+        r.used.add("local_tls")
+        return None
+    return _tls(r.sub("local_tls"), hub=False)
+
+
+def _permissions(r: _Reader) -> AppPermissions:
+    return AppPermissions(
+        send=r.services("send"), consult=r.services("consult"), answer=r.services("answer"),
+        fetch=r.flag("fetch", False))
+
+
+def _applications(r: _Reader) -> tuple[Application, ...]:
+    apps: list[Application] = []
+    for t in r.tables("applications"):
+        name = t.text("name") or ""
+        try:
+            validate_app_name(name)
+        except ValueError as exc:
+            t.problem(f"{t.prefix}name: {exc}")
+        if any(a.name == name for a in apps):
+            t.problem(f"{t.prefix}name {name!r} is listed twice")
+        apps.append(Application(name, _permissions(t)))
+        t.done()
+    return tuple(apps)
+
+
+def _local_socket(r: _Reader) -> AppPermissions | None:
+    if "local_socket" not in r.table:
+        r.used.add("local_socket")
+        return None
+    sub = r.sub("local_socket")
+    permissions = _permissions(sub)
+    sub.done()
+    return permissions
+
+
+def _local_api_problems(cfg: NodeConfig) -> list[str]:
+    """A TCP local API is reachable by every local user (or further): only with mutual TLS and
+    application certificates. The unix socket's settings do not apply to TCP, and back."""
+    problems: list[str] = []
+    if cfg.local_api is None:  # already reported as missing
+        return problems
+    if cfg.local_api_is_tcp:
+        if cfg.local_tls is None:
+            problems.append(
+                f"local_tls is required when local_api is a TCP address ({cfg.local_api}):"
+                " add [local_tls] ca_cert, cert, key (mutual TLS; applications present"
+                " certificates from 'crossroads pki issue --profile app') and list the"
+                " applications in [[applications]], or use local_api = \"unix:/path\"")
+        if cfg.local_socket is not None:
+            problems.append("local_socket applies to a unix-socket local_api only; with a TCP"
+                              " local_api list the applications in [[applications]]")
+    else:
+        if cfg.local_tls is not None:
+            problems.append("local_tls applies to a TCP local_api only; the unix socket is"
+                              " protected by its file permissions (0660)")
+        if cfg.applications:
+            problems.append("applications apply to a TCP local_api (with local_tls) only;"
+                              " limit the unix socket's clients with [local_socket]")
+    return problems
 
 
 def _keepalive(r: _Reader) -> Keepalive:
@@ -336,6 +447,16 @@ class _Reader:
             self.problem(f"{self.prefix}{key} must be true or false")
             return default
         return value
+
+    def services(self, key: str) -> frozenset[str]:
+        """An optional list of service ids (``"*"``: any service)."""
+        value = self._get(key, required=False)
+        if value is None:
+            return frozenset()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(f"{self.prefix}{key} must be a list of service ids (or [\"*\"])")
+            return frozenset()
+        return frozenset(value)
 
     def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
         value = self._get(key, required=False)

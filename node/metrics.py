@@ -114,6 +114,9 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  app.fragment.revision)
     yield _gauge("crossroads_node_directory_lag", "Revisions the fragment is behind the hub.",
                  app.fragment.lag)
+    yield _counter("crossroads_node_local_refused",
+                   "Local API calls refused to an application (logged as local_refused).",
+                   app.local_permissions.refusals.total)
     yield from _crl_metrics("crossroads_node", app.revocations)
 
 

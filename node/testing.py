@@ -111,6 +111,8 @@ def _toml(value: Any) -> str:
         return str(value)
     if isinstance(value, (str, Path)):
         return json.dumps(str(value))
+    if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list)) for v in value):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     raise TypeError(value)
 
 

@@ -9,7 +9,8 @@ Design
   writes a CSR; :func:`sign_request` runs on the CA host. :func:`issue` does both for labs/demos.
 * **The CA decides, the CSR only asks.** From a CSR the CA takes the public key and the requested
   names, after checking the CSR signature, that it carries exactly one identity URI of this CA's
-  network whose kind matches the profile (node -> institution, hub -> hub, admin -> admin) with a
+  network whose kind matches the profile (node -> institution, hub -> hub, admin -> admin,
+  app -> app) with a
   valid enterprise number, and that no requested DNS name lies in the ``.crossroads`` namespace
   (a node cannot ask for the hub's name). The CA writes the SAN itself (identity URI, the
   identity's synthetic TLS name, then the requested extra DNS names and IPs); subject, extensions
@@ -17,7 +18,8 @@ Design
 * **Profiles.** Every leaf: BasicConstraints(ca=False) critical, SKI, AKI, random 159-bit serial.
   hub/node: KeyUsage digitalSignature (+ keyAgreement for EC keys) critical, EKU serverAuth +
   clientAuth (both act as server and client), 397 days. admin: KeyUsage digitalSignature
-  critical, EKU clientAuth only, 90 days. Lifetimes never exceed the CA's own.
+  critical, EKU clientAuth only, 90 days. app (an institution's application, a client of its
+  own node's local API only): as admin, 397 days. Lifetimes never exceed the CA's own.
 * **The CA itself:** BasicConstraints(ca=True, path_length=0) critical, KeyUsage(keyCertSign,
   cRLSign) critical, SKI, and a URI SAN ``spiffe://<network>`` naming its trust domain, so that
   holders of only ``ca.crt`` know the network (:func:`network_of_ca`). No name constraints: URI
@@ -83,9 +85,11 @@ __all__ = [
 ]
 
 ALGORITHMS: tuple[str, ...] = ("ec-p256", "ed25519")
-PROFILES: tuple[str, ...] = ("hub", "node", "admin")
-_PROFILE_KIND = {"hub": "hub", "node": "institution", "admin": "admin"}
-_DEFAULT_DAYS = {"hub": 397, "node": 397, "admin": 90}
+PROFILES: tuple[str, ...] = ("hub", "node", "admin", "app")
+_PROFILE_KIND = {"hub": "hub", "node": "institution", "admin": "admin", "app": "app"}
+_DEFAULT_DAYS = {"hub": 397, "node": 397, "admin": 90, "app": 397}
+#: Client-only profiles: EKU clientAuth, no serverAuth.
+_CLIENT_ONLY = frozenset({"admin", "app"})
 _BACKDATE = timedelta(minutes=5)  # tolerate small clock skew between CA and verifiers
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DNS_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
@@ -320,6 +324,8 @@ def _key_usage(
 
 
 def _basename(identity: Identity) -> str:
+    if identity.kind == "app":
+        return f"app-{identity.owner}-{identity.name}"
     return identity.name if identity.kind != "admin" else f"admin-{identity.name}"
 
 
@@ -484,7 +490,7 @@ def sign_request(
     start, end = _validity(ca, profile, validity_days, not_before, not_after)
     key = csr.public_key()
     is_ec = isinstance(key, ec.EllipticCurvePublicKey)
-    if profile == "admin":
+    if profile in _CLIENT_ONLY:
         usage = _key_usage(digital_signature=True)
         eku = [ExtendedKeyUsageOID.CLIENT_AUTH]
     else:

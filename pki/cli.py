@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pki import ca
-from pki.identity import Identity, admin, hub, institution, parse_spiffe_id
+from pki.identity import Identity, admin, app, hub, institution, parse_spiffe_id
 
 __all__ = ["main", "register"]
 
@@ -51,6 +51,11 @@ def _identity(args: argparse.Namespace, network: str) -> Identity:
         if not args.name:
             raise ValueError("profile 'admin' needs --name <admin name>")
         return admin(network, args.name)
+    if args.profile == "app":
+        if not args.enterprise or not args.name:
+            raise ValueError("profile 'app' needs --enterprise <enterprise number> and"
+                             " --name <application name>")
+        return app(network, args.enterprise, args.name)
     return hub(network)
 
 
@@ -129,8 +134,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _add_names(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--enterprise", help="enterprise number (profile node)")
-    parser.add_argument("--name", help="administrator name (profile admin)")
+    parser.add_argument("--enterprise", help="enterprise number (profiles node, app)")
+    parser.add_argument("--name", help="administrator or application name (profiles admin, app)")
     parser.add_argument(
         "--dns", action="append", default=[], metavar="NAME", help="extra DNS SAN (repeatable)"
     )
@@ -165,14 +170,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--csr", type=Path, required=True)
     p.add_argument("--profile", choices=ca.PROFILES, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--days", type=int, help="lifetime (default: node/hub 397, admin 90)")
+    p.add_argument("--days", type=int, help="lifetime (default: node/hub/app 397, admin 90)")
     p.set_defaults(func=_guarded(_sign))
 
     p = commands.add_parser("issue", help="request + sign in one step (labs, demos)")
     p.add_argument("--ca-dir", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--profile", choices=ca.PROFILES, required=True)
-    p.add_argument("--days", type=int, help="lifetime (default: node/hub 397, admin 90)")
+    p.add_argument("--days", type=int, help="lifetime (default: node/hub/app 397, admin 90)")
     _add_names(p)
     p.set_defaults(func=_guarded(_issue))
 

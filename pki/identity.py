@@ -8,13 +8,18 @@ kind         URI SAN (the identity)                  DNS SAN (TLS target-name ov
 institution  ``spiffe://<network>/institution/<E>``  ``<E>.institution.<network>.crossroads``
 hub          ``spiffe://<network>/hub``              ``hub.<network>.crossroads``
 admin        ``spiffe://<network>/admin/<name>``     none (administrators are clients only)
+app          ``<institution URI>/app/<name>``        none (applications are clients only)
 ===========  ======================================  ========================================
 
 ``<E>`` is the institution's enterprise number, 10 digits without separators, validated with the
 mod-97 check of :mod:`node.core.identifiers`; establishment-unit numbers are refused (institutions
 are identified by their enterprise number). Network names are DNS labels: 1-63 of ``[a-z0-9-]``,
 not starting or ending with ``-``. Admin names: 1-63 of ``[a-z0-9._-]`` starting with a letter or
-digit. Parsing is strict (canonical form only), so two equal identities always have the same string.
+digit. An application (``app``) belongs to one institution: it is a client of that institution's
+node's local API only, and its URI is the institution's with ``/app/<name>`` appended (``name``
+as for admins, ``owner`` the enterprise number); its certificate is no institution certificate
+(kind ``app``), so the hub and the other nodes refuse it. Parsing is strict (canonical form
+only), so two equal identities always have the same string.
 """
 
 from __future__ import annotations
@@ -29,15 +34,17 @@ __all__ = [
     "Identity",
     "Kind",
     "admin",
+    "app",
     "hub",
     "institution",
     "parse_spiffe_id",
     "spiffe_id",
     "tls_name",
+    "validate_app_name",
     "validate_network",
 ]
 
-Kind = Literal["institution", "hub", "admin"]
+Kind = Literal["institution", "hub", "admin", "app"]
 
 SCHEME = "spiffe://"
 TLS_SUFFIX = "crossroads"
@@ -55,6 +62,16 @@ def validate_network(network: str) -> str:
     return network
 
 
+def validate_app_name(name: str) -> str:
+    """Return ``name`` if it is a valid admin or application name, else raise ValueError."""
+    if not isinstance(name, str) or not _ADMIN_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"invalid name {name!r}: use 1-63 characters of a-z, 0-9, "
+            "'.', '_', '-' starting with a letter or digit"
+        )
+    return name
+
+
 def _validate_enterprise(text: str) -> str:
     try:
         number = parse_enterprise_number(text)
@@ -70,11 +87,14 @@ def _validate_enterprise(text: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a certificate belongs to. Build with :func:`institution`, :func:`hub`, :func:`admin`."""
+    """Who a certificate belongs to. Build with :func:`institution`, :func:`hub`, :func:`admin`,
+    :func:`app`."""
 
     kind: Kind
     network: str
     name: str
+    #: The enterprise number of the institution an ``app`` belongs to ("" for other kinds).
+    owner: str = ""
 
     def __post_init__(self) -> None:
         validate_network(self.network)
@@ -93,8 +113,17 @@ class Identity:
                     f"invalid admin name {self.name!r}: use 1-63 characters of a-z, 0-9, "
                     "'.', '_', '-' starting with a letter or digit"
                 )
+        elif self.kind == "app":
+            validate_app_name(self.name)
+            if _validate_enterprise(self.owner) != self.owner:
+                raise ValueError(
+                    f"application owner {self.owner!r} must be the 10-digit enterprise number "
+                    "without separators (use pki.identity.app() to normalize)"
+                )
         else:
-            raise ValueError(f"unknown identity kind {self.kind!r} (institution, hub, admin)")
+            raise ValueError(f"unknown identity kind {self.kind!r} (institution, hub, admin, app)")
+        if self.owner and self.kind != "app":
+            raise ValueError(f"only an application identity has an owner, not a {self.kind}")
 
     def __str__(self) -> str:
         return spiffe_id(self)
@@ -114,10 +143,18 @@ def admin(network: str, name: str) -> Identity:
     return Identity("admin", network, name)
 
 
+def app(network: str, enterprise_number: str, name: str) -> Identity:
+    """An application of institution ``enterprise_number`` (a client of its node only)."""
+    return Identity("app", validate_network(network), name, _validate_enterprise(enterprise_number))
+
+
 def spiffe_id(identity: Identity) -> str:
-    """The URI SAN: ``spiffe://<network>/institution/<E>``, ``.../hub``, ``.../admin/<name>``."""
+    """The URI SAN: ``spiffe://<network>/institution/<E>``, ``.../hub``, ``.../admin/<name>``,
+    ``.../institution/<E>/app/<name>``."""
     if identity.kind == "hub":
         return f"{SCHEME}{identity.network}/hub"
+    if identity.kind == "app":
+        return f"{SCHEME}{identity.network}/institution/{identity.owner}/app/{identity.name}"
     return f"{SCHEME}{identity.network}/{identity.kind}/{identity.name}"
 
 
@@ -138,15 +175,19 @@ def parse_spiffe_id(uri: str) -> Identity:
             return Identity("institution", network, parts[1])
         if len(parts) == 2 and parts[0] == "admin":
             return admin(network, parts[1])
+        if len(parts) == 4 and parts[0] == "institution" and parts[2] == "app":
+            return Identity("app", network, parts[3], parts[1])
     except ValueError as exc:
         raise ValueError(f"identity {uri!r}: {exc}") from None
     raise ValueError(
-        f"identity {uri!r}: path must be /hub, /institution/<enterprise-number> or /admin/<name>"
+        f"identity {uri!r}: path must be /hub, /institution/<enterprise-number>,"
+        " /institution/<enterprise-number>/app/<name> or /admin/<name>"
     )
 
 
 def tls_name(identity: Identity) -> str | None:
-    """The synthetic DNS SAN used as TLS target-name override (None for administrators)."""
+    """The synthetic DNS SAN used as TLS target-name override (None for administrators and
+    applications: clients only)."""
     if identity.kind == "institution":
         return f"{identity.name}.institution.{identity.network}.{TLS_SUFFIX}"
     if identity.kind == "hub":

@@ -23,6 +23,7 @@ from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
 from node.member.answers import Answering
+from node.member.app_permissions import check_consult
 from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
@@ -241,6 +242,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
 
     async def _consult(self, request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
         decisions, ready, heads = self._prepare([request.envelope])
+        if heads[0] is not None:  # may the calling application consult it? (app_permissions)
+            check_consult(heads[0].service_id)
         await self._check_with_fragment(decisions, ready, heads)
         if ready[0] is None:  # refused at the source, same reason as the hub would give
             return consult_pb2.ConsultResponse(

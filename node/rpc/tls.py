@@ -99,6 +99,9 @@ def _keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         # Keepalive pings on an idle connection are not limited to gRPC's default of 2.
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC turns SO_REUSEPORT on by default: a second daemon started by mistake on the
+        # same port would then bind too, and the kernel would split connections between them.
+        ("grpc.so_reuseport", 0),
     ]
 
 

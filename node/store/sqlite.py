@@ -22,6 +22,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from node.store.data_dir_guard import private_file
+
 __all__ = [
     "SYNCHRONOUS_MODES",
     "connect",
@@ -53,7 +55,14 @@ def _pragmas(synchronous: str) -> list[str]:
     ]
 
 
+def _private(path: Path) -> None:
+    """A store's database is 0600 from its first byte (node/store/data_dir_guard.py)."""
+    if str(path) != ":memory:":
+        private_file(Path(path))
+
+
 async def connect(path: Path, synchronous: str = "FULL") -> aiosqlite.Connection:
+    _private(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     for pragma in _pragmas(synchronous):
         await conn.execute(pragma)
@@ -70,6 +79,8 @@ def connect_sync(
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                check_same_thread=synchronous is None)
     else:
+        if synchronous is not None:
+            _private(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=synchronous is None)
     if synchronous is None:
         conn.execute("PRAGMA busy_timeout=10000")

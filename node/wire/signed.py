@@ -39,6 +39,8 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 def ensure_signing_key(path: Path) -> Ed25519PrivateKey:
     """Load the hub's directory key; create it (mode 0600) and its ``.pub`` on first use."""
     if path.exists():
+        if path.stat().st_mode & 0o077:  # left readable by others (an older version, a copy)
+            os.chmod(path, 0o600)
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
@@ -51,6 +53,7 @@ def ensure_signing_key(path: Path) -> Ed25519PrivateKey:
                                   serialization.NoEncryption()))
     public_path(path).write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    os.chmod(public_path(path), 0o644)  # readable, writable by its owner only, whatever the umask
     return key
 
 

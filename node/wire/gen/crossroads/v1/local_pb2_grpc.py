@@ -28,8 +28,11 @@ if _version_not_supported:
 
 
 class LocalStub:
-    """Served by each node on a Unix socket (or a loopback port) for the institution's own
-    applications; no TLS: access is controlled by the socket's file permissions.
+    """Served by each node for the institution's own applications: on a Unix socket (0660; access
+    by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
+    mutual TLS, where each caller is an application certificate (pki profile app) of the node's
+    institution, listed with its permissions in [[applications]]. Every call is checked; a
+    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
     """
 
     def __init__(self, channel):
@@ -81,8 +84,11 @@ class LocalStub:
 
 
 class LocalServicer:
-    """Served by each node on a Unix socket (or a loopback port) for the institution's own
-    applications; no TLS: access is controlled by the socket's file permissions.
+    """Served by each node for the institution's own applications: on a Unix socket (0660; access
+    by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
+    mutual TLS, where each caller is an application certificate (pki profile app) of the node's
+    institution, listed with its permissions in [[applications]]. Every call is checked; a
+    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
     """
 
     def Submit(self, request, context):
@@ -202,8 +208,11 @@ def add_LocalServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Local:
-    """Served by each node on a Unix socket (or a loopback port) for the institution's own
-    applications; no TLS: access is controlled by the socket's file permissions.
+    """Served by each node for the institution's own applications: on a Unix socket (0660; access
+    by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
+    mutual TLS, where each caller is an application certificate (pki profile app) of the node's
+    institution, listed with its permissions in [[applications]]. Every call is checked; a
+    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
     """
 
     @staticmethod

@@ -1,0 +1,210 @@
+"""Which application may do what at the node's local API: the policy, its refusals, their log.
+
+Design
+------
+* **Who.** Over a TCP local API (mutual TLS, node/rpc/local_auth.py) the caller is the
+  application named by its certificate: kind ``app``, owned by this node's institution, listed
+  in the node's ``[[applications]]``; anything else is refused before any work
+  (``NOT_AN_APPLICATION``, ``APPLICATION_OF_ANOTHER_INSTITUTION``, ``APPLICATION_UNKNOWN``).
+  Over the unix socket the caller is :data:`UNIX_SOCKET`: trusted by the socket's file
+  permissions, it may do everything unless ``[local_socket]`` limits it.
+* **What.** :class:`Action` per call: ``send`` (Submit, per envelope's service; Outcomes needs
+  some send right), ``consult`` (Consult and every call of Consultations, per service),
+  ``answer`` (Serve; each question is passed on only for a permitted service), ``fetch``
+  (Fetch, Acknowledge). Status and health need only a known caller. A refusal is
+  ``PERMISSION_DENIED`` with the stable reason ``APPLICATION_NOT_PERMITTED``.
+* **Where the caller is known.** The interceptor puts the :class:`Caller` in a context
+  variable for the call's task; the tasks a stream starts inherit it, so a check deep in the
+  service (:func:`check_consult`, per consultation call) knows who asks without new arguments.
+* **Evidence without floods.** Every refusal is a structured ``local_refused`` log line (app,
+  method, service, reason). The same refusal repeated within :data:`AGGREGATE_S` is counted,
+  not logged: the next one after the interval logs the count (``repeated``), so an application
+  retrying in a loop leaves one line a minute, and the evidence. :attr:`RefusalLog.total`
+  counts them all (the ``crossroads_node_local_refused`` metric).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import NoReturn
+
+import structlog
+
+from node.config import ANY_SERVICE, Application, AppPermissions
+from node.core.errors import PermissionDenied
+from pki.identity import Identity
+
+__all__ = [
+    "APPLICATION_NOT_PERMITTED",
+    "UNIX_SOCKET",
+    "Action",
+    "Caller",
+    "LocalPermissions",
+    "RefusalLog",
+    "check_consult",
+    "current_caller",
+    "enter_call",
+]
+
+log = structlog.get_logger(__name__)
+
+APPLICATION_NOT_PERMITTED = "APPLICATION_NOT_PERMITTED"
+NOT_AN_APPLICATION = "NOT_AN_APPLICATION"
+APPLICATION_OF_ANOTHER_INSTITUTION = "APPLICATION_OF_ANOTHER_INSTITUTION"
+APPLICATION_UNKNOWN = "APPLICATION_UNKNOWN"
+#: Repeats of one refusal (same caller, method, service, reason) within this many seconds
+#: are counted into one log line.
+AGGREGATE_S = 60.0
+#: Distinct refusals remembered for aggregation; beyond, the counts are logged and reset.
+MAX_KEYS = 1_000
+
+
+class Action(Enum):
+    SEND = "send"
+    CONSULT = "consult"
+    ANSWER = "answer"
+    FETCH = "fetch"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling the local API: ``permissions`` None means everything is allowed."""
+
+    name: str
+    permissions: AppPermissions | None
+
+    def may(self, action: Action, service: str | None = None) -> bool:
+        """May this caller do ``action`` (for ``service``; None: for some service)?"""
+        p = self.permissions
+        if p is None:
+            return True
+        if action is Action.FETCH:
+            return p.fetch
+        allowed = {Action.SEND: p.send, Action.CONSULT: p.consult, Action.ANSWER: p.answer}[action]
+        if service is None:
+            return bool(allowed)
+        return ANY_SERVICE in allowed or service in allowed
+
+    def may_every_service(self, action: Action) -> bool:
+        p = self.permissions
+        return p is None or ANY_SERVICE in {
+            Action.SEND: p.send, Action.CONSULT: p.consult, Action.ANSWER: p.answer,
+        }.get(action, frozenset())
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.permissions is None
+
+
+#: The unix socket's clients when ``[local_socket]`` does not limit them.
+UNIX_SOCKET = Caller("unix-socket", None)
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "local_api_caller", default=None)
+
+
+def current_caller() -> Caller | None:
+    return _caller.get()
+
+
+class RefusalLog:
+    """``local_refused`` log lines, repeats aggregated per (caller, method, service, reason)."""
+
+    def __init__(self, interval_s: float = AGGREGATE_S) -> None:
+        self.interval_s = interval_s
+        self.total = 0
+        self._seen: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+
+    def note(self, caller: str, method: str, service: str, reason: str, detail: str) -> None:
+        self.total += 1
+        key = (caller, method, service, reason)
+        now = time.monotonic()
+        since, repeats = self._seen.get(key, (0.0, 0))
+        if key in self._seen and now - since < self.interval_s:
+            self._seen[key] = (since, repeats + 1)
+            return
+        if len(self._seen) >= MAX_KEYS:
+            self.flush()
+        self._seen[key] = (now, 0)
+        log.warning("local_refused", app=caller, method=method, service=service or None,
+                    reason=reason, detail=detail, repeated=repeats or None)
+
+    def flush(self) -> None:
+        """Log the counts not logged yet (and forget them)."""
+        for (caller, method, service, reason), (_, repeats) in self._seen.items():
+            if repeats:
+                log.warning("local_refused", app=caller, method=method, service=service or None,
+                            reason=reason, repeated=repeats)
+        self._seen.clear()
+
+
+class LocalPermissions:
+    """The node's application policy: identifies callers and checks their calls."""
+
+    def __init__(self, institution: str, applications: Iterable[Application],
+                 unix_socket: AppPermissions | None, refusals: RefusalLog | None = None) -> None:
+        self.institution = institution
+        self.applications = {a.name: Caller(a.name, a.permissions) for a in applications}
+        self.unix_socket = UNIX_SOCKET if unix_socket is None else Caller("unix-socket",
+                                                                          unix_socket)
+        self.refusals = refusals or RefusalLog()
+
+    def application(self, identity: Identity, method: str) -> Caller:
+        """The caller a verified certificate names, or a refusal (logged)."""
+        if identity.kind != "app":
+            self.refuse(str(identity), method, "", NOT_AN_APPLICATION,
+                        f"a {identity.kind} certificate is no application certificate; the"
+                        " local API takes certificates of profile app")
+        if identity.owner != self.institution:
+            self.refuse(str(identity), method, "", APPLICATION_OF_ANOTHER_INSTITUTION,
+                        f"application {identity.name} belongs to institution {identity.owner},"
+                        f" not to {self.institution}")
+        caller = self.applications.get(identity.name)
+        if caller is None:
+            self.refuse(identity.name, method, "", APPLICATION_UNKNOWN,
+                        f"application {identity.name} is not listed in this node's"
+                        " [[applications]]")
+        return caller
+
+    def check(self, caller: Caller, method: str, action: Action,
+              services: Iterable[str] | None = None) -> None:
+        """Refuse (raise, logged) unless ``caller`` may do ``action`` for every service."""
+        if caller.unrestricted:
+            return
+        if services is None:
+            if not caller.may(action):
+                self.refuse(caller.name, method, "", APPLICATION_NOT_PERMITTED,
+                            f"application {caller.name} may not {action.value}")
+            return
+        for service in services:
+            if not caller.may(action, service):
+                self.refuse(caller.name, method, service, APPLICATION_NOT_PERMITTED,
+                            f"application {caller.name} may not {action.value} {service}")
+
+    def refuse(self, caller: str, method: str, service: str, reason: str,
+               detail: str) -> NoReturn:
+        self.refusals.note(caller, method, service, reason, detail)
+        raise PermissionDenied(detail, reason)
+
+
+#: The policy the running node checks consultations with (set by the local API's interceptor).
+_policy: contextvars.ContextVar[LocalPermissions | None] = contextvars.ContextVar(
+    "local_api_policy", default=None)
+
+
+def check_consult(service: str) -> None:
+    """Refuse a consultation of ``service`` the current caller may not make (no caller: the
+    call did not come through the local API's interceptor, e.g. a unit test: allowed)."""
+    caller, policy = _caller.get(), _policy.get()
+    if caller is not None and policy is not None:
+        policy.check(caller, "Local.Consult", Action.CONSULT, [service])
+
+
+def enter_call(policy: LocalPermissions, caller: Caller) -> None:
+    """Record who the current call is, for checks further down (:func:`check_consult`)."""
+    _caller.set(caller)
+    _policy.set(policy)
