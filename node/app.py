@@ -137,9 +137,9 @@ class HubApp:
         data directory without state refuses (:mod:`node.store.data_dir`)."""
         self.config = config
         require(hub_problems(config))  # its own certificate, key, CA, role, network, CRL
+        _check_hub_state(config, init)  # creates the data directory only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
-        _check_hub_state(config, init)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
@@ -276,9 +276,9 @@ class NodeApp:
         """``init``: as for :class:`HubApp`."""
         self.config = config
         require(node_problems(config))  # its own certificate, key, CA, role, network, CRL
+        prepare_data_dir(node_layout(config), init)  # creates it only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
-        prepare_data_dir(node_layout(config), init)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
         #: copy (``[tls] crl``); ignored only with ``[tls] revocation = "off"``.

@@ -103,7 +103,7 @@ def prepare_data_dir(layout: StateLayout, init: bool, integrity: bool = True) ->
                 f"{where} holds no {layout.role} state ({', '.join(layout.databases)} missing);"
                 f" on a first start pass --init (crossroads {layout.role} serve --init, or"
                 f" crossroads {layout.role} init), else restore the data directory"))
-        layout.data_dir.mkdir(parents=True, exist_ok=True)
+        layout.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # private from the start
         return True
     if missing or files_missing or orphan_wals:
         there = [p.name for p in present] + [str(p) for p in files_present]

@@ -32,12 +32,13 @@ def net(tmp_path: Path) -> Iterator[ProcessNetwork]:
 
 
 def _must_refuse(net: ProcessNetwork, name: str, role: str, table: dict[str, Any]) -> str:
-    """Start a daemon that must not start: returns its stderr; fails if it became ready."""
+    """Start a daemon that must not start: returns its stderr; fails if it became ready.
+    It is started as on a first start (``--init``), so only the slip under test stops it."""
     config, ready = net.root / f"{name}.toml", net.root / f"{name}.ready"
     write_toml(config, table)
     proc = subprocess.Popen(
         [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
-         "--ready-file", str(ready)],
+         "--ready-file", str(ready), "--init"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=net.env, cwd=net.root)
     deadline = time.monotonic() + 60
     try:
