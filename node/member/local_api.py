@@ -2,7 +2,10 @@
 
 ``Submit`` runs the same envelope checks as the hub (so mistakes surface at the source with
 the same reason codes), fills in the sender and the sent time when the application left them
-empty, and commits the accepted envelopes to the outbox before answering. The uplink sends
+empty, and commits the accepted envelopes to the outbox before answering. An envelope
+submitted again with the same sender ticket (an application retrying after a lost answer or
+a timeout), while the first is still in the outbox, is not queued twice: it is answered with
+the first one's sequence (detail ``RESUBMITTED``), so its Outcomes are the first one's. The uplink sends
 them on. ``Fetch``/``Acknowledge`` read the inbox in arrival order.
 """
 
@@ -29,14 +32,16 @@ from node.member.uplink import Uplink
 from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
-from node.store.node_store import NodeStore
+from node.store.node_store import NodeStore, Queued
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
-__all__ = ["LocalService"]
+__all__ = ["RESUBMITTED", "LocalService", "same_submission"]
 
 MAX_SUBMIT = 10_000
+#: Starts the detail of an outcome answered from an earlier submission with the same ticket.
+RESUBMITTED = "RESUBMITTED"
 MAX_WAIT_MS = 60_000
 _OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
 #: (subject number, service id, service version) of an EnvelopeHead, in one call.
@@ -73,7 +78,11 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
             decisions, ready, heads = self._prepare(request.envelopes)
             await self._check_with_fragment(decisions, ready, heads)
-            seqs = await self.store.enqueue([raw for raw in ready if raw is not None])
+            queued = [raw for raw in ready if raw is not None]
+            placed = await self.store.enqueue_once(
+                queued, [decode(raw).sender_ticket for raw in queued], same_submission)
+            seqs = [q.seq for q in placed]
+            _note_resubmissions(decisions, ready, placed)
             response = local_pb2.LocalSubmitResponse.FromString(
                 outcomes_blob(decisions, _OUTCOMES_FIELD))
             if len(seqs) == len(ready):  # all accepted
@@ -269,6 +278,31 @@ class LocalService(local_pb2_grpc.LocalServicer):
         finally:
             reader.cancel()
             self.answering.detach(session)
+
+
+def same_submission(stored: bytes, new: bytes) -> bool:
+    """Whether ``new`` is ``stored`` submitted again: equal but for the sent time (which the
+    node or the client fills in anew on each attempt)."""
+    if stored == new:
+        return True
+    a, b = decode(stored), decode(new)
+    a.sent_at_unix_us = b.sent_at_unix_us = 0
+    return a == b
+
+
+def _note_resubmissions(
+    decisions: list[Decision], ready: list[bytes | None], placed: list[Queued]
+) -> None:
+    """A resubmitted envelope keeps its first outcome (ACCEPTED, queued at the node) and
+    sequence; the detail says it was not queued again."""
+    if not any(q.resubmitted for q in placed):
+        return
+    taken = iter(placed)
+    for i, raw in enumerate(ready):
+        if raw is not None and (q := next(taken)).resubmitted:
+            decisions[i] = decisions[i]._replace(
+                detail=f"{RESUBMITTED}: already queued as sequence {q.seq} with this sender"
+                       " ticket; not queued again")
 
 
 def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision | None:

@@ -48,7 +48,7 @@ from typing import TypeVar
 from node.store.sqlite import connect_sync, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
-__all__ = ["PURGED_DETAIL", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged"]
+__all__ = ["PURGED_DETAIL", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged", "Queued"]
 
 _second = operator.itemgetter(1)
 
@@ -112,6 +112,13 @@ MIGRATIONS = [
     """
     INSERT OR IGNORE INTO meta (key, value) SELECT 'inbox_total', count(*) FROM inbox;
     """,
+    # 6: the outbox sequence of the first envelope submitted with each sender ticket, so a
+    # resubmission (an application retrying) is answered with it instead of sent twice
+    # (:meth:`NodeStore.enqueue_once`). Purged with the outbox envelope it points to.
+    """
+    CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS tickets_seq ON tickets (seq);
+    """,
 ]
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
@@ -133,6 +140,15 @@ class OutboxOutcome:
     def awaited(self) -> bool:
         """Sent (or to be sent) and not decided yet: the hub's answer is still to come."""
         return self.reason is None and not self.detail
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Where :meth:`NodeStore.enqueue_once` put one envelope: its outbox sequence, and
+    whether that is the sequence of an earlier submission of the same envelope."""
+
+    seq: int
+    resubmitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +280,58 @@ class NodeStore:
         seqs = await self._write(run)
         self.outbox_changed.set()
         return seqs
+
+    async def enqueue_once(
+        self, envelopes: Sequence[bytes], tickets: Sequence[str],
+        same: Callable[[bytes, bytes], bool],
+    ) -> list[Queued]:
+        """:meth:`enqueue`, but an envelope whose sender ticket (``tickets[i]``, "" for none)
+        was already queued and is ``same(stored, new)`` as the envelope stored under it is not
+        stored again: it gets the sequence of the first one (``resubmitted``). The first
+        envelope with a ticket is remembered as long as it is in the outbox (until retention
+        purges it, :meth:`purge`); a different envelope reusing a ticket is queued as usual."""
+        if not envelopes:
+            return []
+
+        def body(c: sqlite3.Connection) -> list[Queued]:
+            known = _known_tickets(c, [t for t in tickets if t])
+            first: dict[str, int] = {}  # ticket -> index of its first new envelope here
+            fresh: list[int] = []  # indexes to store
+            again: dict[int, int] = {}  # index -> earlier sequence
+            later: dict[int, int] = {}  # index -> index of the same envelope in this call
+            for i, (raw, ticket) in enumerate(zip(envelopes, tickets, strict=True)):
+                if ticket in known:
+                    seq, stored = known[ticket]
+                    if same(stored, raw):
+                        again[i] = seq
+                        continue
+                elif ticket in first and same(envelopes[first[ticket]], raw):
+                    later[i] = first[ticket]
+                    continue
+                elif ticket and ticket not in first:
+                    first[ticket] = i
+                fresh.append(i)
+            seqs = self._append_outbox(c, [envelopes[i] for i in fresh]) if fresh else []
+            seq_of = dict(zip(fresh, seqs, strict=True))
+            remember = [(t, seq_of[i]) for t, i in first.items()]
+            if remember:
+                insert_columns(c, "INSERT OR IGNORE INTO tickets (ticket, seq) VALUES ",
+                               list(zip(*remember, strict=True)))
+            return [Queued(seq_of[i]) if i in seq_of else
+                    Queued(again[i] if i in again else seq_of[later[i]], True)
+                    for i in range(len(envelopes))]
+
+        def run() -> list[Queued]:
+            queued = self._transaction(body)
+            new = [q.seq for q in queued if not q.resubmitted]
+            if new:
+                self._last_seq = max(new)  # committed: the numbers are taken
+            return queued
+
+        queued = await self._write(run)
+        if any(not q.resubmitted for q in queued):
+            self.outbox_changed.set()
+        return queued
 
     def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes]) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
@@ -506,9 +574,23 @@ _PURGES = (
     # An ack that also covers later envelopes stays (their outcomes are in it).
     ("DELETE FROM acks WHERE last_seq IN"
      " (SELECT last_seq FROM acks WHERE last_seq <= ? ORDER BY last_seq LIMIT ?)", False),
+    ("DELETE FROM tickets WHERE seq IN"
+     " (SELECT seq FROM tickets WHERE seq <= ? ORDER BY seq LIMIT ?)", False),
     ("DELETE FROM inbox WHERE id IN"
      " (SELECT id FROM inbox WHERE id <= ? AND acked = 1 ORDER BY id LIMIT ?)", True),
 )
+
+
+def _known_tickets(c: sqlite3.Connection, tickets: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+    """The sequence and the stored envelope of each of ``tickets`` already in the outbox."""
+    known: dict[str, tuple[int, bytes]] = {}
+    for start in range(0, len(tickets), 500):
+        chunk = list(tickets[start:start + 500])
+        for ticket, seq, envelope in c.execute(
+                "SELECT t.ticket, t.seq, o.envelope FROM tickets t JOIN outbox o USING (seq)"
+                f" WHERE t.ticket IN ({','.join('?' * len(chunk))})", chunk):
+            known[ticket] = (int(seq), bytes(envelope))
+    return known
 
 
 def _set_meta(c: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> None:
