@@ -11,7 +11,9 @@ batches; envelopes queued and delivered per destination, and whether its deliver
 up; consultations in flight; the audit chain's last record; the directory revision. Node
 (``crossroads_node_*``): envelopes sent and their outcomes, waiting in the outbox, in the inbox
 not yet acknowledged; the hub and directory streams; the fragment's revision and lag. Both
-also export the standard ``process_*`` metrics (CPU, memory, open files).
+count the writes their store refused (``crossroads_store_errors_total``, by component and
+cause: node/store/failures.py) and export the standard ``process_*`` metrics (CPU, memory,
+open files).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 if TYPE_CHECKING:
     from node.app import HubApp, NodeApp
+    from node.store.failures import StoreFailures
 
 __all__ = ["MetricsEndpoint", "hub_metrics", "node_metrics"]
 
@@ -79,6 +82,7 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
                  app.store.chain.last_seq)
     yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
                  app.directory.revision)
+    yield _store_errors(app.store.failures)
 
 
 def node_metrics(app: NodeApp) -> Iterator[Metric]:
@@ -103,6 +107,16 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  app.fragment.revision)
     yield _gauge("crossroads_node_directory_lag", "Revisions the fragment is behind the hub.",
                  app.fragment.lag)
+    yield _store_errors(store.failures)
+
+
+def _store_errors(failures: StoreFailures) -> CounterMetricFamily:
+    errors = CounterMetricFamily(
+        "crossroads_store_errors", "Writes the store refused (nothing stored), by the component"
+        " that failed and the cause (DISK_FULL, IO_ERROR, ...).", labels=["component", "cause"])
+    for (component, cause), count in sorted(dict(failures.counts).items()):
+        errors.add_metric([component, cause.value], count)
+    return errors
 
 
 class MetricsEndpoint:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from node.store.failures import StoreFailures
 from node.store.sqlite import connect_sync, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
@@ -186,6 +187,8 @@ class NodeStore:
         self.purged_seq = 0  # outbox envelopes up to here may have gone (retention)
         self.inbox_unacknowledged = 0  # kept by the writer thread, after each commit
         self.inbox_total = 0  # envelopes ever stored in the inbox (also purged ones); ditto
+        #: Writes that failed (a full disk): logged and counted by component and cause.
+        self.failures = StoreFailures()
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -195,6 +198,14 @@ class NodeStore:
     async def _write(self, func: Callable[..., T], *args: object) -> T:
         assert self._write_thread is not None, "store not open"
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+
+    async def _write_or_fail(self, component: str, func: Callable[..., T], *args: object) -> T:
+        """:meth:`_write` for a component's own write: a storage failure (a full disk) is
+        logged and counted, and raised as UNAVAILABLE ``NOT_STORED`` (node/store/failures.py)."""
+        try:
+            return await self._write(func, *args)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failures.failed(component, exc) from exc
 
     async def _read(self, func: Callable[..., T], *args: object) -> T:
         assert self._read_thread is not None, "store not open"
@@ -328,7 +339,7 @@ class NodeStore:
                 self._last_seq = max(new)  # committed: the numbers are taken
             return queued
 
-        queued = await self._write(run)
+        queued = await self._write_or_fail("local_submit", run)
         if any(not q.resubmitted for q in queued):
             self.outbox_changed.set()
         return queued
@@ -472,7 +483,7 @@ class NodeStore:
                 self._last_seq = seqs[-1]
             return stored, seqs
 
-        stored, seqs = await self._write(run)
+        stored, seqs = await self._write_or_fail("inbox_store", run)
         if stored:
             self.inbox_changed.set()
         if seqs:
