@@ -80,7 +80,12 @@ def probe(address: str, timeout: float = 3.0) -> None:
     :class:`NodeUnreachable` saying why."""
     if address.startswith("unix:"):
         path = Path(address[5:].removeprefix("//"))
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except PermissionError:  # a directory on the way this user may not enter
+            raise NodeUnreachable(address, f"permission denied on the way to {path}",
+                                  refused=True) from None
+        if not exists:
             raise NodeUnreachable(address, f"no socket at {path} (is the node running? see"
                                            " local_api in its node.toml)")
         family: int = socket.AF_UNIX
