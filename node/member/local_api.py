@@ -32,7 +32,7 @@ from node.member.uplink import Uplink
 from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
-from node.store.node_store import NodeStore, Queued
+from node.store.node_store import Enqueued, NodeStore
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
@@ -81,8 +81,9 @@ class LocalService(local_pb2_grpc.LocalServicer):
             queued = [raw for raw in ready if raw is not None]
             placed = await self.store.enqueue_once(
                 queued, [decode(raw).sender_ticket for raw in queued], same_submission)
-            seqs = [q.seq for q in placed]
-            _note_resubmissions(decisions, ready, placed)
+            seqs = placed.seqs
+            if placed.resubmitted:
+                _note_resubmissions(decisions, ready, placed)
             response = local_pb2.LocalSubmitResponse.FromString(
                 outcomes_blob(decisions, _OUTCOMES_FIELD))
             if len(seqs) == len(ready):  # all accepted
@@ -291,18 +292,16 @@ def same_submission(stored: bytes, new: bytes) -> bool:
 
 
 def _note_resubmissions(
-    decisions: list[Decision], ready: list[bytes | None], placed: list[Queued]
+    decisions: list[Decision], ready: list[bytes | None], placed: Enqueued
 ) -> None:
     """A resubmitted envelope keeps its first outcome (ACCEPTED, queued at the node) and
     sequence; the detail says it was not queued again."""
-    if not any(q.resubmitted for q in placed):
-        return
-    taken = iter(placed)
-    for i, raw in enumerate(ready):
-        if raw is not None and (q := next(taken)).resubmitted:
+    queued = (i for i, raw in enumerate(ready) if raw is not None)
+    for k, i in enumerate(queued):
+        if k in placed.resubmitted:
             decisions[i] = decisions[i]._replace(
-                detail=f"{RESUBMITTED}: already queued as sequence {q.seq} with this sender"
-                       " ticket; not queued again")
+                detail=f"{RESUBMITTED}: already queued as sequence {placed.seqs[k]} with this"
+                       " sender ticket; not queued again")
 
 
 def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision | None:

@@ -43,13 +43,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from node.store.failures import StoreFailures
 from node.store.sqlite import connect_sync, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
-__all__ = ["PURGED_DETAIL", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged", "Queued"]
+__all__ = ["PURGED_DETAIL", "Enqueued", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged"]
 
 _second = operator.itemgetter(1)
 
@@ -113,13 +113,10 @@ MIGRATIONS = [
     """
     INSERT OR IGNORE INTO meta (key, value) SELECT 'inbox_total', count(*) FROM inbox;
     """,
-    # 6: the outbox sequence of the first envelope submitted with each sender ticket, so a
-    # resubmission (an application retrying) is answered with it instead of sent twice
-    # (:meth:`NodeStore.enqueue_once`). Purged with the outbox envelope it points to.
-    """
-    CREATE TABLE IF NOT EXISTS tickets (ticket TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS tickets_seq ON tickets (seq);
-    """,
+    # 6: the sender ticket of each envelope submitted with one, indexed, so a resubmission
+    # (an application retrying) is answered with the first one's sequence instead of sent
+    # twice (:meth:`NodeStore.enqueue_once`); purged with the envelope.
+    lambda c: _add_ticket_column(c),
 ]
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
@@ -143,13 +140,12 @@ class OutboxOutcome:
         return self.reason is None and not self.detail
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """Where :meth:`NodeStore.enqueue_once` put one envelope: its outbox sequence, and
-    whether that is the sequence of an earlier submission of the same envelope."""
+class Enqueued(NamedTuple):
+    """Where :meth:`NodeStore.enqueue_once` put the envelopes: a sequence per envelope, and
+    the indexes of those answered with the sequence of an earlier, same envelope."""
 
-    seq: int
-    resubmitted: bool = False
+    seqs: list[int]
+    resubmitted: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,61 +291,62 @@ class NodeStore:
     async def enqueue_once(
         self, envelopes: Sequence[bytes], tickets: Sequence[str],
         same: Callable[[bytes, bytes], bool],
-    ) -> list[Queued]:
-        """:meth:`enqueue`, but an envelope whose sender ticket (``tickets[i]``, "" for none)
-        was already queued and is ``same(stored, new)`` as the envelope stored under it is not
-        stored again: it gets the sequence of the first one (``resubmitted``). The first
-        envelope with a ticket is remembered as long as it is in the outbox (until retention
+    ) -> Enqueued:
+        """:meth:`enqueue`, but an envelope that is ``same(stored, new)`` as one already in the
+        outbox under its sender ticket (``tickets[i]``; "" for none), or as an earlier one of
+        this call, is not stored again: it gets that envelope's sequence (``resubmitted``).
+        An envelope is found by its ticket as long as it is in the outbox (until retention
         purges it, :meth:`purge`); a different envelope reusing a ticket is queued as usual."""
         if not envelopes:
-            return []
+            return Enqueued([], frozenset())
+        named = [t for t in tickets if t]
 
-        def body(c: sqlite3.Connection) -> list[Queued]:
-            known = _known_tickets(c, [t for t in tickets if t])
-            first: dict[str, int] = {}  # ticket -> index of its first new envelope here
-            fresh: list[int] = []  # indexes to store
-            again: dict[int, int] = {}  # index -> earlier sequence
-            later: dict[int, int] = {}  # index -> index of the same envelope in this call
+        def body(c: sqlite3.Connection) -> Enqueued:
+            known = _queued_under(c, named) if named else {}
+            if not known and len(set(named)) == len(named):  # the usual case: all new
+                return Enqueued(self._append_outbox(c, envelopes, tickets), frozenset())
+            # A reference is an earlier sequence (> 0) or -(index + 1) of this call's own.
+            refs: dict[int, int] = {}
+            fresh: list[int] = []
             for i, (raw, ticket) in enumerate(zip(envelopes, tickets, strict=True)):
-                if ticket in known:
-                    seq, stored = known[ticket]
-                    if same(stored, raw):
-                        again[i] = seq
+                if ticket:
+                    candidates = known.setdefault(ticket, [])
+                    ref = next((r for r, stored in candidates if same(stored, raw)), None)
+                    if ref is not None:
+                        refs[i] = ref
                         continue
-                elif ticket in first and same(envelopes[first[ticket]], raw):
-                    later[i] = first[ticket]
-                    continue
-                elif ticket and ticket not in first:
-                    first[ticket] = i
+                    candidates.append((-(i + 1), raw))
                 fresh.append(i)
-            seqs = self._append_outbox(c, [envelopes[i] for i in fresh]) if fresh else []
-            seq_of = dict(zip(fresh, seqs, strict=True))
-            remember = [(t, seq_of[i]) for t, i in first.items()]
-            if remember:
-                insert_columns(c, "INSERT OR IGNORE INTO tickets (ticket, seq) VALUES ",
-                               list(zip(*remember, strict=True)))
-            return [Queued(seq_of[i]) if i in seq_of else
-                    Queued(again[i] if i in again else seq_of[later[i]], True)
+            new = self._append_outbox(c, [envelopes[i] for i in fresh],
+                                      [tickets[i] for i in fresh]) if fresh else []
+            seq_of = dict(zip(fresh, new, strict=True))
+            seqs = [seq_of[i] if i in seq_of else
+                    refs[i] if refs[i] > 0 else seq_of[-refs[i] - 1]
                     for i in range(len(envelopes))]
+            return Enqueued(seqs, frozenset(refs))
 
-        def run() -> list[Queued]:
-            queued = self._transaction(body)
-            new = [q.seq for q in queued if not q.resubmitted]
-            if new:
-                self._last_seq = max(new)  # committed: the numbers are taken
-            return queued
+        def run() -> Enqueued:
+            done = self._transaction(body)
+            if len(done.resubmitted) < len(envelopes):  # committed: the numbers are taken
+                self._last_seq = max(seq for i, seq in enumerate(done.seqs)
+                                     if i not in done.resubmitted)
+            return done
 
-        queued = await self._write_or_fail("local_submit", run)
-        if any(not q.resubmitted for q in queued):
+        done = await self._write_or_fail("local_submit", run)
+        if len(done.resubmitted) < len(envelopes):
             self.outbox_changed.set()
-        return queued
+        return done
 
-    def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes]) -> list[int]:
+    def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes],
+                       tickets: Sequence[str] | None = None) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
-        ``_last_seq``, which the caller moves once the transaction committed."""
+        ``_last_seq``, which the caller moves once the transaction committed. ``tickets``:
+        the envelopes' sender tickets, indexed for :meth:`enqueue_once` ("": none)."""
         start = self._last_seq + 1
         seqs = list(range(start, start + len(envelopes)))
-        insert_columns(c, "INSERT INTO outbox (seq, envelope) VALUES ", [seqs, envelopes])
+        column = [t or None for t in tickets] if tickets else [None] * len(envelopes)
+        insert_columns(c, "INSERT INTO outbox (seq, envelope, ticket) VALUES ",
+                       [seqs, envelopes, column])
         return seqs
 
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
@@ -585,22 +582,28 @@ _PURGES = (
     # An ack that also covers later envelopes stays (their outcomes are in it).
     ("DELETE FROM acks WHERE last_seq IN"
      " (SELECT last_seq FROM acks WHERE last_seq <= ? ORDER BY last_seq LIMIT ?)", False),
-    ("DELETE FROM tickets WHERE seq IN"
-     " (SELECT seq FROM tickets WHERE seq <= ? ORDER BY seq LIMIT ?)", False),
     ("DELETE FROM inbox WHERE id IN"
      " (SELECT id FROM inbox WHERE id <= ? AND acked = 1 ORDER BY id LIMIT ?)", True),
 )
 
 
-def _known_tickets(c: sqlite3.Connection, tickets: Sequence[str]) -> dict[str, tuple[int, bytes]]:
-    """The sequence and the stored envelope of each of ``tickets`` already in the outbox."""
-    known: dict[str, tuple[int, bytes]] = {}
-    for start in range(0, len(tickets), 500):
-        chunk = list(tickets[start:start + 500])
+def _add_ticket_column(c: sqlite3.Connection) -> None:
+    if "ticket" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}:
+        c.execute("ALTER TABLE outbox ADD COLUMN ticket TEXT")
+    c.execute("CREATE INDEX IF NOT EXISTS outbox_ticket ON outbox (ticket)"
+              " WHERE ticket IS NOT NULL")
+
+
+def _queued_under(c: sqlite3.Connection, tickets: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+    """(sequence, envelope) of the outbox envelopes queued under each of ``tickets``."""
+    known: dict[str, list[tuple[int, bytes]]] = {}
+    unique = list(set(tickets))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
         for ticket, seq, envelope in c.execute(
-                "SELECT t.ticket, t.seq, o.envelope FROM tickets t JOIN outbox o USING (seq)"
-                f" WHERE t.ticket IN ({','.join('?' * len(chunk))})", chunk):
-            known[ticket] = (int(seq), bytes(envelope))
+                "SELECT ticket, seq, envelope FROM outbox WHERE ticket IN"
+                f" ({','.join('?' * len(chunk))}) ORDER BY seq", chunk):
+            known.setdefault(ticket, []).append((int(seq), bytes(envelope)))
     return known
 
 
