@@ -3,7 +3,8 @@
 A write that SQLite (or the file system under it) refuses, a full disk above all, is not a
 bug of the caller and not a refusal of the peer: nothing was stored, and the same request
 may succeed later. Each store keeps a :class:`StoreFailures`; the component whose write
-failed (``local_submit``, ``inbox_store``, ``hub_intake``, ``hub_audit``, ``hub_delivery``)
+failed (at a node ``local_submit``, ``inbox_store``, ``inbox_ack``, ``outbox_ack``; at the hub
+``hub_intake``, ``hub_audit``, ``hub_delivery``)
 hands it the exception and raises what it returns: an
 :class:`~node.core.errors.Unavailable` with the stable reason ``NOT_STORED``, which the RPC
 edge sends as gRPC ``UNAVAILABLE`` ("NOT_STORED: ...: nothing stored, retry") instead of the

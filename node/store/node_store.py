@@ -392,7 +392,7 @@ class NodeStore:
             self.decided_seq, self.sent_accepted, self.sent_refused = (
                 last_seq, accepted, refused_total)
 
-        await self._write(run)
+        await self._write_or_fail("outbox_ack", run)
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
         def read() -> dict[int, tuple[str, str, str, tuple[str, ...]]]:
@@ -511,7 +511,7 @@ class NodeStore:
             self.inbox_unacknowledged -= acknowledged
             return acknowledged
 
-        return await self._write(run)
+        return await self._write_or_fail("inbox_ack", run)
 
     def counts(self) -> NodeCounts:
         """The counters kept in memory (the inbox total counts every envelope ever stored,

@@ -6,18 +6,29 @@ one JSON object per result line, and nothing prints a Python traceback."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from node.testing import DEMO_SERVICE, ProcessNetwork
+from node.core.directory import Authorization, Integration, Period, Service
+from node.testing import DEMO_SERVICE, ProcessNetwork, default_directory
 from tests.conftest import A, B
 
 pytestmark = pytest.mark.slow
 CITIZEN = "85073003328"
+CONSULTED = "income.status"
+#: The demo directory, and a consultation A may ask about CITIZEN (A and B hold an
+#: integration of CITIZEN: the question goes to B).
+SEED = [*default_directory((A, B)),
+        Service(CONSULTED, 1, "consultation", "citizen", "fan_out", integration_required=True),
+        *[Authorization(f"consult-{e}", CONSULTED, e) for e in (A, B)],
+        *[Integration(CITIZEN, e, 1, phase=1, period=Period(date(2020, 1, 1))) for e in (A, B)]]
 
 
 class Ran:
@@ -43,7 +54,8 @@ def send(api: str, *extra: str) -> Ran:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessNetwork]:
-    with ProcessNetwork(tmp_path_factory.mktemp("cli") / "net", institutions=(A, B)) as net:
+    with ProcessNetwork(tmp_path_factory.mktemp("cli") / "net", institutions=(A, B),
+                        seed=SEED) as net:
         net.start()
         yield net
 
@@ -84,6 +96,32 @@ def test_consult_refused_is_a_negative_answer(net: ProcessNetwork) -> None:
     assert asked.code == 1, asked.err  # demo.message is no consultation: refused
     (answer,) = asked.records
     assert answer["status"] == "REFUSED"
+
+
+def test_answer_and_consult_with_json(net: ProcessNetwork) -> None:
+    provider = subprocess.Popen(
+        [sys.executable, "-P", "-m", "node.cli", "answer", "--local-api", net.local_api(B),
+         "--data", "yes", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the provider's stream is attached at B
+            asked = cli("consult", "--local-api", net.local_api(A), "--service", CONSULTED,
+                        "--subject-citizen", CITIZEN, "--capacity", "1", "--deadline-ms",
+                        "2000", "--json")
+            if asked.code != 3 or time.monotonic() > deadline:
+                break
+            assert asked.records[0]["status"] == "INCOMPLETE_DATA"  # exit 3: try again
+        assert asked.code == 0, asked.out + asked.err
+        (answer,) = asked.records
+        assert answer["status"] == "DATA_FOUND"
+        assert [p["institution"] for p in answer["parts"]] == [B]
+    finally:
+        provider.send_signal(signal.SIGINT)
+        out, err = provider.communicate(timeout=30)
+    assert provider.returncode == 0 and "Traceback" not in err, err
+    answered = [json.loads(line) for line in out.splitlines()]
+    assert answered[-1]["hub_ticket"] == answer["hubTicket"]
+    assert answered[-1]["status"] == "SOURCE_DATA" and answered[-1]["sender"] == A
 
 
 @pytest.mark.parametrize("command", [
