@@ -113,10 +113,11 @@ MIGRATIONS = [
     """
     INSERT OR IGNORE INTO meta (key, value) SELECT 'inbox_total', count(*) FROM inbox;
     """,
-    # 6: the sender ticket of each envelope submitted with one, indexed, so a resubmission
-    # (an application retrying) is answered with the first one's sequence instead of sent
-    # twice (:meth:`NodeStore.enqueue_once`); purged with the envelope.
-    lambda c: _add_ticket_column(c),
+    # 6: a digest of the sender ticket and the content of each envelope submitted with a
+    # ticket, indexed, so a resubmission (an application retrying) is answered with the
+    # first one's sequence instead of sent twice (:meth:`NodeStore.enqueue_once`); purged
+    # with the envelope.
+    lambda c: _add_resubmit_key(c),
 ]
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
@@ -288,37 +289,34 @@ class NodeStore:
         self.outbox_changed.set()
         return seqs
 
-    async def enqueue_once(
-        self, envelopes: Sequence[bytes], tickets: Sequence[str],
-        same: Callable[[bytes, bytes], bool],
-    ) -> Enqueued:
-        """:meth:`enqueue`, but an envelope that is ``same(stored, new)`` as one already in the
-        outbox under its sender ticket (``tickets[i]``; "" for none), or as an earlier one of
-        this call, is not stored again: it gets that envelope's sequence (``resubmitted``).
-        An envelope is found by its ticket as long as it is in the outbox (until retention
-        purges it, :meth:`purge`); a different envelope reusing a ticket is queued as usual."""
+    async def enqueue_once(self, envelopes: Sequence[bytes], keys: Sequence[bytes | None]) -> Enqueued:
+        """:meth:`enqueue`, but an envelope whose resubmission key (``keys[i]``: a digest of
+        its sender ticket and content, None for an envelope without a ticket) is that of an
+        envelope still in the outbox, or of an earlier one of this call, is not stored again:
+        it gets that envelope's sequence (``resubmitted``). A key is found as long as its
+        envelope is in the outbox (until retention purges it, :meth:`purge`). One indexed
+        look-up per key: linear in the call, whatever the outbox holds."""
         if not envelopes:
             return Enqueued([], frozenset())
-        named = [t for t in tickets if t]
+        named = [k for k in keys if k]
 
         def body(c: sqlite3.Connection) -> Enqueued:
             known = _queued_under(c, named) if named else {}
             if not known and len(set(named)) == len(named):  # the usual case: all new
-                return Enqueued(self._append_outbox(c, envelopes, tickets), frozenset())
+                return Enqueued(self._append_outbox(c, envelopes, keys), frozenset())
             # A reference is an earlier sequence (> 0) or -(index + 1) of this call's own.
             refs: dict[int, int] = {}
             fresh: list[int] = []
-            for i, (raw, ticket) in enumerate(zip(envelopes, tickets, strict=True)):
-                if ticket:
-                    candidates = known.setdefault(ticket, [])
-                    ref = next((r for r, stored in candidates if same(stored, raw)), None)
+            for i, key in enumerate(keys):
+                if key:
+                    ref = known.get(key)
                     if ref is not None:
                         refs[i] = ref
                         continue
-                    candidates.append((-(i + 1), raw))
+                    known[key] = -(i + 1)
                 fresh.append(i)
             new = self._append_outbox(c, [envelopes[i] for i in fresh],
-                                      [tickets[i] for i in fresh]) if fresh else []
+                                      [keys[i] for i in fresh]) if fresh else []
             seq_of = dict(zip(fresh, new, strict=True))
             seqs = [seq_of[i] if i in seq_of else
                     refs[i] if refs[i] > 0 else seq_of[-refs[i] - 1]
@@ -338,15 +336,14 @@ class NodeStore:
         return done
 
     def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes],
-                       tickets: Sequence[str] | None = None) -> list[int]:
+                       keys: Sequence[bytes | None] | None = None) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
-        ``_last_seq``, which the caller moves once the transaction committed. ``tickets``:
-        the envelopes' sender tickets, indexed for :meth:`enqueue_once` ("": none)."""
+        ``_last_seq``, which the caller moves once the transaction committed. ``keys``: the
+        envelopes' resubmission keys, indexed for :meth:`enqueue_once` (None: none)."""
         start = self._last_seq + 1
         seqs = list(range(start, start + len(envelopes)))
-        column = [t or None for t in tickets] if tickets else [None] * len(envelopes)
-        insert_columns(c, "INSERT INTO outbox (seq, envelope, ticket) VALUES ",
-                       [seqs, envelopes, column])
+        insert_columns(c, "INSERT INTO outbox (seq, envelope, resubmit_key) VALUES ",
+                       [seqs, envelopes, keys or [None] * len(envelopes)])
         return seqs
 
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
@@ -587,23 +584,23 @@ _PURGES = (
 )
 
 
-def _add_ticket_column(c: sqlite3.Connection) -> None:
-    if "ticket" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}:
-        c.execute("ALTER TABLE outbox ADD COLUMN ticket TEXT")
-    c.execute("CREATE INDEX IF NOT EXISTS outbox_ticket ON outbox (ticket)"
-              " WHERE ticket IS NOT NULL")
+def _add_resubmit_key(c: sqlite3.Connection) -> None:
+    if "resubmit_key" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}:
+        c.execute("ALTER TABLE outbox ADD COLUMN resubmit_key BLOB")
+    c.execute("CREATE INDEX IF NOT EXISTS outbox_resubmit_key ON outbox (resubmit_key)"
+              " WHERE resubmit_key IS NOT NULL")
 
 
-def _queued_under(c: sqlite3.Connection, tickets: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
-    """(sequence, envelope) of the outbox envelopes queued under each of ``tickets``."""
-    known: dict[str, list[tuple[int, bytes]]] = {}
-    unique = list(set(tickets))
+def _queued_under(c: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, int]:
+    """The (first) outbox sequence stored under each of ``keys`` that is there."""
+    known: dict[bytes, int] = {}
+    unique = list(set(keys))
     for start in range(0, len(unique), 500):
         chunk = unique[start:start + 500]
-        for ticket, seq, envelope in c.execute(
-                "SELECT ticket, seq, envelope FROM outbox WHERE ticket IN"
+        for key, seq in c.execute(
+                "SELECT resubmit_key, seq FROM outbox WHERE resubmit_key IN"
                 f" ({','.join('?' * len(chunk))}) ORDER BY seq", chunk):
-            known.setdefault(ticket, []).append((int(seq), bytes(envelope)))
+            known.setdefault(bytes(key), int(seq))
     return known
 
 
