@@ -50,7 +50,7 @@ class _AnsweringProvider:
 
 async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, Any]:
     layout = NetworkLayout(root, institutions=(ASKER, PROVIDER))
-    hub = HubApp(layout.hub_config())
+    hub = HubApp(layout.hub_config(), init=True)
     await hub.start()
     try:
         pool = list(citizens(10_000))

@@ -35,6 +35,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.service import HubService
 from node.member.answers import Answering
+from node.member.continuity import HubContinuity
 from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import DeliverService
 from node.member.fragment import FragmentWatcher
@@ -43,10 +44,18 @@ from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
+from node.open_files import connection_cap, raise_soft_limit
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, server_options
+from node.store.data_dir import (
+    DataDirError,
+    StateLayout,
+    StateReason,
+    layout_files,
+    prepare_data_dir,
+)
 from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
@@ -64,7 +73,7 @@ from node.wire.gen.crossroads.v1 import (
 )
 from node.wire.signed import ensure_signing_key, load_public_key
 
-__all__ = ["HubApp", "NodeApp", "serve_forever"]
+__all__ = ["HubApp", "NodeApp", "hub_layout", "init_state", "node_layout", "serve_forever"]
 
 log = structlog.get_logger(__name__)
 GRACE_S = 5.0
@@ -93,9 +102,34 @@ async def _set_health(servicer: health.aio.HealthServicer, names: list[str], ser
         await servicer.set(name, status)
 
 
+def hub_layout(config: HubConfig) -> StateLayout:
+    """The hub's state: its two databases, and its signing key when kept in the data dir."""
+    return StateLayout("hub", config.data_dir, ("hub.sqlite", "directory.sqlite"),
+                       layout_files([config.directory_key_path], config.data_dir))
+
+
+def node_layout(config: NodeConfig) -> StateLayout:
+    return StateLayout("node", config.data_dir, ("node.sqlite", "fragment.sqlite"))
+
+
+def _check_hub_state(config: HubConfig, init: bool) -> None:
+    """:func:`prepare_data_dir`; and a signing key kept outside the data directory must be
+    there once the databases are (a new one would sign the chain under another key)."""
+    fresh = prepare_data_dir(hub_layout(config), init)
+    key = config.directory_key_path
+    if not fresh and not key.exists():
+        raise DataDirError(StateReason.STATE_INCONSISTENT, (
+            f"data_dir {config.data_dir} holds the hub's databases but its signing key"
+            f" (directory_key) {key} is missing: restore it; a new key would sign the audit"
+            " chain and the directory under another identity"))
+
+
 class HubApp:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, init: bool = False) -> None:
+        """``init``: create the hub's state if none is there (a first start); without it, a
+        data directory without state refuses (:mod:`node.store.data_dir`)."""
         self.config = config
+        _check_hub_state(config, init)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
                               signer=signing_key)
@@ -106,6 +140,7 @@ class HubApp:
             signing_key,
         )
         self._checkpoints: asyncio.Task[None] | None = None
+        self._damaged_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
@@ -131,7 +166,8 @@ class HubApp:
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
         self.deliverer = Deliverer(
-            self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending
+            self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending,
+            keepalive=cfg.keepalive,
         )
         self.directory.on_change.append(self._directory_changed)
         self.intake = Intake(
@@ -143,17 +179,19 @@ class HubApp:
         peers = PeerAuthenticator(
             cfg.network, lambda: revocations.serials | directory.revoked_serials())
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
-                                           cfg.network, cfg.limits)
+                                           cfg.network, cfg.limits, keepalive=cfg.keepalive)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations)
         self.service = service
-        self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
-                                      interceptors=[MalformedRequests(service.malformed)])
+        self.server = grpc.aio.server(
+            options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive, connection_cap()),
+            interceptors=[MalformedRequests(service.malformed)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
             AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
+        self.store.on_damaged.append(self._unhealthy)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
@@ -171,6 +209,13 @@ class HubApp:
                  pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
         self._started = True
         return info
+
+    def _unhealthy(self) -> None:
+        """The store found its file damaged: health NOT_SERVING (for the supervisor and
+        load balancers), the hub keeps answering what it can."""
+        if self._health is not None:
+            self._damaged_health = asyncio.create_task(
+                _set_health(self._health, self._names, False))
 
     async def _checkpoint_periodically(self, every_s: float = 60.0) -> None:
         """Sign the audit chain head now and then, so an idle hub's last records are covered."""
@@ -213,8 +258,10 @@ class HubApp:
 
 
 class NodeApp:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, init: bool = False) -> None:
+        """``init``: as for :class:`HubApp`."""
         self.config = config
+        prepare_data_dir(node_layout(config), init)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
         self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
         self.watcher: FragmentWatcher | None = None
@@ -240,8 +287,9 @@ class NodeApp:
         await self.fragment.open()
         peers = PeerAuthenticator(cfg.network, self.fragment.revoked_serials)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
-        self.server = grpc.aio.server(options=server_options(max_bytes),
-                                      interceptors=[MalformedRequests()])
+        self.server = grpc.aio.server(
+            options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
+            interceptors=[MalformedRequests()])
         self.answering = Answering()
         self.hub_caller = HubCaller(cfg, self.tls)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
@@ -252,17 +300,20 @@ class NodeApp:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
-        self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
+        assert cfg.hub_directory_key is not None
+        self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key))
+        self.uplink = Uplink(cfg, self.tls, self.store, endpoint, self.continuity)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False)
-        assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
                                        load_public_key(cfg.hub_directory_key))
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller)
-        self.local_server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
-                                            interceptors=[MalformedRequests()])
+        self.local_server = grpc.aio.server(
+            options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
+                                   connection_cap(servers=2)),
+            interceptors=[MalformedRequests()])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
@@ -327,6 +378,25 @@ class NodeApp:
             log.info("node_stopped")
 
 
+async def init_state(config: HubConfig | NodeConfig) -> bool:
+    """``crossroads hub|node init``: create the daemon's state if none is there (an
+    idempotent first-start step); True when it was created. Refuses like a start would on a
+    data directory that is partly there or damaged."""
+    stores: list[HubStore | Directory | NodeStore | FragmentStore]
+    if isinstance(config, HubConfig):
+        fresh = prepare_data_dir(hub_layout(config), init=True)
+        hub = HubApp(config, init=True)  # makes the signing key
+        stores = [hub.store, hub.directory]
+    else:
+        fresh = prepare_data_dir(node_layout(config), init=True)
+        node = NodeApp(config, init=True)
+        stores = [node.store, node.fragment]
+    for store in stores:  # opening creates and migrates
+        await store.open()
+        await store.close()
+    return fresh
+
+
 def _with_port(address: str, port: int) -> str:
     host = address.rsplit(":", 1)[0]
     if host in ("0.0.0.0", "[::]", ""):
@@ -348,6 +418,10 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+    # Before the servers are built: their connection caps are shares of this limit.
+    files = raise_soft_limit()
+    log.info("open_files_limit", soft=files.soft, hard=files.hard, soft_before=files.soft_before,
+             connections_per_server=connection_cap())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,8 +8,10 @@ commands stand-alone. Every command finds the database with ``--db hub.sqlite`` 
 
 Commands:
 
-* ``verify [--key hub.pub ...]``: the hash chain, the checkpoints and, with a key, their
-  signatures. Exit 1 naming the first bad record or checkpoint.
+* ``verify [--key hub.pub ...] [--checkpoint FILE ...]``: the file's integrity (SQLite
+  ``integrity_check``), the hash chain, the checkpoints and, with a key, their signatures;
+  with ``--checkpoint``, that the chain holds a checkpoint kept outside the hub (a node's,
+  from ``crossroads node checkpoint``). Exit 1 naming the first bad record or checkpoint.
 * ``summary``: counts by event and refusal reason; chain extent; checkpoints.
 * ``who-consulted NUMBER [--since DATE] [--limit N] [--json]``: every record about a subject.
 * ``export --subject NUMBER [--since DATE] [--signing-key KEY] [-o FILE]``: a signed extract.
@@ -147,7 +149,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     path = _db(args)
     keys = _public_keys(args, required=False)
-    report = verify_file(path, keys)
+    pinned = [_load_checkpoint(Path(f)) for f in args.checkpoint or []]
+    report = verify_file(path, keys, pinned, integrity=not args.skip_integrity_check)
     if report.problem is not None:
         print(f"audit log INVALID: {report.problem}", file=sys.stderr)
         return EXIT_INVALID
@@ -165,8 +168,24 @@ def _verify(args: argparse.Namespace) -> int:
                  if keys else ", signatures NOT checked (give --key hub.pub)")
     else:
         text += "; no signed checkpoints"
+    if pinned:
+        text += (f"; holds the given checkpoint{'s' if len(pinned) > 1 else ''} "
+                 + ", ".join(str(cp.seq) for cp in pinned))
     print(text)
     return 0
+
+
+def _load_checkpoint(path: Path) -> Any:
+    """A checkpoint as ``crossroads node checkpoint`` writes it (JSON)."""
+    from node.core.audit import Checkpoint
+
+    try:
+        return Checkpoint.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CliError(f"no checkpoint file at {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"{path}: not a checkpoint (JSON from crossroads node checkpoint):"
+                       f" {exc}") from None
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -361,6 +380,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--key", action="append", metavar="PUB",
                    help="the hub's public key (PEM; repeat for rotated keys); default with"
                         " --config: the .pub next to its directory key")
+    p.add_argument("--checkpoint", action="append", metavar="FILE",
+                   help="a checkpoint kept outside the hub (crossroads node checkpoint): the"
+                        " chain must hold it, proof it did not restart or lose its end"
+                        " (repeat for several)")
+    p.add_argument("--skip-integrity-check", action="store_true",
+                   help="skip SQLite's full PRAGMA integrity_check of the file (O(size))")
     command("summary", _summary, "counts by event and reason; chain extent; checkpoints")
     p = command("who-consulted", _who_consulted, "every record about one subject")
     p.add_argument("subject", metavar="NUMBER", help="citizen (or enterprise) number")

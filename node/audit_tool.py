@@ -28,6 +28,7 @@ from node.core.audit import (
     StoredRecord,
     purge_detail,
     sign_export,
+    verify_checkpoint_signature,
     verify_log,
 )
 from node.store.sqlite import connect_sync
@@ -36,6 +37,7 @@ __all__ = [
     "SUBJECT_WHERE",
     "TAIL_WHERE",
     "AuditReport",
+    "check_pinned",
     "Consultation",
     "Delivery",
     "PurgeReport",
@@ -122,16 +124,58 @@ def load_checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
     ]
 
 
-def verify_file(path: Path, keys: Mapping[str, Ed25519PublicKey] | None = None) -> AuditReport:
-    """Verify the chain, the checkpoints and (with ``keys``) their signatures."""
+def verify_file(
+    path: Path,
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
+    pinned: Sequence[Checkpoint] = (),
+    integrity: bool = False,
+) -> AuditReport:
+    """Verify the chain, the checkpoints and (with ``keys``) their signatures; that the chain
+    holds each ``pinned`` checkpoint (one kept outside the hub, e.g. by a node: proof that the
+    chain did not restart or lose its end); with ``integrity``, SQLite's full
+    ``PRAGMA integrity_check`` of the file first."""
     conn = _open(path)
     try:
+        if integrity:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(10)")]
+            if rows != ["ok"]:
+                return AuditReport(0, AuditProblem(0, "database file damaged (PRAGMA"
+                                                   f" integrity_check): {'; '.join(rows)}",
+                                                   "file"))
         conn.execute("BEGIN")  # one snapshot: records, checkpoints and head agree
         report = verify_log(_records(conn), _head(conn), load_checkpoints(conn), keys)
+        problem = report.problem
+        for cp in pinned:
+            if problem is None:
+                problem = check_pinned(conn, cp, keys)
         conn.execute("COMMIT")
-        return AuditReport(report.records, report.problem, report)
+        return AuditReport(report.records, problem, report)
     finally:
         conn.close()
+
+
+def check_pinned(
+    conn: sqlite3.Connection, cp: Checkpoint, keys: Mapping[str, Ed25519PublicKey] | None
+) -> AuditProblem | None:
+    """None if the chain in ``conn`` holds checkpoint ``cp`` (its record ``cp.seq`` has hash
+    ``cp.hash``, or, that record purged, the same checkpoint anchors the chain); with
+    ``keys``, its signature must verify too."""
+    if keys is not None and (message := verify_checkpoint_signature(cp, keys)) is not None:
+        return AuditProblem(cp.seq, f"given checkpoint: {message}", "checkpoint")
+    row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (cp.seq,)).fetchone()
+    if row is None and _has_table(conn, "audit_checkpoints"):
+        row = conn.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?",
+                           (cp.seq,)).fetchone()
+    if row is None:
+        head = _head(conn)[0]
+        return AuditProblem(cp.seq, f"the given checkpoint is at record {cp.seq}, but this"
+                            f" chain ends at {head}: records lost (restored from an older"
+                            " copy, or the chain restarted)", "checkpoint")
+    if bytes(row[0]) != cp.hash:
+        return AuditProblem(cp.seq, "the given checkpoint's chain hash differs from this"
+                            f" chain's record {cp.seq}: not the same chain (it restarted or"
+                            " was replaced)", "checkpoint")
+    return None
 
 
 def _records(conn: sqlite3.Connection) -> Iterator[StoredRecord]:

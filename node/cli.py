@@ -58,15 +58,90 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     # on stderr, i.e. in the journal, instead of a process that is just gone.
     faulthandler.enable()
     from node.app import HubApp, NodeApp, serve_forever
+    from node.store.data_dir import DataDirError
 
+    if getattr(args, "init_only", False):  # crossroads hub|node init
+        return _init_state(config, role)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
-        app = HubApp(config) if role == "hub" else NodeApp(config)  # type: ignore[arg-type]
+        app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
+               else NodeApp(config, init=args.init))  # type: ignore[arg-type]
         _run_async(serve_forever(app, ready))
+    except DataDirError as exc:
+        print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - one clear line and a failing exit status
         print(f"crossroads: error: {role} could not start: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _init(args: argparse.Namespace, role: str) -> int:
+    """``crossroads hub|node init``: create the state on a first start (idempotent)."""
+    args.init_only = True
+    return _serve(args, role)
+
+
+def _init_state(config: object, role: str) -> int:
+    from node.app import init_state
+    from node.store.data_dir import DataDirError
+
+    try:
+        fresh = asyncio.run(init_state(config))  # type: ignore[arg-type]
+    except DataDirError as exc:
+        print(f"crossroads: error: {role} init refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{role} state {'created' if fresh else 'already present'} in"
+          f" {config.data_dir}")  # type: ignore[attr-defined]
+    return 0
+
+
+def _node_data(args: argparse.Namespace) -> Path:
+    """The node's node.sqlite, from --config (must exist: these commands create nothing)."""
+    from node.config import ConfigError, node_config
+
+    path = Path(args.config).resolve()
+    try:
+        config = node_config(_load_toml(path), path.parent)
+    except ConfigError as exc:
+        raise SystemExit(f"crossroads: error: {path}: {exc}") from None
+    db = config.data_dir / "node.sqlite"
+    if not db.exists():
+        raise SystemExit(f"crossroads: error: no node state at {db} (data_dir)")
+    return db
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    """``crossroads node checkpoint``: the hub's latest audit checkpoint this node has seen,
+    as JSON (for ``crossroads audit verify --checkpoint``)."""
+    from node.store.node_store import stored_checkpoint
+
+    cp = stored_checkpoint(_node_data(args))
+    if cp is None:
+        print("crossroads: error: this node has seen no signed checkpoint of the hub yet",
+              file=sys.stderr)
+        return 1
+    text = json.dumps(cp.to_json(), indent=1, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _accept_hub_state(args: argparse.Namespace) -> int:
+    """``crossroads node accept-hub-state``: the operator takes the hub's lost state as the
+    new baseline (node stopped); see docs/OPERATIONS.md, "Damaged state"."""
+    from node.store.node_store import accept_hub_state
+
+    found = accept_hub_state(_node_data(args))
+    if found is None:
+        print("no hub state regression recorded: nothing to accept")
+        return 0
+    print(json.dumps({"accepted": found.to_json(),
+                      "lost_at_hub_sequences": [found.hub_acked_seq + 1, found.node_acked_seq]
+                      if found.node_acked_seq > found.hub_acked_seq else []}, indent=2))
     return 0
 
 
@@ -246,13 +321,30 @@ def build_parser() -> argparse.ArgumentParser:
         serve = rs.add_parser("serve", help=f"run the {role} in the foreground")
         serve.add_argument("--config", required=True, help=f"{role}.toml")
         serve.add_argument("--ready-file", help="write {pid, ports} as JSON here when serving")
+        serve.add_argument("--init", action="store_true",
+                           help="first start: create the state if the data directory holds"
+                                " none (without it, a missing state refuses to start)")
         serve.set_defaults(func=lambda a, r=role: _serve(a, r))
+        init = rs.add_parser("init", help=f"create the {role}'s state on a first start"
+                                          " (idempotent; refuses a partial data directory)")
+        init.add_argument("--config", required=True, help=f"{role}.toml")
+        init.set_defaults(func=lambda a, r=role: _init(a, r))
         if role == "node":
             st = rs.add_parser("status", help="the node's counters and directory fragment state",
                                **_app_command())
             st.add_argument("--local-api", required=True, help="unix:/path or host:port")
             _json_option(st)
             st.set_defaults(func=_status)
+            cp = rs.add_parser("checkpoint", help="the hub's latest signed audit checkpoint this"
+                                                  " node has seen (JSON, for audit verify)")
+            cp.add_argument("--config", required=True, help="node.toml")
+            cp.add_argument("-o", "--output", help="write here instead of stdout")
+            cp.set_defaults(func=_checkpoint)
+            acc = rs.add_parser("accept-hub-state",
+                                help="after a hub lost state: take what it now presents as the"
+                                     " baseline and submit again (node stopped)")
+            acc.add_argument("--config", required=True, help="node.toml")
+            acc.set_defaults(func=_accept_hub_state)
 
     send = sub.add_parser("send", help="submit envelopes through a node's local API",
                           **_app_command())

@@ -18,6 +18,7 @@ from node.core.identifiers import enterprise_number_problem
 __all__ = [
     "ConfigError",
     "HubConfig",
+    "Keepalive",
     "Limits",
     "NodeConfig",
     "TlsFiles",
@@ -56,6 +57,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Keepalive:
+    """HTTP/2 keepalive of every gRPC connection a daemon opens or accepts (``[keepalive]``).
+
+    A ping goes out after ``time_ms`` without a ping; a peer that does not answer within
+    ``timeout_ms`` (frozen, or its network gone) has its connection closed, so a dead peer is
+    noticed within about ``time_ms + timeout_ms`` (node/rpc/tls.py applies both).
+    """
+
+    time_ms: int = 30_000
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     network: str
     listen: str
@@ -66,6 +80,7 @@ class HubConfig:
     synchronous: str = "FULL"
     log_level: str = "info"
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
     @property
     def directory_key_path(self) -> Path:
@@ -94,6 +109,7 @@ class NodeConfig:
     # Days a finished envelope stays in the node's store (node/member/retention.py); 0: kept.
     retention_days: int = 30
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
 
 def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
@@ -108,6 +124,7 @@ def hub_config(table: Mapping[str, Any], base: Path) -> HubConfig:
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         metrics_listen=r.tcp_address("metrics_listen"),
+        keepalive=_keepalive(r.sub("keepalive", required=False)),
     )
     r.done()
     return cfg
@@ -133,9 +150,20 @@ def node_config(table: Mapping[str, Any], base: Path) -> NodeConfig:
         emit_employment_mutations=r.flag("emit_employment_mutations", False),
         retention_days=r.integer("retention_days", 30, minimum=0),
         metrics_listen=r.tcp_address("metrics_listen"),
+        keepalive=_keepalive(r.sub("keepalive", required=False)),
     )
     r.done()
     return cfg
+
+
+def _keepalive(r: _Reader) -> Keepalive:
+    d = Keepalive()
+    keepalive = Keepalive(
+        time_ms=r.integer("time_ms", d.time_ms, minimum=1_000),
+        timeout_ms=r.integer("timeout_ms", d.timeout_ms, minimum=1_000),
+    )
+    r.done()
+    return keepalive
 
 
 def _tls(r: _Reader, with_crl: bool) -> TlsFiles:

@@ -51,6 +51,9 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
     if app.intake is None or app.deliverer is None or app.consultations is None:
         return  # not started yet
     stats = app.intake.stats
+    yield _gauge("crossroads_hub_store_damaged",
+                 "1 once hub.sqlite was found damaged at run time (restore it; see the log).",
+                 1.0 if app.store.damaged else 0.0)
     yield _counter("crossroads_hub_batches", "Envelope batches taken from nodes.", stats.batches)
     yield _counter("crossroads_hub_envelopes_accepted", "Envelopes accepted and queued.",
                    stats.accepted)
@@ -100,6 +103,12 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  store.inbox_unacknowledged)
     yield _gauge("crossroads_node_hub_connected", "1 when the stream to the hub is up.",
                  1.0 if uplink.connected else 0.0)
+    yield _gauge("crossroads_node_hub_state_regressed",
+                 "1 while the hub presents less than it acknowledged (submitting stopped).",
+                 1.0 if store.hub_regression is not None else 0.0)
+    yield _gauge("crossroads_node_hub_acknowledged_sequence",
+                 "Highest outbox sequence the hub acknowledged, as the node knows it.",
+                 store.hub_acked_seq)
     yield _gauge("crossroads_node_directory_connected",
                  "1 when the directory stream from the hub is up.",
                  1.0 if watcher.connected else 0.0)

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,7 @@ class InProcessNetwork(NetworkLayout):
     async def start(self) -> None:
         from node.app import HubApp, NodeApp
 
-        self.hub = HubApp(self.hub_config())
+        self.hub = HubApp(self.hub_config(), init=True)
         await self.hub.start()
         self.hub_address = f"127.0.0.1:{self.hub.port}"
         if self.hub.directory.revision == 0 and self.seed:
@@ -205,7 +205,7 @@ class InProcessNetwork(NetworkLayout):
     async def start_node(self, enterprise: str) -> None:
         from node.app import NodeApp
 
-        app = NodeApp(self.node_config(enterprise, self.hub_address))
+        app = NodeApp(self.node_config(enterprise, self.hub_address), init=True)
         await app.start()
         self.nodes[enterprise] = app
 
@@ -227,17 +227,29 @@ class ProcessNetwork(NetworkLayout):
         self.hub_address = ""
         atexit.register(self._kill_leftovers)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        #: Run in a process (by name: "hub", an enterprise number) before it executes, e.g.
+        #: to give it the resource limits of a systemd unit.
+        self.preexec: dict[str, Callable[[], None]] = {}
+        #: Daemons started once already: later starts go without ``--init``, as an
+        #: operator's would (a lost state then refuses to start).
+        self.initialized: set[str] = set()
 
-    def _spawn(self, name: str, role: str, table: dict[str, Any]) -> dict[str, Any]:
+    def _spawn(self, name: str, role: str, table: dict[str, Any],
+               init: bool | None = None) -> dict[str, Any]:
+        """Start a daemon; ``init`` (default: on its first start here) passes ``--init``."""
         config = self.root / f"{name}.toml"
         write_toml(config, table)
         ready = self.root / f"{name}.ready"
         ready.unlink(missing_ok=True)
         log = (self.root / f"{name}.log").open("ab")
+        if init is None:
+            init = name not in self.initialized
+        self.initialized.add(name)
         proc = subprocess.Popen(
             [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
-             "--ready-file", str(ready)],
+             "--ready-file", str(ready), *(["--init"] if init else [])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+            preexec_fn=self.preexec.get(name),
         )
         log.close()
         self.procs[name] = proc
@@ -250,10 +262,10 @@ class ProcessNetwork(NetworkLayout):
             time.sleep(0.05)
         return dict(json.loads(ready.read_text()))
 
-    def start_hub(self) -> None:
+    def start_hub(self, init: bool | None = None) -> None:
         first = not self.hub_address
         listen = self.hub_address or "127.0.0.1:0"
-        info = self._spawn("hub", "hub", self.hub_table(listen))
+        info = self._spawn("hub", "hub", self.hub_table(listen), init)
         self.hub_address = f"127.0.0.1:{info['port']}"
         if first and self.seed:
             self.apply_directory(self.seed)
@@ -277,9 +289,9 @@ class ProcessNetwork(NetworkLayout):
                 changes=[change_to_proto(e, delete) for e in entities]), timeout=120)
         return int(response.revision)
 
-    def start_node(self, enterprise: str) -> None:
+    def start_node(self, enterprise: str, init: bool | None = None) -> None:
         (self.root / "sock").mkdir(exist_ok=True)
-        self._spawn(enterprise, "node", self.node_table(enterprise, self.hub_address))
+        self._spawn(enterprise, "node", self.node_table(enterprise, self.hub_address), init)
 
     def start(self, nodes: Iterable[str] | None = None) -> None:
         self.start_hub()

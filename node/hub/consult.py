@@ -45,7 +45,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from node.config import Limits
+from node.config import Keepalive, Limits
 from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
@@ -76,8 +76,10 @@ class Consultations:
         network: str,
         limits: Limits,
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self.intake = intake
+        self.keepalive = keepalive or Keepalive()
         self.deliverer = deliverer
         self.store = store
         self.tls = tls
@@ -115,7 +117,8 @@ class Consultations:
         max_bytes = self.limits.max_payload_bytes + (1 << 20)
         channel = grpc.aio.secure_channel(
             endpoint, self.tls.channel_credentials(),
-            options=channel_options(institution_tls_name(self.network, institution), max_bytes))
+            options=channel_options(institution_tls_name(self.network, institution), max_bytes,
+                                    self.keepalive))
         stub = node_pb2_grpc.NodeStub(channel)
         caller: StreamCaller[cpb.AnswerRequest, cpb.AnswerResponse] = StreamCaller(
             stub.Answers, cpb.AnswerCalls, cpb.AnswerCall)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
-from node.config import Limits
+from node.config import Keepalive, Limits
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
@@ -46,6 +46,8 @@ __all__ = ["Deliverer"]
 log = structlog.get_logger(__name__)
 
 ACK_TIMEOUT_S = 60.0
+#: Between attempts of a destination while the hub's database is damaged (store.damaged).
+DAMAGED_RETRY_S = 30.0
 DELIVER_METHOD = "/crossroads.v1.Node/Deliver"
 
 
@@ -79,10 +81,12 @@ class Deliverer:
         endpoints: dict[str, str],
         pending: dict[str, int],
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self.store = store
         self.tls = tls
         self.network = network
+        self.keepalive = keepalive or Keepalive()
         self.limits = limits
         self.endpoints = endpoints
         self.pending = pending
@@ -198,6 +202,12 @@ class Deliverer:
                     await task
         dest.prefetch = dest.commit = None
         dest.cursor = 0
+        if self.store.damaged:
+            # The file is damaged (logged once, at error, by the store): nothing a retry can
+            # fix; try again now and then, quietly, rather than ~20 times a second.
+            await self._close(dest)
+            await asyncio.sleep(DAMAGED_RETRY_S)
+            return
         delay = dest.backoff.next_delay()
         log.warning(
             "delivery_failed",
@@ -261,7 +271,8 @@ class Deliverer:
         dest.channel = grpc.aio.secure_channel(
             endpoint,
             self.tls.channel_credentials(),
-            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes),
+            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes,
+                                    self.keepalive),
         )
         # The batches are sent as the bytes the queue holds (node.wire.delivery): no serializer.
         dest.call = dest.channel.stream_stream(

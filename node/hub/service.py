@@ -25,6 +25,7 @@ from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
+from node.wire.checkpoints import checkpoint_to_proto
 from node.wire.directory import change_from_proto
 from node.wire.envelopes import outcome_to_proto
 from node.wire.gen.crossroads.v1 import (
@@ -178,10 +179,18 @@ class HubService(hub_pb2_grpc.HubServicer):
                                       "BAD_ENDPOINT")
             await self.store.set_endpoint(institution, request.endpoint)
             self.deliverer.set_endpoint(institution, request.endpoint)
-            log.info("registered", institution=institution, endpoint=request.endpoint)
+            # Continuity: what this hub remembers, for the node to compare with what it knows.
+            watermark = (await self.store.origin_high(institution, request.origin)
+                         if request.origin else 0)
+            checkpoint = await self.store.latest_checkpoint()
+            log.info("registered", institution=institution, endpoint=request.endpoint,
+                     acknowledged_sequence=watermark)
             return hub_pb2.RegisterResponse(
                 institution=institution,
                 pending=self.deliverer.pending.get(institution, 0),
+                acknowledged_sequence=watermark,
+                store_id=self.store.store_id,
+                checkpoint=checkpoint_to_proto(checkpoint) if checkpoint else None,
             )
 
         return await guard_unary("Hub.Register", context, body)

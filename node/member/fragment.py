@@ -94,7 +94,7 @@ class FragmentWatcher:
 
     async def _run(self) -> None:
         tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
-        options = channel_options(tls_name, MAX_UPDATE_BYTES)
+        options = channel_options(tls_name, MAX_UPDATE_BYTES, self.config.keepalive)
         while True:
             channel = grpc.aio.secure_channel(self.config.hub, self.tls.channel_credentials(),
                                               options=options)

@@ -38,7 +38,8 @@ class HubCaller:
             tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
             self._channel = grpc.aio.secure_channel(
                 self.config.hub, self.tls.channel_credentials(),
-                options=channel_options(tls_name, self.config.limits.max_batch_bytes))
+                options=channel_options(tls_name, self.config.limits.max_batch_bytes,
+                                        self.config.keepalive))
             self._caller = StreamCaller(hub_pb2_grpc.HubStub(self._channel).Consultations,
                                         consult_pb2.ConsultCalls, consult_pb2.ConsultCall)
         return self._caller

@@ -234,6 +234,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 directory_lag=self.fragment.lag,
                 directory_last_sync_unix_us=self.fragment.last_sync_us,
                 directory_connected=self.watcher.connected,
+                **_hub_state(self.store),
             )
 
         return await guard_unary("Local.Status", context, body)
@@ -328,3 +329,12 @@ def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision
         return None
     more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
     return Decision(Reason.INVALID_FIELD, "; ".join(str(p) for p in problems[:20]) + more)
+
+
+def _hub_state(store: NodeStore) -> dict[str, object]:
+    """The Status fields on hub continuity (node.member.continuity)."""
+    found, cp = store.hub_regression, store.hub_checkpoint
+    return {"hub_state": found.reason.value if found else "OK",
+            "hub_state_detail": found.detail if found else "",
+            "hub_acknowledged_sequence": store.hub_acked_seq,
+            "hub_checkpoint_seq": cp.seq if cp else 0}

@@ -28,6 +28,7 @@ import structlog
 
 from node.config import NodeConfig
 from node.core.backoff import Backoff
+from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
@@ -57,8 +58,12 @@ class UplinkError(Exception):
 
 
 class Uplink:
-    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str) -> None:
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
+                 continuity: HubContinuity | None = None) -> None:
         self.config = config
+        #: Checks the hub's state at each Register; the outbox is not sent while it found a
+        #: hub that lost state (node.member.continuity).
+        self.continuity = continuity
         self.tls = tls
         self.store = store
         self.endpoint = endpoint
@@ -84,7 +89,7 @@ class Uplink:
             channel = grpc.aio.secure_channel(
                 self.config.hub,
                 self.tls.channel_credentials(),
-                options=channel_options(tls_name, max_bytes),
+                options=channel_options(tls_name, max_bytes, self.config.keepalive),
             )
             try:
                 await self._session(channel)
@@ -111,10 +116,14 @@ class Uplink:
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = hub_pb2_grpc.HubStub(channel)
         registered = await stub.Register(
-            hub_pb2.RegisterRequest(endpoint=self.endpoint), timeout=10, wait_for_ready=False
+            hub_pb2.RegisterRequest(endpoint=self.endpoint, origin=self.store.origin),
+            timeout=10, wait_for_ready=False
         )
         log.info("uplink_registered", institution=registered.institution,
-                 waiting_at_hub=registered.pending)
+                 waiting_at_hub=registered.pending,
+                 hub_acknowledged_sequence=registered.acknowledged_sequence)
+        if self.continuity is not None:
+            await self.continuity.check(registered)  # raises HubStateRegressed: no submit
         call = channel.stream_stream(
             _SUBMIT, request_serializer=envelope_pb2.EnvelopeBatch.SerializeToString)()
         self.connected = True

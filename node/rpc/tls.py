@@ -8,6 +8,29 @@ Clients verify the server against a synthetic DNS name carried in every certific
 (``hub.<network>.crossroads``, ``<enterprise>.institution.<network>.crossroads``), so a
 connection to a node's endpoint proves the server *is* that institution, whatever address
 it listens on.
+
+Connection bounds and keepalive (``server_options`` / ``channel_options``; docs/OPERATIONS.md,
+"Connections and keepalive"):
+
+* A connection must finish its TLS handshake within ``HANDSHAKE_TIMEOUT_MS`` (gRPC's default:
+  120 s), so sockets that connect and never speak, or stop mid-ClientHello, are closed soon
+  and cannot pile up until the process runs out of file descriptors.
+* A server accepts at most ``max_connections`` connections at once (gRPC core's
+  ``grpc.max_allowed_incoming_connections``; the daemons pass half their open-file limit,
+  :mod:`node.open_files`): beyond, a new connection is closed at once instead of failing
+  every ``accept`` and ``open`` of the process with EMFILE.
+* A connection without a call for ``IDLE_TIMEOUT_MS`` is closed by the server (GOAWAY; the
+  client reconnects when it needs to).
+* Keepalive: a ping after ``keepalive.time_ms``, the connection closed when its ack has not
+  come within ``keepalive.timeout_ms``. gRPC core (1.85) in effect does not apply
+  ``grpc.keepalive_timeout_ms`` to the keepalive ping: every ping it sends gets a timer of
+  ``grpc.http2.ping_timeout_ms`` (default 60 s), and the separate keepalive timer in
+  ``grpc_chttp2_end_write`` (chttp2/transport/writing.cc) is only armed when a handle for it
+  already exists. That is why a frozen peer was noticed after 60-90 s instead of 40.
+  Both are set to ``keepalive.timeout_ms`` here (tests/e2e/test_frozen_peers.py fails
+  without ``grpc.http2.ping_timeout_ms``). A server lets its peers ping as often
+  as every ``min(keepalive.time_ms / 2, 10 s)`` without data before it answers GOAWAY
+  ``too_many_pings`` (which would make gRPC double the client's keepalive time).
 """
 
 from __future__ import annotations
@@ -16,9 +39,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from node.config import TlsFiles
+from node.config import Keepalive, TlsFiles
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT_MS",
+    "IDLE_TIMEOUT_MS",
     "TlsMaterial",
     "channel_options",
     "hub_tls_name",
@@ -56,24 +81,52 @@ def institution_tls_name(network: str, enterprise_number: str) -> str:
     return f"{enterprise_number}.institution.{network}.crossroads"
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+#: Time a new connection has to finish its TLS handshake (gRPC's default: 120 s).
+HANDSHAKE_TIMEOUT_MS = 10_000
+#: A connection without any call for this long is closed by the server (GOAWAY).
+IDLE_TIMEOUT_MS = 10 * 60_000
+#: Peers may ping this often (at most) without data before a server sends GOAWAY
+#: ``too_many_pings``; half the daemon's own ``keepalive.time_ms`` when that is lower.
+MIN_PEER_PING_INTERVAL_MS = 10_000
+
+
+def _keepalive_options(keepalive: Keepalive) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_time_ms", keepalive.time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.timeout_ms),
+        # What gRPC core actually waits for a ping's ack (see the module's docstring).
+        ("grpc.http2.ping_timeout_ms", keepalive.timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Keepalive pings on an idle connection are not limited to gRPC's default of 2.
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 
-def channel_options(tls_name: str | None, max_message_bytes: int) -> list[tuple[str, object]]:
+def server_options(
+    max_message_bytes: int, keepalive: Keepalive | None = None, max_connections: int | None = None
+) -> list[tuple[str, int]]:
+    keepalive = keepalive or Keepalive()
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        *_keepalive_options(keepalive),
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         min(MIN_PEER_PING_INTERVAL_MS, keepalive.time_ms // 2)),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ("grpc.max_connection_idle_ms", IDLE_TIMEOUT_MS),
+    ]
+    if max_connections is not None:
+        options.append(("grpc.max_allowed_incoming_connections", max_connections))
+    return options
+
+
+def channel_options(
+    tls_name: str | None, max_message_bytes: int, keepalive: Keepalive | None = None
+) -> list[tuple[str, object]]:
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *_keepalive_options(keepalive or Keepalive()),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]

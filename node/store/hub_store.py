@@ -67,6 +67,7 @@ from node.store.failures import StoreFailures
 from node.store.sqlite import (
     Migration,
     connect_sync,
+    ensure_store_identity,
     insert_columns,
     insert_rows,
     migrate_sync,
@@ -214,8 +215,16 @@ MIGRATIONS: list[Migration] = [
     DROP INDEX IF EXISTS audit_deferred;
     ALTER TABLE audit DROP COLUMN deferred;
     """,
+    # 8: the store's identity (``store_id``, ``created_at_us``), written once when the store is
+    # created (or first opened by this version): the hub presents it to nodes at Register, so
+    # a hub that starts on another store than the one they knew can be told apart.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
+#: SQLite's result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGED_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 #: How many sequences of recent acks to keep per origin (covers any node's in-flight window).
 ACK_HISTORY = 200_000
 #: Records with a subject appended before the newest are indexed in bulk (who-consulted reads
@@ -244,6 +253,7 @@ class HubState:
     pending: dict[str, int] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     next_queue_seq: int = 1
+    store_id: str = ""
 
 
 class HubStore:
@@ -281,6 +291,9 @@ class HubStore:
         self._query_lock = asyncio.Lock()
         self._unindexed = 0  # records with a subject not yet indexed (about: a trigger only)
         self._indexing = False
+        self.store_id = ""  # this store's identity (meta), read or written at open
+        self.damaged = ""  # SQLite's message once the file was found damaged at run time
+        self.on_damaged: list[Callable[[], None]] = []  # called once, in the event loop
         #: Writes that failed (a full disk): logged and counted by component and cause.
         self.failures = StoreFailures()
 
@@ -301,6 +314,7 @@ class HubStore:
         migrate_sync(w, MIGRATIONS)
         self._reader = connect_sync(self.path, synchronous=self.synchronous)
         state = HubState()
+        self.store_id = state.store_id = ensure_store_identity(w, self.clock())
         row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         self.chain = ChainWriter(row[0], row[1]) if row else ChainWriter(0, GENESIS)
         self._load_checkpoint_state()
@@ -374,7 +388,25 @@ class HubStore:
     async def _write(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run ``func`` in the writer thread: writes are serialized there, in call order."""
         assert self._write_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, func, *args)
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(exc)
+            raise
+
+    def _note_damage(self, exc: sqlite3.DatabaseError) -> None:
+        """A database found damaged at run time ("database disk image is malformed"): say it
+        once, at error, and keep it in :attr:`damaged` (a metric; the delivery loops then
+        retry slowly instead of ~20 times a second). It stays set until restart, where the
+        start-up integrity check refuses the file (node.store.data_dir)."""
+        if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED_CODES or self.damaged:
+            return
+        self.damaged = str(exc)
+        log.error("store_damaged", path=str(self.path), error=str(exc),
+                  action="restore hub.sqlite from a backup; the hub will not start on it")
+        for callback in self.on_damaged:
+            callback()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -583,6 +615,19 @@ class HubStore:
             raise
         return cp
 
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """The last signed checkpoint (what the hub shows nodes at Register)."""
+        def run() -> Checkpoint | None:
+            row = self.writer.execute(
+                "SELECT seq, hash, at_us, from_seq, segment_digest, signature, key_id"
+                " FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is None:
+                return None
+            return Checkpoint(int(row[0]), bytes(row[1]), int(row[2]), int(row[3]),
+                              bytes(row[4]), bytes(row[5]), str(row[6]))
+
+        return await self._write(run)
+
     # -- audit queries (node.audit_tool, in a worker thread) --------------------------------
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -648,8 +693,12 @@ class HubStore:
         """The next queue rows for ``dest`` in order: at most ``limit`` envelopes and
         ~``max_bytes`` (at least one row); None when nothing is queued after ``after_seq``."""
         assert self._read_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(exc)
+            raise
 
     def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
         assert self._reader is not None, "store not open"

@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import json
 import operator
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,11 +47,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from node.core.audit import Checkpoint
+from node.core.continuity import HubRegression
 from node.store.failures import StoreFailures
-from node.store.sqlite import connect_sync, insert_columns, migrate_sync
+from node.store.sqlite import connect_sync, ensure_store_identity, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
-__all__ = ["PURGED_DETAIL", "Enqueued", "NodeCounts", "NodeStore", "OutboxOutcome", "Purged"]
+__all__ = [
+    "PURGED_DETAIL",
+    "Enqueued",
+    "NodeCounts",
+    "NodeStore",
+    "OutboxOutcome",
+    "Purged",
+    "accept_hub_state",
+    "stored_checkpoint",
+]
 
 _second = operator.itemgetter(1)
 
@@ -177,7 +190,11 @@ class NodeStore:
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
         self.origin = ""
+        self.store_id = ""
         self.decided_seq = 0
+        self.hub_acked_seq = 0  # the hub acknowledged this origin's sequences up to here
+        self.hub_checkpoint: Checkpoint | None = None  # the latest the hub showed (verified)
+        self.hub_regression: HubRegression | None = None  # set: the hub lost state
         self.sent_accepted = 0
         self.sent_refused = 0
         self._last_seq = 0  # moved by the writer thread only (after each commit)
@@ -237,12 +254,24 @@ class NodeStore:
     def _open_writer(self) -> None:
         w = self._writer = connect_sync(self.path, synchronous=self.synchronous)
         migrate_sync(w, MIGRATIONS)
+        self.store_id = ensure_store_identity(w, time.time_ns() // 1000)
         meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
         self.origin = meta.get("origin", "")
         if not self.origin:
             self.origin = str(uuid.uuid4())
             self._transaction(lambda c: _set_meta(c, [("origin", self.origin)]))
         self.decided_seq = int(meta.get("decided_seq", 0))
+        # Continuity (node.core.continuity): what the node knows of the hub's state.
+        if "hub_acked_seq" not in meta:  # upgraded: every decided envelope was acked by the hub
+            meta["hub_acked_seq"] = str(self.decided_seq)
+            self._transaction(lambda c: _set_meta(c, [("hub_acked_seq", meta["hub_acked_seq"])]))
+        # Moved only by the hub's acks (record_ack) and the operator (accept_hub_state), never
+        # by a decision taken at the node.
+        self.hub_acked_seq = int(meta["hub_acked_seq"])
+        cp = meta.get("hub_checkpoint")
+        self.hub_checkpoint = Checkpoint.from_json(json.loads(cp)) if cp else None
+        regression = meta.get("hub_regression")
+        self.hub_regression = HubRegression.loads(regression) if regression else None
         self.sent_accepted = int(meta.get("sent_accepted", 0))
         self.sent_refused = int(meta.get("sent_refused", 0))
         self.purged_seq = int(meta.get("purged_seq", 0))
@@ -383,11 +412,13 @@ class NodeStore:
                 c.execute("INSERT INTO acks (last_seq, first_seq, ack) VALUES (?, ?, ?)",
                           (last_seq, first_seq, ack))
                 _set_meta(c, [("decided_seq", str(last_seq)), ("sent_accepted", str(accepted)),
-                              ("sent_refused", str(refused_total))])
+                              ("sent_refused", str(refused_total)),
+                              ("hub_acked_seq", str(last_seq))])
 
             self._transaction(body)
             self.decided_seq, self.sent_accepted, self.sent_refused = (
                 last_seq, accepted, refused_total)
+            self.hub_acked_seq = last_seq
 
         await self._write_or_fail("outbox_ack", run)
 
@@ -432,6 +463,21 @@ class NodeStore:
                 continue
             result.append(OutboxOutcome(seq, *row))
         return result
+
+    # -- hub continuity --------------------------------------------------------------------
+
+    async def save_continuity(
+        self, checkpoint: Checkpoint | None, regression: HubRegression | None
+    ) -> None:
+        """Keep the hub's latest verified checkpoint and the regression found (None: none)."""
+        items = [("hub_checkpoint", json.dumps(checkpoint.to_json()) if checkpoint else "")]
+        items.append(("hub_regression", regression.dumps() if regression else ""))
+
+        def run() -> None:
+            self._transaction(lambda c: _set_meta(c, items))
+            self.hub_checkpoint, self.hub_regression = checkpoint, regression
+
+        await self._write(run)
 
     # -- inbox -----------------------------------------------------------------------------
 
@@ -602,6 +648,38 @@ def _queued_under(c: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, i
                 f" ({','.join('?' * len(chunk))}) ORDER BY seq", chunk):
             known.setdefault(bytes(key), int(seq))
     return known
+
+
+def accept_hub_state(path: Path) -> HubRegression | None:
+    """The operator's answer to a hub that lost state (``crossroads node accept-hub-state``,
+    the node stopped): take the hub's presented watermark and checkpoint as the new baseline
+    and clear the regression, so the node submits again. Returns what was accepted (None:
+    no regression recorded)."""
+    conn = connect_sync(path)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        text = meta.get("hub_regression")
+        if not text:
+            return None
+        found = HubRegression.loads(text)
+        cp = found.presented_checkpoint
+        conn.execute("BEGIN IMMEDIATE")
+        _set_meta(conn, [("hub_acked_seq", str(found.hub_acked_seq)), ("hub_regression", ""),
+                         ("hub_checkpoint", json.dumps(cp.to_json()) if cp else "")])
+        conn.execute("COMMIT")
+        return found
+    finally:
+        conn.close()
+
+
+def stored_checkpoint(path: Path) -> Checkpoint | None:
+    """The hub checkpoint a node keeps (``crossroads node checkpoint``; read-only)."""
+    conn = connect_sync(path, read_only=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'hub_checkpoint'").fetchone()
+    finally:
+        conn.close()
+    return Checkpoint.from_json(json.loads(row[0])) if row and row[0] else None
 
 
 def _set_meta(c: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "SYNCHRONOUS_MODES",
     "connect",
     "connect_sync",
+    "ensure_store_identity",
     "insert_columns",
     "insert_rows",
     "migrate",
@@ -216,6 +218,25 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> int:
             await conn.execute("ROLLBACK")
             raise
     return len(migrations)
+
+
+def ensure_store_identity(conn: sqlite3.Connection, now_us: int) -> str:
+    """The store's ``store_id`` in its ``meta`` table (key, value), written with
+    ``created_at_us`` the first time (a random UUID): which store a daemon runs on, told
+    apart from a re-created one. Returns the id."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    if row is not None:
+        return str(row[0])
+    store_id = str(uuid.uuid4())
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                         [("store_id", store_id), ("created_at_us", str(now_us))])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return str(conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
 
 
 def _statements(script: str) -> list[str]:

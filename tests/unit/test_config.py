@@ -96,3 +96,15 @@ def test_metrics_listen_is_an_optional_tcp_address() -> None:
         node_config({**NODE_TABLE, "metrics_listen": "unix:/run/m.sock"}, BASE)
     with pytest.raises(ConfigError, match="metrics_listen 'nine' must be host:port"):
         node_config({**NODE_TABLE, "metrics_listen": "nine"}, BASE)
+
+
+def test_keepalive_defaults_to_30_s_and_10_s_and_refuses_sub_second_values() -> None:
+    cfg = hub_config(hub_table(), BASE)
+    assert (cfg.keepalive.time_ms, cfg.keepalive.timeout_ms) == (30_000, 10_000)
+    short = hub_config(hub_table(keepalive={"time_ms": 2_000, "timeout_ms": 1_000}), BASE)
+    assert (short.keepalive.time_ms, short.keepalive.timeout_ms) == (2_000, 1_000)
+    for key in ("time_ms", "timeout_ms"):
+        with pytest.raises(ConfigError, match=f"keepalive.{key} must be an integer >= 1000"):
+            hub_config(hub_table(keepalive={key: 500}), BASE)
+    with pytest.raises(ConfigError, match="unknown setting keepalive.interval"):
+        hub_config(hub_table(keepalive={"interval": 5}), BASE)

@@ -28,7 +28,7 @@ from node.wire.gen.crossroads.v1 import directory_pb2 as crossroads_dot_v1_dot_d
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rossroads/v1/hub.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\x1a\x1d\x63rossroads/v1/directory.proto\x1a\x1c\x63rossroads/v1/envelope.proto\"#\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"8\n\x10RegisterResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x32\xd9\x03\n\x03Hub\x12\x43\n\x06Submit\x12\x1c.crossroads.v1.EnvelopeBatch\x1a\x17.crossroads.v1.BatchAck(\x01\x30\x01\x12K\n\x08Register\x12\x1e.crossroads.v1.RegisterRequest\x1a\x1f.crossroads.v1.RegisterResponse\x12U\n\x0eWatchDirectory\x12\x1b.crossroads.v1.WatchRequest\x1a$.crossroads.v1.SignedDirectoryUpdate0\x01\x12N\n\tIntegrate\x12\x1f.crossroads.v1.IntegrateRequest\x1a .crossroads.v1.IntegrateResponse\x12H\n\x07\x43onsult\x12\x1d.crossroads.v1.ConsultRequest\x1a\x1e.crossroads.v1.ConsultResponse\x12O\n\rConsultations\x12\x1b.crossroads.v1.ConsultCalls\x1a\x1d.crossroads.v1.ConsultReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rossroads/v1/hub.proto\x12\rcrossroads.v1\x1a\x1b\x63rossroads/v1/consult.proto\x1a\x1d\x63rossroads/v1/directory.proto\x1a\x1c\x63rossroads/v1/envelope.proto\"3\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\"\x88\x01\n\x0f\x41uditCheckpoint\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12\r\n\x05\x61t_us\x18\x03 \x01(\x04\x12\x10\n\x08\x66rom_seq\x18\x04 \x01(\x04\x12\x16\n\x0esegment_digest\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\x12\x0e\n\x06key_id\x18\x07 \x01(\t\"\x9d\x01\n\x10RegisterResponse\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x1d\n\x15\x61\x63knowledged_sequence\x18\x03 \x01(\x04\x12\x10\n\x08store_id\x18\x04 \x01(\t\x12\x32\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1e.crossroads.v1.AuditCheckpoint2\xd9\x03\n\x03Hub\x12\x43\n\x06Submit\x12\x1c.crossroads.v1.EnvelopeBatch\x1a\x17.crossroads.v1.BatchAck(\x01\x30\x01\x12K\n\x08Register\x12\x1e.crossroads.v1.RegisterRequest\x1a\x1f.crossroads.v1.RegisterResponse\x12U\n\x0eWatchDirectory\x12\x1b.crossroads.v1.WatchRequest\x1a$.crossroads.v1.SignedDirectoryUpdate0\x01\x12N\n\tIntegrate\x12\x1f.crossroads.v1.IntegrateRequest\x1a .crossroads.v1.IntegrateResponse\x12H\n\x07\x43onsult\x12\x1d.crossroads.v1.ConsultRequest\x1a\x1e.crossroads.v1.ConsultResponse\x12O\n\rConsultations\x12\x1b.crossroads.v1.ConsultCalls\x1a\x1d.crossroads.v1.ConsultReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossroads.v1.hub_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST']._serialized_start=132
-  _globals['_REGISTERREQUEST']._serialized_end=167
-  _globals['_REGISTERRESPONSE']._serialized_start=169
-  _globals['_REGISTERRESPONSE']._serialized_end=225
-  _globals['_HUB']._serialized_start=228
-  _globals['_HUB']._serialized_end=701
+  _globals['_REGISTERREQUEST']._serialized_end=183
+  _globals['_AUDITCHECKPOINT']._serialized_start=186
+  _globals['_AUDITCHECKPOINT']._serialized_end=322
+  _globals['_REGISTERRESPONSE']._serialized_start=325
+  _globals['_REGISTERRESPONSE']._serialized_end=482
+  _globals['_HUB']._serialized_start=485
+  _globals['_HUB']._serialized_end=958
 # @@protoc_insertion_point(module_scope)

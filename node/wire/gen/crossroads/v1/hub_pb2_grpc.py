@@ -101,6 +101,11 @@ class HubServicer:
         """Announce the endpoint at which the hub should deliver to the calling institution.
         Idempotent; a node calls it at startup and after each reconnection. The hub dials that
         endpoint and checks that the server certificate names the same institution.
+        The answer also shows the hub's state to the node (continuity): the highest sequence of
+        the node's origin the hub has stored, the hub store's identity and its latest signed
+        audit checkpoint. A node that knows the hub acknowledged more, or saw a later checkpoint,
+        has found a hub that lost state (restored from an older copy, re-initialized): it stops
+        submitting and says so (docs/OPERATIONS.md, "Damaged state").
         Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed endpoint), PERMISSION_DENIED
         (institution unknown to the hub). Deadline: a few seconds.
         """

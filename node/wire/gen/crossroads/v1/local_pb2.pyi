@@ -67,7 +67,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("institution", "outbox_pending", "sent_accepted", "sent_refused", "inbox_unacknowledged", "inbox_total", "hub_connected", "directory_revision", "directory_lag", "directory_last_sync_unix_us", "directory_connected")
+    __slots__ = ("institution", "outbox_pending", "sent_accepted", "sent_refused", "inbox_unacknowledged", "inbox_total", "hub_connected", "directory_revision", "directory_lag", "directory_last_sync_unix_us", "directory_connected", "hub_state", "hub_state_detail", "hub_acknowledged_sequence", "hub_checkpoint_seq")
     INSTITUTION_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_PENDING_FIELD_NUMBER: _ClassVar[int]
     SENT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,10 @@ class StatusResponse(_message.Message):
     DIRECTORY_LAG_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_LAST_SYNC_UNIX_US_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    HUB_STATE_FIELD_NUMBER: _ClassVar[int]
+    HUB_STATE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    HUB_ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HUB_CHECKPOINT_SEQ_FIELD_NUMBER: _ClassVar[int]
     institution: str
     outbox_pending: int
     sent_accepted: int
@@ -90,4 +94,8 @@ class StatusResponse(_message.Message):
     directory_lag: int
     directory_last_sync_unix_us: int
     directory_connected: bool
-    def __init__(self, institution: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., sent_accepted: _Optional[int] = ..., sent_refused: _Optional[int] = ..., inbox_unacknowledged: _Optional[int] = ..., inbox_total: _Optional[int] = ..., hub_connected: _Optional[bool] = ..., directory_revision: _Optional[int] = ..., directory_lag: _Optional[int] = ..., directory_last_sync_unix_us: _Optional[int] = ..., directory_connected: _Optional[bool] = ...) -> None: ...
+    hub_state: str
+    hub_state_detail: str
+    hub_acknowledged_sequence: int
+    hub_checkpoint_seq: int
+    def __init__(self, institution: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., sent_accepted: _Optional[int] = ..., sent_refused: _Optional[int] = ..., inbox_unacknowledged: _Optional[int] = ..., inbox_total: _Optional[int] = ..., hub_connected: _Optional[bool] = ..., directory_revision: _Optional[int] = ..., directory_lag: _Optional[int] = ..., directory_last_sync_unix_us: _Optional[int] = ..., directory_connected: _Optional[bool] = ..., hub_state: _Optional[str] = ..., hub_state_detail: _Optional[str] = ..., hub_acknowledged_sequence: _Optional[int] = ..., hub_checkpoint_seq: _Optional[int] = ...) -> None: ...
