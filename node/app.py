@@ -165,6 +165,7 @@ class HubApp:
         self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name,
                        directory_pb2.DESCRIPTOR.services_by_name["DirectoryAdmin"].full_name]
         self._health: health.aio.HealthServicer | None = None
+        self._started = False  # start() finished: only then does stop() log hub_stopped
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
@@ -222,6 +223,7 @@ class HubApp:
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
                  directory_revision=self.directory.revision,
                  pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
+        self._started = True
         return info
 
     def _unhealthy(self) -> None:
@@ -268,7 +270,8 @@ class HubApp:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
         self.data_lock.release()
-        log.info("hub_stopped")
+        if self._started:
+            log.info("hub_stopped")
 
 
 class NodeApp:
@@ -301,6 +304,7 @@ class NodeApp:
         self._local_names = [local_pb2.DESCRIPTOR.services_by_name["Local"].full_name]
         self._health: health.aio.HealthServicer | None = None
         self._local_health: health.aio.HealthServicer | None = None
+        self._started = False  # start() finished: only then does stop() log node_stopped
 
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
@@ -392,6 +396,7 @@ class NodeApp:
         log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
                  endpoint=endpoint, local_api=cfg.local_api, hub=cfg.hub,
                  metrics_port=info.get("metrics_port"))
+        self._started = True
         return info
 
     @property
@@ -425,7 +430,8 @@ class NodeApp:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
         self.data_lock.release()
-        log.info("node_stopped")
+        if self._started:
+            log.info("node_stopped")
 
 
 async def init_state(config: HubConfig | NodeConfig) -> bool:
@@ -480,8 +486,10 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         info = await app.start()
-    except BaseException:
-        # A daemon that cannot start must exit (non-zero), not linger half-started.
+    except BaseException as exc:
+        # A daemon that cannot start must exit (non-zero), not linger half-started; what it
+        # had opened is closed without a "stopped" line (it never served).
+        log.error("start_failed", error=f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(Exception):
             await app.stop()
         raise

@@ -12,7 +12,13 @@ import faulthandler
 import json
 import sys
 import tomllib
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from node.client import LocalClient
+    from node.wire.gen.crossroads.v1 import envelope_pb2
 
 __all__ = ["main"]
 
@@ -178,46 +184,84 @@ def _check_config(args: argparse.Namespace, role: str) -> int:
     return 0
 
 
-def _send(args: argparse.Namespace) -> int:
-    from node.client import LocalClient, make_envelope
+def _local_client(args: argparse.Namespace) -> LocalClient:
+    """A client for the node at ``--local-api``, probed first: an unreachable node is
+    reported at once, naming the address (node/cli_outcomes.py)."""
+    from node.cli_outcomes import probe
+    from node.client import LocalClient
 
+    probe(args.local_api)
+    return LocalClient(args.local_api, wait_for_ready=False)
+
+
+def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
+    """One result: a JSON object on its own line with ``--json``, else ``text``."""
+    print(json.dumps(record) if args.json else text, flush=True)
+
+
+def _send(args: argparse.Namespace) -> int:
+    from node.cli_outcomes import Exit
+    from node.client import make_envelope
+
+    if args.ticket and (args.ticket_prefix or args.count != 1):
+        print("crossroads send: error: --ticket is one envelope's ticket: not with --count or"
+              " --ticket-prefix", file=sys.stderr)
+        return Exit.USAGE
+    if args.ticket or args.ticket_prefix:
+        tickets = [args.ticket] if args.ticket else [
+            f"{args.ticket_prefix}{i}" for i in range(args.count)]
+    else:  # one of ours, printed with the result: the key to retry with
+        generated = uuid.uuid4().hex
+        tickets = [generated] if args.count == 1 else [f"{generated}-{i}" for i in range(args.count)]
     payload = (args.payload or "").encode()
     envelopes = [
         make_envelope(
             args.service, args.to, payload, subject_citizen=args.subject_citizen or "",
             subject_enterprise=args.subject_enterprise or "", capacity=args.capacity,
-            sender_ticket=f"{args.ticket_prefix}{i}" if args.ticket_prefix else "",
-            service_version=args.service_version,
+            sender_ticket=ticket, service_version=args.service_version,
         )
-        for i in range(args.count)
+        for ticket in tickets
     ]
-    refused = 0
-    with LocalClient(args.local_api) as client:
+    refused = pending = 0
+    with _local_client(args) as client:
         for start in range(0, len(envelopes), args.batch):
             outcomes, seqs = client.submit(envelopes[start:start + args.batch])
             if args.wait:
                 decided = client.outcomes([s for s in seqs if s], wait_ms=args.wait_ms)
                 by_seq = dict(zip([s for s in seqs if s], decided, strict=True))
                 outcomes = [by_seq.get(s, o) if s else o for o, s in zip(outcomes, seqs, strict=True)]
-            for o, s in zip(outcomes, seqs, strict=True):
-                refused += o.reason not in ("ACCEPTED", "DUPLICATE")
-                print(json.dumps({"sequence": s, "reason": o.reason, "detail": o.detail,
-                                  "hub_ticket": o.hub_ticket, "receivers": list(o.receivers)}))
-    return 1 if refused else 0
+            for o, s, ticket in zip(outcomes, seqs, tickets[start:], strict=False):
+                refused += o.reason not in ("ACCEPTED", "DUPLICATE", "PENDING")
+                pending += o.reason == "PENDING"
+                _emit(args, {"sequence": s, "reason": o.reason, "detail": o.detail,
+                             "hub_ticket": o.hub_ticket, "receivers": list(o.receivers),
+                             "sender_ticket": ticket},
+                      f"{o.reason} sequence={s} ticket={ticket}"
+                      + (f" hub_ticket={o.hub_ticket}" if o.hub_ticket else "")
+                      + (f" receivers={','.join(o.receivers)}" if o.receivers else "")
+                      + (f" ({o.detail})" if o.detail else ""))
+    if refused:
+        return Exit.NEGATIVE
+    if pending:
+        retry = (f"--ticket {tickets[0]}" if len(tickets) == 1 else
+                 f"--ticket-prefix {tickets[0][:-1]}")
+        print(f"crossroads send: {pending} still pending at the hub; safe to retry with {retry}",
+              file=sys.stderr)
+        return Exit.PENDING
+    return Exit.DONE
 
 
 def _inbox(args: argparse.Namespace) -> int:
-    from node.client import LocalClient
-
-    with LocalClient(args.local_api) as client:
+    with _local_client(args) as client:
         envelopes = client.fetch(args.max, wait_ms=args.wait_ms)
         for e in envelopes:
-            print(json.dumps({
+            payload = e.payload.data.decode("utf-8", "replace")
+            _emit(args, {
                 "hub_ticket": e.hub_ticket, "sender": e.sender, "service_id": e.service_id,
                 "sender_ticket": e.sender_ticket, "subject": e.subject.number,
-                "received_at_unix_us": e.received_at_unix_us,
-                "payload": e.payload.data.decode("utf-8", "replace"),
-            }))
+                "received_at_unix_us": e.received_at_unix_us, "payload": payload,
+            }, f"{e.hub_ticket} from={e.sender} service={e.service_id}"
+               f" ticket={e.sender_ticket} subject={e.subject.number} payload={payload!r}")
         if args.ack and envelopes:
             client.acknowledge([e.hub_ticket for e in envelopes])
     return 0
@@ -226,40 +270,59 @@ def _inbox(args: argparse.Namespace) -> int:
 def _consult(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
+    from node.cli_outcomes import Exit, probe
     from node.client import consult, make_envelope
+    from node.wire.gen.crossroads.v1 import consult_pb2
 
     question = make_envelope(args.service, [], b"", subject_citizen=args.subject_citizen or "",
                              subject_enterprise=args.subject_enterprise or "",
                              capacity=args.capacity, sender_ticket=args.ticket)
-    response = consult(args.local_api, question, args.deadline_ms)
-    print(json.dumps(MessageToDict(response), indent=2))
-    return 0 if response.status in (1, 2) else 1
+    probe(args.local_api)
+    response = consult(args.local_api, question, args.deadline_ms, wait_for_ready=False)
+    record = MessageToDict(response)
+    status = consult_pb2.ConsultStatus.Name(response.status)
+    if args.json:
+        print(json.dumps(record), flush=True)
+    else:
+        print(f"{status} hub_ticket={response.hub_ticket}"
+              + (f" ({response.outcome.detail})" if response.outcome.detail else ""))
+        for part in response.parts:
+            print(f"  {json.dumps(MessageToDict(part))}")
+    return {consult_pb2.DATA_FOUND: Exit.DONE,
+            consult_pb2.INCOMPLETE_DATA: Exit.UNAVAILABLE}.get(response.status, Exit.NEGATIVE)
 
 
 def _answer(args: argparse.Namespace) -> int:
+    from node.cli_outcomes import probe
     from node.client import serve_answers
     from node.wire.gen.crossroads.v1 import consult_pb2
 
-    async def handler(envelope: object) -> tuple[int, bytes]:
-        if args.data:
-            return consult_pb2.SOURCE_DATA, args.data.encode()
-        return consult_pb2.SOURCE_NO_DATA, b""
+    async def handler(envelope: envelope_pb2.Envelope) -> tuple[int, bytes]:
+        status = consult_pb2.SOURCE_DATA if args.data else consult_pb2.SOURCE_NO_DATA
+        _emit(args, {"hub_ticket": envelope.hub_ticket, "sender": envelope.sender,
+                     "service_id": envelope.service_id, "subject": envelope.subject.number,
+                     "status": consult_pb2.SourceStatus.Name(status)},
+              f"answered {envelope.hub_ticket} from={envelope.sender}"
+              f" service={envelope.service_id} {consult_pb2.SourceStatus.Name(status)}")
+        return status, args.data.encode()
 
+    probe(args.local_api)
     try:
         _run_async(serve_answers(args.local_api, handler))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    except KeyboardInterrupt:  # the way to stop a provider
+        return 0
+    # The node ended the stream (it stopped): not done answering.
+    print(f"crossroads answer: error: the node at {args.local_api} closed the stream",
+          file=sys.stderr)
+    return 3
 
 
 def _status(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from node.client import LocalClient
-
-    with LocalClient(args.local_api) as client:
-        print(json.dumps(MessageToDict(client.status(), always_print_fields_with_no_presence=True),
-                         indent=2))
+    with _local_client(args) as client:
+        record = MessageToDict(client.status(), always_print_fields_with_no_presence=True)
+    _emit(args, record, "\n".join(f"{k}: {v}" for k, v in record.items()))
     return 0
 
 
@@ -273,6 +336,18 @@ def _bench(args: argparse.Namespace) -> int:
     from benchmarks.e2e import main as bench_main
 
     return bench_main(args.bench_args)
+
+
+def _app_command() -> dict[str, object]:
+    """Parser settings of an application command: the exit codes in its --help."""
+    from node.cli_outcomes import EXIT_CODES_HELP
+
+    return {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print each result as one JSON object per line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,8 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
         check.add_argument("--config", required=True, help=f"{role}.toml")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
         if role == "node":
-            st = rs.add_parser("status", help="the node's counters and directory fragment state")
+            st = rs.add_parser("status", help="the node's counters and directory fragment state",
+                               **_app_command())
             st.add_argument("--local-api", required=True, help="unix:/path or host:port")
+            _json_option(st)
             st.set_defaults(func=_status)
             cp = rs.add_parser("checkpoint", help="the hub's latest signed audit checkpoint this"
                                                   " node has seen (JSON, for audit verify)")
@@ -314,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
             acc.add_argument("--config", required=True, help="node.toml")
             acc.set_defaults(func=_accept_hub_state)
 
-    send = sub.add_parser("send", help="submit envelopes through a node's local API")
+    send = sub.add_parser("send", help="submit envelopes through a node's local API",
+                          **_app_command())
     send.add_argument("--local-api", required=True, help="unix:/path or host:port")
     send.add_argument("--service", required=True)
     send.add_argument("--service-version", type=int, default=0)
@@ -325,19 +403,27 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--payload", default="")
     send.add_argument("--count", type=int, default=1)
     send.add_argument("--batch", type=int, default=1000)
-    send.add_argument("--ticket-prefix", default="")
+    send.add_argument("--ticket", default="",
+                      help="the envelope's sender ticket: sending again with the same ticket"
+                           " does not send it twice (default: a new one, printed)")
+    send.add_argument("--ticket-prefix", default="",
+                      help="with --count: ticket PREFIX0, PREFIX1, ...")
     send.add_argument("--wait", action="store_true", help="wait for the hub's outcomes")
     send.add_argument("--wait-ms", type=int, default=30_000)
+    _json_option(send)
     send.set_defaults(func=_send)
 
-    inbox = sub.add_parser("inbox", help="read received envelopes from a node's local API")
+    inbox = sub.add_parser("inbox", help="read received envelopes from a node's local API",
+                           **_app_command())
     inbox.add_argument("--local-api", required=True)
     inbox.add_argument("--max", type=int, default=100)
     inbox.add_argument("--wait-ms", type=int, default=0)
     inbox.add_argument("--ack", action="store_true", help="acknowledge what was printed")
+    _json_option(inbox)
     inbox.set_defaults(func=_inbox)
 
-    ask = sub.add_parser("consult", help="ask a question through a node (consultation)")
+    ask = sub.add_parser("consult", help="ask a question through a node (consultation)",
+                         **_app_command())
     ask.add_argument("--local-api", required=True)
     ask.add_argument("--service", required=True)
     ask.add_argument("--subject-citizen")
@@ -345,15 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--capacity", type=int, default=0)
     ask.add_argument("--ticket", default="", help="your own ticket for this question")
     ask.add_argument("--deadline-ms", type=int, default=5_000)
+    _json_option(ask)
     ask.set_defaults(func=_consult)
 
-    answer = sub.add_parser("answer", help="answer consultations at a node (a simple provider)")
+    answer = sub.add_parser("answer", help="answer consultations at a node (a simple provider)",
+                            **_app_command())
     answer.add_argument("--local-api", required=True)
     answer.add_argument("--data", default="", help="answer every question with this (else: no data)")
+    _json_option(answer)
     answer.set_defaults(func=_answer)
 
-    status = sub.add_parser("status", help="a node's counters, from its local API")
+    status = sub.add_parser("status", help="a node's counters, from its local API",
+                            **_app_command())
     status.add_argument("--local-api", required=True)
+    _json_option(status)
     status.set_defaults(func=_status)
 
     from node.audit_cli import register as register_audit
@@ -384,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from node.cli_outcomes import run_guarded
+
+    command = " ".join(a for a in (args.command, getattr(args, "action", None)) if a)
+    return run_guarded(command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

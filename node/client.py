@@ -74,7 +74,12 @@ def _outcome(o: envelope_pb2.EnvelopeOutcome) -> Outcome:
 
 
 class LocalClient:
-    def __init__(self, address: str, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    """``wait_for_ready=False``: a call fails at once (UNAVAILABLE) when the node cannot be
+    reached, instead of waiting for it until the call's deadline (what the CLI wants)."""
+
+    def __init__(self, address: str, max_message_bytes: int = 64 * 1024 * 1024,
+                 wait_for_ready: bool = True) -> None:
+        self.wait_for_ready = wait_for_ready
         self.channel = grpc.insecure_channel(
             address,
             options=[("grpc.max_receive_message_length", max_message_bytes),
@@ -94,7 +99,7 @@ class LocalClient:
     def submit(self, envelopes: Sequence[bytes], timeout: float = 30) -> tuple[list[Outcome], list[int]]:
         response = self.stub.Submit(
             local_pb2.LocalSubmitRequest(envelopes=list(envelopes)), timeout=timeout,
-            wait_for_ready=True,
+            wait_for_ready=self.wait_for_ready,
         )
         return [_outcome(o) for o in response.outcomes], list(response.sequences)
 
@@ -119,15 +124,17 @@ class LocalClient:
         return response.acknowledged
 
     def status(self) -> local_pb2.StatusResponse:
-        return self.stub.Status(local_pb2.StatusRequest(), timeout=10, wait_for_ready=True)
+        return self.stub.Status(local_pb2.StatusRequest(), timeout=10,
+                                wait_for_ready=self.wait_for_ready)
 
 
-def consult(address: str, envelope: bytes, deadline_ms: int = 5_000) -> consult_pb2.ConsultResponse:
+def consult(address: str, envelope: bytes, deadline_ms: int = 5_000,
+            wait_for_ready: bool = True) -> consult_pb2.ConsultResponse:
     """Ask a question through a node's local API (blocking)."""
     with grpc.insecure_channel(address) as channel:
         return local_pb2_grpc.LocalStub(channel).Consult(
             consult_pb2.ConsultRequest(envelope=envelope, deadline_ms=deadline_ms),
-            timeout=deadline_ms / 1000 + 5, wait_for_ready=True)
+            timeout=deadline_ms / 1000 + 5, wait_for_ready=wait_for_ready)
 
 
 class Consulter:

@@ -17,6 +17,13 @@ envelopes/s.
 
 An operator's own ``GRPC_EXPERIMENTS`` (even an empty one) is left as it is; if ``grpc`` was
 imported before :mod:`node`, the setting cannot apply to this process and nothing is changed.
+
+gRPC core's own log lines (:func:`quiet_core_logs`): core writes plain-text lines to stderr
+(``I1207 03:40:31.956 ... ssl_transport_security.cc:2563] Handshake failed ...``: one per
+junk TCP connection at its default verbosity), outside the daemons' JSON logs, and cannot be
+routed into them. ``GRPC_VERBOSITY=NONE`` turns them off: whatever matters reaches the JSON
+logs through the Python side (a call's status, a stream's end, a port not bound). An
+operator's own ``GRPC_VERBOSITY`` / ``GRPC_TRACE`` (to debug gRPC itself) is left as it is.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-__all__ = ["GRPC_EXPERIMENTS", "apply"]
+__all__ = ["GRPC_EXPERIMENTS", "GRPC_VERBOSITY", "apply", "quiet_core_logs"]
 
+GRPC_VERBOSITY = "NONE"
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
 
 
@@ -35,4 +43,12 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
     if "GRPC_EXPERIMENTS" in environ or "grpc" in sys.modules:
         return False
     environ["GRPC_EXPERIMENTS"] = GRPC_EXPERIMENTS
+    return True
+
+
+def quiet_core_logs(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Set ``GRPC_VERBOSITY`` to NONE unless it is set or gRPC is already loaded; True if set."""
+    if "GRPC_VERBOSITY" in environ or "grpc" in sys.modules:
+        return False
+    environ["GRPC_VERBOSITY"] = GRPC_VERBOSITY
     return True

@@ -11,7 +11,9 @@ batches; envelopes queued and delivered per destination, and whether its deliver
 up; consultations in flight; the audit chain's last record; the directory revision. Node
 (``crossroads_node_*``): envelopes sent and their outcomes, waiting in the outbox, in the inbox
 not yet acknowledged; the hub and directory streams; the fragment's revision and lag. Both
-also export the standard ``process_*`` metrics (CPU, memory, open files).
+count the writes their store refused (``crossroads_store_errors_total``, by component and
+cause: node/store/failures.py) and export the standard ``process_*`` metrics (CPU, memory,
+open files).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 if TYPE_CHECKING:
     from node.app import HubApp, NodeApp
     from node.rpc.revocation import RevocationList
+    from node.store.failures import StoreFailures
 
 __all__ = ["MetricsEndpoint", "hub_metrics", "node_metrics"]
 
@@ -84,6 +87,7 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
     yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
                  app.directory.revision)
     yield from _crl_metrics("crossroads_hub", app.revocations)
+    yield _store_errors(app.store.failures)
 
 
 def node_metrics(app: NodeApp) -> Iterator[Metric]:
@@ -118,6 +122,7 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                    "Local API calls refused to an application (logged as local_refused).",
                    app.local_permissions.refusals.total)
     yield from _crl_metrics("crossroads_node", app.revocations)
+    yield _store_errors(store.failures)
 
 
 def _crl_metrics(prefix: str, revocations: RevocationList) -> Iterator[Metric]:
@@ -131,6 +136,15 @@ def _crl_metrics(prefix: str, revocations: RevocationList) -> Iterator[Metric]:
     yield _gauge(f"{prefix}_crl_next_update_seconds",
                  "nextUpdate of the CRL in force, Unix seconds (0: none).",
                  crl.next_update.timestamp() if crl and crl.next_update else 0)
+
+
+def _store_errors(failures: StoreFailures) -> CounterMetricFamily:
+    errors = CounterMetricFamily(
+        "crossroads_store_errors", "Writes the store refused (nothing stored), by the component"
+        " that failed and the cause (DISK_FULL, IO_ERROR, ...).", labels=["component", "cause"])
+    for (component, cause), count in sorted(dict(failures.counts).items()):
+        errors.add_metric([component, cause.value], count)
+    return errors
 
 
 class MetricsEndpoint:

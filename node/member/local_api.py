@@ -2,7 +2,10 @@
 
 ``Submit`` runs the same envelope checks as the hub (so mistakes surface at the source with
 the same reason codes), fills in the sender and the sent time when the application left them
-empty, and commits the accepted envelopes to the outbox before answering. The uplink sends
+empty, and commits the accepted envelopes to the outbox before answering. An envelope
+submitted again with the same sender ticket (an application retrying after a lost answer or
+a timeout), while the first is still in the outbox, is not queued twice: it is answered with
+the first one's sequence (detail ``RESUBMITTED``), so its Outcomes are the first one's. The uplink sends
 them on. ``Fetch``/``Acknowledge`` read the inbox in arrival order.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import operator
 import time
 from collections.abc import AsyncIterator
@@ -30,14 +34,16 @@ from node.member.uplink import Uplink
 from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import serve_calls
 from node.store.fragment_store import FragmentStore
-from node.store.node_store import NodeStore
+from node.store.node_store import Enqueued, NodeStore
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
-__all__ = ["LocalService"]
+__all__ = ["RESUBMITTED", "LocalService", "resubmission_key"]
 
 MAX_SUBMIT = 10_000
+#: Starts the detail of an outcome answered from an earlier submission with the same ticket.
+RESUBMITTED = "RESUBMITTED"
 MAX_WAIT_MS = 60_000
 _OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
 #: (subject number, service id, service version) of an EnvelopeHead, in one call.
@@ -72,9 +78,15 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.LocalSubmitResponse:
             if len(request.envelopes) > MAX_SUBMIT:
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
-            decisions, ready, heads = self._prepare(request.envelopes)
+            keys: dict[int, bytes] = {}
+            decisions, ready, heads = self._prepare(request.envelopes, keys)
             await self._check_with_fragment(decisions, ready, heads)
-            seqs = await self.store.enqueue([raw for raw in ready if raw is not None])
+            queued = [raw for raw in ready if raw is not None]
+            placed = await self.store.enqueue_once(
+                queued, [keys.get(i) for i, raw in enumerate(ready) if raw is not None])
+            seqs = placed.seqs
+            if placed.resubmitted:
+                _note_resubmissions(decisions, ready, placed)
             response = local_pb2.LocalSubmitResponse.FromString(
                 outcomes_blob(decisions, _OUTCOMES_FIELD))
             if len(seqs) == len(ready):  # all accepted
@@ -107,8 +119,10 @@ class LocalService(local_pb2_grpc.LocalServicer):
                     decisions[i], ready[i] = decision, None
 
     def _prepare(
-        self, raws: list[bytes]
+        self, raws: list[bytes], keys: dict[int, bytes] | None = None
     ) -> tuple[list[Decision], list[bytes | None], list[EnvelopeHead | None]]:
+        """Decode and check each envelope at the source; with ``keys``, also note the
+        :func:`resubmission_key` of each accepted one that has a sender ticket (by index)."""
         decisions: list[Decision] = []
         ready: list[bytes | None] = []
         heads: list[EnvelopeHead | None] = []
@@ -140,6 +154,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
             decisions.append(decision)
             if decision.reason is accepted:
                 ready.append(envelope.SerializeToString() if changed else raw)
+                if keys is not None and envelope.sender_ticket:
+                    keys[len(ready) - 1] = _key_of(envelope)
             else:
                 ready.append(None)
         return decisions, ready, heads
@@ -273,6 +289,38 @@ class LocalService(local_pb2_grpc.LocalServicer):
         finally:
             reader.cancel()
             self.answering.detach(session)
+
+
+def resubmission_key(raw: bytes) -> bytes | None:
+    """What makes an envelope the same submission again: its sender ticket and its content
+    but for the sent time (which the node or the client fills in anew on each attempt), as a
+    128-bit digest; None for an envelope without a ticket (never a resubmission)."""
+    envelope = decode(raw)
+    return _key_of(envelope) if envelope.sender_ticket else None
+
+
+def _key_of(envelope: envelope_pb2.Envelope) -> bytes:
+    # Serialized in field order: the same for equal envelopes (an Envelope has no map field;
+    # unknown fields keep their order), without the cost of deterministic=True.
+    sent_at = envelope.sent_at_unix_us
+    envelope.sent_at_unix_us = 0
+    try:
+        return hashlib.blake2b(envelope.SerializeToString(), digest_size=16).digest()
+    finally:
+        envelope.sent_at_unix_us = sent_at
+
+
+def _note_resubmissions(
+    decisions: list[Decision], ready: list[bytes | None], placed: Enqueued
+) -> None:
+    """A resubmitted envelope keeps its first outcome (ACCEPTED, queued at the node) and
+    sequence; the detail says it was not queued again."""
+    queued = (i for i, raw in enumerate(ready) if raw is not None)
+    for k, i in enumerate(queued):
+        if k in placed.resubmitted:
+            decisions[i] = decisions[i]._replace(
+                detail=f"{RESUBMITTED}: already queued as sequence {placed.seqs[k]} with this"
+                       " sender ticket; not queued again")
 
 
 def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision | None:

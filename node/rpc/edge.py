@@ -62,10 +62,26 @@ async def guard_stream(
         await context.abort(code, details)
     except BaseException as exc:
         status = type(exc).__name__
+        if not isinstance(exc, asyncio.CancelledError | GeneratorExit | grpc.aio.AbortError):
+            summary["error"] = describe(exc)
         raise
     finally:
-        log.info("rpc", method=method, peer=peer, status=status,
-                 duration_ms=_ms(started), **summary)
+        # A stream that failed is not routine: warning when the peer or the operator is to
+        # act (a domain error), error for anything unexpected; a stream ended by the peer
+        # or by a stop (cancelled) stays at info.
+        _log_at(_STREAM_LEVELS.get(status, "warning" if status in _CODE_NAMES else "error"),
+                "rpc", method=method, peer=peer, status=status, duration_ms=_ms(started),
+                **summary)
+
+
+#: Stream end statuses logged at info (the rest: warning or error, see guard_stream).
+_STREAM_LEVELS = {"OK": "info", "CancelledError": "info", "GeneratorExit": "info",
+                  "AbortError": "warning"}
+_CODE_NAMES = frozenset(code.name for code in grpc.StatusCode)
+
+
+def _log_at(level: str, event: str, **fields: Any) -> None:
+    getattr(log, level)(event, **fields)
 
 
 def _ms(started: float) -> float:

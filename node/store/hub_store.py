@@ -63,6 +63,7 @@ import structlog
 
 from node.core.audit import FIELDS, GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.errors import Unavailable
+from node.store.failures import StoreFailures
 from node.store.sqlite import (
     Migration,
     connect_sync,
@@ -293,6 +294,8 @@ class HubStore:
         self.store_id = ""  # this store's identity (meta), read or written at open
         self.damaged = ""  # SQLite's message once the file was found damaged at run time
         self.on_damaged: list[Callable[[], None]] = []  # called once, in the event loop
+        #: Writes that failed (a full disk): logged and counted by component and cause.
+        self.failures = StoreFailures()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -464,8 +467,11 @@ class HubStore:
         stored these sequences first (a node that reconnected while its old stream was still
         committing): its stream fails and the node's resend then gets the stored outcomes.
         """
-        await self._write(self._commit_batch, sender, origin, first_seq, last_seq, queue_rows,
-                          audit_records, ack)
+        try:
+            await self._write(self._commit_batch, sender, origin, first_seq, last_seq,
+                              queue_rows, audit_records, ack)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failures.failed("hub_intake", exc, sender=sender) from exc
         self._index_subjects_when_due()
 
     def _commit_batch(
@@ -676,7 +682,10 @@ class HubStore:
             with self._transaction():
                 self._append_audit(records)
 
-        await self._write(run)
+        try:
+            await self._write(run)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failures.failed("hub_audit", exc, records=len(records)) from exc
 
     # -- delivery --------------------------------------------------------------------------
 
@@ -734,7 +743,10 @@ class HubStore:
                     (dest, upto_seq, count, time.time_ns() // 1000),
                 )
 
-        await self._write(run)
+        try:
+            await self._write(run)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failures.failed("hub_delivery", exc, destination=dest) from exc
         self._index_subjects_when_due()
 
     async def set_endpoint(self, institution: str, endpoint: str) -> None:

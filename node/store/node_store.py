@@ -45,15 +45,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from node.core.audit import Checkpoint
 from node.core.continuity import HubRegression
+from node.store.failures import StoreFailures
 from node.store.sqlite import connect_sync, ensure_store_identity, insert_columns, migrate_sync
 from node.wire.envelopes import ack_outcomes
 
 __all__ = [
     "PURGED_DETAIL",
+    "Enqueued",
     "NodeCounts",
     "NodeStore",
     "OutboxOutcome",
@@ -124,6 +126,11 @@ MIGRATIONS = [
     """
     INSERT OR IGNORE INTO meta (key, value) SELECT 'inbox_total', count(*) FROM inbox;
     """,
+    # 6: a digest of the sender ticket and the content of each envelope submitted with a
+    # ticket, indexed, so a resubmission (an application retrying) is answered with the
+    # first one's sequence instead of sent twice (:meth:`NodeStore.enqueue_once`); purged
+    # with the envelope.
+    lambda c: _add_resubmit_key(c),
 ]
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
@@ -145,6 +152,14 @@ class OutboxOutcome:
     def awaited(self) -> bool:
         """Sent (or to be sent) and not decided yet: the hub's answer is still to come."""
         return self.reason is None and not self.detail
+
+
+class Enqueued(NamedTuple):
+    """Where :meth:`NodeStore.enqueue_once` put the envelopes: a sequence per envelope, and
+    the indexes of those answered with the sequence of an earlier, same envelope."""
+
+    seqs: list[int]
+    resubmitted: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +201,8 @@ class NodeStore:
         self.purged_seq = 0  # outbox envelopes up to here may have gone (retention)
         self.inbox_unacknowledged = 0  # kept by the writer thread, after each commit
         self.inbox_total = 0  # envelopes ever stored in the inbox (also purged ones); ditto
+        #: Writes that failed (a full disk): logged and counted by component and cause.
+        self.failures = StoreFailures()
         #: Set whenever the outbox or inbox grows.
         self.outbox_changed = asyncio.Event()
         self.inbox_changed = asyncio.Event()
@@ -195,6 +212,14 @@ class NodeStore:
     async def _write(self, func: Callable[..., T], *args: object) -> T:
         assert self._write_thread is not None, "store not open"
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+
+    async def _write_or_fail(self, component: str, func: Callable[..., T], *args: object) -> T:
+        """:meth:`_write` for a component's own write: a storage failure (a full disk) is
+        logged and counted, and raised as UNAVAILABLE ``NOT_STORED`` (node/store/failures.py)."""
+        try:
+            return await self._write(func, *args)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failures.failed(component, exc) from exc
 
     async def _read(self, func: Callable[..., T], *args: object) -> T:
         assert self._read_thread is not None, "store not open"
@@ -293,12 +318,61 @@ class NodeStore:
         self.outbox_changed.set()
         return seqs
 
-    def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes]) -> list[int]:
+    async def enqueue_once(self, envelopes: Sequence[bytes], keys: Sequence[bytes | None]) -> Enqueued:
+        """:meth:`enqueue`, but an envelope whose resubmission key (``keys[i]``: a digest of
+        its sender ticket and content, None for an envelope without a ticket) is that of an
+        envelope still in the outbox, or of an earlier one of this call, is not stored again:
+        it gets that envelope's sequence (``resubmitted``). A key is found as long as its
+        envelope is in the outbox (until retention purges it, :meth:`purge`). One indexed
+        look-up per key: linear in the call, whatever the outbox holds."""
+        if not envelopes:
+            return Enqueued([], frozenset())
+        named = [k for k in keys if k]
+
+        def body(c: sqlite3.Connection) -> Enqueued:
+            known = _queued_under(c, named) if named else {}
+            if not known and len(set(named)) == len(named):  # the usual case: all new
+                return Enqueued(self._append_outbox(c, envelopes, keys), frozenset())
+            # A reference is an earlier sequence (> 0) or -(index + 1) of this call's own.
+            refs: dict[int, int] = {}
+            fresh: list[int] = []
+            for i, key in enumerate(keys):
+                if key:
+                    ref = known.get(key)
+                    if ref is not None:
+                        refs[i] = ref
+                        continue
+                    known[key] = -(i + 1)
+                fresh.append(i)
+            new = self._append_outbox(c, [envelopes[i] for i in fresh],
+                                      [keys[i] for i in fresh]) if fresh else []
+            seq_of = dict(zip(fresh, new, strict=True))
+            seqs = [seq_of[i] if i in seq_of else
+                    refs[i] if refs[i] > 0 else seq_of[-refs[i] - 1]
+                    for i in range(len(envelopes))]
+            return Enqueued(seqs, frozenset(refs))
+
+        def run() -> Enqueued:
+            done = self._transaction(body)
+            if len(done.resubmitted) < len(envelopes):  # committed: the numbers are taken
+                self._last_seq = max(seq for i, seq in enumerate(done.seqs)
+                                     if i not in done.resubmitted)
+            return done
+
+        done = await self._write_or_fail("local_submit", run)
+        if len(done.resubmitted) < len(envelopes):
+            self.outbox_changed.set()
+        return done
+
+    def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes],
+                       keys: Sequence[bytes | None] | None = None) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
-        ``_last_seq``, which the caller moves once the transaction committed."""
+        ``_last_seq``, which the caller moves once the transaction committed. ``keys``: the
+        envelopes' resubmission keys, indexed for :meth:`enqueue_once` (None: none)."""
         start = self._last_seq + 1
         seqs = list(range(start, start + len(envelopes)))
-        insert_columns(c, "INSERT INTO outbox (seq, envelope) VALUES ", [seqs, envelopes])
+        insert_columns(c, "INSERT INTO outbox (seq, envelope, resubmit_key) VALUES ",
+                       [seqs, envelopes, keys or [None] * len(envelopes)])
         return seqs
 
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
@@ -346,7 +420,7 @@ class NodeStore:
                 last_seq, accepted, refused_total)
             self.hub_acked_seq = last_seq
 
-        await self._write(run)
+        await self._write_or_fail("outbox_ack", run)
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
         def read() -> dict[int, tuple[str, str, str, tuple[str, ...]]]:
@@ -449,7 +523,7 @@ class NodeStore:
                 self._last_seq = seqs[-1]
             return stored, seqs
 
-        stored, seqs = await self._write(run)
+        stored, seqs = await self._write_or_fail("inbox_store", run)
         if stored:
             self.inbox_changed.set()
         if seqs:
@@ -480,7 +554,7 @@ class NodeStore:
             self.inbox_unacknowledged -= acknowledged
             return acknowledged
 
-        return await self._write(run)
+        return await self._write_or_fail("inbox_ack", run)
 
     def counts(self) -> NodeCounts:
         """The counters kept in memory (the inbox total counts every envelope ever stored,
@@ -554,6 +628,26 @@ _PURGES = (
     ("DELETE FROM inbox WHERE id IN"
      " (SELECT id FROM inbox WHERE id <= ? AND acked = 1 ORDER BY id LIMIT ?)", True),
 )
+
+
+def _add_resubmit_key(c: sqlite3.Connection) -> None:
+    if "resubmit_key" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}:
+        c.execute("ALTER TABLE outbox ADD COLUMN resubmit_key BLOB")
+    c.execute("CREATE INDEX IF NOT EXISTS outbox_resubmit_key ON outbox (resubmit_key)"
+              " WHERE resubmit_key IS NOT NULL")
+
+
+def _queued_under(c: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, int]:
+    """The (first) outbox sequence stored under each of ``keys`` that is there."""
+    known: dict[bytes, int] = {}
+    unique = list(set(keys))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start:start + 500]
+        for key, seq in c.execute(
+                "SELECT resubmit_key, seq FROM outbox WHERE resubmit_key IN"
+                f" ({','.join('?' * len(chunk))}) ORDER BY seq", chunk):
+            known.setdefault(bytes(key), int(seq))
+    return known
 
 
 def accept_hub_state(path: Path) -> HubRegression | None:

@@ -52,7 +52,7 @@ def _require_deployed() -> None:
 
 
 def send(lab: Lab, host: str, to: str, count: int, payload: str, wait: bool = False) -> list[dict]:
-    cmd = (f"{CROSSROADS} send --local-api {LOCAL_API} --service demo.message --to {to} "
+    cmd = (f"{CROSSROADS} send --json --local-api {LOCAL_API} --service demo.message --to {to} "
            f"--subject-citizen 85073003328 --count {count} --payload {payload}"
            + (" --wait" if wait else ""))  # fmt: skip
     r = lab.ssh(host, cmd, check=False, timeout=60)
@@ -66,7 +66,7 @@ def drain_inbox(lab: Lab, host: str, expected: int, timeout: float = 60) -> list
     deadline = time.monotonic() + timeout
     while len(received) < expected and time.monotonic() < deadline:
         r = lab.ssh(
-            host, f"{CROSSROADS} inbox --local-api {LOCAL_API} --max 500 --wait-ms 2000 --ack",
+            host, f"{CROSSROADS} inbox --json --local-api {LOCAL_API} --max 500 --wait-ms 2000 --ack",
             check=False, timeout=60,
         )  # fmt: skip
         received += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]

@@ -61,7 +61,8 @@ def _start_refused(net: ProcessNetwork, *extra: str) -> str:
 
 
 def _status(net: ProcessNetwork, who: str) -> dict[str, object]:
-    done = _crossroads("node", "status", "--local-api", net.local_api(who), cwd=net.root)
+    done = _crossroads("node", "status", "--json", "--local-api", net.local_api(who),
+                       cwd=net.root)
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 

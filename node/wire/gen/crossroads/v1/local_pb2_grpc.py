@@ -95,7 +95,13 @@ class LocalServicer:
         """Submit envelopes for sending. The node checks each one (same reason codes as the hub),
         stores the accepted ones durably in its outbox and returns at once; the node forwards
         them to the hub in the background, also while the hub is unreachable.
-        Outcome ACCEPTED here means "queued at the node". Errors: INVALID_ARGUMENT.
+        Outcome ACCEPTED here means "queued at the node". Errors: INVALID_ARGUMENT; UNAVAILABLE
+        with details "NOT_STORED: ..." when the node could not store them (e.g. a full disk):
+        nothing of the call was stored, retry.
+        Retries are safe: an envelope equal (but for sent_at_unix_us) to one already queued
+        with the same non-empty sender_ticket, while that one is still in the node's outbox
+        (until retention purges it, retention_days after the hub decided it), is not queued
+        again: it gets the first one's sequence and outcome, detail "RESUBMITTED: ...".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
