@@ -128,7 +128,8 @@ class HubApp:
         endpoints.update(state.endpoints)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False)
+                        check_services=False, check_receivers=False,
+                        max_receivers=cfg.limits.max_receivers)
         self.deliverer = Deliverer(
             self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending
         )
@@ -251,7 +252,8 @@ class NodeApp:
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False)
+                        check_services=False, check_receivers=False,
+                        max_receivers=cfg.limits.max_receivers)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(cfg, self.tls, self.fragment,
                                        load_public_key(cfg.hub_directory_key))

@@ -7,6 +7,11 @@ size and digest). Order of the checks, first failure wins:
 
 1. ``INVALID_FIELD``: service id missing; subject type/number inconsistent.
 2. ``SENDER_MISMATCH``: sender field differs from the authenticated identity.
+   ``TOO_MANY_RECEIVERS`` / ``DUPLICATE_RECEIVER``: more receivers than
+   :attr:`Policy.max_receivers`, or one listed twice. Always checked (also when the directory
+   decides the rest), in O(N), before anything that could cost a copy per receiver: the hub
+   queues one copy of the envelope per receiver, so a list repeating one receiver 100,000
+   times once cost ~12 * N**2 bytes (see :func:`receivers_problem`).
 3. ``PAYLOAD_TOO_LARGE`` / ``PAYLOAD_DIGEST_MISMATCH``.
 4. ``SUBJECT_NUMBER_INVALID``: citizen or enterprise number fails its rules.
 5. ``UNKNOWN_SERVICE``.
@@ -35,7 +40,11 @@ __all__ = [
     "apply_quota",
     "check_batch",
     "check_envelope",
+    "receivers_problem",
 ]
+
+#: Default bound on an envelope's receivers (``limits.max_receivers``).
+DEFAULT_MAX_RECEIVERS = 1_000
 
 # Subject types, numbered as in the wire enum crossroads.v1.SubjectType.
 SUBJECT_UNSPECIFIED = 0
@@ -89,6 +98,7 @@ class Policy:
     max_payload_bytes: int
     check_services: bool = True
     check_receivers: bool = True
+    max_receivers: int = DEFAULT_MAX_RECEIVERS
 
     def knows_service(self, service_id: str, version: int) -> bool:
         if version == 0:
@@ -110,6 +120,9 @@ def check_envelope(
             Reason.SENDER_MISMATCH,
             f"sender field {head.sender!r} differs from the certificate identity {sender}",
         )
+    too_many = receivers_problem(head.receivers, policy.max_receivers)
+    if too_many is not None:
+        return too_many
     if head.payload_size > policy.max_payload_bytes:
         return Decision(
             Reason.PAYLOAD_TOO_LARGE,
@@ -159,14 +172,29 @@ def _subject_problem(head: EnvelopeHead) -> Decision | None:
 def _receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
     if not head.receivers:
         return Decision(Reason.UNKNOWN_RECEIVER, "no receiver given")
-    if len(set(head.receivers)) != len(head.receivers):
-        return Decision(Reason.INVALID_FIELD, "a receiver is listed twice")
     for receiver in head.receivers:
         if receiver == sender:
             return Decision(Reason.UNKNOWN_RECEIVER, "an institution cannot send to itself")
         if policy.institutions and receiver not in policy.institutions:
             return Decision(Reason.UNKNOWN_RECEIVER, f"receiver {receiver} is not on the network")
     return Decision(Reason.ACCEPTED, receivers=head.receivers)
+
+
+def receivers_problem(receivers: Sequence[str], limit: int) -> Decision | None:
+    """``TOO_MANY_RECEIVERS`` beyond ``limit``, ``DUPLICATE_RECEIVER`` for a receiver listed
+    twice (naming the first one repeated), else None. O(N): one pass, one set."""
+    count = len(receivers)
+    if count > limit:
+        return Decision(Reason.TOO_MANY_RECEIVERS,
+                        f"{count} receivers, limit {limit} (limits.max_receivers)")
+    if count > 1:
+        seen: set[str] = set()
+        for receiver in receivers:
+            if receiver in seen:
+                return Decision(Reason.DUPLICATE_RECEIVER,
+                                f"receiver {receiver[:20]!r} is listed more than once")
+            seen.add(receiver)
+    return None
 
 
 def check_batch(

@@ -199,7 +199,10 @@ class Intake:
             envelope = envelopes[i]
             if envelope is not None:
                 subject = envelope.subject
-                record = (now_text, "REJECTED", "", sender, ",".join(envelope.receivers),
+                # At most the bound's worth of receivers: a refused list of 100,000 is not
+                # copied into the audit log (the detail gives its length).
+                listed = envelope.receivers[:self.policy.max_receivers]
+                record = (now_text, "REJECTED", "", sender, ",".join(listed),
                           envelope.service_id, type_names.get(subject.type, "?"), subject.number,
                           reason.value, detail)
             else:
