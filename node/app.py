@@ -239,7 +239,7 @@ class NodeApp:
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(options=server_options(max_bytes),
                                       interceptors=[MalformedRequests()])
-        self.answering = Answering()
+        self.answering = Answering(cfg.limits.max_payload_bytes)
         self.hub_caller = HubCaller(cfg, self.tls)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
         self.deliver = DeliverService(peers, self.store, self.answering, desk)

@@ -1,0 +1,18 @@
+"""Bounds on variable-size protocol fields that several layers enforce (docs/PROTOCOL.md,
+"Bounds", has the whole table: each field, its bound, where it is checked, the refusal).
+
+Pure constants: the configurable bounds live in :class:`node.config.Limits`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_DETAIL_CHARS", "MAX_MEDIA_TYPE_CHARS", "MAX_ORIGIN_CHARS"]
+
+#: A provider's answer detail is cut to this length (at the node and again at the hub: it
+#: goes into the hub's audit log with every ANSWERED record).
+MAX_DETAIL_CHARS = 1_000
+#: A provider's answer media type is cut to this length.
+MAX_MEDIA_TYPE_CHARS = 255
+#: A batch's origin is a node's store identity (a UUID, 36 characters); the hub keeps it per
+#: (sender, origin) and with every stored ack, so a longer one is refused.
+MAX_ORIGIN_CHARS = 64
