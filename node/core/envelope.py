@@ -5,7 +5,8 @@ same reason code the hub would give. The rules work on :class:`EnvelopeHead`, th
 routing needs (the wire layer extracts them; the payload itself is never looked at beyond its
 size and digest). Order of the checks, first failure wins:
 
-1. ``INVALID_FIELD``: service id missing; subject type/number inconsistent.
+1. ``INVALID_FIELD``: service id missing; a routing text field over
+   :data:`~node.core.bounds.MAX_HEAD_TEXT_CHARS`; subject type/number inconsistent.
 2. ``SENDER_MISMATCH``: sender field differs from the authenticated identity.
    ``TOO_MANY_RECEIVERS`` / ``DUPLICATE_RECEIVER``: more receivers than
    :attr:`Policy.max_receivers`, or one listed twice. Always checked (also when the directory
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from node.core.bounds import MAX_HEAD_TEXT_CHARS
 from node.core.identifiers import citizen_number_problem, enterprise_number_problem
 from node.core.reasons import Reason
 
@@ -115,6 +117,9 @@ def check_envelope(
     checks, which depend only on those fields: a batch usually repeats a few combinations."""
     if not head.service_id:
         return Decision(Reason.INVALID_FIELD, "service_id is required")
+    too_long = _overlong_text(head)
+    if too_long is not None:
+        return too_long
     if head.sender != sender:
         return Decision(
             Reason.SENDER_MISMATCH,
@@ -140,6 +145,23 @@ def check_envelope(
     if decision is None:
         decision = memo[key] = _service_and_receivers(head, sender, policy)
     return decision
+
+
+_HEAD_TEXT = ("sender", "service_id", "legal_context", "subject_number", "period_begin",
+              "period_end")
+
+
+def _overlong_text(head: EnvelopeHead) -> Decision | None:
+    if (len(head.sender) + len(head.service_id) + len(head.legal_context)
+            + len(head.subject_number) + len(head.period_begin) + len(head.period_end)
+            <= MAX_HEAD_TEXT_CHARS):
+        return None  # the usual case: one comparison
+    for name in _HEAD_TEXT:
+        size = len(getattr(head, name))
+        if size > MAX_HEAD_TEXT_CHARS:
+            return Decision(Reason.INVALID_FIELD,
+                            f"{name} is {size} characters, at most {MAX_HEAD_TEXT_CHARS}")
+    return None
 
 
 def _service_and_receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:

@@ -46,7 +46,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.config import Limits
-from node.core.bounds import MAX_DETAIL_CHARS, MAX_MEDIA_TYPE_CHARS
+from node.core.bounds import MAX_DETAIL_CHARS, MAX_HEAD_TEXT_CHARS, MAX_MEDIA_TYPE_CHARS
 from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
@@ -246,8 +246,9 @@ def _about(envelope: epb.Envelope | None) -> tuple[str, str, str]:
     """What a question is about, for its audit records: service, subject type, subject."""
     if envelope is None:
         return "", "", ""
-    return (envelope.service_id, SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?"),
-            envelope.subject.number)
+    return (envelope.service_id[:MAX_HEAD_TEXT_CHARS],
+            SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?"),
+            envelope.subject.number[:MAX_HEAD_TEXT_CHARS])
 
 
 def _seen(committed: asyncio.Future[None]) -> None:

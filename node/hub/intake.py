@@ -27,7 +27,7 @@ from datetime import date
 from typing import cast
 
 from node.config import Limits
-from node.core.bounds import MAX_ORIGIN_CHARS
+from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
@@ -207,8 +207,9 @@ class Intake:
                 # copied into the audit log (the detail gives its length).
                 listed = envelope.receivers[:self.policy.max_receivers]
                 record = (now_text, "REJECTED", "", sender, ",".join(listed),
-                          envelope.service_id, type_names.get(subject.type, "?"), subject.number,
-                          reason.value, detail)
+                          envelope.service_id[:MAX_HEAD_TEXT_CHARS],
+                          type_names.get(subject.type, "?"),
+                          subject.number[:MAX_HEAD_TEXT_CHARS], reason.value, detail)
             else:
                 record = (now_text, "REJECTED", "", sender, "", "", "", "", reason.value, detail)
             add_record(record)

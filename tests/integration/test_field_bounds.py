@@ -4,6 +4,7 @@ each refused with a stable reason before any work, the stream or daemon going on
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from node.client import LocalClient, make_envelope
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
-from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2
+from node.wire.gen.crossroads.v1 import directory_pb2, directory_pb2_grpc, envelope_pb2, local_pb2
 from tests.conftest import A, B, hub_channel, local_call, submit_raw
 from tests.integration.test_consultations import ASKER, P1, P2, P3, ask, provider, seed, stop
 
@@ -88,3 +89,36 @@ async def test_answers_over_the_limits_become_source_errors(small_answers) -> No
     assert statuses == [cpb.SOURCE_DATA, cpb.SOURCE_ERROR], response.parts
     dropped = parts[P2] if parts[P2].status == cpb.SOURCE_ERROR else parts[P3]
     assert "dropped" in dropped.detail and not dropped.data
+
+
+async def test_overlong_routing_text_is_refused_and_not_copied_into_the_audit(network) -> None:
+    long_service = make_envelope("s" * 100_000, [B], b"x", sender=A)
+    long_subject = envelope_pb2.Envelope.FromString(make_envelope(DEMO_SERVICE, [B], b"x",
+                                                                  sender=A))
+    long_subject.legal_context = "l" * 300
+    raws = [long_service, long_subject.SerializeToString()]
+    outcomes, _ = await local_call(network.local_api(A), "submit", raws)
+    assert [o.reason for o in outcomes] == ["INVALID_FIELD"] * 2
+    assert "service_id is 100000 characters, at most 256" in outcomes[0].detail
+    assert "legal_context is 300 characters" in outcomes[1].detail
+    key, cert = network.node_certs[A]
+    async with hub_channel(network.hub_address, network.pki.ca_cert, cert, key) as channel:
+        (ack,) = await submit_raw(channel, [envelope_pb2.EnvelopeBatch(envelopes=raws)])
+    assert [envelope_pb2.Reason.Name(o.reason) for o in ack.outcomes] == ["INVALID_FIELD"] * 2
+    db = sqlite3.connect(network.hub_db)
+    (longest,) = db.execute("SELECT max(length(service_id)) FROM audit").fetchone()
+    assert longest <= 256
+
+
+async def test_who_consulted_takes_a_bounded_limit(network) -> None:
+    async with hub_channel(network.hub_address, network.pki.ca_cert, network.admin_cert,
+                           network.admin_key) as channel:
+        stub = directory_pb2_grpc.DirectoryAdminStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.WhoConsulted(directory_pb2.WhoConsultedRequest(
+                subject="85073003328", limit=100_001), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details().startswith("LIMIT_TOO_LARGE")
+        found = await stub.WhoConsulted(directory_pb2.WhoConsultedRequest(
+            subject="85073003328", limit=100_000), timeout=10)
+    assert list(found.records) == []
