@@ -22,9 +22,10 @@ an outcome stored like the hub's (so ``Local.Outcomes`` reads it, and it is neve
   bound (e.g. queued by an older version without it) is refused before it is sent, with the
   hub's reason (``TOO_MANY_RECEIVERS``, ``DUPLICATE_RECEIVER``). Only envelopes large enough
   to hold more receivers than the bound are decoded for this; the hub checks all of them.
-* **The hub cannot take it** (``UNDELIVERABLE``): a stream that fails with batches sent and
-  unanswered puts the uplink in *isolation*: up to the last envelope that was in flight, it
-  sends one envelope per batch and waits for its answer before the next. An envelope that
+* **The hub cannot take it** (``UNDELIVERABLE``): a stream that fails twice in a row with the
+  same oldest batch sent and unanswered (once is a hub restart or a network blip) puts the
+  uplink in *isolation*: up to the last envelope that was in flight, it sends one envelope per
+  batch and waits for its answer before the next. An envelope that
   ends the stream on its own :data:`GIVE_UP_AFTER` times in a row (the hub was reachable:
   ``Register`` answered) is given up. A resend of an envelope the hub had stored is answered
   from its idempotency record (cheap), so one that fails every time was not stored.
@@ -60,6 +61,8 @@ BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
 #: How long the oldest batch in flight may wait for its ack before the stream is given up.
 ACK_TIMEOUT_S = 60.0
+#: Consecutive failed streams with the same oldest batch unanswered before isolation.
+ISOLATE_AFTER = 2
 #: Times an envelope sent on its own may end the stream unanswered before it is given up.
 GIVE_UP_AFTER = 3
 
@@ -96,6 +99,8 @@ class Uplink:
         self._isolate_until = 0
         #: (sequence, failures) of the envelope sent alone that ended the stream.
         self._strikes = (0, 0)
+        #: (first sequence, failures) of the oldest batch unanswered when streams failed.
+        self._repeats = (0, 0)
         self._last_error = ""
         #: Set each time an ack is stored (the writer waits for answers in isolation).
         self._acked = asyncio.Event()
@@ -196,7 +201,10 @@ class Uplink:
             self._strikes = (first, failures + 1 if seq == first else 1)
             log.warning("uplink_envelope_failed_alone", seq=first, failures=self._strikes[1],
                         give_up_after=GIVE_UP_AFTER, error=self._last_error)
-        else:
+            return
+        seq, failures = self._repeats
+        self._repeats = (first, failures + 1 if seq == first else 1)
+        if self._repeats[1] >= ISOLATE_AFTER:
             self._isolate_until = max(self._isolate_until, last)
             log.warning("uplink_isolating", first=first, last=last, error=self._last_error)
 

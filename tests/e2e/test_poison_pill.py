@@ -106,28 +106,32 @@ def test_a_poison_pill_in_the_outbox_ends_with_a_refusal_and_stays_ended(tmp_pat
             await store.open()
             try:
                 return await store.enqueue(
-                    [_poison(), make_envelope(DEMO_SERVICE, [B], b"after", sender=A)])
+                    [_poison(), make_envelope(DEMO_SERVICE, [B, B], b"twice", sender=A),
+                     make_envelope(DEMO_SERVICE, [B], b"after", sender=A)])
             finally:
                 await store.close()
 
         seqs = asyncio.run(queue())
         net.start_node(A)
-        assert _outcomes(net.local_api(A), seqs) == ["TOO_MANY_RECEIVERS", "ACCEPTED"]
+        expected = ["TOO_MANY_RECEIVERS", "DUPLICATE_RECEIVER", "ACCEPTED"]
+        assert _outcomes(net.local_api(A), seqs) == expected
         with LocalClient(net.local_api(A)) as client:
-            (refusal, _) = client.outcomes(seqs)
+            (refusal, _, _) = client.outcomes(seqs)
         assert "limits.max_receivers" in refusal.detail
         with LocalClient(net.local_api(B)) as client:
             got = client.fetch(10, wait_ms=10_000)
         assert [e.payload.data for e in got] == [b"after"]
-        refused_at_hub = _audited(net, "TOO_MANY_RECEIVERS")
+        # The node refused the large one itself, before sending it (its uplink checks what is
+        # large enough to break the bound); the hub refused the small one.
+        assert (_audited(net, "TOO_MANY_RECEIVERS"), _audited(net, "DUPLICATE_RECEIVER")) == (0, 1)
         # A restart does not bring it back.
         net.stop(A)
         net.start_node(A)
         with LocalClient(net.local_api(A)) as client:
             status = client.status()
-            assert [o.reason for o in client.outcomes(seqs)] == ["TOO_MANY_RECEIVERS", "ACCEPTED"]
-        assert (status.outbox_pending, status.sent_accepted, status.sent_refused) == (0, 1, 1)
+            assert [o.reason for o in client.outcomes(seqs)] == expected
+        assert (status.outbox_pending, status.sent_accepted, status.sent_refused) == (0, 1, 2)
         time.sleep(1.0)
-        assert _audited(net, "TOO_MANY_RECEIVERS") == refused_at_hub
+        assert (_audited(net, "TOO_MANY_RECEIVERS"), _audited(net, "DUPLICATE_RECEIVER")) == (0, 1)
         assert net.procs["hub"].poll() is None
         assert _status_kib(hub, "VmRSS") - before < RSS_GROWTH_BOUND_KIB

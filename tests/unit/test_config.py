@@ -96,3 +96,10 @@ def test_metrics_listen_is_an_optional_tcp_address() -> None:
         node_config({**NODE_TABLE, "metrics_listen": "unix:/run/m.sock"}, BASE)
     with pytest.raises(ConfigError, match="metrics_listen 'nine' must be host:port"):
         node_config({**NODE_TABLE, "metrics_listen": "nine"}, BASE)
+
+
+def test_max_receivers_defaults_to_1000_and_is_range_checked() -> None:
+    assert hub_config(hub_table(), BASE).limits.max_receivers == 1_000
+    assert hub_config(hub_table(limits={"max_receivers": 5}), BASE).limits.max_receivers == 5
+    with pytest.raises(ConfigError, match="limits.max_receivers must be an integer >= 1"):
+        hub_config(hub_table(limits={"max_receivers": 0}), BASE)
