@@ -124,6 +124,7 @@ async def test_node_gives_up_on_an_envelope_the_hub_cannot_take(small_hub) -> No
     assert sorted(e.payload.data for e in got) == [b"after", b"before"]
     status = await local_call(net.local_api(A), "status")
     assert (status.outbox_pending, status.sent_accepted, status.sent_refused) == (0, 2, 1)
+    assert net.nodes[A].uplink is not None and net.nodes[A].uplink.decided_locally == 1
     # Given up for good: a restarted node does not send it again.
     batches = net.hub.intake.stats.batches if net.hub.intake else 0
     await net.stop_node(A)
