@@ -179,7 +179,8 @@ class HubApp:
         endpoints.update(state.endpoints)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False)
+                        check_services=False, check_receivers=False,
+                        max_receivers=cfg.limits.max_receivers)
         self.deliverer = Deliverer(
             self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending,
             keepalive=cfg.keepalive,
@@ -325,7 +326,7 @@ class NodeApp:
         self.server = grpc.aio.server(
             options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
             interceptors=[MalformedRequests()])
-        self.answering = Answering()
+        self.answering = Answering(cfg.limits.max_payload_bytes)
         # The client side of revocation: the hub's certificate, checked after connecting.
         server_check = ServerCheck(cfg.hub,
                                    lambda: revocations.serials | fragment.revoked_serials())
@@ -344,7 +345,8 @@ class NodeApp:
                              server_check=server_check)
         policy = Policy(institutions=frozenset(), services=frozenset(),
                         max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False)
+                        check_services=False, check_receivers=False,
+                        max_receivers=cfg.limits.max_receivers)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),

@@ -76,6 +76,11 @@ class Limits:
     #: hub); beyond, a question is refused at once (RESOURCE_EXHAUSTED) instead of queueing
     #: past its deadline while the machine is saturated.
     consultations_in_flight: int = 200
+    #: Receivers one envelope may list (explicit routing). The hub queues a copy of the
+    #: envelope per receiver, so this bounds what one envelope costs it; a network has a few
+    #: thousand institutions at most and an explicit list names a handful. Duplicates are
+    #: always refused (DUPLICATE_RECEIVER); beyond the bound: TOO_MANY_RECEIVERS.
+    max_receivers: int = 1_000
 
 
 #: In a permission list: every service.
@@ -344,6 +349,7 @@ def _limits(r: _Reader) -> Limits:
         consultations_in_flight=r.integer(
             "consultations_in_flight", d.consultations_in_flight, minimum=1
         ),
+        max_receivers=r.integer("max_receivers", d.max_receivers, minimum=1),
     )
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")

@@ -100,6 +100,9 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                    store.sent_refused)
     yield _gauge("crossroads_node_outbox_pending", "Envelopes not decided by the hub yet.",
                  store.pending_count)
+    yield _counter("crossroads_node_decided_locally",
+                   "Envelopes the uplink decided itself since start: over the node's bounds,"
+                   " or given up as UNDELIVERABLE.", uplink.decided_locally)
     yield _gauge("crossroads_node_inbox_unacknowledged",
                  "Envelopes received and not acknowledged by the application yet.",
                  store.inbox_unacknowledged)

@@ -5,8 +5,14 @@ same reason code the hub would give. The rules work on :class:`EnvelopeHead`, th
 routing needs (the wire layer extracts them; the payload itself is never looked at beyond its
 size and digest). Order of the checks, first failure wins:
 
-1. ``INVALID_FIELD``: service id missing; subject type/number inconsistent.
+1. ``INVALID_FIELD``: service id missing; a routing text field over
+   :data:`~node.core.bounds.MAX_HEAD_TEXT_CHARS`; subject type/number inconsistent.
 2. ``SENDER_MISMATCH``: sender field differs from the authenticated identity.
+   ``TOO_MANY_RECEIVERS`` / ``DUPLICATE_RECEIVER``: more receivers than
+   :attr:`Policy.max_receivers`, or one listed twice. Always checked (also when the directory
+   decides the rest), in O(N), before anything that could cost a copy per receiver: the hub
+   queues one copy of the envelope per receiver, so a list repeating one receiver 100,000
+   times once cost ~12 * N**2 bytes (see :func:`receivers_problem`).
 3. ``PAYLOAD_TOO_LARGE`` / ``PAYLOAD_DIGEST_MISMATCH``.
 4. ``SUBJECT_NUMBER_INVALID``: citizen or enterprise number fails its rules.
 5. ``UNKNOWN_SERVICE``.
@@ -22,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from node.core.bounds import MAX_HEAD_TEXT_CHARS
 from node.core.identifiers import citizen_number_problem, enterprise_number_problem
 from node.core.reasons import Reason
 
@@ -35,7 +42,11 @@ __all__ = [
     "apply_quota",
     "check_batch",
     "check_envelope",
+    "receivers_problem",
 ]
+
+#: Default bound on an envelope's receivers (``limits.max_receivers``).
+DEFAULT_MAX_RECEIVERS = 1_000
 
 # Subject types, numbered as in the wire enum crossroads.v1.SubjectType.
 SUBJECT_UNSPECIFIED = 0
@@ -89,6 +100,7 @@ class Policy:
     max_payload_bytes: int
     check_services: bool = True
     check_receivers: bool = True
+    max_receivers: int = DEFAULT_MAX_RECEIVERS
 
     def knows_service(self, service_id: str, version: int) -> bool:
         if version == 0:
@@ -105,11 +117,17 @@ def check_envelope(
     checks, which depend only on those fields: a batch usually repeats a few combinations."""
     if not head.service_id:
         return Decision(Reason.INVALID_FIELD, "service_id is required")
+    too_long = _overlong_text(head)
+    if too_long is not None:
+        return too_long
     if head.sender != sender:
         return Decision(
             Reason.SENDER_MISMATCH,
             f"sender field {head.sender!r} differs from the certificate identity {sender}",
         )
+    too_many = receivers_problem(head.receivers, policy.max_receivers)
+    if too_many is not None:
+        return too_many
     if head.payload_size > policy.max_payload_bytes:
         return Decision(
             Reason.PAYLOAD_TOO_LARGE,
@@ -127,6 +145,23 @@ def check_envelope(
     if decision is None:
         decision = memo[key] = _service_and_receivers(head, sender, policy)
     return decision
+
+
+_HEAD_TEXT = ("sender", "service_id", "legal_context", "subject_number", "period_begin",
+              "period_end")
+
+
+def _overlong_text(head: EnvelopeHead) -> Decision | None:
+    if (len(head.sender) + len(head.service_id) + len(head.legal_context)
+            + len(head.subject_number) + len(head.period_begin) + len(head.period_end)
+            <= MAX_HEAD_TEXT_CHARS):
+        return None  # the usual case: one comparison
+    for name in _HEAD_TEXT:
+        size = len(getattr(head, name))
+        if size > MAX_HEAD_TEXT_CHARS:
+            return Decision(Reason.INVALID_FIELD,
+                            f"{name} is {size} characters, at most {MAX_HEAD_TEXT_CHARS}")
+    return None
 
 
 def _service_and_receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
@@ -159,14 +194,29 @@ def _subject_problem(head: EnvelopeHead) -> Decision | None:
 def _receivers(head: EnvelopeHead, sender: str, policy: Policy) -> Decision:
     if not head.receivers:
         return Decision(Reason.UNKNOWN_RECEIVER, "no receiver given")
-    if len(set(head.receivers)) != len(head.receivers):
-        return Decision(Reason.INVALID_FIELD, "a receiver is listed twice")
     for receiver in head.receivers:
         if receiver == sender:
             return Decision(Reason.UNKNOWN_RECEIVER, "an institution cannot send to itself")
         if policy.institutions and receiver not in policy.institutions:
             return Decision(Reason.UNKNOWN_RECEIVER, f"receiver {receiver} is not on the network")
     return Decision(Reason.ACCEPTED, receivers=head.receivers)
+
+
+def receivers_problem(receivers: Sequence[str], limit: int) -> Decision | None:
+    """``TOO_MANY_RECEIVERS`` beyond ``limit``, ``DUPLICATE_RECEIVER`` for a receiver listed
+    twice (naming the first one repeated), else None. O(N): one pass, one set."""
+    count = len(receivers)
+    if count > limit:
+        return Decision(Reason.TOO_MANY_RECEIVERS,
+                        f"{count} receivers, limit {limit} (limits.max_receivers)")
+    if count > 1:
+        seen: set[str] = set()
+        for receiver in receivers:
+            if receiver in seen:
+                return Decision(Reason.DUPLICATE_RECEIVER,
+                                f"receiver {receiver[:20]!r} is listed more than once")
+            seen.add(receiver)
+    return None
 
 
 def check_batch(

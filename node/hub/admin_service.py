@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
+from node.core.bounds import MAX_WHO_CONSULTED
 from node.core.directory import (
     Authorization,
     Entity,
@@ -114,6 +115,8 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
             self.peers.require(context, "admin")
             if not request.subject:
                 raise InvalidArgument("subject is required")
+            if request.limit > MAX_WHO_CONSULTED:
+                raise InvalidArgument(f"limit is at most {MAX_WHO_CONSULTED}", "LIMIT_TOO_LARGE")
             await self.flush_audit()
             found = await self.audit.who_consulted(
                 request.subject, request.since_unix_us or None, request.limit or 1000)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -46,6 +46,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.config import Keepalive, Limits
+from node.core.bounds import MAX_DETAIL_CHARS, MAX_HEAD_TEXT_CHARS, MAX_MEDIA_TYPE_CHARS
 from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
@@ -64,6 +65,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_DEADLINE_MS = 5_000
 MAX_DEADLINE_MS = 60_000
 MARGIN_MS = 50
+#: Bytes of answers one ConsultResponse carries at most, as a share of max_batch_bytes (what
+#: the asker's channel takes): a fan-out to many providers answering large data must not make
+#: a response nobody can receive.
+RESPONSE_DATA_SHARE = 2
 
 
 class Consultations:
@@ -190,13 +195,15 @@ class Consultations:
                        stamped: bytes, left_ms: float) -> list[cpb.SourcePart]:
         """Every provider's part; one ``ANSWERED`` record per source (with the source
         status) goes with the next audit commit (``accepted`` is the question's record)."""
-        parts = await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers))
+        parts = _within(
+            await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers)),
+            self.limits.max_payload_bytes, self.limits.max_batch_bytes // RESPONSE_DATA_SHARE)
         now = str(self.clock())
         _, _, ticket, sender, _, service, subject_type, subject, *_ = accepted
         self.audit.add_later([
             (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
              cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
-        return list(parts)
+        return parts
 
     async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:
         part = cpb.SourcePart(institution=institution)
@@ -215,19 +222,36 @@ class Consultations:
             part.detail = str(exc)
             return part
         part.status, part.data, part.media_type, part.detail = (
-            answer.status, answer.data, answer.media_type, answer.detail)
+            answer.status, answer.data, answer.media_type[:MAX_MEDIA_TYPE_CHARS],
+            answer.detail[:MAX_DETAIL_CHARS])
         part.answered_at_unix_us = self.clock()
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part
 
 
+def _within(parts: Sequence[cpb.SourcePart], max_part: int, max_total: int) -> list[cpb.SourcePart]:
+    """``parts`` with the data of any answer over ``max_part`` bytes, or past ``max_total``
+    bytes in all (in provider order), dropped: such a part becomes ``SOURCE_ERROR``."""
+    total = 0
+    for part in parts:
+        size = len(part.data)
+        if size > max_part or total + size > max_total:
+            part.detail = (f"answer of {size} bytes dropped: over the limit of"
+                           f" {min(max_part, max_total - total)} bytes left for it")
+            part.status, part.data, part.media_type = cpb.SOURCE_ERROR, b"", ""
+            continue
+        total += size
+    return list(parts)
+
+
 def _about(envelope: epb.Envelope | None) -> tuple[str, str, str]:
     """What a question is about, for its audit records: service, subject type, subject."""
     if envelope is None:
         return "", "", ""
-    return (envelope.service_id, SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?"),
-            envelope.subject.number)
+    return (envelope.service_id[:MAX_HEAD_TEXT_CHARS],
+            SUBJECT_TYPE_NAMES.get(envelope.subject.type, "?"),
+            envelope.subject.number[:MAX_HEAD_TEXT_CHARS])
 
 
 def _seen(committed: asyncio.Future[None]) -> None:

@@ -27,6 +27,7 @@ from datetime import date
 from typing import cast
 
 from node.config import Limits
+from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
@@ -106,6 +107,9 @@ class Intake:
                 "BATCH_TOO_LARGE",
             )
         origin, first = batch.origin, batch.first_sequence
+        if len(origin) > MAX_ORIGIN_CHARS:
+            raise InvalidArgument(f"origin is {len(origin)} characters, at most"
+                                  f" {MAX_ORIGIN_CHARS}", "ORIGIN_TOO_LONG")
         if origin and first == 0:
             raise InvalidArgument("first_sequence starts at 1 when origin is set")
         self.stats.batches += 1
@@ -199,9 +203,13 @@ class Intake:
             envelope = envelopes[i]
             if envelope is not None:
                 subject = envelope.subject
-                record = (now_text, "REJECTED", "", sender, ",".join(envelope.receivers),
-                          envelope.service_id, type_names.get(subject.type, "?"), subject.number,
-                          reason.value, detail)
+                # At most the bound's worth of receivers: a refused list of 100,000 is not
+                # copied into the audit log (the detail gives its length).
+                listed = envelope.receivers[:self.policy.max_receivers]
+                record = (now_text, "REJECTED", "", sender, ",".join(listed),
+                          envelope.service_id[:MAX_HEAD_TEXT_CHARS],
+                          type_names.get(subject.type, "?"),
+                          subject.number[:MAX_HEAD_TEXT_CHARS], reason.value, detail)
             else:
                 record = (now_text, "REJECTED", "", sender, "", "", "", "", reason.value, detail)
             add_record(record)

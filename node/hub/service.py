@@ -22,7 +22,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
-from node.rpc.multiplex import serve_calls
+from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.wire.checkpoints import checkpoint_to_proto
@@ -238,6 +238,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             on_message=recheck, draining=self.draining,
             max_in_flight=self.consultations.limits.consultations_in_flight,
             on_refused=lambda request: self.consultations.refused(sender, request),
+            max_message_bytes=reply_message_bytes(self.consultations.limits),
         ):
             yield replies
 

@@ -15,12 +15,16 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from node.core.bounds import MAX_DETAIL_CHARS, MAX_MEDIA_TYPE_CHARS
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 
 __all__ = ["Answering", "Session"]
 
 
 MAX_QUEUED = 1000  # questions waiting for the application to read them
+#: Bytes of a reply message on ``Node.Answers`` beyond its answer's data (ids, detail, media
+#: type): the hub takes messages of max_payload_bytes + 1 MiB from a provider.
+ANSWER_OVERHEAD_BYTES = 64 * 1024
 
 
 @dataclass(eq=False)
@@ -41,7 +45,9 @@ def _expire(future: asyncio.Future[cpb.Answer]) -> None:
 
 
 class Answering:
-    def __init__(self) -> None:
+    def __init__(self, max_answer_bytes: int = 4 * 1024 * 1024) -> None:
+        #: An answer with more data is not forwarded (SOURCE_ERROR): limits.max_payload_bytes.
+        self.max_answer_bytes = max_answer_bytes
         self.session: Session | None = None
         self._ids = itertools.count(1)
         self.answered = 0
@@ -90,5 +96,16 @@ class Answering:
             timer.cancel()
             session.waiting.pop(question.id, None)
         self.answered += 1
+        if len(answer.data) > self.max_answer_bytes:
+            return cpb.AnswerResponse(
+                status=cpb.SOURCE_ERROR,
+                detail=f"the application's answer is {len(answer.data)} bytes, over the limit"
+                       f" of {self.max_answer_bytes} (limits.max_payload_bytes)")
         return cpb.AnswerResponse(status=answer.status or cpb.SOURCE_ERROR, data=answer.data,
-                                  media_type=answer.media_type, detail=answer.detail)
+                                  media_type=answer.media_type[:MAX_MEDIA_TYPE_CHARS],
+                                  detail=answer.detail[:MAX_DETAIL_CHARS])
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The most one ``AnswerReplies`` message may carry (see ``serve_calls``)."""
+        return self.max_answer_bytes + ANSWER_OVERHEAD_BYTES

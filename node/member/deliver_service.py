@@ -92,5 +92,6 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         async for replies in serve_calls(
             request_iterator, self.answering.answer, consult_pb2.AnswerReplies,
             consult_pb2.AnswerReply, on_message=recheck, draining=self.draining,
+            max_message_bytes=self.answering.max_reply_bytes,
         ):
             yield replies

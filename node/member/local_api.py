@@ -32,7 +32,7 @@ from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
 from node.rpc.edge import guard_stream, guard_unary
-from node.rpc.multiplex import serve_calls
+from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import Enqueued, NodeStore
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
@@ -45,6 +45,10 @@ MAX_SUBMIT = 10_000
 #: Starts the detail of an outcome answered from an earlier submission with the same ticket.
 RESUBMITTED = "RESUBMITTED"
 MAX_WAIT_MS = 60_000
+#: Sequences per Outcomes call and hub tickets per Acknowledge call (as many as one Fetch
+#: returns at most); beyond: INVALID_ARGUMENT, before any is looked up.
+MAX_OUTCOMES = 10_000
+MAX_ACKNOWLEDGE = 10_000
 _OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
 #: (subject number, service id, service version) of an EnvelopeHead, in one call.
 _subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
@@ -164,6 +168,9 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.OutcomesRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.OutcomesResponse:
         async def body() -> local_pb2.OutcomesResponse:
+            if len(request.sequences) > MAX_OUTCOMES:
+                raise InvalidArgument(f"at most {MAX_OUTCOMES} sequences per call",
+                                      "TOO_MANY_SEQUENCES")
             deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             seqs = list(request.sequences)
             while True:
@@ -213,6 +220,9 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.AcknowledgeResponse:
         async def body() -> local_pb2.AcknowledgeResponse:
+            if len(request.hub_tickets) > MAX_ACKNOWLEDGE:
+                raise InvalidArgument(f"at most {MAX_ACKNOWLEDGE} hub tickets per call",
+                                      "TOO_MANY_TICKETS")
             n = await self.store.acknowledge(list(request.hub_tickets))
             return local_pb2.AcknowledgeResponse(acknowledged=n)
 
@@ -253,6 +263,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async for replies in guard_stream("Local.Consultations", context, serve_calls(
             request_iterator, self._consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
             max_in_flight=self.hub.config.limits.consultations_in_flight,
+            max_message_bytes=reply_message_bytes(self.hub.config.limits),
         ), {}):
             yield replies
 

@@ -14,6 +14,21 @@ On any failure the stream is dropped and, after an exponential backoff, a new on
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
 original outcomes. The outbox keeps accepting local submissions meanwhile.
+
+Giving up (no envelope is retried for ever). Two cases are decided by the node itself, with
+an outcome stored like the hub's (so ``Local.Outcomes`` reads it, and it is never sent again):
+
+* **Over the node's bounds**: an envelope already in the outbox that breaks the receiver
+  bound (e.g. queued by an older version without it) is refused before it is sent, with the
+  hub's reason (``TOO_MANY_RECEIVERS``, ``DUPLICATE_RECEIVER``). Only envelopes large enough
+  to hold more receivers than the bound are decoded for this; the hub checks all of them.
+* **The hub cannot take it** (``UNDELIVERABLE``): a stream that fails twice in a row with the
+  same oldest batch sent and unanswered (once is a hub restart or a network blip) puts the
+  uplink in *isolation*: up to the last envelope that was in flight, it sends one envelope per
+  batch and waits for its answer before the next. An envelope that
+  ends the stream on its own :data:`GIVE_UP_AFTER` times in a row (the hub was reachable:
+  ``Register`` answered) is given up. A resend of an envelope the hub had stored is answered
+  from its idempotency record (cheap), so one that fails every time was not stored.
 """
 
 from __future__ import annotations
@@ -25,15 +40,19 @@ from collections import deque
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from node.config import NodeConfig
 from node.core.backoff import Backoff
+from node.core.envelope import Decision, receivers_problem
+from node.core.reasons import Reason
 from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
 from node.tasks import cancel_and_wait
+from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
 __all__ = ["Uplink"]
@@ -44,6 +63,10 @@ BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
 #: How long the oldest batch in flight may wait for its ack before the stream is given up.
 ACK_TIMEOUT_S = 60.0
+#: Consecutive failed streams with the same oldest batch unanswered before isolation.
+ISOLATE_AFTER = 2
+#: Times an envelope sent on its own may end the stream unanswered before it is given up.
+GIVE_UP_AFTER = 3
 
 
 #: Outcomes of envelopes the hub stored (the others count as refused).
@@ -80,6 +103,21 @@ class Uplink:
         self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
         self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
         self.ack_timeout_s = ACK_TIMEOUT_S
+        #: Envelopes decided here: over the node's bounds, or given up (see module doc).
+        self.decided_locally = 0
+        #: While the watermark is below this: one envelope per batch (isolation).
+        self._isolate_until = 0
+        #: (sequence, failures) of the envelope sent alone that ended the stream.
+        self._strikes = (0, 0)
+        #: (first sequence, failures) of the oldest batch unanswered when streams failed.
+        self._repeats = (0, 0)
+        self._last_error = ""
+        #: Set each time an ack is stored (the writer waits for answers in isolation).
+        self._acked = asyncio.Event()
+        self._max_receivers = config.limits.max_receivers
+        #: Envelopes up to this size cannot list more receivers than the bound (each entry
+        #: takes at least two bytes) and are left to the hub's checks.
+        self._cheap_size = 2 * self._max_receivers
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="uplink")
@@ -91,6 +129,7 @@ class Uplink:
         tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
         max_bytes = self.config.limits.max_batch_bytes + (1 << 20)
         while True:
+            await self._give_up_if_hopeless()
             channel = grpc.aio.secure_channel(
                 self.config.hub,
                 self.tls.channel_credentials(),
@@ -146,6 +185,10 @@ class Uplink:
             for task in done:
                 task.result()
             raise UplinkError("submit stream ended")
+        except BaseException as exc:
+            if not really_cancelled():
+                self._note_failure(inflight, exc)
+            raise
         finally:
             for task in tasks:
                 task.cancel()
@@ -170,6 +213,62 @@ class Uplink:
                 raise UplinkError(f"no ack for the batch from sequence {inflight[0][0]}"
                                   f" in {self.ack_timeout_s:g} s")
 
+    def _note_failure(self, inflight: deque[tuple[int, int, float]], exc: BaseException) -> None:
+        """After a failed stream: isolate what was sent and left unanswered, or count a strike
+        against the one envelope that was (see module doc)."""
+        if not inflight:
+            return  # nothing was waiting for an answer: no envelope to blame
+        first, last = inflight[0][0], inflight[-1][1]
+        self._last_error = describe(exc)
+        if first == last and first <= self._isolate_until:
+            seq, failures = self._strikes
+            self._strikes = (first, failures + 1 if seq == first else 1)
+            log.warning("uplink_envelope_failed_alone", seq=first, failures=self._strikes[1],
+                        give_up_after=GIVE_UP_AFTER, error=self._last_error)
+            return
+        seq, failures = self._repeats
+        self._repeats = (first, failures + 1 if seq == first else 1)
+        if self._repeats[1] >= ISOLATE_AFTER:
+            self._isolate_until = max(self._isolate_until, last)
+            log.warning("uplink_isolating", first=first, last=last, error=self._last_error)
+
+    async def _give_up_if_hopeless(self) -> None:
+        seq, failures = self._strikes
+        if failures < GIVE_UP_AFTER or seq != self.store.decided_seq + 1:
+            return
+        self._strikes = (0, 0)
+        await self._decide_locally(seq, Decision(
+            Reason.UNDELIVERABLE,
+            f"the hub ended the stream each of the last {failures} times this envelope was"
+            f" sent on its own ({self._last_error}); the node gave up on it"))
+
+    async def _decide_locally(self, seq: int, decision: Decision) -> None:
+        """Store an outcome for ``seq`` (the next to be decided) as if the hub had sent it."""
+        ack = envelope_pb2.BatchAck(first_sequence=seq, outcomes=[envelope_pb2.EnvelopeOutcome(
+            index=0, reason=reason_to_proto(decision.reason), detail=decision.detail)])
+        await self.store.record_ack(seq, seq, ack.SerializeToString(), [seq], from_hub=False)
+        self.decided_locally += 1
+        log.error("uplink_decided_locally", seq=seq, reason=decision.reason.value,
+                  detail=decision.detail)
+        self._acked.set()
+        self.decided.set()
+
+    def _refusal(self, raw: bytes) -> Decision | None:
+        """The node's own bound on an envelope already in the outbox (see module doc)."""
+        if len(raw) <= self._cheap_size:
+            return None
+        try:
+            receivers = decode(raw).receivers
+        except DecodeError:
+            return None  # the hub answers MALFORMED_ENVELOPE
+        return receivers_problem(receivers, self._max_receivers)
+
+    async def _answered(self, upto: int) -> None:
+        """Wait until every envelope up to ``upto`` has its outcome stored."""
+        while self.store.decided_seq < upto:
+            self._acked.clear()
+            await self._acked.wait()
+
     async def _writer(
         self,
         call: grpc.aio.StreamStreamCall,
@@ -181,12 +280,28 @@ class Uplink:
         changed = self.store.outbox_changed
         while True:
             await window.acquire()
+            limit = self._batch_envelopes
+            if after < self._isolate_until:  # one at a time, each answered before the next
+                limit = 1
+                await self._answered(after)
             changed.clear()
-            rows = await self.store.pending(after, self._batch_envelopes, self._batch_bytes)
+            rows = await self.store.pending(after, limit, self._batch_bytes)
             while not rows:
                 await changed.wait()
                 changed.clear()
-                rows = await self.store.pending(after, self._batch_envelopes, self._batch_bytes)
+                rows = await self.store.pending(after, limit, self._batch_bytes)
+            refused = next(((i, d) for i, d in enumerate(map(self._refusal, map(_envelope_of,
+                                                                                    rows)))
+                            if d is not None), None)
+            if refused is not None:
+                index, decision = refused
+                if index == 0:  # decided here, in sequence order: after all before it
+                    await self._answered(after)
+                    await self._decide_locally(rows[0][0], decision)
+                    after = rows[0][0]
+                    window.release()
+                    continue
+                del rows[index:]
             first, last = rows[0][0], rows[-1][0]
             if last - first + 1 != len(rows):
                 raise UplinkError(f"outbox sequences {first}..{last} are not contiguous")
@@ -221,4 +336,7 @@ class Uplink:
             # stored in order, by this loop).
             window.release()
             await self.store.record_ack(first, last, raw, refused)
+            if self._strikes[0] and last >= self._strikes[0]:
+                self._strikes = (0, 0)  # the envelope that failed alone went through
+            self._acked.set()
             self.decided.set()

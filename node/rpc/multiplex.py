@@ -22,7 +22,9 @@ it): the stream is failed like a broken one, and the next call opens a new strea
 
 Server side, :func:`serve_calls`: reads call messages, runs ``handle(request)`` for each
 call in its own task (at most ``max_in_flight`` per stream; beyond, the call is refused with
-``RESOURCE_EXHAUSTED``), and yields reply messages. A handler's
+``RESOURCE_EXHAUSTED``), and yields reply messages, each at most ``max_message_bytes`` (the
+replies waiting are split over several messages: two large answers batched together must not
+make a message the peer refuses, which would end the stream and every call on it). A handler's
 :class:`~node.core.errors.CrossroadsError` becomes that call's error reply (its gRPC code and
 message); it never ends the stream or the other calls.
 """
@@ -37,10 +39,11 @@ from typing import Any, Generic, TypeVar
 import grpc
 import structlog
 
+from node.config import Limits
 from node.core.errors import CrossroadsError
 from node.wire.errors import status_of
 
-__all__ = ["CallFailed", "StreamCaller", "serve_calls"]
+__all__ = ["CallFailed", "StreamCaller", "reply_message_bytes", "serve_calls"]
 
 log = structlog.get_logger(__name__)
 Req = TypeVar("Req")
@@ -184,6 +187,7 @@ async def serve_calls(
     draining: asyncio.Event | None = None,
     max_in_flight: int = 10_000,
     on_refused: Callable[[Any], None] | None = None,
+    max_message_bytes: int | None = None,
 ) -> AsyncIterator[Any]:
     """Serve a stream of call messages: yields reply messages until the caller closes its
     side (or ``draining`` is set: a graceful stop) and every call taken is answered.
@@ -235,7 +239,8 @@ async def serve_calls(
             wake.clear()
             if out:
                 batch, out = out, []
-                yield replies_type(replies=batch)
+                for part in _split(batch, max_message_bytes):
+                    yield replies_type(replies=part)
                 wake.set()  # look again: more may have come while the message was written
             elif reader.done():
                 if not running:
@@ -250,6 +255,32 @@ async def serve_calls(
             drain.cancel()
         for task in running:
             task.cancel()
+
+
+def reply_message_bytes(limits: Limits) -> int:
+    """The most a ``ConsultReplies`` message may carry: what the asker's channel takes
+    (``max_batch_bytes``) less a margin for the message's own framing."""
+    return limits.max_batch_bytes - 64 * 1024
+
+
+#: Bytes a reply costs in a replies message beyond its own (tag and length prefix).
+_REPLY_FRAMING = 8
+
+
+def _split(replies: list[Any], max_bytes: int | None) -> list[list[Any]]:
+    """``replies`` cut into runs of at most ``max_bytes`` serialized (at least one each)."""
+    if max_bytes is None:
+        return [replies]
+    runs: list[list[Any]] = [[]]
+    size = 0
+    for reply in replies:
+        cost = reply.ByteSize() + _REPLY_FRAMING
+        if runs[-1] and size + cost > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(reply)
+        size += cost
+    return runs
 
 
 async def _cancel_when(event: asyncio.Event, task: asyncio.Task[None]) -> None:

@@ -390,12 +390,16 @@ class NodeStore:
         return rows
 
     async def record_ack(
-        self, first_seq: int, last_seq: int, ack: bytes, refused: Sequence[int]
+        self, first_seq: int, last_seq: int, ack: bytes, refused: Sequence[int],
+        from_hub: bool = True,
     ) -> None:
         """Store the hub's answer to the batch ``first_seq..last_seq`` and move the decided
         watermark to ``last_seq``: ``ack`` is the serialized ``BatchAck`` (an outcome per
         sequence, ``index`` = sequence - ``first_seq``), ``refused`` the sequences it did not
-        store (neither ACCEPTED nor DUPLICATE), for the counters."""
+        store (neither ACCEPTED nor DUPLICATE), for the counters. ``from_hub`` False: an
+        outcome the node decided itself (the uplink gave up on an envelope); it moves the
+        decided watermark but not ``hub_acked_seq``, what the hub acknowledged (the
+        continuity check at Register compares the hub's state with that one only)."""
         def run() -> None:
             decided = self.decided_seq  # moved by this thread only, so equal to the database's
             if last_seq <= decided:
@@ -413,12 +417,13 @@ class NodeStore:
                           (last_seq, first_seq, ack))
                 _set_meta(c, [("decided_seq", str(last_seq)), ("sent_accepted", str(accepted)),
                               ("sent_refused", str(refused_total)),
-                              ("hub_acked_seq", str(last_seq))])
+                              *([("hub_acked_seq", str(last_seq))] if from_hub else [])])
 
             self._transaction(body)
             self.decided_seq, self.sent_accepted, self.sent_refused = (
                 last_seq, accepted, refused_total)
-            self.hub_acked_seq = last_seq
+            if from_hub:
+                self.hub_acked_seq = last_seq
 
         await self._write_or_fail("outbox_ack", run)
 

@@ -154,3 +154,10 @@ def test_hub_revocation_is_off_only_when_the_config_says_so() -> None:
     assert hub_config(hub_table(), BASE).tls.crl_stale == "refuse"
     with pytest.raises(ConfigError, match="tls.crl_stale must be one of refuse, warn"):
         hub_config(hub_table(tls={**tls, "crl": "c.pem", "crl_stale": "ignore"}), BASE)
+
+
+def test_max_receivers_defaults_to_1000_and_is_range_checked() -> None:
+    assert hub_config(hub_table(), BASE).limits.max_receivers == 1_000
+    assert hub_config(hub_table(limits={"max_receivers": 5}), BASE).limits.max_receivers == 5
+    with pytest.raises(ConfigError, match="limits.max_receivers must be an integer >= 1"):
+        hub_config(hub_table(limits={"max_receivers": 0}), BASE)

@@ -311,3 +311,25 @@ async def test_the_operator_accepts_a_lost_hub_state(tmp_path: Path) -> None:
         assert store.decided_seq == 20  # the outbox goes on from where it was
     finally:
         await store.close()
+
+
+async def test_an_outcome_the_node_decided_itself_is_not_a_hub_acknowledgement(
+        tmp_path: Path) -> None:
+    """The uplink gives up on an envelope the hub cannot take (UNDELIVERABLE) by storing an
+    outcome of its own: that must not raise ``hub_acked_seq``, or the next Register would
+    take the hub, which never stored that sequence, for a hub that lost state."""
+    store = NodeStore(tmp_path / "node.sqlite")
+    await store.open()
+    try:
+        await store.enqueue([b"e"] * 3)
+        await store.record_ack(1, 2, b"", [])
+        await store.record_ack(3, 3, b"", [3], from_hub=False)
+        assert (store.decided_seq, store.hub_acked_seq) == (3, 2)
+    finally:
+        await store.close()
+    store = NodeStore(tmp_path / "node.sqlite")
+    await store.open()
+    try:
+        assert (store.decided_seq, store.hub_acked_seq) == (3, 2)
+    finally:
+        await store.close()

@@ -54,7 +54,7 @@ def head(**kw: object) -> EnvelopeHead:
         ({"receivers": ()}, Reason.UNKNOWN_RECEIVER),
         ({"receivers": ("0200065765",)}, Reason.UNKNOWN_RECEIVER),
         ({"receivers": (A,)}, Reason.UNKNOWN_RECEIVER),
-        ({"receivers": (B, B)}, Reason.INVALID_FIELD),
+        ({"receivers": (B, B)}, Reason.DUPLICATE_RECEIVER),
     ],
 )
 def test_check_envelope(changes: dict[str, object], reason: Reason) -> None:
@@ -98,3 +98,18 @@ def test_a_batch_decides_each_envelope_as_if_alone() -> None:
              for r in ((B,), (B, C), (A,), (B, B), (), ("0999999999",))
              for s, v in (("svc", 1), ("svc", 0), ("svc", 3), ("other", 1))] * 2
     assert check_batch(heads, A, POLICY) == [check_envelope(h, A, POLICY) for h in heads]
+
+
+def test_receivers_are_bounded_and_distinct_in_one_pass() -> None:
+    from node.core.envelope import receivers_problem
+
+    assert receivers_problem(("a", "b", "c"), 3) is None
+    assert receivers_problem((), 3) is None
+    too_many = receivers_problem(("a", "b", "c", "d"), 3)
+    assert too_many is not None and too_many.reason.value == "TOO_MANY_RECEIVERS"
+    assert "4 receivers, limit 3 (limits.max_receivers)" in too_many.detail
+    twice = receivers_problem(("a", "b", "a"), 3)
+    assert twice is not None and twice.reason.value == "DUPLICATE_RECEIVER"
+    # 100,000 listings of one receiver: refused for the count, before anything per receiver.
+    poison = receivers_problem(("0428759497",) * 100_000, 1_000)
+    assert poison is not None and poison.reason.value == "TOO_MANY_RECEIVERS"

@@ -203,3 +203,35 @@ async def test_draining_answers_the_calls_taken_then_ends_the_stream() -> None:
         # The stream ended: the next call opens a new one (this server still serves).
         server.draining.clear()
         assert (await calls.call(question("next"), timeout=5)).sender_ticket == "next"
+
+
+async def test_replies_piled_up_are_split_to_fit_the_callers_message_limit() -> None:
+    """Ten 30 KiB replies ready at once, for a caller that takes 100 KiB messages: batched in
+    one message they would end the stream (and fail every call on it)."""
+    gate = asyncio.Event()
+
+    async def large(request: cpb.ConsultRequest) -> cpb.ConsultResponse:
+        await gate.wait()
+        return cpb.ConsultResponse(sender_ticket=request.envelope.decode() * (30 * 1024))
+
+    limit = 100 * 1024
+    server = Server(large, max_message_bytes=limit - 1024)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", limit)]
+        ) as channel:
+            calls = caller(channel)
+            try:
+                pending = [asyncio.ensure_future(calls.call(question(str(i)), timeout=10))
+                           for i in range(10)]
+                while server.messages == 0 or len(pending) > 10:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)  # every call is in its handler
+                gate.set()
+                replies = await asyncio.gather(*pending)
+            finally:
+                await calls.close()
+    finally:
+        await server.stop()
+    assert [len(r.sender_ticket) for r in replies] == [30 * 1024] * 10

@@ -34,6 +34,9 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NO_RECEIVER: _ClassVar[Reason]
     SUBJECT_REPLACED: _ClassVar[Reason]
     TOO_MANY_IN_FLIGHT: _ClassVar[Reason]
+    DUPLICATE_RECEIVER: _ClassVar[Reason]
+    TOO_MANY_RECEIVERS: _ClassVar[Reason]
+    UNDELIVERABLE: _ClassVar[Reason]
 SUBJECT_TYPE_UNSPECIFIED: SubjectType
 SUBJECT_TYPE_CITIZEN: SubjectType
 SUBJECT_TYPE_ENTERPRISE: SubjectType
@@ -56,6 +59,9 @@ PHASE_TOO_LOW: Reason
 NO_RECEIVER: Reason
 SUBJECT_REPLACED: Reason
 TOO_MANY_IN_FLIGHT: Reason
+DUPLICATE_RECEIVER: Reason
+TOO_MANY_RECEIVERS: Reason
+UNDELIVERABLE: Reason
 
 class Subject(_message.Message):
     __slots__ = ("type", "number")
