@@ -51,7 +51,7 @@ from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, report_unhandled, spawn
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
     directory_pb2_grpc,
@@ -159,7 +159,7 @@ class HubApp:
         await self.server.start()
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
-        self._checkpoints = asyncio.create_task(self._checkpoint_periodically())
+        self._checkpoints = spawn(self._checkpoint_periodically(), "audit-checkpoints")
         info: dict[str, int | str] = {"port": self.port}
         if cfg.metrics_listen:
             self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
@@ -343,6 +343,7 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(report_unhandled)  # structured, never a plain traceback
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -10,10 +10,12 @@ One worker task per destination institution (the synapse federation-sender model
 * The node acks only after storing the batch; the worker then deletes the delivered rows and
   writes the ``DELIVERED`` audit records in one transaction (:meth:`HubStore.commit_delivery`).
   The remaining queue *is* the persisted cursor.
-* Any failure (node down, no endpoint yet, timeout, wrong ack) closes the stream and retries
-  the same batch after an exponential backoff with jitter. A crash between the node's commit
-  and the hub's makes the hub resend that batch; the node drops envelopes whose hub ticket it
-  already holds, so each envelope is applied once.
+* Any failure (node down, no endpoint yet, timeout, wrong ack, the hub's own store failing)
+  closes the stream and retries the same batch after an exponential backoff with jitter,
+  capped (``Backoff.maximum``). The backoff starts over only after real progress: a batch
+  acked by the node *and* committed here. A node registering again does not reset it.
+  A crash between the node's commit and the hub's makes the hub resend that batch; the node
+  drops envelopes whose hub ticket it already holds, so each envelope is applied once.
 * While nothing is queued the worker sleeps on an event that the intake sets after a commit.
   Memory is bounded: at most one batch (``delivery_batch_*`` limits) per destination.
 
@@ -103,7 +105,8 @@ class Deliverer:
         if self.endpoints.get(institution) != endpoint:
             self.endpoints[institution] = endpoint
             dest.reconnect = True  # the worker reconnects before its next batch
-        dest.backoff.reset()
+        # The backoff is left alone: a node that registers again is not progress (a node
+        # whose store fails registers again after each failure), only a committed batch is.
         dest.wake.set()
 
     def status(self) -> dict[str, dict[str, object]]:
@@ -180,7 +183,6 @@ class Deliverer:
                     await _wait(dest.wake, 5.0)
                     continue
                 await self._deliver(dest, batch)
-                dest.backoff.reset()
             except asyncio.CancelledError as exc:
                 if really_cancelled():
                     raise
@@ -247,6 +249,7 @@ class Deliverer:
         self, dest: _Destination, last: int, count: int, audit: list[tuple[str, ...]]
     ) -> None:
         await self.store.commit_delivery(dest.institution, last, count, audit)
+        dest.backoff.reset()  # real progress: a batch acked by the node and committed here
         dest.delivered += count
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - count)
 

@@ -25,6 +25,7 @@ from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
+from node.tasks import consume
 from node.wire.directory import change_from_proto
 from node.wire.envelopes import outcome_to_proto
 from node.wire.gen.crossroads.v1 import (
@@ -139,6 +140,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
         # The queue holds at most two prepared batches: flow control still bounds memory.
         acks: asyncio.Queue[asyncio.Future[envelope_pb2.BatchAck] | None] = asyncio.Queue(2)
+        previous_commit: list[asyncio.Future[envelope_pb2.BatchAck] | None] = [None]
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
@@ -147,6 +149,7 @@ class HubService(hub_pb2_grpc.HubServicer):
                 await self._authenticate(context, "Hub.Submit")
                 commit = await self.intake.prepare(sender, batch)
                 previous = asyncio.ensure_future(_after(previous, commit))
+                previous_commit[0] = previous
                 await acks.put(previous)
                 summary["batches"] += 1
                 summary["envelopes"] += len(batch.envelopes)
@@ -167,6 +170,16 @@ class HubService(hub_pb2_grpc.HubServicer):
                 yield await item
         finally:
             reader.cancel()
+            consume(reader)
+            # Commits queued behind a failed one fail with it (or are cancelled with the
+            # stream): their outcome is dropped with the stream, not reported by asyncio.
+            while not acks.empty():
+                pending = acks.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+                    consume(pending)
+            if previous_commit[0] is not None:
+                consume(previous_commit[0])
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext

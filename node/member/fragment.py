@@ -35,7 +35,7 @@ from node.core.reasons import Reason
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.fragment_store import FragmentStore, RevisionGap
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -76,7 +76,7 @@ class FragmentWatcher:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fragment-watcher")
+        self._task = spawn(self._run(), "fragment-watcher")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

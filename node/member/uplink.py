@@ -10,7 +10,9 @@ A hub that takes batches and does not answer (a stream stuck at the other end, w
 keepalive notices) counts as a failure too: when the oldest batch in flight has waited
 ``ACK_TIMEOUT_S`` for its ack, the *watchdog* ends the stream.
 
-On any failure the stream is dropped and, after an exponential backoff, a new one starts
+On any failure the stream is dropped and, after an exponential backoff (capped at
+``Backoff.maximum``, reset only once an ack has been received *and stored*: a successful
+``Register`` is not progress), a new one starts
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
 original outcomes. The outbox keeps accepting local submissions meanwhile.
@@ -31,7 +33,7 @@ from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
 __all__ = ["Uplink"]
@@ -72,7 +74,7 @@ class Uplink:
         self.ack_timeout_s = ACK_TIMEOUT_S
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="uplink")
+        self._task = spawn(self._run(), "uplink")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -118,7 +120,6 @@ class Uplink:
         call = channel.stream_stream(
             _SUBMIT, request_serializer=envelope_pb2.EnvelopeBatch.SerializeToString)()
         self.connected = True
-        self._backoff.reset()
         inflight: deque[tuple[int, int, float]] = deque()
         window = asyncio.Semaphore(self.config.submit_window)
         tasks = (asyncio.create_task(self._writer(call, inflight, window)),
@@ -197,4 +198,8 @@ class Uplink:
             # stored in order, by this loop).
             window.release()
             await self.store.record_ack(first, last, raw, refused)
+            # Real progress (an ack received and stored): only now does the backoff start
+            # over. A successful Register or an open stream is not progress: a node whose
+            # store fails would otherwise reconnect every few milliseconds.
+            self._backoff.reset()
             self.decided.set()

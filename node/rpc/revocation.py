@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from pki.ca import load_revoked_serials
 
 __all__ = ["RevocationList"]
@@ -56,7 +56,7 @@ class RevocationList:
     async def start(self) -> None:
         self.refresh()
         if self.crl is not None:
-            self._task = asyncio.create_task(self._poll())
+            self._task = spawn(self._poll(), "crl-poll")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
