@@ -33,6 +33,7 @@ from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
+from node.hub.refusal_audit import RefusalAudit
 from node.hub.service import HubService
 from node.member.answers import Answering
 from node.member.declaration_desk import DeclarationDesk
@@ -143,14 +144,16 @@ class HubApp:
             cfg.network, lambda: revocations.serials | directory.revoked_serials())
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
                                            cfg.network, cfg.limits)
+        refusals = RefusalAudit(self.store.append_audit)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
-                             self.consultations)
+                             self.consultations, refusals)
         self.service = service
         self.server = grpc.aio.server(options=server_options(cfg.limits.max_batch_bytes),
                                       interceptors=[MalformedRequests(service.malformed)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
-            AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
+            AdminService(peers, self.directory, self.store, self.consultations.audit.flush,
+                         refusals),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
@@ -198,6 +201,9 @@ class HubApp:
             await self.deliverer.stop()
         if self.consultations is not None:
             await self.consultations.close()
+        if self.service is not None and self.store.is_open:
+            with contextlib.suppress(Exception):  # logged by the store's failure; stop goes on
+                await self.service.refusals.close()  # the pending aggregated refusals
         await self.revocations.stop()
         await cancel_and_wait(self._checkpoints)
         await self.directory.close()

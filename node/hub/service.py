@@ -20,6 +20,7 @@ from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
+from node.hub.refusal_audit import RefusalAudit
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import serve_calls
@@ -62,6 +63,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         store: HubStore,
         directory: Directory,
         consultations: Consultations,
+        refusals: RefusalAudit | None = None,
     ) -> None:
         self.peers = peers
         self.intake = intake
@@ -70,6 +72,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.directory = directory
         self.consultations = consultations
         self.draining = asyncio.Event()
+        self.refusals = refusals or RefusalAudit(store.append_audit)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -110,10 +113,9 @@ class HubService(hub_pb2_grpc.HubServicer):
     async def _audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
     ) -> None:
-        await self.store.append_audit(
-            [(str(time.time_ns() // 1000), "REJECTED", "", "", "", method, "", "",
-              exc.reason, f"{context.peer()}: {exc}")]
-        )
+        """One record per peer, method, reason and interval (:mod:`node.hub.refusal_audit`)."""
+        await self.refusals.refused(self.peers.label(context), method, exc.reason,
+                                    f"{context.peer()}: {exc}")
 
     # -- envelopes -------------------------------------------------------------------------
 
