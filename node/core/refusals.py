@@ -74,8 +74,18 @@ class RefusalAggregator:
         self.seen = 0
         self.recorded = 0
 
-    def note(self, key: RefusalKey, at_us: int, detail: str) -> bool:
-        """Count one refusal; ``True`` when the caller records it in full now."""
+    def note(self, key: RefusalKey, at_us: int, detail: str, times: int = 1) -> bool:
+        """Count ``times`` refusals (at once, e.g. of one batch); ``True`` when the caller
+        records the first of them in full now (the others are counted for the summary)."""
+        first = self._note(key, at_us, detail)
+        if times > 1:
+            self.seen += times - 1
+            run = self._runs.get(key) or self._runs[RefusalKey(OTHER_PEERS, key.method,
+                                                                  key.reason)]
+            self._count(run, at_us, detail, times - 1)
+        return first
+
+    def _note(self, key: RefusalKey, at_us: int, detail: str) -> bool:
         self.seen += 1
         run = self._runs.get(key)
         if run is not None and at_us >= run.ends_us:
@@ -101,10 +111,10 @@ class RefusalAggregator:
         return True
 
     @staticmethod
-    def _count(run: _Run, at_us: int, detail: str) -> None:
+    def _count(run: _Run, at_us: int, detail: str, times: int = 1) -> None:
         if not run.count:
             run.first_us = at_us
-        run.count += 1
+        run.count += times
         run.last_us = at_us
         run.detail = detail
 

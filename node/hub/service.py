@@ -19,7 +19,7 @@ from node.core.reasons import Reason
 from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
-from node.hub.intake import Intake
+from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
@@ -143,6 +143,9 @@ class HubService(hub_pb2_grpc.HubServicer):
         # The queue holds at most two prepared batches: flow control still bounds memory.
         acks: asyncio.Queue[asyncio.Future[envelope_pb2.BatchAck] | None] = asyncio.Queue(2)
         previous_commit: list[asyncio.Future[envelope_pb2.BatchAck] | None] = [None]
+        # Every batch prepared on this stream holds a quota reservation until its commit
+        # ends; those whose commit never ran give it back when the stream ends.
+        prepared: list[PreparedBatch] = []
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
@@ -150,6 +153,8 @@ class HubService(hub_pb2_grpc.HubServicer):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
                 await self._authenticate(context, "Hub.Submit")
                 commit = await self.intake.prepare(sender, batch)
+                prepared[:] = [p for p in prepared if p.holds_reservation]
+                prepared.append(commit)
                 previous = asyncio.ensure_future(_after(previous, commit))
                 previous_commit[0] = previous
                 await acks.put(previous)
@@ -182,6 +187,8 @@ class HubService(hub_pb2_grpc.HubServicer):
                     consume(pending)
             if previous_commit[0] is not None:
                 consume(previous_commit[0])
+            for batch in prepared:
+                batch.release()
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext

@@ -30,7 +30,9 @@ import structlog
 
 from node.config import NodeConfig
 from node.core.backoff import Backoff
+from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
 from node.tasks import cancel_and_wait, spawn
@@ -58,6 +60,20 @@ class UplinkError(Exception):
     pass
 
 
+def _reason_name(number: int) -> str:
+    try:
+        return envelope_pb2.Reason.Name(number)
+    except ValueError:
+        return str(number)
+
+
+def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
+    for s in summaries:
+        log.warning("envelopes_refused_by_hub_repeated", hub=s.key.peer, reason=s.key.reason,
+                    count=s.count, first_us=s.first_us, last_us=s.last_us, detail=s.detail,
+                    interval_s=REFUSAL_INTERVAL_S)
+
+
 class Uplink:
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str) -> None:
         self.config = config
@@ -72,6 +88,8 @@ class Uplink:
         self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
         self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
         self.ack_timeout_s = ACK_TIMEOUT_S
+        #: Refused envelopes' log lines, aggregated per reason.
+        self.refusal_logs = TimedRefusals(_log_refused_repeated)
 
     def start(self) -> None:
         self._task = spawn(self._run(), "uplink")
@@ -138,6 +156,21 @@ class Uplink:
                     await task
             call.cancel()
 
+    def _log_refused(self, ack: envelope_pb2.BatchAck) -> None:
+        """Envelopes the hub refused (QUOTA_EXCEEDED, NOT_AUTHORIZED, ...): the application
+        reads each outcome; the log says so once per reason and interval, with counts."""
+        by_reason: dict[str, tuple[int, str]] = {}
+        for o in ack.outcomes:
+            if o.reason not in _STORED:
+                name = _reason_name(o.reason)
+                seen = by_reason.get(name)
+                by_reason[name] = (seen[0] + 1, seen[1]) if seen else (1, o.detail)
+        for reason, (count, detail) in by_reason.items():
+            if self.refusal_logs.note(RefusalKey(self.config.hub, "Hub.Submit", reason),
+                                      detail, count):
+                log.warning("envelopes_refused_by_hub", hub=self.config.hub, reason=reason,
+                            count=count, detail=detail)
+
     async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:
         """Fail the session when the oldest batch in flight has waited too long for its ack."""
         loop = asyncio.get_running_loop()
@@ -194,6 +227,8 @@ class Uplink:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
             stored = _STORED
             refused = [first + o.index for o in ack.outcomes if o.reason not in stored]
+            if refused:
+                self._log_refused(ack)
             # The hub has answered: the next batch may go while the ack is stored (acks are
             # stored in order, by this loop).
             window.release()

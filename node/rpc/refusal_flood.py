@@ -36,13 +36,13 @@ class TimedRefusals:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def note(self, key: RefusalKey, detail: str) -> bool:
-        """Count one refusal; ``True`` when the caller records it in full now."""
+    def note(self, key: RefusalKey, detail: str, times: int = 1) -> bool:
+        """Count ``times`` refusals; ``True`` when the caller records the first in full now."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # another event loop (tests run one per test)
             self._timer = None
             self._loop = loop
-        first = self.aggregator.note(key, self.clock(), detail)
+        first = self.aggregator.note(key, self.clock(), detail, times)
         self._arm()
         return first
 

@@ -41,3 +41,11 @@ def test_open_keys_are_bounded_and_the_overflow_is_still_counted() -> None:
     summaries = {s.key.peer: s.count for s in agg.drain()}
     assert summaries == {OTHER_PEERS: 2}
     assert agg.seen == 5
+
+
+def test_many_at_once_count_after_the_first() -> None:
+    agg = RefusalAggregator(interval_us=1000)
+    assert agg.note(K, 0, "batch", times=5) is True
+    assert agg.note(K, 1, "batch", times=3) is False
+    (summary,) = agg.drain()
+    assert summary.count == 4 + 3 and agg.seen == 8
