@@ -1,4 +1,5 @@
-"""A node whose disk is full: its uplink and the hub's delivery to it back off, capped.
+"""A node whose disk is full: its uplink, its directory watch and the hub's delivery to it
+back off, capped.
 
 Real processes (hub and two nodes), node B's data directory on a small tmpfs that the test
 fills. B has envelopes in its outbox and the hub has envelopes queued for B: B's uplink gets
@@ -25,6 +26,7 @@ import pytest
 from node.audit_tool import verify_file
 from node.client import LocalClient, make_envelope
 from node.core.backoff import Backoff
+from node.core.directory import Service
 from node.testing import DEMO_SERVICE, ProcessNetwork
 from tests.conftest import A, B
 
@@ -112,13 +114,17 @@ def test_full_disk_at_a_node_backs_off_both_loops(tmp_path: Path) -> None:
         filler = fill(b_dir)
         net.start_hub()  # same address
         _submit(net.local_api(A), 20, B, "a-")
+        # A directory change B cannot store: its directory watch fails too.
+        net.apply_directory([Service("demo.other", 1, "declaration", "any", "explicit")])
         b_log, hub_log = root / f"{B}.log", root / "hub.log"
         time.sleep(1.0)  # the first attempts, at the shortest delays
         uplink_before = _count(b_log, "uplink_failed")
         delivery_before = _count(hub_log, "delivery_failed", B)
+        watch_before = _count(b_log, "directory_watch_failed")
         time.sleep(WINDOW_S)
         uplink = _count(b_log, "uplink_failed") - uplink_before
         delivery = _count(hub_log, "delivery_failed", B) - delivery_before
+        watch = _count(b_log, "directory_watch_failed") - watch_before
         bound = most_attempts(WINDOW_S)
         tails = net.log_tails(6)
         # Still trying (the evidence), but on the backoff schedule, not every 25-50 ms.
@@ -126,6 +132,8 @@ def test_full_disk_at_a_node_backs_off_both_loops(tmp_path: Path) -> None:
         assert delivery_before + delivery >= 2, tails
         assert uplink <= bound, (uplink, bound, tails)
         assert delivery <= bound, (delivery, bound, tails)
+        assert watch_before + watch >= 2, tails
+        assert watch <= bound, (watch, bound, tails)
         # The disk frees up: everything gets through, once.
         filler.unlink()
         assert _fetch(net.local_api(B), 20) == {f"a-{i}" for i in range(20)}
