@@ -11,8 +11,8 @@ keepalive notices) counts as a failure too: when the oldest batch in flight has 
 ``ACK_TIMEOUT_S`` for its ack, the *watchdog* ends the stream.
 
 On any failure the stream is dropped and, after an exponential backoff (capped at
-``Backoff.maximum``, reset only once an ack has been received *and stored*: a successful
-``Register`` is not progress), a new one starts
+``Backoff.maximum``, reset only after real progress: an ack received *and stored*, or a
+session that lasted ``HEALTHY_AFTER_S``; a successful ``Register`` is not), a new one starts
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
 original outcomes. The outbox keeps accepting local submissions meanwhile.
@@ -46,6 +46,8 @@ BATCH_ENVELOPES = 1_000
 BATCH_BYTES = 8 * 1024 * 1024
 #: How long the oldest batch in flight may wait for its ack before the stream is given up.
 ACK_TIMEOUT_S = 60.0
+#: A session that lasted this long counts as progress too (an idle node has no acks).
+HEALTHY_AFTER_S = 10.0
 
 
 #: Outcomes of envelopes the hub stored (the others count as refused).
@@ -100,27 +102,33 @@ class Uplink:
     async def _run(self) -> None:
         tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
         max_bytes = self.config.limits.max_batch_bytes + (1 << 20)
+        loop = asyncio.get_running_loop()
         while True:
             channel = grpc.aio.secure_channel(
                 self.config.hub,
                 self.tls.channel_credentials(),
                 options=channel_options(tls_name, max_bytes),
             )
+            started = loop.time()
             try:
                 await self._session(channel)
             except asyncio.CancelledError as exc:
                 if really_cancelled():
                     raise
-                await self._failed(channel, exc)  # grpc.aio raises it for a cancelled call
+                # grpc.aio raises it for a cancelled call
+                await self._failed(channel, exc, loop.time() - started)
                 continue
             except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
-                await self._failed(channel, exc)
+                await self._failed(channel, exc, loop.time() - started)
                 continue
             finally:
                 self.connected = False
             await channel.close()
 
-    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException) -> None:
+    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException,
+                      lasted_s: float) -> None:
+        if lasted_s >= HEALTHY_AFTER_S:
+            self._backoff.reset()  # a session that lasted is progress (an idle node has no acks)
         delay = self._backoff.next_delay()
         log.warning("uplink_failed", hub=self.config.hub, error=describe(exc),
                     retry_in_s=round(delay, 3))

@@ -38,6 +38,7 @@ import grpc
 import structlog
 
 from node.core.errors import CrossroadsError
+from node.tasks import consume
 from node.wire.errors import status_of
 
 __all__ = ["CallFailed", "StreamCaller", "serve_calls"]
@@ -246,6 +247,7 @@ async def serve_calls(
                 wake.set()
     finally:
         reader.cancel()
+        consume(reader)  # failed while the caller was going away: the stream is over anyway
         if drain is not None:
             drain.cancel()
         for task in running:
