@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
@@ -45,12 +45,16 @@ MAX_INTEGRATE_OPS = 50_000
 
 
 async def _after(
-    previous: asyncio.Future[envelope_pb2.BatchAck] | None,
-    commit: Callable[[], Awaitable[envelope_pb2.BatchAck]],
+    previous: asyncio.Future[envelope_pb2.BatchAck] | None, commit: PreparedBatch
 ) -> envelope_pb2.BatchAck:
-    """Run ``commit`` once the previous batch's commit is done (a failure there stops it)."""
+    """Run ``commit`` once the previous batch's commit is done (a failure there stops it,
+    and gives its quota reservation back)."""
     if previous is not None:
-        await previous
+        try:
+            await previous
+        except BaseException:
+            commit.release()
+            raise
     return await commit()
 
 
@@ -142,10 +146,9 @@ class HubService(hub_pb2_grpc.HubServicer):
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
         # The queue holds at most two prepared batches: flow control still bounds memory.
         acks: asyncio.Queue[asyncio.Future[envelope_pb2.BatchAck] | None] = asyncio.Queue(2)
-        previous_commit: list[asyncio.Future[envelope_pb2.BatchAck] | None] = [None]
         # Every batch prepared on this stream holds a quota reservation until its commit
         # ends; those whose commit never ran give it back when the stream ends.
-        prepared: list[PreparedBatch] = []
+        prepared: list[tuple[PreparedBatch, asyncio.Future[envelope_pb2.BatchAck]]] = []
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
@@ -153,10 +156,9 @@ class HubService(hub_pb2_grpc.HubServicer):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
                 await self._authenticate(context, "Hub.Submit")
                 commit = await self.intake.prepare(sender, batch)
-                prepared[:] = [p for p in prepared if p.holds_reservation]
-                prepared.append(commit)
+                prepared[:] = [p for p in prepared if p[0].holds_reservation]
                 previous = asyncio.ensure_future(_after(previous, commit))
-                previous_commit[0] = previous
+                prepared.append((commit, previous))
                 await acks.put(previous)
                 summary["batches"] += 1
                 summary["envelopes"] += len(batch.envelopes)
@@ -178,17 +180,18 @@ class HubService(hub_pb2_grpc.HubServicer):
         finally:
             reader.cancel()
             consume(reader)
-            # Commits queued behind a failed one fail with it (or are cancelled with the
-            # stream): their outcome is dropped with the stream, not reported by asyncio.
+            # Commits queued behind a failed one fail with it: their outcome is dropped with
+            # the stream, not reported by asyncio. They are not cancelled: one already
+            # committing goes on (its batch is stored and counted; the node's resend is
+            # answered with its outcome). Cancelling them here crashed the hub under uvloop
+            # (a segfault, 4 runs out of 4, with a full disk).
             while not acks.empty():
                 pending = acks.get_nowait()
                 if pending is not None:
-                    pending.cancel()
                     consume(pending)
-            if previous_commit[0] is not None:
-                consume(previous_commit[0])
-            for batch in prepared:
-                batch.release()
+            for batch, commit_done in prepared:  # when each ends, its reservation does too
+                consume(commit_done)
+                commit_done.add_done_callback(lambda _, b=batch: b.release())
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext

@@ -151,3 +151,30 @@ def test_most_attempts_follows_the_schedule() -> None:
     # 0.025 + 0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 1.6 = 3.175 s, then 2.5 s each (cap 5 s).
     assert most_attempts(3.0) == 7
     assert most_attempts(6.0) == 9
+
+
+def test_full_disk_at_the_hub_fails_streams_without_stray_tracebacks(tmp_path: Path) -> None:
+    """The hub cannot commit: each Submit stream fails with batches prepared behind the one
+    whose commit failed. Their failure is the stream's, logged with it; before issue #13 each
+    also came out later as a plain-text "Task exception was never retrieved" traceback."""
+    root = tmp_path / "net"
+    with small_tmpfs(root / "hub", "24m") as hub_dir, ProcessNetwork(
+            root, institutions=(A, B), per_node={A: {"submit_window": 4}}) as net:
+        net.start()
+        fill(hub_dir)
+        with LocalClient(net.local_api(A)) as client:
+            for k in range(4):  # several batches: the uplink pipelines them
+                client.submit([make_envelope(DEMO_SERVICE, [B], b"y" * 60_000,
+                                             subject_citizen=CITIZEN, sender_ticket=f"{k}-{i}")
+                               for i in range(200)], timeout=30)
+        a_log, hub_log = root / f"{A}.log", root / "hub.log"
+        deadline = time.monotonic() + 30
+        while _count(a_log, "uplink_failed") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _count(a_log, "uplink_failed") >= 3, net.log_tails(6)
+        net.stop_all()
+    text = hub_log.read_text(errors="replace")
+    assert "Segmentation fault" not in text
+    assert "Task exception was never retrieved" not in text
+    assert "asyncio_unhandled" not in text
+    assert "Traceback" not in text
