@@ -23,8 +23,8 @@ One worker task per destination institution (the synapse federation-sender model
   up (the channel READY: TLS done with that institution's certificate, and gRPC keepalive
   pings answered, else the connection goes down), and no batch has waited for its ack longer
   than ``liveness_bound_s`` (keepalive interval + timeout). While idle, the worker keeps that
-  stream open (opening it when the connection is up, checking it every second while down
-  and every 5 s while up), so a healthy idle node reads 1 and a frozen one 0.
+  stream open (opening it when the connection is up; checking it every second while
+  connecting, every 5 s otherwise), so a healthy idle node reads 1 and a frozen one 0.
 
 The hub dials with the network CA as trust root and the destination's synthetic TLS name, so
 a stream only ever opens to a server holding that institution's certificate.
@@ -196,8 +196,8 @@ class Deliverer:
                         dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
                     )
                     if batch is None:
-                        await self._keep_open(dest)
-                        await _wait(dest.wake, 5.0 if dest.connected else 1.0)
+                        connecting = await self._keep_open(dest)
+                        await _wait(dest.wake, 1.0 if connecting else 5.0)
                     continue
                 if dest.institution not in self.endpoints:
                     dest.wake.clear()
@@ -232,23 +232,26 @@ class Deliverer:
         await self._close(dest)
         await asyncio.sleep(delay)
 
-    async def _keep_open(self, dest: _Destination) -> None:
+    async def _keep_open(self, dest: _Destination) -> bool:
         """Idle: keep a stream open to the node while its connection is up, and say whether
         it is (``dest.connected``). Connecting is left to the channel (gRPC's own reconnect
-        backoff): nothing is logged for a node that is away."""
+        backoff): nothing is logged for a node that is away. True while connecting (look
+        again in a second; otherwise in 5 s)."""
         if dest.institution not in self.endpoints:
             dest.connected = False
-            return
+            return False
         if dest.reconnect:
             dest.reconnect = False
             await self._close(dest)
         if dest.channel is None:
             self._open_channel(dest)
         assert dest.channel is not None
-        ready = dest.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY
+        state = dest.channel.get_state(try_to_connect=True)
+        ready = state is grpc.ChannelConnectivity.READY
         if ready and (dest.call is None or dest.call.done()):
             self._open_call(dest, idle=True)
         dest.connected = ready and dest.call is not None and not dest.call.done()
+        return state in (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
 
     async def _deliver(self, dest: _Destination, batch: QueuedBatch) -> None:
         """Send one batch and wait for its ack (the only batch in flight). Meanwhile the next
