@@ -84,6 +84,7 @@ class Uplink:
         self.endpoint = endpoint
         self.connected = False
         self.sent_batches = 0
+        self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff()
@@ -127,6 +128,7 @@ class Uplink:
 
     async def _failed(self, channel: grpc.aio.Channel, exc: BaseException,
                       lasted_s: float) -> None:
+        self.failures += 1
         if lasted_s >= HEALTHY_AFTER_S:
             self._backoff.reset()  # a session that lasted is progress (an idle node has no acks)
         delay = self._backoff.next_delay()
