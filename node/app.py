@@ -33,6 +33,7 @@ from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake
+from node.hub.refusal_audit import RefusalAudit
 from node.hub.service import HubService
 from node.member.answers import Answering
 from node.member.app_permissions import LocalPermissions
@@ -66,7 +67,7 @@ from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
 from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, report_unhandled, spawn
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
     directory_pb2_grpc,
@@ -197,15 +198,17 @@ class HubApp:
             gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
                                            cfg.network, cfg.limits, keepalive=cfg.keepalive)
+        refusals = RefusalAudit(self.store.append_audit)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
-                             self.consultations)
+                             self.consultations, refusals)
         self.service = service
         self.server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive, connection_cap()),
             interceptors=[MalformedRequests(service.malformed)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
-            AdminService(peers, self.directory, self.store, self.consultations.audit.flush),
+            AdminService(peers, self.directory, self.store, self.consultations.audit.flush,
+                         refusals),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.store.on_damaged.append(self._unhealthy)
@@ -215,7 +218,7 @@ class HubApp:
         await self.server.start()
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
-        self._checkpoints = asyncio.create_task(self._checkpoint_periodically())
+        self._checkpoints = spawn(self._checkpoint_periodically(), "audit-checkpoints")
         info: dict[str, int | str] = {"port": self.port}
         if cfg.metrics_listen:
             self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
@@ -262,6 +265,9 @@ class HubApp:
             await self.deliverer.stop()
         if self.consultations is not None:
             await self.consultations.close()
+        if self.service is not None and self.store.is_open:
+            with contextlib.suppress(Exception):  # logged by the store's failure; stop goes on
+                await self.service.refusals.close()  # the pending aggregated refusals
         await self.revocations.stop()
         await cancel_and_wait(self._checkpoints)
         await self.directory.close()
@@ -483,6 +489,7 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     log.info("open_files_limit", soft=files.soft, hard=files.hard, soft_before=files.soft_before,
              connections_per_server=connection_cap())
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(report_unhandled)  # structured, never a plain traceback
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -73,7 +73,9 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
                                     "Envelopes delivered since start, by destination.",
                                     labels=["destination"])
     up = GaugeMetricFamily("crossroads_hub_delivery_connected",
-                           "1 when the delivery stream to the destination is up.",
+                           "1 when a delivery stream to the destination's node is open on a"
+                           " live connection and no batch has waited for its ack longer than"
+                           " the keepalive bound (also while idle).",
                            labels=["destination"])
     for name, status in sorted(app.deliverer.status().items()):
         queued.add_metric([name], float(status["pending"]))  # type: ignore[arg-type]

@@ -1,12 +1,31 @@
-"""Stopping the daemons' background tasks (watchers, pollers, workers)."""
+"""The daemons' background tasks (watchers, pollers, workers): starting, failing, stopping.
+
+A task whose exception nobody retrieves is reported by asyncio as a plain-text "Task
+exception was never retrieved" traceback on stderr, long after the fact, once per task:
+under a retry storm, a flood of unstructured lines. Here:
+
+* :func:`spawn` starts a background task that nobody awaits for its result: if it ends
+  with an exception, that exception is logged once, as a structured ``background_task_failed``
+  line naming the task and the chain of causes, and counted as retrieved.
+* :func:`consume` marks a future whose outcome is deliberately dropped (a pipelined commit
+  overtaken by an earlier failure) as retrieved, so asyncio does not report it.
+* :func:`report_unhandled` is the event loop's exception handler in the daemons: anything
+  asyncio would still print (a future nobody looked at, a failing callback) comes out as one
+  structured ``asyncio_unhandled`` line instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+import structlog
+
+__all__ = ["cancel_and_wait", "cause_of", "consume", "report_unhandled", "spawn"]
+
+log = structlog.get_logger("tasks")
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
@@ -17,3 +36,52 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def cause_of(exc: BaseException) -> str:
+    """``Type: message``, followed by each ``__cause__``/``__context__`` (``<- ...``)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 5:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
+
+
+def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Start ``coro`` as a background task whose failure is logged once, structured."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()  # retrieved: asyncio will not report it again
+    if exc is not None:
+        log.error("background_task_failed", task=task.get_name(), error=cause_of(exc))
+
+
+def consume(future: asyncio.Future[Any]) -> None:
+    """Mark ``future``'s outcome as seen, now or when it ends (its exception is dropped)."""
+    if future.done():
+        _retrieve(future)
+    else:
+        future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def report_unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Event loop exception handler: one structured line instead of a plain traceback."""
+    exc = context.get("exception")
+    holder = context.get("future") or context.get("task")
+    name = holder.get_name() if isinstance(holder, asyncio.Task) else repr(holder)[:200]
+    log.error("asyncio_unhandled", message=context.get("message", ""), task=name,
+              error=cause_of(exc) if isinstance(exc, BaseException) else None)

@@ -12,6 +12,7 @@ real TOML configs and use real SQLite files under a work directory.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -232,6 +233,19 @@ class InProcessNetwork(NetworkLayout):
         app = NodeApp(self.node_config(enterprise, self.hub_address), init=True)
         await app.start()
         self.nodes[enterprise] = app
+        await self._registered(app)
+
+    @staticmethod
+    async def _registered(app: Any, timeout: float = 10.0) -> None:
+        """Wait (a while, not failing) until the node's uplink has registered at the hub, or
+        failed to: a test that starts the network and consults at once must find every
+        endpoint known."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        uplink = app.uplink
+        while (uplink is not None and not uplink.connected and not uplink.failures
+               and loop.time() < deadline):
+            await asyncio.sleep(0.01)
 
     async def stop_node(self, enterprise: str) -> None:
         await self.nodes.pop(enterprise).stop()

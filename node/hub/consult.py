@@ -54,6 +54,7 @@ from node.hub.intake import Intake, _uuid7s
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore
+from node.tasks import spawn
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import envelope_pb2 as epb
@@ -118,7 +119,7 @@ class Consultations:
         if cached is not None and cached[0] == endpoint:
             return cached[2]
         if cached is not None:  # re-registered elsewhere: the old stream and channel go
-            asyncio.ensure_future(_close(*cached[1:]))
+            spawn(_close(*cached[1:]), f"close-answers-{institution}")
         max_bytes = self.limits.max_payload_bytes + (1 << 20)
         channel = grpc.aio.secure_channel(
             endpoint, self.tls.channel_credentials(),

@@ -10,12 +10,21 @@ One worker task per destination institution (the synapse federation-sender model
 * The node acks only after storing the batch; the worker then deletes the delivered rows and
   writes the ``DELIVERED`` audit records in one transaction (:meth:`HubStore.commit_delivery`).
   The remaining queue *is* the persisted cursor.
-* Any failure (node down, no endpoint yet, timeout, wrong ack) closes the stream and retries
-  the same batch after an exponential backoff with jitter. A crash between the node's commit
-  and the hub's makes the hub resend that batch; the node drops envelopes whose hub ticket it
-  already holds, so each envelope is applied once.
+* Any failure (node down, no endpoint yet, timeout, wrong ack, the hub's own store failing)
+  closes the stream and retries the same batch after an exponential backoff with jitter,
+  capped (``Backoff.maximum``). The backoff starts over only after real progress: a batch
+  acked by the node *and* committed here. A node registering again does not reset it.
+  A crash between the node's commit and the hub's makes the hub resend that batch; the node
+  drops envelopes whose hub ticket it already holds, so each envelope is applied once.
 * While nothing is queued the worker sleeps on an event that the intake sets after a commit.
   Memory is bounded: at most one batch (``delivery_batch_*`` limits) per destination.
+* **Connected** (``status()``, the ``crossroads_hub_delivery_connected`` metric) means: a
+  ``Node.Deliver`` stream to the node's registered endpoint is open on a connection that is
+  up (the channel READY: TLS done with that institution's certificate, and gRPC keepalive
+  pings answered, else the connection goes down), and no batch has waited for its ack longer
+  than ``liveness_bound_s`` (keepalive interval + timeout). While idle, the worker keeps that
+  stream open (opening it when the connection is up; checking it every second while
+  connecting, every 5 s otherwise), so a healthy idle node reads 1 and a frozen one 0.
 
 The hub dials with the network CA as trust root and the destination's synthetic TLS name, so
 a stream only ever opens to a server holding that institution's certificate.
@@ -48,6 +57,9 @@ log = structlog.get_logger(__name__)
 ACK_TIMEOUT_S = 60.0
 #: Between attempts of a destination while the hub's database is damaged (store.damaged).
 DAMAGED_RETRY_S = 30.0
+#: A batch waiting longer than this for its ack makes the destination count as not connected:
+#: gRPC keepalive's interval + timeout (node/rpc/tls.py), the bound a live peer answers in.
+LIVENESS_BOUND_S = 40.0
 DELIVER_METHOD = "/crossroads.v1.Node/Deliver"
 
 
@@ -69,6 +81,8 @@ class _Destination:
     prefetch: asyncio.Future[QueuedBatch | None] | None = None
     commit: asyncio.Future[None] | None = None
     backoff: Backoff = field(default_factory=Backoff)
+    #: ``time.monotonic()`` when the batch in flight was sent (``None``: none in flight).
+    waiting_since: float | None = None
 
 
 class Deliverer:
@@ -94,6 +108,7 @@ class Deliverer:
         self._destinations: dict[str, _Destination] = {}
         self._stopping = False
         self.ack_timeout_s = ACK_TIMEOUT_S
+        self.liveness_bound_s = LIVENESS_BOUND_S
 
     def start(self, institutions: list[str]) -> None:
         for institution in institutions:
@@ -107,21 +122,29 @@ class Deliverer:
         if self.endpoints.get(institution) != endpoint:
             self.endpoints[institution] = endpoint
             dest.reconnect = True  # the worker reconnects before its next batch
-        dest.backoff.reset()
+        # The backoff is left alone: a node that registers again is not progress (a node
+        # whose store fails registers again after each failure), only a committed batch is.
         dest.wake.set()
 
     def status(self) -> dict[str, dict[str, object]]:
+        now = time.monotonic()
         return {
             name: {
                 "pending": self.pending.get(name, 0),
                 "delivered": d.delivered,
-                "connected": d.connected,
+                "connected": self._connected(d, now),
                 "endpoint": self.endpoints.get(name),
             }
             # list() takes the items in one step: safe from another thread (a metrics scrape)
             # while the event loop adds a destination.
             for name, d in list(self._destinations.items())
         }
+
+    def _connected(self, dest: _Destination, now: float) -> bool:
+        """The stream is up and answering (see the module's docstring); plain reads, so a
+        metrics scrape may call it from its own thread."""
+        waiting = dest.waiting_since
+        return dest.connected and (waiting is None or now - waiting <= self.liveness_bound_s)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -177,14 +200,14 @@ class Deliverer:
                         dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
                     )
                     if batch is None:
-                        await _wait(dest.wake, 5.0)
+                        connecting = await self._keep_open(dest)
+                        await _wait(dest.wake, 1.0 if connecting else 5.0)
                     continue
                 if dest.institution not in self.endpoints:
                     dest.wake.clear()
                     await _wait(dest.wake, 5.0)
                     continue
                 await self._deliver(dest, batch)
-                dest.backoff.reset()
             except asyncio.CancelledError as exc:
                 if really_cancelled():
                     raise
@@ -219,6 +242,27 @@ class Deliverer:
         await self._close(dest)
         await asyncio.sleep(delay)
 
+    async def _keep_open(self, dest: _Destination) -> bool:
+        """Idle: keep a stream open to the node while its connection is up, and say whether
+        it is (``dest.connected``). Connecting is left to the channel (gRPC's own reconnect
+        backoff): nothing is logged for a node that is away. True while connecting (look
+        again in a second; otherwise in 5 s)."""
+        if dest.institution not in self.endpoints:
+            dest.connected = False
+            return False
+        if dest.reconnect:
+            dest.reconnect = False
+            await self._close(dest)
+        if dest.channel is None:
+            self._open_channel(dest)
+        assert dest.channel is not None
+        state = dest.channel.get_state(try_to_connect=True)
+        ready = state is grpc.ChannelConnectivity.READY
+        if ready and (dest.call is None or dest.call.done()):
+            self._open_call(dest, idle=True)
+        dest.connected = ready and dest.call is not None and not dest.call.done()
+        return state in (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+
     async def _deliver(self, dest: _Destination, batch: QueuedBatch) -> None:
         """Send one batch and wait for its ack (the only batch in flight). Meanwhile the next
         batch is read from the queue and the previous batch's bookkeeping is committed."""
@@ -229,9 +273,11 @@ class Deliverer:
             # Bounded like a broken stream: a node that takes the stream and then neither
             # reads (the write waits on flow control) nor answers is retried, not waited on.
             async with asyncio.timeout(self.ack_timeout_s):
+                dest.waiting_since = time.monotonic()
                 await call.write(message)
                 dest.prefetch = asyncio.ensure_future(self._read(dest, last))
                 ack = await call.read()
+                dest.waiting_since = None
         except TimeoutError:
             raise DeliveryError(
                 f"no ack for the batch up to {last} in {self.ack_timeout_s:g} s") from None
@@ -240,6 +286,7 @@ class Deliverer:
             raise DeliveryError("node closed the delivery stream")
         if ack.last_sequence != last:
             raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
+        dest.connected = True  # the node answered on this stream
         now, institution = str(self.clock()), dest.institution
         audit: list[tuple[str, ...]] = [
             (now, "DELIVERED", ticket, "", institution, "", "", "", "DELIVERED", "")
@@ -257,6 +304,7 @@ class Deliverer:
         self, dest: _Destination, last: int, count: int, audit: list[tuple[str, ...]]
     ) -> None:
         await self.store.commit_delivery(dest.institution, last, count, audit)
+        dest.backoff.reset()  # real progress: a batch acked by the node and committed here
         dest.delivered += count
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - count)
 
@@ -264,8 +312,15 @@ class Deliverer:
         if dest.reconnect:
             dest.reconnect = False
             await self._close(dest)
+        if dest.call is not None and dest.call.done():  # ended while idle (the node stopped)
+            self._drop_stream(dest)
         if dest.call is not None:
             return dest.call
+        if dest.channel is None:
+            self._open_channel(dest)
+        return self._open_call(dest)
+
+    def _open_channel(self, dest: _Destination) -> None:
         endpoint = self.endpoints[dest.institution]
         max_bytes = self.limits.delivery_batch_bytes + self.limits.max_payload_bytes + (1 << 20)
         dest.channel = grpc.aio.secure_channel(
@@ -274,12 +329,20 @@ class Deliverer:
             options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes,
                                     self.keepalive),
         )
+
+    def _open_call(self, dest: _Destination, idle: bool = False) -> grpc.aio.StreamStreamCall:
+        assert dest.channel is not None
+        if dest.call is not None:
+            self._drop_stream(dest)
         # The batches are sent as the bytes the queue holds (node.wire.delivery): no serializer.
         dest.call = dest.channel.stream_stream(
             DELIVER_METHOD, request_serializer=None,
             response_deserializer=node_pb2.DeliveryAck.FromString)()
-        dest.connected = True
-        log.info("delivery_stream_open", destination=dest.institution, endpoint=endpoint)
+        # Opened while idle: at most one per 5 s per destination (a node that ends each
+        # stream at once, e.g. refusing the hub, is retried at that pace), at debug.
+        (log.debug if idle else log.info)(
+            "delivery_stream_open", destination=dest.institution,
+            endpoint=self.endpoints.get(dest.institution))
         return dest.call
 
     def _drop_stream(self, dest: _Destination) -> None:
@@ -290,6 +353,7 @@ class Deliverer:
     async def _close(self, dest: _Destination) -> None:
         self._drop_stream(dest)
         dest.connected = False
+        dest.waiting_since = None
         if dest.channel is not None:
             channel, dest.channel = dest.channel, None
             await channel.close()

@@ -46,6 +46,7 @@ from node.core.directory import (
 )
 from node.core.errors import InvalidArgument
 from node.store.directory_store import DirectoryStore, LoggedChange
+from node.tasks import spawn
 from node.wire.directory import change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.signed import sign_update
@@ -98,7 +99,7 @@ class Directory:
         await self.store.open()
         await self._reload()
         if self.preload:
-            self._warming = asyncio.create_task(self._warm(), name="directory-cache-warm-up")
+            self._warming = spawn(self._warm(), "directory-cache-warm-up")
 
     async def _warm(self) -> None:
         started = time.monotonic()

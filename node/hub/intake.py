@@ -15,16 +15,30 @@ For a batch from an authenticated institution:
 
 A bad envelope only ever affects its own outcome; an exception escaping here (storage
 failure) fails the stream, and the node resends the unacknowledged batch later.
+
+**The quota and pipelining.** The hub prepares a stream's next batches while the previous
+one commits, and several streams run at once, so the count of committed envelopes
+(``pending``) is behind what prepared batches will add. Each prepared batch therefore
+*reserves* what it accepts (``Intake.reserved``) and is checked against committed plus
+reserved: a receiver's queue never passes ``destination_quota`` because of concurrent
+batches. A reservation ends when its commit ends (moved to ``pending`` if stored, dropped if
+not) or with :meth:`PreparedBatch.release` (the hub's ``Submit`` releases every batch it
+prepared when the stream ends, including those whose commit never started). One slack
+remains, outside the quota check: a commit whose wait was cancelled while the writer thread
+went on and stored the batch is not counted in ``pending`` until the hub restarts (at most
+one batch, ``max_batch_envelopes``, per such cancelled stream).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import cast
+
+import structlog
 
 from node.config import Limits
 from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
@@ -32,7 +46,9 @@ from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
 from node.core.reasons import Reason
+from node.core.refusals import RefusalKey, RefusalSummary
 from node.hub.directory import Directory
+from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.store.hub_store import HubStore
 from node.wire.delivery import cut
 from node.wire.envelopes import (
@@ -45,7 +61,9 @@ from node.wire.envelopes import (
 )
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
-__all__ = ["Intake", "IntakeStats"]
+__all__ = ["Intake", "IntakeStats", "PreparedBatch"]
+
+log = structlog.get_logger(__name__)
 
 
 
@@ -56,6 +74,58 @@ class IntakeStats:
     refused: int = 0
     duplicates: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class _Occupancy(Mapping[str, int]):
+    """Committed plus reserved envelopes per receiver, as the quota check reads them."""
+
+    def __init__(self, pending: dict[str, int], reserved: dict[str, int]) -> None:
+        self._pending, self._reserved = pending, reserved
+
+    def __getitem__(self, receiver: str) -> int:
+        found = self._pending.get(receiver, 0) + self._reserved.get(receiver, 0)
+        if not found and receiver not in self._pending and receiver not in self._reserved:
+            raise KeyError(receiver)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(self._pending) | set(self._reserved))
+
+    def __len__(self) -> int:
+        return len(set(self._pending) | set(self._reserved))
+
+
+class PreparedBatch:
+    """A prepared batch: await it (``await prepared()``) to commit it and get its ack, or
+    :meth:`release` it to give its quota reservation back without committing."""
+
+    def __init__(self, commit: Callable[[], Awaitable[pb.BatchAck]],
+                 reserved: dict[str, int] | None = None,
+                 added: dict[str, int] | None = None) -> None:
+        self._commit = commit
+        self._reserved = reserved
+        self._added = added or {}
+
+    async def __call__(self) -> pb.BatchAck:
+        try:
+            return await self._commit()
+        finally:
+            self.release()  # stored: counted in ``pending`` by the commit; else given back
+
+    @property
+    def holds_reservation(self) -> bool:
+        return self._reserved is not None
+
+    def release(self) -> None:
+        if self._reserved is None:
+            return
+        reserved, self._reserved = self._reserved, None
+        for receiver, n in self._added.items():
+            left = reserved.get(receiver, 0) - n
+            if left > 0:
+                reserved[receiver] = left
+            else:
+                reserved.pop(receiver, None)
 
 
 class Intake:
@@ -85,15 +155,24 @@ class Intake:
                                        limits.delivery_batch_bytes)
         self.stats = IntakeStats()
         self._high: dict[tuple[str, str], int] = {}
+        #: Envelopes accepted by prepared batches not committed yet, per receiver.
+        self.reserved: dict[str, int] = {}
+        #: Refused envelopes' log lines, aggregated per sender and reason.
+        self.refusal_logs = TimedRefusals(_log_refused_repeated)
+
+    def _log_refused(self, sender: str, reason: str, count: int, detail: str) -> None:
+        """Refused envelopes of a stored batch (QUOTA_EXCEEDED, NOT_AUTHORIZED, ...): each has
+        its audit record; the log says so once per sender, reason and interval."""
+        if self.refusal_logs.note(RefusalKey(sender, "Hub.Submit", reason), detail, count):
+            log.warning("envelopes_refused", sender=sender, reason=reason, count=count,
+                        detail=detail)
 
     async def process(self, sender: str, batch: pb.EnvelopeBatch) -> pb.BatchAck:
         """Check, store and acknowledge one batch."""
         commit = await self.prepare(sender, batch)
         return await commit()
 
-    async def prepare(
-        self, sender: str, batch: pb.EnvelopeBatch
-    ) -> Callable[[], Awaitable[pb.BatchAck]]:
+    async def prepare(self, sender: str, batch: pb.EnvelopeBatch) -> PreparedBatch:
         """Everything up to the commit (decode, checks, routing, stamping); returns the commit.
 
         The hub prepares a stream's next batch while the previous one commits, so the Python
@@ -121,8 +200,9 @@ class Intake:
             if skip:
                 outcomes = await self._replayed(sender, origin, first, skip)
                 self.stats.duplicates += skip
-        finish = (await self._fresh(sender, origin, first, skip, list(raws[skip:]))
-                  if skip < count else None)
+        fresh = (await self._fresh(sender, origin, first, skip, list(raws[skip:]))
+                 if skip < count else None)
+        finish, added = fresh if fresh is not None else (None, {})
 
         async def commit() -> pb.BatchAck:
             if finish is None:
@@ -132,7 +212,7 @@ class Intake:
                 return fresh  # built for this batch, from ``first``
             return pb.BatchAck(first_sequence=first, outcomes=[*outcomes, *fresh.outcomes])
 
-        return commit
+        return PreparedBatch(commit, self.reserved, added)
 
     async def _origin_high(self, sender: str, origin: str) -> int:
         key = (sender, origin)
@@ -163,11 +243,14 @@ class Intake:
 
     async def _fresh(
         self, sender: str, origin: str, first: int, offset: int, raws: list[bytes]
-    ) -> Callable[[], Awaitable[pb.BatchAck]]:
+    ) -> tuple[Callable[[], Awaitable[pb.BatchAck]], dict[str, int]]:
+        """The batch's commit, and what it reserved per receiver (see the module's docstring:
+        the caller's :class:`PreparedBatch` gives the reservation back)."""
         envelopes, heads = decode_heads(raws)
         decisions = check_batch(heads, sender, self.policy)
         decisions = await self._route(sender, heads, decisions)
-        decisions, added = apply_quota(decisions, self.pending, self.quota)
+        decisions, added = apply_quota(decisions, _Occupancy(self.pending, self.reserved),
+                                       self.quota)
         now = self.clock()
         now_text = str(now)
         accepted_reason = Reason.ACCEPTED
@@ -217,10 +300,14 @@ class Intake:
         by_reason = self.stats.by_reason
         if accepted:
             by_reason["ACCEPTED"] = by_reason.get("ACCEPTED", 0) + accepted
+        refused_here: dict[str, tuple[int, str]] = {}  # reason: (count, an example's detail)
         if accepted < len(decisions):
             for d in decisions:
                 if d.reason is not accepted_reason:
                     by_reason[d.reason.value] = by_reason.get(d.reason.value, 0) + 1
+                    seen = refused_here.get(d.reason.value)
+                    refused_here[d.reason.value] = ((seen[0] + 1, seen[1]) if seen
+                                                    else (1, d.detail))
         last = first + offset + len(raws) - 1
         ack_blob = ack.blob()
         queue_rows = [(receiver, count, packed)
@@ -250,9 +337,14 @@ class Intake:
             for receiver, n in added.items():
                 self.pending[receiver] = self.pending.get(receiver, 0) + n
                 self.wake(receiver)
+            for reason, (n, detail) in refused_here.items():
+                self._log_refused(sender, reason, n, detail)
             return pb.BatchAck.FromString(ack_blob)
 
-        return finish
+        # Reserved from the check above (no await in between) until the commit ends.
+        for receiver, n in added.items():
+            self.reserved[receiver] = self.reserved.get(receiver, 0) + n
+        return finish, added
 
     async def decide_one(
         self, sender: str, raw: bytes
@@ -282,6 +374,13 @@ class Intake:
         decision_for = shared_decisions(view, compute)
         return [decision_for(head) if decision.accepted and isinstance(head, EnvelopeHead)
                 else decision for head, decision in zip(heads, decisions, strict=True)]
+
+
+def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
+    for s in summaries:
+        log.warning("envelopes_refused_repeated", sender=s.key.peer, reason=s.key.reason,
+                    count=s.count, first_us=s.first_us, last_us=s.last_us, detail=s.detail,
+                    interval_s=REFUSAL_INTERVAL_S)
 
 
 def _uuid7s(count: int, now_us: int) -> Iterator[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
@@ -19,12 +19,14 @@ from node.core.reasons import Reason
 from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
-from node.hub.intake import Intake
+from node.hub.intake import Intake, PreparedBatch
+from node.hub.refusal_audit import RefusalAudit
 from node.rpc.edge import guard_stream, guard_unary, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
+from node.tasks import consume
 from node.wire.checkpoints import checkpoint_to_proto
 from node.wire.directory import change_from_proto
 from node.wire.envelopes import outcome_to_proto
@@ -44,12 +46,16 @@ MAX_INTEGRATE_OPS = 50_000
 
 
 async def _after(
-    previous: asyncio.Future[envelope_pb2.BatchAck] | None,
-    commit: Callable[[], Awaitable[envelope_pb2.BatchAck]],
+    previous: asyncio.Future[envelope_pb2.BatchAck] | None, commit: PreparedBatch
 ) -> envelope_pb2.BatchAck:
-    """Run ``commit`` once the previous batch's commit is done (a failure there stops it)."""
+    """Run ``commit`` once the previous batch's commit is done (a failure there stops it,
+    and gives its quota reservation back)."""
     if previous is not None:
-        await previous
+        try:
+            await previous
+        except BaseException:
+            commit.release()
+            raise
     return await commit()
 
 
@@ -62,6 +68,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         store: HubStore,
         directory: Directory,
         consultations: Consultations,
+        refusals: RefusalAudit | None = None,
     ) -> None:
         self.peers = peers
         self.intake = intake
@@ -70,6 +77,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.directory = directory
         self.consultations = consultations
         self.draining = asyncio.Event()
+        self.refusals = refusals or RefusalAudit(store.append_audit)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -110,10 +118,9 @@ class HubService(hub_pb2_grpc.HubServicer):
     async def _audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
     ) -> None:
-        await self.store.append_audit(
-            [(str(time.time_ns() // 1000), "REJECTED", "", "", "", method, "", "",
-              exc.reason, f"{context.peer()}: {exc}")]
-        )
+        """One record per peer, method, reason and interval (:mod:`node.hub.refusal_audit`)."""
+        await self.refusals.refused(self.peers.label(context), method, exc.reason,
+                                    f"{context.peer()}: {exc}")
 
     # -- envelopes -------------------------------------------------------------------------
 
@@ -140,6 +147,9 @@ class HubService(hub_pb2_grpc.HubServicer):
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
         # The queue holds at most two prepared batches: flow control still bounds memory.
         acks: asyncio.Queue[asyncio.Future[envelope_pb2.BatchAck] | None] = asyncio.Queue(2)
+        # Every batch prepared on this stream holds a quota reservation until its commit
+        # ends; those whose commit never ran give it back when the stream ends.
+        prepared: list[tuple[PreparedBatch, asyncio.Future[envelope_pb2.BatchAck]]] = []
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
@@ -147,7 +157,9 @@ class HubService(hub_pb2_grpc.HubServicer):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
                 await self._authenticate(context, "Hub.Submit")
                 commit = await self.intake.prepare(sender, batch)
+                prepared[:] = [p for p in prepared if p[0].holds_reservation]
                 previous = asyncio.ensure_future(_after(previous, commit))
+                prepared.append((commit, previous))
                 await acks.put(previous)
                 summary["batches"] += 1
                 summary["envelopes"] += len(batch.envelopes)
@@ -168,6 +180,19 @@ class HubService(hub_pb2_grpc.HubServicer):
                 yield await item
         finally:
             reader.cancel()
+            consume(reader)
+            # Commits queued behind a failed one fail with it: their outcome is dropped with
+            # the stream, not reported by asyncio. They are not cancelled: one already
+            # committing goes on (its batch is stored and counted; the node's resend is
+            # answered with its outcome). Cancelling them here crashed the hub under uvloop
+            # (a segfault, 4 runs out of 4, with a full disk).
+            while not acks.empty():
+                pending = acks.get_nowait()
+                if pending is not None:
+                    consume(pending)
+            for batch, commit_done in prepared:  # when each ends, its reservation does too
+                consume(commit_done)
+                commit_done.add_done_callback(lambda _, b=batch: b.release())
 
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext

@@ -40,7 +40,7 @@ from node.rpc.edge import describe, really_cancelled
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.fragment_store import FragmentStore, RevisionGap
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -53,6 +53,8 @@ log = structlog.get_logger(__name__)
 
 #: Refusals in a row after which the watcher asks for a snapshot (start_revision 0).
 RESYNC_AFTER = 2
+#: A directory stream up this long counts as progress (the backoff starts over).
+HEALTHY_AFTER_S = 10.0
 MAX_UPDATE_BYTES = 256 * 1024 * 1024
 
 
@@ -84,7 +86,7 @@ class FragmentWatcher:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fragment-watcher")
+        self._task = spawn(self._run(), "fragment-watcher")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -170,12 +172,18 @@ class FragmentWatcher:
 
     async def _when_connected(self, call: grpc.aio.UnaryStreamCall) -> None:
         """The stream is up once the hub's response headers arrive (the hub sends them at once
-        even when it has nothing to send yet), or with the first update."""
+        even when it has nothing to send yet), or with the first update.
+
+        The backoff starts over after real progress only: an update applied
+        (:meth:`_applied`), or the stream still up ``HEALTHY_AFTER_S`` after it opened. Headers
+        alone are not progress: a node whose fragment store fails would reconnect at once,
+        be sent the same update and fail again, every few milliseconds."""
         with contextlib.suppress(Exception):
             await call.initial_metadata()
             if not call.done():
                 self.connected = True
-                if self._refusals_in_a_row == 0:
+                await asyncio.sleep(HEALTHY_AFTER_S)
+                if not call.done() and self._refusals_in_a_row == 0:
                     self._backoff.reset()  # a healthy hub; refusals keep backing off
 
     def _verified(self, signed: pb.SignedDirectoryUpdate) -> pb.DirectoryUpdate:

@@ -35,6 +35,7 @@ from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.store.fragment_store import FragmentStore
 from node.store.node_store import Enqueued, NodeStore
+from node.tasks import consume
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
@@ -299,6 +300,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                     yield questions.popleft()
         finally:
             reader.cancel()
+            consume(reader)  # an answers stream that broke ends the session: nothing to report
             self.answering.detach(session)
 
 

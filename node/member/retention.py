@@ -22,7 +22,7 @@ from collections.abc import Callable
 import structlog
 
 from node.store.node_store import NodeStore, Purged
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 
 __all__ = ["EVERY_S", "Retention"]
 
@@ -44,7 +44,7 @@ class Retention:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task = spawn(self._run(), "retention")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

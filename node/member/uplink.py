@@ -10,7 +10,9 @@ A hub that takes batches and does not answer (a stream stuck at the other end, w
 keepalive notices) counts as a failure too: when the oldest batch in flight has waited
 ``ACK_TIMEOUT_S`` for its ack, the *watchdog* ends the stream.
 
-On any failure the stream is dropped and, after an exponential backoff, a new one starts
+On any failure the stream is dropped and, after an exponential backoff (capped at
+``Backoff.maximum``, reset only after real progress: an ack received *and stored*, or a
+session that lasted ``HEALTHY_AFTER_S``; a successful ``Register`` is not), a new one starts
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
 original outcomes. The outbox keeps accepting local submissions meanwhile.
@@ -46,12 +48,14 @@ from node.config import NodeConfig
 from node.core.backoff import Backoff
 from node.core.envelope import Decision, receivers_problem
 from node.core.reasons import Reason
+from node.core.refusals import RefusalKey, RefusalSummary
 from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
@@ -67,6 +71,8 @@ ACK_TIMEOUT_S = 60.0
 ISOLATE_AFTER = 2
 #: Times an envelope sent on its own may end the stream unanswered before it is given up.
 GIVE_UP_AFTER = 3
+#: A session that lasted this long counts as progress too (an idle node has no acks).
+HEALTHY_AFTER_S = 10.0
 
 
 #: Outcomes of envelopes the hub stored (the others count as refused).
@@ -79,6 +85,20 @@ _envelope_of = operator.itemgetter(1)  # of an outbox row (seq, envelope)
 
 class UplinkError(Exception):
     pass
+
+
+def _reason_name(number: int) -> str:
+    try:
+        return envelope_pb2.Reason.Name(number)
+    except ValueError:
+        return str(number)
+
+
+def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
+    for s in summaries:
+        log.warning("envelopes_refused_by_hub_repeated", hub=s.key.peer, reason=s.key.reason,
+                    count=s.count, first_us=s.first_us, last_us=s.last_us, detail=s.detail,
+                    interval_s=REFUSAL_INTERVAL_S)
 
 
 class Uplink:
@@ -97,6 +117,7 @@ class Uplink:
         self.endpoint = endpoint
         self.connected = False
         self.sent_batches = 0
+        self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff()
@@ -118,9 +139,11 @@ class Uplink:
         #: Envelopes up to this size cannot list more receivers than the bound (each entry
         #: takes at least two bytes) and are left to the hub's checks.
         self._cheap_size = 2 * self._max_receivers
+        #: Refused envelopes' log lines, aggregated per reason.
+        self.refusal_logs = TimedRefusals(_log_refused_repeated)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="uplink")
+        self._task = spawn(self._run(), "uplink")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -128,6 +151,7 @@ class Uplink:
     async def _run(self) -> None:
         tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
         max_bytes = self.config.limits.max_batch_bytes + (1 << 20)
+        loop = asyncio.get_running_loop()
         while True:
             await self._give_up_if_hopeless()
             channel = grpc.aio.secure_channel(
@@ -135,21 +159,27 @@ class Uplink:
                 self.tls.channel_credentials(),
                 options=channel_options(tls_name, max_bytes, self.config.keepalive),
             )
+            started = loop.time()
             try:
                 await self._session(channel)
             except asyncio.CancelledError as exc:
                 if really_cancelled():
                     raise
-                await self._failed(channel, exc)  # grpc.aio raises it for a cancelled call
+                # grpc.aio raises it for a cancelled call
+                await self._failed(channel, exc, loop.time() - started)
                 continue
             except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
-                await self._failed(channel, exc)
+                await self._failed(channel, exc, loop.time() - started)
                 continue
             finally:
                 self.connected = False
             await channel.close()
 
-    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException) -> None:
+    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException,
+                      lasted_s: float) -> None:
+        self.failures += 1
+        if lasted_s >= HEALTHY_AFTER_S:
+            self._backoff.reset()  # a session that lasted is progress (an idle node has no acks)
         delay = self._backoff.next_delay()
         log.warning("uplink_failed", hub=self.config.hub, error=describe(exc),
                     retry_in_s=round(delay, 3))
@@ -173,7 +203,6 @@ class Uplink:
         call = channel.stream_stream(
             _SUBMIT, request_serializer=envelope_pb2.EnvelopeBatch.SerializeToString)()
         self.connected = True
-        self._backoff.reset()
         inflight: deque[tuple[int, int, float]] = deque()
         window = asyncio.Semaphore(self.config.submit_window)
         tasks = (asyncio.create_task(self._writer(call, inflight, window)),
@@ -203,6 +232,21 @@ class Uplink:
             await asyncio.sleep(1.0)
             self.server_check.check()
         await asyncio.Event().wait()
+
+    def _log_refused(self, ack: envelope_pb2.BatchAck) -> None:
+        """Envelopes the hub refused (QUOTA_EXCEEDED, NOT_AUTHORIZED, ...): the application
+        reads each outcome; the log says so once per reason and interval, with counts."""
+        by_reason: dict[str, tuple[int, str]] = {}
+        for o in ack.outcomes:
+            if o.reason not in _STORED:
+                name = _reason_name(o.reason)
+                seen = by_reason.get(name)
+                by_reason[name] = (seen[0] + 1, seen[1]) if seen else (1, o.detail)
+        for reason, (count, detail) in by_reason.items():
+            if self.refusal_logs.note(RefusalKey(self.config.hub, "Hub.Submit", reason),
+                                      detail, count):
+                log.warning("envelopes_refused_by_hub", hub=self.config.hub, reason=reason,
+                            count=count, detail=detail)
 
     async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:
         """Fail the session when the oldest batch in flight has waited too long for its ack."""
@@ -332,6 +376,8 @@ class Uplink:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
             stored = _STORED
             refused = [first + o.index for o in ack.outcomes if o.reason not in stored]
+            if refused:
+                self._log_refused(ack)
             # The hub has answered: the next batch may go while the ack is stored (acks are
             # stored in order, by this loop).
             window.release()
@@ -339,4 +385,8 @@ class Uplink:
             if self._strikes[0] and last >= self._strikes[0]:
                 self._strikes = (0, 0)  # the envelope that failed alone went through
             self._acked.set()
+            # Real progress (an ack received and stored): only now does the backoff start
+            # over. A successful Register or an open stream is not progress: a node whose
+            # store fails would otherwise reconnect every few milliseconds.
+            self._backoff.reset()
             self.decided.set()

@@ -1,5 +1,11 @@
 """Helpers shared by every servicer: turning domain errors into gRPC statuses, one log line
-per call."""
+per call.
+
+The log line of a *refused* call (a domain error: revoked certificate, unknown institution,
+...) is aggregated like the hub's audit of refusals (:mod:`node.core.refusals`): per peer
+address (without port), method and reason, the first is logged at once and the others in
+the interval (:data:`REFUSAL_INTERVAL_S`) as one ``rpc_refusals_repeated`` warning with
+their count, when the interval ends. A client retrying in a loop cannot flood the logs."""
 
 from __future__ import annotations
 
@@ -12,12 +18,30 @@ import grpc
 import structlog
 
 from node.core.errors import CrossroadsError
+from node.core.refusals import RefusalKey, RefusalSummary
+from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals, peer_host
 from node.wire.errors import status_of
 
 __all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
+
+
+def _log_repeated(summaries: list[RefusalSummary]) -> None:
+    for s in summaries:
+        log.warning("rpc_refusals_repeated", method=s.key.method, peer=s.key.peer,
+                    reason=s.key.reason, count=s.count, first_us=s.first_us,
+                    last_us=s.last_us, error=s.detail, interval_s=REFUSAL_INTERVAL_S)
+
+
+#: Refused calls' log lines, aggregated (module-wide: one per process).
+refusal_logs = TimedRefusals(_log_repeated)
+
+
+def _first_refusal(method: str, peer: str, exc: CrossroadsError, details: str) -> bool:
+    """Whether this refusal's log line is written now (else it is counted for a summary)."""
+    return refusal_logs.note(RefusalKey(peer_host(peer), method, exc.reason), details)
 
 
 async def guard_unary(
@@ -29,8 +53,9 @@ async def guard_unary(
         result = await body()
     except CrossroadsError as exc:
         code, details = status_of(exc)
-        log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
-                    duration_ms=_ms(started))
+        if _first_refusal(method, peer, exc, details):
+            log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
+                        duration_ms=_ms(started))
         await context.abort(code, details)
         raise AssertionError("unreachable") from exc
     log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
@@ -52,6 +77,7 @@ async def guard_stream(
     started = time.perf_counter()
     peer = context.peer()
     status = "OK"
+    quiet = False  # a refusal counted for a summary line (see the module's docstring)
     try:
         async for item in body:
             yield item
@@ -59,6 +85,7 @@ async def guard_stream(
         code, details = status_of(exc)
         status = code.name
         summary["error"] = details
+        quiet = not _first_refusal(method, peer, exc, details)
         await context.abort(code, details)
     except BaseException as exc:
         status = type(exc).__name__
@@ -69,9 +96,11 @@ async def guard_stream(
         # A stream that failed is not routine: warning when the peer or the operator is to
         # act (a domain error), error for anything unexpected; a stream ended by the peer
         # or by a stop (cancelled) stays at info.
-        _log_at(_STREAM_LEVELS.get(status, "warning" if status in _CODE_NAMES else "error"),
-                "rpc", method=method, peer=peer, status=status, duration_ms=_ms(started),
-                **summary)
+        # A refusal counted for a summary line is not logged on its own.
+        if not quiet:
+            _log_at(_STREAM_LEVELS.get(status, "warning" if status in _CODE_NAMES else "error"),
+                    "rpc", method=method, peer=peer, status=status, duration_ms=_ms(started),
+                    **summary)
 
 
 #: Stream end statuses logged at info (the rest: warning or error, see guard_stream).

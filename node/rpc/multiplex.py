@@ -41,6 +41,7 @@ import structlog
 
 from node.config import Limits
 from node.core.errors import CrossroadsError
+from node.tasks import consume
 from node.wire.errors import status_of
 
 __all__ = ["CallFailed", "StreamCaller", "reply_message_bytes", "serve_calls"]
@@ -251,6 +252,7 @@ async def serve_calls(
                 wake.set()
     finally:
         reader.cancel()
+        consume(reader)  # failed while the caller was going away: the stream is over anyway
         if drain is not None:
             drain.cancel()
         for task in running:

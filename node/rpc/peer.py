@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from node.core.errors import PermissionDenied, Unauthenticated
+from node.rpc.refusal_flood import peer_host
 from pki.identity import Identity, parse_spiffe_id
 
 __all__ = ["Peer", "PeerAuthenticator"]
@@ -85,6 +86,21 @@ class PeerAuthenticator:
             )
         return Peer(identity, cert.serial_number,
                     cert.fingerprint(hashes.SHA256()).hex())
+
+    def label(self, context: grpc.aio.ServicerContext) -> str:
+        """A stable name of the caller for aggregating its refusals: ``kind:name#serial`` of
+        its certificate when it can be read (revoked or not), else its address without port."""
+        pems = context.auth_context().get("x509_pem_cert") or []
+        if pems:
+            peer = self._cache.get(pems[0])
+            if peer is None:
+                try:
+                    peer = self._parse(pems[0])
+                except Unauthenticated:
+                    peer = None
+            if peer is not None:
+                return f"{peer.identity.kind}:{peer.identity.name}#{peer.serial:x}"
+        return peer_host(context.peer())
 
     def require(self, context: grpc.aio.ServicerContext, kind: str) -> Peer:
         peer = self.authenticate(context)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from node.tasks import cancel_and_wait
+from node.tasks import cancel_and_wait, spawn
 from pki.ca import load_certificate
 from pki.crl import VerifiedCrl, read_crl, verify_crl
 
@@ -122,7 +122,7 @@ class RevocationList:
 
     async def start(self) -> None:
         self.refresh()
-        self._task = asyncio.create_task(self._poll())
+        self._task = spawn(self._poll(), "crl-poll")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -55,6 +55,7 @@ from node.store.integrations import (
     read_integrations,
 )
 from node.store.sqlite import connect, connect_sync, migrate, rollback
+from node.tasks import spawn
 
 __all__ = ["FragmentStore", "RevisionGap"]
 
@@ -166,8 +167,8 @@ class FragmentStore:
         self._small = small
         self._rebuild(set(SMALL_KINDS))
         if self.revision:
-            self._warming = asyncio.create_task(preload(self.reader, self.integration_cache),
-                                                name="fragment-cache-warm-up")
+            self._warming = spawn(preload(self.reader, self.integration_cache),
+                                  "fragment-cache-warm-up")
 
     async def close(self) -> None:
         if self._warming is not None:
