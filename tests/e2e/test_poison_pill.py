@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from node.app import init_state
 from node.client import LocalClient, make_envelope
 from node.rpc.tls import channel_options, hub_tls_name
 from node.store.node_store import NodeStore
@@ -102,6 +103,7 @@ def test_a_poison_pill_in_the_outbox_ends_with_a_refusal_and_stays_ended(tmp_pat
         before = _status_kib(hub, "VmRSS")
 
         async def queue() -> list[int]:
+            await init_state(net.node_config(A, net.hub_address))  # the node's state, first
             store = NodeStore(net.root / "nodes" / A / "node.sqlite")
             await store.open()
             try:
@@ -131,6 +133,7 @@ def test_a_poison_pill_in_the_outbox_ends_with_a_refusal_and_stays_ended(tmp_pat
             status = client.status()
             assert [o.reason for o in client.outcomes(seqs)] == expected
         assert (status.outbox_pending, status.sent_accepted, status.sent_refused) == (0, 1, 2)
+        assert status.hub_state == "OK", status.hub_state_detail  # its own refusal: no regression
         time.sleep(1.0)
         assert (_audited(net, "TOO_MANY_RECEIVERS"), _audited(net, "DUPLICATE_RECEIVER")) == (0, 1)
         assert net.procs["hub"].poll() is None
