@@ -170,7 +170,7 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
         r = lab.ssh(host, f"stat -c '%a %U' {TLS}/{kind}.key {TLS} /var/lib/crossroads "
                           f"/var/lib/crossroads/{kind}; systemctl show -p User -p NRestarts {unit}")
         assert r.stdout.split("\n")[:4] == [
-            "600 crossroads", "750 root", "750 crossroads", "750 crossroads"
+            "600 crossroads", "750 root", "750 crossroads", "700 crossroads"
         ], f"{host}: {r.stdout}"
         assert "User=crossroads" in r.stdout and "NRestarts=0" in r.stdout, r.stdout
         # The consultation limit is rendered into the running configuration.
