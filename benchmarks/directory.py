@@ -463,11 +463,31 @@ def wait_synced(client: LocalClient, revision: int, deadline: float,
 
 
 def _wipe_run_state(net: ProcessNetwork) -> None:
-    """Fresh queues, audit log and outboxes/inboxes; keeps directory.sqlite and fragments."""
-    for path in [*(net.root / "hub").glob("hub.sqlite*"),
-                 *(p for e in (SENDER, RECEIVER)
-                   for p in (net.root / "nodes" / e).glob("node.sqlite*"))]:
+    """Fresh queues, audit log and outboxes/inboxes; keeps directory.sqlite and fragments.
+
+    A daemon refuses a data directory holding only part of its state (node/store/data_dir.py:
+    ``directory.sqlite`` without ``hub.sqlite`` is what a botched restore looks like), so the
+    queues' databases are not just deleted: each is created anew and empty, as ``init``
+    creates it, beside the directory or fragment it goes with."""
+    from node.store.hub_store import HubStore
+    from node.store.node_store import NodeStore
+    from node.wire.signed import ensure_signing_key
+
+    hub_dir = net.root / "hub"
+    node_dirs = [net.root / "nodes" / e for e in (SENDER, RECEIVER)]
+    for path in [*hub_dir.glob("hub.sqlite*"), *(p for d in node_dirs for p in d.glob("node.sqlite*"))]:
         path.unlink()
+    stores: list[HubStore | NodeStore] = []
+    if (hub_dir / "directory.sqlite").exists():
+        stores.append(HubStore(hub_dir / "hub.sqlite", signer=ensure_signing_key(net.directory_key)))
+    stores += [NodeStore(d / "node.sqlite") for d in node_dirs if (d / "fragment.sqlite").exists()]
+
+    async def create() -> None:
+        for store in stores:
+            await store.open()
+            await store.close()
+
+    asyncio.run(create())
     shutil.rmtree(net.root / "sock", ignore_errors=True)
     for ready in net.root.glob("*.ready"):
         ready.unlink()
@@ -621,7 +641,7 @@ def run_first_sync(net: ProcessNetwork, revision: int, repeat: int,
             shutil.rmtree(net.root / "nodes" / FIRST_SYNC, ignore_errors=True)
             hub_cpu = psutil.Process(hub).cpu_times()
             t0 = time.monotonic()
-            net.start_node(FIRST_SYNC)
+            net.start_node(FIRST_SYNC, init=True)  # a new node each time: a first start
             ready_s = time.monotonic() - t0
             with LocalClient(net.local_api(FIRST_SYNC)) as client:
                 waited, status = wait_synced(client, revision, deadline)
