@@ -233,10 +233,10 @@ class InProcessNetwork(NetworkLayout):
 class ProcessNetwork(NetworkLayout):
     """A hub and nodes as real processes (``python -m node.cli ... serve``).
 
-    ``address_space_cap`` (bytes; set it before starting), when set, is each child's ``RLIMIT_AS``: an allocation
-    past it fails in that process (``MemoryError``) instead of growing until the kernel's
-    OOM killer picks a victim (the fuzzing campaign, tests/fuzz/). ``ready[name]`` holds
-    what each process wrote to its ready file (ports, local API).
+    ``address_space_cap`` (bytes; set it before starting), when set, is each child's
+    ``RLIMIT_AS``: an allocation past it fails in that process (``MemoryError``) instead of
+    growing until the kernel's OOM killer picks a victim (the fuzzing campaign, tests/fuzz/).
+    ``ready[name]`` holds what each process wrote to its ready file (ports, local API).
     """
 
     address_space_cap: int | None = None

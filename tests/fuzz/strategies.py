@@ -11,8 +11,9 @@ absurd sizes cost no generation time:
    ``envelopes``, ``update``; :data:`EMBEDDED`) gets a generated message of that type, itself
    put through stage 3: valid or garbage.
 2. **Inflation** (:func:`inflated`): pick one field anywhere in the tree and blow it up, within
-   the remaining budget of ``Sizes.max_message`` bytes (a quarter of it per level of embedding): a string or bytes value of up to the
-   whole budget (a repeated fill character), or a repeated field of up to
+   the remaining budget of ``Sizes.max_message`` bytes (a quarter of it per level of
+   embedding): a string or bytes value of up to the whole budget (a repeated fill
+   character), or a repeated field of up to
    ``Sizes.max_repeated`` elements (copies of one element). ``Sizes.caps`` bounds some
    repeated fields by full name (see :data:`RECEIVER_CAP`).
 3. **Wire damage** (:func:`wire_bytes`): serialize, then keep the bytes intact or append
