@@ -16,7 +16,8 @@ RSS comes back under :data:`RSS_BOUND`, an envelope from node A's local API reac
 and ``crossroads audit verify --config hub.toml`` exits 0.
 
 Profiles: ``make test`` sends :data:`FAST_EXAMPLES` inputs per method; set
-``CROSSROADS_FUZZ_EXAMPLES=N`` for a long campaign (tests/fuzz/README.md has the figures).
+``CROSSROADS_FUZZ_EXAMPLES=N`` (inputs per method) for a long campaign, e.g. ``make fuzz``
+(tests/fuzz/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ VOCABULARY = (A, B, C, DEMO_SERVICE, "demo", "hub", "85073003328", "2024-01-01",
               "127.0.0.1:1", "unix:/nonexistent", "explicit", "declaration", "any")
 
 _T = TypeVar("_T")
-pytestmark = pytest.mark.timeout(max(300, EXAMPLES * len(METHODS) * 2))
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(max(300, EXAMPLES * len(METHODS) * 2))]
 
 
 def _path(method: MethodDescriptor) -> str:
@@ -241,6 +242,8 @@ def test_every_rpc_survives_generated_garbage(tmp_path: Path) -> None:
     sizes = Sizes(max_message=MAX_MESSAGE, vocabulary=VOCABULARY)
     with net:
         net.start(nodes=(A, B))
+        for proc in net.procs.values():
+            assert psutil.Process(proc.pid).rlimit(psutil.RLIMIT_AS) == (ADDRESS_SPACE_CAP,) * 2
         campaign = Campaign(net)
         started = time.monotonic()
         try:
@@ -249,6 +252,7 @@ def test_every_rpc_survives_generated_garbage(tmp_path: Path) -> None:
             campaign.drain()
             campaign.check_alive()
             elapsed = time.monotonic() - started
+            assert {path for path, _ in campaign.codes} == {_path(m) for m in METHODS}
 
             # Alive and SERVING on every port.
             channels = asyncio.run(_channels(net, grpc))
