@@ -23,6 +23,7 @@ Profiles: ``make test`` sends :data:`FAST_EXAMPLES` inputs per method; set
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -97,6 +98,7 @@ class Campaign:
         self.codes: Counter[tuple[str, str]] = Counter()
         self.inputs = 0
         self.bytes = 0
+        self.peak_rss: dict[str, int] = {}
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -121,7 +123,12 @@ class Campaign:
             self._finish()
 
     def check_alive(self) -> None:
+        """Fail at once when a daemon died; note each one's peak RSS."""
         dead = {n: p.returncode for n, p in self.net.procs.items() if p.poll() is not None}
+        for name, proc in self.net.procs.items():
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(proc.pid).memory_info().rss
+                self.peak_rss[name] = max(rss, self.peak_rss.get(name, 0))
         if dead:
             saved = self.net.root / "crash-inputs"
             saved.mkdir(exist_ok=True)
@@ -200,6 +207,20 @@ async def _channels(net: ProcessNetwork, grpc_api: Any) -> dict[str, Any]:
     }
 
 
+def _report(campaign: Campaign, elapsed: float, rss: dict[str, int] | None = None) -> None:
+    """Print the campaign's figures and keep them in ``campaign.json`` (work directory)."""
+    summary = {
+        "inputs": campaign.inputs, "calls": sum(campaign.codes.values()),
+        "megabytes": round(campaign.bytes / 2**20, 1), "seconds": round(elapsed, 1),
+        "inputs_per_s": round(campaign.inputs / elapsed, 1),
+        "rss_mib_peak": {n: v >> 20 for n, v in campaign.peak_rss.items()},
+        "rss_mib_after": {n: v >> 20 for n, v in (rss or {}).items()},
+        "statuses": {f"{p} {c}": n for (p, c), n in sorted(campaign.codes.items())},
+    }
+    (campaign.net.root / "campaign.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
 def _serving(channel: grpc.Channel) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status)
@@ -252,6 +273,7 @@ def test_every_rpc_survives_generated_garbage(tmp_path: Path) -> None:
             campaign.drain()
             campaign.check_alive()
             elapsed = time.monotonic() - started
+            _report(campaign, elapsed)
             assert {path for path, _ in campaign.codes} == {_path(m) for m in METHODS}
 
             # Alive and SERVING on every port.
@@ -273,15 +295,10 @@ def test_every_rpc_survives_generated_garbage(tmp_path: Path) -> None:
             assert verify.returncode == 0, verify.stdout + verify.stderr
         finally:
             campaign.close()
-        summary = {
-            "inputs": campaign.inputs, "calls": sum(campaign.codes.values()),
-            "megabytes": round(campaign.bytes / 2**20, 1), "seconds": round(elapsed, 1),
-            "inputs_per_s": round(campaign.inputs / elapsed, 1),
-            "rss_mib_after": {n: v >> 20 for n, v in rss.items()},
-            "statuses": {f"{p} {c}": n for (p, c), n in sorted(campaign.codes.items())},
-        }
-        (net.root / "campaign.json").write_text(json.dumps(summary, indent=1))
-        print(json.dumps(summary, indent=1))
+        _report(campaign, elapsed, rss)
+        # Every refusal is a status a handler chose: UNKNOWN is an exception that escaped one.
+        unknown = {p: n for (p, code), n in campaign.codes.items() if code.startswith("UNKNOWN")}
+        assert not unknown, unknown
         # A clean stop (nodes first, then the hub) after all that.
         codes = {n: net.stop(n) for n in sorted(net.procs, key=lambda n: n == "hub")}
         assert set(codes.values()) == {0}, codes
