@@ -46,6 +46,9 @@ from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 
 __all__ = ["Intake", "IntakeStats"]
 
+#: The largest sequence number a batch may reach: the hub keeps them in SQLite INTEGERs.
+MAX_SEQUENCE = 2**63 - 1
+
 
 
 @dataclass(slots=True)
@@ -108,6 +111,10 @@ class Intake:
         origin, first = batch.origin, batch.first_sequence
         if origin and first == 0:
             raise InvalidArgument("first_sequence starts at 1 when origin is set")
+        if first + max(count, 1) - 1 > MAX_SEQUENCE:
+            raise InvalidArgument(
+                f"a batch of {count} from first_sequence {first} goes past {MAX_SEQUENCE}",
+                "SEQUENCE_OUT_OF_RANGE")
         self.stats.batches += 1
         outcomes: list[pb.EnvelopeOutcome] = []
         skip = 0

@@ -10,8 +10,8 @@ import pytest
 
 from node.client import Outcome, make_envelope
 from node.testing import DEMO_SERVICE, InProcessNetwork
-from node.wire.gen.crossroads.v1 import local_pb2, local_pb2_grpc
-from tests.conftest import A, B, local_call
+from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2, local_pb2_grpc
+from tests.conftest import A, B, C, hub_channel, local_call, submit_raw
 
 
 @pytest.mark.parametrize("sequence", [2**32, 2**63, 2**64 - 1])
@@ -38,3 +38,22 @@ async def test_outcomes_of_a_sequence_out_of_range_is_a_clear_refusal(
     found = await local_call(api, "outcomes", seqs, wait_ms=5000)
     assert [o.reason for o in found] == ["ACCEPTED"]  # type: ignore[attr-defined]
     assert all(isinstance(o, Outcome) for o in found)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("first", "count"), [(2**63, 1), (2**63 - 1, 2), (2**64 - 1, 1)])
+async def test_submit_with_a_sequence_past_sqlite_integers_is_a_clear_refusal(
+    network: InProcessNetwork, first: int, count: int
+) -> None:
+    # Hub.Submit answered UNKNOWN: "Python int too large to convert to SQLite INTEGER".
+    key, cert = network.node_certs[C]
+    envelopes = [make_envelope(DEMO_SERVICE, [B], b"x", sender=C) for _ in range(count)]
+    async with hub_channel(network.hub_address, network.pki.ca_cert, cert, key) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await submit_raw(channel, [envelope_pb2.EnvelopeBatch(
+                origin="fuzz", first_sequence=first, envelopes=envelopes)])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("SEQUENCE_OUT_OF_RANGE: "), err.value.details()
+        # The same origin's next stream, in range, is served.
+        (ack,) = await submit_raw(channel, [envelope_pb2.EnvelopeBatch(
+            origin="fuzz", first_sequence=1, envelopes=envelopes)])
+    assert [o.reason for o in ack.outcomes] == [envelope_pb2.ACCEPTED] * count
