@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-fast test-deploy protos lint bench clean
+.PHONY: demo test test-fast test-deploy fuzz protos lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-fast: $(STAMP)
 test-deploy: $(STAMP)
 	bash tests/deploy/prepare-host.sh
 	CROSSROADS_DEPLOY_ARTIFACTS=build/deploy-artifacts $(BIN)/python -m pytest -m deploy -q tests/deploy
+
+# The long fuzzing campaign (tests/fuzz/README.md): FUZZ_EXAMPLES generated inputs per RPC.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	CROSSROADS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) nice -n 10 $(BIN)/python -m pytest -m fuzz -q -s tests/fuzz
 
 protos: $(STAMP)
 	$(BIN)/python -m node.wire.codegen

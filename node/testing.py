@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -204,6 +205,30 @@ class NetworkLayout:
         return f"unix:{self.root / 'sock' / enterprise}.sock"
 
 
+def _cap_address_space(limit: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` setting ``RLIMIT_AS`` to ``limit`` bytes in the child (None: no cap)."""
+    if limit is None:
+        return None
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return cap
+
+
+def _preexec(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    """One ``preexec_fn`` running each of ``steps`` that is not None (None: none at all)."""
+    todo = [step for step in steps if step is not None]
+    if not todo:
+        return None
+
+    def run() -> None:
+        for step in todo:
+            step()
+
+    return run
+
+
 def _merge(table: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(table.get(key), dict):
@@ -257,11 +282,20 @@ class InProcessNetwork(NetworkLayout):
 
 
 class ProcessNetwork(NetworkLayout):
-    """A hub and nodes as real processes (``python -m node.cli ... serve``)."""
+    """A hub and nodes as real processes (``python -m node.cli ... serve``).
+
+    ``address_space_cap`` (bytes; set it before starting), when set, is each child's
+    ``RLIMIT_AS``: an allocation past it fails in that process (``MemoryError``) instead of
+    growing until the kernel's OOM killer picks a victim (the fuzzing campaign, tests/fuzz/).
+    ``ready[name]`` holds what each process wrote to its ready file (ports, local API).
+    """
+
+    address_space_cap: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ready: dict[str, dict[str, Any]] = {}
         self.hub_address = ""
         atexit.register(self._kill_leftovers)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -287,7 +321,8 @@ class ProcessNetwork(NetworkLayout):
             [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
              "--ready-file", str(ready), *(["--init"] if init else [])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
-            preexec_fn=self.preexec.get(name),
+            preexec_fn=_preexec(_cap_address_space(self.address_space_cap),
+                                self.preexec.get(name)),
         )
         log.close()
         self.procs[name] = proc
@@ -298,7 +333,8 @@ class ProcessNetwork(NetworkLayout):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} did not become ready; see {self.root}/{name}.log")
             time.sleep(0.05)
-        return dict(json.loads(ready.read_text()))
+        self.ready[name] = dict(json.loads(ready.read_text()))
+        return self.ready[name]
 
     def start_hub(self, init: bool | None = None) -> None:
         first = not self.hub_address

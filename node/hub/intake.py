@@ -65,6 +65,9 @@ __all__ = ["Intake", "IntakeStats", "PreparedBatch"]
 
 log = structlog.get_logger(__name__)
 
+#: The largest sequence number a batch may reach: the hub keeps them in SQLite INTEGERs.
+MAX_SEQUENCE = 2**63 - 1
+
 
 
 @dataclass(slots=True)
@@ -191,6 +194,10 @@ class Intake:
                                   f" {MAX_ORIGIN_CHARS}", "ORIGIN_TOO_LONG")
         if origin and first == 0:
             raise InvalidArgument("first_sequence starts at 1 when origin is set")
+        if first + max(count, 1) - 1 > MAX_SEQUENCE:
+            raise InvalidArgument(
+                f"a batch of {count} from first_sequence {first} goes past {MAX_SEQUENCE}",
+                "SEQUENCE_OUT_OF_RANGE")
         self.stats.batches += 1
         outcomes: list[pb.EnvelopeOutcome] = []
         skip = 0

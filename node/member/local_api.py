@@ -50,6 +50,9 @@ MAX_WAIT_MS = 60_000
 #: returns at most); beyond: INVALID_ARGUMENT, before any is looked up.
 MAX_OUTCOMES = 10_000
 MAX_ACKNOWLEDGE = 10_000
+#: The largest sequence ``Outcomes`` answers for: an outcome carries it in
+#: ``EnvelopeOutcome.index``, a uint32.
+MAX_OUTCOME_SEQUENCE = 2**32 - 1
 _OUTCOMES_FIELD = local_pb2.LocalSubmitResponse.DESCRIPTOR.fields_by_name["outcomes"].number
 #: (subject number, service id, service version) of an EnvelopeHead, in one call.
 _subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
@@ -174,6 +177,10 @@ class LocalService(local_pb2_grpc.LocalServicer):
                                       "TOO_MANY_SEQUENCES")
             deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             seqs = list(request.sequences)
+            if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
+                raise InvalidArgument(
+                    f"sequence {max(seqs)} is above {MAX_OUTCOME_SEQUENCE}, the largest an"
+                    " outcome's index carries", reason="SEQUENCE_OUT_OF_RANGE")
             while True:
                 self.uplink.decided.clear()
                 results = await self.store.outcomes(seqs)

@@ -109,6 +109,8 @@ class LocalServicer:
 
     def Outcomes(self, request, context):
         """The hub's outcome for envelopes submitted earlier (by node sequence number).
+        Errors: INVALID_ARGUMENT SEQUENCE_OUT_OF_RANGE for a sequence above 2^32-1 (an outcome's
+        index is a uint32).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
