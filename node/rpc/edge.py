@@ -58,6 +58,14 @@ async def guard_unary(
                         duration_ms=_ms(started))
         await context.abort(code, details)
         raise AssertionError("unreachable") from exc
+    except grpc.aio.AbortError:
+        raise  # the handler ended the call with its own status (and said why)
+    except Exception as exc:
+        # Not a refusal: a bug or a failure below. The caller gets UNKNOWN from gRPC; the
+        # daemon's log must still say which call failed and why (found by the fuzzing).
+        log.error("rpc", method=method, peer=peer, status="UNKNOWN", error=describe(exc),
+                  duration_ms=_ms(started))
+        raise
     log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
     return result
 
