@@ -29,12 +29,21 @@ Threads: writes run on one plain ``sqlite3`` connection in a writer thread of th
 on a second connection in a reader thread (WAL: readers never wait for the writer). Each
 transaction is one function handed to its thread, so a batch costs one trip there and back,
 not one per statement; rows go in as multi-row ``INSERT``s (:func:`insert_columns`).
+
+Resubmissions (:meth:`NodeStore.enqueue_once`): an envelope submitted again with the same
+sender ticket and content gets its first sequence instead of a second copy. The key (a digest)
+is stored with the envelope (``outbox.resubmit_key``, not indexed) and looked up in memory:
+the keys of the last :data:`RESUBMIT_WINDOW` ticketed envelopes still in the outbox, reloaded
+from the outbox at open. An SQL index on a random digest cost one B-tree page written per
+envelope at every commit (the sending node's CPU went up ~75 % in the end-to-end benchmark);
+the window costs ~150 bytes of memory per key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import itertools
 import json
 import operator
@@ -55,6 +64,7 @@ from node.wire.envelopes import ack_outcomes
 
 __all__ = [
     "PURGED_DETAIL",
+    "RESUBMIT_WINDOW",
     "Enqueued",
     "NodeCounts",
     "NodeStore",
@@ -181,10 +191,22 @@ class NodeCounts:
     inbox_total: int
 
 
+#: Resubmission keys a node remembers: those of its last 200,000 envelopes with a sender
+#: ticket (still in the outbox). Days of an application's retries at a steady pace, and
+#: ~30 MB of memory (docs/OPERATIONS.md, "Safe retries").
+RESUBMIT_WINDOW = 200_000
+
+
 class NodeStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL",
+                 resubmit_window: int = RESUBMIT_WINDOW) -> None:
         self.path = path
         self.synchronous = synchronous
+        #: Resubmission key -> first sequence, and (sequence, key) in sequence order for
+        #: eviction; both touched by the writer thread only (see the module's docstring).
+        self.resubmit_window = resubmit_window
+        self._resubmit_keys: dict[bytes, int] = {}
+        self._resubmit_order: collections.deque[tuple[int, bytes]] = collections.deque()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_thread: ThreadPoolExecutor | None = None
@@ -282,6 +304,10 @@ class NodeStore:
         self._last_seq = int(row[0]) if row else 0
         (unacked,) = w.execute("SELECT count(*) FROM inbox WHERE acked = 0").fetchone()
         self.inbox_unacknowledged = int(unacked)
+        recent = w.execute(
+            "SELECT seq, resubmit_key FROM outbox WHERE seq > ? AND resubmit_key IS NOT NULL"
+            " ORDER BY seq DESC LIMIT ?", (self.purged_seq, self.resubmit_window)).fetchall()
+        self._remember_keys([(int(seq), bytes(key)) for seq, key in reversed(recent)])
         self.inbox_total = int(meta.get("inbox_total", 0))
 
     @property
@@ -322,15 +348,16 @@ class NodeStore:
         """:meth:`enqueue`, but an envelope whose resubmission key (``keys[i]``: a digest of
         its sender ticket and content, None for an envelope without a ticket) is that of an
         envelope still in the outbox, or of an earlier one of this call, is not stored again:
-        it gets that envelope's sequence (``resubmitted``). A key is found as long as its
-        envelope is in the outbox (until retention purges it, :meth:`purge`). One indexed
-        look-up per key: linear in the call, whatever the outbox holds."""
+        it gets that envelope's sequence (``resubmitted``). A key is found while its envelope
+        is among the last ``resubmit_window`` ticketed ones and in the outbox (until retention
+        purges it, :meth:`purge`). One look-up in memory per key: linear in the call,
+        whatever the outbox holds."""
         if not envelopes:
             return Enqueued([], frozenset())
         named = [k for k in keys if k]
 
         def body(c: sqlite3.Connection) -> Enqueued:
-            known = _queued_under(c, named) if named else {}
+            known = self._queued_under(named) if named else {}
             if not known and len(set(named)) == len(named):  # the usual case: all new
                 return Enqueued(self._append_outbox(c, envelopes, keys), frozenset())
             # A reference is an earlier sequence (> 0) or -(index + 1) of this call's own.
@@ -357,6 +384,9 @@ class NodeStore:
             if len(done.resubmitted) < len(envelopes):  # committed: the numbers are taken
                 self._last_seq = max(seq for i, seq in enumerate(done.seqs)
                                      if i not in done.resubmitted)
+                self._remember_keys([(seq, key) for i, (seq, key) in
+                                     enumerate(zip(done.seqs, keys, strict=True))
+                                     if key and i not in done.resubmitted])
             return done
 
         done = await self._write_or_fail("local_submit", run)
@@ -364,11 +394,33 @@ class NodeStore:
             self.outbox_changed.set()
         return done
 
+    def _queued_under(self, keys: Sequence[bytes]) -> dict[bytes, int]:
+        """In the writer thread: the first sequence of each of ``keys`` still remembered and
+        not purged by retention."""
+        known: dict[bytes, int] = {}
+        for key in keys:
+            seq = self._resubmit_keys.get(key)
+            if seq is not None and seq > self.purged_seq:
+                known[key] = seq
+        return known
+
+    def _remember_keys(self, entries: Sequence[tuple[int, bytes]]) -> None:
+        """In the writer thread, after a commit: remember ``(seq, key)`` (in sequence order)
+        where the key is new; forget the oldest beyond the window and those purged."""
+        keys, order = self._resubmit_keys, self._resubmit_order
+        for seq, key in entries:
+            if key not in keys:
+                keys[key] = seq
+                order.append((seq, key))
+        while order and (len(order) > self.resubmit_window or order[0][0] <= self.purged_seq):
+            _, key = order.popleft()
+            del keys[key]
+
     def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes],
                        keys: Sequence[bytes | None] | None = None) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
         ``_last_seq``, which the caller moves once the transaction committed. ``keys``: the
-        envelopes' resubmission keys, indexed for :meth:`enqueue_once` (None: none)."""
+        envelopes' resubmission keys, for :meth:`enqueue_once` (None: none)."""
         start = self._last_seq + 1
         seqs = list(range(start, start + len(envelopes)))
         insert_columns(c, "INSERT INTO outbox (seq, envelope, resubmit_key) VALUES ",
@@ -638,21 +690,9 @@ _PURGES = (
 def _add_resubmit_key(c: sqlite3.Connection) -> None:
     if "resubmit_key" not in {row[1] for row in c.execute("PRAGMA table_info(outbox)")}:
         c.execute("ALTER TABLE outbox ADD COLUMN resubmit_key BLOB")
-    c.execute("CREATE INDEX IF NOT EXISTS outbox_resubmit_key ON outbox (resubmit_key)"
-              " WHERE resubmit_key IS NOT NULL")
-
-
-def _queued_under(c: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, int]:
-    """The (first) outbox sequence stored under each of ``keys`` that is there."""
-    known: dict[bytes, int] = {}
-    unique = list(set(keys))
-    for start in range(0, len(unique), 500):
-        chunk = unique[start:start + 500]
-        for key, seq in c.execute(
-                "SELECT resubmit_key, seq FROM outbox WHERE resubmit_key IN"
-                f" ({','.join('?' * len(chunk))}) ORDER BY seq", chunk):
-            known.setdefault(bytes(key), int(seq))
-    return known
+    # Looked up in memory (NodeStore._queued_under), never by SQL: an index on a random
+    # digest cost a page write per envelope at every commit.
+    c.execute("DROP INDEX IF EXISTS outbox_resubmit_key")
 
 
 def accept_hub_state(path: Path) -> HubRegression | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from node.client import make_envelope
 from node.member.local_api import resubmission_key
-from node.store.node_store import Enqueued
+from node.store.node_store import Enqueued, NodeStore
 from tests.unit.test_node_retention import _accepted, _rows
 from tests.unit.test_node_store import _store
 
@@ -41,3 +41,23 @@ def test_the_key_is_ticket_and_content_but_not_the_sent_time() -> None:
     assert key("t") == key("t") is not None  # two attempts: different sent times
     assert key("t") != key("u") and key("t") != key("t", b"other")
     assert key("") is None
+
+
+async def test_the_keys_survive_a_restart_and_the_window_forgets_the_oldest(
+        tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    store = await _store(path)
+    try:
+        await store.enqueue_once([b"a", b"b"], [b"k1", b"k2"])
+    finally:
+        await store.close()
+    store = NodeStore(path, resubmit_window=2)  # reloaded from the outbox at open
+    await store.open()
+    try:
+        assert await store.enqueue_once([b"a"], [b"k1"]) == Enqueued([1], frozenset({0}))
+        assert await store.enqueue_once([b"c"], [b"k3"]) == Enqueued([3], frozenset())
+        # k1 was the oldest of three: forgotten, so its envelope is queued again; k2 is kept.
+        assert await store.enqueue_once([b"a", b"b"], [b"k1", b"k2"]) == Enqueued(
+            [4, 2], frozenset({1}))
+    finally:
+        await store.close()
