@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import operator
 import time
 from collections.abc import AsyncIterator
@@ -40,7 +39,7 @@ from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
 
-__all__ = ["RESUBMITTED", "LocalService", "resubmission_key"]
+__all__ = ["RESUBMITTED", "LocalService", "same_submission"]
 
 MAX_SUBMIT = 10_000
 #: Starts the detail of an outcome answered from an earlier submission with the same ticket.
@@ -86,12 +85,13 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.LocalSubmitResponse:
             if len(request.envelopes) > MAX_SUBMIT:
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
-            keys: dict[int, bytes] = {}
+            keys: dict[int, str] = {}
             decisions, ready, heads = self._prepare(request.envelopes, keys)
             await self._check_with_fragment(decisions, ready, heads)
             queued = [raw for raw in ready if raw is not None]
             placed = await self.store.enqueue_once(
-                queued, [keys.get(i) for i, raw in enumerate(ready) if raw is not None])
+                queued, [keys.get(i) for i, raw in enumerate(ready) if raw is not None],
+                same_submission)
             seqs = placed.seqs
             if placed.resubmitted:
                 _note_resubmissions(decisions, ready, placed)
@@ -127,10 +127,10 @@ class LocalService(local_pb2_grpc.LocalServicer):
                     decisions[i], ready[i] = decision, None
 
     def _prepare(
-        self, raws: list[bytes], keys: dict[int, bytes] | None = None
+        self, raws: list[bytes], keys: dict[int, str] | None = None
     ) -> tuple[list[Decision], list[bytes | None], list[EnvelopeHead | None]]:
         """Decode and check each envelope at the source; with ``keys``, also note the
-        :func:`resubmission_key` of each accepted one that has a sender ticket (by index)."""
+        sender ticket of each accepted one that has one (by index: its resubmission key)."""
         decisions: list[Decision] = []
         ready: list[bytes | None] = []
         heads: list[EnvelopeHead | None] = []
@@ -163,7 +163,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             if decision.reason is accepted:
                 ready.append(envelope.SerializeToString() if changed else raw)
                 if keys is not None and envelope.sender_ticket:
-                    keys[len(ready) - 1] = _key_of(envelope)
+                    keys[len(ready) - 1] = envelope.sender_ticket
             else:
                 ready.append(None)
         return decisions, ready, heads
@@ -311,23 +311,18 @@ class LocalService(local_pb2_grpc.LocalServicer):
             self.answering.detach(session)
 
 
-def resubmission_key(raw: bytes) -> bytes | None:
-    """What makes an envelope the same submission again: its sender ticket and its content
-    but for the sent time (which the node or the client fills in anew on each attempt), as a
-    128-bit digest; None for an envelope without a ticket (never a resubmission)."""
-    envelope = decode(raw)
-    return _key_of(envelope) if envelope.sender_ticket else None
-
-
-def _key_of(envelope: envelope_pb2.Envelope) -> bytes:
-    # Serialized in field order: the same for equal envelopes (an Envelope has no map field;
-    # unknown fields keep their order), without the cost of deterministic=True.
-    sent_at = envelope.sent_at_unix_us
-    envelope.sent_at_unix_us = 0
+def same_submission(first: bytes, again: bytes) -> bool:
+    """Whether ``again`` is ``first`` submitted once more: the same envelope but for its sent
+    time (which the node or the client fills in anew on each attempt). Called only for an
+    envelope whose sender ticket is that of an earlier one (node/store/node_store.py)."""
+    if first == again:
+        return True
     try:
-        return hashlib.blake2b(envelope.SerializeToString(), digest_size=16).digest()
-    finally:
-        envelope.sent_at_unix_us = sent_at
+        a, b = decode(first), decode(again)
+    except DecodeError:
+        return False
+    a.sent_at_unix_us = b.sent_at_unix_us = 0
+    return a == b
 
 
 def _note_resubmissions(

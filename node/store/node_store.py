@@ -31,12 +31,14 @@ transaction is one function handed to its thread, so a batch costs one trip ther
 not one per statement; rows go in as multi-row ``INSERT``s (:func:`insert_columns`).
 
 Resubmissions (:meth:`NodeStore.enqueue_once`): an envelope submitted again with the same
-sender ticket and content gets its first sequence instead of a second copy. The key (a digest)
-is stored with the envelope (``outbox.resubmit_key``, not indexed) and looked up in memory:
-the keys of the last :data:`RESUBMIT_WINDOW` ticketed envelopes still in the outbox, reloaded
-from the outbox at open. An SQL index on a random digest cost one B-tree page written per
-envelope at every commit (the sending node's CPU went up ~75 % in the end-to-end benchmark);
-the window costs ~150 bytes of memory per key.
+sender ticket and content gets its first sequence instead of a second copy. The ticket is
+stored with the envelope (``outbox.resubmit_key``, not indexed) and looked up in memory: the
+tickets of the last :data:`RESUBMIT_WINDOW` ticketed envelopes still in the outbox, each with
+its latest sequence, reloaded from the outbox at open. Only when a ticket is found is the
+stored envelope read and compared with the new one (the caller's ``same``): nothing is hashed
+per envelope, and a ticket reused for other content costs one read per use. An SQL index on
+a digest, tried first, wrote a B-tree page per envelope at every commit (the sending node's
+CPU went up ~75 % in the end-to-end benchmark); a digest per envelope cost ~2 µs.
 """
 
 from __future__ import annotations
@@ -191,9 +193,9 @@ class NodeCounts:
     inbox_total: int
 
 
-#: Resubmission keys a node remembers: those of its last 200,000 envelopes with a sender
-#: ticket (still in the outbox). Days of an application's retries at a steady pace, and
-#: ~30 MB of memory (docs/OPERATIONS.md, "Safe retries").
+#: Resubmission keys a node remembers: the tickets of its last 200,000 envelopes with one
+#: (still in the outbox): days of an application's retries at a steady pace, for ~100-400
+#: bytes each (docs/OPERATIONS.md, "Safe retries").
 RESUBMIT_WINDOW = 200_000
 
 
@@ -205,8 +207,8 @@ class NodeStore:
         #: Resubmission key -> first sequence, and (sequence, key) in sequence order for
         #: eviction; both touched by the writer thread only (see the module's docstring).
         self.resubmit_window = resubmit_window
-        self._resubmit_keys: dict[bytes, int] = {}
-        self._resubmit_order: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._resubmit_keys: dict[str, int] = {}
+        self._resubmit_order: collections.deque[tuple[int, str]] = collections.deque()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_thread: ThreadPoolExecutor | None = None
@@ -307,7 +309,7 @@ class NodeStore:
         recent = w.execute(
             "SELECT seq, resubmit_key FROM outbox WHERE seq > ? AND resubmit_key IS NOT NULL"
             " ORDER BY seq DESC LIMIT ?", (self.purged_seq, self.resubmit_window)).fetchall()
-        self._remember_keys([(int(seq), bytes(key)) for seq, key in reversed(recent)])
+        self._remember_keys([(int(seq), str(key)) for seq, key in reversed(recent)])
         self.inbox_total = int(meta.get("inbox_total", 0))
 
     @property
@@ -344,32 +346,42 @@ class NodeStore:
         self.outbox_changed.set()
         return seqs
 
-    async def enqueue_once(self, envelopes: Sequence[bytes], keys: Sequence[bytes | None]) -> Enqueued:
-        """:meth:`enqueue`, but an envelope whose resubmission key (``keys[i]``: a digest of
-        its sender ticket and content, None for an envelope without a ticket) is that of an
-        envelope still in the outbox, or of an earlier one of this call, is not stored again:
-        it gets that envelope's sequence (``resubmitted``). A key is found while its envelope
-        is among the last ``resubmit_window`` ticketed ones and in the outbox (until retention
-        purges it, :meth:`purge`). One look-up in memory per key: linear in the call,
-        whatever the outbox holds."""
+    async def enqueue_once(
+        self, envelopes: Sequence[bytes], keys: Sequence[str | None],
+        same: Callable[[bytes, bytes], bool],
+    ) -> Enqueued:
+        """:meth:`enqueue`, but an envelope whose resubmission key (``keys[i]``: its sender
+        ticket, None for none) is that of an envelope still in the outbox, or of an earlier
+        one of this call, and that is the same submission (``same(stored, new)``), is not
+        stored again: it gets that envelope's sequence (``resubmitted``). A key is found while
+        its envelope is the latest with that key, among the last ``resubmit_window`` ticketed
+        ones and in the outbox (until retention purges it, :meth:`purge`). One look-up in
+        memory per key, and one read per key found: linear in the call, whatever the outbox
+        holds."""
         if not envelopes:
             return Enqueued([], frozenset())
         named = [k for k in keys if k]
 
         def body(c: sqlite3.Connection) -> Enqueued:
-            known = self._queued_under(named) if named else {}
-            if not known and len(set(named)) == len(named):  # the usual case: all new
+            found = self._queued_under(named) if named else {}
+            if not found and len(set(named)) == len(named):  # the usual case: all new
                 return Enqueued(self._append_outbox(c, envelopes, keys), frozenset())
+            stored = _outbox_envelopes(c, sorted(set(found.values())))
             # A reference is an earlier sequence (> 0) or -(index + 1) of this call's own.
             refs: dict[int, int] = {}
             fresh: list[int] = []
+            latest: dict[str, int] = {}  # key -> index in this call of its latest new envelope
             for i, key in enumerate(keys):
                 if key:
-                    ref = known.get(key)
-                    if ref is not None:
-                        refs[i] = ref
+                    j = latest.get(key)
+                    if j is not None and same(envelopes[j], envelopes[i]):
+                        refs[i] = -(j + 1)
                         continue
-                    known[key] = -(i + 1)
+                    seq = found.get(key)
+                    if j is None and seq in stored and same(stored[seq], envelopes[i]):
+                        refs[i] = seq
+                        continue
+                    latest[key] = i
                 fresh.append(i)
             new = self._append_outbox(c, [envelopes[i] for i in fresh],
                                       [keys[i] for i in fresh]) if fresh else []
@@ -394,30 +406,30 @@ class NodeStore:
             self.outbox_changed.set()
         return done
 
-    def _queued_under(self, keys: Sequence[bytes]) -> dict[bytes, int]:
-        """In the writer thread: the first sequence of each of ``keys`` still remembered and
-        not purged by retention."""
-        known: dict[bytes, int] = {}
+    def _queued_under(self, keys: Sequence[str]) -> dict[str, int]:
+        """In the writer thread: the latest sequence of each of ``keys`` still remembered
+        and not purged by retention."""
+        known: dict[str, int] = {}
         for key in keys:
             seq = self._resubmit_keys.get(key)
             if seq is not None and seq > self.purged_seq:
                 known[key] = seq
         return known
 
-    def _remember_keys(self, entries: Sequence[tuple[int, bytes]]) -> None:
-        """In the writer thread, after a commit: remember ``(seq, key)`` (in sequence order)
-        where the key is new; forget the oldest beyond the window and those purged."""
+    def _remember_keys(self, entries: Sequence[tuple[int, str]]) -> None:
+        """In the writer thread, after a commit: remember ``(seq, key)`` (in sequence order;
+        a key's latest sequence wins); forget the oldest beyond the window and the purged."""
         keys, order = self._resubmit_keys, self._resubmit_order
         for seq, key in entries:
-            if key not in keys:
-                keys[key] = seq
-                order.append((seq, key))
+            keys[key] = seq
+            order.append((seq, key))
         while order and (len(order) > self.resubmit_window or order[0][0] <= self.purged_seq):
-            _, key = order.popleft()
-            del keys[key]
+            seq, key = order.popleft()
+            if keys.get(key) == seq:
+                del keys[key]
 
     def _append_outbox(self, c: sqlite3.Connection, envelopes: Sequence[bytes],
-                       keys: Sequence[bytes | None] | None = None) -> list[int]:
+                       keys: Sequence[str | None] | None = None) -> list[int]:
         """In the writer thread, inside a transaction: the next sequences after
         ``_last_seq``, which the caller moves once the transaction committed. ``keys``: the
         envelopes' resubmission keys, for :meth:`enqueue_once` (None: none)."""
@@ -693,6 +705,17 @@ def _add_resubmit_key(c: sqlite3.Connection) -> None:
     # Looked up in memory (NodeStore._queued_under), never by SQL: an index on a random
     # digest cost a page write per envelope at every commit.
     c.execute("DROP INDEX IF EXISTS outbox_resubmit_key")
+
+
+def _outbox_envelopes(c: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
+    """The stored envelopes of ``seqs`` that are still in the outbox (at most 500 at a time)."""
+    found: dict[int, bytes] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start:start + 500]
+        found.update((int(seq), bytes(raw)) for seq, raw in c.execute(
+            f"SELECT seq, envelope FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})",
+            chunk))
+    return found
 
 
 def accept_hub_state(path: Path) -> HubRegression | None:
