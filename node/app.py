@@ -2,7 +2,13 @@
 
 ``HubApp`` = HubStore + Intake + Deliverer + HubService on one mTLS server.
 ``NodeApp`` = NodeStore + Uplink + DeliverService (mTLS server, for the hub) + LocalService
-(plain server on a Unix socket or loopback port, for the institution's applications).
+(for the institution's applications: on a unix socket, 0660, or on TCP with mutual TLS and
+application certificates; every call passes :class:`~node.rpc.local_auth.LocalAuth`).
+
+Before anything is opened, each daemon checks its own configuration and credentials
+(:mod:`node.selfcheck`) and its data directory (:mod:`node.store.data_dir`: present, whole,
+not corrupt, or ``--init`` on a first start), then keeps the directory private and locked
+for its life (:mod:`node.store.data_dir_guard`).
 
 Both stop in two stages: health NOT_SERVING first, then the servers stop with a grace period
 (in-flight batches finish and are acknowledged), then background tasks, then the store.
