@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.config import ConfigError, HubConfig, NodeConfig
-from node.core.directory import Institution
+from node.core.directory import Institution, RevokedCertificate
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
 from node.hub.consult import Consultations
@@ -188,9 +188,14 @@ class HubApp:
                         max_payload_bytes=cfg.limits.max_payload_bytes,
                         check_services=False, check_receivers=False,
                         max_receivers=cfg.limits.max_receivers)
+        revocations, directory = self.revocations, self.directory
+
+        def revoked() -> frozenset[int]:
+            return revocations.serials | directory.revoked_serials()
+
         self.deliverer = Deliverer(
             self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending,
-            keepalive=cfg.keepalive,
+            keepalive=cfg.keepalive, revoked=revoked,
         )
         self.directory.on_change.append(self._directory_changed)
         self.intake = Intake(
@@ -198,12 +203,11 @@ class HubApp:
             cfg.limits.max_batch_envelopes, self.deliverer.wake,
             queue_cut=(cfg.limits.delivery_batch_envelopes, cfg.limits.delivery_batch_bytes),
         )
-        revocations, directory = self.revocations, self.directory
-        peers = PeerAuthenticator(
-            cfg.network, lambda: revocations.serials | directory.revoked_serials(),
-            gate=revocations.gate)
+        peers = PeerAuthenticator(cfg.network, revoked, gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
                                            cfg.network, cfg.limits, keepalive=cfg.keepalive)
+        # Nodes' and providers' server certificates are checked again after a new CRL.
+        self.revocations.on_loaded.append(lambda crl: self._revocations_changed())
         refusals = RefusalAudit(self.store.append_audit)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations, refusals)
@@ -252,8 +256,16 @@ class HubApp:
             except Exception as exc:  # noqa: BLE001 - try again next time, say why
                 log.error("audit_checkpoint_failed", error=str(exc))
 
+    def _revocations_changed(self) -> None:
+        if self.deliverer is not None:
+            self.deliverer.revocations_changed()
+        if self.consultations is not None:
+            self.consultations.revocations_changed()
+
     def _directory_changed(self, changes: list[LoggedChange]) -> None:
         assert self.deliverer is not None
+        if any(isinstance(change.entity, RevokedCertificate) for change in changes):
+            self._revocations_changed()
         for change in changes:
             entity = change.entity
             if (isinstance(entity, Institution) and entity.endpoint and not change.deleted

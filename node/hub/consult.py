@@ -52,6 +52,7 @@ from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
 from node.rpc.multiplex import CallFailed, StreamCaller
+from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore
 from node.tasks import spawn
@@ -95,6 +96,9 @@ class Consultations:
         self._providers: dict[str, tuple[str, grpc.aio.Channel, StreamCaller[
             cpb.AnswerRequest, cpb.AnswerResponse]]] = {}
         self._asking: set[asyncio.Future[list[cpb.SourcePart]]] = set()
+        #: Provider channels whose server certificate was checked (the deliverer's
+        #: ``revoked``: a provider presenting a revoked certificate gets no question).
+        self._checked: dict[str, grpc.aio.Channel] = {}
         self.audit = AuditGroup(store.append_audit)
 
     @property
@@ -108,6 +112,22 @@ class Consultations:
             await caller.close()
             await channel.close()
         self._providers.clear()
+
+    def revocations_changed(self) -> None:
+        """A new CRL or revoked certificate: every provider channel goes, and the next one is
+        checked again before its first question."""
+        for institution, (_, channel, caller) in list(self._providers.items()):
+            spawn(_close(channel, caller), f"close-answers-{institution}")
+        self._providers.clear()
+        self._checked.clear()
+
+    async def _check_provider(self, institution: str, timeout_s: float) -> None:
+        revoked = self.deliverer.revoked
+        endpoint, channel, _ = self._providers[institution]
+        if revoked is None or self._checked.get(institution) is channel:
+            return
+        await verify_server(channel, endpoint, revoked(), timeout_s)
+        self._checked[institution] = channel
 
     def _provider(self, institution: str) -> StreamCaller[cpb.AnswerRequest,
                                                            cpb.AnswerResponse] | None:
@@ -211,6 +231,11 @@ class Consultations:
         provider = self._provider(institution)
         if provider is None:
             part.status, part.detail = cpb.SOURCE_UNAVAILABLE, "no endpoint registered"
+            return part
+        try:
+            await self._check_provider(institution, left_ms / 1000)
+        except ServerRevoked as exc:
+            part.status, part.detail = cpb.SOURCE_UNAVAILABLE, str(exc)
             return part
         try:
             answer = await provider.call(

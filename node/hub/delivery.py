@@ -44,6 +44,7 @@ import structlog
 from node.config import Keepalive, Limits
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
 from node.store.hub_store import HubStore, QueuedBatch
 from node.tasks import cancel_and_wait
@@ -83,6 +84,8 @@ class _Destination:
     backoff: Backoff = field(default_factory=Backoff)
     #: ``time.monotonic()`` when the batch in flight was sent (``None``: none in flight).
     waiting_since: float | None = None
+    #: The stream whose server certificate was checked against the revoked serials.
+    verified_call: grpc.aio.StreamStreamCall | None = None
 
 
 class Deliverer:
@@ -96,8 +99,12 @@ class Deliverer:
         pending: dict[str, int],
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
         keepalive: Keepalive | None = None,
+        revoked: Callable[[], frozenset[int]] | None = None,
     ) -> None:
+        """``revoked``: the serials the CA revoked (CRL and directory); a node endpoint that
+        presents one of them gets no envelope (:func:`node.rpc.server_certs.verify_server`)."""
         self.store = store
+        self.revoked = revoked
         self.tls = tls
         self.network = network
         self.keepalive = keepalive or Keepalive()
@@ -125,6 +132,13 @@ class Deliverer:
         # The backoff is left alone: a node that registers again is not progress (a node
         # whose store fails registers again after each failure), only a committed batch is.
         dest.wake.set()
+
+    def revocations_changed(self) -> None:
+        """A new CRL or revoked certificate: every destination reconnects, and its server
+        certificate is checked again before its next batch."""
+        for dest in self._destinations.values():
+            dest.reconnect = True
+            dest.wake.set()
 
     def status(self) -> dict[str, dict[str, object]]:
         now = time.monotonic()
@@ -267,6 +281,9 @@ class Deliverer:
         """Send one batch and wait for its ack (the only batch in flight). Meanwhile the next
         batch is read from the queue and the previous batch's bookkeeping is committed."""
         call = await self._stream(dest)
+        if dest.verified_call is not call:
+            await self._verify_server(dest)
+            dest.verified_call = call
         last = batch.last_seq
         message = delivery_message(batch.packed, last)
         try:
@@ -299,6 +316,17 @@ class Deliverer:
             await previous
         dest.commit = asyncio.ensure_future(self._commit(dest, last, len(audit), audit))
         dest.cursor = last
+
+    async def _verify_server(self, dest: _Destination) -> None:
+        """The hub as a client refuses a revoked certificate too: the node's endpoint must
+        not present one before a batch is written on a new stream."""
+        if self.revoked is None or dest.channel is None:
+            return
+        try:
+            await verify_server(dest.channel, self.endpoints[dest.institution], self.revoked(),
+                                self.ack_timeout_s)
+        except ServerRevoked as exc:
+            raise DeliveryError(str(exc)) from None
 
     async def _commit(
         self, dest: _Destination, last: int, count: int, audit: list[tuple[str, ...]]

@@ -17,6 +17,7 @@ set itself is read on every check.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -25,9 +26,17 @@ from collections.abc import Callable, Iterator
 from cryptography import x509
 from grpc._cython import cygrpc  # channelz: no public Python API for a client's peer cert
 
-__all__ = ["SERVER_CERTIFICATE_REVOKED", "ServerCheck", "ServerRevoked", "presented_serials"]
+__all__ = [
+    "SERVER_CERTIFICATE_REVOKED",
+    "SERVER_CERTIFICATE_UNVERIFIED",
+    "ServerCheck",
+    "ServerRevoked",
+    "presented_serials",
+    "verify_server",
+]
 
 SERVER_CERTIFICATE_REVOKED = "SERVER_CERTIFICATE_REVOKED"
+SERVER_CERTIFICATE_UNVERIFIED = "SERVER_CERTIFICATE_UNVERIFIED"
 
 
 class ServerRevoked(Exception):
@@ -108,3 +117,29 @@ class ServerCheck:
             raise ServerRevoked(
                 f"{SERVER_CERTIFICATE_REVOKED}: {self.target} presented certificate"
                 f" {min(bad):x}, which the network CA revoked")
+
+
+async def verify_server(channel: object, target: str, revoked: frozenset[int],
+                        timeout_s: float) -> None:
+    """Before anything is written on ``channel`` (a grpc.aio channel to ``target``): wait for
+    it to connect, then raise :class:`ServerRevoked` if the server presented a certificate
+    the CA revoked, or if no presented certificate can be read while some are revoked (fail
+    closed). Nothing to check while nothing is revoked. The hub's use: before its first
+    delivery batch on a new stream to a node, and before a new channel to a provider carries
+    its first question (node/hub/delivery.py, node/hub/consult.py)."""
+    if not revoked:
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await channel.channel_ready()  # type: ignore[attr-defined]
+    except TimeoutError:
+        raise ServerRevoked(f"{SERVER_CERTIFICATE_UNVERIFIED}: {target} did not connect in"
+                            f" {timeout_s:g} s") from None
+    serials = presented_serials(target)
+    if not serials:
+        raise ServerRevoked(f"{SERVER_CERTIFICATE_UNVERIFIED}: no certificate {target} presented"
+                            " could be read")
+    bad = serials & revoked
+    if bad:
+        raise ServerRevoked(f"{SERVER_CERTIFICATE_REVOKED}: {target} presented certificate"
+                            f" {min(bad):x}, which the network CA revoked")

@@ -9,13 +9,10 @@ or delivered twice."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,35 +22,10 @@ from node.audit_tool import verify_file
 from node.client import LocalClient, make_envelope
 from node.testing import DEMO_SERVICE, ProcessNetwork
 from tests.conftest import A, B
+from tests.full_disk import fill, small_tmpfs
 
 pytestmark = pytest.mark.slow
 CITIZEN = "85073003328"
-TMPFS_SIZE = "16m"
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path) -> Iterator[Path]:
-    path.mkdir(parents=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for a full disk needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700",
-                           "tmpfs", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(mount: Path) -> Path:
-    """Take every free byte of ``mount``; delete the returned file to free them again."""
-    filler = mount / "filler"
-    with filler.open("wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
-    return filler
 
 
 def log_events(net: ProcessNetwork, name: str) -> list[dict[str, object]]:
@@ -93,8 +65,8 @@ def failed_store(net: ProcessNetwork, name: str, component: str) -> list[dict[st
 
 def test_a_full_disk_is_named_counted_and_loses_nothing(tmp_path: Path) -> None:
     root = tmp_path / "net"
-    with (tmpfs(tmp_path / "hub-disk") as hub_disk, tmpfs(tmp_path / "a-disk") as a_disk,
-          tmpfs(tmp_path / "b-disk") as b_disk):
+    with (small_tmpfs(tmp_path / "hub-disk") as hub_disk, small_tmpfs(tmp_path / "a-disk") as a_disk,
+          small_tmpfs(tmp_path / "b-disk") as b_disk):
         net = ProcessNetwork(
             root, institutions=(A, B),
             hub_overrides={"data_dir": str(hub_disk), "metrics_listen": "127.0.0.1:0"},

@@ -14,14 +14,8 @@ acknowledged is lost.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from node.audit_tool import verify_file
 from node.client import LocalClient, make_envelope
@@ -29,6 +23,7 @@ from node.core.backoff import Backoff
 from node.core.directory import Service
 from node.testing import DEMO_SERVICE, ProcessNetwork
 from tests.conftest import A, B
+from tests.full_disk import fill, small_tmpfs
 
 WINDOW_S = 6.0
 CITIZEN = "85073003328"
@@ -45,38 +40,6 @@ def most_attempts(window_s: float, backoff: Backoff | None = None) -> int:
             return n + 1
         total += ceiling / 2
         n += 1
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "16m") -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(path)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system of ``directory`` to the last byte."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        chunk = 1 << 20
-        while chunk:
-            try:
-                os.write(fd, b"\0" * chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                chunk //= 2
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _count(log: Path, *needles: str) -> int:

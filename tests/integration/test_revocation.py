@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from node.client import make_envelope
 from node.core.errors import Unavailable
@@ -156,3 +157,31 @@ async def test_node_stops_talking_to_a_hub_whose_certificate_is_revoked(
     with pytest.raises(Unavailable, match="SERVER_CERTIFICATE_REVOKED"):
         await node.hub_caller.consult(question)
     assert node.server_check is not None and node.server_check.refused > refused
+
+
+async def test_the_hub_delivers_nothing_to_a_node_presenting_a_revoked_certificate(
+        network: InProcessNetwork) -> None:
+    """The hub is a client too (Node.Deliver, Node.Answers): an endpoint presenting a
+    certificate the CA revoked gets neither an envelope nor a question, whatever the TLS name
+    it proves."""
+    _, cert = network.node_certs[B]
+    serial = pki_ca.revoke(network.pki.ca_dir, cert_path=cert)
+    network.pki.crl()
+    network.hub.revocations.refresh()
+    assert int(serial, 16) in network.hub.revocations.serials
+    received = network.nodes[B].deliver.received
+    with capture_logs() as logs:
+        envelope = make_envelope(DEMO_SERVICE, [B], b"not for a revoked node", sender=A)
+        _, seqs = await local_call(network.local_api(A), "submit", [envelope])
+        (outcome,) = await local_call(network.local_api(A), "outcomes", seqs, wait_ms=5_000)
+        assert outcome.reason == "ACCEPTED", outcome  # B is in the directory: queued for it
+        await _until(lambda: any("SERVER_CERTIFICATE_REVOKED" in str(e.get("error", ""))
+                                 for e in logs if e["event"] == "delivery_failed"))
+        await asyncio.sleep(1.0)  # the deliverer's retries go on failing
+    assert network.nodes[B].deliver.received == received, "delivered to a revoked node"
+    assert network.hub.deliverer is not None and network.hub.deliverer.pending.get(B) == 1
+    # Nor is it asked a question.
+    assert network.hub.consultations is not None
+    part = await network.hub.consultations._ask(B, make_envelope(DEMO_SERVICE, [B], b"?"), 2_000)
+    assert part.status == consult_pb2.SOURCE_UNAVAILABLE
+    assert "SERVER_CERTIFICATE_REVOKED" in part.detail
