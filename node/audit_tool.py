@@ -27,6 +27,7 @@ from node.core.audit import (
     Signer,
     StoredRecord,
     purge_detail,
+    purged,
     sign_export,
     verify_checkpoint_signature,
     verify_log,
@@ -579,7 +580,7 @@ def _append_purge_record(conn: sqlite3.Connection, now: int, detail: str) -> int
     try:
         seq, digest = _head(conn)
         writer = ChainWriter(seq, digest)
-        rows = writer.extend([(str(now), "PURGED", "", "", "", "", "", "", "PURGED", detail)])
+        rows = writer.extend([purged(str(now), detail)])
         conn.executemany(
             "INSERT INTO audit (seq, at_us, event, hub_ticket, sender, receiver, service_id,"
             " subject_type, subject_number, reason, detail, prev_hash, hash)"

@@ -2,7 +2,9 @@
 
 Records
 -------
-A record is a tuple of text fields (see :data:`FIELDS`). Its hash is
+A record is a tuple of text fields (see :data:`FIELDS`): an :class:`AuditRecord`, built by
+the per-event builders (:func:`accepted`, :func:`rejected`, :func:`delivered`, ...) so each
+value lands in its named field. Its hash is
 ``sha256(prev_hash || encode(fields))`` where ``encode`` length-prefixes every field (4-byte
 big-endian length, UTF-8 bytes), so no choice of field contents can make two different
 records encode alike. The first record's ``prev_hash`` is :data:`GENESIS` (32 zero bytes).
@@ -48,7 +50,8 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -61,19 +64,28 @@ __all__ = [
     "EXPORT_FORMAT",
     "FIELDS",
     "GENESIS",
+    "AuditEvent",
     "AuditProblem",
+    "AuditRecord",
     "ChainWriter",
     "Checkpoint",
     "ExportError",
     "LogReport",
     "Signer",
     "StoredRecord",
+    "accepted",
+    "answered",
     "canonical_json",
     "checkpoint_message",
+    "delivered",
     "encode_fields",
+    "integration",
     "public_key_id",
     "purge_detail",
+    "purged",
     "record_hash",
+    "refused_call",
+    "rejected",
     "segment_digest",
     "sign_checkpoint",
     "sign_export",
@@ -99,10 +111,102 @@ FIELDS = (
     "detail",
 )
 
-#: Events: an envelope accepted (one record listing its receivers), refused, delivered
-#: (one record per receiver, when the receiver acknowledged it); a subject integrated or
-#: de-integrated through the directory; a retention purge (detail: :func:`purge_detail`).
-EVENTS = ("ACCEPTED", "REJECTED", "DELIVERED", "INTEGRATED", "DEINTEGRATED", "PURGED")
+
+
+class AuditEvent(StrEnum):
+    """A record's ``event``, as stored: an envelope or question accepted (one record listing
+    its receivers), refused, delivered (one record per receiver, when the receiver
+    acknowledged it); a provider's answer to a consultation (one per provider); a subject
+    integrated or de-integrated through the directory; a retention purge (detail:
+    :func:`purge_detail`)."""
+
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    DELIVERED = "DELIVERED"
+    ANSWERED = "ANSWERED"
+    INTEGRATED = "INTEGRATED"
+    DEINTEGRATED = "DEINTEGRATED"
+    PURGED = "PURGED"
+
+
+#: The events' names as stored.
+EVENTS = tuple(event.value for event in AuditEvent)
+
+
+class AuditRecord(NamedTuple):
+    """One record to append, its fields named as the ``audit`` table's columns, in hashing
+    order (:data:`FIELDS`). A plain tuple underneath: it encodes, hashes and binds exactly
+    as the equivalent tuple of strings."""
+
+    at_us: str
+    event: str
+    hub_ticket: str
+    sender: str
+    receiver: str
+    service_id: str
+    subject_type: str
+    subject_number: str
+    reason: str
+    detail: str
+
+
+# The builders construct the tuple directly (the hub's intake makes one per envelope); the
+# event is stored as its plain text value.
+_new = tuple.__new__
+_ACCEPTED = AuditEvent.ACCEPTED.value
+_REJECTED = AuditEvent.REJECTED.value
+_DELIVERED = AuditEvent.DELIVERED.value
+_ANSWERED = AuditEvent.ANSWERED.value
+_PURGED = AuditEvent.PURGED.value
+
+
+def accepted(at_us: str, hub_ticket: str, sender: str, receiver: str, service_id: str,
+             subject_type: str, subject_number: str, detail: str = "") -> AuditRecord:
+    """An envelope (or question) accepted: ``receiver`` lists its receivers, comma-separated;
+    the reason is ``ACCEPTED``."""
+    return _new(AuditRecord, (at_us, _ACCEPTED, hub_ticket, sender, receiver, service_id,
+                              subject_type, subject_number, _ACCEPTED, detail))
+
+
+def rejected(at_us: str, sender: str, receiver: str, service_id: str, subject_type: str,
+             subject_number: str, reason: str, detail: str) -> AuditRecord:
+    """An envelope (or question) refused: no ticket; ``reason`` is the refusal reason."""
+    return _new(AuditRecord, (at_us, _REJECTED, "", sender, receiver, service_id,
+                              subject_type, subject_number, reason, detail))
+
+
+def refused_call(at_us: str, method: str, reason: str, detail: str) -> AuditRecord:
+    """A refused call: a ``REJECTED`` record with no sender, the RPC method as
+    ``service_id`` and the peer in ``detail``."""
+    return rejected(at_us, "", "", method, "", "", reason, detail)
+
+
+def delivered(at_us: str, hub_ticket: str, receiver: str) -> AuditRecord:
+    """An envelope acknowledged by one receiver."""
+    return _new(AuditRecord, (at_us, _DELIVERED, hub_ticket, "", receiver, "", "", "",
+                              _DELIVERED, ""))
+
+
+def answered(at_us: str, question: AuditRecord, receiver: str, status: str,
+             detail: str) -> AuditRecord:
+    """A provider's answer to a consultation: the question's (``ACCEPTED`` record's) ticket,
+    sender, service and subject; ``receiver`` the provider, ``reason`` its source status."""
+    return _new(AuditRecord, (at_us, _ANSWERED, question.hub_ticket, question.sender,
+                              receiver, question.service_id, question.subject_type,
+                              question.subject_number, status, detail))
+
+
+def integration(at_us: str, event: AuditEvent, sender: str, service_id: str,
+                subject_number: str, reason: str, detail: str) -> AuditRecord:
+    """A directory integration: ``INTEGRATED``, ``DEINTEGRATED`` or ``REJECTED``."""
+    return _new(AuditRecord, (at_us, event.value, "", sender, "", service_id, "",
+                              subject_number, reason, detail))
+
+
+def purged(at_us: str, detail: str) -> AuditRecord:
+    """A retention purge (detail: :func:`purge_detail`)."""
+    return _new(AuditRecord, (at_us, _PURGED, "", "", "", "", "", "", _PURGED, detail))
+
 
 CHECKPOINT_DOMAIN = b"crossroads/audit-checkpoint/v1\n"
 EXPORT_DOMAIN = b"crossroads/audit-export/v1\n"

@@ -32,10 +32,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from node.core.audit import AuditRecord
+
 __all__ = ["LATER_S", "AuditGroup"]
 
 log = structlog.get_logger(__name__)
-Record = tuple[str, ...]
+Record = AuditRecord
 #: How long records given to :meth:`AuditGroup.add_later` may wait for a commit to join.
 LATER_S = 0.02
 

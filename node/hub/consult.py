@@ -46,6 +46,8 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.config import Keepalive, Limits
+from node.core import audit as audit_records
+from node.core.audit import AuditRecord
 from node.core.bounds import MAX_DETAIL_CHARS, MAX_HEAD_TEXT_CHARS, MAX_MEDIA_TYPE_CHARS
 from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
@@ -160,8 +162,8 @@ class Consultations:
             envelope = epb.Envelope.FromString(request.envelope)
         service, subject_type, subject = _about(envelope)
         limit = self.limits.consultations_in_flight
-        committed = self.audit.add([(
-            str(self.clock()), "REJECTED", "", sender, "", service, subject_type, subject,
+        committed = self.audit.add([audit_records.rejected(
+            str(self.clock()), sender, "", service, subject_type, subject,
             Reason.TOO_MANY_IN_FLIGHT.value, f"consultation: more than {limit} in flight")])
         committed.add_done_callback(_seen)
 
@@ -180,16 +182,17 @@ class Consultations:
             response.status = cpb.REFUSED
             response.outcome.CopyFrom(outcome_to_proto(0, decision))
             response.replied_at_unix_us = self.clock()
-            await self.audit.append([(str(received), "REJECTED", "", sender, "", service,
-                                            subject_type, subject, decision.reason.value,
-                                            f"consultation: {decision.detail}")])
+            await self.audit.append([audit_records.rejected(
+                str(received), sender, "", service, subject_type, subject,
+                decision.reason.value, f"consultation: {decision.detail}")])
             return response
         ticket = next(_uuid7s(1, received))
         stamped = stamp(request.envelope, ticket, received)
         response.hub_ticket = ticket
         response.outcome.CopyFrom(outcome_to_proto(0, decision, ticket))
-        accepted = (str(received), "ACCEPTED", ticket, sender, ",".join(decision.receivers),
-                    service, subject_type, subject, "ACCEPTED", "consultation")
+        accepted = audit_records.accepted(str(received), ticket, sender,
+                                          ",".join(decision.receivers), service, subject_type,
+                                          subject, "consultation")
         left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
         logged = self.audit.add([accepted])  # committed while the providers work
         logged.add_done_callback(_seen)
@@ -212,7 +215,7 @@ class Consultations:
         response.replied_at_unix_us = self.clock()
         return response
 
-    async def _ask_all(self, accepted: tuple[str, ...], receivers: tuple[str, ...],
+    async def _ask_all(self, accepted: AuditRecord, receivers: tuple[str, ...],
                        stamped: bytes, left_ms: float) -> list[cpb.SourcePart]:
         """Every provider's part; one ``ANSWERED`` record per source (with the source
         status) goes with the next audit commit (``accepted`` is the question's record)."""
@@ -220,10 +223,9 @@ class Consultations:
             await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers)),
             self.limits.max_payload_bytes, self.limits.max_batch_bytes // RESPONSE_DATA_SHARE)
         now = str(self.clock())
-        _, _, ticket, sender, _, service, subject_type, subject, *_ = accepted
         self.audit.add_later([
-            (now, "ANSWERED", ticket, sender, p.institution, service, subject_type, subject,
-             cpb.SourceStatus.Name(p.status), p.detail) for p in parts])
+            audit_records.answered(now, accepted, p.institution, cpb.SourceStatus.Name(p.status),
+                                   p.detail) for p in parts])
         return parts
 
     async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:

@@ -42,6 +42,7 @@ import grpc
 import structlog
 
 from node.config import Keepalive, Limits
+from node.core.audit import AuditRecord, delivered
 from node.core.backoff import Backoff
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.server_certs import ServerRevoked, verify_server
@@ -305,10 +306,7 @@ class Deliverer:
             raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
         dest.connected = True  # the node answered on this stream
         now, institution = str(self.clock()), dest.institution
-        audit: list[tuple[str, ...]] = [
-            (now, "DELIVERED", ticket, "", institution, "", "", "", "DELIVERED", "")
-            for ticket in tickets
-        ]
+        audit = [delivered(now, ticket, institution) for ticket in tickets]
         if ack.duplicates:
             log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)
         if dest.commit is not None:  # bookkeeping stays in batch order
@@ -329,7 +327,7 @@ class Deliverer:
             raise DeliveryError(str(exc)) from None
 
     async def _commit(
-        self, dest: _Destination, last: int, count: int, audit: list[tuple[str, ...]]
+        self, dest: _Destination, last: int, count: int, audit: list[AuditRecord]
     ) -> None:
         await self.store.commit_delivery(dest.institution, last, count, audit)
         dest.backoff.reset()  # real progress: a batch acked by the node and committed here

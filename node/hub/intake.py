@@ -41,6 +41,8 @@ from typing import cast
 import structlog
 
 from node.config import Limits
+from node.core.audit import AuditRecord, rejected
+from node.core.audit import accepted as accepted_record
 from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
@@ -266,7 +268,7 @@ class Intake:
         stamp_one = stamper(now)
         # Per receiver: its stamped envelopes and their tickets, in batch order.
         queued: dict[str, tuple[list[bytes], list[str]]] = {}
-        audit: list[tuple[str, ...]] = []
+        audit: list[AuditRecord] = []
         # The ack is built once, as bytes: stored as the idempotency record, parsed to be sent.
         ack = AckBuilder(first + offset)
         add_outcome = ack.add
@@ -285,9 +287,9 @@ class Intake:
                         run = queued[receiver] = ([], [])
                     run[0].append(stamped)
                     run[1].append(ticket)
-                add_record((now_text, "ACCEPTED", ticket, sender, ",".join(receivers),
-                            h.service_id, type_names.get(h.subject_type, "?"), h.subject_number,
-                            "ACCEPTED", ""))
+                add_record(accepted_record(now_text, ticket, sender, ",".join(receivers),
+                                           h.service_id, type_names.get(h.subject_type, "?"),
+                                           h.subject_number))
                 add_outcome(offset + i, accepted_code, detail, ticket, receivers)
                 continue
             envelope = envelopes[i]
@@ -296,12 +298,12 @@ class Intake:
                 # At most the bound's worth of receivers: a refused list of 100,000 is not
                 # copied into the audit log (the detail gives its length).
                 listed = envelope.receivers[:self.policy.max_receivers]
-                record = (now_text, "REJECTED", "", sender, ",".join(listed),
-                          envelope.service_id[:MAX_HEAD_TEXT_CHARS],
-                          type_names.get(subject.type, "?"),
-                          subject.number[:MAX_HEAD_TEXT_CHARS], reason.value, detail)
+                record = rejected(now_text, sender, ",".join(listed),
+                                  envelope.service_id[:MAX_HEAD_TEXT_CHARS],
+                                  type_names.get(subject.type, "?"),
+                                  subject.number[:MAX_HEAD_TEXT_CHARS], reason.value, detail)
             else:
-                record = (now_text, "REJECTED", "", sender, "", "", "", "", reason.value, detail)
+                record = rejected(now_text, sender, "", "", "", "", reason.value, detail)
             add_record(record)
             add_outcome(offset + i, reason_to_proto(reason), detail, "", receivers)
         by_reason = self.stats.by_reason

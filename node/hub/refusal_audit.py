@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from node.core.audit import AuditRecord, refused_call
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.tasks import spawn
@@ -27,11 +28,11 @@ from node.tasks import spawn
 __all__ = ["RefusalAudit"]
 
 log = structlog.get_logger(__name__)
-Record = tuple[str, ...]
+Record = AuditRecord
 
 
 def _record(at_us: int, method: str, reason: str, detail: str) -> Record:
-    return (str(at_us), "REJECTED", "", "", "", method, "", "", reason, detail)
+    return refused_call(str(at_us), method, reason, detail)
 
 
 class RefusalAudit:

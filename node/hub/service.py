@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import structlog
 
+from node.core.audit import AuditEvent, integration
 from node.core.directory import Institution, Integration, problem_of, subject_problem
 from node.core.envelope import Decision
 from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied, Unauthenticated
@@ -349,8 +350,9 @@ class HubService(hub_pb2_grpc.HubServicer):
     ) -> None:
         now = str(time.time_ns() // 1000)
         await self.store.append_audit([
-            (now, ("DEINTEGRATED" if op.delete else "INTEGRATED") if d.accepted else "REJECTED",
-             "", sender, "", "directory.integration", "", op.integration.subject,
-             d.reason.value, d.detail or f"capacity {op.integration.capacity}")
+            integration(now, (AuditEvent.DEINTEGRATED if op.delete else AuditEvent.INTEGRATED)
+                        if d.accepted else AuditEvent.REJECTED,
+                        sender, "directory.integration", op.integration.subject,
+                        d.reason.value, d.detail or f"capacity {op.integration.capacity}")
             for op, d in zip(ops, decisions, strict=True)
         ])

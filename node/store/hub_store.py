@@ -61,7 +61,15 @@ from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
-from node.core.audit import FIELDS, GENESIS, ChainWriter, Checkpoint, Signer, sign_checkpoint
+from node.core.audit import (
+    FIELDS,
+    GENESIS,
+    AuditRecord,
+    ChainWriter,
+    Checkpoint,
+    Signer,
+    sign_checkpoint,
+)
 from node.core.errors import Unavailable
 from node.store.failures import StoreFailures
 from node.store.sqlite import (
@@ -454,7 +462,7 @@ class HubStore:
         first_seq: int,
         last_seq: int,
         queue_rows: Sequence[tuple[str, int, bytes]],
-        audit_records: Sequence[tuple[str, ...]],
+        audit_records: Sequence[AuditRecord],
         ack: bytes,
     ) -> None:
         """Store one batch atomically: queue rows ``(dest, count, packed)``, audit records,
@@ -481,7 +489,7 @@ class HubStore:
         first_seq: int,
         last_seq: int,
         queue_rows: Sequence[tuple[str, int, bytes]],
-        audit_records: Sequence[tuple[str, ...]],
+        audit_records: Sequence[AuditRecord],
         ack: bytes,
     ) -> None:
         w = self.writer
@@ -519,7 +527,7 @@ class HubStore:
                 )
         self.next_queue_seq = position + 1
 
-    def _append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
+    def _append_audit(self, records: Sequence[AuditRecord]) -> None:
         """Extend the chain inside the caller's write transaction; checkpoint when due."""
         if not records:
             return
@@ -676,7 +684,7 @@ class HubStore:
 
         return await asyncio.to_thread(run)
 
-    async def append_audit(self, records: Sequence[tuple[str, ...]]) -> None:
+    async def append_audit(self, records: Sequence[AuditRecord]) -> None:
         """Audit records that come with no envelope to store (e.g. a refused connection)."""
         def run() -> None:
             with self._transaction():
@@ -727,7 +735,7 @@ class HubStore:
         return QueuedBatch(last, count, packed)
 
     async def commit_delivery(
-        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[tuple[str, ...]]
+        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[AuditRecord]
     ) -> None:
         """``dest`` acknowledged everything up to ``upto_seq``: drop it, audit it."""
         def run() -> None:
