@@ -66,15 +66,11 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
                else NodeApp(config, init=args.init))  # type: ignore[arg-type]
+        _run_async(serve_forever(app, ready))
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
         _print_problems(path, exc.problems)
         return 2
-    except DataDirError as exc:
-        print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
-        return 1
-    try:
-        _run_async(serve_forever(app, ready))
-    except DataDirError as exc:
+    except DataDirError as exc:  # checked when the app is built, and when its stores open
         print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - one clear line and a failing exit status

@@ -295,14 +295,14 @@ def _local_api_problems(cfg: NodeConfig) -> list[str]:
                 " applications in [[applications]], or use local_api = \"unix:/path\"")
         if cfg.local_socket is not None:
             problems.append("local_socket applies to a unix-socket local_api only; with a TCP"
-                              " local_api list the applications in [[applications]]")
+                            " local_api list the applications in [[applications]]")
     else:
         if cfg.local_tls is not None:
             problems.append("local_tls applies to a TCP local_api only; the unix socket is"
-                              " protected by its file permissions (0660)")
+                            " protected by its file permissions (0660)")
         if cfg.applications:
             problems.append("applications apply to a TCP local_api (with local_tls) only;"
-                              " limit the unix socket's clients with [local_socket]")
+                            " limit the unix socket's clients with [local_socket]")
     return problems
 
 

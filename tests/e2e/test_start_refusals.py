@@ -55,18 +55,16 @@ Case = Callable[[NetworkLayout], tuple[str, dict[str, Any], tuple[str, ...]]]
 
 
 def _node(layout: NetworkLayout, **over: Any) -> dict[str, Any]:
-    table = layout.node_table(A, "127.0.0.1:1")
-    table["data_dir"] = str(layout.root / "data" / str(id(over)))
-    for key, value in over.items():
-        if isinstance(value, dict):
-            table[key].update(value)
-        else:
-            table[key] = value
-    return table
+    return _overridden(layout.node_table(A, "127.0.0.1:1"), layout, over)
 
 
 def _hub(layout: NetworkLayout, **over: Any) -> dict[str, Any]:
-    table = layout.hub_table()
+    return _overridden(layout.hub_table(), layout, over)
+
+
+def _overridden(table: dict[str, Any], layout: NetworkLayout,
+                over: dict[str, Any]) -> dict[str, Any]:
+    """``table`` with a data directory of its own and ``over`` merged in (tables by key)."""
     table["data_dir"] = str(layout.root / "data" / str(id(over)))
     for key, value in over.items():
         if isinstance(value, dict):
