@@ -36,9 +36,12 @@ fuzz: $(STAMP)
 protos: $(STAMP)
 	$(BIN)/python -m node.wire.codegen
 
+# The guards (docs/ARCHITECTURE.md, "Guards"): ruff (with complexity), mypy, the import
+# contracts of pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check node pki tests benchmarks
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.e2e
