@@ -41,7 +41,7 @@ protos: $(STAMP)
 lint: $(STAMP) lint-protos
 	$(BIN)/ruff check node pki tests benchmarks
 	$(BIN)/python -m mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo --no-cache
 
 # buf, pinned in tools/buf/package-lock.json (npm ci); lint, and breaking changes against
 # the previous commit (BUF_AGAINST=main: against main).
