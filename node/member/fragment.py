@@ -39,9 +39,9 @@ from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
 from node.rpc.reconnect import Reconnect
 from node.rpc.revocation import RevocationList
-from node.rpc.tls import TlsMaterial, hub_tls_name, secure_channel
+from node.rpc.tls import TlsMaterial, hub_channel
 from node.store.fragment_store import FragmentStore, RevisionGap
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import BackgroundTask
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -63,7 +63,9 @@ class UpdateRefused(Exception):
     """An update from the hub that must not be applied (the reason is the message)."""
 
 
-class FragmentWatcher:
+class FragmentWatcher(BackgroundTask):
+    task_name = "fragment-watcher"
+
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentStore,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
                  revocations: RevocationList | None = None) -> None:
@@ -84,14 +86,9 @@ class FragmentWatcher:
         self.deltas = 0
         self._refusals_in_a_row = 0
         self._reconnect = Reconnect("directory_watch_failed", backoff or Backoff())
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = spawn(self._run(), "fragment-watcher")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await super().stop()
         self.connected = False
 
     def start_revision(self) -> int:
@@ -108,10 +105,7 @@ class FragmentWatcher:
 
     async def _connection(self) -> None:
         """One watch stream on a new channel to the hub; it only ends by failing."""
-        channel = secure_channel(
-            self.config.hub, self.tls,
-            self.config.hub_tls_name or hub_tls_name(self.config.network),
-            MAX_UPDATE_BYTES, self.config.keepalive)
+        channel = hub_channel(self.config, self.tls, MAX_UPDATE_BYTES)
         try:
             await self._session(channel)
         except UpdateRefused as exc:

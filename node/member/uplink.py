@@ -54,9 +54,9 @@ from node.rpc.edge import describe, really_cancelled
 from node.rpc.reconnect import Reconnect
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
-from node.rpc.tls import TlsMaterial, hub_tls_name, secure_channel
+from node.rpc.tls import TlsMaterial, hub_channel
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import BackgroundTask
 from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
@@ -102,7 +102,9 @@ def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
                     interval_s=REFUSAL_INTERVAL_S)
 
 
-class Uplink:
+class Uplink(BackgroundTask):
+    task_name = "uplink"
+
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
                  continuity: HubContinuity | None = None,
                  server_check: ServerCheck | None = None) -> None:
@@ -120,7 +122,6 @@ class Uplink:
         self.sent_batches = 0
         self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._reconnect = Reconnect("uplink_failed")
         self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
         self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
@@ -143,22 +144,13 @@ class Uplink:
         #: Refused envelopes' log lines, aggregated per reason.
         self.refusal_logs = TimedRefusals(_log_refused_repeated)
 
-    def start(self) -> None:
-        self._task = spawn(self._run(), "uplink")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
     async def _run(self) -> None:
         await self._reconnect.run(self._connection, self._failed)
 
     async def _connection(self) -> None:
         """One session on a new channel to the hub."""
         await self._give_up_if_hopeless()
-        channel = secure_channel(
-            self.config.hub, self.tls,
-            self.config.hub_tls_name or hub_tls_name(self.config.network),
-            self.config.limits.max_batch_bytes, self.config.keepalive)
+        channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from node.config import Keepalive, TlsFiles
+from node.config import Keepalive, NodeConfig, TlsFiles
 
 __all__ = [
     "HANDSHAKE_TIMEOUT_MS",
@@ -53,6 +53,7 @@ __all__ = [
     "MESSAGE_HEADROOM_BYTES",
     "TlsMaterial",
     "channel_options",
+    "hub_channel",
     "hub_tls_name",
     "institution_tls_name",
     "secure_channel",
@@ -158,3 +159,10 @@ def secure_channel(target: str, tls: TlsMaterial, tls_name: str, largest_content
         target, tls.channel_credentials(),
         options=channel_options(tls_name, largest_content_bytes + MESSAGE_HEADROOM_BYTES,
                                 keepalive))
+
+
+def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int) -> grpc.aio.Channel:
+    """A node's :func:`secure_channel` to its hub: ``config.hub``, whose certificate must hold
+    ``config.hub_tls_name`` (default: the network's hub name)."""
+    return secure_channel(config.hub, tls, config.hub_tls_name or hub_tls_name(config.network),
+                          largest_content_bytes, config.keepalive)
