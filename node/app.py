@@ -289,11 +289,7 @@ class HubApp:
         if self.store.is_open:
             await self.store.checkpoint()  # sign the chain head on the way out
         await self.store.close()
-        if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.stop)
-        self.data_lock.release()
-        if self._started:
-            log.info("hub_stopped")
+        await _last_steps(self, "hub_stopped")
 
 
 class NodeApp:
@@ -444,11 +440,17 @@ class NodeApp:
         await self.revocations.stop()
         await self.store.close()
         await self.fragment.close()
-        if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.stop)
-        self.data_lock.release()
-        if self._started:
-            log.info("node_stopped")
+        await _last_steps(self, "node_stopped")
+
+
+async def _last_steps(app: HubApp | NodeApp, stopped_event: str) -> None:
+    """The end of a daemon's stop: its metrics endpoint, the data directory's lock, and the
+    ``*_stopped`` line (only after a start that finished)."""
+    if app.metrics is not None:
+        await asyncio.to_thread(app.metrics.stop)
+    app.data_lock.release()
+    if app._started:
+        log.info(stopped_event)
 
 
 async def init_state(config: HubConfig | NodeConfig) -> bool:
