@@ -47,7 +47,7 @@ from node.core.audit import AuditRecord, delivered
 from node.rpc.edge import describe
 from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
-from node.rpc.tls import TlsMaterial, institution_tls_name, secure_channel
+from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.hub_store import HubStore, QueuedBatch
 from node.tasks import cancel_and_wait
 from node.wire.delivery import delivery_message, tickets_of
@@ -107,9 +107,7 @@ class Deliverer:
         presents one of them gets no envelope (:func:`node.rpc.server_certs.verify_server`)."""
         self.store = store
         self.revoked = revoked
-        self.tls = tls
-        self.network = network
-        self.keepalive = keepalive or Keepalive()
+        self.dialer = InstitutionDialer(tls, network, keepalive or Keepalive())
         self.limits = limits
         self.endpoints = endpoints
         self.pending = pending
@@ -339,10 +337,9 @@ class Deliverer:
 
     def _open_channel(self, dest: _Destination) -> None:
         # A batch may take one envelope (a payload) over its bound.
-        dest.channel = secure_channel(
-            self.endpoints[dest.institution], self.tls,
-            institution_tls_name(self.network, dest.institution),
-            self.limits.delivery_batch_bytes + self.limits.max_payload_bytes, self.keepalive)
+        dest.channel = self.dialer.channel(
+            dest.institution, self.endpoints[dest.institution],
+            self.limits.delivery_batch_bytes + self.limits.max_payload_bytes)
 
     def _open_call(self, dest: _Destination, idle: bool = False) -> grpc.aio.StreamStreamCall:
         assert dest.channel is not None

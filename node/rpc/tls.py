@@ -50,6 +50,7 @@ from node.config import Keepalive, NodeConfig, TlsFiles
 __all__ = [
     "HANDSHAKE_TIMEOUT_MS",
     "IDLE_TIMEOUT_MS",
+    "InstitutionDialer",
     "MESSAGE_HEADROOM_BYTES",
     "TlsMaterial",
     "channel_options",
@@ -166,3 +167,18 @@ def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int
     ``config.hub_tls_name`` (default: the network's hub name)."""
     return secure_channel(config.hub, tls, config.hub_tls_name or hub_tls_name(config.network),
                           largest_content_bytes, config.keepalive)
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionDialer:
+    """The hub's channels to the nodes (delivery, consultations): to an institution's
+    endpoint, whose server must hold that institution's certificate."""
+
+    tls: TlsMaterial
+    network: str
+    keepalive: Keepalive = Keepalive()
+
+    def channel(self, institution: str, endpoint: str,
+                largest_content_bytes: int) -> grpc.aio.Channel:
+        return secure_channel(endpoint, self.tls, institution_tls_name(self.network, institution),
+                              largest_content_bytes, self.keepalive)
