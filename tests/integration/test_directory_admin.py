@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node import directory_cli
+from node.cli import directory as directory_cli
 from node.testing import InProcessNetwork
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import directory_pb2_grpc

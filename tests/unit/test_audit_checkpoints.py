@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node import audit_cli
+from node.cli import audit as audit_cli
 from node.audit_tool import (
     _append_purge_record,
     load_public_keys,

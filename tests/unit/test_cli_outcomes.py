@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.cli_outcomes import Exit, NodeUnreachable, exit_for_status, probe, run_guarded
+from node.cli.outcomes import Exit, NodeUnreachable, exit_for_status, probe, run_guarded
 
 
 def test_probe_names_what_it_tried(tmp_path: Path) -> None:

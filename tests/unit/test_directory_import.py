@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node import directory_cli
+from node.cli import directory as directory_cli
 from node.core.directory import (
     Authorization,
     Institution,
@@ -24,7 +24,7 @@ from node.core.directory import (
     Subscription,
     problem_of,
 )
-from node.directory_import import (
+from node.files.directory_import import (
     DirectoryFileError,
     entities_to_json,
     entity_to_text_fields,

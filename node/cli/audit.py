@@ -1,7 +1,7 @@
 """``crossroads audit ...``: the hub's audit log, offline, from its SQLite file.
 
 ``register(subparsers)`` adds the ``audit`` command (replacing the old ``verify|summary``
-pair) to the main ``crossroads`` parser; ``python -m node.audit_cli ...`` runs the same
+pair) to the main ``crossroads`` parser; ``python -m node.cli.audit ...`` runs the same
 commands stand-alone. Every command finds the database with ``--db hub.sqlite`` or
 ``--config hub.toml`` (its ``data_dir``); with ``--config`` the hub's directory key (and its
 ``.pub``) is found from the config too.
@@ -419,7 +419,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m node.audit_cli [audit] COMMAND ...``."""
+    """Stand-alone entry point: ``python -m node.cli.audit [audit] COMMAND ...``."""
     parser = argparse.ArgumentParser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args_list = list(sys.argv[1:] if argv is None else argv)

@@ -182,8 +182,8 @@ def _check_config(args: argparse.Namespace, role: str) -> int:
 
 def _local_client(args: argparse.Namespace) -> LocalClient:
     """A client for the node at ``--local-api``, probed first: an unreachable node is
-    reported at once, naming the address (node/cli_outcomes.py)."""
-    from node.cli_outcomes import probe
+    reported at once, naming the address (node/cli/outcomes.py)."""
+    from node.cli.outcomes import probe
     from node.client import LocalClient
 
     probe(args.local_api)
@@ -196,7 +196,7 @@ def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> Non
 
 
 def _send(args: argparse.Namespace) -> int:
-    from node.cli_outcomes import Exit
+    from node.cli.outcomes import Exit
     from node.client import make_envelope
 
     if args.ticket and (args.ticket_prefix or args.count != 1):
@@ -266,7 +266,7 @@ def _inbox(args: argparse.Namespace) -> int:
 def _consult(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from node.cli_outcomes import Exit, probe
+    from node.cli.outcomes import Exit, probe
     from node.client import consult, make_envelope
     from node.wire.gen.crossroads.v1 import consult_pb2
 
@@ -289,7 +289,7 @@ def _consult(args: argparse.Namespace) -> int:
 
 
 def _answer(args: argparse.Namespace) -> int:
-    from node.cli_outcomes import probe
+    from node.cli.outcomes import probe
     from node.client import serve_answers
     from node.wire.gen.crossroads.v1 import consult_pb2
 
@@ -336,7 +336,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _app_command() -> dict[str, object]:
     """Parser settings of an application command: the exit codes in its --help."""
-    from node.cli_outcomes import EXIT_CODES_HELP
+    from node.cli.outcomes import EXIT_CODES_HELP
 
     return {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_option(status)
     status.set_defaults(func=_status)
 
-    from node.audit_cli import register as register_audit
+    from node.cli.audit import register as register_audit
 
     register_audit(sub)
 
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
 
-    from node.directory_cli import register as register_directory
+    from node.cli.directory import register as register_directory
     from pki.cli import register
 
     register(sub)
@@ -471,11 +471,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from node.cli_outcomes import run_guarded
+    from node.cli.outcomes import run_guarded
 
     command = " ".join(a for a in (args.command, getattr(args, "action", None)) if a)
     return run_guarded(command, lambda: args.func(args))
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

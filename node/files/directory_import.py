@@ -1,7 +1,7 @@
 """Bulk directory files: JSON and CSV in, directory entities out (and entities back to JSON).
 
 No gRPC here: :func:`load_file` turns a file into validated entities of
-:mod:`node.core.directory`; the CLI (:mod:`node.directory_cli`) sends them to the hub.
+:mod:`node.core.directory`; the CLI (:mod:`node.cli.directory`) sends them to the hub.
 
 Formats (docs/DIRECTORY.md has examples):
 

@@ -1,7 +1,7 @@
 """``crossroads directory ...``: administer the hub's reference directory.
 
 ``register(subparsers)`` adds the ``directory`` command to the main ``crossroads`` parser;
-every subcommand sets ``func(args) -> int``. ``python -m node.directory_cli ...`` runs the same
+every subcommand sets ``func(args) -> int``. ``python -m node.cli.directory ...`` runs the same
 commands stand-alone.
 
 Every command that talks to the hub opens one mutual-TLS channel with an *admin*
@@ -13,7 +13,7 @@ or the entries. Failures print one line per problem, ``crossroads directory: err
 stderr and return 2: gRPC failures as ``<STATUS>: <details>``, bad values naming the option,
 bad files naming file, line or entry, and field.
 
-Values are checked here exactly as in bulk files (:mod:`node.directory_import`), so nothing
+Values are checked here exactly as in bulk files (:mod:`node.files.directory_import`), so nothing
 invalid is sent. ``remove`` first reads the current entry from the hub and deletes *that*
 entry, so the delete reaches the fragments that held it (an authorization's institution or
 sector) and removing something absent is an error, not a silent no-op. ``import`` validates
@@ -42,7 +42,7 @@ from node.core.directory import (
     key_of,
     kind_of,
 )
-from node.directory_import import (
+from node.files.directory_import import (
     COLUMNS,
     SECTIONS,
     DirectoryFileError,
@@ -547,7 +547,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
-    """Stand-alone entry point: ``python -m node.directory_cli [directory] COMMAND ...``.
+    """Stand-alone entry point: ``python -m node.cli.directory [directory] COMMAND ...``.
 
     ``stdout`` and ``stderr`` redirect the command's own output (argparse usage errors still
     go to sys.stderr)."""
