@@ -73,15 +73,15 @@ def _init_ca(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options of a new key and its names (:func:`_add_names`)."""
+    return {"extra_dns": args.dns, "extra_ips": args.ip, "algorithm": args.algorithm,
+            "basename": args.basename}
+
+
 def _request(args: argparse.Namespace) -> int:
     key_path, csr_path = ca.create_request(
-        args.out_dir,
-        _identity(args, args.network),
-        extra_dns=args.dns,
-        extra_ips=args.ip,
-        algorithm=args.algorithm,
-        basename=args.basename,
-    )
+        args.out_dir, _identity(args, args.network), **_key_options(args))  # type: ignore[arg-type]
     print(key_path)
     print(csr_path)
     return 0
@@ -94,16 +94,8 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _issue(args: argparse.Namespace) -> int:
     key_path, cert_path = ca.issue(
-        args.ca_dir,
-        args.out_dir,
-        _identity(args, _ca_network(args.ca_dir)),
-        args.profile,
-        extra_dns=args.dns,
-        extra_ips=args.ip,
-        algorithm=args.algorithm,
-        basename=args.basename,
-        validity_days=args.days,
-    )
+        args.ca_dir, args.out_dir, _identity(args, _ca_network(args.ca_dir)), args.profile,
+        validity_days=args.days, **_key_options(args))  # type: ignore[arg-type]
     print(key_path)
     print(cert_path)
     return 0
@@ -204,18 +196,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m pki.cli pki ...`` or ``python -m pki.cli ...``)."""
+    """Stand-alone entry point (``python -m pki.cli pki ...`` or ``python -m pki.cli ...``).
+
+    (The ``node`` command families share :func:`node.cli.runner.run_alone`; ``pki`` does not
+    import ``node``.)"""
     parser = argparse.ArgumentParser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] != ["pki"]:
-        args_list.insert(0, "pki")
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(args_list)
+        args = parser.parse_args(words if words[:1] == ["pki"] else ["pki", *words])
     except SystemExit as exc:  # argparse usage errors: already printed, exit code 2
         return int(exc.code or 0)
-    result: int = args.func(args)
-    return result
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 ``register(subparsers)`` adds the ``audit`` command (replacing the old ``verify|summary``
 pair) to the main ``crossroads`` parser; ``python -m node.cli.audit ...`` runs the same
-commands stand-alone. Every command finds the database with ``--db hub.sqlite`` or
-``--config hub.toml`` (its ``data_dir``); with ``--config`` the hub's directory key (and its
-``.pub``) is found from the config too.
+commands stand-alone (:func:`node.cli.runner.run_alone`). Every command finds the database
+with ``--db hub.sqlite`` or ``--config hub.toml`` (its ``data_dir``); with ``--config`` the
+hub's directory key (and its ``.pub``) is found from the config too.
 
 Commands:
 
@@ -35,15 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from node.cli.runner import CliError, guarded, run_alone
+
 __all__ = ["main", "register"]
 
 PROG = "crossroads audit"
 EXIT_INVALID = 1
-EXIT_ERROR = 2
-
-
-class CliError(Exception):
-    pass
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -340,22 +337,13 @@ def _purge(args: argparse.Namespace) -> int:  # noqa: C901 - the option checks, 
 # -- parser --------------------------------------------------------------------------------
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except CliError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except FileNotFoundError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except Exception as exc:  # noqa: BLE001 - e.g. sqlite3.DatabaseError: one line, exit 2
-            print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+def _explain(exc: Exception) -> str:
+    """Any other failure (e.g. sqlite3.DatabaseError) is one line too, exit 2."""
+    return str(exc) if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
 
-    run.__name__ = command.__name__
-    return run
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    return guarded(PROG, command, _explain)
 
 
 def _database_options(p: argparse.ArgumentParser) -> None:
@@ -420,16 +408,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m node.cli.audit [audit] COMMAND ...``."""
-    parser = argparse.ArgumentParser(prog="crossroads")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] != ["audit"]:
-        args_list.insert(0, "audit")
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:  # argparse usage errors: already printed, exit code 2
-        return int(exc.code or 0)
-    return int(args.func(args) or 0)
+    return run_alone("audit", register, argv)
 
 
 if __name__ == "__main__":

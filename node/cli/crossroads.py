@@ -334,16 +334,29 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
-def _app_command() -> dict[str, object]:
-    """Parser settings of an application command: the exit codes in its --help."""
+def _app_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                help_text: str, func: object, local_api_help: str | None = None
+                ) -> argparse.ArgumentParser:
+    """An application command: talks to a node's local API; the exit codes in its --help."""
     from node.cli.outcomes import EXIT_CODES_HELP
 
-    return {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = sub.add_parser(name, help=help_text, epilog=EXIT_CODES_HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--local-api", required=True, help=local_api_help)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print each result as one JSON object per line")
+
+
+def _subject_options(parser: argparse.ArgumentParser) -> None:
+    """Whom an envelope is about, and in which capacity the sender asks."""
+    parser.add_argument("--subject-citizen")
+    parser.add_argument("--subject-enterprise")
+    parser.add_argument("--capacity", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,11 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
         check.add_argument("--config", required=True, help=f"{role}.toml")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
         if role == "node":
-            st = rs.add_parser("status", help="the node's counters and directory fragment state",
-                               **_app_command())
-            st.add_argument("--local-api", required=True, help="unix:/path or host:port")
+            st = _app_parser(rs, "status", "the node's counters and directory fragment state",
+                             _status, local_api_help="unix:/path or host:port")
             _json_option(st)
-            st.set_defaults(func=_status)
             cp = rs.add_parser("checkpoint", help="the hub's latest signed audit checkpoint this"
                                                   " node has seen (JSON, for audit verify)")
             cp.add_argument("--config", required=True, help="node.toml")
@@ -387,15 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
             acc.add_argument("--config", required=True, help="node.toml")
             acc.set_defaults(func=_accept_hub_state)
 
-    send = sub.add_parser("send", help="submit envelopes through a node's local API",
-                          **_app_command())
-    send.add_argument("--local-api", required=True, help="unix:/path or host:port")
+    send = _app_parser(sub, "send", "submit envelopes through a node's local API", _send,
+                       local_api_help="unix:/path or host:port")
     send.add_argument("--service", required=True)
     send.add_argument("--service-version", type=int, default=0)
     send.add_argument("--to", action="append", required=True, help="receiver enterprise number")
-    send.add_argument("--subject-citizen")
-    send.add_argument("--subject-enterprise")
-    send.add_argument("--capacity", type=int, default=0)
+    _subject_options(send)
     send.add_argument("--payload", default="")
     send.add_argument("--count", type=int, default=1)
     send.add_argument("--batch", type=int, default=1000)
@@ -407,41 +415,27 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the hub's outcomes")
     send.add_argument("--wait-ms", type=int, default=30_000)
     _json_option(send)
-    send.set_defaults(func=_send)
 
-    inbox = sub.add_parser("inbox", help="read received envelopes from a node's local API",
-                           **_app_command())
-    inbox.add_argument("--local-api", required=True)
+    inbox = _app_parser(sub, "inbox", "read received envelopes from a node's local API", _inbox)
     inbox.add_argument("--max", type=int, default=100)
     inbox.add_argument("--wait-ms", type=int, default=0)
     inbox.add_argument("--ack", action="store_true", help="acknowledge what was printed")
     _json_option(inbox)
-    inbox.set_defaults(func=_inbox)
 
-    ask = sub.add_parser("consult", help="ask a question through a node (consultation)",
-                         **_app_command())
-    ask.add_argument("--local-api", required=True)
+    ask = _app_parser(sub, "consult", "ask a question through a node (consultation)", _consult)
     ask.add_argument("--service", required=True)
-    ask.add_argument("--subject-citizen")
-    ask.add_argument("--subject-enterprise")
-    ask.add_argument("--capacity", type=int, default=0)
+    _subject_options(ask)
     ask.add_argument("--ticket", default="", help="your own ticket for this question")
     ask.add_argument("--deadline-ms", type=int, default=5_000)
     _json_option(ask)
-    ask.set_defaults(func=_consult)
 
-    answer = sub.add_parser("answer", help="answer consultations at a node (a simple provider)",
-                            **_app_command())
-    answer.add_argument("--local-api", required=True)
+    answer = _app_parser(sub, "answer", "answer consultations at a node (a simple provider)",
+                         _answer)
     answer.add_argument("--data", default="", help="answer every question with this (else: no data)")
     _json_option(answer)
-    answer.set_defaults(func=_answer)
 
-    status = sub.add_parser("status", help="a node's counters, from its local API",
-                            **_app_command())
-    status.add_argument("--local-api", required=True)
+    status = _app_parser(sub, "status", "a node's counters, from its local API", _status)
     _json_option(status)
-    status.set_defaults(func=_status)
 
     from node.cli.audit import register as register_audit
 

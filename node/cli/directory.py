@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the ``directory`` command to the main ``crossroads`` parser;
 every subcommand sets ``func(args) -> int``. ``python -m node.cli.directory ...`` runs the same
-commands stand-alone.
+commands stand-alone (:func:`node.cli.runner.run_alone`).
 
 Every command that talks to the hub opens one mutual-TLS channel with an *admin*
 certificate (``spiffe://<network>/admin/<name>``, ``crossroads pki issue --profile admin``),
@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from node.cli.runner import CliError, guarded, run_alone
 from node.core.directory import (
     KINDS,
     ROUTINGS,
@@ -54,10 +55,9 @@ from node.files.directory_import import (
     load_file,
 )
 
-__all__ = ["BATCH", "main", "register"]
+__all__ = ["BATCH", "CliError", "main", "register"]
 
 PROG = "crossroads directory"
-EXIT_ERROR = 2
 #: Changes per Apply call in ``import``.
 BATCH = 5000
 DEFAULT_TIMEOUT = 30.0
@@ -66,10 +66,6 @@ MAX_MESSAGE_BYTES = 256 << 20
 #: Canonical kind -> the ``part`` name of ShowRequest.
 SHOW_PARTS = {kind: ("revoked" if kind == "revoked_certificate" else section)
               for kind, section in SECTIONS.items()}
-
-
-class CliError(Exception):
-    """An expected failure: printed as one ``crossroads directory: error:`` line per line."""
 
 
 def _streams(args: argparse.Namespace) -> tuple[TextIO, TextIO]:
@@ -82,12 +78,6 @@ def _say(args: argparse.Namespace, text: str = "") -> None:
     print(text, file=_streams(args)[0])
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
-    for line in message.splitlines() or [""]:
-        print(f"{PROG}: error: {line}", file=_streams(args)[1])
-    return EXIT_ERROR
-
-
 def _rpc_text(exc: grpc.RpcError) -> str:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
@@ -95,21 +85,17 @@ def _rpc_text(exc: grpc.RpcError) -> str:
     return f"{name}: {details or 'no details'}"
 
 
+def _explain(exc: Exception) -> str | None:
+    if isinstance(exc, DirectoryFileError):
+        return "\n".join(exc.lines())
+    if isinstance(exc, grpc.RpcError):
+        return _rpc_text(exc)
+    return None
+
+
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn expected failures into ``crossroads directory: error: ...`` and exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except DirectoryFileError as exc:
-            return _fail(args, "\n".join(exc.lines()))
-        except CliError as exc:
-            return _fail(args, str(exc))
-        except grpc.RpcError as exc:
-            return _fail(args, _rpc_text(exc))
-
-    run.__name__ = command.__name__
-    return run
+    return guarded(PROG, command, _explain, lambda args: _streams(args)[1])
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -551,18 +537,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None,
 
     ``stdout`` and ``stderr`` redirect the command's own output (argparse usage errors still
     go to sys.stderr)."""
-    parser = argparse.ArgumentParser(prog="crossroads")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] != ["directory"]:
-        args_list.insert(0, "directory")
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:  # argparse usage errors: already printed, exit code 2
-        return int(exc.code or 0)
-    args.directory_stdout, args.directory_stderr = stdout, stderr
-    result: int = args.func(args)
-    return result
+    return run_alone("directory", register, argv, directory_stdout=stdout,
+                     directory_stderr=stderr)
 
 
 if __name__ == "__main__":

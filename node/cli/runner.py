@@ -1,0 +1,76 @@
+"""What the ``crossroads`` subcommand families share: the one :class:`CliError`, the guard that
+turns expected failures into ``<prog>: error: ...`` lines and exit code 2, and the stand-alone
+runner behind ``python -m node.cli.audit`` / ``python -m node.cli.directory``.
+
+A command family (``audit``, ``directory``) has a ``register(subparsers)`` that adds its
+parser to the ``crossroads`` parser, and wraps each subcommand in :func:`guarded`, naming what
+else it expects to fail with (``explain``). ``pki`` keeps its own copy of the guard in
+:mod:`pki.cli`: the ``pki`` package does not import ``node``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+__all__ = ["EXIT_ERROR", "CliError", "Register", "fail", "guarded", "run_alone"]
+
+#: The exit code of an expected failure (bad option, missing file, refusal by the hub).
+EXIT_ERROR = 2
+
+Command = Callable[[argparse.Namespace], int]
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+class CliError(Exception):
+    """An expected failure: printed as one ``<prog>: error: ...`` line per line, exit code 2."""
+
+
+def fail(prog: str, message: str, stream: TextIO | None = None) -> int:
+    """Print ``message`` as ``<prog>: error: <line>`` lines; return :data:`EXIT_ERROR`."""
+    for line in message.splitlines() or [""]:
+        print(f"{prog}: error: {line}", file=stream or sys.stderr)
+    return EXIT_ERROR
+
+
+def guarded(prog: str, command: Command, explain: Callable[[Exception], str | None],
+            stream: Callable[[argparse.Namespace], TextIO | None] = lambda args: None
+            ) -> Command:
+    """``command`` with its expected failures printed by :func:`fail`: a :class:`CliError`,
+    and any exception ``explain`` returns a message for (None: not expected, raised on)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except CliError as exc:
+            return fail(prog, str(exc), stream(args))
+        except Exception as exc:
+            message = explain(exc)
+            if message is None:
+                raise
+            return fail(prog, message, stream(args))
+
+    run.__name__ = command.__name__
+    return run
+
+
+def run_alone(family: str, register: Register, argv: Sequence[str] | None = None,
+              **settings: object) -> int:
+    """Run one command family stand-alone: ``python -m node.cli.<family> [family] COMMAND ...``.
+
+    ``settings`` are set on the parsed arguments (e.g. where output goes). Usage errors are
+    printed by argparse and give its exit code (2)."""
+    parser = argparse.ArgumentParser(prog="crossroads")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] != [family]:
+        args_list.insert(0, family)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse usage errors: already printed, exit code 2
+        return int(exc.code or 0)
+    for name, value in settings.items():
+        setattr(args, name, value)
+    return int(args.func(args) or 0)
