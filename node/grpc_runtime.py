@@ -1,8 +1,11 @@
 """gRPC's process-wide transport setting, made before gRPC is loaded.
 
 gRPC's core reads ``GRPC_EXPERIMENTS`` once, when the ``grpc`` package is imported, and never
-again. Importing :mod:`node` (the package) calls :func:`apply` first, so every daemon, tool and
-client of this project, and every process they start, runs on the transport chosen here.
+again. The entry points call :func:`apply` before they import ``grpc``: the ``crossroads``
+command (importing :mod:`node.cli` does), and the ``tests`` and ``benchmarks`` packages; so
+every daemon and tool of this project, and every process they start, runs on the transport
+chosen here. Importing :mod:`node` itself writes nothing; an application using
+:mod:`node.client` calls :func:`apply` itself, first, to get the same.
 
 The choice: gRPC's *iomgr* TCP transport instead of its newer *EventEngine* one
 (``-event_engine_client``, ``-event_engine_listener``, ``-event_engine_for_all_other_endpoints``).
@@ -16,7 +19,8 @@ question fell from ~570 to ~440 µs, and the bare envelope relay went from ~0.9 
 envelopes/s.
 
 An operator's own ``GRPC_EXPERIMENTS`` (even an empty one) is left as it is; if ``grpc`` was
-imported before :mod:`node`, the setting cannot apply to this process and nothing is changed.
+imported before :func:`apply` runs, the setting cannot apply to this process and nothing is
+changed.
 
 gRPC core's own log lines (:func:`quiet_core_logs`): core writes plain-text lines to stderr
 (``I1207 03:40:31.956 ... ssl_transport_security.cc:2563] Handshake failed ...``: one per

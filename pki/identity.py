@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from node.core.identifiers import IdentifierError, parse_enterprise_number
+from belgian_ids import IdentifierError, parse_enterprise_number
 
 __all__ = [
     "Identity",

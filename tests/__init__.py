@@ -1,4 +1,7 @@
-"""Imports :mod:`node` before anything imports ``grpc``: the package sets gRPC's transport for
-this process and the processes it starts (:mod:`node.grpc_runtime`)."""
+"""Makes gRPC's process-wide settings before anything imports ``grpc``, for this process and
+the processes it starts (:mod:`node.grpc_runtime`; importing :mod:`node` does not)."""
 
-import node  # noqa: F401
+from node import grpc_runtime
+
+grpc_runtime.apply()
+grpc_runtime.quiet_core_logs()

@@ -6,12 +6,21 @@
 * :mod:`node.cli.directory` - ``crossroads directory ...`` (the hub's reference directory).
 * :mod:`node.cli.outcomes` - exit codes of the application commands, the node probe.
 
-Entry points: the console script ``crossroads`` (:func:`main`) and ``python -m node.cli``.
+Entry points: the console script ``crossroads`` (:func:`main`), ``python -m node.cli`` and the
+stand-alone ``python -m node.cli.audit|directory``. All of them import this package first, and
+importing it makes gRPC's process-wide settings (:mod:`node.grpc_runtime`: the transport, core's
+log verbosity) before anything imports ``grpc``: every daemon and tool, and every process they
+start, runs with them. (Importing :mod:`node` itself has no such effect.)
 """
 
 from __future__ import annotations
 
+from node import grpc_runtime as _grpc_runtime
+
 __all__ = ["main"]
+
+_grpc_runtime.apply()
+_grpc_runtime.quiet_core_logs()
 
 
 def main(argv: list[str] | None = None) -> int:

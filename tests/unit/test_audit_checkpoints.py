@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import audit as audit_cli
 from node.audit_tool import (
     _append_purge_record,
     load_public_keys,
@@ -19,6 +18,7 @@ from node.audit_tool import (
     verify_file,
     who_consulted,
 )
+from node.cli import audit as audit_cli
 from node.core.audit import ChainWriter, encode_fields, purge_detail
 from node.core.directory import Service
 from node.store.directory_store import DirectoryStore

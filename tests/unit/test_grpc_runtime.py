@@ -1,5 +1,5 @@
-"""gRPC's transport setting is made on import of ``node``, before grpc loads, and yields to
-the operator's own."""
+"""gRPC's transport setting is made by the entry points (importing ``node.cli``), before grpc
+loads, and yields to the operator's own; importing ``node`` or ``pki`` has no side effects."""
 
 from __future__ import annotations
 
@@ -12,27 +12,39 @@ from node import grpc_runtime
 PROBE = "import os, sys\n{imports}\nprint(os.environ.get('GRPC_EXPERIMENTS', '<unset>'))"
 
 
-def _run(imports: str, env_value: str | None) -> str:
+def _run(code: str, env_value: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     if env_value is not None:
         env["GRPC_EXPERIMENTS"] = env_value
-    out = subprocess.run([sys.executable, "-c", PROBE.format(imports=imports)], env=env,
+    out = subprocess.run([sys.executable, "-P", "-c", code], env=env,
                          capture_output=True, text=True, check=True, timeout=60)
     return out.stdout.strip()
 
 
-def test_importing_node_sets_the_transport_before_grpc_loads() -> None:
-    assert _run("import node\nimport grpc", None) == grpc_runtime.GRPC_EXPERIMENTS
-    assert _run("import node.client", None) == grpc_runtime.GRPC_EXPERIMENTS
+def _experiments(imports: str, env_value: str | None) -> str:
+    return _run(PROBE.format(imports=imports), env_value)
+
+
+def test_the_entry_points_set_the_transport_before_grpc_loads() -> None:
+    assert _experiments("import node.cli\nimport grpc", None) == grpc_runtime.GRPC_EXPERIMENTS
+    assert _experiments("import benchmarks", None) == grpc_runtime.GRPC_EXPERIMENTS
 
 
 def test_the_operators_setting_is_kept_even_when_empty() -> None:
-    assert _run("import node", "") == ""
-    assert _run("import node", "tcp_rcv_lowat") == "tcp_rcv_lowat"
+    assert _experiments("import node.cli", "") == ""
+    assert _experiments("import node.cli", "tcp_rcv_lowat") == "tcp_rcv_lowat"
 
 
 def test_nothing_is_set_when_grpc_was_loaded_first() -> None:
-    assert _run("import grpc\nimport node", None) == "<unset>"
+    assert _experiments("import grpc\nimport node.cli", None) == "<unset>"
+
+
+def test_importing_node_and_pki_has_no_side_effects() -> None:
+    """The environment is left as it was, grpc is not loaded, and pki does not load node."""
+    code = ("import os, sys\nbefore = dict(os.environ)\nimport pki, pki.cli\n"
+            "pki_loads_node = any(m == 'node' or m.startswith('node.') for m in sys.modules)\n"
+            "import node\nprint(dict(os.environ) == before, 'grpc' in sys.modules, pki_loads_node)")
+    assert _run(code) == "True False False"
 
 
 def test_apply_on_a_given_environment() -> None:
