@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import StrEnum
 
-from node.core.directory import Service
+from node.core.directory import Routing, Service, SubjectType
+from node.core.directory import ServiceKind as K
 from node.core.identifiers import citizen_number_problem, enterprise_number_problem
 
 __all__ = [
@@ -226,10 +227,10 @@ def catalogue(contributions_institution: str) -> list[Service]:
                          f"enterprise number (10 digits): {problem or 'separators'}")
     ci = contributions_institution
     return [
-        Service(IMMEDIATE, 1, "declaration", "citizen", "fixed", provider=ci),
-        Service(QUARTERLY, 1, "declaration", "enterprise", "fixed", provider=ci),
-        Service(SOCIAL_RISK, 1, "declaration", "citizen", "fixed", provider=ci),
-        Service(MUTATION_EMPLOYMENT, 1, "mutation", "citizen", "fan_out"),
+        Service(IMMEDIATE, 1, K.DECLARATION, SubjectType.CITIZEN, Routing.FIXED, provider=ci),
+        Service(QUARTERLY, 1, K.DECLARATION, SubjectType.ENTERPRISE, Routing.FIXED, provider=ci),
+        Service(SOCIAL_RISK, 1, K.DECLARATION, SubjectType.CITIZEN, Routing.FIXED, provider=ci),
+        Service(MUTATION_EMPLOYMENT, 1, K.MUTATION, SubjectType.CITIZEN, Routing.FAN_OUT),
     ]
 
 

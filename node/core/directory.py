@@ -33,6 +33,7 @@ once (from its cache, else one query per 500 subjects) and passes them in
 
 from __future__ import annotations
 
+import enum
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,15 +45,22 @@ from node.core.reasons import Reason
 
 __all__ = [
     "KINDS",
+    "ROUTINGS",
+    "STATUSES",
+    "SUBJECT_KINDS",
     "Authorization",
     "DirectoryView",
     "Institution",
+    "InstitutionStatus",
     "Integration",
     "Period",
     "Replacement",
     "Request",
     "RevokedCertificate",
+    "Routing",
     "Service",
+    "ServiceKind",
+    "SubjectType",
     "Subscription",
     "covers",
     "decide",
@@ -61,9 +69,44 @@ __all__ = [
     "subscribers",
 ]
 
-KINDS = ("consultation", "mutation", "declaration", "integration")
-SUBJECT_KINDS = ("citizen", "enterprise", "none", "any")
-ROUTINGS = ("fixed", "fan_out", "explicit")
+
+class ServiceKind(enum.StrEnum):
+    """What a service does (DOMAIN.md)."""
+
+    CONSULTATION = "consultation"
+    MUTATION = "mutation"
+    DECLARATION = "declaration"
+    INTEGRATION = "integration"
+
+
+class SubjectType(enum.StrEnum):
+    """What a service's envelopes are about."""
+
+    CITIZEN = "citizen"
+    ENTERPRISE = "enterprise"
+    NONE = "none"
+    ANY = "any"
+
+
+class Routing(enum.StrEnum):
+    """Who receives a service's envelopes."""
+
+    FIXED = "fixed"  # the service's provider
+    FAN_OUT = "fan_out"  # the institutions holding the subject, by the directory
+    EXPLICIT = "explicit"  # the receivers the sender names
+
+
+class InstitutionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+# The values as text (command-line choices, messages). The fields below hold the enum members;
+# a value read from outside that is none of them stays text until problem_of() refuses it.
+KINDS = tuple(k.value for k in ServiceKind)
+SUBJECT_KINDS = tuple(s.value for s in SubjectType)
+ROUTINGS = tuple(r.value for r in Routing)
+STATUSES = tuple(s.value for s in InstitutionStatus)
 
 
 class Period(NamedTuple):
@@ -93,20 +136,20 @@ class Institution:
     name: str = ""
     endpoint: str = ""
     cert_fingerprint: str = ""
-    status: str = "active"  # active | suspended
+    status: InstitutionStatus = InstitutionStatus.ACTIVE
 
     @property
     def active(self) -> bool:
-        return self.status == "active"
+        return self.status == InstitutionStatus.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
 class Service:
     id: str
     version: int = 1
-    kind: str = "consultation"
-    subject_type: str = "citizen"
-    routing: str = "fixed"  # fixed provider | fan_out by the directory | explicit receivers
+    kind: ServiceKind = ServiceKind.CONSULTATION
+    subject_type: SubjectType = SubjectType.CITIZEN
+    routing: Routing = Routing.FIXED
     provider: str = ""
     integration_required: bool = False
     min_phase: int = 0
@@ -116,8 +159,8 @@ class Service:
     def reads_integrations(self) -> bool:
         """Deciding on an envelope for this service reads the subject's integrations: to check
         the sender's, to fan out, or to find the subscribers of a mutation (see :func:`decide`)."""
-        return (self.integration_required or self.kind == "mutation"
-                or self.routing not in ("fixed", "explicit"))
+        return (self.integration_required or self.kind == ServiceKind.MUTATION
+                or self.routing not in (Routing.FIXED, Routing.EXPLICIT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +577,7 @@ def problem_of(entity: Entity) -> str | None:  # noqa: C901 - one check list per
         return None if p is None else f"{what} {value!r}: {p}"
 
     if isinstance(entity, Institution):
-        if entity.status not in ("active", "suspended"):
+        if entity.status not in STATUSES:
             return f"status {entity.status!r} must be active or suspended"
         return enterprise(entity.enterprise_number, "enterprise_number")
     if isinstance(entity, Service):
@@ -546,7 +589,7 @@ def problem_of(entity: Entity) -> str | None:  # noqa: C901 - one check list per
             return f"subject_type {entity.subject_type!r} must be one of {', '.join(SUBJECT_KINDS)}"
         if entity.routing not in ROUTINGS:
             return f"routing {entity.routing!r} must be one of {', '.join(ROUTINGS)}"
-        if entity.routing == "fixed":
+        if entity.routing == Routing.FIXED:
             return enterprise(entity.provider, "provider")
         return None
     if isinstance(entity, Authorization):

@@ -1,7 +1,9 @@
 """Bulk directory files: JSON and CSV in, directory entities out (and entities back to JSON).
 
 No gRPC here: :func:`load_file` turns a file into validated entities of
-:mod:`node.core.directory`; the CLI (:mod:`node.cli.directory`) sends them to the hub.
+:mod:`node.core.directory`; the CLI (:mod:`node.cli.directory`) sends them to the hub. The
+columns are the entities' fields as :mod:`node.core.directory_fields` defines them for every
+codec (``tests/unit/test_directory_codecs.py`` checks that files, stores and messages agree).
 
 Formats (docs/DIRECTORY.md has examples):
 
@@ -36,21 +38,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from node.core.directory import (
-    Authorization,
-    Entity,
-    Institution,
-    Integration,
-    Period,
-    Replacement,
-    RevokedCertificate,
-    Service,
-    Subscription,
-    key_of,
-    kind_of,
-    problem_of,
-    subject_problem,
-)
+from node.core import directory as d
+from node.core.directory import Entity, Period, key_of, kind_of, problem_of, subject_problem
+from node.core.directory_fields import FIELDS, member_of, to_fields
 from node.core.identifiers import IdentifierError, parse_enterprise_number
 
 __all__ = [
@@ -81,18 +71,9 @@ SECTIONS: dict[str, str] = {
     "revoked_certificate": "revoked_certificates",
 }
 
-#: Columns of each kind, in output order.
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "institution": ("enterprise_number", "sector", "name", "endpoint", "cert_fingerprint", "status"),
-    "service": ("id", "version", "kind", "subject_type", "routing", "provider",
-                "integration_required", "min_phase", "capacities"),
-    "authorization": ("id", "service_id", "institution", "sector", "legal_context", "capacities",
-                      "valid_from", "valid_to"),
-    "subscription": ("id", "institution", "service_id", "capacities", "condition"),
-    "integration": ("subject", "institution", "capacity", "phase", "begin_date", "end_date"),
-    "replacement": ("old_number", "new_number"),
-    "revoked_certificate": ("serial", "institution", "reason"),
-}
+#: Columns of each kind, in output order: the entity's fields (node.core.directory_fields).
+COLUMNS: dict[str, tuple[str, ...]] = {kind: tuple(f.name for f in fields)
+                                       for kind, fields in FIELDS.items()}
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "institution": ("enterprise_number", "sector"),
@@ -292,6 +273,13 @@ def _hex(field: str, value: object, length: int | None = None) -> str:
     return text
 
 
+def _period(f: Callable[[str], object], begin_field: str, end_field: str) -> Period:
+    begin, end = _date(begin_field, f(begin_field)), _date(end_field, f(end_field))
+    if begin and end and end < begin:
+        raise FieldError(end_field, f"{end} is before {begin_field} {begin}")
+    return Period(begin or date.min, end)
+
+
 # -- entities from fields --------------------------------------------------------------------
 
 
@@ -299,53 +287,51 @@ def _build(kind: str, f: Callable[[str], object]) -> Entity:
     if kind == "institution":
         sector = _uint("sector", f("sector"))
         assert sector is not None
-        return Institution(
+        return d.Institution(
             _enterprise("enterprise_number", f("enterprise_number")), sector,
             _text("name", f("name")), _text("endpoint", f("endpoint")),
             _hex("cert_fingerprint", f("cert_fingerprint"), 64),
-            _text("status", f("status")) or "active")
+            member_of(d.InstitutionStatus, _text("status", f("status")),
+                      d.InstitutionStatus.ACTIVE))
     if kind == "service":
-        routing = _text("routing", f("routing")) or "fixed"
-        if routing == "fixed" and _blank(f("provider")):
+        routing = member_of(d.Routing, _text("routing", f("routing")), d.Routing.FIXED)
+        if routing == d.Routing.FIXED and _blank(f("provider")):
             raise FieldError("provider", "is required when routing is fixed")
         version = _uint("version", f("version"), 1)
         if version == 0:
             raise FieldError("version", "must be 1 or more")
         assert version is not None
-        return Service(
-            _text("id", f("id")), version, _text("kind", f("kind")) or "consultation",
-            _text("subject_type", f("subject_type")) or "citizen",
+        return d.Service(
+            _text("id", f("id")), version,
+            member_of(d.ServiceKind, _text("kind", f("kind")), d.ServiceKind.CONSULTATION),
+            member_of(d.SubjectType, _text("subject_type", f("subject_type")),
+                      d.SubjectType.CITIZEN),
             routing, _enterprise("provider", f("provider")),
             _bool("integration_required", f("integration_required")),
             _uint("min_phase", f("min_phase")) or 0, _capacities("capacities", f("capacities")))
     if kind == "authorization":
-        begin, end = _date("valid_from", f("valid_from")), _date("valid_to", f("valid_to"))
-        if begin and end and end < begin:
-            raise FieldError("valid_to", f"{end} is before valid_from {begin}")
-        return Authorization(
+        period = _period(f, "valid_from", "valid_to")
+        return d.Authorization(
             _text("id", f("id")), _text("service_id", f("service_id")),
             _enterprise("institution", f("institution")), _uint("sector", f("sector"), None),
             _text("legal_context", f("legal_context")), _capacities("capacities", f("capacities")),
-            Period(begin or date.min, end))
+            period)
     if kind == "subscription":
-        return Subscription(
+        return d.Subscription(
             _text("id", f("id")), _enterprise("institution", f("institution")),
             _text("service_id", f("service_id")), _capacities("capacities", f("capacities")),
             _text("condition", f("condition")))
     if kind == "integration":
-        begin, end = _date("begin_date", f("begin_date")), _date("end_date", f("end_date"))
-        if begin and end and end < begin:
-            raise FieldError("end_date", f"{end} is before begin_date {begin}")
-        return Integration(
+        period = _period(f, "begin_date", "end_date")
+        return d.Integration(
             _subject("subject", f("subject")), _enterprise("institution", f("institution")),
-            _uint("capacity", f("capacity")) or 0, _uint("phase", f("phase")) or 0,
-            Period(begin or date.min, end))
+            _uint("capacity", f("capacity")) or 0, _uint("phase", f("phase")) or 0, period)
     if kind == "replacement":
         old, new = _subject("old_number", f("old_number")), _subject("new_number", f("new_number"))
         if old == new:
             raise FieldError("new_number", "a number cannot replace itself")
-        return Replacement(old, new)
-    return RevokedCertificate(_hex("serial", f("serial")),
+        return d.Replacement(old, new)
+    return d.RevokedCertificate(_hex("serial", f("serial")),
                               _enterprise("institution", f("institution")),
                               _text("reason", f("reason")))
 
@@ -387,23 +373,9 @@ def entity_from_fields(kind: str, fields: Mapping[str, object]) -> Entity:
 def entity_to_fields(entity: Entity) -> dict[str, Any]:
     """Column -> JSON value, the inverse of :func:`entity_from_fields`. An authorization
     carries ``institution`` or ``sector``, whichever it has."""
-    kind = kind_of(entity)
-    values: dict[str, Any] = {}
-    for column in COLUMNS[kind]:
-        if isinstance(entity, Authorization) and column in ("valid_from", "valid_to"):
-            day = entity.period.begin if column == "valid_from" else entity.period.end
-            values[column] = "" if day is None or day == date.min else day.isoformat()
-        elif isinstance(entity, Integration) and column in ("begin_date", "end_date"):
-            day = entity.period.begin if column == "begin_date" else entity.period.end
-            values[column] = "" if day is None or day == date.min else day.isoformat()
-        else:
-            value = getattr(entity, column)
-            values[column] = sorted(value) if isinstance(value, frozenset) else value
-    if isinstance(entity, Authorization):
-        if entity.sector is None:
-            del values["sector"]
-        else:
-            del values["institution"]
+    values = to_fields(entity)
+    if isinstance(entity, d.Authorization):
+        del values["sector" if entity.sector is None else "institution"]
     return values
 
 

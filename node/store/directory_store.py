@@ -27,26 +27,12 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
-from node.core.directory import (
-    Authorization,
-    Entity,
-    Institution,
-    Integration,
-    Period,
-    Replacement,
-    RevokedCertificate,
-    Service,
-    Subscription,
-    key_of,
-    kind_of,
-    owner_of,
-)
+from node.core.directory import Entity, Integration, Replacement, key_of, kind_of, owner_of
+from node.core.directory_fields import FIELDS, from_fields, to_fields
 from node.store.integrations import (
     SubjectCache,
     integration_of,
@@ -108,60 +94,17 @@ class LoggedChange:
     deleted: bool
 
 
-def _d(day: date | None) -> str:
-    return "" if day is None or day == date.min else day.isoformat()
-
-
-def _day(text: str, default: date | None = None) -> date | None:
-    return date.fromisoformat(text) if text else default
-
-
 def encode_entity(entity: Entity) -> str:
-    data: dict[str, Any]
-    if isinstance(entity, Institution):
-        data = {"e": entity.enterprise_number, "s": entity.sector, "n": entity.name,
-                "ep": entity.endpoint, "fp": entity.cert_fingerprint, "st": entity.status}
-    elif isinstance(entity, Service):
-        data = {"id": entity.id, "v": entity.version, "k": entity.kind, "st": entity.subject_type,
-                "r": entity.routing, "p": entity.provider, "ir": entity.integration_required,
-                "mp": entity.min_phase, "c": sorted(entity.capacities)}
-    elif isinstance(entity, Authorization):
-        data = {"id": entity.id, "svc": entity.service_id, "i": entity.institution,
-                "sec": entity.sector, "lc": entity.legal_context, "c": sorted(entity.capacities),
-                "b": _d(entity.period.begin), "en": _d(entity.period.end)}
-    elif isinstance(entity, Integration):
-        data = {"sub": entity.subject, "i": entity.institution, "c": entity.capacity,
-                "ph": entity.phase, "b": _d(entity.period.begin), "en": _d(entity.period.end)}
-    elif isinstance(entity, Replacement):
-        data = {"o": entity.old_number, "n": entity.new_number}
-    elif isinstance(entity, Subscription):
-        data = {"id": entity.id, "i": entity.institution, "svc": entity.service_id,
-                "c": sorted(entity.capacities), "cond": entity.condition}
-    else:
-        data = {"ser": entity.serial, "i": entity.institution, "r": entity.reason}
-    return json.dumps(data, separators=(",", ":"))
+    """The stored JSON of an entity: its fields (:mod:`node.core.directory_fields`) under
+    their short stored keys."""
+    values = to_fields(entity)
+    return json.dumps({f.stored: values[f.name] for f in FIELDS[kind_of(entity)]},
+                      separators=(",", ":"))
 
 
 def decode_entity(kind: str, text: str) -> Entity:
-    d = json.loads(text)
-    if kind == "institution":
-        return Institution(d["e"], d["s"], d["n"], d["ep"], d["fp"], d["st"])
-    if kind == "service":
-        return Service(d["id"], d["v"], d["k"], d["st"], d["r"], d["p"], d["ir"], d["mp"],
-                       frozenset(d["c"]))
-    if kind == "authorization":
-        return Authorization(d["id"], d["svc"], d["i"], d["sec"], d["lc"], frozenset(d["c"]),
-                             Period(_day(d["b"], date.min) or date.min, _day(d["en"])))
-    if kind == "integration":
-        return Integration(d["sub"], d["i"], d["c"], d["ph"],
-                           Period(_day(d["b"], date.min) or date.min, _day(d["en"])))
-    if kind == "replacement":
-        return Replacement(d["o"], d["n"])
-    if kind == "subscription":
-        return Subscription(d["id"], d["i"], d["svc"], frozenset(d["c"]), d["cond"])
-    return RevokedCertificate(d["ser"], d["i"], d["r"])
-
-
+    data = json.loads(text)
+    return from_fields(kind, {f.name: data[f.stored] for f in FIELDS[kind]})
 
 
 class DirectoryStore:
