@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.cli.runner import CliError, guarded, run_alone
+from node.cli.runner import CliError, guarded, read_toml, run_alone
 
 __all__ = ["main", "register"]
 
@@ -50,13 +49,7 @@ def _hub_config(args: argparse.Namespace) -> Any:
     from node.config import hub_config
 
     path = Path(args.config).resolve()
-    try:
-        with path.open("rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise CliError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"{path}: {exc}") from None
+    table = read_toml(path)
     try:
         return hub_config(table, path.parent)
     except Exception as exc:  # noqa: BLE001 - any config problem is one line

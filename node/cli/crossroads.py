@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.cli.runner import CliError, read_toml
+
 if TYPE_CHECKING:
     from node.client import LocalClient
     from node.wire.gen.crossroads.v1 import envelope_pb2
@@ -25,12 +27,9 @@ __all__ = ["main"]
 
 def _load_toml(path: Path) -> dict[str, object]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise SystemExit(f"crossroads: error: config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SystemExit(f"crossroads: error: {path}: {exc}") from None
+        return read_toml(path)
+    except CliError as exc:
+        raise SystemExit(f"crossroads: error: {exc}") from None
 
 
 def _run_async(coro: object) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
-__all__ = ["EXIT_ERROR", "CliError", "Register", "fail", "guarded", "run_alone"]
+__all__ = ["EXIT_ERROR", "CliError", "Register", "fail", "guarded", "read_toml", "run_alone"]
 
 #: The exit code of an expected failure (bad option, missing file, refusal by the hub).
 EXIT_ERROR = 2
@@ -26,6 +28,17 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 class CliError(Exception):
     """An expected failure: printed as one ``<prog>: error: ...`` line per line, exit code 2."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's table; CliError naming the file when it is missing or not TOML."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise CliError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"{path}: {exc}") from None
 
 
 def fail(prog: str, message: str, stream: TextIO | None = None) -> int:
