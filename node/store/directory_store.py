@@ -32,7 +32,7 @@ from pathlib import Path
 import aiosqlite
 
 from node.core.directory import Entity, Integration, Replacement, key_of, kind_of, owner_of
-from node.core.directory_fields import FIELDS, from_fields, to_fields
+from node.core.directory_fields import FIELDS, from_values, kind_and_fields
 from node.store.integrations import (
     SubjectCache,
     integration_of,
@@ -97,14 +97,17 @@ class LoggedChange:
 def encode_entity(entity: Entity) -> str:
     """The stored JSON of an entity: its fields (:mod:`node.core.directory_fields`) under
     their short stored keys."""
-    values = to_fields(entity)
-    return json.dumps({f.stored: values[f.name] for f in FIELDS[kind_of(entity)]},
+    kind, values = kind_and_fields(entity)
+    return json.dumps(dict(zip(_STORED[kind], values.values(), strict=True)),
                       separators=(",", ":"))
 
 
 def decode_entity(kind: str, text: str) -> Entity:
     data = json.loads(text)
-    return from_fields(kind, {f.name: data[f.stored] for f in FIELDS[kind]})
+    return from_values(kind, [data[key] for key in _STORED[kind]])
+
+
+_STORED = {kind: tuple(f.stored for f in fields) for kind, fields in FIELDS.items()}
 
 
 class DirectoryStore:

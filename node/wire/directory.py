@@ -7,10 +7,11 @@ message's fields are the entity's fields (:mod:`node.core.directory_fields`), pl
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
-from node.core.directory import Entity, kind_of
-from node.core.directory_fields import FIELDS, from_fields, to_fields
+from node.core.directory import Entity
+from node.core.directory_fields import FIELDS, from_values, kind_and_fields
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 
 __all__ = ["change_from_proto", "change_to_proto"]
@@ -26,10 +27,13 @@ _ENTRY: dict[str, Any] = {
     "revoked_certificate": pb.RevokedCertificateEntry,
 }
 
+#: Kind -> the entry message's fields as a tuple, in FIELDS order.
+_GETTERS = {kind: operator.attrgetter(*(f.name for f in fields)) for kind, fields in FIELDS.items()}
+_SECTOR = [f.name for f in FIELDS["authorization"]].index("sector")
+
 
 def change_to_proto(entity: Entity, delete: bool = False, revision: int = 0) -> pb.DirectoryChange:
-    kind = kind_of(entity)
-    values = to_fields(entity)
+    kind, values = kind_and_fields(entity)
     if kind == "authorization":
         values["has_sector"] = values["sector"] is not None
         values["sector"] = values["sector"] or 0
@@ -42,7 +46,7 @@ def change_from_proto(change: pb.DirectoryChange) -> tuple[Entity, bool]:
     if kind is None:
         raise ValueError("change names no entity")
     entry = getattr(change, kind)
-    values = {f.name: getattr(entry, f.name) for f in FIELDS[kind]}
+    values = _GETTERS[kind](entry)
     if kind == "authorization" and not entry.has_sector:
-        values["sector"] = None
-    return from_fields(kind, values), change.delete
+        values = (*values[:_SECTOR], None, *values[_SECTOR + 1:])
+    return from_values(kind, values), change.delete

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from node.core import directory as d
 from node.core.directory import Entity, Period, kind_of
-from node.core.directory_fields import FIELDS
+from node.core.directory_fields import FIELDS, to_fields
 from node.core.identifiers import citizen_check_digits, enterprise_check_digits
 from node.files.directory_import import (
     COLUMNS,
@@ -94,6 +94,7 @@ def _csv_text(entity: Entity) -> str:
 @given(ENTITIES)
 def test_every_codec_gives_back_the_entity(entity: Entity) -> None:
     kind = kind_of(entity)
+    assert list(to_fields(entity)) == [f.name for f in FIELDS[kind]]
     assert decode_entity(kind, encode_entity(entity)) == entity
     wire = pb.DirectoryChange.FromString(change_to_proto(entity, delete=True).SerializeToString())
     assert change_from_proto(wire) == (entity, True)
