@@ -38,6 +38,7 @@ from node.cli.runner import CliError, guarded, run_alone
 from node.core.directory import (
     KINDS,
     ROUTINGS,
+    STATUSES,
     SUBJECT_KINDS,
     Entity,
     key_of,
@@ -192,7 +193,7 @@ _PUTS: dict[str, tuple[str, str, list[_Option]]] = {
         ("--name", "name", {"help": "display name"}),
         ("--endpoint", "endpoint", {"help": "host:port of the node's Deliver service"}),
         ("--fingerprint", "cert_fingerprint", {"help": "SHA-256 of the node certificate (hex)"}),
-        ("--status", "status", {"choices": ("active", "suspended"), "help": "default active"}),
+        ("--status", "status", {"choices": STATUSES, "help": "default active"}),
     ]),
     "put-service": ("service", "add or replace a service version", [
         ("--id", "id", {"required": True, "help": "service id, e.g. health.insurability"}),

@@ -108,6 +108,13 @@ SUBJECT_KINDS = tuple(s.value for s in SubjectType)
 ROUTINGS = tuple(r.value for r in Routing)
 STATUSES = tuple(s.value for s in InstitutionStatus)
 
+# The members the per-envelope code compares with, as module constants: in Python 3.11 reading
+# an enum class attribute (ServiceKind.MUTATION) costs ~0.2 us, a module global ~0.02 us.
+_ACTIVE = InstitutionStatus.ACTIVE
+_MUTATION = ServiceKind.MUTATION
+_FIXED, _EXPLICIT = Routing.FIXED, Routing.EXPLICIT
+_ANY_SUBJECT = SubjectType.ANY
+
 
 class Period(NamedTuple):
     """Inclusive dates; ``end`` None = open. (NamedTuples here: periods and integrations are
@@ -140,7 +147,7 @@ class Institution:
 
     @property
     def active(self) -> bool:
-        return self.status == InstitutionStatus.ACTIVE
+        return self.status == _ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +166,8 @@ class Service:
     def reads_integrations(self) -> bool:
         """Deciding on an envelope for this service reads the subject's integrations: to check
         the sender's, to fan out, or to find the subscribers of a mutation (see :func:`decide`)."""
-        return (self.integration_required or self.kind == ServiceKind.MUTATION
-                or self.routing not in (Routing.FIXED, Routing.EXPLICIT))
+        return (self.integration_required or self.kind == _MUTATION
+                or self.routing not in (_FIXED, _EXPLICIT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +400,7 @@ def decide(
     if service is None:
         return Decision(Reason.UNKNOWN_SERVICE,
                         f"service {head.service_id} v{head.service_version} unknown"), ""
-    if service.subject_type != "any":
+    if service.subject_type != _ANY_SUBJECT:
         expected_type = _SUBJECT_TYPES[service.subject_type]
         if head.subject_type not in (expected_type, 0 if expected_type == 3 else -1):
             return Decision(Reason.INVALID_FIELD,
@@ -444,17 +451,17 @@ def _route(
     head: EnvelopeHead, service: Service, sender: str, subject: str, period: Period,
     view: DirectoryView, day: date,
 ) -> Decision:
-    if service.kind == "mutation":
+    if service.kind == _MUTATION:
         receivers = subscribers(service, subject, period.begin, view, exclude=sender)
         if not receivers:
             return Decision(Reason.NO_RECEIVER, f"no subscriber holds the subject for {service.id}")
         return Decision(Reason.ACCEPTED, receivers=receivers)
-    if service.routing == "fixed":
+    if service.routing == _FIXED:
         provider = view.institutions.get(service.provider)
         if provider is None or not provider.active or provider.enterprise_number == sender:
             return Decision(Reason.NO_RECEIVER, f"provider of {service.id} unavailable")
         return Decision(Reason.ACCEPTED, receivers=(provider.enterprise_number,))
-    if service.routing == "explicit":
+    if service.routing == _EXPLICIT:
         receivers = tuple(r for r in head.receivers)
         for r in receivers:
             inst = view.institutions.get(r)
