@@ -9,9 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from structlog.contextvars import merge_contextvars
+from structlog.contextvars import bound_contextvars, merge_contextvars
 from structlog.testing import capture_logs
 
 from node.hub.callers import HUB_TABLE
@@ -27,6 +28,7 @@ from node.rpc.auth_interceptor import (
 from node.rpc.local_auth import LOCAL_TABLE
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.tls import channel_options, institution_tls_name
+from node.tasks import spawn
 from node.testing import InProcessNetwork
 from node.wire.gen.crossroads.v1 import directory_pb2, hub_pb2_grpc
 from tests.conftest import A, B, hub_channel
@@ -142,3 +144,17 @@ async def test_the_log_lines_of_a_call_name_its_institution(
         assert line["caller"] == f"institution:{who}"
         assert line["caller_institution"] == who
 
+
+async def test_a_background_task_started_during_a_call_does_not_log_as_its_caller() -> None:
+    """A worker started inside a call (e.g. the delivery worker of a new destination, during
+    a Submit) lives on after it: it must not name that call's caller in its log lines."""
+
+    async def worker() -> None:
+        structlog.get_logger("test").info("working")
+
+    with (capture_logs(processors=[merge_contextvars]) as logs,
+          bound_contextvars(caller=f"institution:{A}")):
+        structlog.get_logger("test").info("in the call")
+        await spawn(worker(), "worker")
+    assert [(e["event"], e.get("caller")) for e in logs] == [
+        ("in the call", f"institution:{A}"), ("working", None)]
