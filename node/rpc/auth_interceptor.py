@@ -4,7 +4,7 @@ Design
 ------
 * **One table per server.** :class:`AuthInterceptor` holds a table of method prefixes (a whole
   service, ``/crossroads.v1.Hub/``, or one method, ``/crossroads.v1.Local/Submit``) to the
-  :class:`Role` s allowed to call them; the longest listed prefix of a method decides. A method
+  :class:`Role` s allowed to call them; a method's own entry decides, else its service's. A method
   the server serves but the table does not list is refused to everyone (``PERMISSION_DENIED``,
   ``METHOD_NOT_ALLOWED``): a new RPC without a table entry is closed, not open to any holder
   of a certificate. Health and reflection are listed like any other service.
@@ -115,6 +115,10 @@ class Gate(Protocol):
     async def recheck(self, context: grpc.aio.ServicerContext, method: str,
                       caller: AuthenticatedPeer) -> None: ...
 
+    async def refused(self, context: grpc.aio.ServicerContext, method: str,
+                      exc: CrossroadsError) -> None:
+        """Record a refusal as this server does (beyond the ``rpc`` log line)."""
+
 
 def require_role(peer: Peer, allowed: frozenset[Role]) -> Role:
     """The role of ``peer``'s certificate, if ``allowed`` (else ``WRONG_ROLE``)."""
@@ -196,7 +200,8 @@ async def recheck_peer() -> None:
 
 
 def rule_for(table: Table, method: str) -> frozenset[Role] | None:
-    """The roles ``table`` allows to call ``method`` (its longest listed prefix), or None."""
+    """The roles ``table`` allows to call ``method``: its own entry, else its service's
+    (``/package.Service/``); None when neither is listed."""
     allowed = table.get(method)
     if allowed is None:
         allowed = table.get(method[: method.rfind("/") + 1])
@@ -217,8 +222,10 @@ class AuthInterceptor(HandlerWrapper):
             started = time.perf_counter()
             try:
                 if allowed is None:
-                    raise PermissionDenied(f"{method} is not open to any caller of this server",
-                                           METHOD_NOT_ALLOWED)
+                    unlisted = PermissionDenied(
+                        f"{method} is not open to any caller of this server", METHOD_NOT_ALLOWED)
+                    await gate.refused(context, method, unlisted)
+                    raise unlisted
                 caller = await gate.admit(context, method, allowed)
             except CrossroadsError as exc:
                 await refuse(method, context, exc, started)

@@ -64,19 +64,24 @@ class LocalGate:
         self.policy = policy
         self.peers = peers
 
-    def caller(self, context: grpc.aio.ServicerContext, method: str) -> tuple[Caller, Peer | None]:
+    async def caller(self, context: grpc.aio.ServicerContext,
+                     method: str) -> tuple[Caller, Peer | None]:
         if self.peers is None:
             return self.policy.unix_socket, None
         try:
             peer = self.peers.authenticate(context)
         except CrossroadsError as exc:
-            self.policy.refusals.note(context.peer(), method, "", exc.reason, str(exc))
+            await self.refused(context, method, exc)
             raise
         return self.policy.application(peer.identity, method), peer
 
+    async def refused(self, context: grpc.aio.ServicerContext, method: str,
+                      exc: CrossroadsError) -> None:
+        self.policy.refusals.note(context.peer(), method, "", exc.reason, str(exc))
+
     async def admit(self, context: grpc.aio.ServicerContext, method: str,
                     allowed: frozenset[Role]) -> AuthenticatedPeer:
-        caller, peer = self.caller(context, method)
+        caller, peer = await self.caller(context, method)
         if Role.APPLICATION not in allowed:  # no such table (yet): fail closed
             raise PermissionDenied(f"{method} is not open to applications", "WRONG_ROLE")
         action = ACTIONS.get(method.removeprefix("Local.")) if method.startswith(
@@ -93,5 +98,5 @@ class LocalGate:
             try:
                 self.peers.recheck(caller.peer)
             except CrossroadsError as exc:
-                self.policy.refusals.note(caller.name, method, "", exc.reason, str(exc))
+                await self.refused(context, method, exc)
                 raise

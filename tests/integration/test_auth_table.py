@@ -15,12 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from structlog.contextvars import bound_contextvars, merge_contextvars
 from structlog.testing import capture_logs
 
-from node.hub.callers import HUB_TABLE
+from node.core.errors import CrossroadsError
+from node.hub.callers import HUB_TABLE, HubGate
 from node.member.deliver_service import NODE_TABLE
 from node.rpc.auth_interceptor import (
     METHOD_NOT_ALLOWED,
     AuthInterceptor,
-    CertificateGate,
     Role,
     current_peer,
     rule_for,
@@ -77,9 +77,13 @@ ECHO = "test.Echo"
 
 
 async def _echo_server(network: InProcessNetwork, table: dict[str, frozenset[Role]],
-                       ran: list[str]) -> tuple[grpc.aio.Server, str]:
+                       ran: list[str], refused: list[str]) -> tuple[grpc.aio.Server, str]:
     """A real mTLS server (the hub's certificate) with two methods, ``Listed`` and
-    ``Unlisted``, behind an AuthInterceptor with ``table``."""
+    ``Unlisted``, behind an AuthInterceptor with ``table`` and the hub's gate (its refusals
+    noted in ``refused``)."""
+
+    async def note(context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError) -> None:
+        refused.append(f"{method} {exc.reason}")
 
     def method(name: str) -> grpc.RpcMethodHandler:
         async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -89,7 +93,8 @@ async def _echo_server(network: InProcessNetwork, table: dict[str, frozenset[Rol
         return grpc.unary_unary_rpc_method_handler(call)
 
     peers = PeerAuthenticator(network.network, frozenset)
-    server = grpc.aio.server(interceptors=[AuthInterceptor(table, CertificateGate(peers))])
+    gate = HubGate(peers, network.hub.directory, note)
+    server = grpc.aio.server(interceptors=[AuthInterceptor(table, gate)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         ECHO, {"Listed": method("Listed"), "Unlisted": method("Unlisted")}),))
     port = server.add_secure_port("127.0.0.1:0", network.hub.tls.server_credentials())
@@ -111,22 +116,24 @@ async def test_a_method_missing_from_the_table_is_refused_to_everyone(
     network: InProcessNetwork,
 ) -> None:
     ran: list[str] = []
+    refused: list[str] = []
     table = {f"/{ECHO}/Listed": frozenset({Role.INSTITUTION})}
-    server, address = await _echo_server(network, table, ran)
+    server, address = await _echo_server(network, table, ran, refused)
     try:
         cert_a, key_a = network.node_certs[A][1], network.node_certs[A][0]
         assert await _call(address, network, "Listed", cert_a, key_a) == b"hello"
         for cert, key in ((cert_a, key_a), (network.admin_cert, network.admin_key)):
-            refused = await _call(address, network, "Unlisted", cert, key)
-            assert isinstance(refused, grpc.aio.AioRpcError)
-            assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert refused.details().startswith(METHOD_NOT_ALLOWED)
+            closed = await _call(address, network, "Unlisted", cert, key)
+            assert isinstance(closed, grpc.aio.AioRpcError)
+            assert closed.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert closed.details().startswith(METHOD_NOT_ALLOWED)
         wrong = await _call(address, network, "Listed", network.admin_cert, network.admin_key)
         assert isinstance(wrong, grpc.aio.AioRpcError)
         assert wrong.details().startswith("WRONG_ROLE")
     finally:
         await server.stop(None)
     assert ran == [f"Listed by {A}"]  # nothing else ran
+    assert refused == ["Echo.Unlisted METHOD_NOT_ALLOWED"] * 2 + ["Echo.Listed WRONG_ROLE"]
 
 
 @pytest.mark.parametrize("who", [A, B])
