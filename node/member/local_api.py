@@ -90,7 +90,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
     ) -> local_pb2.LocalSubmitResponse:
         async def body() -> local_pb2.LocalSubmitResponse:
             # May the calling application send to these services? (app_permissions)
-            check_send(lambda: filter(None, map(_service_of, request.envelopes)))
+            check_send(lambda: (s for s in map(_service_of, request.envelopes) if s is not None))
             if len(request.envelopes) > MAX_SUBMIT:
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
             keys: dict[int, str] = {}
