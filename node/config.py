@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from node.core.identifiers import enterprise_number_problem
 from pki.identity import validate_app_name
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ANY_SERVICE",
@@ -307,11 +310,7 @@ def _local_api_problems(cfg: NodeConfig) -> list[str]:
 
 
 def _keepalive(r: _Reader) -> Keepalive:
-    d = Keepalive()
-    keepalive = Keepalive(
-        time_ms=r.integer("time_ms", d.time_ms, minimum=1_000),
-        timeout_ms=r.integer("timeout_ms", d.timeout_ms, minimum=1_000),
-    )
+    keepalive = r.integers(Keepalive(), {"time_ms": 1_000, "timeout_ms": 1_000})
     r.done()
     return keepalive
 
@@ -336,25 +335,18 @@ def _tls(r: _Reader, hub: bool) -> TlsFiles:
 
 
 def _limits(r: _Reader) -> Limits:
-    d = Limits()
-    limits = Limits(
-        max_payload_bytes=r.integer("max_payload_bytes", d.max_payload_bytes, minimum=1),
-        max_batch_bytes=r.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
-        max_batch_envelopes=r.integer("max_batch_envelopes", d.max_batch_envelopes, minimum=1),
-        destination_quota=r.integer("destination_quota", d.destination_quota, minimum=1),
-        delivery_batch_envelopes=r.integer(
-            "delivery_batch_envelopes", d.delivery_batch_envelopes, minimum=1
-        ),
-        delivery_batch_bytes=r.integer("delivery_batch_bytes", d.delivery_batch_bytes, minimum=1),
-        consultations_in_flight=r.integer(
-            "consultations_in_flight", d.consultations_in_flight, minimum=1
-        ),
-        max_receivers=r.integer("max_receivers", d.max_receivers, minimum=1),
-    )
+    limits = r.integers(Limits(), {
+        "max_payload_bytes": 1, "max_batch_bytes": 1024, "max_batch_envelopes": 1,
+        "destination_quota": 1, "delivery_batch_envelopes": 1, "delivery_batch_bytes": 1,
+        "consultations_in_flight": 1, "max_receivers": 1,
+    })
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
     r.done()
     return limits
+
+
+_Settings = TypeVar("_Settings", bound="DataclassInstance")
 
 
 class _Reader:
@@ -444,6 +436,12 @@ class _Reader:
             self.problem(f"{self.prefix}{key} must be an integer >= {minimum}")
             return default
         return value
+
+    def integers(self, defaults: _Settings, minimums: Mapping[str, int]) -> _Settings:
+        """``defaults`` (a dataclass) with each field named in ``minimums`` read as an
+        :meth:`integer` of at least its minimum."""
+        return replace(defaults, **{key: self.integer(key, getattr(defaults, key), minimum)
+                                    for key, minimum in minimums.items()})
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, required=False)

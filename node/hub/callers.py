@@ -20,15 +20,13 @@ from node.core.errors import CrossroadsError, PermissionDenied, Unauthenticated
 from node.hub.directory import Directory
 from node.rpc.auth_interceptor import HEALTH_AND_REFLECTION, CertificateGate, Role, Table
 from node.rpc.peer import Peer, PeerAuthenticator
-from node.wire.gen.crossroads.v1 import directory_pb2, hub_pb2
 
 __all__ = ["HUB_TABLE", "HubGate", "active_institution"]
 
 #: The hub server's table (node/rpc/auth_interceptor.py).
 HUB_TABLE: Table = {
-    f"/{hub_pb2.DESCRIPTOR.services_by_name['Hub'].full_name}/": frozenset({Role.INSTITUTION}),
-    f"/{directory_pb2.DESCRIPTOR.services_by_name['DirectoryAdmin'].full_name}/":
-        frozenset({Role.ADMIN}),
+    "/crossroads.v1.Hub/": frozenset({Role.INSTITUTION}),
+    "/crossroads.v1.DirectoryAdmin/": frozenset({Role.ADMIN}),
     **HEALTH_AND_REFLECTION,
 }
 OnRefused = Callable[[grpc.aio.ServicerContext, str, CrossroadsError], Awaitable[None]]

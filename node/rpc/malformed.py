@@ -69,7 +69,9 @@ class MalformedRequests(HandlerWrapper):
         if self._on_malformed is not None:
             await self._on_malformed(method, context, detail)
 
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(  # noqa: C901 - one wrapper per kind of call: grpc.aio dispatches on it
+        self, handler: grpc.RpcMethodHandler, method: str,
+    ) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is None:
             return handler
         parse = handler.request_deserializer
