@@ -3,7 +3,7 @@
 ``HubApp`` = HubStore + Intake + Deliverer + HubService on one mTLS server.
 ``NodeApp`` = NodeStore + Uplink + DeliverService (mTLS server, for the hub) + LocalService
 (for the institution's applications: on a unix socket, 0660, or on TCP with mutual TLS and
-application certificates; every call passes :class:`~node.rpc.local_auth.LocalAuth`).
+application certificates; every call passes :class:`~node.rpc.local_auth.LocalGate`).
 
 Before anything is opened, each daemon checks its own configuration and credentials
 (:mod:`node.selfcheck`) and its data directory (:mod:`node.store.data_dir`: present, whole,
@@ -35,6 +35,7 @@ from node.config import ConfigError, HubConfig, Limits, NodeConfig
 from node.core.directory import Institution, RevokedCertificate
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
+from node.hub.callers import HUB_TABLE, HubGate
 from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
@@ -45,7 +46,7 @@ from node.member.answers import Answering
 from node.member.app_permissions import LocalPermissions
 from node.member.continuity import HubContinuity
 from node.member.declaration_desk import DeclarationDesk
-from node.member.deliver_service import DeliverService
+from node.member.deliver_service import NODE_TABLE, DeliverService
 from node.member.fragment import FragmentWatcher
 from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
@@ -53,7 +54,8 @@ from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
-from node.rpc.local_auth import LocalAuth
+from node.rpc.auth_interceptor import AuthInterceptor, CertificateGate
+from node.rpc.local_auth import LOCAL_TABLE, LocalGate
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
 from node.rpc.revocation import RevocationList
@@ -209,13 +211,14 @@ class HubApp:
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations, refusals)
         self.service = service
+        # Who may call what (node/hub/callers.py): every call authenticated before it runs.
+        gate = HubGate(peers, self.directory, service.audit_refusal)
         self.server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive, connection_cap()),
-            interceptors=[MalformedRequests(service.malformed)])
+            interceptors=[MalformedRequests(service.malformed), AuthInterceptor(HUB_TABLE, gate)])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
-            AdminService(peers, self.directory, self.store, self.consultations.audit.flush,
-                         refusals),
+            AdminService(self.directory, self.store, self.consultations.audit.flush),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.store.on_damaged.append(self._unhealthy)
@@ -342,7 +345,7 @@ class NodeApp:
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
         self.server = grpc.aio.server(
             options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
-            interceptors=[MalformedRequests()])
+            interceptors=[MalformedRequests(), AuthInterceptor(NODE_TABLE, CertificateGate(peers))])
         self.answering = Answering(cfg.limits.max_payload_bytes)
         # The client side of revocation: the hub's certificate, checked after connecting.
         server_check = ServerCheck(cfg.hub,
@@ -350,7 +353,7 @@ class NodeApp:
         self.server_check = server_check
         self.hub_caller = HubCaller(cfg, self.tls, server_check)
         desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
-        self.deliver = DeliverService(peers, self.store, self.answering, desk)
+        self.deliver = DeliverService(self.store, self.answering, desk)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
@@ -372,11 +375,11 @@ class NodeApp:
         # its clients ([local_socket]).
         self.local_permissions = LocalPermissions(cfg.enterprise_number, cfg.applications,
                                                   cfg.local_socket)
-        local_auth = LocalAuth(self.local_permissions, peers if cfg.local_api_is_tcp else None)
+        local_gate = LocalGate(self.local_permissions, peers if cfg.local_api_is_tcp else None)
         self.local_server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
                                    connection_cap(servers=2)),
-            interceptors=[MalformedRequests(), local_auth])
+            interceptors=[MalformedRequests(), AuthInterceptor(LOCAL_TABLE, local_gate)])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):

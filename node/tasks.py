@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Coroutine
 from typing import Any, ClassVar
 
@@ -54,8 +55,11 @@ def cause_of(exc: BaseException) -> str:
 
 
 def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-    """Start ``coro`` as a background task whose failure is logged once, structured."""
-    task = asyncio.get_running_loop().create_task(coro, name=name)
+    """Start ``coro`` as a background task whose failure is logged once, structured.
+
+    It runs in a context of its own: one started during a call does not carry the call's
+    caller (node/rpc/auth_interceptor.py) into its log lines for the rest of its life."""
+    task = asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
     task.add_done_callback(_log_failure)
     return task
 

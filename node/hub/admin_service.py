@@ -1,4 +1,4 @@
-"""The directory administration service: admin certificates only."""
+"""The directory administration service: admin certificates only (node/hub/callers.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from node.core.directory import (
     Service,
     Subscription,
 )
-from node.core.errors import CrossroadsError, InvalidArgument
+from node.core.errors import InvalidArgument
 from node.hub.directory import Directory
-from node.hub.refusal_audit import RefusalAudit
+from node.rpc.auth_interceptor import current_peer
 from node.rpc.edge import guard_unary
-from node.rpc.peer import Peer, PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.wire.directory import change_from_proto, change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
@@ -43,32 +42,18 @@ _PARTS: dict[str, tuple[type, ...]] = {
 
 
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
-    def __init__(self, peers: PeerAuthenticator, directory: Directory, audit: HubStore,
-                 flush_audit: Callable[[], Awaitable[None]],
-                 refusals: RefusalAudit | None = None) -> None:
-        self.peers = peers
+    def __init__(self, directory: Directory, audit: HubStore,
+                 flush_audit: Callable[[], Awaitable[None]]) -> None:
         self.directory = directory
         self.audit = audit
         # Commits records that go with the next group (a consultation's ANSWERED records),
         # so a query sees every answer the hub has given.
         self.flush_audit = flush_audit
-        self.refusals = refusals or RefusalAudit(audit.append_audit)
-
-    async def _admin(self, context: grpc.aio.ServicerContext, method: str) -> Peer:
-        """The calling admin, or a refusal audited like the hub's (aggregated per peer,
-        method and reason: :mod:`node.hub.refusal_audit`)."""
-        try:
-            return self.peers.require(context, "admin")
-        except CrossroadsError as exc:
-            await self.refusals.refused(self.peers.label(context), method, exc.reason,
-                                        f"{context.peer()}: {exc}")
-            raise
 
     async def Apply(  # noqa: N802 - gRPC method name
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApplyResponse:
         async def body() -> pb.ApplyResponse:
-            admin = await self._admin(context, "DirectoryAdmin.Apply")
             changes: list[tuple[Entity, bool]] = []
             for index, change in enumerate(request.changes):
                 try:
@@ -76,7 +61,7 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
                 except ValueError as exc:
                     raise InvalidArgument(f"change {index}: {exc}", "INVALID_ENTRY") from exc
             revision = await self.directory.apply(changes)
-            log.info("directory_changed", admin=admin.identity.name, changes=len(changes),
+            log.info("directory_changed", admin=current_peer().name, changes=len(changes),
                      revision=revision)
             return pb.ApplyResponse(revision=revision)
 
@@ -86,7 +71,6 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
         self, request: pb.ShowRequest, context: grpc.aio.ServicerContext
     ) -> pb.ShowResponse:
         async def body() -> pb.ShowResponse:
-            await self._admin(context, "DirectoryAdmin.Show")
             response = pb.ShowResponse(revision=self.directory.revision)
             if request.part == "integrations":
                 if not request.subject:
@@ -112,20 +96,16 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
         self, request: pb.CompactRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompactResponse:
         async def body() -> pb.CompactResponse:
-            await self._admin(context, "DirectoryAdmin.Compact")
             keep_after = request.keep_after or max(0, self.directory.revision - 10_000)
             revision, removed = await self.directory.store.compact(keep_after)
             return pb.CompactResponse(compacted_revision=revision, removed=removed)
 
         return await guard_unary("DirectoryAdmin.Compact", context, body)
 
-
-
     async def WhoConsulted(  # noqa: N802 - gRPC method name
         self, request: pb.WhoConsultedRequest, context: grpc.aio.ServicerContext
     ) -> pb.WhoConsultedResponse:
         async def body() -> pb.WhoConsultedResponse:
-            await self._admin(context, "DirectoryAdmin.WhoConsulted")
             if not request.subject:
                 raise InvalidArgument("subject is required")
             if request.limit > MAX_WHO_CONSULTED:

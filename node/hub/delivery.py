@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,7 +183,9 @@ class Deliverer:
         return dest
 
     def _spawn(self, dest: _Destination) -> None:
-        dest.task = asyncio.create_task(self._run(dest), name=f"deliver-{dest.institution}")
+        # A context of its own: started during a call, it does not log as that call's caller.
+        dest.task = asyncio.create_task(self._run(dest), name=f"deliver-{dest.institution}",
+                                        context=contextvars.Context())
         dest.task.add_done_callback(lambda task, d=dest: self._worker_ended(d, task))
 
     def _worker_ended(self, dest: _Destination, task: asyncio.Task[None]) -> None:

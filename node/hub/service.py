@@ -1,4 +1,5 @@
-"""The hub's gRPC edge for nodes: authenticate, hand work to the intake or the directory."""
+"""The hub's gRPC edge for nodes: hand an authenticated institution's work to the intake or
+the directory (who may call: node/hub/callers.py)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,20 @@ import grpc
 import structlog
 
 from node.core.audit import AuditEvent, integration
-from node.core.directory import Institution, Integration, problem_of, subject_problem
+from node.core.directory import Integration, problem_of, subject_problem
 from node.core.envelope import Decision
-from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied, Unauthenticated
+from node.core.errors import CrossroadsError, InvalidArgument
 from node.core.reasons import Reason
 from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
+from node.rpc.auth_interceptor import current_peer, recheck_peer
 from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
-from node.rpc.peer import Peer, PeerAuthenticator
+from node.rpc.peer import PeerAuthenticator
 from node.store.hub_store import HubStore
 from node.tasks import consume
 from node.wire.checkpoints import checkpoint_to_proto
@@ -80,43 +82,17 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.draining = asyncio.Event()
         self.refusals = refusals or RefusalAudit(store.append_audit)
 
-    # -- identity --------------------------------------------------------------------------
-
-    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> Institution:
-        """The calling institution as the directory knows it, or an audited refusal."""
-        return (await self._identify(context, method))[0]
-
-    async def _identify(
-        self, context: grpc.aio.ServicerContext, method: str, known: Peer | None = None
-    ) -> tuple[Institution, Peer]:
-        """:meth:`_authenticate`, with the certificate; given the ``known`` one from earlier in
-        the same stream, only what can change is checked again (revocation, the directory)."""
-        try:
-            peer = self.peers.require(context, "institution") if known is None else (
-                self.peers.recheck(known))
-            institution = self.directory.institution(peer.identity.name)
-            if institution is None or not institution.active:
-                raise PermissionDenied(
-                    f"institution {peer.identity.name} is not active in the directory",
-                    "UNKNOWN_INSTITUTION",
-                )
-            if institution.cert_fingerprint and institution.cert_fingerprint != peer.fingerprint:
-                raise Unauthenticated(
-                    f"certificate {peer.fingerprint[:16]}... is not the one registered for"
-                    f" {institution.enterprise_number}", "CERTIFICATE_NOT_REGISTERED",
-                )
-        except CrossroadsError as exc:
-            await self._audit_refusal(context, method, exc)
-            raise
-        return institution, peer
+    # -- refusals -------------------------------------------------------------------------
+    # Callers are authenticated before any method runs (node/hub/callers.py); the servicer
+    # reads the caller with current_peer() and checks it again per message of a stream.
 
     async def malformed(self, method: str, context: grpc.aio.ServicerContext,
                         detail: str) -> None:
         """Audit a message that did not parse (:mod:`node.rpc.malformed`)."""
-        await self._audit_refusal(context, short_name(method),
-                                  InvalidArgument(detail, MALFORMED_MESSAGE))
+        await self.audit_refusal(context, short_name(method),
+                                 InvalidArgument(detail, MALFORMED_MESSAGE))
 
-    async def _audit_refusal(
+    async def audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
     ) -> None:
         """One record per peer, method, reason and interval (:mod:`node.hub.refusal_audit`)."""
@@ -131,7 +107,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
-        sender = (await self._authenticate(context, "Hub.Submit")).enterprise_number
+        sender = current_peer().institution
         summary["sender"] = sender
         # A reader prepares each batch (decode, checks, routing) while the previous one commits;
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
@@ -145,7 +121,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
             async for batch in until_drained(request_iterator, self.draining):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
-                await self._authenticate(context, "Hub.Submit")
+                await recheck_peer()
                 commit = await self.intake.prepare(sender, batch)
                 prepared[:] = [p for p in prepared if p[0].holds_reservation]
                 previous = asyncio.ensure_future(_after(previous, commit))
@@ -190,7 +166,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> hub_pb2.RegisterResponse:
         async def body() -> hub_pb2.RegisterResponse:
-            institution = (await self._authenticate(context, "Hub.Register")).enterprise_number
+            institution = current_peer().institution
             if not _ENDPOINT.match(request.endpoint):
                 raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
                                       "BAD_ENDPOINT")
@@ -216,7 +192,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
     ) -> consult_pb2.ConsultResponse:
         async def body() -> consult_pb2.ConsultResponse:
-            sender = (await self._authenticate(context, "Hub.Consult")).enterprise_number
+            sender = current_peer().institution
             return await self.consultations.consult(sender, request)
 
         return await guard_unary("Hub.Consult", context, body)
@@ -227,12 +203,11 @@ class HubService(hub_pb2_grpc.HubServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[consult_pb2.ConsultReplies]:
-        institution, peer = await self._identify(context, "Hub.Consultations")
-        sender = institution.enterprise_number
+        sender = current_peer().institution
         summary["sender"] = sender
 
         async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
-            await self._identify(context, "Hub.Consultations", peer)
+            await recheck_peer()
             summary["messages"] += 1
 
         async def consult(request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
@@ -266,12 +241,15 @@ class HubService(hub_pb2_grpc.HubServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[directory_pb2.SignedDirectoryUpdate]:
-        institution = await self._authenticate(context, "Hub.WatchDirectory")
+        institution = self.directory.institution(current_peer().institution)
+        if institution is None:  # gone since the call was admitted: refused (audited) now
+            await recheck_peer()
+            raise AssertionError("unreachable")
         summary["institution"] = institution.enterprise_number
         await context.send_initial_metadata(())  # the node sees the stream up while idle
         updates = self.directory.watch(institution, request.start_revision)
         async for update in until_drained(updates, self.draining):
-            await self._authenticate(context, "Hub.WatchDirectory")
+            await recheck_peer()
             summary["updates"] += 1
             yield update
 
@@ -279,7 +257,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self, request: directory_pb2.IntegrateRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.IntegrateResponse:
         async def body() -> directory_pb2.IntegrateResponse:
-            sender = (await self._authenticate(context, "Hub.Integrate")).enterprise_number
+            sender = current_peer().institution
             if len(request.ops) > MAX_INTEGRATE_OPS:
                 raise InvalidArgument(f"at most {MAX_INTEGRATE_OPS} ops per call")
             today = date.today()

@@ -2,7 +2,7 @@
 
 Design
 ------
-* **Who.** Over a TCP local API (mutual TLS, node/rpc/local_auth.py) the caller is the
+* **Who.** Over a TCP local API (mutual TLS, node/rpc/local_auth.py's gate) the caller is the
   application named by its certificate: kind ``app``, owned by this node's institution, listed
   in the node's ``[[applications]]``; anything else is refused before any work
   (``NOT_AN_APPLICATION``, ``APPLICATION_OF_ANOTHER_INSTITUTION``, ``APPLICATION_UNKNOWN``).
@@ -15,7 +15,8 @@ Design
   ``PERMISSION_DENIED`` with the stable reason ``APPLICATION_NOT_PERMITTED``.
 * **Where the caller is known.** The interceptor puts the :class:`Caller` in a context
   variable for the call's task; the tasks a stream starts inherit it, so a check deep in the
-  service (:func:`check_consult`, per consultation call) knows who asks without new arguments.
+  service (:func:`check_send` per Submit, :func:`check_consult` per consultation call,
+  :func:`may_answer` per question of Serve) knows who asks without new arguments.
 * **Evidence without floods.** Every refusal is a structured ``local_refused`` log line (app,
   method, service, reason). The same refusal repeated within :data:`AGGREGATE_S` is counted,
   not logged: when the interval ends, one ``local_refused`` line gives the count
@@ -27,8 +28,9 @@ Design
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NoReturn
@@ -48,9 +50,12 @@ __all__ = [
     "Caller",
     "LocalPermissions",
     "RefusalLog",
+    "answering_limited",
     "check_consult",
+    "check_send",
     "current_caller",
     "enter_call",
+    "may_answer",
 ]
 
 log = structlog.get_logger(__name__)
@@ -196,6 +201,31 @@ def check_consult(service: str) -> None:
     caller, policy = _caller.get(), _policy.get()
     if caller is not None and policy is not None:
         policy.check(caller, "Local.Consult", Action.CONSULT, [service])
+
+
+def check_send(services: Callable[[], Iterable[str]]) -> None:
+    """Refuse a Submit unless the current caller may send to every one of ``services()``
+    (asked only for a caller limited to some services)."""
+    caller, policy = _caller.get(), _policy.get()
+    if caller is not None and policy is not None and not caller.may_every_service(Action.SEND):
+        policy.check(caller, "Local.Submit", Action.SEND, sorted(set(services())))
+
+
+def answering_limited() -> bool:
+    """Whether the current caller may answer some services only (Serve filters questions)."""
+    caller = _caller.get()
+    return caller is not None and not caller.may_every_service(Action.ANSWER)
+
+
+def may_answer(service: str) -> bool:
+    """Whether the current caller may answer ``service``; a refusal is logged, not raised."""
+    caller, policy = _caller.get(), _policy.get()
+    if caller is None or policy is None or caller.may(Action.ANSWER, service):
+        return True
+    with contextlib.suppress(PermissionDenied):
+        policy.refuse(caller.name, "Local.Serve", service, APPLICATION_NOT_PERMITTED,
+                      f"application {caller.name} may not answer {service}")
+    return False
 
 
 def enter_call(policy: LocalPermissions, caller: Caller) -> None:

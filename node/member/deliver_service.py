@@ -1,5 +1,6 @@
 """The node's gRPC edge for the hub: receive delivery batches, store, acknowledge; pass the
-hub's questions to the answering application."""
+hub's questions to the answering application. Only the hub may call it (the node server's
+table, :data:`NODE_TABLE`)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,25 @@ import grpc
 from node.core.errors import InvalidArgument
 from node.member.answers import Answering
 from node.member.declaration_desk import DeclarationDesk
+from node.rpc.auth_interceptor import HEALTH_AND_REFLECTION, Role, Table, recheck_peer
 from node.rpc.edge import streaming, until_drained
 from node.rpc.multiplex import serve_calls
-from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
 from node.wire.gen.crossroads.v1 import consult_pb2, node_pb2, node_pb2_grpc
 
-__all__ = ["DeliverService"]
+__all__ = ["NODE_TABLE", "DeliverService"]
+
+#: The node server's table (node/rpc/auth_interceptor.py): the hub alone calls ``Node``;
+#: health and reflection are open to any certificate of the network.
+NODE_TABLE: Table = {
+    "/crossroads.v1.Node/": frozenset({Role.HUB}),
+    **HEALTH_AND_REFLECTION,
+}
 
 
 class DeliverService(node_pb2_grpc.NodeServicer):
-    def __init__(self, peers: PeerAuthenticator, store: NodeStore, answering: Answering,
+    def __init__(self, store: NodeStore, answering: Answering,
                  desk: DeclarationDesk | None = None) -> None:
-        self.peers = peers
         self.desk = desk
         self.store = store
         self.answering = answering
@@ -38,7 +45,6 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[node_pb2.DeliveryAck]:
-        self.peers.require(context, "hub")
         async for batch in until_drained(request_iterator, self.draining):
             tickets, envelopes = batch.hub_tickets, batch.envelopes
             if len(tickets) != len(envelopes) or any(not t for t in tickets):
@@ -63,10 +69,8 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         context: grpc.aio.ServicerContext,
         summary: dict[str, Any],
     ) -> AsyncIterator[consult_pb2.AnswerReplies]:
-        hub = self.peers.require(context, "hub")
-
         async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
-            self.peers.recheck(hub)
+            await recheck_peer()
             summary["messages"] += 1
 
         async for replies in serve_calls(

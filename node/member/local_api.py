@@ -25,8 +25,14 @@ from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
 from node.core.reasons import Reason
-from node.member.answers import Answering
-from node.member.app_permissions import check_consult
+from node.member.answers import Answering, Session
+from node.member.app_permissions import (
+    APPLICATION_NOT_PERMITTED,
+    answering_limited,
+    check_consult,
+    check_send,
+    may_answer,
+)
 from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
@@ -83,6 +89,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.LocalSubmitResponse:
         async def body() -> local_pb2.LocalSubmitResponse:
+            # May the calling application send to these services? (app_permissions)
+            check_send(lambda: (s for s in map(_service_of, request.envelopes) if s is not None))
             if len(request.envelopes) > MAX_SUBMIT:
                 raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
             keys: dict[int, str] = {}
@@ -291,6 +299,9 @@ class LocalService(local_pb2_grpc.LocalServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[consult_pb2.Question]:
         session = self.answering.attach()
+        # An application allowed to answer some services only: the others' questions are
+        # answered SOURCE_UNAVAILABLE on its behalf, never shown to it (app_permissions).
+        limited = answering_limited()
 
         async def read_answers() -> None:
             async for answer in request_iterator:
@@ -304,11 +315,34 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 session.wake.clear()
                 questions = session.questions
                 while questions and not reader.done():
-                    yield questions.popleft()
+                    question = questions.popleft()
+                    if not limited or _answered_for_it(session, question):
+                        yield question
         finally:
             reader.cancel()
             consume(reader)  # an answers stream that broke ends the session: nothing to report
             self.answering.detach(session)
+
+
+def _answered_for_it(session: Session, question: consult_pb2.Question) -> bool:
+    """Whether the calling application may answer ``question``; if not, it is answered
+    ``SOURCE_UNAVAILABLE`` on its behalf (and the refusal logged)."""
+    service = _service_of(question.envelope) or ""
+    if may_answer(service):
+        return True
+    session.resolve(consult_pb2.Answer(
+        id=question.id, status=consult_pb2.SOURCE_UNAVAILABLE,
+        detail=f"{APPLICATION_NOT_PERMITTED}: no application of this institution may"
+               f" answer {service}"))
+    return False
+
+
+def _service_of(raw: bytes) -> str | None:
+    try:
+        service: str = envelope_pb2.Envelope.FromString(raw).service_id
+    except DecodeError:
+        return None  # refused with the other checks (MALFORMED_ENVELOPE)
+    return service
 
 
 def same_submission(first: bytes, again: bytes) -> bool:

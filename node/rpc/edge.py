@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -22,7 +22,7 @@ from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals, peer_host
 from node.wire.errors import status_of
 
-__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "streaming",
+__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "refuse", "streaming",
            "until_drained"]
 
 log = structlog.get_logger("rpc")
@@ -54,12 +54,7 @@ async def guard_unary(
     try:
         result = await body()
     except CrossroadsError as exc:
-        code, details = status_of(exc)
-        if _first_refusal(method, peer, exc, details):
-            log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
-                        duration_ms=_ms(started))
-        await context.abort(code, details)
-        raise AssertionError("unreachable") from exc
+        await refuse(method, context, exc, started, peer)
     except grpc.aio.AbortError:
         raise  # the handler ended the call with its own status (and said why)
     except Exception as exc:
@@ -70,6 +65,19 @@ async def guard_unary(
         raise
     log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
     return result
+
+
+async def refuse(method: str, context: grpc.aio.ServicerContext, exc: CrossroadsError,
+                 started: float, peer: str | None = None) -> NoReturn:
+    """End a refused call with the refusal's status; its ``rpc`` log line is aggregated
+    (see the module's docstring). ``peer``: the caller's address, if read already."""
+    code, details = status_of(exc)
+    peer = context.peer() if peer is None else peer
+    if _first_refusal(method, peer, exc, details):
+        log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
+                    duration_ms=_ms(started))
+    await context.abort(code, details)
+    raise AssertionError("unreachable") from exc
 
 
 async def guard_stream(

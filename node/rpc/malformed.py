@@ -32,6 +32,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.core.errors import InvalidArgument
+from node.rpc.handler_wrapper import HandlerWrapper
 
 __all__ = ["CALL_STREAMS", "MALFORMED_MESSAGE", "Malformed", "MalformedRequests", "short_name"]
 
@@ -55,7 +56,7 @@ class Malformed:
         self.size, self.error = size, error
 
 
-class MalformedRequests(grpc.aio.ServerInterceptor):
+class MalformedRequests(HandlerWrapper):
     def __init__(self, on_malformed: OnMalformed | None = None,
                  keep_going: Collection[str] = CALL_STREAMS) -> None:
         self._on_malformed = on_malformed
@@ -68,15 +69,11 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         if self._on_malformed is not None:
             await self._on_malformed(method, context, detail)
 
-    async def intercept_service(  # noqa: C901 - one wrapper per kind of call: grpc.aio dispatches on it
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(  # noqa: C901 - one wrapper per kind of call: grpc.aio dispatches on it
+        self, handler: grpc.RpcMethodHandler, method: str,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+        if handler.request_deserializer is None:
             return handler
-        method = handler_call_details.method
         parse = handler.request_deserializer
         kind = _type_name(parse)
 
@@ -86,8 +83,6 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
             except DecodeError as exc:
                 return Malformed(len(raw), str(exc))
 
-        # grpc.aio calls a behaviour by its kind (coroutine or async generator function), so
-        # each wrapper is of the kind it wraps.
         if handler.request_streaming:
             keep_going = method in self.keep_going
 

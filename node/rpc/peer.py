@@ -7,7 +7,8 @@ caller's :class:`pki.identity.Identity`, and its serial is checked against the c
 revocation list on every call (and, with :meth:`PeerAuthenticator.recheck`, on every message
 of a long-lived stream). Any doubt raises :class:`Unauthenticated`. An optional ``gate``
 refuses every caller while it names a reason (``CRL_STALE``: the CRL in force is past its
-nextUpdate under the ``refuse`` policy, :mod:`node.rpc.revocation`).
+nextUpdate under the ``refuse`` policy, :mod:`node.rpc.revocation`). Which roles may call
+which method is the servers' tables' business (:mod:`node.rpc.auth_interceptor`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from node.core.errors import PermissionDenied, Unauthenticated
+from node.core.errors import Unauthenticated
 from node.rpc.refusal_flood import peer_host
 from pki.identity import Identity, parse_spiffe_id
 
@@ -101,12 +102,3 @@ class PeerAuthenticator:
             if peer is not None:
                 return f"{peer.identity.kind}:{peer.identity.name}#{peer.serial:x}"
         return peer_host(context.peer())
-
-    def require(self, context: grpc.aio.ServicerContext, kind: str) -> Peer:
-        peer = self.authenticate(context)
-        if peer.identity.kind != kind:
-            raise PermissionDenied(
-                f"{peer.identity.kind} {peer.identity.name} may not call this; {kind} only",
-                "WRONG_ROLE",
-            )
-        return peer
