@@ -1,7 +1,8 @@
 """Shared pieces of the benchmarks: the envelopes, machine facts, process accounting, results.
 
-Nothing here is measured itself; it is imported by :mod:`benchmarks.e2e`,
-:mod:`benchmarks.relay` and :mod:`benchmarks.micro`.
+Nothing here is measured itself; every benchmark imports from it. The load generator's
+phases and the frame of a run (work directory, results header, clean-up) are in
+:mod:`benchmarks.phases`.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ __all__ = [
     "SERVICE",
     "ProcessMeter",
     "build_batches",
+    "code_digests",
     "machine_facts",
     "median_of",
+    "p50_p99",
     "percentile",
+    "rounded",
     "peak_rss_bytes",
     "ticket_batch",
     "write_results",
@@ -103,6 +107,20 @@ def build_batches(
     ]
 
 
+def code_digests(files: Sequence[str]) -> dict[str, str]:
+    """SHA-256 prefixes of the node files measured (the tree may hold uncommitted work)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
+            for name in files if (root / name).exists()}
+
+
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    """``value`` rounded for the results (None stays None)."""
+    return None if value is None else round(value, digits)
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """The p-th percentile (0..100), linear interpolation between closest ranks."""
     if not values:
@@ -114,6 +132,14 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     lo = int(k)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def p50_p99(values: Sequence[float], with_max: bool = False) -> dict[str, float | None]:
+    """The 50th and 99th percentiles of ``values`` (and their maximum), rounded."""
+    out = {"p50": rounded(percentile(values, 50)), "p99": rounded(percentile(values, 99))}
+    if with_max:
+        out["max"] = rounded(max(values) if values else None)
+    return out
 
 
 def median_of(values: Iterable[float | None]) -> float | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RECEIVER, SENDER, SERVICE, build_batches, citizens, machine_facts, write_results
+from benchmarks.phases import results_header
 from node.core.audit import ChainWriter
 from node.core.envelope import Decision, Policy, check_batch
 from node.core.identifiers import citizen_number_problem
@@ -109,15 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown case(s): {', '.join(sorted(unknown))}; known: {', '.join(cases)}",
               file=sys.stderr)
         return 2
-    results: dict[str, Any] = {
-        "benchmark": "micro",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.micro", *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine_facts(),
-        "parameters": {"items": ITEMS, "repeat": args.repeat, "number": args.number,
-                       "envelope_bytes": args.envelope_bytes},
-        "cases": {},
-    }
+    results = results_header(
+        "micro", argv, machine_facts(),
+        parameters={"items": ITEMS, "repeat": args.repeat, "number": args.number,
+                    "envelope_bytes": args.envelope_bytes},
+        cases={})
     print(f"{'case':<24} {'µs/envelope (median)':>21} {'(min)':>8}")
     for name, fn in cases.items():
         if args.only and name not in args.only:
