@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    bench_parser,
     citizens,
     code_digests,
     machine_facts,
@@ -93,11 +94,8 @@ BUILD_VERSION = 3  # 3: schema 7 (audit_subjects)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.audit",
-        description="who-consulted query times over a hub audit log of --records records"
-                    " (built through HubStore and cached in --workdir).",
-    )
+    p = bench_parser("audit", "who-consulted query times over a hub audit log of --records"
+                              " records (built through HubStore and cached in --workdir).")
     p.add_argument("--records", type=int, default=10_000_000, help="audit records in the log")
     p.add_argument("--citizens", type=int, default=1_000_000, help="distinct random subjects")
     p.add_argument("--heavy-share", type=float, default=0.001,

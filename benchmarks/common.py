@@ -7,11 +7,13 @@ phases and the frame of a run (work directory, results header, clean-up) are in
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
 import platform
 import random
+import signal
 import sqlite3
 import statistics
 import sys
@@ -31,6 +33,8 @@ T = TypeVar("T")
 __all__ = [
     "BenchError",
     "audit_checks",
+    "bench_parser",
+    "end_on_signals",
     "in_chunks",
     "hub_refusals",
     "interrupted",
@@ -279,6 +283,19 @@ class BenchError(RuntimeError):
 def interrupted(signum: int, frame: object) -> None:
     """SIGTERM handler: stop like Ctrl-C, so every process is stopped on the way out."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def end_on_signals() -> None:
+    """SIGTERM and SIGINT (even when started in the background with it ignored) end the run
+    through the same clean-up as a failure: every daemon is stopped, the results written."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def bench_parser(name: str, description: str, **options: Any) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m benchmarks.<name>``."""
+    return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description,
+                                   **options)
 
 
 def in_chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:

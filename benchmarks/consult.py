@@ -101,7 +101,6 @@ import itertools
 import multiprocessing
 import os
 import shutil
-import signal
 import struct
 import sys
 import time
@@ -113,18 +112,8 @@ from typing import Any
 
 import grpc
 
-from benchmarks import phases
-from benchmarks.common import (
-    RECEIVER,
-    SENDER,
-    BenchError,
-    ProcessMeter,
-    citizens,
-    code_digests,
-    interrupted,
-    machine_facts,
-    percentile,
-)
+from benchmarks import common, phases
+from benchmarks.common import RECEIVER, SENDER, BenchError, ProcessMeter, citizens, machine_facts, percentile
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
@@ -154,11 +143,8 @@ def _rates(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.consult",
-        description="Consultation latency through the hub to one provider, open-loop load at"
-                    " fixed rates (real processes, loopback mTLS).",
-    )
+    p = common.bench_parser("consult", "Consultation latency through the hub to one provider,"
+                                " open-loop load at fixed rates (real processes, loopback mTLS).")
     p.add_argument("--rates", type=_rates, default=[500.0, 2000.0],
                    help="questions per second, comma-separated (each measured in turn)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
@@ -565,8 +551,7 @@ def main(argv: list[str] | None = None) -> int:
            args.repeat) <= 0:
         print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    common.end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout
     root, temporary = phases.work_root(args, "crossroads-consult-")
@@ -575,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "consult", argv, machine,
         parameters=phases.parameters(args)
         | {"synchronous": "FULL", "audit_log": True, "asker": ASKER, "provider": PROVIDER},
-        code=code_digests(CODE_FILES))
+        code=common.code_digests(CODE_FILES))
     print(f"Crossroads consultation benchmark: rates {args.rates} /s, {args.seconds:g} s each"
           f" after {args.warmup_seconds:g} s warm-up; {machine['cpu_count']} x"
           f" {machine['cpu_model']}; work dir {root}", flush=True)

@@ -71,7 +71,6 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -89,17 +88,18 @@ from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
+    bench_parser,
     citizens,
+    end_on_signals,
     hub_refusals,
     in_chunks,
-    interrupted,
     machine_facts,
     median_of,
     p50_p99,
     peak_rss_bytes,
     write_results,
 )
-from benchmarks.phases import add_workdir_options, parameters, results_header, work_root
+from benchmarks.phases import add_traffic_options, add_workdir_options, parameters, results_header, work_root
 from node.client import LocalClient, make_envelope
 from node.core.directory import (
     Authorization,
@@ -129,11 +129,8 @@ _TICKET_DIGITS = 7
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.directory",
-        description="Directory benchmark: checks at scale end to end, first sync of a fragment,"
-                    " hub memory (real processes, loopback mTLS).",
-    )
+    p = bench_parser("directory", "Directory benchmark: checks at scale end to end, first sync"
+                                  " of a fragment, hub memory (real processes, loopback mTLS).")
     size = p.add_argument_group("directory size")
     size.add_argument("--integrations", type=int, default=1_000_000)
     size.add_argument("--citizens", type=int, default=200_000)
@@ -149,13 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --workdir: keep the directory.sqlite an earlier run left there"
                            " (it must have been made with the same size options)")
     traffic = p.add_argument_group("traffic")
-    traffic.add_argument("--envelopes", type=int, default=200_000, help="measured per run")
-    traffic.add_argument("--warmup", type=int, default=10_000)
-    traffic.add_argument("--batch", type=int, default=1_000)
-    traffic.add_argument("--envelope-bytes", type=int, default=200)
-    traffic.add_argument("--window", type=int, default=16, help="batches in flight end to end")
-    traffic.add_argument("--submitters", type=int, default=4)
-    traffic.add_argument("--fetch-max", type=int, default=1_000)
+    add_traffic_options(traffic, envelopes=200_000, warmup=10_000, window=16, submitters=4)
     traffic.add_argument("--mix", default="2,1,1", type=_mix,
                          help="weights of consultations (fixed provider), mutations (pushed to"
                               " subscribers) and fan-out declarations (authorized holders)")
@@ -860,10 +851,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = _parser().parse_args(argv)
-    # SIGTERM (and SIGINT, even when started in the background with it ignored) ends the run
-    # through the same clean-up as a failure: every daemon is stopped, the results written.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    end_on_signals()
     if min(args.envelopes, args.batch, args.window, args.repeat, args.chunk,
            args.citizens, args.sync_repeat) <= 0:
         print("benchmarks.directory: sizes and counts must be positive", file=sys.stderr)

@@ -68,6 +68,7 @@ from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
+    bench_parser,
     build_batches,
     machine_facts,
     median_of,
@@ -75,7 +76,14 @@ from benchmarks.common import (
     rounded,
     write_results,
 )
-from benchmarks.phases import Backlog, BatchWindow, add_workdir_options, results_header, work_root
+from benchmarks.phases import (
+    Backlog,
+    BatchWindow,
+    add_traffic_options,
+    add_workdir_options,
+    results_header,
+    work_root,
+)
 from node.client import LocalClient
 from node.testing import ProcessNetwork
 
@@ -83,19 +91,9 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.e2e",
-        description="End-to-end benchmark: sender node -> hub -> receiver node (real processes, "
-                    "loopback mTLS), and the bare gRPC relay ceiling.",
-    )
-    p.add_argument("--envelopes", type=int, default=200_000, help="measured envelopes per run")
-    p.add_argument("--warmup", type=int, default=10_000, help="envelopes before measuring")
-    p.add_argument("--batch", type=int, default=1_000, help="envelopes per submitted batch")
-    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
-    p.add_argument("--window", type=int, default=16,
-                   help="batches in flight end to end (submitted, not yet fetched)")
-    p.add_argument("--submitters", type=int, default=4, help="concurrent Submit calls (e2e)")
-    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch (e2e)")
+    p = bench_parser("e2e", "End-to-end benchmark: sender node -> hub -> receiver node (real"
+                            " processes, loopback mTLS), and the bare gRPC relay ceiling.")
+    add_traffic_options(p, envelopes=200_000, warmup=10_000, window=16, submitters=4)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run before abort")
     p.add_argument("--repeat", type=int, default=1, help="runs of each; the summary is the median")
     p.add_argument("--relay-rounds", type=int, default=5,

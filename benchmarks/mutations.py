@@ -60,7 +60,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -71,11 +70,12 @@ from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
+    bench_parser,
     citizens,
     code_digests,
+    end_on_signals,
     hub_refusals,
     in_chunks,
-    interrupted,
     machine_facts,
     p50_p99,
 )
@@ -83,6 +83,7 @@ from benchmarks.consult import CpuSplit
 from benchmarks.phases import (
     Backlog,
     BatchWindow,
+    add_traffic_options,
     add_workdir_options,
     finish_run,
     parameters,
@@ -104,21 +105,14 @@ _TICKET_DIGITS = 7
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.mutations",
-        description="Mutation fan-out: deliveries per second from one source node to N"
-                    " subscriber nodes through the hub (real processes, loopback mTLS).",
-    )
+    p = bench_parser("mutations", "Mutation fan-out: deliveries per second from one source node"
+                                  " to N subscriber nodes through the hub (real processes,"
+                                  " loopback mTLS).")
     p.add_argument("--subscribers", type=int, default=4, help="subscriber nodes")
     p.add_argument("--citizens", type=int, default=50_000,
                    help="citizens, each integrated at every subscriber")
-    p.add_argument("--envelopes", type=int, default=50_000, help="mutations measured")
-    p.add_argument("--warmup", type=int, default=5_000, help="mutations before measuring")
-    p.add_argument("--batch", type=int, default=1_000, help="envelopes per Submit")
-    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
-    p.add_argument("--window", type=int, default=8, help="batches in flight end to end")
-    p.add_argument("--submitters", type=int, default=2, help="concurrent Submit calls")
-    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch")
+    add_traffic_options(p, envelopes=50_000, warmup=5_000, window=8, submitters=2,
+                        what="mutations")
     p.add_argument("--chunk", type=int, default=50_000, help="directory changes per Apply")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
@@ -320,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
            args.chunk) <= 0 or args.warmup < 0:
         print("benchmarks.mutations: sizes and counts must be positive", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout
     root, temporary = work_root(args, "crossroads-mut-")
@@ -332,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         parameters=parameters(args)
         | {"synchronous": "FULL", "audit_log": True, "source": SOURCE, "subscriber_numbers": subs},
         code=code_digests(("node/hub/intake.py", "node/hub/delivery.py", "node/hub/service.py",
-                              "node/store/hub_store.py", "node/store/node_store.py",
-                              "node/member/uplink.py", "node/member/local_api.py",
-                              "node/core/directory.py")))
+                           "node/store/hub_store.py", "node/store/node_store.py",
+                           "node/member/uplink.py", "node/member/local_api.py",
+                           "node/core/directory.py")))
     print(f"Crossroads mutation fan-out benchmark: {args.envelopes:,} mutations x"
           f" {len(subs)} subscribers, {args.citizens:,} citizens; {machine['cpu_count']} x"
           f" {machine['cpu_model']}; work dir {root}", flush=True)

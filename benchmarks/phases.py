@@ -44,6 +44,7 @@ from node.testing import ProcessNetwork
 __all__ = [
     "Backlog",
     "BatchWindow",
+    "add_traffic_options",
     "add_workdir_options",
     "finish_run",
     "report_end",
@@ -211,6 +212,20 @@ class Backlog:
 
 
 # -- the driver ------------------------------------------------------------------------------
+
+
+def add_traffic_options(p: argparse._ActionsContainer, *, envelopes: int, warmup: int,
+                        window: int, submitters: int, what: str = "envelopes") -> None:
+    """The options of the traffic a :class:`BatchWindow` sends (with this benchmark's
+    defaults): how much, in which batches, how many in flight, how it is drained."""
+    p.add_argument("--envelopes", type=int, default=envelopes, help=f"{what} measured per run")
+    p.add_argument("--warmup", type=int, default=warmup, help=f"{what} before measuring")
+    p.add_argument("--batch", type=int, default=1_000, help="envelopes per submitted batch")
+    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
+    p.add_argument("--window", type=int, default=window,
+                   help="batches in flight end to end (submitted, not yet fetched)")
+    p.add_argument("--submitters", type=int, default=submitters, help="concurrent Submit calls")
+    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch")
 
 
 def add_workdir_options(p: argparse.ArgumentParser) -> None:

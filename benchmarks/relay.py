@@ -45,7 +45,7 @@ from typing import IO, Any
 
 import grpc
 
-from benchmarks.common import RECEIVER, SENDER, ProcessMeter, build_batches, p50_p99
+from benchmarks.common import RECEIVER, SENDER, ProcessMeter, bench_parser, build_batches, p50_p99
 from node.rpc.tls import (
     TlsMaterial,
     channel_options,
@@ -252,7 +252,7 @@ def _run(coro: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__.splitlines()[0])
+    p = bench_parser("relay", __doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
     for role in ("receiver", "relay", "sender"):
         r = sub.add_parser(role)
