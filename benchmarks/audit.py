@@ -64,7 +64,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import citizens, machine_facts, percentile, write_results
+from benchmarks.common import (
+    bench_parser,
+    citizens,
+    code_digests,
+    machine_facts,
+    percentile,
+    rounded,
+    write_results,
+)
+from benchmarks.phases import report_end, results_header
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
@@ -85,11 +94,8 @@ BUILD_VERSION = 3  # 3: schema 7 (audit_subjects)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.audit",
-        description="who-consulted query times over a hub audit log of --records records"
-                    " (built through HubStore and cached in --workdir).",
-    )
+    p = bench_parser("audit", "who-consulted query times over a hub audit log of --records"
+                              " records (built through HubStore and cached in --workdir).")
     p.add_argument("--records", type=int, default=10_000_000, help="audit records in the log")
     p.add_argument("--citizens", type=int, default=1_000_000, help="distinct random subjects")
     p.add_argument("--heavy-share", type=float, default=0.001,
@@ -300,13 +306,10 @@ def ensure_log(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
 
 
 def _stats(ms: Sequence[float]) -> dict[str, Any]:
-    return {"n": len(ms), "p50": _r(percentile(ms, 50)), "p90": _r(percentile(ms, 90)),
-            "p99": _r(percentile(ms, 99)), "max": _r(max(ms) if ms else None),
-            "mean": _r(statistics.fmean(ms) if ms else None)}
+    return {"n": len(ms), "p50": rounded(percentile(ms, 50), 3), "p90": rounded(percentile(ms, 90), 3),
+            "p99": rounded(percentile(ms, 99), 3), "max": rounded(max(ms) if ms else None, 3),
+            "mean": rounded(statistics.fmean(ms) if ms else None, 3)}
 
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
 
 
 def _timed(conn: sqlite3.Connection, number: str, **kw: Any) -> tuple[float, int, int]:
@@ -328,7 +331,7 @@ def run_queries(db: Path, meta: dict[str, Any], args: argparse.Namespace) -> dic
     conn = connect_sync(db, read_only=True)  # as `crossroads audit who-consulted` opens it
     try:
         ms, n, d = _timed(conn, pool[rnd.randrange(len(pool))])
-        out["first_query"] = {"ms": _r(ms), "records": n, "deliveries": d}
+        out["first_query"] = {"ms": rounded(ms, 3), "records": n, "deliveries": d}
         for kind, kw in (("random", {}), ("random_since", {"since_us": since_us})):
             times, counts = [], []
             for _ in range(args.queries):
@@ -377,16 +380,6 @@ def _plan(conn: sqlite3.Connection) -> str:
         return f"({type(exc).__name__}: {exc})"
 
 
-def _code() -> dict[str, str]:
-    """Digests of the node files whose code is measured (the tree may have uncommitted work)."""
-    import hashlib
-
-    root = Path(__file__).resolve().parent.parent
-    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
-            for name in ("node/store/hub_store.py", "node/audit_tool.py", "node/core/audit.py")
-            if (root / name).exists()}
-
-
 def _verify(db: Path) -> dict[str, Any]:
     from node.audit_tool import load_public_keys, verify_file
 
@@ -409,15 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Crossroads audit benchmark: {args.records:,} records, {args.citizens:,} citizens;"
           f" {machine['cpu_count']} x {machine['cpu_model']}; work dir {args.workdir}",
           flush=True)
-    results: dict[str, Any] = {
-        "benchmark": "audit",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.audit",
-                    *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine,
-        "parameters": {k: v for k, v in vars(args).items() if k != "out"},
-        "code": _code(),
-    }
+    results = results_header(
+        "audit", argv, machine, parameters={k: v for k, v in vars(args).items() if k != "out"},
+        code=code_digests(("node/store/hub_store.py", "node/audit_tool.py", "node/core/audit.py")))
     status = "ok"
     try:
         t = time.perf_counter()
@@ -453,8 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                   f" max {s['max']} (n={s['n']}{extra})")
         print(f"  first query on a fresh connection: {q['first_query']['ms']} ms;"
               f" log {q['records_in_log']:,} records, {q['checkpoints']:,} checkpoints")
-    print(f"  written to {path}")
-    return 0 if status == "ok" else 1
+    return report_end(results, path)
 
 
 if __name__ == "__main__":

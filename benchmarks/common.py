@@ -1,16 +1,19 @@
 """Shared pieces of the benchmarks: the envelopes, machine facts, process accounting, results.
 
-Nothing here is measured itself; it is imported by :mod:`benchmarks.e2e`,
-:mod:`benchmarks.relay` and :mod:`benchmarks.micro`.
+Nothing here is measured itself; every benchmark imports from it. The load generator's
+phases and the frame of a run (work directory, results header, clean-up) are in
+:mod:`benchmarks.phases`.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
 import platform
 import random
+import signal
 import sqlite3
 import statistics
 import sys
@@ -30,6 +33,8 @@ T = TypeVar("T")
 __all__ = [
     "BenchError",
     "audit_checks",
+    "bench_parser",
+    "end_on_signals",
     "in_chunks",
     "hub_refusals",
     "interrupted",
@@ -40,9 +45,12 @@ __all__ = [
     "SERVICE",
     "ProcessMeter",
     "build_batches",
+    "code_digests",
     "machine_facts",
     "median_of",
+    "p50_p99",
     "percentile",
+    "rounded",
     "peak_rss_bytes",
     "ticket_batch",
     "write_results",
@@ -103,6 +111,20 @@ def build_batches(
     ]
 
 
+def code_digests(files: Sequence[str]) -> dict[str, str]:
+    """SHA-256 prefixes of the node files measured (the tree may hold uncommitted work)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
+            for name in files if (root / name).exists()}
+
+
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    """``value`` rounded for the results (None stays None)."""
+    return None if value is None else round(value, digits)
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """The p-th percentile (0..100), linear interpolation between closest ranks."""
     if not values:
@@ -114,6 +136,14 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     lo = int(k)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def p50_p99(values: Sequence[float], with_max: bool = False) -> dict[str, float | None]:
+    """The 50th and 99th percentiles of ``values`` (and their maximum), rounded."""
+    out = {"p50": rounded(percentile(values, 50)), "p99": rounded(percentile(values, 99))}
+    if with_max:
+        out["max"] = rounded(max(values) if values else None)
+    return out
 
 
 def median_of(values: Iterable[float | None]) -> float | None:
@@ -253,6 +283,19 @@ class BenchError(RuntimeError):
 def interrupted(signum: int, frame: object) -> None:
     """SIGTERM handler: stop like Ctrl-C, so every process is stopped on the way out."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def end_on_signals() -> None:
+    """SIGTERM and SIGINT (even when started in the background with it ignored) end the run
+    through the same clean-up as a failure: every daemon is stopped, the results written."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def bench_parser(name: str, description: str, **options: Any) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m benchmarks.<name>``."""
+    return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description,
+                                   **options)
 
 
 def in_chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:

@@ -101,33 +101,19 @@ import itertools
 import multiprocessing
 import os
 import shutil
-import signal
-import sqlite3
 import struct
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from benchmarks.common import (
-    RECEIVER,
-    SENDER,
-    BenchError,
-    ProcessMeter,
-    audit_checks,
-    citizens,
-    interrupted,
-    machine_facts,
-    percentile,
-    write_results,
-)
+from benchmarks import common, phases
+from benchmarks.common import RECEIVER, SENDER, BenchError, ProcessMeter, citizens, machine_facts, percentile
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
@@ -157,11 +143,8 @@ def _rates(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.consult",
-        description="Consultation latency through the hub to one provider, open-loop load at"
-                    " fixed rates (real processes, loopback mTLS).",
-    )
+    p = common.bench_parser("consult", "Consultation latency through the hub to one provider,"
+                                " open-loop load at fixed rates (real processes, loopback mTLS).")
     p.add_argument("--rates", type=_rates, default=[500.0, 2000.0],
                    help="questions per second, comma-separated (each measured in turn)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per rate")
@@ -181,9 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="sequential calls of each blocking client in the client probe (0: none)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
-    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    phases.add_workdir_options(p)
     return p
 
 
@@ -564,39 +545,22 @@ def run(net: ProcessNetwork, pool: Sequence[str], args: argparse.Namespace,
     return measured
 
 
-def code_digests(files: Sequence[str]) -> dict[str, str]:
-    """SHA-256 prefixes of the node files measured (the tree may hold uncommitted work)."""
-    import hashlib
-
-    root = Path(__file__).resolve().parent.parent
-    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12]
-            for name in files if (root / name).exists()}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.seconds, args.citizens, args.channels, args.max_in_flight, args.deadline_ms,
            args.repeat) <= 0:
         print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    common.end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout
-    temporary = args.workdir is None
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-consult-"))
-    root.mkdir(parents=True, exist_ok=True)
+    root, temporary = phases.work_root(args, "crossroads-consult-")
     machine = machine_facts()
-    results: dict[str, Any] = {
-        "benchmark": "consult",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.consult",
-                    *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine,
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("workdir", "keep", "out")}
+    results = phases.results_header(
+        "consult", argv, machine,
+        parameters=phases.parameters(args)
         | {"synchronous": "FULL", "audit_log": True, "asker": ASKER, "provider": PROVIDER},
-        "code": code_digests(CODE_FILES),
-    }
+        code=common.code_digests(CODE_FILES))
     print(f"Crossroads consultation benchmark: rates {args.rates} /s, {args.seconds:g} s each"
           f" after {args.warmup_seconds:g} s warm-up; {machine['cpu_count']} x"
           f" {machine['cpu_model']}; work dir {root}", flush=True)
@@ -614,16 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         print(f"benchmarks.consult: FAILED: {exc}", file=sys.stderr, flush=True)
     finally:
-        if net is not None:
-            net.stop_all()
-            with contextlib.suppress(sqlite3.Error, OSError):
-                if net.hub_db.exists():
-                    results["checks"] = audit_checks(net.hub_db, not args.no_verify)
-        results["status"] = status
-        results["wall_s"] = round(time.monotonic() - started, 1)
-        path = write_results("consult", results, Path(args.out) if args.out else None)
-        if temporary and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        path = phases.finish_run("consult", results, net, args, root, temporary, status, started)
     print("Results:")
     for r in results.get("rates", []):
         lat, ok, where = r["latency_ms"], r["service_ms"], r["where_ms"]
@@ -641,11 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {float(rate):>7,.0f}/s over {summary['runs']} runs: p99 median"
                   f" {p99['median']} ms (min {p99['min']}, max {p99['max']}); p50 median"
                   f" {summary['p50_ms']['median']} ms")
-    if "checks" in results:
-        print(f"  audit: {results['checks'].get('events')}"
-              f" verify {results['checks'].get('verify', {}).get('ok')}")
-    print(f"  written to {path}")
-    return 0 if status == "ok" else 1
+    return phases.report_end(results, path)
 
 
 if __name__ == "__main__":

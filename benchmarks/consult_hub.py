@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import citizens, machine_facts, write_results
+from benchmarks.common import bench_parser, citizens, machine_facts, write_results
 from benchmarks.consult import ASKER, CAPACITY, CONSULT, PROVIDER, directory
 from node.app import HubApp
 from node.client import make_envelope
@@ -100,8 +100,7 @@ async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, An
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.consult_hub", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser("consult_hub", __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--questions", type=int, default=2_000, help="measured per concurrency")
     p.add_argument("--concurrency", default="1,8",
                    type=lambda text: [int(c) for c in text.split(",")],

@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks.common import ProcessMeter, machine_facts, write_results
+from benchmarks.common import ProcessMeter, bench_parser, machine_facts, write_results
 from benchmarks.consult import Sample, _rates, open_loop, summarize
 from node.app import GIL_SWITCH_INTERVAL_S
 from node.rpc.multiplex import CallFailed, StreamCaller, serve_calls
@@ -135,8 +135,7 @@ async def _measure(args: argparse.Namespace, port: int, pids: dict[str, int]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.consult_relay",
-                                description="Consultation latency floor: four bare relays.")
+    p = bench_parser("consult_relay", "Consultation latency floor: four bare relays.")
     p.add_argument("--rates", type=_rates, default=[500.0, 2000.0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup-seconds", type=float, default=3.0)

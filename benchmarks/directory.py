@@ -71,7 +71,6 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -89,16 +88,18 @@ from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
+    bench_parser,
     citizens,
+    end_on_signals,
     hub_refusals,
     in_chunks,
-    interrupted,
     machine_facts,
     median_of,
+    p50_p99,
     peak_rss_bytes,
-    percentile,
     write_results,
 )
+from benchmarks.phases import add_traffic_options, add_workdir_options, parameters, results_header, work_root
 from node.client import LocalClient, make_envelope
 from node.core.directory import (
     Authorization,
@@ -128,11 +129,8 @@ _TICKET_DIGITS = 7
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.directory",
-        description="Directory benchmark: checks at scale end to end, first sync of a fragment,"
-                    " hub memory (real processes, loopback mTLS).",
-    )
+    p = bench_parser("directory", "Directory benchmark: checks at scale end to end, first sync"
+                                  " of a fragment, hub memory (real processes, loopback mTLS).")
     size = p.add_argument_group("directory size")
     size.add_argument("--integrations", type=int, default=1_000_000)
     size.add_argument("--citizens", type=int, default=200_000)
@@ -148,13 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --workdir: keep the directory.sqlite an earlier run left there"
                            " (it must have been made with the same size options)")
     traffic = p.add_argument_group("traffic")
-    traffic.add_argument("--envelopes", type=int, default=200_000, help="measured per run")
-    traffic.add_argument("--warmup", type=int, default=10_000)
-    traffic.add_argument("--batch", type=int, default=1_000)
-    traffic.add_argument("--envelope-bytes", type=int, default=200)
-    traffic.add_argument("--window", type=int, default=16, help="batches in flight end to end")
-    traffic.add_argument("--submitters", type=int, default=4)
-    traffic.add_argument("--fetch-max", type=int, default=1_000)
+    add_traffic_options(traffic, envelopes=200_000, warmup=10_000, window=16, submitters=4)
     traffic.add_argument("--mix", default="2,1,1", type=_mix,
                          help="weights of consultations (fixed provider), mutations (pushed to"
                               " subscribers) and fan-out declarations (authorized holders)")
@@ -172,9 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=2_400.0,
                    help="seconds for the whole invocation before it is aborted")
     p.add_argument("--seed", type=int, default=3)
-    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    add_workdir_options(p)
     return p
 
 
@@ -530,7 +520,7 @@ class _RefusalWatch:
 
 def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: int,
                 revision: int, deadline: float) -> dict[str, Any]:
-    from benchmarks.e2e import _Backlog, _Phase
+    from benchmarks.e2e import _backlog, _Phase, traffic_checks
 
     warm_batches = -(-args.warmup // args.batch)
     n_batches = -(-args.envelopes // args.batch)
@@ -571,7 +561,7 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
                     warm_phase.run()
             meter = ProcessMeter(pids)
             phase = _Phase(tx, rx, measured, warm_batches, args, deadline)
-            with _Backlog(net) as backlog, _RefusalWatch(net, phase):
+            with _backlog(net) as backlog, _RefusalWatch(net, phase):
                 meter.start()
                 start, end = phase.run()
                 meter.stop()
@@ -581,35 +571,13 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
             tx_status, rx_status = tx.status(), rx.status()
     finally:
         net.stop_all()
-    checks: dict[str, Any] = {
-        "refused": phase.refused,
-        "refusals": phase.refusals,
-        "unexpected_envelopes": phase.unexpected,
-        "sender_node": {"sent_accepted": tx_status.sent_accepted,
-                        "sent_refused": tx_status.sent_refused,
-                        "outbox_pending": tx_status.outbox_pending,
-                        "directory_revision": tx_status.directory_revision},
-        "receiver_node": {"inbox_total": rx_status.inbox_total,
-                          "inbox_unacknowledged": rx_status.inbox_unacknowledged},
-    }
-    if not args.no_verify:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(net.hub_db)
-        checks["audit"] = {"records": report.records, "ok": report.problem is None,
-                           "problem": None if report.problem is None else str(report.problem),
-                           "verify_s": round(time.monotonic() - t, 2)}
-    lat = phase.latencies_ms()
-    wall = end - start
+    checks = traffic_checks(
+        phase, tx_status, rx_status, None if args.no_verify else net.hub_db,
+        sender_node={"directory_revision": tx_status.directory_revision})
     return {
-        "envelopes": phase.acknowledged,
-        "wall_s": round(wall, 3),
-        "envelopes_per_s": round(phase.acknowledged / wall, 1),
-        "batch_latency_ms": {"p50": _r(percentile(lat, 50)), "p99": _r(percentile(lat, 99)),
-                             "max": _r(max(lat) if lat else None)},
-        "submit_call_ms": {"p50": _r(percentile(phase.submit_ms, 50)),
-                           "p99": _r(percentile(phase.submit_ms, 99))},
+        **phase.throughput(start, end),
+        "batch_latency_ms": p50_p99(phase.latencies_ms(), with_max=True),
+        "submit_call_ms": p50_p99(phase.submit_ms),
         "backlog_envelopes": backlog.report(),
         "cpu": cpu,
         "checks": checks,
@@ -618,9 +586,6 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
         "memory_bytes": memory,
     }
 
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 # -- first sync -----------------------------------------------------------------------------
@@ -886,10 +851,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = _parser().parse_args(argv)
-    # SIGTERM (and SIGINT, even when started in the background with it ignored) ends the run
-    # through the same clean-up as a failure: every daemon is stopped, the results written.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    end_on_signals()
     if min(args.envelopes, args.batch, args.window, args.repeat, args.chunk,
            args.citizens, args.sync_repeat) <= 0:
         print("benchmarks.directory: sizes and counts must be positive", file=sys.stderr)
@@ -901,22 +863,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
     except BenchError as exc:
         print(f"benchmarks.directory: {exc}", file=sys.stderr)
         return 2
-    temporary = args.workdir is None
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-dir-"))
-    root.mkdir(parents=True, exist_ok=True)
+    root, temporary = work_root(args, "crossroads-dir-")
     machine = machine_facts()
-    results: dict[str, Any] = {
-        "benchmark": "directory",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.directory",
-                    *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine,
-        "code": _code_state(),
-        "parameters": {k: v for k, v in vars(args).items()
-                       if k not in ("workdir", "keep", "out")},
-        "directory": plan.counts(),
-        "traffic": [],
-    }
+    results = results_header("directory", argv, machine, code=_code_state(),
+                             parameters=parameters(args), directory=plan.counts(), traffic=[])
     print(f"Crossroads directory benchmark: {plan.n_integrations:,} integrations,"
           f" {plan.n_citizens:,} citizens, {len(plan.institutions)} institutions;"
           f" {args.envelopes:,} envelopes x {args.repeat}; {machine['cpu_count']} x"

@@ -59,8 +59,6 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,12 +68,21 @@ from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
+    bench_parser,
     build_batches,
     machine_facts,
     median_of,
-    percentile,
-    ticket_batch,
+    p50_p99,
+    rounded,
     write_results,
+)
+from benchmarks.phases import (
+    Backlog,
+    BatchWindow,
+    add_traffic_options,
+    add_workdir_options,
+    results_header,
+    work_root,
 )
 from node.client import LocalClient
 from node.testing import ProcessNetwork
@@ -84,19 +91,9 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.e2e",
-        description="End-to-end benchmark: sender node -> hub -> receiver node (real processes, "
-                    "loopback mTLS), and the bare gRPC relay ceiling.",
-    )
-    p.add_argument("--envelopes", type=int, default=200_000, help="measured envelopes per run")
-    p.add_argument("--warmup", type=int, default=10_000, help="envelopes before measuring")
-    p.add_argument("--batch", type=int, default=1_000, help="envelopes per submitted batch")
-    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
-    p.add_argument("--window", type=int, default=16,
-                   help="batches in flight end to end (submitted, not yet fetched)")
-    p.add_argument("--submitters", type=int, default=4, help="concurrent Submit calls (e2e)")
-    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch (e2e)")
+    p = bench_parser("e2e", "End-to-end benchmark: sender node -> hub -> receiver node (real"
+                            " processes, loopback mTLS), and the bare gRPC relay ceiling.")
+    add_traffic_options(p, envelopes=200_000, warmup=10_000, window=16, submitters=4)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run before abort")
     p.add_argument("--repeat", type=int, default=1, help="runs of each; the summary is the median")
     p.add_argument("--relay-rounds", type=int, default=5,
@@ -105,9 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--relay-only", action="store_true", help="only the bare relay")
     mode.add_argument("--no-relay", action="store_true", help="only the end-to-end run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
-    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    add_workdir_options(p)
     p.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)  # profiling aid
     return p
 
@@ -115,74 +110,28 @@ def _parser() -> argparse.ArgumentParser:
 # -- the end-to-end run --------------------------------------------------------------------
 
 
-class _Phase:
-    """Submit ``batches`` through the sender's local API, drain the receiver's, time it."""
+class _Phase(BatchWindow):
+    """Submit ``batches`` through the sender's local API, drain the receiver's, time it.
+    A refused envelope never arrives: it counts as done for its batch."""
 
     def __init__(self, sender: LocalClient, receiver: LocalClient, batches: list[list[bytes]],
                  first_batch: int, args: argparse.Namespace, deadline: float) -> None:
+        super().__init__(batches, first_batch, args, deadline)
         self.sender, self.receiver = sender, receiver
-        self.batches, self.first_batch = batches, first_batch
-        self.args, self.deadline = args, deadline
-        n = len(batches)
-        self.submit_at = [0.0] * n
-        self.submit_ms = [0.0] * n
-        self.fetched_at = [0.0] * n
-        self.remaining = [len(b) for b in batches]
-        self.slots = threading.Semaphore(args.window)
-        self.lock = threading.Lock()
-        self.next = 0
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
         self.refused = 0
         self.refusals: dict[str, int] = {}
-        self.unexpected = 0
         self.acknowledged = 0
 
-    def _take(self) -> int | None:
+    def _refused(self, batch: int, reasons: list[str]) -> None:
         with self.lock:
-            i = self.next
-            if i >= len(self.batches):
-                return None
-            self.next += 1
-            return i
-
-    def _submitter(self) -> None:
-        try:
-            while not self.stop.is_set():
-                i = self._take()
-                if i is None:
-                    return
-                while not self.slots.acquire(timeout=0.2):
-                    if self.stop.is_set():
-                        return
-                started = time.monotonic()
-                self.submit_at[i] = started
-                outcomes, _ = self.sender.submit(self.batches[i], timeout=120)
-                self.submit_ms[i] = (time.monotonic() - started) * 1000
-                bad = [o.reason for o in outcomes if o.reason != "ACCEPTED"]
-                if bad:
-                    with self.lock:
-                        self.refused += len(bad)
-                        for r in bad:
-                            self.refusals[r] = self.refusals.get(r, 0) + 1
-                    # Refused envelopes never arrive; count them as done for this batch.
-                    self._arrived(i, len(bad), time.monotonic())
-        except BaseException as exc:  # noqa: BLE001 - reported by the consumer
-            self.errors.append(exc)
-            self.stop.set()
-
-    def _arrived(self, i: int, count: int, at: float) -> None:
-        with self.lock:
-            self.remaining[i] -= count
-            complete = self.remaining[i] == 0
-        if complete:
-            self.fetched_at[i] = at
-            self.slots.release()
+            self.refused += len(reasons)
+            for r in reasons:
+                self.refusals[r] = self.refusals.get(r, 0) + 1
+        self._arrived({batch: len(reasons)}, time.monotonic())
 
     def run(self) -> tuple[float, float]:
         total = sum(len(b) for b in self.batches)
-        threads = [threading.Thread(target=self._submitter, daemon=True, name=f"submit-{k}")
-                   for k in range(max(1, min(self.args.submitters, self.args.window)))]
+        threads = self._submitters(self._submit_all, self.sender.submit)
         start = time.monotonic()
         for t in threads:
             t.start()
@@ -197,80 +146,54 @@ class _Phase:
                 at = time.monotonic()
                 if not envelopes:
                     continue
-                per_batch: dict[int, int] = {}
-                for e in envelopes:
-                    b = ticket_batch(e.sender_ticket) - self.first_batch
-                    if 0 <= b < len(self.batches):
-                        per_batch[b] = per_batch.get(b, 0) + 1
-                    else:
-                        self.unexpected += 1
-                for b, count in per_batch.items():
-                    self._arrived(b, count, at)
+                ours = self._arrived(self._batches_of(envelopes), at)
                 self.receiver.acknowledge([e.hub_ticket for e in envelopes])
-                self.acknowledged += sum(per_batch.values())
+                self.acknowledged += ours
             end = time.monotonic()
         finally:
-            self.stop.set()
-            for t in threads:
-                t.join(5)
+            self._join(threads)
         return start, end
 
-    def latencies_ms(self) -> list[float]:
-        return [(f - s) * 1000 for s, f in zip(self.submit_at, self.fetched_at, strict=True)
-                if f and s]
+    def throughput(self, start: float, end: float) -> dict[str, Any]:
+        """Envelopes acknowledged at the receiver from ``start`` to ``end``, and their rate."""
+        wall = end - start
+        return {"envelopes": self.acknowledged, "wall_s": round(wall, 3),
+                "envelopes_per_s": round(self.acknowledged / wall, 1)}
 
 
-class _Backlog:
-    """Samples, every ``interval`` s, where the envelopes in flight sit: in the sender's outbox
-    (not yet acknowledged by the hub), in the hub's queue (not yet delivered) or in the
-    receiver's inbox (not yet fetched and acknowledged). Read-only SQLite reads of the WAL
-    databases from this process: no RPC, nothing the daemons have to serve."""
+def traffic_checks(phase: _Phase, tx_status: Any, rx_status: Any, verify: Path | None,
+                   sender_node: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """What a traffic run checks after the daemons stopped: refusals, envelopes of no batch of
+    the phase, both nodes' counters (``sender_node``: more of the sender's), ``extra``; and
+    the hub's audit chain, verified, when ``verify`` is its database."""
+    checks: dict[str, Any] = {
+        "refused": phase.refused,
+        "refusals": phase.refusals,
+        "unexpected_envelopes": phase.unexpected,
+        "sender_node": {"sent_accepted": tx_status.sent_accepted,
+                        "sent_refused": tx_status.sent_refused,
+                        "outbox_pending": tx_status.outbox_pending, **(sender_node or {})},
+        "receiver_node": {"inbox_total": rx_status.inbox_total,
+                          "inbox_unacknowledged": rx_status.inbox_unacknowledged},
+        **extra,
+    }
+    if verify is not None:
+        from node.audit_tool import verify_file
 
-    def __init__(self, net: ProcessNetwork, interval: float = 0.25) -> None:
-        import sqlite3
+        t = time.monotonic()
+        report = verify_file(verify)
+        checks["audit"] = {"records": report.records,
+                           "ok": report.problem is None,
+                           "problem": None if report.problem is None else str(report.problem),
+                           "verify_s": round(time.monotonic() - t, 2)}
+    return checks
 
-        def ro(path: Path) -> sqlite3.Connection:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=1000")
-            return conn
 
-        self.conns = {
-            "sender_outbox": (ro(net.root / "nodes" / SENDER / "node.sqlite"),
-                              "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS INTEGER)"
-                              " FROM meta WHERE key = 'decided_seq'), 0) FROM outbox"),
-            "hub_queue": (ro(net.hub_db), "SELECT coalesce(sum(count), 0) FROM queue"),
-            "receiver_inbox": (ro(net.root / "nodes" / RECEIVER / "node.sqlite"),
-                               "SELECT count(*) FROM inbox WHERE acked = 0"),
-        }
-        self.samples: dict[str, list[int]] = {k: [] for k in self.conns}
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="backlog")
-
-    def _run(self) -> None:
-        import sqlite3
-
-        while not self.stop.wait(self.interval):
-            for name, (conn, sql) in self.conns.items():
-                with contextlib.suppress(sqlite3.Error):
-                    self.samples[name].append(int(conn.execute(sql).fetchone()[0]))
-
-    def __enter__(self) -> _Backlog:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        for conn, _ in self.conns.values():
-            conn.close()
-
-    def report(self) -> dict[str, Any]:
-        return {
-            name: {"median": median_of(values), "max": max(values) if values else None}
-            for name, values in self.samples.items()
-        } | {"interval_s": self.interval}
+def _backlog(net: ProcessNetwork) -> Backlog:
+    """Where the envelopes in flight sit: in the sender's outbox (not yet acknowledged by the
+    hub), in the hub's queue (not yet delivered) or in the receiver's inbox (not yet fetched
+    and acknowledged)."""
+    return Backlog.of(net, ("sender_outbox", [SENDER]), ("receiver_inbox", [RECEIVER]))
 
 
 def _wipe(net: ProcessNetwork) -> None:
@@ -298,7 +221,7 @@ def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
                 _Phase(tx, rx, warm, 0, args, deadline).run()
             meter = ProcessMeter(pids)
             phase = _Phase(tx, rx, measured, warm_batches, args, deadline)
-            with _Backlog(net) as backlog:
+            with _backlog(net) as backlog:
                 meter.start()
                 start, end = phase.run()
                 meter.stop()
@@ -308,41 +231,17 @@ def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
                 input(f"holding; pids {pids}; press Enter to stop ")
     finally:
         net.stop_all()
-    checks: dict[str, Any] = {
-        "refused": phase.refused,
-        "refusals": phase.refusals,
-        "unexpected_envelopes": phase.unexpected,
-        "sender_node": {"sent_accepted": tx_status.sent_accepted,
-                        "sent_refused": tx_status.sent_refused,
-                        "outbox_pending": tx_status.outbox_pending},
-        "receiver_node": {"inbox_total": rx_status.inbox_total,
-                          "inbox_unacknowledged": rx_status.inbox_unacknowledged},
-        "synchronous": net.hub_table()["synchronous"],
-    }
-    if not args.no_verify:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(net.hub_db)
-        checks["audit"] = {"records": report.records,
-                           "ok": report.problem is None,
-                           "problem": None if report.problem is None else str(report.problem),
-                           "verify_s": round(time.monotonic() - t, 2)}
+    checks = traffic_checks(phase, tx_status, rx_status, None if args.no_verify else net.hub_db,
+                            synchronous=net.hub_table()["synchronous"])
     lat = phase.latencies_ms()
-    wall = end - start
     return {
-        "envelopes": phase.acknowledged,
-        "wall_s": round(wall, 3),
-        "envelopes_per_s": round(phase.acknowledged / wall, 1),
+        **phase.throughput(start, end),
         "batch_latency_ms": {
             "what": "Submit call start -> last envelope of the batch fetched at the receiver",
             "batches": len(lat),
-            "p50": _r(percentile(lat, 50)),
-            "p99": _r(percentile(lat, 99)),
-            "max": _r(max(lat) if lat else None),
+            **p50_p99(lat, with_max=True),
         },
-        "submit_call_ms": {"p50": _r(percentile(phase.submit_ms, 50)),
-                           "p99": _r(percentile(phase.submit_ms, 99))},
+        "submit_call_ms": p50_p99(phase.submit_ms),
         "backlog_envelopes": backlog.report(),
         "cpu": cpu,
         "checks": checks,
@@ -351,9 +250,6 @@ def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
 
 # -- driver --------------------------------------------------------------------------------
 
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -372,7 +268,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
             for n in names
         },
         "peak_rss_mib": {
-            n: _r(median_of((r["cpu"]["processes"][n]["peak_rss_bytes"] or 0) / 2**20 for r in ok))
+            n: rounded(median_of((r["cpu"]["processes"][n]["peak_rss_bytes"] or 0) / 2**20 for r in ok))
             for n in names
         },
         "machine_cores_busy": median_of(r["cpu"]["machine_cores_busy"] for r in ok),
@@ -397,24 +293,18 @@ def main(argv: list[str] | None = None) -> int:
               " positive",
               file=sys.stderr)
         return 2
-    temporary = args.workdir is None
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
+    root, temporary = work_root(args, "crossroads-bench-")
     machine = machine_facts()
-    results: dict[str, Any] = {
-        "benchmark": "e2e",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.e2e", *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine,
-        "parameters": {
+    results = results_header(
+        "e2e", argv, machine,
+        parameters={
             "envelopes": args.envelopes, "warmup": args.warmup, "batch": args.batch,
             "envelope_bytes": args.envelope_bytes, "window_batches": args.window,
             "submitters": args.submitters, "fetch_max": args.fetch_max,
             "timeout_s_per_run": args.timeout, "repeat": args.repeat,
             "synchronous": "FULL", "audit_log": True, "relay_rounds": args.relay_rounds,
         },
-        "e2e": [], "relay": [],
-    }
+        e2e=[], relay=[])
     print(f"Crossroads benchmark: {args.envelopes:,} envelopes of ~{args.envelope_bytes} B in"
           f" batches of {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each;"
           f" {machine['cpu_count']} x {machine['cpu_model']}, Python {machine['python']},"

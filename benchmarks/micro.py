@@ -25,7 +25,6 @@ Results: ``benchmarks/results/micro-<timestamp>.json``.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -35,7 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RECEIVER, SENDER, SERVICE, build_batches, citizens, machine_facts, write_results
+from benchmarks.common import (
+    RECEIVER,
+    SENDER,
+    SERVICE,
+    bench_parser,
+    build_batches,
+    citizens,
+    machine_facts,
+    write_results,
+)
+from benchmarks.phases import results_header
 from node.core.audit import ChainWriter
 from node.core.envelope import Decision, Policy, check_batch
 from node.core.identifiers import citizen_number_problem
@@ -96,7 +105,7 @@ def _measure(fn: Callable[[], object], repeat: int, number: int) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.micro", description=__doc__.splitlines()[0])
+    p = bench_parser("micro", __doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=31, help="repeats; the median is reported")
     p.add_argument("--number", type=int, default=5, help="runs of 1,000 items per repeat")
     p.add_argument("--envelope-bytes", type=int, default=200)
@@ -109,15 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown case(s): {', '.join(sorted(unknown))}; known: {', '.join(cases)}",
               file=sys.stderr)
         return 2
-    results: dict[str, Any] = {
-        "benchmark": "micro",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.micro", *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine_facts(),
-        "parameters": {"items": ITEMS, "repeat": args.repeat, "number": args.number,
-                       "envelope_bytes": args.envelope_bytes},
-        "cases": {},
-    }
+    results = results_header(
+        "micro", argv, machine_facts(),
+        parameters={"items": ITEMS, "repeat": args.repeat, "number": args.number,
+                    "envelope_bytes": args.envelope_bytes},
+        cases={})
     print(f"{'case':<24} {'µs/envelope (median)':>21} {'(min)':>8}")
     for name, fn in cases.items():
         if args.only and name not in args.only:

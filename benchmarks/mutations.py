@@ -57,37 +57,40 @@ timeout (``--timeout``), SIGTERM or Ctrl-C. Results:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import shutil
-import signal
-import sqlite3
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
     SENDER,
     BenchError,
     ProcessMeter,
-    audit_checks,
+    bench_parser,
     citizens,
+    code_digests,
+    end_on_signals,
     hub_refusals,
     in_chunks,
-    interrupted,
     machine_facts,
-    median_of,
-    percentile,
-    ticket_batch,
-    write_results,
+    p50_p99,
 )
-from benchmarks.consult import CpuSplit, code_digests
+from benchmarks.consult import CpuSplit
+from benchmarks.phases import (
+    Backlog,
+    BatchWindow,
+    add_traffic_options,
+    add_workdir_options,
+    finish_run,
+    parameters,
+    report_end,
+    results_header,
+    work_root,
+)
 from node.client import LocalClient, make_envelope
 from node.core.directory import Authorization, Entity, Integration, Period, Service, Subscription
 from node.core.identifiers import enterprise_check_digits
@@ -102,28 +105,19 @@ _TICKET_DIGITS = 7
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.mutations",
-        description="Mutation fan-out: deliveries per second from one source node to N"
-                    " subscriber nodes through the hub (real processes, loopback mTLS).",
-    )
+    p = bench_parser("mutations", "Mutation fan-out: deliveries per second from one source node"
+                                  " to N subscriber nodes through the hub (real processes,"
+                                  " loopback mTLS).")
     p.add_argument("--subscribers", type=int, default=4, help="subscriber nodes")
     p.add_argument("--citizens", type=int, default=50_000,
                    help="citizens, each integrated at every subscriber")
-    p.add_argument("--envelopes", type=int, default=50_000, help="mutations measured")
-    p.add_argument("--warmup", type=int, default=5_000, help="mutations before measuring")
-    p.add_argument("--batch", type=int, default=1_000, help="envelopes per Submit")
-    p.add_argument("--envelope-bytes", type=int, default=200, help="serialized envelope size")
-    p.add_argument("--window", type=int, default=8, help="batches in flight end to end")
-    p.add_argument("--submitters", type=int, default=2, help="concurrent Submit calls")
-    p.add_argument("--fetch-max", type=int, default=1_000, help="envelopes per Fetch")
+    add_traffic_options(p, envelopes=50_000, warmup=5_000, window=8, submitters=2,
+                        what="mutations")
     p.add_argument("--chunk", type=int, default=50_000, help="directory changes per Apply")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
     p.add_argument("--seed", type=int, default=5)
-    p.add_argument("--workdir", help="keep PKI, databases and logs here (default: temporary)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--out", help="results directory (default: benchmarks/results)")
+    add_workdir_options(p)
     return p
 
 
@@ -173,97 +167,47 @@ def build_batches(pool: Sequence[str], first_batch: int, batches: int, size: int
 # -- one phase -----------------------------------------------------------------------------------
 
 
-class Phase:
-    """Publish ``batches`` at the source; drain every subscriber; time it."""
+class Phase(BatchWindow):
+    """Publish ``batches`` at the source; drain every subscriber; time it. A refusal ends it."""
 
     def __init__(self, net: ProcessNetwork, subs: Sequence[str], batches: list[list[bytes]],
                  first_batch: int, args: argparse.Namespace, deadline: float) -> None:
+        super().__init__(batches, first_batch, args, deadline, copies=len(subs))
         self.net, self.subs = net, list(subs)
-        self.batches, self.first_batch = batches, first_batch
-        self.args, self.deadline = args, deadline
-        n = len(batches)
         self.total = sum(len(b) for b in batches) * len(self.subs)
-        self.submit_at = [0.0] * n
-        self.submit_ms = [0.0] * n
-        self.done_at = [0.0] * n
-        self.remaining = [len(b) * len(self.subs) for b in batches]
-        self.slots = threading.Semaphore(args.window)
-        self.lock = threading.Lock()
-        self.next = 0
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
         self.refused: dict[str, int] = {}
-        self.unexpected = 0
         self.delivered = dict.fromkeys(self.subs, 0)
         self.last_ack = 0.0
 
-    def _take(self) -> int | None:
+    def _refused(self, batch: int, reasons: list[str]) -> None:
         with self.lock:
-            i = self.next
-            if i >= len(self.batches):
-                return None
-            self.next += 1
-            return i
+            for r in reasons:
+                self.refused[r] = self.refused.get(r, 0) + 1
+        raise BenchError(f"the source node refused {len(reasons)} envelope(s):"
+                         f" {sorted(set(reasons))}")
 
     def _submitter(self) -> None:
-        try:
-            with LocalClient(self.net.local_api(SOURCE)) as tx:
-                while not self.stop.is_set():
-                    i = self._take()
-                    if i is None:
-                        return
-                    while not self.slots.acquire(timeout=0.2):
-                        if self.stop.is_set():
-                            return
-                    started = time.monotonic()
-                    self.submit_at[i] = started
-                    outcomes, _ = tx.submit(self.batches[i], timeout=120)
-                    self.submit_ms[i] = (time.monotonic() - started) * 1000
-                    bad = [o.reason for o in outcomes if o.reason != "ACCEPTED"]
-                    if bad:
-                        with self.lock:
-                            for r in bad:
-                                self.refused[r] = self.refused.get(r, 0) + 1
-                        raise BenchError(f"the source node refused {len(bad)} envelope(s):"
-                                         f" {sorted(set(bad))}")
-        except BaseException as exc:  # noqa: BLE001 - reported by run()
-            self.errors.append(exc)
-            self.stop.set()
+        with LocalClient(self.net.local_api(SOURCE)) as tx:
+            self._submit_all(tx.submit)
 
     def _consumer(self, sub: str) -> None:
-        try:
-            with LocalClient(self.net.local_api(sub)) as rx:
-                while not self.stop.is_set():
-                    envelopes = rx.fetch(self.args.fetch_max, wait_ms=100)
-                    if not envelopes:
-                        continue
-                    at = time.monotonic()
-                    per_batch: dict[int, int] = {}
-                    for e in envelopes:
-                        b = ticket_batch(e.sender_ticket) - self.first_batch
-                        per_batch[b] = per_batch.get(b, 0) + 1
-                    rx.acknowledge([e.hub_ticket for e in envelopes])
-                    acked = time.monotonic()
-                    with self.lock:
-                        self.delivered[sub] += len(envelopes)
-                        self.last_ack = max(self.last_ack, acked)
-                        for b, count in per_batch.items():
-                            if not 0 <= b < len(self.batches):
-                                self.unexpected += count
-                                continue
-                            self.remaining[b] -= count
-                            if self.remaining[b] == 0:
-                                self.done_at[b] = at
-                                self.slots.release()
-        except BaseException as exc:  # noqa: BLE001 - reported by run()
-            self.errors.append(exc)
-            self.stop.set()
+        with LocalClient(self.net.local_api(sub)) as rx:
+            while not self.stop.is_set():
+                envelopes = rx.fetch(self.args.fetch_max, wait_ms=100)
+                if not envelopes:
+                    continue
+                at = time.monotonic()
+                per_batch = self._batches_of(envelopes)
+                rx.acknowledge([e.hub_ticket for e in envelopes])
+                acked = time.monotonic()
+                self._arrived(per_batch, at)  # before the count run() waits on
+                with self.lock:
+                    self.delivered[sub] += len(envelopes)
+                    self.last_ack = max(self.last_ack, acked)
 
     def run(self) -> tuple[float, float]:
-        submitters = [threading.Thread(target=self._submitter, daemon=True, name=f"submit-{k}")
-                      for k in range(max(1, min(self.args.submitters, self.args.window)))]
-        consumers = [threading.Thread(target=self._consumer, args=(s,), daemon=True,
-                                      name=f"consume-{s}") for s in self.subs]
+        submitters = self._submitters(self._submitter)
+        consumers = [self._thread(f"consume-{s}", self._consumer, s) for s in self.subs]
         with LocalClient(self.net.local_api(SOURCE)) as tx:
             refused_before = tx.status().sent_refused
             for t in consumers:
@@ -287,68 +231,18 @@ class Phase:
                                          f" {hub_refusals(self.net.hub_db)}")
                     time.sleep(0.05)
             finally:
-                self.stop.set()
-                for t in submitters + consumers:
-                    t.join(5)
+                self._join(submitters + consumers)
         return start, self.last_ack
 
-    def latencies_ms(self) -> list[float]:
-        return [(d - s) * 1000 for s, d in zip(self.submit_at, self.done_at, strict=True)
-                if d and s]
 
-
-class Backlog:
-    """Where the envelopes in flight sit, sampled with read-only SQLite reads."""
-
-    def __init__(self, net: ProcessNetwork, subs: Sequence[str], interval: float = 0.25) -> None:
-        def ro(path: Path) -> sqlite3.Connection:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=1000")
-            return conn
-
-        nodes = net.root / "nodes"
-        self.queries: dict[str, list[tuple[sqlite3.Connection, str]]] = {
-            "source_outbox": [(ro(nodes / SOURCE / "node.sqlite"),
-                               "SELECT coalesce(max(seq), 0) - coalesce((SELECT CAST(value AS"
-                               " INTEGER) FROM meta WHERE key = 'decided_seq'), 0) FROM outbox")],
-            "hub_queue": [(ro(net.hub_db), "SELECT coalesce(sum(count), 0) FROM queue")],
-            "subscriber_inboxes": [(ro(nodes / s / "node.sqlite"),
-                                    "SELECT count(*) FROM inbox WHERE acked = 0") for s in subs],
-        }
-        self.samples: dict[str, list[int]] = {k: [] for k in self.queries}
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="backlog")
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            for name, queries in self.queries.items():
-                with contextlib.suppress(sqlite3.Error):
-                    self.samples[name].append(
-                        sum(int(conn.execute(sql).fetchone()[0]) for conn, sql in queries))
-
-    def __enter__(self) -> Backlog:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        for queries in self.queries.values():
-            for conn, _ in queries:
-                conn.close()
-
-    def report(self) -> dict[str, Any]:
-        return {name: {"median": median_of(v), "max": max(v) if v else None}
-                for name, v in self.samples.items()} | {"interval_s": self.interval}
+def backlog(net: ProcessNetwork, subs: Sequence[str]) -> Backlog:
+    """Where the envelopes in flight sit: the source's outbox, the hub's queue, the
+    subscribers' inboxes."""
+    return Backlog.of(net, ("source_outbox", [SOURCE]), ("subscriber_inboxes", subs))
 
 
 # -- the run -------------------------------------------------------------------------------------
 
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
@@ -382,7 +276,7 @@ def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
     meter, split = ProcessMeter(pids), CpuSplit(pids)
     phase = Phase(net, subs, measured, warm_batches, args, deadline)
     loadavg = os.getloadavg()
-    with Backlog(net, subs) as backlog:
+    with backlog(net, subs) as waiting:
         meter.start()
         split.start()
         start, end = phase.run()
@@ -403,11 +297,9 @@ def run(net: ProcessNetwork, subs: Sequence[str], args: argparse.Namespace,
         "wall_s": round(wall, 3),
         "deliveries_per_s": round(deliveries / wall, 1),
         "envelopes_per_s": round(envelopes / wall, 1),
-        "batch_latency_ms": {"p50": _r(percentile(lat, 50)), "p99": _r(percentile(lat, 99)),
-                             "max": _r(max(lat) if lat else None)},
-        "submit_call_ms": {"p50": _r(percentile(phase.submit_ms, 50)),
-                           "p99": _r(percentile(phase.submit_ms, 99))},
-        "backlog": backlog.report(),
+        "batch_latency_ms": p50_p99(lat, with_max=True),
+        "submit_call_ms": p50_p99(phase.submit_ms),
+        "backlog": waiting.report(),
         "cpu": cpu,
         "loadavg_1m_before": round(loadavg[0], 2),
         "per_subscriber": {f"sub-{k + 1}": phase.delivered[s] for k, s in enumerate(subs)},
@@ -422,28 +314,20 @@ def main(argv: list[str] | None = None) -> int:
            args.chunk) <= 0 or args.warmup < 0:
         print("benchmarks.mutations: sizes and counts must be positive", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
+    end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout
-    temporary = args.workdir is None
-    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="crossroads-mut-"))
-    root.mkdir(parents=True, exist_ok=True)
+    root, temporary = work_root(args, "crossroads-mut-")
     subs = subscriber_numbers(args.subscribers)
     machine = machine_facts()
-    results: dict[str, Any] = {
-        "benchmark": "mutations",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": ["python", "-m", "benchmarks.mutations",
-                    *(argv if argv is not None else sys.argv[1:])],
-        "machine": machine,
-        "parameters": {k: v for k, v in vars(args).items() if k not in ("workdir", "keep", "out")}
+    results = results_header(
+        "mutations", argv, machine,
+        parameters=parameters(args)
         | {"synchronous": "FULL", "audit_log": True, "source": SOURCE, "subscriber_numbers": subs},
-        "code": code_digests(("node/hub/intake.py", "node/hub/delivery.py", "node/hub/service.py",
-                              "node/store/hub_store.py", "node/store/node_store.py",
-                              "node/member/uplink.py", "node/member/local_api.py",
-                              "node/core/directory.py")),
-    }
+        code=code_digests(("node/hub/intake.py", "node/hub/delivery.py", "node/hub/service.py",
+                           "node/store/hub_store.py", "node/store/node_store.py",
+                           "node/member/uplink.py", "node/member/local_api.py",
+                           "node/core/directory.py")))
     print(f"Crossroads mutation fan-out benchmark: {args.envelopes:,} mutations x"
           f" {len(subs)} subscribers, {args.citizens:,} citizens; {machine['cpu_count']} x"
           f" {machine['cpu_model']}; work dir {root}", flush=True)
@@ -460,16 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         print(f"benchmarks.mutations: FAILED: {exc}", file=sys.stderr, flush=True)
     finally:
-        if net is not None:
-            net.stop_all()
-            with contextlib.suppress(sqlite3.Error, OSError):
-                if net.hub_db.exists():
-                    results["checks"] = audit_checks(net.hub_db, not args.no_verify)
-        results["status"] = status
-        results["wall_s"] = round(time.monotonic() - started, 1)
-        path = write_results("mutations", results, Path(args.out) if args.out else None)
-        if temporary and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        path = finish_run("mutations", results, net, args, root, temporary, status, started)
     r = results.get("run")
     print("Results:")
     if r:
@@ -482,11 +357,7 @@ def main(argv: list[str] | None = None) -> int:
               f" (other tenants {cpu['other_cpu_s']} CPU s over {cpu['wall_s']} s)")
         print("  backlog medians: " + ", ".join(
             f"{k} {v['median']}" for k, v in r["backlog"].items() if isinstance(v, dict)))
-    if "checks" in results:
-        print(f"  audit: {results['checks'].get('events')}"
-              f" verify {results['checks'].get('verify', {}).get('ok')}")
-    print(f"  written to {path}")
-    return 0 if status == "ok" else 1
+    return report_end(results, path)
 
 
 if __name__ == "__main__":

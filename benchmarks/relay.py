@@ -45,7 +45,7 @@ from typing import IO, Any
 
 import grpc
 
-from benchmarks.common import RECEIVER, SENDER, ProcessMeter, build_batches, percentile
+from benchmarks.common import RECEIVER, SENDER, ProcessMeter, bench_parser, build_batches, p50_p99
 from node.rpc.tls import (
     TlsMaterial,
     channel_options,
@@ -252,7 +252,7 @@ def _run(coro: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__.splitlines()[0])
+    p = bench_parser("relay", __doc__.splitlines()[0])
     sub = p.add_subparsers(dest="role", required=True)
     for role in ("receiver", "relay", "sender"):
         r = sub.add_parser(role)
@@ -444,21 +444,15 @@ def run_relay(
         "batch_latency_ms": {
             "what": "sender write -> receiver receipt of the whole batch",
             "batches": len(latencies),
-            "p50": _r(percentile(latencies, 50)),
-            "p99": _r(percentile(latencies, 99)),
-            "max": _r(max(latencies) if latencies else None),
+            **p50_p99(latencies, with_max=True),
         },
         "batch_roundtrip_ms": {
             "what": "sender write -> relay's BatchAck (after the receiver's ack)",
-            "p50": _r(percentile(roundtrips, 50)),
-            "p99": _r(percentile(roundtrips, 99)),
+            **p50_p99(roundtrips),
         },
         "cpu": cpu,
     }
 
-
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 if __name__ == "__main__":

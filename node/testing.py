@@ -238,7 +238,8 @@ def _merge(table: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 
 
 class InProcessNetwork(NetworkLayout):
-    """A hub and nodes in this event loop. ``await start()``, ``await stop()``."""
+    """A hub and nodes in this event loop: ``await start()`` and ``await stop()``, or
+    ``async with InProcessNetwork(...) as net:`` (started on entry, stopped on exit)."""
 
     async def start(self) -> None:
         from node.app import HubApp, NodeApp
@@ -279,6 +280,13 @@ class InProcessNetwork(NetworkLayout):
         for e in list(self.nodes):
             await self.stop_node(e)
         await self.hub.stop()
+
+    async def __aenter__(self) -> InProcessNetwork:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 class ProcessNetwork(NetworkLayout):

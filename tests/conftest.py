@@ -1,10 +1,18 @@
-"""Shared fixtures: a network layout with a real PKI, raw mTLS clients for the hub."""
+"""Shared fixtures: in-process test networks with a real PKI, raw mTLS clients for the hub.
+
+``start_network`` is the one way tests start an :class:`~node.testing.InProcessNetwork`: a test
+or a module's fixture calls it with the options it needs (institutions, directory seed, config
+overrides) and every network it started is stopped at teardown, the last first.
+``network`` is the plain network of A, B and C with the default directory.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -74,11 +82,27 @@ async def local_call(api: str, method: str, *args: object, **kwargs: object) -> 
     return await asyncio.to_thread(run)
 
 
+class NetworkStarter(Protocol):
+    async def __call__(self, *institutions: str, name: str = "net",
+                       **options: Any) -> InProcessNetwork: ...
+
+
 @pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[InProcessNetwork]:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C))
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
+async def start_network(tmp_path: Path) -> AsyncIterator[NetworkStarter]:
+    """``await start_network(*institutions, name="net", **options)``: an
+    :class:`InProcessNetwork` of ``institutions`` (default A, B, C) under ``tmp_path / name``,
+    started; ``options`` are its fields (``seed``, ``hub_overrides``, ``node_overrides``,
+    ``per_node``). Stopped at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def start(*institutions: str, name: str = "net", **options: Any) -> InProcessNetwork:
+            net = InProcessNetwork(tmp_path / name, institutions=institutions or (A, B, C),
+                                   **options)
+            return await stack.enter_async_context(net)
+
+        yield start
+
+
+@pytest.fixture
+async def network(start_network: NetworkStarter) -> InProcessNetwork:
+    return await start_network()

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from node.client import make_envelope
-from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing import DEMO_SERVICE
 from node.wire.gen.crossroads.v1 import envelope_pb2
 from tests.conftest import A, B, fetch_all, hub_channel, local_call, submit_raw
 
@@ -17,15 +17,9 @@ LIMIT = 2048
 
 
 @pytest.fixture
-async def small_limit_network(tmp_path):
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B),
-                           hub_overrides={"limits": {"max_payload_bytes": LIMIT}},
-                           node_overrides={"limits": {"max_payload_bytes": LIMIT}})
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
+async def small_limit_network(start_network):
+    limits = {"limits": {"max_payload_bytes": LIMIT}}
+    return await start_network(A, B, hub_overrides=limits, node_overrides=limits)
 
 
 def _bad_envelopes() -> list[tuple[bytes, str]]:

@@ -35,13 +35,8 @@ def seed() -> list:
 
 
 @pytest.fixture
-async def net(tmp_path):
-    network = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed())
-    await network.start()
-    try:
-        yield network
-    finally:
-        await network.stop()
+async def net(start_network):
+    return await start_network(*ALL, seed=seed())
 
 
 async def provider(net: InProcessNetwork, who: str, delay: float = 0.0, data: bytes | None = None):
@@ -224,14 +219,14 @@ async def test_questions_on_one_stream_and_a_provider_node_that_restarts(net) ->
         await stop(*tasks.values())
 
 
-async def test_questions_beyond_the_hubs_in_flight_limit_are_refused_and_audited(tmp_path) -> None:
+async def test_questions_beyond_the_hubs_in_flight_limit_are_refused_and_audited(
+        start_network) -> None:
     """With the hub's limit at 2 consultations in flight per stream, the third and fourth
     of four concurrent questions are refused at once (RESOURCE_EXHAUSTED) and each refusal
     is in the audit log (REJECTED, TOO_MANY_IN_FLIGHT) under the citizen asked about; the
     two taken are answered."""
-    net = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed(),
-                           hub_overrides={"limits": {"consultations_in_flight": 2}})
-    await net.start()
+    net = await start_network(*ALL, seed=seed(),
+                              hub_overrides={"limits": {"consultations_in_flight": 2}})
     tasks = [await provider(net, p, delay=0.5, data=b"x") for p in (P1, P2, P3)]
     try:
         async with Consulter(net.local_api(ASKER)) as asker:
@@ -254,7 +249,6 @@ async def test_questions_beyond_the_hubs_in_flight_limit_are_refused_and_audited
             ("REJECTED", ASKER, SERVICE)] * 2
     finally:
         await stop(*tasks)
-        await net.stop()
 
 
 async def test_no_answer_leaves_the_hub_before_its_question_is_in_the_log(net) -> None:

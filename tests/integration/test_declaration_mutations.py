@@ -19,7 +19,7 @@ from node.core.declarations import (
 from node.core.directory import Authorization, Integration, Period, Subscription
 from node.member.declaration_desk import SENDER_TICKET_PREFIX, DeclarationDesk
 from node.store.node_store import NodeStore
-from node.testing import InProcessNetwork, default_directory
+from node.testing import default_directory
 from node.wire.declarations import (
     MEDIA_TYPE_IMMEDIATE,
     decode_payload,
@@ -64,14 +64,9 @@ def envelope_of(declaration: ImmediateDeclaration, ticket: str = "") -> bytes:
 
 
 @pytest.fixture
-async def net(tmp_path):
-    network = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed(),
+async def net(start_network):
+    return await start_network(*ALL, seed=seed(),
                                per_node={CONTRIBUTIONS: {"emit_employment_mutations": True}})
-    await network.start()
-    try:
-        yield network
-    finally:
-        await network.stop()
 
 
 async def test_recruitment_and_discharge_reach_exactly_the_subscribed_holders(net) -> None:
@@ -107,18 +102,14 @@ async def test_recruitment_and_discharge_reach_exactly_the_subscribed_holders(ne
         assert await fetch_all(net.local_api(who), 1, timeout=0.5) == []
 
 
-async def test_a_node_without_the_setting_emits_nothing(tmp_path) -> None:
-    network = InProcessNetwork(tmp_path / "plain", institutions=ALL, seed=seed())
-    await network.start()
-    try:
-        outcomes, _ = await local_call(network.local_api(EMPLOYER), "submit",
-                                       [envelope_of(recruitment())])
-        assert outcomes[0].reason == "ACCEPTED"
-        assert len(await fetch_all(network.local_api(CONTRIBUTIONS), 1)) == 1
-        for who in (UNEMPLOYMENT, HEALTH):
-            assert await fetch_all(network.local_api(who), 1, timeout=1.0) == []
-    finally:
-        await network.stop()
+async def test_a_node_without_the_setting_emits_nothing(start_network) -> None:
+    network = await start_network(*ALL, seed=seed())
+    outcomes, _ = await local_call(network.local_api(EMPLOYER), "submit",
+                                   [envelope_of(recruitment())])
+    assert outcomes[0].reason == "ACCEPTED"
+    assert len(await fetch_all(network.local_api(CONTRIBUTIONS), 1)) == 1
+    for who in (UNEMPLOYMENT, HEALTH):
+        assert await fetch_all(network.local_api(who), 1, timeout=1.0) == []
 
 
 async def test_a_redelivered_declaration_emits_one_mutation(tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from node.client import make_envelope
 from node.core.declarations import ImmediateDeclaration, catalogue
 from node.core.directory import Authorization
-from node.testing import InProcessNetwork, default_directory
+from node.testing import default_directory
 from node.wire.declarations import MEDIA_TYPE_IMMEDIATE, encode_immediate
 from node.wire.gen.crossroads.v1 import envelope_pb2
 from tests.conftest import fetch_all, local_call
@@ -20,16 +20,10 @@ WORKER = "85073003328"
 
 
 @pytest.fixture
-async def net(tmp_path):
+async def net(start_network):
     seed = default_directory((EMPLOYER, CONTRIBUTIONS)) + catalogue(CONTRIBUTIONS) + [
         Authorization("declare", "declaration.immediate", EMPLOYER)]
-    network = InProcessNetwork(tmp_path / "net", institutions=(EMPLOYER, CONTRIBUTIONS),
-                               seed=seed)
-    await network.start()
-    try:
-        yield network
-    finally:
-        await network.stop()
+    return await start_network(EMPLOYER, CONTRIBUTIONS, seed=seed)
 
 
 def declaration(payload: bytes) -> bytes:

@@ -47,21 +47,16 @@ async def test_offline_receiver_gets_its_envelopes_when_back(network: InProcessN
     assert sorted(int(e.sender_ticket) for e in got) == list(range(30))
 
 
-async def test_quota_refuses_instead_of_growing(tmp_path) -> None:
-    net = InProcessNetwork(tmp_path / "q", institutions=(A, B),
-                           hub_overrides={"limits": {"destination_quota": 5}})
-    await net.start()
-    try:
-        await net.stop_node(B)
-        envelopes = [make_envelope(DEMO_SERVICE, [B], b"x") for _ in range(8)]
-        _, seqs = await local_call(net.local_api(A), "submit", envelopes)
-        decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
-        assert [o.reason for o in decided] == ["ACCEPTED"] * 5 + ["QUOTA_EXCEEDED"] * 3
-        assert "full" in decided[-1].detail
-        status = await local_call(net.local_api(A), "status")
-        assert (status.sent_accepted, status.sent_refused) == (5, 3)
-    finally:
-        await net.stop()
+async def test_quota_refuses_instead_of_growing(start_network) -> None:
+    net = await start_network(A, B, hub_overrides={"limits": {"destination_quota": 5}})
+    await net.stop_node(B)
+    envelopes = [make_envelope(DEMO_SERVICE, [B], b"x") for _ in range(8)]
+    _, seqs = await local_call(net.local_api(A), "submit", envelopes)
+    decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
+    assert [o.reason for o in decided] == ["ACCEPTED"] * 5 + ["QUOTA_EXCEEDED"] * 3
+    assert "full" in decided[-1].detail
+    status = await local_call(net.local_api(A), "status")
+    assert (status.sent_accepted, status.sent_refused) == (5, 3)
 
 
 async def test_resent_batch_is_not_stored_twice(network: InProcessNetwork) -> None:

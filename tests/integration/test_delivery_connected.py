@@ -8,7 +8,6 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,7 +17,7 @@ from node.client import make_envelope
 from node.rpc.tls import TlsMaterial, server_options
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import hub_pb2, hub_pb2_grpc, node_pb2_grpc
-from tests.conftest import A, B, C, hub_channel, local_call
+from tests.conftest import A, B, C, NetworkStarter, hub_channel, local_call
 
 METRICS = {"metrics_listen": "127.0.0.1:0"}
 
@@ -59,22 +58,17 @@ class FrozenNode(node_pb2_grpc.NodeServicer):
             yield None
 
 
-async def test_healthy_idle_node_reads_connected(tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C), hub_overrides=METRICS)
-    await net.start()
-    try:
-        # Nothing was ever delivered to C: its node is up, registered, idle.
-        await _until_metric(net, C, 1.0)
-        await net.stop_node(C)
-        await _until_metric(net, C, 0.0)  # the node went away: the stream is gone
-    finally:
-        await net.stop()
+async def test_healthy_idle_node_reads_connected(start_network: NetworkStarter) -> None:
+    net = await start_network(A, B, C, hub_overrides=METRICS)
+    # Nothing was ever delivered to C: its node is up, registered, idle.
+    await _until_metric(net, C, 1.0)
+    await net.stop_node(C)
+    await _until_metric(net, C, 0.0)  # the node went away: the stream is gone
 
 
 async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
-        tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B), hub_overrides=METRICS)
-    await net.start()
+        start_network: NetworkStarter) -> None:
+    net = await start_network(A, B, hub_overrides=METRICS)
     node = FrozenNode()
     key, cert = net.node_certs[B]
     server = grpc.aio.server(options=server_options(64 << 20))
@@ -98,4 +92,3 @@ async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
         assert net.hub.deliverer.pending[B] == 1
     finally:
         await server.stop(None)
-        await net.stop()

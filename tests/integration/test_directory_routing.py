@@ -45,13 +45,8 @@ def seed() -> list:
 
 
 @pytest.fixture
-async def net(tmp_path):
-    network = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed())
-    await network.start()
-    try:
-        yield network
-    finally:
-        await network.stop()
+async def net(start_network):
+    return await start_network(*ALL, seed=seed())
 
 
 def envelope(service: str, sender: str, subject: str = CITIZEN, capacity: int = 2) -> bytes:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from node.client import LocalClient, make_envelope
-from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing import DEMO_SERVICE
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import directory_pb2, directory_pb2_grpc, envelope_pb2, local_pb2
 from tests.conftest import A, B, hub_channel, local_call, submit_raw
@@ -55,18 +55,13 @@ async def test_hub_refuses_an_overlong_origin_and_goes_on(network) -> None:
 
 
 @pytest.fixture
-async def small_answers(tmp_path):
+async def small_answers(start_network):
     """Answers of at most 16 KiB at P1's node; at most 32 KiB of answers per response at the
     hub (half its 64 KiB max_batch_bytes)."""
-    net = InProcessNetwork(
-        tmp_path / "net", institutions=ALL, seed=seed(),
+    return await start_network(
+        *ALL, seed=seed(),
         hub_overrides={"limits": {"max_payload_bytes": 48 * 1024, "max_batch_bytes": 64 * 1024}},
         per_node={P1: {"limits": {"max_payload_bytes": 16 * 1024}}})
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def test_answers_over_the_limits_become_source_errors(small_answers) -> None:

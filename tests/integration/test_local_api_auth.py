@@ -48,11 +48,8 @@ async def network(tmp_path: Path) -> AsyncIterator[InProcessNetwork]:
         "applications": APPS,
     }
     net.per_node[B] = {"local_socket": {"send": ["*"], "fetch": False}}
-    await net.start()
-    try:
+    async with net:
         yield net
-    finally:
-        await net.stop()
 
 
 def _app_cert(net: InProcessNetwork, owner: str, name: str) -> tuple[Path, Path]:

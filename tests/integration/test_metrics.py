@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.client import make_envelope
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import envelope_pb2
-from tests.conftest import A, B, C, fetch_all, hub_channel, local_call, submit_raw
+from tests.conftest import A, B, C, NetworkStarter, fetch_all, hub_channel, local_call, submit_raw
 
 METRICS = {"metrics_listen": "127.0.0.1:0"}
 
@@ -39,49 +38,44 @@ async def _scrape_when(port: int, name: str, labels: tuple[tuple[str, str], ...]
         await asyncio.sleep(0.05)
 
 
-async def test_metrics_follow_the_traffic(tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C), hub_overrides=METRICS,
-                           node_overrides=METRICS)
-    await net.start()
-    try:
-        await net.stop_node(C)  # C's envelopes wait at the hub
-        good = [make_envelope(DEMO_SERVICE, [B], b"b", sender_ticket=str(i)) for i in range(4)]
-        good += [make_envelope(DEMO_SERVICE, [C], b"c", sender_ticket=f"c{i}") for i in range(3)]
-        _, seqs = await local_call(net.local_api(A), "submit", good)
-        decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
-        assert [o.reason for o in decided] == ["ACCEPTED"] * 7
-        # A node refuses a bad subject number at the source; straight to the hub, it is the
-        # hub that refuses it.
-        key, cert = net.node_certs[A]
-        bad = make_envelope(DEMO_SERVICE, [B], b"x", sender=A, subject_citizen="85073003329")
-        async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
-            (ack,) = await submit_raw(channel, [envelope_pb2.EnvelopeBatch(envelopes=[bad])])
-        assert ack.outcomes[0].reason == envelope_pb2.SUBJECT_NUMBER_INVALID
-        assert len(await local_call(net.local_api(B), "fetch", 10, wait_ms=10_000)) == 4
+async def test_metrics_follow_the_traffic(start_network: NetworkStarter) -> None:
+    net = await start_network(A, B, C, hub_overrides=METRICS, node_overrides=METRICS)
+    await net.stop_node(C)  # C's envelopes wait at the hub
+    good = [make_envelope(DEMO_SERVICE, [B], b"b", sender_ticket=str(i)) for i in range(4)]
+    good += [make_envelope(DEMO_SERVICE, [C], b"c", sender_ticket=f"c{i}") for i in range(3)]
+    _, seqs = await local_call(net.local_api(A), "submit", good)
+    decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
+    assert [o.reason for o in decided] == ["ACCEPTED"] * 7
+    # A node refuses a bad subject number at the source; straight to the hub, it is the
+    # hub that refuses it.
+    key, cert = net.node_certs[A]
+    bad = make_envelope(DEMO_SERVICE, [B], b"x", sender=A, subject_citizen="85073003329")
+    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+        (ack,) = await submit_raw(channel, [envelope_pb2.EnvelopeBatch(envelopes=[bad])])
+    assert ack.outcomes[0].reason == envelope_pb2.SUBJECT_NUMBER_INVALID
+    assert len(await local_call(net.local_api(B), "fetch", 10, wait_ms=10_000)) == 4
 
-        hub = await _scrape_when(net.hub.metrics.port,  # type: ignore[union-attr]
-                                 "crossroads_hub_delivered_envelopes_total", (("destination", B),), 4)
-        assert hub[("crossroads_hub_envelopes_accepted_total", ())] == 7
-        assert hub[("crossroads_hub_envelopes_refused_total", (("reason", "SUBJECT_NUMBER_INVALID"),))] == 1
-        assert hub[("crossroads_hub_queue_envelopes", (("destination", C),))] == 3
-        assert hub[("crossroads_hub_delivery_connected", (("destination", C),))] == 0
-        assert hub[("crossroads_hub_delivered_envelopes_total", (("destination", B),))] == 4
-        assert hub[("crossroads_hub_batches_total", ())] >= 2
-        assert hub[("crossroads_hub_audit_last_seq", ())] >= 8  # 7 accepted, 1 refused, ...
-        assert hub[("process_cpu_seconds_total", ())] > 0
+    hub = await _scrape_when(net.hub.metrics.port,  # type: ignore[union-attr]
+                             "crossroads_hub_delivered_envelopes_total", (("destination", B),), 4)
+    assert hub[("crossroads_hub_envelopes_accepted_total", ())] == 7
+    assert hub[("crossroads_hub_envelopes_refused_total", (("reason", "SUBJECT_NUMBER_INVALID"),))] == 1
+    assert hub[("crossroads_hub_queue_envelopes", (("destination", C),))] == 3
+    assert hub[("crossroads_hub_delivery_connected", (("destination", C),))] == 0
+    assert hub[("crossroads_hub_delivered_envelopes_total", (("destination", B),))] == 4
+    assert hub[("crossroads_hub_batches_total", ())] >= 2
+    assert hub[("crossroads_hub_audit_last_seq", ())] >= 8  # 7 accepted, 1 refused, ...
+    assert hub[("process_cpu_seconds_total", ())] > 0
 
-        at_a = await _scrape(net.nodes[A].metrics.port)  # type: ignore[union-attr]
-        assert at_a[("crossroads_node_sent_accepted_total", ())] == 7
-        assert at_a[("crossroads_node_sent_refused_total", ())] == 0
-        assert at_a[("crossroads_node_outbox_pending", ())] == 0
-        assert at_a[("crossroads_node_hub_connected", ())] == 1
-        at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
-        assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 4
-        await fetch_all(net.local_api(B), 4)  # reads and acknowledges them
-        at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
-        assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 0
-    finally:
-        await net.stop()
+    at_a = await _scrape(net.nodes[A].metrics.port)  # type: ignore[union-attr]
+    assert at_a[("crossroads_node_sent_accepted_total", ())] == 7
+    assert at_a[("crossroads_node_sent_refused_total", ())] == 0
+    assert at_a[("crossroads_node_outbox_pending", ())] == 0
+    assert at_a[("crossroads_node_hub_connected", ())] == 1
+    at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
+    assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 4
+    await fetch_all(net.local_api(B), 4)  # reads and acknowledges them
+    at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
+    assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 0
 
 
 async def test_no_endpoint_unless_configured(network: InProcessNetwork) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from node.client import make_envelope
 from node.core.directory import Authorization, Institution, Integration, Period, Service, Subscription
-from node.testing import InProcessNetwork, default_directory
+from node.testing import default_directory
 from tests.conftest import fetch_all, local_call
 
 SOURCE, UNEMPLOYMENT, HEALTH, FAMILY, WELFARE = (
@@ -37,13 +37,8 @@ def seed() -> list:
 
 
 @pytest.fixture
-async def net(tmp_path):
-    network = InProcessNetwork(tmp_path / "net", institutions=ALL, seed=seed())
-    await network.start()
-    try:
-        yield network
-    finally:
-        await network.stop()
+async def net(start_network):
+    return await start_network(*ALL, seed=seed())
 
 
 async def test_mutation_reaches_exactly_the_subscribed_holders(net) -> None:

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from node.client import consult, make_envelope
-from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing import DEMO_SERVICE
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, hub_pb2_grpc
 from tests.conftest import A, B, C, fetch_all, hub_channel, local_call, submit_raw
 
@@ -21,15 +21,9 @@ OTHERS = ("0200065765", "0212344876")
 
 
 @pytest.fixture
-async def bounded(tmp_path):
+async def bounded(start_network):
     limits = {"limits": {"max_receivers": MAX_RECEIVERS}}
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C),
-                           hub_overrides=limits, node_overrides=limits)
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
+    return await start_network(A, B, C, hub_overrides=limits, node_overrides=limits)
 
 
 def _cases() -> list[tuple[bytes, str]]:
@@ -87,18 +81,13 @@ async def test_consultations_refuse_them_at_the_node_and_at_the_hub(bounded) -> 
 
 
 @pytest.fixture
-async def small_hub(tmp_path):
+async def small_hub(start_network):
     """A hub that takes smaller messages than its nodes send (a misconfiguration, or nodes of
     another version): an envelope over the hub's message size ends the submit stream every
     time it is sent."""
-    net = InProcessNetwork(
-        tmp_path / "net", institutions=(A, B),
+    return await start_network(
+        A, B,
         hub_overrides={"limits": {"max_payload_bytes": 16 * 1024, "max_batch_bytes": 64 * 1024}})
-    await net.start()
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def _outcomes(api: str, seqs: list[int], settled: int, timeout: float = 30) -> list:

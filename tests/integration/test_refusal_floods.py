@@ -61,10 +61,7 @@ async def _hammer(address: str, ca: Path, cert: Path, key: Path, times: int) -> 
 
 async def test_repeated_refusals_are_one_record_per_peer_reason_and_interval(
         tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B))
-    await net.start()
-    stopped = False
-    try:
+    async with InProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
         revoked_key_cert = net.pki.issue(A, basename="to-revoke")
         pki_ca.revoke(net.pki.ca_dir, cert_path=revoked_key_cert[1])
         net.pki.crl()
@@ -81,11 +78,6 @@ async def test_repeated_refusals_are_one_record_per_peer_reason_and_interval(
                                               ("Hub.Register", "UNKNOWN_INSTITUTION")]
         refused_lines = [e for e in logs if e["event"] == "rpc" and e.get("status") != "OK"]
         assert len(refused_lines) == 2, refused_lines
-        await net.stop()
-        stopped = True
-    finally:
-        if not stopped:
-            await net.stop()
     rows = _rejected(net.hub_db)
     # At shutdown, one summary each, with the count of the others: every refusal accounted.
     assert len(rows) == 4
@@ -96,9 +88,7 @@ async def test_repeated_refusals_are_one_record_per_peer_reason_and_interval(
 
 
 async def test_summaries_are_written_when_each_interval_ends(tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B))
-    await net.start()
-    try:
+    async with InProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
         interval = 0.2
         net.hub.service.refusals = RefusalAudit(net.hub.store.append_audit, interval)
         outsider_key, outsider_cert = net.pki.issue(OUTSIDER)
@@ -112,15 +102,11 @@ async def test_summaries_are_written_when_each_interval_ends(tmp_path: Path) -> 
             await asyncio.sleep(interval / 4)
         assert _accounted(rows, "Hub.Register", "UNKNOWN_INSTITUTION") == 60
         assert 2 <= len(rows) < 60  # aggregated, and the hub was still running
-    finally:
-        await net.stop()
     assert verify_file(net.hub_db).problem is None
 
 
 async def test_admin_service_refusals_are_audited_and_aggregated(tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B))
-    await net.start()
-    try:
+    async with InProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
         key, cert = net.node_certs[A]  # a node certificate on the admin service
         async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
             stub = directory_pb2_grpc.DirectoryAdminStub(channel)
@@ -130,8 +116,6 @@ async def test_admin_service_refusals_are_audited_and_aggregated(tmp_path: Path)
                 assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert [(s, r) for s, r, _ in _rejected(net.hub_db)] == [
             ("DirectoryAdmin.Show", "WRONG_ROLE")]
-    finally:
-        await net.stop()
     rows = _rejected(net.hub_db)
     assert _accounted(rows, "DirectoryAdmin.Show", "WRONG_ROLE") == 30
     assert verify_file(net.hub_db).problem is None

@@ -364,15 +364,12 @@ class RealHub:
 
 
 @pytest.fixture
-async def real(tmp_path: Path) -> AsyncIterator[RealHub]:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C))
-    await net.start()
-    real = RealHub(net)
+async def real(network: InProcessNetwork) -> AsyncIterator[RealHub]:
+    real = RealHub(network)
     try:
         yield real
     finally:
         await real.close()
-        await net.stop()
 
 
 async def test_real_hub_sends_each_node_only_its_fragment(real: RealHub) -> None:

@@ -34,6 +34,17 @@ async def _call(port: int) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+async def _failed_call(handler_body: object) -> tuple[grpc.aio.AioRpcError, list[dict]]:
+    """Serve ``handler_body``, call it once: the client's error and the lines logged."""
+    server, port = await _serve(handler_body)
+    try:
+        with capture_logs() as logs:
+            error = await _call(port)
+    finally:
+        await server.stop(None)
+    return error, logs
+
+
 def _boom(request: bytes) -> bytes:
     raise OverflowError("Python int too large to convert to SQLite INTEGER")
 
@@ -43,12 +54,7 @@ def _refuse(request: bytes) -> bytes:
 
 
 async def test_an_unexpected_failure_of_a_unary_call_is_logged_at_error() -> None:
-    server, port = await _serve(_boom)
-    try:
-        with capture_logs() as logs:
-            error = await _call(port)
-    finally:
-        await server.stop(None)
+    error, logs = await _failed_call(_boom)
     assert error.code() is grpc.StatusCode.UNKNOWN
     failed = [e for e in logs if e["event"] == "rpc" and e["log_level"] == "error"]
     assert len(failed) == 1, logs
@@ -57,12 +63,7 @@ async def test_an_unexpected_failure_of_a_unary_call_is_logged_at_error() -> Non
 
 
 async def test_a_refusal_is_a_warning_with_its_status_not_an_error() -> None:
-    server, port = await _serve(_refuse)
-    try:
-        with capture_logs() as logs:
-            error = await _call(port)
-    finally:
-        await server.stop(None)
+    error, logs = await _failed_call(_refuse)
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert [e["log_level"] for e in logs if e["event"] == "rpc"] in (["warning"], [])
     assert not [e for e in logs if e["log_level"] == "error"], logs

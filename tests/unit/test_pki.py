@@ -595,16 +595,10 @@ def test_cli_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert (code, stdout.strip()) == (0, str(out / "admin-alice.crt"))
 
-    code, stdout, _ = run(
-        capsys,
-        "verify",
-        "--ca-cert",
-        f"{ca_dir}/ca.crt",
-        "--cert",
-        str(out / "admin-alice.crt"),
-        "--identity",
-        "spiffe://lab/admin/alice",
-    )
+    def verify(cert: Path, *more: str) -> tuple[int, str, str]:
+        return run(capsys, "verify", "--ca-cert", f"{ca_dir}/ca.crt", "--cert", str(cert), *more)
+
+    code, stdout, _ = verify(out / "admin-alice.crt", "--identity", "spiffe://lab/admin/alice")
     assert code == 0
     assert stdout.startswith("spiffe://lab/admin/alice valid until 20")
 
@@ -614,16 +608,7 @@ def test_cli_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0 and format(cert.serial_number, "x") in stdout
     code, stdout, _ = run(capsys, "crl", "--ca-dir", ca_dir, "--out", str(tmp_path / "crl.pem"))
     assert (code, stdout.strip()) == (0, str(tmp_path / "crl.pem"))
-    code, _, err = run(
-        capsys,
-        "verify",
-        "--ca-cert",
-        f"{ca_dir}/ca.crt",
-        "--cert",
-        str(out / "0403019261.crt"),
-        "--crl",
-        str(tmp_path / "crl.pem"),
-    )
+    code, _, err = verify(out / "0403019261.crt", "--crl", str(tmp_path / "crl.pem"))
     assert code == 2
     assert err == f"crossroads pki: error: certificate serial {cert.serial_number:x} is revoked\n"
 
