@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     results = results_header(
         "audit", argv, machine, parameters={k: v for k, v in vars(args).items() if k != "out"},
-        code=code_digests(("node/store/hub_store.py", "node/audit_tool.py", "node/core/audit.py")))
+        code=code_digests(("node/store/hub_store.py", "node/store/audit_queries.py",
+                          "node/core/audit.py")))
     status = "ok"
     try:
         t = time.perf_counter()

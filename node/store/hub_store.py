@@ -33,9 +33,9 @@ Guarantees
   ``INSERT ... SELECT`` (its own transaction in the writer thread): an index page is rewritten
   once per bulk rather than once per batch, and the records themselves are never rewritten.
   ``audit_indexed.upto`` is the last seq indexed; queries read the index and the records
-  after ``upto`` in one snapshot (:mod:`node.audit_tool`).
+  after ``upto`` in one snapshot (:mod:`node.store.audit_queries`).
 * **Audit queries.** :meth:`HubStore.who_consulted`, :meth:`HubStore.export_subject` and
-  :meth:`HubStore.purge` run :mod:`node.audit_tool` in a worker thread on their own
+  :meth:`HubStore.purge` run :mod:`node.store.audit_queries` in a worker thread on their own
   connection, so they never hold up the event loop or the writer for long.
 * **Idempotent resends.** ``origins`` keeps, per (sender, origin), the highest envelope sequence
   stored; ``recent_acks`` keeps the last acks (zlib-compressed, ``packed = 1``) so a resent
@@ -71,6 +71,7 @@ from node.core.audit import (
     sign_checkpoint,
 )
 from node.core.errors import Unavailable
+from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
 from node.store.sqlite import (
     Migration,
@@ -187,7 +188,7 @@ MIGRATIONS: list[Migration] = [
     # ``deferred = 1`` (found through the small, append-only ``audit_deferred``) and moves
     # them into ``audit_by_subject`` every ``SUBJECT_INDEX_EVERY`` records in one UPDATE, so
     # an index page is rewritten once per bulk instead of once per batch. Queries state the
-    # partial indexes' conditions (node.audit_tool.SUBJECT_WHERE, DEFERRED_WHERE).
+    # partial indexes' conditions (node.store.audit_queries.SUBJECT_WHERE, DEFERRED_WHERE).
     """
     DROP INDEX IF EXISTS audit_by_subject;
     ALTER TABLE audit ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
@@ -636,7 +637,7 @@ class HubStore:
 
         return await self._write(run)
 
-    # -- audit queries (node.audit_tool, in a worker thread) --------------------------------
+    # -- audit queries (node.store.audit_queries, in a worker thread) ----------------------
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         async with self._query_lock:
@@ -650,15 +651,11 @@ class HubStore:
     async def who_consulted(
         self, subject_number: str, since_us: int | None = None, limit: int | None = None
     ) -> list[Any]:
-        """:func:`node.audit_tool.who_consulted` on this hub's log (for the admin API)."""
-        from node.audit_tool import who_consulted
-
+        """:func:`~node.store.audit_queries.who_consulted` on this hub's log (the admin API)."""
         return list(await self._in_thread(who_consulted, subject_number, since_us, limit))
 
     async def export_subject(self, subject_number: str, since_us: int | None = None) -> dict[str, Any]:
-        """A signed audit extract for one subject (:func:`node.audit_tool.export_subject`)."""
-        from node.audit_tool import export_subject
-
+        """A signed audit extract for one subject (:func:`~.audit_queries.export_subject`)."""
         if self.signer is None:
             raise RuntimeError("no signing key: cannot sign an audit extract")
         result: dict[str, Any] = await self._in_thread(
@@ -671,10 +668,8 @@ class HubStore:
         service_kinds: Mapping[str, str] | None = None,
         default_kind: str = "unknown",
     ) -> Any:
-        """Retention (:func:`node.audit_tool.purge_kinds`) on a connection of its own: its
-        short transactions interleave with the hub's commits."""
-        from node.audit_tool import purge_kinds
-
+        """Retention (:func:`~node.store.audit_queries.purge_kinds`) on a connection of its
+        own: its short transactions interleave with the hub's commits."""
         def run() -> Any:
             conn = connect_sync(self.path)
             try:

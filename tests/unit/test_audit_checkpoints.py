@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from node.audit_tool import (
-    _append_purge_record,
-    load_public_keys,
-    purge,
-    verify_file,
-    who_consulted,
-)
+from node.audit_tool import load_public_keys, purge, verify_file, who_consulted
 from node.cli import audit as audit_cli
 from node.core.audit import ChainWriter, encode_fields, purge_detail
 from node.core.directory import Service
+from node.store.audit_queries import _append_purge_record
 from node.store.directory_store import DirectoryStore
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.wire.delivery import pack
