@@ -33,7 +33,7 @@ from node.core.audit import (
     verify_checkpoint_signature,
     verify_log,
 )
-from node.store.sqlite import connect_sync
+from node.store.sqlite import connect_sync, transaction
 
 __all__ = [
     "SUBJECT_WHERE",
@@ -512,8 +512,7 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
                     subjects.append((subject, seq))
         if victims:
             marker = ensure_purge_record()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 conn.executemany(
                     "UPDATE audit SET event = '', hub_ticket = '', sender = '', receiver = '',"
                     " service_id = '', subject_type = '', subject_number = '', reason = '',"
@@ -522,10 +521,6 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
                 if indexed:
                     conn.executemany("DELETE FROM audit_subjects WHERE subject_number = ?"
                                      " AND seq = ?", subjects)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             redacted += len(victims)
         low = high + 1
 
@@ -554,8 +549,7 @@ def _last_before(conn: sqlite3.Connection, first: int, last: int, cut: int) -> i
 def _append_purge_record(conn: sqlite3.Connection, now: int, detail: str) -> int:
     """Append the PURGED record under the write lock, from the committed head (the running
     hub re-reads the head in each of its transactions)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         seq, digest = _head(conn)
         writer = ChainWriter(seq, digest)
         rows = writer.extend([purged(str(now), detail)])
@@ -567,10 +561,6 @@ def _append_purge_record(conn: sqlite3.Connection, now: int, detail: str) -> int
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
             (writer.last_seq, writer.last_hash))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return writer.last_seq
 
 
@@ -590,14 +580,9 @@ def _cut_prefix(
     for i, stop in enumerate(stops):
         if stop - start + 1 < chunk and i < len(stops) - 1:
             continue  # cut in steps of about ``chunk`` records, always at a checkpoint
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             cur = conn.execute("DELETE FROM audit WHERE seq <= ?", (stop,))
             conn.execute("DELETE FROM audit_checkpoints WHERE seq < ?", (stop,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         deleted += cur.rowcount
         start, anchor = stop + 1, stop
     return deleted, anchor

@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import aiosqlite
 
 from node.core.directory import Entity, Integration, Replacement, key_of, kind_of, owner_of
 from node.core.directory_fields import FIELDS, from_values, kind_and_fields
@@ -40,7 +37,7 @@ from node.store.integrations import (
     preload,
     read_integrations,
 )
-from node.store.sqlite import connect, connect_sync, migrate
+from node.store.sqlite import LoopConnections, async_transaction
 
 __all__ = ["DirectoryStore", "LoggedChange", "decode_entity", "encode_entity"]
 
@@ -110,13 +107,9 @@ def decode_entity(kind: str, text: str) -> Entity:
 _STORED = {kind: tuple(f.stored for f in fields) for kind, fields in FIELDS.items()}
 
 
-class DirectoryStore:
+class DirectoryStore(LoopConnections):
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
+        super().__init__(path, synchronous)
         self.lock = asyncio.Lock()
         self.revision = 0
         self.compacted_revision = 0
@@ -124,34 +117,14 @@ class DirectoryStore:
         self._replaced: dict[str, str] = {}  # every replacement: old number -> new number
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await connect(self.path, self.synchronous)
-        await migrate(self._writer, MIGRATIONS)
-        self._reader = await connect(self.path, self.synchronous)
-        self._quick = connect_sync(self.path, synchronous=self.synchronous)
+        await self._connect(MIGRATIONS)
         self.revision = await self._meta("revision")
         self.compacted_revision = await self._meta("compacted_revision")
         self._replaced = dict(await self.reader.execute_fetchall(  # type: ignore[arg-type]
             "SELECT old_number, new_number FROM replacements"))
 
     async def close(self) -> None:
-        if self._quick is not None:
-            self._quick.close()
-            self._quick = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def writer(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "store not open"
-        return self._writer
-
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store not open"
-        return self._reader
+        await self._disconnect()
 
     async def _meta(self, key: str) -> int:
         async with self.writer.execute("SELECT value FROM dir_meta WHERE key = ?", (key,)) as c:
@@ -165,7 +138,6 @@ class DirectoryStore:
         if not changes:
             return []
         async with self.lock:
-            w = self.writer
             revision = self.revision
             logged: list[LoggedChange] = []
             log_rows: list[tuple[object, ...]] = []
@@ -178,18 +150,11 @@ class DirectoryStore:
                 log_rows.append((revision, owner, kind, key_of(entity), int(deleted),
                                  encode_entity(entity)))
                 by_table.setdefault(kind, []).append((entity, deleted))
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            async with async_transaction(self.writer) as w:
                 await w.executemany("INSERT INTO dir_changes VALUES (?,?,?,?,?,?)", log_rows)
                 for kind, items in by_table.items():
                     await self._apply_state(kind, items)
                 await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'revision'", (revision,))
-                await w.execute("COMMIT")
-            except BaseException:  # noqa: BLE001 - rolled back, then re-raised
-                try:
-                    await w.execute("ROLLBACK")
-                finally:
-                    raise
             self.revision = revision
             if "integration" in by_table:
                 self.integration_cache.forget(
@@ -247,14 +212,12 @@ class DirectoryStore:
             upto = min(keep_after, self.revision)
             if upto <= self.compacted_revision:
                 return self.compacted_revision, 0
-            w = self.writer
-            await w.execute("BEGIN IMMEDIATE")
-            cur = await w.execute("DELETE FROM dir_changes WHERE revision <= ?", (upto,))
-            removed = cur.rowcount
-            await cur.close()
-            await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'compacted_revision'",
-                            (upto,))
-            await w.execute("COMMIT")
+            async with async_transaction(self.writer) as w:
+                cur = await w.execute("DELETE FROM dir_changes WHERE revision <= ?", (upto,))
+                removed = cur.rowcount
+                await cur.close()
+                await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'compacted_revision'",
+                                (upto,))
             self.compacted_revision = upto
             return upto, max(removed, 0)
 

@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import aiosqlite
 
 from node.core.directory import (
     Authorization,
@@ -54,7 +51,7 @@ from node.store.integrations import (
     preload,
     read_integrations,
 )
-from node.store.sqlite import connect, connect_sync, migrate, rollback
+from node.store.sqlite import LoopConnections, async_transaction
 from node.tasks import spawn
 
 __all__ = ["FragmentStore", "RevisionGap"]
@@ -117,13 +114,9 @@ def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[
     return runs
 
 
-class FragmentStore:
+class FragmentStore(LoopConnections):
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
+        super().__init__(path, synchronous)
         self._warming: asyncio.Task[int] | None = None
         self._lock = asyncio.Lock()
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
@@ -148,12 +141,8 @@ class FragmentStore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await connect(self.path, self.synchronous)
-        await migrate(self._writer, MIGRATIONS)
-        self._reader = await connect(self.path, self.synchronous)
-        self._quick = connect_sync(self.path, synchronous=self.synchronous)
-        async with self._writer.execute("SELECT key, value FROM frag_meta") as cur:
+        await self._connect(MIGRATIONS)
+        async with self.writer.execute("SELECT key, value FROM frag_meta") as cur:
             meta = {k: v for k, v in await cur.fetchall()}
         self.revision = int(meta.get("revision", 0))
         self.last_sync_us = int(meta.get("last_sync_us", 0))
@@ -161,7 +150,7 @@ class FragmentStore:
         self.recipient = meta.get("recipient", "")
         self.crl_der = bytes.fromhex(meta["crl_der"]) if meta.get("crl_der") else None
         small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
-        async with self._writer.execute("SELECT kind, key, data FROM entities") as cur:
+        async with self.writer.execute("SELECT kind, key, data FROM entities") as cur:
             async for kind, key, data in cur:
                 small[kind][key] = decode_entity(kind, data)
         self._small = small
@@ -176,23 +165,7 @@ class FragmentStore:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._warming
             self._warming = None
-        if self._quick is not None:
-            self._quick.close()
-            self._quick = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def writer(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "fragment store not open"
-        return self._writer
-
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "fragment store not open"
-        return self._reader
+        await self._disconnect()
 
     @property
     def lag(self) -> int:
@@ -210,7 +183,6 @@ class FragmentStore:
                              recipient: str | None = None) -> None:
         """Replace the whole fragment with ``entities`` (all puts) at ``revision``."""
         async with self._lock:
-            w = self.writer
             now_us = time.time_ns() // 1000
             hub_revision = max(self.hub_revision, revision)
             recipient = self.recipient if recipient is None else recipient
@@ -221,8 +193,7 @@ class FragmentStore:
                     integrations.append(integration_row(entity))
                 else:
                     small[kind_of(entity)][key_of(entity)] = entity
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            async with async_transaction(self.writer) as w:
                 await w.execute("DELETE FROM entities")
                 await w.execute("DELETE FROM integrations")
                 await w.executemany(
@@ -232,10 +203,6 @@ class FragmentStore:
                 await w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
                                     integrations)
                 await self._write_meta(revision, now_us, hub_revision, recipient)
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                raise
             self._small = small
             self._rebuild(set(SMALL_KINDS))
             self.integration_cache.clear()
@@ -267,19 +234,13 @@ class FragmentStore:
                 raise RevisionGap(self.revision, from_revision, to_revision)
             if to_revision < from_revision:
                 raise ValueError(f"delta goes backwards ({from_revision}->{to_revision})")
-            w = self.writer
             now_us = time.time_ns() // 1000
             hub_revision = max(self.hub_revision, to_revision)
             runs = _runs(changes)
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            async with async_transaction(self.writer):
                 for kind, deleted, group in runs:
                     await self._write_run(kind, deleted, group)
                 await self._write_meta(to_revision, now_us, hub_revision, self.recipient)
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                raise
             touched: set[str] = set()
             for kind, deleted, group in runs:
                 if kind == "integration":

@@ -54,7 +54,6 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -80,7 +79,9 @@ from node.store.sqlite import (
     insert_columns,
     insert_rows,
     migrate_sync,
+    transaction,
 )
+from node.store.threaded import SQLiteThreads
 from node.wire.delivery import pack
 
 __all__ = ["HubState", "HubStore", "QueuedBatch", "ResendRaced"]
@@ -279,13 +280,9 @@ class HubStore:
             raise ValueError("checkpoint_every must be >= 1 and checkpoint_seconds >= 0")
         self.path = path
         self.synchronous = synchronous
-        # The writer and the queue reader are plain sqlite3 connections, each used only by its
-        # own thread: a whole write transaction runs there as one call (one hand-over from the
-        # event loop per batch, not one per statement).
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._write_thread: ThreadPoolExecutor | None = None
-        self._read_thread: ThreadPoolExecutor | None = None
+        # The writer and the queue reader, each in its own thread: a whole write transaction
+        # runs there as one call (one hand-over from the event loop per batch).
+        self._db = SQLiteThreads(path, synchronous, "hub-store")
         self.chain = ChainWriter()
         self.next_queue_seq = 1
         # Audit checkpoints: the signer, the policy, and the running segment since the last.
@@ -309,19 +306,14 @@ class HubStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> HubState:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="hub-store-writer")
-        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="hub-store-reader")
         try:
-            return await self._write(self._open)
-        except BaseException:
-            await self.close()
+            return await self._db.open(self._open)
+        except sqlite3.DatabaseError as exc:
+            self._note_damage(exc)
             raise
 
-    def _open(self) -> HubState:
-        self._writer = w = connect_sync(self.path, synchronous=self.synchronous)
+    def _open(self, w: sqlite3.Connection) -> HubState:
         migrate_sync(w, MIGRATIONS)
-        self._reader = connect_sync(self.path, synchronous=self.synchronous)
         state = HubState()
         self.store_id = state.store_id = ensure_store_identity(w, self.clock())
         row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
@@ -343,17 +335,17 @@ class HubStore:
     def _index_subjects_when_due(self) -> None:
         """Queue the indexing of the newest records by subject (writer thread, after the
         commits already queued) once enough have accumulated."""
-        if self._unindexed < SUBJECT_INDEX_EVERY or self._indexing or self._write_thread is None:
+        if self._unindexed < SUBJECT_INDEX_EVERY or self._indexing:
             return
         self._indexing = True
         try:
-            self._write_thread.submit(self._index_subjects)
+            self._db.submit_write(self._index_subjects)
         except RuntimeError:  # closing: the next open's writes catch up
             self._indexing = False
 
     def _index_subjects(self) -> None:
         try:
-            if self._writer is None:
+            if not self._db.is_open:
                 return
             with self._transaction() as w:
                 w.execute("INSERT INTO audit_subjects SELECT subject_number, seq FROM audit"
@@ -367,18 +359,11 @@ class HubStore:
             self._indexing = False
 
     async def close(self) -> None:
-        if self._write_thread is not None and self._writer is not None and self._unindexed:
+        if self._db.is_open and self._unindexed:
             # Leave no tail behind: offline queries then read the index alone.
             with contextlib.suppress(Exception):
                 await self._write(self._index_subjects)
-        for name, pool in (("_reader", self._read_thread), ("_writer", self._write_thread)):
-            conn = getattr(self, name)
-            if pool is not None:
-                if conn is not None:
-                    await asyncio.get_running_loop().run_in_executor(pool, conn.close)
-                pool.shutdown(wait=True)
-            setattr(self, name, None)
-        self._read_thread = self._write_thread = None
+        await self._db.close()
         async with self._query_lock:
             if self._query is not None:
                 self._query.close()
@@ -386,20 +371,17 @@ class HubStore:
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None
+        return self._db.is_open
 
     @property
     def writer(self) -> sqlite3.Connection:
         """The write connection: only for code running in the writer thread."""
-        assert self._writer is not None, "store not open"
-        return self._writer
+        return self._db.writer
 
     async def _write(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run ``func`` in the writer thread: writes are serialized there, in call order."""
-        assert self._write_thread is not None, "store not open"
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._write_thread, func, *args)
+            return await self._db.write(func, *args)
         except sqlite3.DatabaseError as exc:
             self._note_damage(exc)
             raise
@@ -419,17 +401,13 @@ class HubStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer (in its thread); on any failure roll
-        back, and the chain head with it."""
-        w = self.writer
+        """:func:`~node.store.sqlite.transaction` on the writer (in its thread); on any failure
+        the chain head rolls back with it."""
         head = (self.chain.last_seq, self.chain.last_hash)
-        w.execute("BEGIN IMMEDIATE")
         try:
-            yield w
-            w.execute("COMMIT")
+            with transaction(self.writer) as w:
+                yield w
         except BaseException:
-            with contextlib.suppress(Exception):
-                w.execute("ROLLBACK")
             self.chain.rollback(*head)
             raise
 
@@ -533,13 +511,7 @@ class HubStore:
         if not records:
             return
         w = self.writer
-        # The head as committed: another process (a purge) may have appended, and a rolled
-        # back transaction leaves our checkpoint state stale.
-        row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-        head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
-        if head != (self.chain.last_seq, self.chain.last_hash):
-            self.chain.rollback(*head)
-            self._segment_upto = -1
+        self._sync_head()
         if self.signer is not None and self._segment_upto != self.chain.last_seq:
             self._load_checkpoint_state()
         columns = self.chain.extend_columns(records)
@@ -560,6 +532,16 @@ class HubStore:
         if (self.chain.last_seq - cp_seq >= self.checkpoint_every
                 or now - cp_at >= self.checkpoint_us):
             self._write_checkpoint(now)
+
+    def _sync_head(self) -> None:
+        """The chain head as committed, inside the writer's transaction: another process (a
+        purge) may have appended, and a rolled back transaction leaves our checkpoint state
+        stale."""
+        row = self.writer.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
+        if head != (self.chain.last_seq, self.chain.last_hash):
+            self.chain.rollback(*head)
+            self._segment_upto = -1
 
     def _load_checkpoint_state(self) -> None:
         """Last checkpoint and the segment digest since, from the database (at open, and after
@@ -603,26 +585,17 @@ class HubStore:
         return await self._write(self._checkpoint)
 
     def _checkpoint(self) -> Checkpoint | None:
-        w = self.writer
-        w.execute("BEGIN IMMEDIATE")
         try:
-            row = w.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-            head = (int(row[0]), bytes(row[1])) if row else (0, GENESIS)
-            if head != (self.chain.last_seq, self.chain.last_hash):
-                self.chain.rollback(*head)
-                self._segment_upto = -1
-            if self._segment_upto != self.chain.last_seq:
-                self._load_checkpoint_state()
-            cp = None
-            if self.chain.last_seq > self.last_checkpoint[0]:
-                cp = self._write_checkpoint(self.clock())
-            w.execute("COMMIT")
+            with transaction(self.writer):
+                self._sync_head()
+                if self._segment_upto != self.chain.last_seq:
+                    self._load_checkpoint_state()
+                if self.chain.last_seq > self.last_checkpoint[0]:
+                    return self._write_checkpoint(self.clock())
+                return None
         except BaseException:
-            with contextlib.suppress(Exception):
-                w.execute("ROLLBACK")
             self._segment_upto = -1
             raise
-        return cp
 
     async def latest_checkpoint(self) -> Checkpoint | None:
         """The last signed checkpoint (what the hub shows nodes at Register)."""
@@ -695,17 +668,14 @@ class HubStore:
     async def read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
         """The next queue rows for ``dest`` in order: at most ``limit`` envelopes and
         ~``max_bytes`` (at least one row); None when nothing is queued after ``after_seq``."""
-        assert self._read_thread is not None, "store not open"
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._read_thread, self._read_queue, dest, after_seq, limit, max_bytes)
+            return await self._db.read(self._read_queue, dest, after_seq, limit, max_bytes)
         except sqlite3.DatabaseError as exc:
             self._note_damage(exc)
             raise
 
     def _read_queue(self, dest: str, after_seq: int, limit: int, max_bytes: int) -> QueuedBatch | None:
-        assert self._reader is not None, "store not open"
-        r = self._reader
+        r = self._db.reader
         # Sizes first (the blobs stay on disk), then the blobs of the rows that fit; both in
         # one snapshot.
         r.execute("BEGIN")

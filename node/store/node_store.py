@@ -53,7 +53,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -61,7 +60,14 @@ from typing import NamedTuple, TypeVar
 from node.core.audit import Checkpoint
 from node.core.continuity import HubRegression
 from node.store.failures import StoreFailures
-from node.store.sqlite import connect_sync, ensure_store_identity, insert_columns, migrate_sync
+from node.store.sqlite import (
+    connect_sync,
+    ensure_store_identity,
+    insert_columns,
+    migrate_sync,
+    transaction,
+)
+from node.store.threaded import SQLiteThreads
 from node.wire.envelopes import ack_outcomes
 
 __all__ = [
@@ -209,10 +215,7 @@ class NodeStore:
         self.resubmit_window = resubmit_window
         self._resubmit_keys: dict[str, int] = {}
         self._resubmit_order: collections.deque[tuple[int, str]] = collections.deque()
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._write_thread: ThreadPoolExecutor | None = None
-        self._read_thread: ThreadPoolExecutor | None = None
+        self._db = SQLiteThreads(path, synchronous, "node-store")
         self.origin = ""
         self.store_id = ""
         self.decided_seq = 0
@@ -234,8 +237,7 @@ class NodeStore:
     # -- threads -----------------------------------------------------------------------------
 
     async def _write(self, func: Callable[..., T], *args: object) -> T:
-        assert self._write_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, func, *args)
+        return await self._db.write(func, *args)
 
     async def _write_or_fail(self, component: str, func: Callable[..., T], *args: object) -> T:
         """:meth:`_write` for a component's own write: a storage failure (a full disk) is
@@ -246,37 +248,19 @@ class NodeStore:
             raise self.failures.failed(component, exc) from exc
 
     async def _read(self, func: Callable[..., T], *args: object) -> T:
-        assert self._read_thread is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._read_thread, func, *args)
+        return await self._db.read(func, *args)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        w = self._writer
-        assert w is not None, "store not open"
-        w.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(w)
-            w.execute("COMMIT")
-        except BaseException:
-            if w.in_transaction:
-                w.execute("ROLLBACK")
-            raise
-        return result
+        """``body`` in one write transaction (in the writer thread)."""
+        with transaction(self._db.writer) as w:
+            return body(w)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="node-store-writer")
-        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="node-store-reader")
-        try:
-            await self._write(self._open_writer)
-            await self._read(self._open_reader)
-        except BaseException:
-            await self.close()
-            raise
+        await self._db.open(self._open_writer)
 
-    def _open_writer(self) -> None:
-        w = self._writer = connect_sync(self.path, synchronous=self.synchronous)
+    def _open_writer(self, w: sqlite3.Connection) -> None:
         migrate_sync(w, MIGRATIONS)
         self.store_id = ensure_store_identity(w, time.time_ns() // 1000)
         meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
@@ -317,19 +301,8 @@ class NodeStore:
         """Envelopes stored in the outbox and not decided by the hub yet."""
         return self._last_seq - self.decided_seq
 
-    def _open_reader(self) -> None:
-        self._reader = connect_sync(self.path, synchronous=self.synchronous)
-
     async def close(self) -> None:
-        for thread, attr in ((self._write_thread, "_writer"), (self._read_thread, "_reader")):
-            if thread is None:
-                continue
-            conn = getattr(self, attr)
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
-                setattr(self, attr, None)
-            thread.shutdown(wait=True)
-        self._write_thread = self._read_thread = None
+        await self._db.close()
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -442,8 +415,7 @@ class NodeStore:
     async def pending(self, after_seq: int, limit: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """Undecided envelopes after ``after_seq``, in order."""
         def read() -> list[tuple[int, bytes]]:
-            assert self._reader is not None
-            return self._reader.execute(
+            return self._db.reader.execute(
                 "SELECT seq, envelope FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (max(after_seq, self.decided_seq), limit)).fetchall()
 
@@ -493,8 +465,7 @@ class NodeStore:
 
     async def outcomes(self, seqs: Sequence[int]) -> list[OutboxOutcome]:
         def read() -> dict[int, tuple[str, str, str, tuple[str, ...]]]:
-            r = self._reader
-            assert r is not None
+            r = self._db.reader
             found = {}
             for start in range(0, len(seqs), 500):  # recorded per envelope (before acks)
                 chunk = list(seqs[start:start + 500])
@@ -601,8 +572,7 @@ class NodeStore:
 
     async def fetch(self, limit: int) -> list[tuple[str, bytes]]:
         def read() -> list[tuple[str, bytes]]:
-            assert self._reader is not None
-            return self._reader.execute(
+            return self._db.reader.execute(
                 "SELECT hub_ticket, envelope FROM inbox WHERE acked = 0 ORDER BY id LIMIT ?",
                 (limit,)).fetchall()
 
@@ -650,8 +620,7 @@ class NodeStore:
         with: decided outbox envelopes (and their outcomes), acknowledged inbox envelopes.
         In transactions of at most ``chunk`` rows, so the node's other writes go on."""
         def cut() -> tuple[int, int, int] | None:
-            assert self._writer is not None
-            row = self._writer.execute(
+            row = self._db.writer.execute(
                 "SELECT at_us, outbox_seq, inbox_id FROM marks WHERE at_us <= ?"
                 " ORDER BY at_us DESC LIMIT 1", (before_us,)).fetchone()
             if row is None:
@@ -731,10 +700,9 @@ def accept_hub_state(path: Path) -> HubRegression | None:
             return None
         found = HubRegression.loads(text)
         cp = found.presented_checkpoint
-        conn.execute("BEGIN IMMEDIATE")
-        _set_meta(conn, [("hub_acked_seq", str(found.hub_acked_seq)), ("hub_regression", ""),
-                         ("hub_checkpoint", json.dumps(cp.to_json()) if cp else "")])
-        conn.execute("COMMIT")
+        with transaction(conn):
+            _set_meta(conn, [("hub_acked_seq", str(found.hub_acked_seq)), ("hub_regression", ""),
+                             ("hub_checkpoint", json.dumps(cp.to_json()) if cp else "")])
         return found
     finally:
         conn.close()

@@ -17,7 +17,7 @@ import functools
 import itertools
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -26,6 +26,8 @@ from node.store.data_dir_guard import private_file
 
 __all__ = [
     "SYNCHRONOUS_MODES",
+    "LoopConnections",
+    "async_transaction",
     "connect",
     "connect_sync",
     "ensure_store_identity",
@@ -34,6 +36,7 @@ __all__ = [
     "migrate",
     "migrate_sync",
     "rollback",
+    "transaction",
 ]
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
@@ -93,6 +96,20 @@ def connect_sync(
 Migration = str | Callable[[sqlite3.Connection], None]
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on a plain connection; on any failure (also an
+    exception of the body) roll back, as far as the connection still can, and raise."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+
+
 def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> int:
     """:func:`migrate` on a plain connection."""
     row = conn.execute("PRAGMA user_version").fetchone()
@@ -102,18 +119,13 @@ def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> i
             f"database schema version {version} is newer than this software ({len(migrations)})"
         )
     for number, script in enumerate(migrations[version:], start=version + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if callable(script):
                 script(conn)
             else:
                 for statement in _statements(script):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return len(migrations)
 
 
@@ -239,19 +251,66 @@ def ensure_store_identity(conn: sqlite3.Connection, now_us: int) -> str:
     if row is not None:
         return str(row[0])
     store_id = str(uuid.uuid4())
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                          [("store_id", store_id), ("created_at_us", str(now_us))])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return str(conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
 
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+@contextlib.asynccontextmanager
+async def async_transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """:func:`transaction` on an aiosqlite connection."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        await conn.execute("COMMIT")
+    except BaseException:
+        await rollback(conn)
+        raise
+
+
+class LoopConnections:
+    """The connections of a store used from the event loop (the directory and the fragment
+    stores): an aiosqlite writer and reader (each runs its statements in a thread of its
+    own), and a plain connection for reads small enough to run on the loop itself."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
+
+    async def _connect(self, migrations: Sequence[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await connect(self.path, self.synchronous)
+        await migrate(self._writer, migrations)
+        self._reader = await connect(self.path, self.synchronous)
+        self._quick = connect_sync(self.path, synchronous=self.synchronous)
+
+    async def _disconnect(self) -> None:
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        """For every write, and reads that must agree with the revision (under the lock)."""
+        assert self._writer is not None, "store not open"
+        return self._writer
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store not open"
+        return self._reader
 
 
 async def rollback(conn: aiosqlite.Connection) -> None:
