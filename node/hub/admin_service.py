@@ -21,7 +21,7 @@ from node.core.errors import InvalidArgument
 from node.hub.directory import Directory
 from node.rpc.auth_interceptor import current_peer
 from node.rpc.edge import guard_unary
-from node.store.hub_store import HubStore
+from node.store.protocols import AuditLog
 from node.wire.directory import change_from_proto, change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import directory_pb2_grpc
@@ -42,7 +42,7 @@ _PARTS: dict[str, tuple[type, ...]] = {
 
 
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
-    def __init__(self, directory: Directory, audit: HubStore,
+    def __init__(self, directory: Directory, audit: AuditLog,
                  flush_audit: Callable[[], Awaitable[None]]) -> None:
         self.directory = directory
         self.audit = audit

@@ -56,7 +56,7 @@ from node.hub.intake import Intake, _uuid7s
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import InstitutionDialer, TlsMaterial
-from node.store.hub_store import HubStore
+from node.store.protocols import AuditLog
 from node.tasks import spawn
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
@@ -80,7 +80,7 @@ class Consultations:
         self,
         intake: Intake,
         deliverer: Deliverer,
-        store: HubStore,
+        store: AuditLog,
         tls: TlsMaterial,
         network: str,
         limits: Limits,

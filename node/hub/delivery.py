@@ -49,7 +49,8 @@ from node.rpc.edge import describe
 from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import InstitutionDialer, TlsMaterial
-from node.store.hub_store import HubStore, QueuedBatch
+from node.store.protocols import DeliveryQueue
+from node.store.records import QueuedBatch
 from node.tasks import cancel_and_wait
 from node.wire.delivery import delivery_message, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
@@ -94,7 +95,7 @@ class _Destination:
 class Deliverer:
     def __init__(
         self,
-        store: HubStore,
+        store: DeliveryQueue,
         tls: TlsMaterial,
         network: str,
         limits: Limits,

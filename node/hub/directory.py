@@ -45,7 +45,8 @@ from node.core.directory import (
     subjects_to_read,
 )
 from node.core.errors import InvalidArgument
-from node.store.directory_store import DirectoryStore, LoggedChange
+from node.store.protocols import DirectoryLog
+from node.store.records import LoggedChange
 from node.tasks import spawn
 from node.wire.directory import change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
@@ -72,7 +73,7 @@ class _Tables:
 
 
 class Directory:
-    def __init__(self, store: DirectoryStore, signing_key: Ed25519PrivateKey,
+    def __init__(self, store: DirectoryLog, signing_key: Ed25519PrivateKey,
                  preload: bool = True) -> None:
         self.store = store
         self.preload = preload

@@ -51,7 +51,7 @@ from node.core.reasons import Reason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.hub.directory import Directory
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
-from node.store.hub_store import HubStore
+from node.store.protocols import BatchIntake
 from node.wire.delivery import cut
 from node.wire.envelopes import (
     SUBJECT_TYPE_NAMES,
@@ -136,7 +136,7 @@ class PreparedBatch:
 class Intake:
     def __init__(
         self,
-        store: HubStore,
+        store: BatchIntake,
         policy: Policy,
         directory: Directory,
         pending: dict[str, int],

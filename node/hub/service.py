@@ -28,7 +28,7 @@ from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import PeerAuthenticator
-from node.store.hub_store import HubStore
+from node.store.protocols import HubStorage
 from node.tasks import consume
 from node.wire.checkpoints import checkpoint_to_proto
 from node.wire.directory import change_from_proto
@@ -68,7 +68,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         peers: PeerAuthenticator,
         intake: Intake,
         deliverer: Deliverer,
-        store: HubStore,
+        store: HubStorage,
         directory: Directory,
         consultations: Consultations,
         refusals: RefusalAudit | None = None,

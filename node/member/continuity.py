@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from node.core.audit import Checkpoint, public_key_id, verify_checkpoint_signature
 from node.core.continuity import HubRegression, check_continuity
-from node.store.node_store import NodeStore
+from node.store.protocols import ContinuityState
 from node.wire.checkpoints import checkpoint_from_proto
 from node.wire.gen.crossroads.v1 import hub_pb2
 
@@ -36,7 +36,7 @@ class HubStateRegressed(Exception):
 
 
 class HubContinuity:
-    def __init__(self, store: NodeStore, hub_key: Ed25519PublicKey) -> None:
+    def __init__(self, store: ContinuityState, hub_key: Ed25519PublicKey) -> None:
         self.store = store
         self._keys = {public_key_id(hub_key): hub_key}
         self.detected = 0  # findings in this process (a metric)

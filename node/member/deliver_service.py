@@ -16,7 +16,7 @@ from node.member.declaration_desk import DeclarationDesk
 from node.rpc.auth_interceptor import HEALTH_AND_REFLECTION, Role, Table, recheck_peer
 from node.rpc.edge import streaming, until_drained
 from node.rpc.multiplex import serve_calls
-from node.store.node_store import NodeStore
+from node.store.protocols import Inbox
 from node.wire.gen.crossroads.v1 import consult_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["NODE_TABLE", "DeliverService"]
@@ -30,7 +30,7 @@ NODE_TABLE: Table = {
 
 
 class DeliverService(node_pb2_grpc.NodeServicer):
-    def __init__(self, store: NodeStore, answering: Answering,
+    def __init__(self, store: Inbox, answering: Answering,
                  desk: DeclarationDesk | None = None) -> None:
         self.desk = desk
         self.store = store

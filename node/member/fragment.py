@@ -40,7 +40,8 @@ from node.core.reasons import Reason
 from node.rpc.reconnect import Reconnect
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, hub_channel
-from node.store.fragment_store import FragmentStore, RevisionGap
+from node.store.protocols import FragmentReplica
+from node.store.records import RevisionGap
 from node.tasks import BackgroundTask
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
@@ -66,7 +67,7 @@ class UpdateRefused(Exception):
 class FragmentWatcher(BackgroundTask):
     task_name = "fragment-watcher"
 
-    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentStore,
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentReplica,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
                  revocations: RevocationList | None = None) -> None:
         self.config = config

@@ -38,8 +38,8 @@ from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
 from node.rpc.edge import guard_stream, guard_unary
 from node.rpc.multiplex import reply_message_bytes, serve_calls
-from node.store.fragment_store import FragmentStore
-from node.store.node_store import Enqueued, NodeStore
+from node.store.protocols import FragmentReplica, NodeStorage
+from node.store.records import Enqueued
 from node.tasks import consume
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
@@ -69,9 +69,9 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self,
         institution: str,
         policy: Policy,
-        store: NodeStore,
+        store: NodeStorage,
         uplink: Uplink,
-        fragment: FragmentStore,
+        fragment: FragmentReplica,
         watcher: FragmentWatcher,
         answering: Answering,
         hub: HubCaller,
@@ -383,7 +383,7 @@ def _declaration_check(envelope: envelope_pb2.Envelope, today: date) -> Decision
     return Decision(Reason.INVALID_FIELD, "; ".join(str(p) for p in problems[:20]) + more)
 
 
-def _hub_state(store: NodeStore) -> dict[str, object]:
+def _hub_state(store: NodeStorage) -> dict[str, object]:
     """The Status fields on hub continuity (node.member.continuity)."""
     found, cp = store.hub_regression, store.hub_checkpoint
     return {"hub_state": found.reason.value if found else "OK",

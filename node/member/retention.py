@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import structlog
 
-from node.store.node_store import NodeStore, Purged
+from node.store.protocols import RetentionMarks
+from node.store.records import Purged
 from node.tasks import BackgroundTask
 
 __all__ = ["EVERY_S", "Retention"]
@@ -35,7 +36,7 @@ DAY_US = 86_400_000_000
 class Retention(BackgroundTask):
     task_name = "retention"
 
-    def __init__(self, store: NodeStore, days: int, every_s: float = EVERY_S,
+    def __init__(self, store: RetentionMarks, days: int, every_s: float = EVERY_S,
                  clock: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
         if days < 1:
             raise ValueError("retention_days must be at least 1 (0 turns retention off)")

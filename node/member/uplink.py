@@ -55,7 +55,7 @@ from node.rpc.reconnect import Reconnect
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, hub_channel
-from node.store.node_store import NodeStore
+from node.store.protocols import Outbox
 from node.tasks import BackgroundTask
 from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
@@ -105,7 +105,7 @@ def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
 class Uplink(BackgroundTask):
     task_name = "uplink"
 
-    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
+    def __init__(self, config: NodeConfig, tls: TlsMaterial, store: Outbox, endpoint: str,
                  continuity: HubContinuity | None = None,
                  server_check: ServerCheck | None = None) -> None:
         self.config = config

@@ -25,18 +25,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from node.core.directory import Entity, Integration, Replacement, key_of, kind_of, owner_of
 from node.core.directory_fields import FIELDS, from_values, kind_and_fields
 from node.store.integrations import (
+    INTEGRATIONS_TABLE,
     SubjectCache,
     integration_of,
-    integration_row,
     preload,
     read_integrations,
+    write_integrations,
 )
+from node.store.records import LoggedChange
 from node.store.sqlite import LoopConnections, async_transaction
 
 __all__ = ["DirectoryStore", "LoggedChange", "decode_entity", "encode_entity"]
@@ -59,16 +60,9 @@ MIGRATIONS = [
     CREATE TABLE subscriptions (key TEXT PRIMARY KEY, owner TEXT NOT NULL, data TEXT NOT NULL);
     CREATE TABLE revoked (key TEXT PRIMARY KEY, data TEXT NOT NULL);
     CREATE TABLE replacements (old_number TEXT PRIMARY KEY, new_number TEXT NOT NULL);
-    CREATE TABLE integrations (
-        subject TEXT NOT NULL,
-        institution TEXT NOT NULL,
-        capacity INTEGER NOT NULL,
-        begin_date TEXT NOT NULL,
-        end_date TEXT NOT NULL,
-        phase INTEGER NOT NULL,
-        PRIMARY KEY (subject, institution, capacity, begin_date)
-    ) WITHOUT ROWID;
-    CREATE INDEX integrations_by_institution ON integrations (institution);
+    """
+    + INTEGRATIONS_TABLE
+    + """
     INSERT INTO dir_meta VALUES ('revision', 0), ('compacted_revision', 0);
     """,
 ]
@@ -81,14 +75,6 @@ _SMALL_TABLES = {
 _OWNED_TABLES = {"authorization": "authorizations", "subscription": "subscriptions"}
 #: Subjects whose integrations the hub keeps decoded in memory (LRU).
 CACHE_SUBJECTS = 250_000
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedChange:
-    revision: int
-    owner: str
-    entity: Entity
-    deleted: bool
 
 
 def encode_entity(entity: Entity) -> str:
@@ -173,14 +159,7 @@ class DirectoryStore(LoopConnections):
         if kind == "integration":
             # Keep order: a put then a delete of the same key in one call must end deleted.
             for deleted, group in _runs(items):
-                rows = [integration_row(e) for e in group]  # type: ignore[arg-type]
-                if deleted:
-                    await w.executemany(
-                        "DELETE FROM integrations WHERE subject = ? AND institution = ?"
-                        " AND capacity = ? AND begin_date = ?", [r[:4] for r in rows])
-                else:
-                    await w.executemany(
-                        "INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)", rows)
+                await write_integrations(w, group, deleted)  # type: ignore[arg-type]
             return
         for entity, deleted in items:
             key = key_of(entity)

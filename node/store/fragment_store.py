@@ -45,12 +45,15 @@ from node.core.directory import (
 )
 from node.store.directory_store import decode_entity, encode_entity
 from node.store.integrations import (
+    INTEGRATIONS_TABLE,
     SubjectCache,
     integration_of,
     integration_row,
     preload,
     read_integrations,
+    write_integrations,
 )
+from node.store.records import RevisionGap
 from node.store.sqlite import LoopConnections, async_transaction
 from node.tasks import spawn
 
@@ -65,16 +68,9 @@ MIGRATIONS = [
         data TEXT NOT NULL,
         PRIMARY KEY (kind, key)
     ) WITHOUT ROWID;
-    CREATE TABLE integrations (
-        subject TEXT NOT NULL,
-        institution TEXT NOT NULL,
-        capacity INTEGER NOT NULL,
-        begin_date TEXT NOT NULL,
-        end_date TEXT NOT NULL,
-        phase INTEGER NOT NULL,
-        PRIMARY KEY (subject, institution, capacity, begin_date)
-    ) WITHOUT ROWID;
-    CREATE INDEX integrations_by_institution ON integrations (institution);
+    """
+    + INTEGRATIONS_TABLE
+    + """
     INSERT INTO frag_meta VALUES ('revision', '0'), ('last_sync_us', '0'),
         ('hub_revision', '0'), ('recipient', '');
     """,
@@ -86,19 +82,6 @@ SMALL_KINDS = ("institution", "service", "authorization", "subscription", "repla
 KINDS = (*SMALL_KINDS, "integration")
 #: Subjects whose integrations the node keeps decoded in memory (LRU).
 CACHE_SUBJECTS = 200_000
-
-
-class RevisionGap(Exception):
-    """A delta does not start where the fragment is: nothing was applied."""
-
-    def __init__(self, expected: int, got: int, to_revision: int) -> None:
-        super().__init__(f"delta {got}->{to_revision} does not start at the fragment's"
-                         f" revision {expected}")
-        self.expected = expected
-        self.got = got
-        self.to_revision = to_revision
-
-
 
 
 def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[Entity]]]:
@@ -261,14 +244,7 @@ class FragmentStore(LoopConnections):
     async def _write_run(self, kind: str, deleted: bool, group: list[Entity]) -> None:
         w = self.writer
         if kind == "integration":
-            rows = [integration_row(e) for e in group]  # type: ignore[arg-type]
-            if deleted:
-                await w.executemany(
-                    "DELETE FROM integrations WHERE subject = ? AND institution = ?"
-                    " AND capacity = ? AND begin_date = ?", [r[:4] for r in rows])
-            else:
-                await w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
-                                    rows)
+            await write_integrations(w, group, deleted)  # type: ignore[arg-type]
         elif deleted:
             await w.executemany("DELETE FROM entities WHERE kind = ? AND key = ?",
                                 [(kind, key_of(e)) for e in group])

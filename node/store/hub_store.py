@@ -54,9 +54,8 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -69,9 +68,9 @@ from node.core.audit import (
     Signer,
     sign_checkpoint,
 )
-from node.core.errors import Unavailable
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
+from node.store.records import HubState, QueuedBatch, ResendRaced
 from node.store.sqlite import (
     Migration,
     connect_sync,
@@ -89,10 +88,6 @@ __all__ = ["HubState", "HubStore", "QueuedBatch", "ResendRaced"]
 
 _T = TypeVar("_T")
 log = structlog.get_logger(__name__)
-
-
-class ResendRaced(Unavailable):
-    """A batch's sequences were committed by another stream in the meantime (retry)."""
 
 
 def _queue_of_packed_batches(conn: sqlite3.Connection) -> None:
@@ -245,25 +240,6 @@ _INSERT_AUDIT = (
     " subject_type, subject_number, reason, detail, prev_hash, hash) VALUES "
 )
 _SUBJECT = 1 + FIELDS.index("subject_number")  # in a chain row (seq, *fields, prev, hash)
-
-
-class QueuedBatch(NamedTuple):
-    """The next queued envelopes of one destination, in order: ``count`` envelopes in the
-    ``packed`` batches (:mod:`node.wire.delivery`) of queue rows up to ``last_seq``."""
-
-    last_seq: int
-    count: int
-    packed: tuple[bytes, ...]
-
-
-@dataclass(slots=True)
-class HubState:
-    """What the hub loads at startup."""
-
-    pending: dict[str, int] = field(default_factory=dict)
-    endpoints: dict[str, str] = field(default_factory=dict)
-    next_queue_seq: int = 1
-    store_id: str = ""
 
 
 class HubStore:

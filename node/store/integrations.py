@@ -26,7 +26,15 @@ import aiosqlite
 
 from node.core.directory import Integration, Period
 
-__all__ = ["SubjectCache", "integration_of", "integration_row", "preload", "read_integrations"]
+__all__ = [
+    "INTEGRATIONS_TABLE",
+    "SubjectCache",
+    "integration_of",
+    "integration_row",
+    "preload",
+    "read_integrations",
+    "write_integrations",
+]
 
 V = TypeVar("V")
 #: Subjects per ``IN (...)`` query.
@@ -34,6 +42,19 @@ CHUNK = 500
 #: Subjects few enough to read in the calling thread (see :func:`read_integrations`).
 QUICK_SUBJECTS = 4
 COLUMNS = "subject, institution, capacity, begin_date, end_date, phase"
+#: The table, as both stores' first migration creates it (a migration's text never changes).
+INTEGRATIONS_TABLE = """
+    CREATE TABLE integrations (
+        subject TEXT NOT NULL,
+        institution TEXT NOT NULL,
+        capacity INTEGER NOT NULL,
+        begin_date TEXT NOT NULL,
+        end_date TEXT NOT NULL,
+        phase INTEGER NOT NULL,
+        PRIMARY KEY (subject, institution, capacity, begin_date)
+    ) WITHOUT ROWID;
+    CREATE INDEX integrations_by_institution ON integrations (institution);
+"""
 #: One string object per institution number for all cached integrations.
 _INSTITUTIONS: dict[str, str] = {}
 
@@ -45,6 +66,20 @@ def _d(day: date | None) -> str:
 def integration_row(i: Integration) -> tuple[object, ...]:
     """The row of the ``integrations`` table (:data:`COLUMNS` order)."""
     return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
+
+
+async def write_integrations(
+    conn: aiosqlite.Connection, integrations: Sequence[Integration], deleted: bool
+) -> None:
+    """Put (or, ``deleted``, delete) ``integrations`` in the caller's transaction (the caller
+    then calls :meth:`SubjectCache.forget` with their subjects, after its commit)."""
+    rows = [integration_row(i) for i in integrations]
+    if deleted:
+        await conn.executemany(
+            "DELETE FROM integrations WHERE subject = ? AND institution = ?"
+            " AND capacity = ? AND begin_date = ?", [r[:4] for r in rows])
+    else:
+        await conn.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)", rows)
 
 
 @functools.lru_cache(maxsize=4096)

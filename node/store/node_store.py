@@ -53,13 +53,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from node.core.audit import Checkpoint
 from node.core.continuity import HubRegression
 from node.store.failures import StoreFailures
+from node.store.records import Enqueued, NodeCounts, OutboxOutcome, Purged
 from node.store.sqlite import (
     connect_sync,
     ensure_store_identity,
@@ -153,50 +153,6 @@ MIGRATIONS = [
 #: Rows deleted per transaction by :meth:`NodeStore.purge` (other writes run in between).
 PURGE_CHUNK = 5_000
 PURGED_DETAIL = "purged by retention"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxOutcome:
-    """The hub's answer to one outbox envelope; ``reason`` None: no answer, and ``detail``
-    says why when none will come (an unknown sequence, one purged by retention)."""
-
-    seq: int
-    reason: str | None
-    detail: str
-    hub_ticket: str
-    receivers: tuple[str, ...]
-
-    @property
-    def awaited(self) -> bool:
-        """Sent (or to be sent) and not decided yet: the hub's answer is still to come."""
-        return self.reason is None and not self.detail
-
-
-class Enqueued(NamedTuple):
-    """Where :meth:`NodeStore.enqueue_once` put the envelopes: a sequence per envelope, and
-    the indexes of those answered with the sequence of an earlier, same envelope."""
-
-    seqs: list[int]
-    resubmitted: frozenset[int]
-
-
-@dataclass(frozen=True, slots=True)
-class Purged:
-    """What one :meth:`NodeStore.purge` deleted: outbox envelopes up to ``upto_seq``
-    (decided ones only) and acknowledged inbox envelopes."""
-
-    outbox: int
-    inbox: int
-    upto_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeCounts:
-    outbox_pending: int
-    sent_accepted: int
-    sent_refused: int
-    inbox_unacknowledged: int
-    inbox_total: int
 
 
 #: Resubmission keys a node remembers: the tickets of its last 200,000 envelopes with one

@@ -1,0 +1,118 @@
+"""The records the storage protocols (:mod:`node.store.protocols`) take and return.
+
+Plain values, free of any backend: what a store hands back is the same whether SQLite or
+another database keeps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from node.core.directory import Entity
+from node.core.errors import Unavailable
+
+__all__ = [
+    "Enqueued",
+    "HubState",
+    "LoggedChange",
+    "NodeCounts",
+    "OutboxOutcome",
+    "Purged",
+    "QueuedBatch",
+    "ResendRaced",
+    "RevisionGap",
+]
+
+# -- hub -------------------------------------------------------------------------------------
+
+
+class ResendRaced(Unavailable):
+    """A batch's sequences were committed by another stream in the meantime (retry)."""
+
+
+class QueuedBatch(NamedTuple):
+    """The next queued envelopes of one destination, in order: ``count`` envelopes in the
+    ``packed`` batches (:mod:`node.wire.delivery`) of queue rows up to ``last_seq``."""
+
+    last_seq: int
+    count: int
+    packed: tuple[bytes, ...]
+
+
+@dataclass(slots=True)
+class HubState:
+    """What the hub loads at startup."""
+
+    pending: dict[str, int] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    next_queue_seq: int = 1
+    store_id: str = ""
+
+
+class LoggedChange(NamedTuple):
+    """One change of the directory's log: ``entity`` put (or ``deleted``) at ``revision``,
+    in ``owner``'s fragment."""
+
+    revision: int
+    owner: str
+    entity: Entity
+    deleted: bool
+
+
+# -- node ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxOutcome:
+    """The hub's answer to one outbox envelope; ``reason`` None: no answer, and ``detail``
+    says why when none will come (an unknown sequence, one purged by retention)."""
+
+    seq: int
+    reason: str | None
+    detail: str
+    hub_ticket: str
+    receivers: tuple[str, ...]
+
+    @property
+    def awaited(self) -> bool:
+        """Sent (or to be sent) and not decided yet: the hub's answer is still to come."""
+        return self.reason is None and not self.detail
+
+
+class Enqueued(NamedTuple):
+    """Where :meth:`NodeStore.enqueue_once` put the envelopes: a sequence per envelope, and
+    the indexes of those answered with the sequence of an earlier, same envelope."""
+
+    seqs: list[int]
+    resubmitted: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What one :meth:`NodeStore.purge` deleted: outbox envelopes up to ``upto_seq``
+    (decided ones only) and acknowledged inbox envelopes."""
+
+    outbox: int
+    inbox: int
+    upto_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCounts:
+    outbox_pending: int
+    sent_accepted: int
+    sent_refused: int
+    inbox_unacknowledged: int
+    inbox_total: int
+
+
+class RevisionGap(Exception):
+    """A delta does not start where the fragment is: nothing was applied."""
+
+    def __init__(self, expected: int, got: int, to_revision: int) -> None:
+        super().__init__(f"delta {got}->{to_revision} does not start at the fragment's"
+                         f" revision {expected}")
+        self.expected = expected
+        self.got = got
+        self.to_revision = to_revision
