@@ -189,7 +189,12 @@ class Outbox(Protocol):
 
     origin: str
     decided_seq: int
+    sent_accepted: int
+    sent_refused: int
     outbox_changed: asyncio.Event
+
+    async def enqueue(self, envelopes: Sequence[bytes]) -> list[int]:
+        """Store envelopes for sending; their sequences (never reused), committed on return."""
 
     async def enqueue_once(
         self, envelopes: Sequence[bytes], keys: Sequence[str | None],

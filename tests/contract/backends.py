@@ -9,14 +9,18 @@ tests/contract/.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from node.core.audit import Signer
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.store.node_store import NodeStore
 from node.store.protocols import HubStorage, NodeStorage
+
+S = TypeVar("S", HubStorage, NodeStorage)
 
 #: The destination queued in the older-schema file, and its envelope.
 OLD_DEST, OLD_ENVELOPE = "0428759497", b"queued before the upgrade"
@@ -54,10 +58,20 @@ def _sqlite_newer_hub(path: Path) -> None:
 BACKENDS = {
     "sqlite": Backend(
         "sqlite",
-        hub=lambda path, signer=None: HubStore(path / "hub.sqlite", "NORMAL", signer=signer,
-                                               checkpoint_every=1),
+        hub=lambda path, signer: HubStore(path / "hub.sqlite", "NORMAL", signer=signer,
+                                          checkpoint_every=1),
         node=lambda path: NodeStore(path / "node.sqlite", "NORMAL"),
         old_hub=lambda path: _sqlite_old_hub(path / "hub.sqlite"),
         newer_hub=lambda path: _sqlite_newer_hub(path / "hub.sqlite"),
     ),
 }
+
+
+@asynccontextmanager
+async def opened(store: S) -> AsyncIterator[S]:
+    """``store`` open for the block, closed after it."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -11,35 +11,22 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from node.audit_tool import verify_file
-from node.core.audit import Signer, accepted, delivered
+from node.core.audit import accepted, delivered
 from node.store.protocols import HubStorage
 from node.store.records import ResendRaced
 from node.wire.delivery import pack
 from node.wire.gen.crossroads.v1 import node_pb2
 from node.wire.signed import ensure_signing_key
-from tests.contract.backends import OLD_DEST, OLD_ENVELOPE, Backend
+from tests.contract.backends import OLD_DEST, OLD_ENVELOPE, Backend, opened
 from tests.contract.crash_writer import BATCH, DEST, ORIGIN, SENDER, batch
 
 ROOT = Path(__file__).resolve().parents[2]
 R1, R2 = "0428759497", "0202239951"
-
-
-@asynccontextmanager
-async def opened(backend: Backend, path: Path, signer: Signer | None = None
-                 ) -> AsyncIterator[HubStorage]:
-    store = backend.hub(path, signer)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def _envelopes(packed: tuple[bytes, ...]) -> list[bytes]:
@@ -63,7 +50,7 @@ async def _commit(store: HubStorage, first: int, rows: list[tuple[str, list[byte
 
 async def test_each_destination_reads_its_envelopes_in_commit_order(
         backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend, tmp_path) as store:
+    async with opened(backend.hub(tmp_path, None)) as store:
         last = await _commit(store, 1, [(R1, [b"a1", b"a2"]), (R2, [b"b1"])])
         last = await _commit(store, last + 1, [(R2, [b"b2"]), (R1, [b"a3"])])
         await _commit(store, last + 1, [(R1, [b"a4"])])
@@ -84,7 +71,7 @@ async def test_each_destination_reads_its_envelopes_in_commit_order(
 
 async def test_a_resend_gets_the_original_outcome_and_stores_nothing_twice(
         backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend, tmp_path) as store:
+    async with opened(backend.hub(tmp_path, None)) as store:
         await store.commit_batch(SENDER, ORIGIN, 1, 3, [(R1, 3, pack([b"x"] * 3, ["a", "b", "c"]))],
                                  [], b"first ack")
         await store.commit_batch(SENDER, ORIGIN, 4, 5, [], [], b"second ack")
@@ -98,7 +85,7 @@ async def test_a_resend_gets_the_original_outcome_and_stores_nothing_twice(
         queued = await store.read_queue(R1, 0, 100, 1 << 20)
         assert queued is not None and queued.count == 3
         assert await store.recent_acks(SENDER, ORIGIN, 1) == [(1, b"first ack"), (4, b"second ack")]
-    async with opened(backend, tmp_path) as store:  # and after a restart
+    async with opened(backend.hub(tmp_path, None)) as store:  # and after a restart
         assert await store.origin_high(SENDER, ORIGIN) == 5
         assert await store.recent_acks(SENDER, ORIGIN, 1) == [(1, b"first ack"), (4, b"second ack")]
 
@@ -119,7 +106,7 @@ async def test_a_batch_commit_killed_midway_is_all_or_nothing(
         os.kill(proc.pid, signal.SIGKILL)  # in the middle of its next commits
         await proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    async with opened(backend, tmp_path) as store:
+    async with opened(backend.hub(tmp_path, None)) as store:
         high = await store.origin_high(SENDER, ORIGIN)
         assert high % BATCH == 0, "a batch's idempotency record is there whole or not at all"
         assert high >= acknowledged * BATCH, "every acknowledged batch is there"
@@ -136,7 +123,7 @@ async def test_a_batch_commit_killed_midway_is_all_or_nothing(
 
 async def test_the_audit_chain_continues_across_restarts(backend: Backend, tmp_path: Path) -> None:
     for round_ in range(3):
-        async with opened(backend, tmp_path) as store:
+        async with opened(backend.hub(tmp_path, None)) as store:
             await _commit(store, round_ * 10 + 1, [(R1, [b"e"] * 2)])
             await store.append_audit([delivered(str(round_), f"t{round_}", R1)])
             assert await store.checkpoint() is None  # no signer configured
@@ -146,7 +133,7 @@ async def test_the_audit_chain_continues_across_restarts(backend: Backend, tmp_p
 
 async def test_retention_redacts_old_records_and_keeps_the_chain(
         backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend, tmp_path, ensure_signing_key(tmp_path / "hub.key")) as store:
+    async with opened(backend.hub(tmp_path, ensure_signing_key(tmp_path / "hub.key"))) as store:
         await _commit(store, 1, [(R1, [b"old"] * 3)])
         report = await store.purge({"*": 2})  # records at_us "1": older than the cut-off
         assert report.redacted == 3
@@ -162,7 +149,7 @@ async def test_retention_redacts_old_records_and_keeps_the_chain(
 async def test_an_older_schema_is_upgraded_and_a_newer_one_refused(
         backend: Backend, tmp_path: Path) -> None:
     backend.old_hub(tmp_path)
-    async with opened(backend, tmp_path) as store:
+    async with opened(backend.hub(tmp_path, None)) as store:
         queued = await store.read_queue(OLD_DEST, 0, 10, 1 << 20)
         assert queued is not None and _envelopes(queued.packed) == [OLD_ENVELOPE]
         last = await _commit(store, 1, [(OLD_DEST, [b"after the upgrade"])])

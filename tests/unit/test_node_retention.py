@@ -78,21 +78,6 @@ async def test_purge_takes_only_what_is_done_with_and_was_there_at_the_mark(tmp_
         await store.close()
 
 
-async def test_undecided_envelopes_stay_however_old(tmp_path: Path) -> None:
-    path = tmp_path / "node.sqlite"
-    store = await _store(path)
-    try:
-        await store.enqueue([b"a", b"b", b"c"])
-        await store.record_ack(1, 1, _accepted(1, 1), refused=[])
-        await store.mark(10)
-        assert await store.purge(before_us=10**15) == Purged(outbox=1, inbox=0, upto_seq=1)
-        assert [seq for seq, _ in await store.pending(0, 10, 1 << 20)] == [2, 3]
-        (b,) = await store.outcomes([2])
-        assert b.awaited  # still waited for, not "purged"
-    finally:
-        await store.close()
-
-
 async def test_purge_deletes_in_chunks_and_other_writes_go_on(tmp_path: Path) -> None:
     path = tmp_path / "node.sqlite"
     store = await _store(path)

@@ -58,26 +58,6 @@ async def test_outcomes_are_read_from_the_stored_acks(tmp_path: Path) -> None:
     assert db.execute("SELECT count(*) FROM outcomes").fetchone() == (0,)
 
 
-async def test_counters_and_watermark_survive_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "node.sqlite"
-    store = await _store(path)
-    try:
-        await store.enqueue([b"x"] * 6)
-        await store.record_ack(1, 4, _ack(1, [(pb.ACCEPTED, "", f"t{i}", (B,)) for i in range(3)]
-                                          + [(pb.NOT_AUTHORIZED, "no", "", ())]), refused=[4])
-    finally:
-        await store.close()
-    store = await _store(path)
-    try:
-        assert (store.decided_seq, store.sent_accepted, store.sent_refused) == (4, 3, 1)
-        counts = store.counts()
-        assert (counts.outbox_pending, counts.sent_accepted, counts.sent_refused) == (2, 3, 1)
-        assert [o.reason for o in await store.outcomes([4, 5])] == ["NOT_AUTHORIZED", None]
-        assert await store.pending(0, 10, 1 << 20) == [(5, b"x"), (6, b"x")]
-    finally:
-        await store.close()
-
-
 async def test_a_resent_batch_is_counted_once_and_its_answer_kept_whole(tmp_path: Path) -> None:
     """A batch resent from an earlier watermark (its first answer was stored meanwhile) gets
     the same outcomes from the hub plus those of the envelopes added to it."""
@@ -133,24 +113,6 @@ async def test_outcomes_recorded_per_envelope_before_are_still_read(tmp_path: Pa
     ]
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
-
-
-async def test_outcomes_over_many_acks_and_gaps(tmp_path: Path) -> None:
-    """Sequences spread over many batches, some asked twice, some after the last ack."""
-    store = await _store(tmp_path / "node.sqlite")
-    try:
-        await store.enqueue([b"x"] * 100)
-        for first in range(1, 91, 10):
-            await store.record_ack(first, first + 9, _ack(first, [
-                (pb.ACCEPTED, "", f"t{first + i}", (B,)) for i in range(10)]), refused=[])
-        asked = [95, 1, 90, 10, 11, 50, 50, 89, 91, 100, 101]
-        got = await store.outcomes(asked)
-    finally:
-        await store.close()
-    assert [(o.seq, o.hub_ticket) for o in got] == [
-        (s, f"t{s}" if s <= 90 else "") for s in asked]
-    assert [o.reason for o in got][-3:] == [None, None, None]
-    assert got[-1].detail == "unknown sequence"
 
 
 async def test_a_store_from_before_the_inbox_counter_counts_its_inbox(tmp_path: Path) -> None:

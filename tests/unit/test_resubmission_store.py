@@ -38,19 +38,6 @@ def _eq(first: bytes, again: bytes) -> bool:
     return first == again
 
 
-async def test_a_ticket_reused_for_other_content_is_a_new_envelope(tmp_path: Path) -> None:
-    store = await _store(tmp_path / "node.sqlite")
-    try:
-        assert await store.enqueue_once([b"a", b"b"], ["t", "t"], _eq) == Enqueued(
-            [1, 2], frozenset())
-        # The ticket's latest envelope is the one remembered; either is found in a call.
-        assert await store.enqueue_once([b"b", b"c", b"c"], ["t", "t", "t"], _eq) == Enqueued(
-            [2, 3, 3], frozenset({0, 2}))
-        assert await store.enqueue_once([b"a"], ["t"], _eq) == Enqueued([4], frozenset())
-    finally:
-        await store.close()
-
-
 def test_a_submission_is_the_same_envelope_but_for_its_sent_time() -> None:
     def envelope(ticket: str, payload: bytes = b"p") -> bytes:
         return make_envelope("demo.message", ["0428759497"], payload, sender_ticket=ticket)
