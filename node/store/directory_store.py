@@ -5,31 +5,36 @@ same transaction, to the current-state table of its kind and to ``dir_changes`` 
 kind, key, owner, op, JSON). ``owner`` says whose fragment the change belongs to (see
 :func:`node.core.directory.owner_of`), so a node's deltas are one indexed range query.
 
-Snapshots are built from the current-state tables at the current revision (under the write
-lock, so the revision and the content agree). :meth:`compact` deletes changes up to a
-revision and records it as ``compacted_revision``: a node that is further behind gets a
-snapshot instead of deltas.
+Threads (:class:`node.store.threaded.SQLiteThreads`): a change, a compaction and a snapshot
+each run as one call in the writer thread, which alone moves :attr:`DirectoryStore.revision`
+(after the commit): a snapshot read there is at the revision it reports. Deltas and the
+integrations of a batch's subjects are read in the reader thread.
+
+Snapshots are built from the current-state tables at the current revision.
+:meth:`compact` deletes changes up to a revision and records it as ``compacted_revision``:
+a node that is further behind gets a snapshot instead of deltas.
 
 Reads on the hot path: the integrations of a batch's subjects go through a separate reader
 connection and an LRU cache by subject (:data:`CACHE_SUBJECTS`, see
 :mod:`node.store.integrations`); replaced numbers (old -> new) are few (a number is replaced
 when a bis number becomes a register number) and are held whole in memory, so asking about
 a subject never waits for the database to learn it was not replaced. :meth:`DirectoryStore.apply`
-keeps both true. The small
+keeps both true, on the event loop after each commit. The small
 tables (institutions, services, authorizations) are kept in memory by
 :class:`node.hub.directory.Directory`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from node.core.directory import Entity, Integration, Replacement, key_of, kind_of, owner_of
 from node.core.directory_fields import FIELDS, from_values, kind_and_fields
 from node.store.integrations import (
+    COLUMNS,
     INTEGRATIONS_TABLE,
     SubjectCache,
     integration_of,
@@ -38,7 +43,8 @@ from node.store.integrations import (
     write_integrations,
 )
 from node.store.records import LoggedChange
-from node.store.sqlite import LoopConnections, async_transaction
+from node.store.sqlite import migrate_sync, transaction
+from node.store.threaded import SQLiteThreads
 
 __all__ = ["DirectoryStore", "LoggedChange", "decode_entity", "encode_entity"]
 
@@ -93,29 +99,29 @@ def decode_entity(kind: str, text: str) -> Entity:
 _STORED = {kind: tuple(f.stored for f in fields) for kind, fields in FIELDS.items()}
 
 
-class DirectoryStore(LoopConnections):
+class DirectoryStore:
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        super().__init__(path, synchronous)
-        self.lock = asyncio.Lock()
+        self.path = path
+        self._db = SQLiteThreads(path, synchronous, "directory-store", loop_reads=True)
+        #: Moved by the writer thread only, after each commit (so a snapshot read there
+        #: agrees with it).
         self.revision = 0
         self.compacted_revision = 0
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
         self._replaced: dict[str, str] = {}  # every replacement: old number -> new number
 
     async def open(self) -> None:
-        await self._connect(MIGRATIONS)
-        self.revision = await self._meta("revision")
-        self.compacted_revision = await self._meta("compacted_revision")
-        self._replaced = dict(await self.reader.execute_fetchall(  # type: ignore[arg-type]
-            "SELECT old_number, new_number FROM replacements"))
+        self._replaced = await self._db.open(self._open)
+
+    def _open(self, w: sqlite3.Connection) -> dict[str, str]:
+        migrate_sync(w, MIGRATIONS)
+        meta = dict(w.execute("SELECT key, value FROM dir_meta").fetchall())
+        self.revision = int(meta.get("revision", 0))
+        self.compacted_revision = int(meta.get("compacted_revision", 0))
+        return dict(w.execute("SELECT old_number, new_number FROM replacements").fetchall())
 
     async def close(self) -> None:
-        await self._disconnect()
-
-    async def _meta(self, key: str) -> int:
-        async with self.writer.execute("SELECT value FROM dir_meta WHERE key = ?", (key,)) as c:
-            row = await c.fetchone()
-        return int(row[0]) if row else 0
+        await self._db.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -123,101 +129,76 @@ class DirectoryStore(LoopConnections):
         """Apply (entity, delete) changes atomically, one revision each."""
         if not changes:
             return []
-        async with self.lock:
-            revision = self.revision
-            logged: list[LoggedChange] = []
-            log_rows: list[tuple[object, ...]] = []
-            by_table: dict[str, list[tuple[Entity, bool]]] = {}
-            for entity, deleted in changes:
-                revision += 1
-                owner = owner_of(entity)
-                kind = kind_of(entity)
-                logged.append(LoggedChange(revision, owner, entity, deleted))
-                log_rows.append((revision, owner, kind, key_of(entity), int(deleted),
-                                 encode_entity(entity)))
-                by_table.setdefault(kind, []).append((entity, deleted))
-            async with async_transaction(self.writer) as w:
-                await w.executemany("INSERT INTO dir_changes VALUES (?,?,?,?,?,?)", log_rows)
-                for kind, items in by_table.items():
-                    await self._apply_state(kind, items)
-                await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'revision'", (revision,))
-            self.revision = revision
-            if "integration" in by_table:
-                self.integration_cache.forget(
-                    e.subject for e, _ in by_table["integration"]  # type: ignore[attr-defined]
-                )
-            for entity, deleted in by_table.get("replacement", ()):
-                assert isinstance(entity, Replacement)
-                if deleted:
-                    self._replaced.pop(entity.old_number, None)
-                else:
-                    self._replaced[entity.old_number] = entity.new_number
-            return logged
+        return await self._db.write(self._apply, changes, then=self._applied)
 
-    async def _apply_state(self, kind: str, items: list[tuple[Entity, bool]]) -> None:
-        w = self.writer
-        if kind == "integration":
-            # Keep order: a put then a delete of the same key in one call must end deleted.
-            for deleted, group in _runs(items):
-                await write_integrations(w, group, deleted)  # type: ignore[arg-type]
-            return
-        for entity, deleted in items:
-            key = key_of(entity)
-            if kind == "replacement":
-                assert isinstance(entity, Replacement)
-                if deleted:
-                    await w.execute("DELETE FROM replacements WHERE old_number = ?", (key,))
-                else:
-                    await w.execute("INSERT OR REPLACE INTO replacements VALUES (?, ?)",
-                                    (entity.old_number, entity.new_number))
-            elif kind in _SMALL_TABLES:
-                table = _SMALL_TABLES[kind]
-                if deleted:
-                    await w.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
-                else:
-                    await w.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
-                                    (key, encode_entity(entity)))
+    def _apply(self, changes: Sequence[tuple[Entity, bool]]) -> list[LoggedChange]:
+        revision = self.revision
+        logged: list[LoggedChange] = []
+        log_rows: list[tuple[object, ...]] = []
+        by_table: dict[str, list[tuple[Entity, bool]]] = {}
+        for entity, deleted in changes:
+            revision += 1
+            owner = owner_of(entity)
+            kind = kind_of(entity)
+            logged.append(LoggedChange(revision, owner, entity, deleted))
+            log_rows.append((revision, owner, kind, key_of(entity), int(deleted),
+                             encode_entity(entity)))
+            by_table.setdefault(kind, []).append((entity, deleted))
+        with transaction(self._db.writer) as w:
+            w.executemany("INSERT INTO dir_changes VALUES (?,?,?,?,?,?)", log_rows)
+            for kind, items in by_table.items():
+                _apply_state(w, kind, items)
+            w.execute("UPDATE dir_meta SET value = ? WHERE key = 'revision'", (revision,))
+        self.revision = revision
+        return logged
+
+    def _applied(self, logged: list[LoggedChange]) -> None:
+        """On the loop, after the commit: the caches follow."""
+        self.integration_cache.forget(
+            c.entity.subject for c in logged if isinstance(c.entity, Integration))
+        for change in logged:
+            entity = change.entity
+            if not isinstance(entity, Replacement):
+                continue
+            if change.deleted:
+                self._replaced.pop(entity.old_number, None)
             else:
-                table = _OWNED_TABLES[kind]
-                if deleted:
-                    await w.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
-                else:
-                    await w.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)",
-                                    (key, owner_of(entity), encode_entity(entity)))
+                self._replaced[entity.old_number] = entity.new_number
 
     async def compact(self, keep_after: int) -> tuple[int, int]:
         """Drop history up to ``keep_after``; returns (compacted revision, rows removed)."""
-        async with self.lock:
-            upto = min(keep_after, self.revision)
-            if upto <= self.compacted_revision:
-                return self.compacted_revision, 0
-            async with async_transaction(self.writer) as w:
-                cur = await w.execute("DELETE FROM dir_changes WHERE revision <= ?", (upto,))
-                removed = cur.rowcount
-                await cur.close()
-                await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'compacted_revision'",
-                                (upto,))
-            self.compacted_revision = upto
-            return upto, max(removed, 0)
+        return await self._db.write(self._compact, keep_after)
+
+    def _compact(self, keep_after: int) -> tuple[int, int]:
+        upto = min(keep_after, self.revision)
+        if upto <= self.compacted_revision:
+            return self.compacted_revision, 0
+        with transaction(self._db.writer) as w:
+            removed = w.execute("DELETE FROM dir_changes WHERE revision <= ?", (upto,)).rowcount
+            w.execute("UPDATE dir_meta SET value = ? WHERE key = 'compacted_revision'", (upto,))
+        self.compacted_revision = upto
+        return upto, max(removed, 0)
 
     # -- reading ---------------------------------------------------------------------------
 
     async def small_tables(self) -> list[Entity]:
         """Institutions, services, authorizations, subscriptions, revoked certificates."""
-        result: list[Entity] = []
-        for kind, table in (*_SMALL_TABLES.items(), *_OWNED_TABLES.items()):
-            async with self.writer.execute(f"SELECT data FROM {table} ORDER BY key") as cur:
-                result.extend([decode_entity(kind, row[0]) async for row in cur])
-        return result
+        return await self._db.write(self._small_tables)
+
+    def _small_tables(self) -> list[Entity]:
+        w = self._db.writer
+        return [decode_entity(kind, data)
+                for kind, table in (*_SMALL_TABLES.items(), *_OWNED_TABLES.items())
+                for (data,) in w.execute(f"SELECT data FROM {table} ORDER BY key")]
 
     async def warm_cache(self) -> int:
         """Preload the integration cache (in the background after start: batches meanwhile
         read what they miss as usual). Returns the subjects loaded."""
-        return await preload(self.reader, self.integration_cache)
+        return await preload(self._db, self.integration_cache)
 
     async def integrations_of(self, subjects: Iterable[str]) -> dict[str, tuple[Integration, ...]]:
         """Integrations of the given subjects (cached by subject, else one query per 500)."""
-        return await read_integrations(self.reader, subjects, self.integration_cache, self._quick)
+        return await read_integrations(self._db, subjects, self.integration_cache)
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
         """Old number -> new number for those of ``numbers`` that were replaced, and along
@@ -234,45 +215,76 @@ class DirectoryStore(LoopConnections):
         return found
 
     async def snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]:
-        """The fragment made of ``owners``' entities, and the revision it is at."""
-        async with self.lock:  # consistent with self.revision
-            revision = self.revision
-            entities: list[Entity] = []
-            r = self.writer
-            for kind, table in _SMALL_TABLES.items():
-                async with r.execute(f"SELECT data FROM {table} ORDER BY key") as cur:
-                    entities.extend([decode_entity(kind, row[0]) async for row in cur])
-            marks = ",".join("?" * len(owners))
-            for kind, table in _OWNED_TABLES.items():
-                async with r.execute(
-                    f"SELECT data FROM {table} WHERE owner IN ({marks}) ORDER BY key", owners
-                ) as cur:
-                    entities.extend([decode_entity(kind, row[0]) async for row in cur])
-            async with r.execute("SELECT old_number, new_number FROM replacements") as cur:
-                entities.extend([Replacement(o, n) async for o, n in cur])
-            institutions = [o for o in owners if o and not o.startswith("sector:")]
-            if institutions:
-                marks = ",".join("?" * len(institutions))
-                async with r.execute(
-                    f"SELECT subject, institution, capacity, begin_date, end_date, phase"
-                    f" FROM integrations WHERE institution IN ({marks})", institutions,
-                ) as cur:
-                    entities.extend(integration_of(row) for row in await cur.fetchall())
-            return revision, entities
+        """The fragment made of ``owners``' entities, and the revision it is at (read in the
+        writer thread, between commits: the revision and the content agree)."""
+        return await self._db.write(self._snapshot, owners)
+
+    def _snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]:
+        r = self._db.writer
+        entities: list[Entity] = []
+        for kind, table in _SMALL_TABLES.items():
+            entities.extend(decode_entity(kind, data)
+                            for (data,) in r.execute(f"SELECT data FROM {table} ORDER BY key"))
+        marks = ",".join("?" * len(owners))
+        for kind, table in _OWNED_TABLES.items():
+            entities.extend(decode_entity(kind, data) for (data,) in r.execute(
+                f"SELECT data FROM {table} WHERE owner IN ({marks}) ORDER BY key", owners))
+        entities.extend(Replacement(o, n) for o, n in
+                        r.execute("SELECT old_number, new_number FROM replacements"))
+        institutions = [o for o in owners if o and not o.startswith("sector:")]
+        if institutions:
+            marks = ",".join("?" * len(institutions))
+            entities.extend(integration_of(row) for row in r.execute(
+                f"SELECT {COLUMNS} FROM integrations WHERE institution IN ({marks})",
+                institutions))
+        return self.revision, entities
 
     async def changes_since(
         self, owners: Sequence[str], after: int, upto: int, limit: int = 10_000
     ) -> list[LoggedChange]:
         """Changes of ``owners`` in (after, upto], oldest first, at most ``limit``."""
-        marks = ",".join("?" * len(owners))
-        async with self.reader.execute(
-            f"SELECT revision, owner, kind, deleted, data FROM dir_changes"
-            f" WHERE owner IN ({marks}) AND revision > ? AND revision <= ?"
-            f" ORDER BY revision LIMIT ?",
-            (*owners, after, upto, limit),
-        ) as cur:
-            return [LoggedChange(int(rev), owner, decode_entity(kind, data), bool(deleted))
-                    async for rev, owner, kind, deleted, data in cur]
+        return await self._db.read(_changes_since, self._db.reader, owners, after, upto, limit)
+
+
+def _changes_since(conn: sqlite3.Connection, owners: Sequence[str], after: int, upto: int,
+                   limit: int) -> list[LoggedChange]:
+    marks = ",".join("?" * len(owners))
+    return [LoggedChange(int(rev), owner, decode_entity(kind, data), bool(deleted))
+            for rev, owner, kind, deleted, data in conn.execute(
+                f"SELECT revision, owner, kind, deleted, data FROM dir_changes"
+                f" WHERE owner IN ({marks}) AND revision > ? AND revision <= ?"
+                f" ORDER BY revision LIMIT ?", (*owners, after, upto, limit))]
+
+
+def _apply_state(w: sqlite3.Connection, kind: str, items: list[tuple[Entity, bool]]) -> None:
+    if kind == "integration":
+        # Keep order: a put then a delete of the same key in one call must end deleted.
+        for deleted, group in _runs(items):
+            write_integrations(w, group, deleted)  # type: ignore[arg-type]
+        return
+    for entity, deleted in items:
+        key = key_of(entity)
+        if kind == "replacement":
+            assert isinstance(entity, Replacement)
+            if deleted:
+                w.execute("DELETE FROM replacements WHERE old_number = ?", (key,))
+            else:
+                w.execute("INSERT OR REPLACE INTO replacements VALUES (?, ?)",
+                          (entity.old_number, entity.new_number))
+        elif kind in _SMALL_TABLES:
+            table = _SMALL_TABLES[kind]
+            if deleted:
+                w.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+            else:
+                w.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
+                          (key, encode_entity(entity)))
+        else:
+            table = _OWNED_TABLES[kind]
+            if deleted:
+                w.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+            else:
+                w.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)",
+                          (key, owner_of(entity), encode_entity(entity)))
 
 
 def _runs(items: list[tuple[Entity, bool]]) -> list[tuple[bool, list[Entity]]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ from node.core.directory import (
 )
 from node.store.directory_store import decode_entity, encode_entity
 from node.store.integrations import (
+    COLUMNS,
     INTEGRATIONS_TABLE,
     SubjectCache,
     integration_of,
@@ -54,7 +56,8 @@ from node.store.integrations import (
     write_integrations,
 )
 from node.store.records import RevisionGap
-from node.store.sqlite import LoopConnections, async_transaction
+from node.store.sqlite import migrate_sync, transaction
+from node.store.threaded import SQLiteThreads
 from node.tasks import spawn
 
 __all__ = ["FragmentStore", "RevisionGap"]
@@ -97,9 +100,10 @@ def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[
     return runs
 
 
-class FragmentStore(LoopConnections):
+class FragmentStore:
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        super().__init__(path, synchronous)
+        self.path = path
+        self._db = SQLiteThreads(path, synchronous, "fragment-store", loop_reads=True)
         self._warming: asyncio.Task[int] | None = None
         self._lock = asyncio.Lock()
         self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
@@ -124,22 +128,16 @@ class FragmentStore(LoopConnections):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._connect(MIGRATIONS)
-        async with self.writer.execute("SELECT key, value FROM frag_meta") as cur:
-            meta = {k: v for k, v in await cur.fetchall()}
+        meta, small = await self._db.open(_load)
         self.revision = int(meta.get("revision", 0))
         self.last_sync_us = int(meta.get("last_sync_us", 0))
         self.hub_revision = max(int(meta.get("hub_revision", 0)), self.revision)
         self.recipient = meta.get("recipient", "")
         self.crl_der = bytes.fromhex(meta["crl_der"]) if meta.get("crl_der") else None
-        small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
-        async with self.writer.execute("SELECT kind, key, data FROM entities") as cur:
-            async for kind, key, data in cur:
-                small[kind][key] = decode_entity(kind, data)
         self._small = small
         self._rebuild(set(SMALL_KINDS))
         if self.revision:
-            self._warming = spawn(preload(self.reader, self.integration_cache),
+            self._warming = spawn(preload(self._db, self.integration_cache),
                                   "fragment-cache-warm-up")
 
     async def close(self) -> None:
@@ -148,7 +146,7 @@ class FragmentStore(LoopConnections):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._warming
             self._warming = None
-        await self._disconnect()
+        await self._db.close()
 
     @property
     def lag(self) -> int:
@@ -176,21 +174,26 @@ class FragmentStore(LoopConnections):
                     integrations.append(integration_row(entity))
                 else:
                     small[kind_of(entity)][key_of(entity)] = entity
-            async with async_transaction(self.writer) as w:
-                await w.execute("DELETE FROM entities")
-                await w.execute("DELETE FROM integrations")
-                await w.executemany(
-                    "INSERT INTO entities VALUES (?, ?, ?)",
-                    [(kind, key, encode_entity(e))
-                     for kind, table in small.items() for key, e in table.items()])
-                await w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
-                                    integrations)
-                await self._write_meta(revision, now_us, hub_revision, recipient)
-            self._small = small
-            self._rebuild(set(SMALL_KINDS))
-            self.integration_cache.clear()
-            self._fill_cache(e for e in entities if isinstance(e, Integration))
-            self._committed(revision, now_us, hub_revision, recipient)
+            def write() -> None:
+                with transaction(self._db.writer) as w:
+                    w.execute("DELETE FROM entities")
+                    w.execute("DELETE FROM integrations")
+                    w.executemany(
+                        "INSERT INTO entities VALUES (?, ?, ?)",
+                        [(kind, key, encode_entity(e))
+                         for kind, table in small.items() for key, e in table.items()])
+                    w.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)",
+                                  integrations)
+                    _write_meta(w, revision, now_us, hub_revision, recipient)
+
+            def committed(_: None) -> None:
+                self._small = small
+                self._rebuild(set(SMALL_KINDS))
+                self.integration_cache.clear()
+                self._fill_cache(e for e in entities if isinstance(e, Integration))
+                self._committed(revision, now_us, hub_revision, recipient)
+
+            await self._db.write(write, then=committed)
 
     def _fill_cache(self, integrations: Iterable[Integration]) -> None:
         """The integrations of a snapshot just committed, by subject, as far as the cache
@@ -220,50 +223,40 @@ class FragmentStore(LoopConnections):
             now_us = time.time_ns() // 1000
             hub_revision = max(self.hub_revision, to_revision)
             runs = _runs(changes)
-            async with async_transaction(self.writer):
+            recipient = self.recipient
+
+            def write() -> None:
+                with transaction(self._db.writer) as w:
+                    for kind, deleted, group in runs:
+                        _write_run(w, kind, deleted, group)
+                    _write_meta(w, to_revision, now_us, hub_revision, recipient)
+
+            def committed(_: None) -> None:
+                touched: set[str] = set()
                 for kind, deleted, group in runs:
-                    await self._write_run(kind, deleted, group)
-                await self._write_meta(to_revision, now_us, hub_revision, self.recipient)
-            touched: set[str] = set()
-            for kind, deleted, group in runs:
-                if kind == "integration":
-                    self.integration_cache.forget(
-                        e.subject for e in group  # type: ignore[attr-defined]
-                    )
-                    continue
-                touched.add(kind)
-                table = self._small[kind]
-                for entity in group:
-                    if deleted:
-                        table.pop(key_of(entity), None)
-                    else:
-                        table[key_of(entity)] = entity
-            self._rebuild(touched)
-            self._committed(to_revision, now_us, hub_revision, self.recipient)
+                    if kind == "integration":
+                        self.integration_cache.forget(
+                            e.subject for e in group  # type: ignore[attr-defined]
+                        )
+                        continue
+                    touched.add(kind)
+                    table = self._small[kind]
+                    for entity in group:
+                        if deleted:
+                            table.pop(key_of(entity), None)
+                        else:
+                            table[key_of(entity)] = entity
+                self._rebuild(touched)
+                self._committed(to_revision, now_us, hub_revision, recipient)
 
-    async def _write_run(self, kind: str, deleted: bool, group: list[Entity]) -> None:
-        w = self.writer
-        if kind == "integration":
-            await write_integrations(w, group, deleted)  # type: ignore[arg-type]
-        elif deleted:
-            await w.executemany("DELETE FROM entities WHERE kind = ? AND key = ?",
-                                [(kind, key_of(e)) for e in group])
-        else:
-            await w.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)",
-                                [(kind, key_of(e), encode_entity(e)) for e in group])
-
-    async def _write_meta(self, revision: int, now_us: int, hub_revision: int,
-                          recipient: str) -> None:
-        await self.writer.executemany(
-            "INSERT OR REPLACE INTO frag_meta VALUES (?, ?)",
-            [("revision", str(revision)), ("last_sync_us", str(now_us)),
-             ("hub_revision", str(hub_revision)), ("recipient", recipient)])
+            await self._db.write(write, then=committed)
 
     async def save_crl(self, der: bytes) -> None:
         """Keep ``der`` (a CRL the caller verified) across restarts."""
         async with self._lock:
-            await self.writer.execute("INSERT OR REPLACE INTO frag_meta VALUES ('crl_der', ?)",
-                                      (der.hex(),))
+            await self._db.write(self._db.writer.execute,
+                                 "INSERT OR REPLACE INTO frag_meta VALUES ('crl_der', ?)",
+                                 (der.hex(),))
         self.crl_der = der
 
     def _committed(self, revision: int, now_us: int, hub_revision: int, recipient: str) -> None:
@@ -305,27 +298,23 @@ class FragmentStore(LoopConnections):
         _, wanted = subjects_to_read(envelopes, view)
         if wanted:
             view.integrations = await read_integrations(
-                self.reader, current_numbers(wanted, self._replaced), self.integration_cache,
-                self._quick)
+                self._db, current_numbers(wanted, self._replaced), self.integration_cache)
         return view
 
     async def view(self, subjects: Iterable[str]) -> DirectoryView:
         """What :func:`node.core.directory.decide` needs for a batch about ``subjects``: the
         small tables whole, the replacements and integrations of those subjects only."""
         wanted = current_numbers({s for s in subjects if s}, self._replaced)
-        integrations = await read_integrations(self.reader, wanted, self.integration_cache,
-                                               self._quick)
+        integrations = await read_integrations(self._db, wanted, self.integration_cache)
         replaced = {n: self._replaced[n] for n in wanted if n in self._replaced}
         return DirectoryView(self._institutions, self._services, self._authorizations,
                              integrations, replaced)
 
     async def integrations_of_institution(self, enterprise: str) -> list[Integration]:
-        async with self.reader.execute(
-            "SELECT subject, institution, capacity, begin_date, end_date, phase"
-            " FROM integrations WHERE institution = ? ORDER BY subject, capacity, begin_date",
-            (enterprise,),
-        ) as cur:
-            return [integration_of(row) for row in await cur.fetchall()]
+        rows = await self._db.fetchall(
+            f"SELECT {COLUMNS} FROM integrations WHERE institution = ?"
+            " ORDER BY subject, capacity, begin_date", (enterprise,))
+        return [integration_of(row) for row in rows]
 
     def revoked_serials(self) -> frozenset[int]:
         """Serial numbers of the certificates the directory revokes."""
@@ -349,7 +338,35 @@ class FragmentStore(LoopConnections):
     async def counts(self) -> dict[str, int]:
         """Entities per kind (the integration count is one query)."""
         counts = {kind: len(self._small[kind]) for kind in SMALL_KINDS}
-        async with self.reader.execute("SELECT COUNT(*) FROM integrations") as cur:
-            row = await cur.fetchone()
-        counts["integration"] = int(row[0]) if row else 0
+        rows = await self._db.fetchall("SELECT COUNT(*) FROM integrations")
+        counts["integration"] = int(rows[0][0]) if rows else 0
         return counts
+
+
+def _load(w: sqlite3.Connection) -> tuple[dict[str, str], dict[str, dict[str, Entity]]]:
+    """At open (writer thread): migrate; the meta values and the small kinds' entities."""
+    migrate_sync(w, MIGRATIONS)
+    meta = dict(w.execute("SELECT key, value FROM frag_meta").fetchall())
+    small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
+    for kind, key, data in w.execute("SELECT kind, key, data FROM entities"):
+        small[kind][key] = decode_entity(kind, data)
+    return meta, small
+
+
+def _write_run(w: sqlite3.Connection, kind: str, deleted: bool, group: list[Entity]) -> None:
+    if kind == "integration":
+        write_integrations(w, group, deleted)  # type: ignore[arg-type]
+    elif deleted:
+        w.executemany("DELETE FROM entities WHERE kind = ? AND key = ?",
+                      [(kind, key_of(e)) for e in group])
+    else:
+        w.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)",
+                      [(kind, key_of(e), encode_entity(e)) for e in group])
+
+
+def _write_meta(w: sqlite3.Connection, revision: int, now_us: int, hub_revision: int,
+                recipient: str) -> None:
+    w.executemany(
+        "INSERT OR REPLACE INTO frag_meta VALUES (?, ?)",
+        [("revision", str(revision)), ("last_sync_us", str(now_us)),
+         ("hub_revision", str(hub_revision)), ("recipient", recipient)])

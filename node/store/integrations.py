@@ -22,9 +22,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any, Generic, TypeVar
 
-import aiosqlite
-
 from node.core.directory import Integration, Period
+from node.store.threaded import SQLiteThreads
 
 __all__ = [
     "INTEGRATIONS_TABLE",
@@ -68,18 +67,18 @@ def integration_row(i: Integration) -> tuple[object, ...]:
     return (i.subject, i.institution, i.capacity, _d(i.period.begin), _d(i.period.end), i.phase)
 
 
-async def write_integrations(
-    conn: aiosqlite.Connection, integrations: Sequence[Integration], deleted: bool
+def write_integrations(
+    conn: sqlite3.Connection, integrations: Sequence[Integration], deleted: bool
 ) -> None:
     """Put (or, ``deleted``, delete) ``integrations`` in the caller's transaction (the caller
     then calls :meth:`SubjectCache.forget` with their subjects, after its commit)."""
     rows = [integration_row(i) for i in integrations]
     if deleted:
-        await conn.executemany(
+        conn.executemany(
             "DELETE FROM integrations WHERE subject = ? AND institution = ?"
             " AND capacity = ? AND begin_date = ?", [r[:4] for r in rows])
     else:
-        await conn.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO integrations VALUES (?,?,?,?,?,?)", rows)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -143,7 +142,7 @@ class SubjectCache(Generic[V]):
 
 
 async def preload(
-    conn: aiosqlite.Connection, cache: SubjectCache[tuple[Integration, ...]], rows: int = 20_000,
+    db: SQLiteThreads, cache: SubjectCache[tuple[Integration, ...]], rows: int = 20_000,
 ) -> int:
     """Fill ``cache`` from the ``integrations`` table, in subject order, until it is full or
     the table is read (``rows`` per query; the event loop runs between queries). Returns the
@@ -152,11 +151,9 @@ async def preload(
     after, loaded = "", 0
     while len(cache) < cache.max_subjects:
         generation = cache.generation
-        async with conn.execute(
+        found = await db.fetchall(
             f"SELECT {COLUMNS} FROM integrations WHERE subject > ? ORDER BY subject LIMIT ?",
-            (after, rows),
-        ) as cur:
-            found = await cur.fetchall()
+            (after, rows))
         if not found:
             break
         complete = len(found) < rows
@@ -185,28 +182,34 @@ async def preload(
 
 
 async def read_integrations(
-    conn: aiosqlite.Connection, subjects: Iterable[str],
-    cache: SubjectCache[tuple[Integration, ...]], quick: sqlite3.Connection | None = None,
+    db: SQLiteThreads, subjects: Iterable[str], cache: SubjectCache[tuple[Integration, ...]],
 ) -> dict[str, tuple[Integration, ...]]:
     """The integrations of ``subjects`` (subjects without any are left out).
 
-    The subjects not cached are read on ``conn`` (its reader thread), or, when they are at
-    most :data:`QUICK_SUBJECTS`, on ``quick`` in the calling thread: a consultation's one
-    subject costs less to read than the hand-over to the reader thread and back."""
+    The subjects not cached are read in ``db``'s reader thread (one hand-over for all), or,
+    when they are at most :data:`QUICK_SUBJECTS`, on its :attr:`~SQLiteThreads.loop_reader`
+    in the calling thread: a consultation's one subject costs less to read than the
+    hand-over to the reader thread and back."""
     found, missing = cache.lookup(set(subjects))
     generation = cache.generation
     read: dict[str, tuple[Integration, ...]] = {}
+    quick = db.loop_reader
     if quick is not None and len(missing) <= QUICK_SUBJECTS:
         if missing:
             read = _grouped(missing, quick.execute(_select_in(len(missing)), missing))
-    else:
-        for start in range(0, len(missing), CHUNK):
-            chunk = missing[start:start + CHUNK]
-            rows = await conn.execute_fetchall(_select_in(len(chunk)), chunk)
-            read.update(_grouped(chunk, rows))  # type: ignore[arg-type]
+    elif missing:
+        read = await db.read(_read_chunks, db.reader, missing)
     cache.fill(generation, read)
     found.update(read)
     return {s: v for s, v in found.items() if v}
+
+
+def _read_chunks(conn: sqlite3.Connection, subjects: Sequence[str]) -> dict[str, tuple[Integration, ...]]:
+    read: dict[str, tuple[Integration, ...]] = {}
+    for start in range(0, len(subjects), CHUNK):
+        chunk = subjects[start:start + CHUNK]
+        read.update(_grouped(chunk, conn.execute(_select_in(len(chunk)), chunk)))
+    return read
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,25 +17,18 @@ import functools
 import itertools
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-
-import aiosqlite
 
 from node.store.data_dir_guard import private_file
 
 __all__ = [
     "SYNCHRONOUS_MODES",
-    "LoopConnections",
-    "async_transaction",
-    "connect",
     "connect_sync",
     "ensure_store_identity",
     "insert_columns",
     "insert_rows",
-    "migrate",
     "migrate_sync",
-    "rollback",
     "transaction",
 ]
 
@@ -62,14 +55,6 @@ def _private(path: Path) -> None:
     """A store's database is 0600 from its first byte (node/store/data_dir_guard.py)."""
     if str(path) != ":memory:":
         private_file(Path(path))
-
-
-async def connect(path: Path, synchronous: str = "FULL") -> aiosqlite.Connection:
-    _private(path)
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in _pragmas(synchronous):
-        await conn.execute(pragma)
-    return conn
 
 
 def connect_sync(
@@ -111,7 +96,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def migrate_sync(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> int:
-    """:func:`migrate` on a plain connection."""
+    """Apply the migrations not applied yet, each in its own transaction; return the version.
+    A file of a newer schema than ``migrations`` is refused (RuntimeError)."""
     row = conn.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row else 0
     if version > len(migrations):
@@ -221,28 +207,6 @@ def _insert_sql(insert: str, shared: tuple[bool, ...], rows: int) -> str:
     return insert + ",".join(values)
 
 
-async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> int:
-    """Apply the migrations not applied yet, each in its own transaction; return the version."""
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > len(migrations):
-        raise RuntimeError(
-            f"database schema version {version} is newer than this software ({len(migrations)})"
-        )
-    for number, script in enumerate(migrations[version:], start=version + 1):
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(script):
-                await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version={number}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-    return len(migrations)
-
-
 def ensure_store_identity(conn: sqlite3.Connection, now_us: int) -> str:
     """The store's ``store_id`` in its ``meta`` table (key, value), written with
     ``created_at_us`` the first time (a random UUID): which store a daemon runs on, told
@@ -259,61 +223,3 @@ def ensure_store_identity(conn: sqlite3.Connection, now_us: int) -> str:
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
-
-
-@contextlib.asynccontextmanager
-async def async_transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """:func:`transaction` on an aiosqlite connection."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        await conn.execute("COMMIT")
-    except BaseException:
-        await rollback(conn)
-        raise
-
-
-class LoopConnections:
-    """The connections of a store used from the event loop (the directory and the fragment
-    stores): an aiosqlite writer and reader (each runs its statements in a thread of its
-    own), and a plain connection for reads small enough to run on the loop itself."""
-
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
-        self.path = path
-        self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._quick: sqlite3.Connection | None = None  # a few subjects' reads, on the loop
-
-    async def _connect(self, migrations: Sequence[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await connect(self.path, self.synchronous)
-        await migrate(self._writer, migrations)
-        self._reader = await connect(self.path, self.synchronous)
-        self._quick = connect_sync(self.path, synchronous=self.synchronous)
-
-    async def _disconnect(self) -> None:
-        if self._quick is not None:
-            self._quick.close()
-            self._quick = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def writer(self) -> aiosqlite.Connection:
-        """For every write, and reads that must agree with the revision (under the lock)."""
-        assert self._writer is not None, "store not open"
-        return self._writer
-
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store not open"
-        return self._reader
-
-
-async def rollback(conn: aiosqlite.Connection) -> None:
-    """Roll back after a failed transaction; the connection may already be gone."""
-    with contextlib.suppress(Exception):
-        await conn.execute("ROLLBACK")

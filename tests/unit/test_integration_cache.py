@@ -145,15 +145,15 @@ async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) ->
                 OLD: [Integration(OLD, A, c, 1, SINCE) for c in range(1, 7)]}  # fills a chunk
         await store.apply([(i, False) for v in held.values() for i in v])
         cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(100)
-        loaded = await preload(store.reader, cache, rows=4)
+        loaded = await preload(store._db, cache, rows=4)
         assert loaded == 2 and len(cache) == 2  # OLD's 6 rows never fit a chunk of 4
         for subject in (CITIZEN, OTHER):
             assert sorted(cache.lookup_one(subject) or ()) == sorted(held[subject])
         assert cache.lookup_one(OLD) is None
-        assert sorted((await read_integrations(store.reader, [OLD], cache))[OLD]) == sorted(held[OLD])
+        assert sorted((await read_integrations(store._db, [OLD], cache))[OLD]) == sorted(held[OLD])
         # A full cache stops the preload.
         small: SubjectCache[tuple[Integration, ...]] = SubjectCache(1)
-        await preload(store.reader, small, rows=4)
+        await preload(store._db, small, rows=4)
         assert len(small) == 1
     finally:
         await store.close()
