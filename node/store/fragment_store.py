@@ -65,12 +65,8 @@ __all__ = ["FragmentStore", "RevisionGap"]
 MIGRATIONS = [
     """
     CREATE TABLE frag_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE entities (
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (kind, key)
-    ) WITHOUT ROWID;
+    CREATE TABLE entities (kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+                           PRIMARY KEY (kind, key)) WITHOUT ROWID;
     """
     + INTEGRATIONS_TABLE
     + """

@@ -70,7 +70,7 @@ from node.core.audit import (
 )
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
-from node.store.records import HubState, QueuedBatch, ResendRaced
+from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced
 from node.store.sqlite import (
     Migration,
     connect_sync,
@@ -416,7 +416,7 @@ class HubStore:
         origin: str,
         first_seq: int,
         last_seq: int,
-        queue_rows: Sequence[tuple[str, int, bytes]],
+        queue_rows: Sequence[QueueRow],
         audit_records: Sequence[AuditRecord],
         ack: bytes,
     ) -> None:
@@ -437,16 +437,10 @@ class HubStore:
             raise self.failures.failed("hub_intake", exc, sender=sender) from exc
         self._index_subjects_when_due()
 
-    def _commit_batch(
-        self,
-        sender: str,
-        origin: str,
-        first_seq: int,
-        last_seq: int,
-        queue_rows: Sequence[tuple[str, int, bytes]],
-        audit_records: Sequence[AuditRecord],
-        ack: bytes,
-    ) -> None:
+    def _commit_batch(self, sender: str, origin: str, first_seq: int, last_seq: int,
+                      queue_rows: Sequence[QueueRow], audit_records: Sequence[AuditRecord],
+                      ack: bytes) -> None:
+        """:meth:`commit_batch` in the writer thread."""
         w = self.writer
         if origin:
             row = w.execute("SELECT high_seq FROM origins WHERE sender = ? AND origin = ?",

@@ -47,6 +47,7 @@ from node.store.records import (
     OutboxOutcome,
     Purged,
     QueuedBatch,
+    QueueRow,
 )
 
 if TYPE_CHECKING:
@@ -66,9 +67,6 @@ __all__ = [
     "QueueRow",
     "RetentionMarks",
 ]
-
-#: A run of envelopes for one destination: (destination, envelope count, packed batch).
-QueueRow = tuple[str, int, bytes]
 
 
 # -- hub ---------------------------------------------------------------------------------------
@@ -109,12 +107,8 @@ class AuditLog(Protocol):
     async def export_subject(self, subject_number: str, since_us: int | None = None) -> dict[str, Any]:
         """A signed extract of one subject's records."""
 
-    async def purge(
-        self,
-        cutoffs: Mapping[str, int],
-        service_kinds: Mapping[str, str] | None = None,
-        default_kind: str = "unknown",
-    ) -> PurgeReport:
+    async def purge(self, cutoffs: Mapping[str, int], service_kinds: Mapping[str, str] | None = None,
+                    default_kind: str = "unknown") -> PurgeReport:
         """Retention: redact or cut what is older than its kind's cut-off."""
 
 

@@ -19,12 +19,16 @@ __all__ = [
     "NodeCounts",
     "OutboxOutcome",
     "Purged",
+    "QueueRow",
     "QueuedBatch",
     "ResendRaced",
     "RevisionGap",
 ]
 
 # -- hub -------------------------------------------------------------------------------------
+
+#: A run of envelopes for one destination: (destination, envelope count, packed batch).
+QueueRow = tuple[str, int, bytes]
 
 
 class ResendRaced(Unavailable):
