@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node.core.identifiers import enterprise_number_problem
 from pki.identity import validate_app_name
@@ -26,11 +26,13 @@ __all__ = [
     "ANY_SERVICE",
     "AppPermissions",
     "Application",
+    "AuditCheckpoints",
     "ConfigError",
     "HubConfig",
     "Keepalive",
     "Limits",
     "NodeConfig",
+    "Timeouts",
     "TlsFiles",
     "hub_config",
     "node_config",
@@ -38,6 +40,7 @@ __all__ = [
     "read_node_config",
 ]
 
+_Numbers = TypeVar("_Numbers", "Timeouts", "AuditCheckpoints")
 _NETWORK = re.compile(r"^[a-z0-9-]{1,63}$")
 _ADDRESS = re.compile(r"^(unix:.+|\[?[A-Za-z0-9.:-]+\]?:\d{1,5})$")
 
@@ -81,6 +84,35 @@ class Limits:
     #: thousand institutions at most and an explicit list names a handful. Duplicates are
     #: always refused (DUPLICATE_RECEIVER); beyond the bound: TOO_MANY_RECEIVERS.
     max_receivers: int = 1_000
+    #: A node's uplink batches (``Hub.Submit``): at most this many envelopes and bytes each,
+    #: and never more than ``max_batch_envelopes`` or half of ``max_batch_bytes``.
+    submit_batch_envelopes: int = 1_000
+    submit_batch_bytes: int = 8 * 1024 * 1024
+    #: Calls in flight on one multiplexed stream (consultations, answers: node/rpc/multiplex.py)
+    #: before a further call on it is refused at once (RESOURCE_EXHAUSTED).
+    stream_calls_in_flight: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a daemon waits before it gives a stream up (``[timeouts]``)."""
+
+    #: The oldest batch in flight on a stream (the node's ``Hub.Submit``, the hub's
+    #: ``Node.Deliver``) may wait this long for its ack; then the stream is ended and retried.
+    ack_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoints:
+    """When the hub signs its audit chain's head (``[audit_checkpoints]``, docs/AUDIT.md).
+
+    A commit that brings the chain ``every_records`` records or ``every_s`` seconds past the
+    last checkpoint writes a signed checkpoint in its own transaction; an idle hub signs the
+    head every ``idle_every_s`` seconds if it moved (and always when it stops)."""
+
+    every_records: int = 10_000
+    every_s: float = 60.0
+    idle_every_s: float = 60.0
 
 
 #: In a permission list: every service.
@@ -134,6 +166,8 @@ class HubConfig:
     log_level: str = "info"
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    audit_checkpoints: AuditCheckpoints = field(default_factory=AuditCheckpoints)
 
     @property
     def directory_key_path(self) -> Path:
@@ -163,6 +197,7 @@ class NodeConfig:
     retention_days: int = 30
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    timeouts: Timeouts = field(default_factory=Timeouts)
     #: Mutual TLS of a TCP local API (required then): the node's server certificate and the
     #: CA that signs application certificates.
     local_tls: TlsFiles | None = None
@@ -205,6 +240,8 @@ def read_hub_config(table: Mapping[str, Any], base: Path) -> tuple[HubConfig, li
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         metrics_listen=r.tcp_address("metrics_listen"),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
+        timeouts=_timeouts(r.sub("timeouts", required=False)),
+        audit_checkpoints=_audit_checkpoints(r.sub("audit_checkpoints", required=False)),
     )
     r.done()
     return cfg, r.problems
@@ -235,6 +272,7 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         applications=_applications(r),
         local_socket=_local_socket(r),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
+        timeouts=_timeouts(r.sub("timeouts", required=False)),
     )
     r.done()
     for problem in _local_api_problems(cfg):
@@ -316,6 +354,26 @@ def _keepalive(r: _Reader) -> Keepalive:
     return keepalive
 
 
+def _numbers(r: _Reader, defaults: _Numbers, minimums: Mapping[str, float]) -> _Numbers:
+    """A table of numbers (``[timeouts]``, ``[audit_checkpoints]``): each key read as its
+    default is typed (an integer, or seconds as a float) with its minimum."""
+    values: dict[str, int | float] = {}
+    for key, minimum in minimums.items():
+        default = getattr(defaults, key)
+        values[key] = (r.seconds(key, default, minimum) if isinstance(default, float)
+                       else r.integer(key, default, int(minimum)))
+    r.done()
+    return replace(defaults, **values)
+
+
+def _timeouts(r: _Reader) -> Timeouts:
+    return _numbers(r, Timeouts(), {"ack_s": 0.1})
+
+
+def _audit_checkpoints(r: _Reader) -> AuditCheckpoints:
+    return _numbers(r, AuditCheckpoints(), {"every_records": 1, "every_s": 0, "idle_every_s": 1})
+
+
 def _tls(r: _Reader, hub: bool) -> TlsFiles:
     files = TlsFiles(
         ca_cert=r.path("ca_cert"),
@@ -350,6 +408,13 @@ def _limits(r: _Reader) -> Limits:
             "consultations_in_flight", d.consultations_in_flight, minimum=1
         ),
         max_receivers=r.integer("max_receivers", d.max_receivers, minimum=1),
+        submit_batch_envelopes=r.integer(
+            "submit_batch_envelopes", d.submit_batch_envelopes, minimum=1
+        ),
+        submit_batch_bytes=r.integer("submit_batch_bytes", d.submit_batch_bytes, minimum=1),
+        stream_calls_in_flight=r.integer(
+            "stream_calls_in_flight", d.stream_calls_in_flight, minimum=1
+        ),
     )
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
@@ -444,6 +509,16 @@ class _Reader:
             self.problem(f"{self.prefix}{key} must be an integer >= {minimum}")
             return default
         return value
+
+    def seconds(self, key: str, default: float, minimum: float) -> float:
+        """A duration in seconds: an integer or a float, at least ``minimum``."""
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+            self.problem(f"{self.prefix}{key} must be a number of seconds >= {minimum:g}")
+            return default
+        return float(value)
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, required=False)

@@ -52,7 +52,7 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
         # Commits records that go with the next group (a consultation's ANSWERED records),
         # so a query sees every answer the hub has given.
         self.flush_audit = flush_audit
-        self.refusals = refusals or RefusalAudit(audit.append_audit)
+        self.refusals = refusals or RefusalAudit(audit.append_audit, directory.clock)
 
     async def _admin(self, context: grpc.aio.ServicerContext, method: str) -> Peer:
         """The calling admin, or a refusal audited like the hub's (aggregated per peer,

@@ -32,7 +32,6 @@ one batch, ``max_batch_envelopes``, per such cancelled stream).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -44,6 +43,7 @@ from node.config import Limits
 from node.core.audit import AuditRecord, rejected
 from node.core.audit import accepted as accepted_record
 from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
+from node.core.clock import Clock
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
@@ -140,30 +140,28 @@ class Intake:
         policy: Policy,
         directory: Directory,
         pending: dict[str, int],
-        quota: int,
-        max_batch_envelopes: int,
+        limits: Limits,
         wake: Callable[[str], None],
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
-        queue_cut: tuple[int, int] | None = None,
+        clock: Clock,
     ) -> None:
+        """``limits``: the configured ones (``destination_quota``, ``max_batch_envelopes``,
+        and the ``delivery_batch_*`` sizes the queue rows are cut to)."""
         self.store = store
         self.policy = policy
         self.directory = directory
         self.pending = pending
-        self.quota = quota
-        self.max_batch_envelopes = max_batch_envelopes
+        self.quota = limits.destination_quota
+        self.max_batch_envelopes = limits.max_batch_envelopes
         self.wake = wake
         self.clock = clock
         #: (envelopes, bytes): queue rows are cut to delivery batches of at most this size.
-        limits = Limits()
-        self.queue_cut = queue_cut or (limits.delivery_batch_envelopes,
-                                       limits.delivery_batch_bytes)
+        self.queue_cut = (limits.delivery_batch_envelopes, limits.delivery_batch_bytes)
         self.stats = IntakeStats()
         self._high: dict[tuple[str, str], int] = {}
         #: Envelopes accepted by prepared batches not committed yet, per receiver.
         self.reserved: dict[str, int] = {}
         #: Refused envelopes' log lines, aggregated per sender and reason.
-        self.refusal_logs = TimedRefusals(_log_refused_repeated)
+        self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
 
     def _log_refused(self, sender: str, reason: str, count: int, detail: str) -> None:
         """Refused envelopes of a stored batch (QUOTA_EXCEEDED, NOT_AUTHORIZED, ...): each has
@@ -260,7 +258,7 @@ class Intake:
         decisions = await self._route(sender, heads, decisions)
         decisions, added = apply_quota(decisions, _Occupancy(self.pending, self.reserved),
                                        self.quota)
-        now = self.clock()
+        now = self.clock.now_us()
         now_text = str(now)
         accepted_reason = Reason.ACCEPTED
         accepted = sum(1 for d in decisions if d.reason is accepted_reason)
@@ -373,7 +371,7 @@ class Intake:
             (h.subject_number, h.service_id, h.service_version)
             for h, d in zip(heads, decisions, strict=True)
             if d.accepted and isinstance(h, EnvelopeHead))
-        today = date.fromtimestamp(self.clock() / 1e6)
+        today = date.fromtimestamp(self.clock.now_us() / 1e6)
         def compute(head: EnvelopeHead) -> Decision:
             request = request_of(head)
             if isinstance(request, Decision):

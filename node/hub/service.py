@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
@@ -78,7 +77,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.directory = directory
         self.consultations = consultations
         self.draining = asyncio.Event()
-        self.refusals = refusals or RefusalAudit(store.append_audit)
+        self.refusals = refusals or RefusalAudit(store.append_audit, intake.clock)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -348,7 +347,7 @@ class HubService(hub_pb2_grpc.HubServicer):
     async def _audit_integrations(
         self, sender: str, ops: Any, decisions: list[Decision]
     ) -> None:
-        now = str(time.time_ns() // 1000)
+        now = str(self.intake.clock.now_us())
         await self.store.append_audit([
             integration(now, (AuditEvent.DEINTEGRATED if op.delete else AuditEvent.INTEGRATED)
                         if d.accepted else AuditEvent.REJECTED,

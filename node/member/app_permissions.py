@@ -26,7 +26,6 @@ Design
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -35,6 +34,7 @@ from typing import NoReturn
 import structlog
 
 from node.config import ANY_SERVICE, Application, AppPermissions
+from node.core.clock import Clock, SystemClock
 from node.core.errors import PermissionDenied
 from pki.identity import Identity
 
@@ -114,15 +114,16 @@ def current_caller() -> Caller | None:
 class RefusalLog:
     """``local_refused`` log lines, repeats aggregated per (caller, method, service, reason)."""
 
-    def __init__(self, interval_s: float = AGGREGATE_S) -> None:
+    def __init__(self, interval_s: float = AGGREGATE_S, clock: Clock | None = None) -> None:
         self.interval_s = interval_s
+        self.clock = clock or SystemClock()
         self.total = 0
         self._seen: dict[tuple[str, str, str, str], tuple[float, int]] = {}
 
     def note(self, caller: str, method: str, service: str, reason: str, detail: str) -> None:
         self.total += 1
         key = (caller, method, service, reason)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         since, repeats = self._seen.get(key, (0.0, 0))
         if key in self._seen and now - since < self.interval_s:
             self._seen[key] = (since, repeats + 1)

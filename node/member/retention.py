@@ -16,11 +16,10 @@ at the next one; it never stops the node.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import structlog
 
+from node.core.clock import Clock
 from node.store.node_store import NodeStore, Purged
 from node.tasks import cancel_and_wait, spawn
 
@@ -33,8 +32,8 @@ DAY_US = 86_400_000_000
 
 
 class Retention:
-    def __init__(self, store: NodeStore, days: int, every_s: float = EVERY_S,
-                 clock: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+    def __init__(self, store: NodeStore, days: int, clock: Clock,
+                 every_s: float = EVERY_S) -> None:
         if days < 1:
             raise ValueError("retention_days must be at least 1 (0 turns retention off)")
         self.store = store
@@ -53,7 +52,7 @@ class Retention:
     async def run_once(self, now_us: int | None = None) -> Purged:
         """Mark the store at ``now_us`` (default: now) and purge what is older than the
         retention period."""
-        now = self.clock() if now_us is None else now_us
+        now = self.clock.now_us() if now_us is None else now_us
         await self.store.mark(now)
         purged = await self.store.purge(now - self.days * DAY_US)
         if purged.outbox or purged.inbox:

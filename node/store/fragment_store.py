@@ -26,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import aiosqlite
 
+from node.core.clock import Clock, SystemClock
 from node.core.directory import (
     Authorization,
     DirectoryView,
@@ -118,8 +118,10 @@ def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[
 
 
 class FragmentStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL",
+                 clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -211,7 +213,7 @@ class FragmentStore:
         """Replace the whole fragment with ``entities`` (all puts) at ``revision``."""
         async with self._lock:
             w = self.writer
-            now_us = time.time_ns() // 1000
+            now_us = self.clock.now_us()
             hub_revision = max(self.hub_revision, revision)
             recipient = self.recipient if recipient is None else recipient
             small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
@@ -268,7 +270,7 @@ class FragmentStore:
             if to_revision < from_revision:
                 raise ValueError(f"delta goes backwards ({from_revision}->{to_revision})")
             w = self.writer
-            now_us = time.time_ns() // 1000
+            now_us = self.clock.now_us()
             hub_revision = max(self.hub_revision, to_revision)
             runs = _runs(changes)
             await w.execute("BEGIN IMMEDIATE")

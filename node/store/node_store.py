@@ -50,7 +50,6 @@ import itertools
 import json
 import operator
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from node.core.audit import Checkpoint
+from node.core.clock import Clock, SystemClock
 from node.core.continuity import HubRegression
 from node.store.failures import StoreFailures
 from node.store.sqlite import connect_sync, ensure_store_identity, insert_columns, migrate_sync
@@ -201,8 +201,9 @@ RESUBMIT_WINDOW = 200_000
 
 class NodeStore:
     def __init__(self, path: Path, synchronous: str = "FULL",
-                 resubmit_window: int = RESUBMIT_WINDOW) -> None:
+                 resubmit_window: int = RESUBMIT_WINDOW, clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()
         self.synchronous = synchronous
         #: Resubmission key -> first sequence, and (sequence, key) in sequence order for
         #: eviction; both touched by the writer thread only (see the module's docstring).
@@ -278,7 +279,7 @@ class NodeStore:
     def _open_writer(self) -> None:
         w = self._writer = connect_sync(self.path, synchronous=self.synchronous)
         migrate_sync(w, MIGRATIONS)
-        self.store_id = ensure_store_identity(w, time.time_ns() // 1000)
+        self.store_id = ensure_store_identity(w, self.clock.now_us())
         meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
         self.origin = meta.get("origin", "")
         if not self.origin:

@@ -73,7 +73,9 @@ async def test_healthy_idle_node_reads_connected(tmp_path: Path) -> None:
 
 async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
         tmp_path: Path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B), hub_overrides=METRICS)
+    # A long ack timeout: the stream to the frozen node is not given up meanwhile.
+    net = InProcessNetwork(tmp_path / "net", institutions=(A, B),
+                           hub_overrides={**METRICS, "timeouts": {"ack_s": 600}})
     await net.start()
     node = FrozenNode()
     key, cert = net.node_certs[B]
@@ -85,7 +87,6 @@ async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
     try:
         await net.stop_node(B)
         net.hub.deliverer.liveness_bound_s = 0.5
-        net.hub.deliverer.ack_timeout_s = 600  # the stream is not given up meanwhile
         async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
             await hub_pb2_grpc.HubStub(channel).Register(
                 hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)

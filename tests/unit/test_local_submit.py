@@ -43,6 +43,7 @@ def test_outcomes_blob_is_what_protobuf_serializes() -> None:
 
 
 def test_prepare_fills_in_sender_and_time_and_refuses_with_the_reason() -> None:
+    from node.core.clock import FakeClock
     from node.core.envelope import Policy
     from node.member.local_api import LocalService
     from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
@@ -50,7 +51,9 @@ def test_prepare_fills_in_sender_and_time_and_refuses_with_the_reason() -> None:
     me = "0403019261"
     policy = Policy(institutions=frozenset(), services=frozenset(), max_payload_bytes=100,
                     check_services=False, check_receivers=False)
-    service = LocalService(me, policy, None, None, None, None, None, None)  # type: ignore[arg-type]
+    clock = FakeClock()
+    service = LocalService(me, policy, None, None, None, None, None, None,  # type: ignore[arg-type]
+                           clock)
     bare = pb.Envelope(service_id="demo.message", receivers=[R]).SerializeToString()
     complete = pb.Envelope(service_id="demo.message", receivers=[R], sender=me,
                            sent_at_unix_us=5).SerializeToString()
@@ -62,7 +65,7 @@ def test_prepare_fills_in_sender_and_time_and_refuses_with_the_reason() -> None:
         Reason.ACCEPTED, Reason.ACCEPTED, Reason.MALFORMED_ENVELOPE, Reason.SENDER_MISMATCH,
         Reason.PAYLOAD_TOO_LARGE]
     filled = pb.Envelope.FromString(ready[0])
-    assert filled.sender == me and filled.sent_at_unix_us > 0
+    assert filled.sender == me and filled.sent_at_unix_us == clock.now_us()  # the node's clock
     assert heads[0] is not None and heads[0].sender == me
     assert ready[1] == complete  # nothing to fill in: the bytes as sent
     assert ready[2:] == [None, None, None] and heads[2] is None
