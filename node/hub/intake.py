@@ -254,8 +254,7 @@ class Intake:
         """The batch's commit, and what it reserved per receiver (see the module's docstring:
         the caller's :class:`PreparedBatch` gives the reservation back)."""
         envelopes, heads = decode_heads(raws)
-        decisions = check_batch(heads, sender, self.policy)
-        decisions = await self._route(sender, heads, decisions)
+        decisions = await self._decide(sender, heads)
         decisions, added = apply_quota(decisions, _Occupancy(self.pending, self.reserved),
                                        self.quota)
         now = self.clock.now_us()
@@ -358,20 +357,19 @@ class Intake:
     ) -> tuple[pb.Envelope | None, Decision]:
         """The same checks and routing as a batch, for one envelope (consultations)."""
         envelopes, heads = decode_heads([raw])
-        decisions = check_batch(heads, sender, self.policy)
-        decisions = await self._route(sender, heads, decisions)
+        decisions = await self._decide(sender, heads)
         return envelopes[0], decisions[0]
 
-    async def _route(
-        self, sender: str, heads: list[EnvelopeHead | Decision], decisions: list[Decision]
-    ) -> list[Decision]:
-        """The directory's decision for every envelope that passed the structural checks:
-        one lookup of what the batch's subjects need, then pure rules per envelope."""
+    async def _decide(self, sender: str, heads: list[EnvelopeHead | Decision]) -> list[Decision]:
+        """The structural checks, then the directory's decision for every envelope that passed
+        them: one lookup of what the batch's subjects need, then pure rules per envelope. One
+        date for the whole batch, from the clock."""
+        today = date.fromtimestamp(self.clock.now_us() / 1e6)
+        decisions = check_batch(heads, sender, self.policy, today)
         view = await self.directory.view_for(
             (h.subject_number, h.service_id, h.service_version)
             for h, d in zip(heads, decisions, strict=True)
             if d.accepted and isinstance(h, EnvelopeHead))
-        today = date.fromtimestamp(self.clock.now_us() / 1e6)
         def compute(head: EnvelopeHead) -> Decision:
             request = request_of(head)
             if isinstance(request, Decision):

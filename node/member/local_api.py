@@ -158,7 +158,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 envelope.sent_at_unix_us = now_us
                 changed = True
             heads.append(head)
-            decision = check_envelope(head, institution, policy, memo)
+            decision = check_envelope(head, institution, policy, memo, today)
             if decision.reason is accepted and head.service_id in CATALOGUE_SERVICES:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
