@@ -23,10 +23,10 @@ left to the event loop's clock.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "utc_datetime"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "local_date", "utc_datetime"]
 
 
 class Clock(Protocol):
@@ -76,6 +76,12 @@ class FakeClock:
 
     def set_us(self, now_us: int) -> None:
         self._now_us = now_us
+
+
+def local_date(clock: Clock) -> date:
+    """The clock's wall time as a local calendar date (what ``date.today()`` reads), for
+    the date rules: birth years, validity periods of integrations and declarations."""
+    return date.fromtimestamp(clock.now_us() / 1_000_000)
 
 
 def utc_datetime(clock: Clock) -> datetime:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from typing import cast
 
 import structlog
@@ -43,7 +42,7 @@ from node.config import Limits
 from node.core.audit import AuditRecord, rejected
 from node.core.audit import accepted as accepted_record
 from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
-from node.core.clock import Clock
+from node.core.clock import Clock, local_date
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
@@ -364,7 +363,7 @@ class Intake:
         """The structural checks, then the directory's decision for every envelope that passed
         them: one lookup of what the batch's subjects need, then pure rules per envelope. One
         date for the whole batch, from the clock."""
-        today = date.fromtimestamp(self.clock.now_us() / 1e6)
+        today = local_date(self.clock)
         decisions = check_batch(heads, sender, self.policy, today)
         view = await self.directory.view_for(
             (h.subject_number, h.service_id, h.service_version)

@@ -12,6 +12,7 @@ import grpc
 import structlog
 
 from node.core.audit import AuditEvent, integration
+from node.core.clock import local_date
 from node.core.directory import Institution, Integration, problem_of, subject_problem
 from node.core.envelope import Decision
 from node.core.errors import CrossroadsError, InvalidArgument, PermissionDenied, Unauthenticated
@@ -300,7 +301,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             sender = (await self._authenticate(context, "Hub.Integrate")).enterprise_number
             if len(request.ops) > MAX_INTEGRATE_OPS:
                 raise InvalidArgument(f"at most {MAX_INTEGRATE_OPS} ops per call")
-            today = date.today()
+            today = local_date(self.intake.clock)
             decisions: list[Decision] = []
             accepted: list[tuple[Integration, bool]] = []
             for op in request.ops:

@@ -30,7 +30,7 @@ from datetime import date
 import structlog
 from google.protobuf.message import DecodeError
 
-from node.core.clock import Clock, SystemClock
+from node.core.clock import Clock, SystemClock, local_date
 from node.core.declarations import (
     IMMEDIATE,
     MUTATION_EMPLOYMENT,
@@ -73,7 +73,7 @@ class DeclarationDesk:
         payload = envelope.payload
         try:
             declaration = decode_payload(IMMEDIATE, payload.media_type, payload.data)
-            errors = validate(declaration, today or date.today(), envelope.subject.number)
+            errors = validate(declaration, today or local_date(self.clock), envelope.subject.number)
         except PayloadError as exc:
             errors = [exc.error]
         if errors:

@@ -20,7 +20,7 @@ from datetime import date
 import grpc
 from google.protobuf.message import DecodeError
 
-from node.core.clock import Clock
+from node.core.clock import Clock, local_date
 from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
@@ -118,7 +118,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         if self.fragment.revision == 0:
             return
         view = await self.fragment.view_for(map(_subject_and_service, filter(None, heads)))
-        today = date.fromtimestamp(self.clock.now_us() / 1_000_000)
+        today = local_date(self.clock)
         decision_for = shared_decisions(
             view, lambda head: check_with_fragment(head, self.institution, view, today))
         accepted = Reason.ACCEPTED

@@ -4,11 +4,11 @@ only when told, which makes time-dependent decisions of the daemons deterministi
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from node.core.clock import Clock, FakeClock, SystemClock, utc_datetime
+from node.core.clock import Clock, FakeClock, SystemClock, local_date, utc_datetime
 from node.core.refusals import RefusalKey
 from node.rpc.refusal_flood import TimedRefusals
 
@@ -21,6 +21,7 @@ def test_the_system_clock_reads_wall_microseconds_and_a_monotonic_clock() -> Non
     first = clock.monotonic()
     assert clock.monotonic() >= first
     assert abs(utc_datetime(clock) - datetime.now(UTC)).total_seconds() < 5
+    assert local_date(clock) in (date.today(), date.today() - timedelta(days=1))  # midnight
 
 
 def test_the_fake_clock_moves_only_when_told() -> None:
@@ -31,6 +32,10 @@ def test_the_fake_clock_moves_only_when_told() -> None:
     clock.set_us(0)  # an NTP step back: the monotonic clock does not follow
     assert (clock.now_us(), clock.monotonic()) == (0, 6.5)
     assert utc_datetime(clock) == datetime(1970, 1, 1, tzinfo=UTC)
+    clock.set_us(int(datetime(2016, 12, 31, 12).timestamp() * 1_000_000))  # local noon
+    assert local_date(clock) == date(2016, 12, 31)
+    clock.advance(86_400)
+    assert local_date(clock) == date(2017, 1, 1)
     with pytest.raises(ValueError, match="does not go back"):
         clock.advance(-1)
 
