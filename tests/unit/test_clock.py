@@ -3,14 +3,19 @@ only when told, which makes time-dependent decisions of the daemons deterministi
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from node.app import HubApp, NodeApp
 from node.core.clock import Clock, FakeClock, SystemClock, local_date, utc_datetime
 from node.core.refusals import RefusalKey
 from node.rpc.refusal_flood import TimedRefusals
+from node.testing import NetworkLayout
+from tests.conftest import A
 
 
 def test_the_system_clock_reads_wall_microseconds_and_a_monotonic_clock() -> None:
@@ -50,3 +55,18 @@ async def test_refusal_summaries_are_stamped_by_the_injected_clock() -> None:
     assert not refusals.note(key, "second", times=2)  # counted for the summary
     [summary] = refusals.close()
     assert (summary.count, summary.first_us, summary.last_us) == (2, 40_000_000, 40_000_000)
+
+
+async def test_the_daemons_stamp_their_new_databases_with_the_clock_they_were_given(
+    tmp_path: Path,
+) -> None:
+    layout = NetworkLayout(tmp_path / "net", institutions=(A,))
+    clock = FakeClock(now_us=1_234_567_890_000_000)
+    hub = HubApp(layout.hub_config(), init=True, clock=clock)
+    node = NodeApp(layout.node_config(A, "127.0.0.1:1"), init=True, clock=clock)
+    for store in (hub.store, node.store):
+        await store.open()
+        await store.close()
+        with sqlite3.connect(store.path) as conn:
+            created = conn.execute("SELECT value FROM meta WHERE key = 'created_at_us'").fetchone()
+        assert created == (str(clock.now_us()),)
