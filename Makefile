@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-fast test-deploy fuzz protos lint bench clean
+.PHONY: demo test test-fast test-deploy fuzz protos lint lint-protos bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,12 +36,26 @@ fuzz: $(STAMP)
 protos: $(STAMP)
 	$(BIN)/python -m node.wire.codegen
 
-lint: $(STAMP)
+# The guards (docs/ARCHITECTURE.md, "Guards"): ruff (with complexity), mypy, the import
+# contracts of pyproject.toml, buf on the protos.
+lint: $(STAMP) lint-protos
 	$(BIN)/ruff check node pki tests benchmarks
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports --no-logo --no-cache
+
+# buf, pinned in tools/buf/package-lock.json (npm ci); lint, and breaking changes against
+# the previous commit (BUF_AGAINST=main: against main).
+BUF := tools/buf/node_modules/.bin/buf
+BUF_AGAINST ?= HEAD~1
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	cd tools/buf && npm ci --no-audit --no-fund
+	touch $@
+
+lint-protos: $(BUF)
+	tools/buf/check.sh $(BUF_AGAINST)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.e2e
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache tools/buf/node_modules

@@ -58,7 +58,7 @@ async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, An
         consultations = hub.consultations
         assert consultations is not None, "the hub serves consultations"
         hub.deliverer.endpoints[PROVIDER] = "127.0.0.1:1"  # known to the hub, never dialled
-        consultations._providers[PROVIDER] = (  # noqa: SLF001 - the stand-in provider
+        consultations._providers[PROVIDER] = (  # the stand-in provider
             "127.0.0.1:1", None, _AnsweringProvider())  # type: ignore[assignment]
         warmup = 200
         envelopes = [
@@ -81,7 +81,7 @@ async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, An
         for i in range(warmup, warmup + questions, concurrency):
             await asyncio.gather(*(ask(e) for e in envelopes[i:i + concurrency]))
         after, loop_after, wall_after = os.times(), time.thread_time(), time.perf_counter()
-        consultations._providers.clear()  # noqa: SLF001 - nothing to close
+        consultations._providers.clear()  # nothing to close
     finally:
         await hub.stop()
 

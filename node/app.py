@@ -31,7 +31,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.config import ConfigError, HubConfig, NodeConfig
+from node.config import ConfigError, HubConfig, Limits, NodeConfig
 from node.core.clock import Clock, SystemClock
 from node.core.directory import Institution, RevokedCertificate
 from node.core.envelope import Policy
@@ -188,10 +188,7 @@ class HubApp:
         endpoints = {e: i.endpoint for e, i in self.directory.tables.institutions.items()
                      if i.endpoint}
         endpoints.update(state.endpoints)
-        policy = Policy(institutions=frozenset(), services=frozenset(),
-                        max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False,
-                        max_receivers=cfg.limits.max_receivers)
+        policy = _envelope_policy(cfg.limits)
         revocations, directory = self.revocations, self.directory
 
         def revoked() -> frozenset[int]:
@@ -295,11 +292,7 @@ class HubApp:
         if self.store.is_open:
             await self.store.checkpoint()  # sign the chain head on the way out
         await self.store.close()
-        if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.stop)
-        self.data_lock.release()
-        if self._started:
-            log.info("hub_stopped")
+        await _last_steps(self, "hub_stopped")
 
 
 class NodeApp:
@@ -376,10 +369,7 @@ class NodeApp:
                                         self.clock)
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint, continuity=self.continuity,
                              server_check=server_check, clock=self.clock)
-        policy = Policy(institutions=frozenset(), services=frozenset(),
-                        max_payload_bytes=cfg.limits.max_payload_bytes,
-                        check_services=False, check_receivers=False,
-                        max_receivers=cfg.limits.max_receivers)
+        policy = _envelope_policy(cfg.limits)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
@@ -450,12 +440,9 @@ class NodeApp:
             self.deliver.draining.set()
         if self.local_server is not None:
             await self.local_server.stop(GRACE_S)
-        if self.retention is not None:
-            await self.retention.stop()
-        if self.uplink is not None:
-            await self.uplink.stop()
-        if self.watcher is not None:
-            await self.watcher.stop()
+        for task in (self.retention, self.uplink, self.watcher):
+            if task is not None:
+                await task.stop()
         if self.hub_caller is not None:
             await self.hub_caller.close()
         if self.server is not None:
@@ -463,11 +450,17 @@ class NodeApp:
         await self.revocations.stop()
         await self.store.close()
         await self.fragment.close()
-        if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.stop)
-        self.data_lock.release()
-        if self._started:
-            log.info("node_stopped")
+        await _last_steps(self, "node_stopped")
+
+
+async def _last_steps(app: HubApp | NodeApp, stopped_event: str) -> None:
+    """The end of a daemon's stop: its metrics endpoint, the data directory's lock, and the
+    ``*_stopped`` line (only after a start that finished)."""
+    if app.metrics is not None:
+        await asyncio.to_thread(app.metrics.stop)
+    app.data_lock.release()
+    if app._started:
+        log.info(stopped_event)
 
 
 async def init_state(config: HubConfig | NodeConfig) -> bool:
@@ -489,6 +482,16 @@ async def init_state(config: HubConfig | NodeConfig) -> bool:
         await store.open()
         await store.close()
     return fresh
+
+
+def _envelope_policy(limits: Limits) -> Policy:
+    """The envelope checks of the hub's intake and the node's local API: structure and
+    bounds; the services and receivers are the directory's rules (the hub's directory, the
+    node's fragment), checked after these."""
+    return Policy(institutions=frozenset(), services=frozenset(),
+                  max_payload_bytes=limits.max_payload_bytes,
+                  check_services=False, check_receivers=False,
+                  max_receivers=limits.max_receivers)
 
 
 def _with_port(address: str, port: int) -> str:

@@ -17,10 +17,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from node.core.identifiers import enterprise_number_problem
 from pki.identity import validate_app_name
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ANY_SERVICE",
@@ -40,7 +43,6 @@ __all__ = [
     "read_node_config",
 ]
 
-_Numbers = TypeVar("_Numbers", "Timeouts", "AuditCheckpoints")
 _NETWORK = re.compile(r"^[a-z0-9-]{1,63}$")
 _ADDRESS = re.compile(r"^(unix:.+|\[?[A-Za-z0-9.:-]+\]?:\d{1,5})$")
 
@@ -345,33 +347,22 @@ def _local_api_problems(cfg: NodeConfig) -> list[str]:
 
 
 def _keepalive(r: _Reader) -> Keepalive:
-    d = Keepalive()
-    keepalive = Keepalive(
-        time_ms=r.integer("time_ms", d.time_ms, minimum=1_000),
-        timeout_ms=r.integer("timeout_ms", d.timeout_ms, minimum=1_000),
-    )
+    keepalive = r.numbers(Keepalive(), {"time_ms": 1_000, "timeout_ms": 1_000})
     r.done()
     return keepalive
 
 
-def _numbers(r: _Reader, defaults: _Numbers, minimums: Mapping[str, float]) -> _Numbers:
-    """A table of numbers (``[timeouts]``, ``[audit_checkpoints]``): each key read as its
-    default is typed (an integer, or seconds as a float) with its minimum."""
-    values: dict[str, int | float] = {}
-    for key, minimum in minimums.items():
-        default = getattr(defaults, key)
-        values[key] = (r.seconds(key, default, minimum) if isinstance(default, float)
-                       else r.integer(key, default, int(minimum)))
-    r.done()
-    return replace(defaults, **values)
-
-
 def _timeouts(r: _Reader) -> Timeouts:
-    return _numbers(r, Timeouts(), {"ack_s": 0.1})
+    timeouts = r.numbers(Timeouts(), {"ack_s": 0.1})
+    r.done()
+    return timeouts
 
 
 def _audit_checkpoints(r: _Reader) -> AuditCheckpoints:
-    return _numbers(r, AuditCheckpoints(), {"every_records": 1, "every_s": 0, "idle_every_s": 1})
+    policy = r.numbers(AuditCheckpoints(),
+                       {"every_records": 1, "every_s": 0, "idle_every_s": 1})
+    r.done()
+    return policy
 
 
 def _tls(r: _Reader, hub: bool) -> TlsFiles:
@@ -394,32 +385,19 @@ def _tls(r: _Reader, hub: bool) -> TlsFiles:
 
 
 def _limits(r: _Reader) -> Limits:
-    d = Limits()
-    limits = Limits(
-        max_payload_bytes=r.integer("max_payload_bytes", d.max_payload_bytes, minimum=1),
-        max_batch_bytes=r.integer("max_batch_bytes", d.max_batch_bytes, minimum=1024),
-        max_batch_envelopes=r.integer("max_batch_envelopes", d.max_batch_envelopes, minimum=1),
-        destination_quota=r.integer("destination_quota", d.destination_quota, minimum=1),
-        delivery_batch_envelopes=r.integer(
-            "delivery_batch_envelopes", d.delivery_batch_envelopes, minimum=1
-        ),
-        delivery_batch_bytes=r.integer("delivery_batch_bytes", d.delivery_batch_bytes, minimum=1),
-        consultations_in_flight=r.integer(
-            "consultations_in_flight", d.consultations_in_flight, minimum=1
-        ),
-        max_receivers=r.integer("max_receivers", d.max_receivers, minimum=1),
-        submit_batch_envelopes=r.integer(
-            "submit_batch_envelopes", d.submit_batch_envelopes, minimum=1
-        ),
-        submit_batch_bytes=r.integer("submit_batch_bytes", d.submit_batch_bytes, minimum=1),
-        stream_calls_in_flight=r.integer(
-            "stream_calls_in_flight", d.stream_calls_in_flight, minimum=1
-        ),
-    )
+    limits = r.numbers(Limits(), {
+        "max_payload_bytes": 1, "max_batch_bytes": 1024, "max_batch_envelopes": 1,
+        "destination_quota": 1, "delivery_batch_envelopes": 1, "delivery_batch_bytes": 1,
+        "consultations_in_flight": 1, "max_receivers": 1, "submit_batch_envelopes": 1,
+        "submit_batch_bytes": 1, "stream_calls_in_flight": 1,
+    })
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
     r.done()
     return limits
+
+
+_Settings = TypeVar("_Settings", bound="DataclassInstance")
 
 
 class _Reader:
@@ -519,6 +497,17 @@ class _Reader:
             self.problem(f"{self.prefix}{key} must be a number of seconds >= {minimum:g}")
             return default
         return float(value)
+
+    def numbers(self, defaults: _Settings, minimums: Mapping[str, float]) -> _Settings:
+        """``defaults`` (a dataclass) with each field named in ``minimums`` read as its
+        default is typed: :meth:`seconds` for a float, else an :meth:`integer`, of at least
+        its minimum."""
+        values: dict[str, float] = {}
+        for key, minimum in minimums.items():
+            default = getattr(defaults, key)
+            values[key] = (self.seconds(key, default, minimum) if isinstance(default, float)
+                           else self.integer(key, default, int(minimum)))
+        return replace(defaults, **values)
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, required=False)

@@ -7,6 +7,8 @@ under a retry storm, a flood of unstructured lines. Here:
 * :func:`spawn` starts a background task that nobody awaits for its result: if it ends
   with an exception, that exception is logged once, as a structured ``background_task_failed``
   line naming the task and the chain of causes, and counted as retrieved.
+* :class:`BackgroundTask` is the base of a component that runs one such task (its ``_run``)
+  from ``start()`` until ``stop()`` (cancel, and wait until it has ended).
 * :func:`consume` marks a future whose outcome is deliberately dropped (a pipelined commit
   overtaken by an earlier failure) as retrieved, so asyncio does not report it.
 * :func:`report_unhandled` is the event loop's exception handler in the daemons: anything
@@ -19,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
-__all__ = ["cancel_and_wait", "cause_of", "consume", "report_unhandled", "spawn"]
+__all__ = ["BackgroundTask", "cancel_and_wait", "cause_of", "consume", "report_unhandled",
+           "spawn"]
 
 log = structlog.get_logger("tasks")
 
@@ -55,6 +58,25 @@ def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
     task = asyncio.get_running_loop().create_task(coro, name=name)
     task.add_done_callback(_log_failure)
     return task
+
+
+class BackgroundTask:
+    """A component running one background task, :meth:`_run`, from :meth:`start` until
+    :meth:`stop`; a failure of the task is logged as :func:`spawn` does."""
+
+    #: The task's name (in ``background_task_failed`` lines).
+    task_name: ClassVar[str]
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = spawn(self._run(), self.task_name)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

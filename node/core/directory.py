@@ -525,7 +525,7 @@ def key_of(entity: Entity) -> str:
     return entity.serial
 
 
-def problem_of(entity: Entity) -> str | None:
+def problem_of(entity: Entity) -> str | None:  # noqa: C901 - one check list per entity kind
     """Why an entity cannot enter the directory, or None."""
     from node.core.identifiers import enterprise_number_problem
 

@@ -5,7 +5,7 @@ missing from the directory, a node that cannot commit) must not turn each attemp
 audit record and a log line: at hundreds a second that is a flood of the audit log, the
 disk and the logs, caused by anyone holding a certificate. The evidence must stay, though.
 
-The rule, per key ``(peer, method, reason)``:
+The rule, per key ``(peer, method, reason)`` (and ``service``, where the refusal names one):
 
 * the **first** refusal is recorded at once, in full (as before), and opens an interval of
   ``interval_us``;
@@ -24,7 +24,7 @@ Pure: times are given by the caller (µs), nothing here sleeps or does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["OTHER_PEERS", "RefusalAggregator", "RefusalKey", "RefusalSummary"]
 
@@ -37,6 +37,9 @@ class RefusalKey:
     peer: str
     method: str
     reason: str
+    #: The service the refused call was about, where the refuser tells them apart (the
+    #: node's local API, per application right); "" elsewhere.
+    service: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class _Run:
     detail: str = ""
 
 
+def _overflow(key: RefusalKey) -> RefusalKey:
+    return replace(key, peer=OTHER_PEERS)
+
+
 class RefusalAggregator:
     def __init__(self, interval_us: int, max_keys: int = 10_000) -> None:
         if interval_us <= 0:
@@ -80,8 +87,7 @@ class RefusalAggregator:
         first = self._note(key, at_us, detail)
         if times > 1:
             self.seen += times - 1
-            run = self._runs.get(key) or self._runs[RefusalKey(OTHER_PEERS, key.method,
-                                                                  key.reason)]
+            run = self._runs.get(key) or self._runs[_overflow(key)]
             self._count(run, at_us, detail, times - 1)
         return first
 
@@ -93,7 +99,7 @@ class RefusalAggregator:
             return self._late(key, run, at_us, detail)
         if run is None:
             if len(self._runs) >= self.max_keys:
-                key = RefusalKey(OTHER_PEERS, key.method, key.reason)
+                key = _overflow(key)
                 run = self._runs.get(key)
             if run is None:
                 self._runs[key] = _Run(ends_us=at_us + self.interval_us)

@@ -55,7 +55,7 @@ from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.server_certs import ServerRevoked, verify_server
-from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
+from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.hub_store import HubStore
 from node.tasks import spawn
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
@@ -88,11 +88,9 @@ class Consultations:
         keepalive: Keepalive | None = None,
     ) -> None:
         self.intake = intake
-        self.keepalive = keepalive or Keepalive()
+        self.dialer = InstitutionDialer(tls, network, keepalive or Keepalive())
         self.deliverer = deliverer
         self.store = store
-        self.tls = tls
-        self.network = network
         self.limits = limits
         self.clock = clock
         self._providers: dict[str, tuple[str, grpc.aio.Channel, StreamCaller[
@@ -142,11 +140,7 @@ class Consultations:
             return cached[2]
         if cached is not None:  # re-registered elsewhere: the old stream and channel go
             spawn(_close(*cached[1:]), f"close-answers-{institution}")
-        max_bytes = self.limits.max_payload_bytes + (1 << 20)
-        channel = grpc.aio.secure_channel(
-            endpoint, self.tls.channel_credentials(),
-            options=channel_options(institution_tls_name(self.network, institution), max_bytes,
-                                    self.keepalive))
+        channel = self.dialer.channel(institution, endpoint, self.limits.max_payload_bytes)
         stub = node_pb2_grpc.NodeStub(channel)
         caller: StreamCaller[cpb.AnswerRequest, cpb.AnswerResponse] = StreamCaller(
             stub.Answers, cpb.AnswerCalls, cpb.AnswerCall)

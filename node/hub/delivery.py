@@ -12,8 +12,9 @@ One worker task per destination institution (the synapse federation-sender model
   The remaining queue *is* the persisted cursor.
 * Any failure (node down, no endpoint yet, timeout, wrong ack, the hub's own store failing)
   closes the stream and retries the same batch after an exponential backoff with jitter,
-  capped (``Backoff.maximum``). The backoff starts over only after real progress: a batch
-  acked by the node *and* committed here. A node registering again does not reset it.
+  capped (``Backoff.maximum``; the loop is :class:`node.rpc.reconnect.Reconnect`). The backoff
+  starts over only after real progress: a batch acked by the node *and* committed here. A node
+  registering again does not reset it.
   A crash between the node's commit and the hub's makes the hub resend that batch; the node
   drops envelopes whose hub ticket it already holds, so each envelope is applied once.
 * While nothing is queued the worker sleeps on an event that the intake sets after a commit.
@@ -42,11 +43,11 @@ import structlog
 
 from node.config import Keepalive, Limits, Timeouts
 from node.core.audit import AuditRecord, delivered
-from node.core.backoff import Backoff
 from node.core.clock import Clock
-from node.rpc.edge import describe, really_cancelled
+from node.rpc.edge import describe
+from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
-from node.rpc.tls import TlsMaterial, channel_options, institution_tls_name
+from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.hub_store import HubStore, QueuedBatch
 from node.tasks import cancel_and_wait
 from node.wire.delivery import delivery_message, tickets_of
@@ -81,7 +82,7 @@ class _Destination:
     reconnect: bool = False
     prefetch: asyncio.Future[QueuedBatch | None] | None = None
     commit: asyncio.Future[None] | None = None
-    backoff: Backoff = field(default_factory=Backoff)
+    retry: Reconnect = field(default_factory=lambda: Reconnect("delivery_failed"))
     #: ``clock.monotonic()`` when the batch in flight was sent (``None``: none in flight).
     waiting_since: float | None = None
     #: The stream whose server certificate was checked against the revoked serials.
@@ -107,9 +108,7 @@ class Deliverer:
         ``timeouts.ack_s``: how long a batch in flight may wait for its ack."""
         self.store = store
         self.revoked = revoked
-        self.tls = tls
-        self.network = network
-        self.keepalive = keepalive or Keepalive()
+        self.dialer = InstitutionDialer(tls, network, keepalive or Keepalive())
         self.limits = limits
         self.endpoints = endpoints
         self.pending = pending
@@ -202,34 +201,31 @@ class Deliverer:
         )
 
     async def _run(self, dest: _Destination) -> None:
-        while not self._stopping:
-            try:
-                if dest.prefetch is not None:
-                    batch = await dest.prefetch
-                    dest.prefetch = None
-                else:
-                    batch = await self._read(dest, dest.cursor)
-                if batch is None:
-                    dest.wake.clear()
-                    # Re-check after clearing: a commit may have landed in between.
-                    batch = await self.store.read_queue(
-                        dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
-                    )
-                    if batch is None:
-                        connecting = await self._keep_open(dest)
-                        await _wait(dest.wake, 1.0 if connecting else 5.0)
-                    continue
-                if dest.institution not in self.endpoints:
-                    dest.wake.clear()
-                    await _wait(dest.wake, 5.0)
-                    continue
-                await self._deliver(dest, batch)
-            except asyncio.CancelledError as exc:
-                if really_cancelled():
-                    raise
-                await self._retry_later(dest, exc)  # grpc.aio raises it for a cancelled call
-            except Exception as exc:  # noqa: BLE001 - any failure: back off and retry
-                await self._retry_later(dest, exc)
+        await dest.retry.run(lambda: self._step(dest), lambda exc: self._retry_later(dest, exc),
+                             running=lambda: not self._stopping)
+
+    async def _step(self, dest: _Destination) -> None:
+        """Deliver the next batch, or wait for one (keeping the stream open meanwhile)."""
+        if dest.prefetch is not None:
+            batch = await dest.prefetch
+            dest.prefetch = None
+        else:
+            batch = await self._read(dest, dest.cursor)
+        if batch is None:
+            dest.wake.clear()
+            # Re-check after clearing: a commit may have landed in between.
+            batch = await self.store.read_queue(
+                dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
+            )
+            if batch is None:
+                connecting = await self._keep_open(dest)
+                await _wait(dest.wake, 1.0 if connecting else 5.0)
+            return
+        if dest.institution not in self.endpoints:
+            dest.wake.clear()
+            await _wait(dest.wake, 5.0)
+            return
+        await self._deliver(dest, batch)
 
     async def _retry_later(self, dest: _Destination, exc: BaseException) -> None:
         # Start over from what the store holds: a batch whose bookkeeping failed is still
@@ -247,16 +243,9 @@ class Deliverer:
             await self._close(dest)
             await asyncio.sleep(DAMAGED_RETRY_S)
             return
-        delay = dest.backoff.next_delay()
-        log.warning(
-            "delivery_failed",
-            destination=dest.institution,
-            endpoint=self.endpoints.get(dest.institution),
-            error=describe(exc),
-            retry_in_s=round(delay, 3),
-        )
         await self._close(dest)
-        await asyncio.sleep(delay)
+        await dest.retry.back_off(exc, destination=dest.institution,
+                                  endpoint=self.endpoints.get(dest.institution))
 
     async def _keep_open(self, dest: _Destination) -> bool:
         """Idle: keep a stream open to the node while its connection is up, and say whether
@@ -331,7 +320,7 @@ class Deliverer:
         self, dest: _Destination, last: int, count: int, audit: list[AuditRecord]
     ) -> None:
         await self.store.commit_delivery(dest.institution, last, count, audit)
-        dest.backoff.reset()  # real progress: a batch acked by the node and committed here
+        dest.retry.backoff.reset()  # real progress: a batch acked by the node and committed here
         dest.delivered += count
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - count)
 
@@ -348,14 +337,10 @@ class Deliverer:
         return self._open_call(dest)
 
     def _open_channel(self, dest: _Destination) -> None:
-        endpoint = self.endpoints[dest.institution]
-        max_bytes = self.limits.delivery_batch_bytes + self.limits.max_payload_bytes + (1 << 20)
-        dest.channel = grpc.aio.secure_channel(
-            endpoint,
-            self.tls.channel_credentials(),
-            options=channel_options(institution_tls_name(self.network, dest.institution), max_bytes,
-                                    self.keepalive),
-        )
+        # A batch may take one envelope (a payload) over its bound.
+        dest.channel = self.dialer.channel(
+            dest.institution, self.endpoints[dest.institution],
+            self.limits.delivery_batch_bytes + self.limits.max_payload_bytes)
 
     def _open_call(self, dest: _Destination, idle: bool = False) -> grpc.aio.StreamStreamCall:
         assert dest.channel is not None

@@ -247,7 +247,7 @@ class Intake:
             result.append(outcome)
         return result
 
-    async def _fresh(
+    async def _fresh(  # noqa: C901 - the hot path: one loop over the batch, no call per envelope
         self, sender: str, origin: str, first: int, offset: int, raws: list[bytes]
     ) -> tuple[Callable[[], Awaitable[pb.BatchAck]], dict[str, int]]:
         """The batch's commit, and what it reserved per receiver (see the module's docstring:

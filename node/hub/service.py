@@ -22,7 +22,7 @@ from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
 from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
-from node.rpc.edge import guard_stream, guard_unary, until_drained
+from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
 from node.rpc.malformed import MALFORMED_MESSAGE, short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import Peer, PeerAuthenticator
@@ -125,17 +125,6 @@ class HubService(hub_pb2_grpc.HubServicer):
 
     # -- envelopes -------------------------------------------------------------------------
 
-    async def Submit(  # noqa: N802 - gRPC method name
-        self,
-        request_iterator: AsyncIterator[envelope_pb2.EnvelopeBatch],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[envelope_pb2.BatchAck]:
-        summary: dict[str, Any] = {"batches": 0, "envelopes": 0}
-        async for ack in guard_stream(
-            "Hub.Submit", context, self._submit(request_iterator, context, summary), summary
-        ):
-            yield ack
-
     async def _submit(
         self,
         request_iterator: AsyncIterator[envelope_pb2.EnvelopeBatch],
@@ -195,6 +184,8 @@ class HubService(hub_pb2_grpc.HubServicer):
                 consume(commit_done)
                 commit_done.add_done_callback(lambda _, b=batch: b.release())
 
+    Submit = streaming("Hub.Submit", _submit, batches=0, envelopes=0)
+
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> hub_pb2.RegisterResponse:
@@ -230,18 +221,6 @@ class HubService(hub_pb2_grpc.HubServicer):
 
         return await guard_unary("Hub.Consult", context, body)
 
-    async def Consultations(  # noqa: N802 - gRPC method name
-        self,
-        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[consult_pb2.ConsultReplies]:
-        summary: dict[str, Any] = {"messages": 0}
-        async for replies in guard_stream(
-            "Hub.Consultations", context,
-            self._consultations(request_iterator, context, summary), summary,
-        ):
-            yield replies
-
     async def _consultations(
         self,
         request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
@@ -267,6 +246,8 @@ class HubService(hub_pb2_grpc.HubServicer):
             max_message_bytes=reply_message_bytes(self.consultations.limits),
         ):
             yield replies
+
+    Consultations = streaming("Hub.Consultations", _consultations, messages=0)
 
     # -- directory -------------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ Design
   service (:func:`check_consult`, per consultation call) knows who asks without new arguments.
 * **Evidence without floods.** Every refusal is a structured ``local_refused`` log line (app,
   method, service, reason). The same refusal repeated within :data:`AGGREGATE_S` is counted,
-  not logged: the next one after the interval logs the count (``repeated``), so an application
-  retrying in a loop leaves one line a minute, and the evidence. :attr:`RefusalLog.total`
-  counts them all (the ``crossroads_node_local_refused`` metric).
+  not logged: when the interval ends, one ``local_refused`` line gives the count
+  (``repeated``), so an application retrying in a loop leaves one line a minute, and the
+  evidence (the rule of :mod:`node.core.refusals`, on the event loop by
+  :class:`node.rpc.refusal_flood.TimedRefusals`). :attr:`RefusalLog.total` counts them all
+  (the ``crossroads_node_local_refused`` metric).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from typing import NoReturn
 import structlog
 
 from node.config import ANY_SERVICE, Application, AppPermissions
-from node.core.clock import Clock, SystemClock
+from node.core.clock import Clock
 from node.core.errors import PermissionDenied
+from node.core.refusals import RefusalKey, RefusalSummary
+from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from pki.identity import Identity
 
 __all__ = [
@@ -58,8 +62,9 @@ APPLICATION_OF_ANOTHER_INSTITUTION = "APPLICATION_OF_ANOTHER_INSTITUTION"
 APPLICATION_UNKNOWN = "APPLICATION_UNKNOWN"
 #: Repeats of one refusal (same caller, method, service, reason) within this many seconds
 #: are counted into one log line.
-AGGREGATE_S = 60.0
-#: Distinct refusals remembered for aggregation; beyond, the counts are logged and reset.
+AGGREGATE_S = REFUSAL_INTERVAL_S
+#: Distinct refusals aggregated at once; beyond, new ones are counted under one overflow key
+#: (:data:`node.core.refusals.OTHER_PEERS`).
 MAX_KEYS = 1_000
 
 
@@ -115,32 +120,21 @@ class RefusalLog:
     """``local_refused`` log lines, repeats aggregated per (caller, method, service, reason)."""
 
     def __init__(self, interval_s: float = AGGREGATE_S, clock: Clock | None = None) -> None:
-        self.interval_s = interval_s
-        self.clock = clock or SystemClock()
         self.total = 0
-        self._seen: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+        self._refusals = TimedRefusals(_log_repeated, interval_s, MAX_KEYS, clock)
 
     def note(self, caller: str, method: str, service: str, reason: str, detail: str) -> None:
         self.total += 1
-        key = (caller, method, service, reason)
-        now = self.clock.monotonic()
-        since, repeats = self._seen.get(key, (0.0, 0))
-        if key in self._seen and now - since < self.interval_s:
-            self._seen[key] = (since, repeats + 1)
-            return
-        if len(self._seen) >= MAX_KEYS:
-            self.flush()
-        self._seen[key] = (now, 0)
-        log.warning("local_refused", app=caller, method=method, service=service or None,
-                    reason=reason, detail=detail, repeated=repeats or None)
+        if self._refusals.note(RefusalKey(caller, method, reason, service), detail):
+            log.warning("local_refused", app=caller, method=method, service=service or None,
+                        reason=reason, detail=detail)
 
-    def flush(self) -> None:
-        """Log the counts not logged yet (and forget them)."""
-        for (caller, method, service, reason), (_, repeats) in self._seen.items():
-            if repeats:
-                log.warning("local_refused", app=caller, method=method, service=service or None,
-                            reason=reason, repeated=repeats)
-        self._seen.clear()
+
+def _log_repeated(summaries: list[RefusalSummary]) -> None:
+    for s in summaries:
+        log.warning("local_refused", app=s.key.peer, method=s.key.method,
+                    service=s.key.service or None, reason=s.key.reason, detail=s.detail,
+                    repeated=s.count, first_us=s.first_us, last_us=s.last_us)
 
 
 class LocalPermissions:

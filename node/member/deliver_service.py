@@ -12,7 +12,7 @@ import grpc
 from node.core.errors import InvalidArgument
 from node.member.answers import Answering
 from node.member.declaration_desk import DeclarationDesk
-from node.rpc.edge import guard_stream, until_drained
+from node.rpc.edge import streaming, until_drained
 from node.rpc.multiplex import serve_calls
 from node.rpc.peer import PeerAuthenticator
 from node.store.node_store import NodeStore
@@ -34,17 +34,6 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         self.received = 0
         self.duplicates = 0
         self.draining = asyncio.Event()
-
-    async def Deliver(  # noqa: N802 - gRPC method name
-        self,
-        request_iterator: AsyncIterator[node_pb2.DeliveryBatch],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[node_pb2.DeliveryAck]:
-        summary: dict[str, Any] = {"batches": 0, "stored": 0, "duplicates": 0}
-        async for ack in guard_stream(
-            "Node.Deliver", context, self._deliver(request_iterator, context, summary), summary
-        ):
-            yield ack
 
     async def _deliver(
         self,
@@ -69,16 +58,7 @@ class DeliverService(node_pb2_grpc.NodeServicer):
                 last_sequence=batch.last_sequence, stored=stored, duplicates=duplicates
             )
 
-    async def Answers(  # noqa: N802 - gRPC method name
-        self,
-        request_iterator: AsyncIterator[consult_pb2.AnswerCalls],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[consult_pb2.AnswerReplies]:
-        summary: dict[str, Any] = {"messages": 0}
-        async for replies in guard_stream(
-            "Node.Answers", context, self._answers(request_iterator, context, summary), summary
-        ):
-            yield replies
+    Deliver = streaming("Node.Deliver", _deliver, batches=0, stored=0, duplicates=0)
 
     async def _answers(
         self,
@@ -99,3 +79,5 @@ class DeliverService(node_pb2_grpc.NodeServicer):
             max_message_bytes=self.answering.max_reply_bytes,
         ):
             yield replies
+
+    Answers = streaming("Node.Answers", _answers, messages=0)

@@ -16,7 +16,8 @@ before anything is applied, in this order:
 A refusal is logged (``directory_update_refused``), counted in :attr:`FragmentWatcher.refused`,
 and drops the stream; after a backoff the watcher reconnects from the fragment's revision, and
 after two refusals in a row from 0, which makes the hub send a snapshot. Any other failure
-(hub unreachable, stream closed) reconnects from the fragment's revision after a backoff.
+(hub unreachable, stream closed) reconnects from the fragment's revision after a backoff
+(``directory_watch_failed``; the loop is :class:`node.rpc.reconnect.Reconnect`).
 Meanwhile the node keeps working from the fragment it has.
 """
 
@@ -36,11 +37,11 @@ from node.core.backoff import Backoff
 from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
-from node.rpc.edge import describe, really_cancelled
+from node.rpc.reconnect import Reconnect
 from node.rpc.revocation import RevocationList
-from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
+from node.rpc.tls import TlsMaterial, hub_channel
 from node.store.fragment_store import FragmentStore, RevisionGap
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import BackgroundTask
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -62,7 +63,9 @@ class UpdateRefused(Exception):
     """An update from the hub that must not be applied (the reason is the message)."""
 
 
-class FragmentWatcher:
+class FragmentWatcher(BackgroundTask):
+    task_name = "fragment-watcher"
+
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentStore,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
                  revocations: RevocationList | None = None) -> None:
@@ -82,15 +85,10 @@ class FragmentWatcher:
         self.snapshots = 0
         self.deltas = 0
         self._refusals_in_a_row = 0
-        self._backoff = backoff or Backoff()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = spawn(self._run(), "fragment-watcher")
+        self._reconnect = Reconnect("directory_watch_failed", backoff or Backoff())
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await super().stop()
         self.connected = False
 
     def start_revision(self) -> int:
@@ -103,31 +101,25 @@ class FragmentWatcher:
         return self.store.revision
 
     async def _run(self) -> None:
-        tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
-        options = channel_options(tls_name, MAX_UPDATE_BYTES, self.config.keepalive)
-        while True:
-            channel = grpc.aio.secure_channel(self.config.hub, self.tls.channel_credentials(),
-                                              options=options)
-            try:
-                await self._session(channel)
-                problem: BaseException = ConnectionError("hub closed the directory stream")
-            except UpdateRefused as exc:
-                self._refused(str(exc))
-                problem = exc
-            except asyncio.CancelledError as exc:
-                if really_cancelled():
-                    raise
-                problem = exc  # grpc.aio raises it for a cancelled call
-            except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
-                problem = exc
-            finally:
-                self.connected = False
-                await channel.close()
-            delay = self._backoff.next_delay()
-            if not isinstance(problem, UpdateRefused):
-                log.warning("directory_watch_failed", hub=self.config.hub,
-                            error=describe(problem), retry_in_s=round(delay, 3))
-            await asyncio.sleep(delay)
+        await self._reconnect.run(self._connection, self._failed)
+
+    async def _connection(self) -> None:
+        """One watch stream on a new channel to the hub; it only ends by failing."""
+        channel = hub_channel(self.config, self.tls, MAX_UPDATE_BYTES)
+        try:
+            await self._session(channel)
+        except UpdateRefused as exc:
+            self._refused(str(exc))
+            raise
+        finally:
+            self.connected = False
+            await channel.close()
+        raise ConnectionError("hub closed the directory stream")
+
+    async def _failed(self, exc: BaseException) -> None:
+        # A refusal was logged as such (directory_update_refused).
+        await self._reconnect.back_off(exc, logged=isinstance(exc, UpdateRefused),
+                                       hub=self.config.hub)
 
     def _refused(self, reason: str) -> None:
         self.refused += 1
@@ -184,7 +176,7 @@ class FragmentWatcher:
                 self.connected = True
                 await asyncio.sleep(HEALTHY_AFTER_S)
                 if not call.done() and self._refusals_in_a_row == 0:
-                    self._backoff.reset()  # a healthy hub; refusals keep backing off
+                    self._reconnect.backoff.reset()  # a healthy hub; refusals keep backing off
 
     def _verified(self, signed: pb.SignedDirectoryUpdate) -> pb.DirectoryUpdate:
         try:
@@ -237,7 +229,7 @@ class FragmentWatcher:
 
     def _applied(self) -> None:
         self._refusals_in_a_row = 0
-        self._backoff.reset()
+        self._reconnect.backoff.reset()
         self.changed.set()
 
 

@@ -19,7 +19,7 @@ from node.core.errors import ResourceExhausted, Unavailable
 from node.core.reasons import Reason
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.server_certs import ServerCheck, ServerRevoked
-from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
+from node.rpc.tls import TlsMaterial, hub_channel
 from node.wire.gen.crossroads.v1 import consult_pb2, hub_pb2_grpc
 
 __all__ = ["HubCaller"]
@@ -42,11 +42,7 @@ class HubCaller:
     def _consultations(self) -> StreamCaller[consult_pb2.ConsultRequest,
                                              consult_pb2.ConsultResponse]:
         if self._caller is None:
-            tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
-            self._channel = grpc.aio.secure_channel(
-                self.config.hub, self.tls.channel_credentials(),
-                options=channel_options(tls_name, self.config.limits.max_batch_bytes,
-                                        self.config.keepalive))
+            self._channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes)
             self._caller = StreamCaller(hub_pb2_grpc.HubStub(self._channel).Consultations,
                                         consult_pb2.ConsultCalls, consult_pb2.ConsultCall)
         return self._caller

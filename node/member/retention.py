@@ -21,7 +21,7 @@ import structlog
 
 from node.core.clock import Clock
 from node.store.node_store import NodeStore, Purged
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import BackgroundTask
 
 __all__ = ["EVERY_S", "Retention"]
 
@@ -31,7 +31,9 @@ EVERY_S = 3600.0
 DAY_US = 86_400_000_000
 
 
-class Retention:
+class Retention(BackgroundTask):
+    task_name = "retention"
+
     def __init__(self, store: NodeStore, days: int, clock: Clock,
                  every_s: float = EVERY_S) -> None:
         if days < 1:
@@ -40,14 +42,6 @@ class Retention:
         self.days = days
         self.every_s = every_s
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = spawn(self._run(), "retention")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
 
     async def run_once(self, now_us: int | None = None) -> Purged:
         """Mark the store at ``now_us`` (default: now) and purge what is older than the

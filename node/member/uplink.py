@@ -12,7 +12,8 @@ keepalive notices) counts as a failure too: when the oldest batch in flight has 
 
 On any failure the stream is dropped and, after an exponential backoff (capped at
 ``Backoff.maximum``, reset only after real progress: an ack received *and stored*, or a
-session that lasted ``HEALTHY_AFTER_S``; a successful ``Register`` is not), a new one starts
+session that lasted ``HEALTHY_AFTER_S``; a successful ``Register`` is not; the loop is
+:class:`node.rpc.reconnect.Reconnect`), a new one starts
 from the watermark: batches that were sent but not acknowledged are sent again, with the
 same origin and sequences, and the hub answers those it had already stored with their
 original outcomes. The outbox keeps accepting local submissions meanwhile.
@@ -45,18 +46,18 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.config import NodeConfig
-from node.core.backoff import Backoff
 from node.core.clock import Clock
 from node.core.envelope import Decision, receivers_problem
 from node.core.reasons import Reason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.reconnect import Reconnect
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
-from node.rpc.tls import TlsMaterial, channel_options, hub_tls_name
+from node.rpc.tls import TlsMaterial, hub_channel
 from node.store.node_store import NodeStore
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import BackgroundTask
 from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
@@ -98,7 +99,9 @@ def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
                     interval_s=REFUSAL_INTERVAL_S)
 
 
-class Uplink:
+class Uplink(BackgroundTask):
+    task_name = "uplink"
+
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: NodeStore, endpoint: str,
                  continuity: HubContinuity | None = None,
                  server_check: ServerCheck | None = None, clock: Clock | None = None) -> None:
@@ -118,8 +121,7 @@ class Uplink:
         self.sent_batches = 0
         self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._backoff = Backoff()
+        self._reconnect = Reconnect("uplink_failed")
         limits = config.limits
         self._batch_envelopes = min(limits.submit_batch_envelopes, limits.max_batch_envelopes)
         self._batch_bytes = min(limits.submit_batch_bytes, limits.max_batch_bytes // 2)
@@ -142,50 +144,27 @@ class Uplink:
         #: Refused envelopes' log lines, aggregated per reason.
         self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
 
-    def start(self) -> None:
-        self._task = spawn(self._run(), "uplink")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
     async def _run(self) -> None:
-        tls_name = self.config.hub_tls_name or hub_tls_name(self.config.network)
-        max_bytes = self.config.limits.max_batch_bytes + (1 << 20)
+        await self._reconnect.run(self._connection, self._failed)
+
+    async def _connection(self) -> None:
+        """One session on a new channel to the hub."""
+        await self._give_up_if_hopeless()
+        channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes)
         loop = asyncio.get_running_loop()
-        while True:
-            await self._give_up_if_hopeless()
-            channel = grpc.aio.secure_channel(
-                self.config.hub,
-                self.tls.channel_credentials(),
-                options=channel_options(tls_name, max_bytes, self.config.keepalive),
-            )
-            started = loop.time()
-            try:
-                await self._session(channel)
-            except asyncio.CancelledError as exc:
-                if really_cancelled():
-                    raise
-                # grpc.aio raises it for a cancelled call
-                await self._failed(channel, exc, loop.time() - started)
-                continue
-            except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect
-                await self._failed(channel, exc, loop.time() - started)
-                continue
-            finally:
-                self.connected = False
+        started = loop.time()
+        try:
+            await self._session(channel)
+        finally:
+            self.connected = False
+            if loop.time() - started >= HEALTHY_AFTER_S:
+                # A session that lasted is progress (an idle node has no acks).
+                self._reconnect.backoff.reset()
             await channel.close()
 
-    async def _failed(self, channel: grpc.aio.Channel, exc: BaseException,
-                      lasted_s: float) -> None:
+    async def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        if lasted_s >= HEALTHY_AFTER_S:
-            self._backoff.reset()  # a session that lasted is progress (an idle node has no acks)
-        delay = self._backoff.next_delay()
-        log.warning("uplink_failed", hub=self.config.hub, error=describe(exc),
-                    retry_in_s=round(delay, 3))
-        self.connected = False
-        await channel.close()
-        await asyncio.sleep(delay)
+        await self._reconnect.back_off(exc, hub=self.config.hub)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = hub_pb2_grpc.HubStub(channel)
@@ -388,5 +367,5 @@ class Uplink:
             # Real progress (an ack received and stored): only now does the backoff start
             # over. A successful Register or an open stream is not progress: a node whose
             # store fails would otherwise reconnect every few milliseconds.
-            self._backoff.reset()
+            self._reconnect.backoff.reset()
             self.decided.set()

@@ -22,10 +22,12 @@ from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals, peer_host
 from node.wire.errors import status_of
 
-__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "until_drained"]
+__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "streaming",
+           "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def _log_repeated(summaries: list[RefusalSummary]) -> None:
@@ -109,6 +111,27 @@ async def guard_stream(
             _log_at(_STREAM_LEVELS.get(status, "warning" if status in _CODE_NAMES else "error"),
                     "rpc", method=method, peer=peer, status=status, duration_ms=_ms(started),
                     **summary)
+
+
+def streaming(
+    method: str,
+    body: Callable[[S, Any, grpc.aio.ServicerContext, dict[str, Any]], AsyncIterator[T]],
+    **summary: Any,
+) -> Callable[[S, Any, grpc.aio.ServicerContext], AsyncIterator[T]]:
+    """A servicer's streaming gRPC method ``method``: ``body(self, request, context, fields)``
+    under :func:`guard_stream`, ``fields`` (the end-of-stream log line's) starting as
+    ``summary`` on each call. grpc.aio calls a method by its kind: this is an async generator
+    function, like the method it stands for."""
+
+    async def handler(self: S, request: Any,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        fields = dict(summary)
+        async for item in guard_stream(method, context, body(self, request, context, fields),
+                                       fields):
+            yield item
+
+    handler.__name__ = handler.__qualname__ = method.rpartition(".")[2]
+    return handler
 
 
 #: Stream end statuses logged at info (the rest: warning or error, see guard_stream).

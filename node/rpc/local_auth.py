@@ -82,7 +82,7 @@ class LocalAuth(grpc.aio.ServerInterceptor):
             raise
         return self.policy.application(peer.identity, method)
 
-    async def intercept_service(
+    async def intercept_service(  # noqa: C901 - one wrapper per kind of call: grpc.aio dispatches on it
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,

@@ -31,6 +31,12 @@ Connection bounds and keepalive (``server_options`` / ``channel_options``; docs/
   without ``grpc.http2.ping_timeout_ms``). A server lets its peers ping as often
   as every ``min(keepalive.time_ms / 2, 10 s)`` without data before it answers GOAWAY
   ``too_many_pings`` (which would make gRPC double the client's keepalive time).
+
+The daemons' client channels come from one constructor, :func:`secure_channel`. The headroom
+rule: a channel takes and sends messages up to the largest content it carries, as bounded by
+``Limits`` (a batch's bytes, a payload, a delivery batch and the one envelope that may take it
+over its bound, a directory update), plus ``MESSAGE_HEADROOM_BYTES`` (1 MiB) for what wraps
+that content (protobuf tags and lengths, tickets, outcomes, the other fields).
 """
 
 from __future__ import annotations
@@ -39,15 +45,19 @@ from dataclasses import dataclass
 
 import grpc
 
-from node.config import Keepalive, TlsFiles
+from node.config import Keepalive, NodeConfig, TlsFiles
 
 __all__ = [
     "HANDSHAKE_TIMEOUT_MS",
     "IDLE_TIMEOUT_MS",
+    "InstitutionDialer",
+    "MESSAGE_HEADROOM_BYTES",
     "TlsMaterial",
     "channel_options",
+    "hub_channel",
     "hub_tls_name",
     "institution_tls_name",
+    "secure_channel",
     "server_options",
 ]
 
@@ -136,3 +146,39 @@ def channel_options(
     if tls_name:
         options.append(("grpc.ssl_target_name_override", tls_name))
     return options
+
+
+#: Bytes a client channel allows beyond the largest content it carries (the module's docstring).
+MESSAGE_HEADROOM_BYTES = 1 << 20
+
+
+def secure_channel(target: str, tls: TlsMaterial, tls_name: str, largest_content_bytes: int,
+                   keepalive: Keepalive | None = None) -> grpc.aio.Channel:
+    """A mutual-TLS channel to ``target`` whose server must hold ``tls_name``'s certificate,
+    for messages up to ``largest_content_bytes`` + :data:`MESSAGE_HEADROOM_BYTES`."""
+    return grpc.aio.secure_channel(
+        target, tls.channel_credentials(),
+        options=channel_options(tls_name, largest_content_bytes + MESSAGE_HEADROOM_BYTES,
+                                keepalive))
+
+
+def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int) -> grpc.aio.Channel:
+    """A node's :func:`secure_channel` to its hub: ``config.hub``, whose certificate must hold
+    ``config.hub_tls_name`` (default: the network's hub name)."""
+    return secure_channel(config.hub, tls, config.hub_tls_name or hub_tls_name(config.network),
+                          largest_content_bytes, config.keepalive)
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionDialer:
+    """The hub's channels to the nodes (delivery, consultations): to an institution's
+    endpoint, whose server must hold that institution's certificate."""
+
+    tls: TlsMaterial
+    network: str
+    keepalive: Keepalive = Keepalive()
+
+    def channel(self, institution: str, endpoint: str,
+                largest_content_bytes: int) -> grpc.aio.Channel:
+        return secure_channel(endpoint, self.tls, institution_tls_name(self.network, institution),
+                              largest_content_bytes, self.keepalive)

@@ -239,7 +239,7 @@ class DirectoryStore:
                     await self._apply_state(kind, items)
                 await w.execute("UPDATE dir_meta SET value = ? WHERE key = 'revision'", (revision,))
                 await w.execute("COMMIT")
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - rolled back, then re-raised
                 try:
                     await w.execute("ROLLBACK")
                 finally:

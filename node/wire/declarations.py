@@ -16,15 +16,22 @@ number in text, so validation names the field (``VALUE_INVALID``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import fields
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
 from node.core import declarations as core
 from node.core.declarations import FieldError
 from node.wire.gen.crossroads.services.v1 import declarations_pb2 as pb
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_C = TypeVar("_C", bound="DataclassInstance")
+_M = TypeVar("_M", bound=Message)
 
 __all__ = [
     "CATALOGUE_SERVICES",
@@ -109,133 +116,84 @@ _EVENT = _Enum(pb.EmploymentEvent, "EMPLOYMENT_EVENT_")
 
 
 # --------------------------------------------------------------------------------------------
-# Converters
+# Converters: a core value and its message have the same field names
 
 
-def immediate_to_proto(d: core.ImmediateDeclaration) -> pb.ImmediateDeclaration:
-    return pb.ImmediateDeclaration(
-        employer_reference=d.employer_reference, kind=_KIND.number(d.kind),
-        employer_enterprise_number=d.employer_enterprise_number,
-        worker_citizen_number=d.worker_citizen_number, joint_committee=d.joint_committee,
-        worker_type=_WORKER_TYPE.number(d.worker_type), start_date=d.start_date,
-        end_date=d.end_date, planned_weekly_hours=d.planned_weekly_hours)
+class _Codec(Generic[_C, _M]):
+    """``core_type`` <-> ``message_type``, field by field: enumeration fields through their
+    :class:`_Enum`, repeated message fields (a tuple in the core value) through their own
+    codec, the others as they are."""
+
+    def __init__(self, core_type: type[_C], message_type: type[_M],
+                 enums: Mapping[str, _Enum] | None = None,
+                 nested: Mapping[str, _Codec[Any, Any]] | None = None) -> None:
+        names = [f.name for f in fields(core_type)]
+        if set(names) != set(message_type.DESCRIPTOR.fields_by_name):
+            raise TypeError(f"{core_type.__name__} and {message_type.DESCRIPTOR.full_name}"
+                            " do not have the same fields")
+        self.core_type, self.message_type = core_type, message_type
+        self.enums, self.nested = dict(enums or {}), dict(nested or {})
+        self.plain = [n for n in names if n not in self.enums and n not in self.nested]
+
+    def to_proto(self, value: _C) -> _M:
+        kwargs: dict[str, Any] = {name: getattr(value, name) for name in self.plain}
+        for name, enum in self.enums.items():
+            kwargs[name] = enum.number(getattr(value, name))
+        for name, codec in self.nested.items():
+            kwargs[name] = [codec.to_proto(item) for item in getattr(value, name)]
+        return self.message_type(**kwargs)
+
+    def from_proto(self, message: _M) -> _C:
+        kwargs: dict[str, Any] = {name: getattr(message, name) for name in self.plain}
+        for name, enum in self.enums.items():
+            kwargs[name] = enum.name(getattr(message, name))
+        for name, codec in self.nested.items():
+            kwargs[name] = tuple(codec.from_proto(item) for item in getattr(message, name))
+        return self.core_type(**kwargs)
+
+    def encode(self, value: _C) -> bytes:
+        return self.to_proto(value).SerializeToString()
 
 
-def immediate_from_proto(m: pb.ImmediateDeclaration) -> core.ImmediateDeclaration:
-    return core.ImmediateDeclaration(
-        employer_reference=m.employer_reference, kind=_KIND.name(m.kind),
-        employer_enterprise_number=m.employer_enterprise_number,
-        worker_citizen_number=m.worker_citizen_number, joint_committee=m.joint_committee,
-        worker_type=_WORKER_TYPE.name(m.worker_type), start_date=m.start_date,
-        end_date=m.end_date, planned_weekly_hours=m.planned_weekly_hours)
+_IMMEDIATE: _Codec[core.ImmediateDeclaration, pb.ImmediateDeclaration] = _Codec(
+    core.ImmediateDeclaration, pb.ImmediateDeclaration,
+    enums={"kind": _KIND, "worker_type": _WORKER_TYPE})
+_QUARTERLY: _Codec[core.QuarterlyDeclaration, pb.QuarterlyDeclaration] = _Codec(
+    core.QuarterlyDeclaration, pb.QuarterlyDeclaration,
+    nested={"workers": _Codec(core.QuarterlyWorkerLine, pb.QuarterlyWorkerLine)})
+_SOCIAL_RISK: _Codec[core.SocialRiskDeclaration, pb.SocialRiskDeclaration] = _Codec(
+    core.SocialRiskDeclaration, pb.SocialRiskDeclaration, enums={"risk": _RISK})
+_EMPLOYMENT_MUTATION: _Codec[core.EmploymentMutation, pb.EmploymentMutation] = _Codec(
+    core.EmploymentMutation, pb.EmploymentMutation,
+    enums={"event": _EVENT, "worker_type": _WORKER_TYPE})
 
+# The converters by name (docs/SERVICES.md): value -> message, message -> value, value -> bytes.
+immediate_to_proto, immediate_from_proto, encode_immediate = (
+    _IMMEDIATE.to_proto, _IMMEDIATE.from_proto, _IMMEDIATE.encode)
+quarterly_to_proto, quarterly_from_proto, encode_quarterly = (
+    _QUARTERLY.to_proto, _QUARTERLY.from_proto, _QUARTERLY.encode)
+social_risk_to_proto, social_risk_from_proto, encode_social_risk = (
+    _SOCIAL_RISK.to_proto, _SOCIAL_RISK.from_proto, _SOCIAL_RISK.encode)
+(employment_mutation_to_proto, employment_mutation_from_proto,
+ encode_employment_mutation) = (_EMPLOYMENT_MUTATION.to_proto, _EMPLOYMENT_MUTATION.from_proto,
+                                _EMPLOYMENT_MUTATION.encode)
 
-def _line_to_proto(line: core.QuarterlyWorkerLine) -> pb.QuarterlyWorkerLine:
-    return pb.QuarterlyWorkerLine(
-        citizen_number=line.citizen_number, joint_committee=line.joint_committee,
-        period_start_date=line.period_start_date, period_end_date=line.period_end_date,
-        gross_salary_cents=line.gross_salary_cents, worked_days=line.worked_days,
-        worked_hours=line.worked_hours)
-
-
-def _line_from_proto(m: pb.QuarterlyWorkerLine) -> core.QuarterlyWorkerLine:
-    return core.QuarterlyWorkerLine(
-        citizen_number=m.citizen_number, joint_committee=m.joint_committee,
-        period_start_date=m.period_start_date, period_end_date=m.period_end_date,
-        gross_salary_cents=m.gross_salary_cents, worked_days=m.worked_days,
-        worked_hours=m.worked_hours)
-
-
-def quarterly_to_proto(d: core.QuarterlyDeclaration) -> pb.QuarterlyDeclaration:
-    return pb.QuarterlyDeclaration(
-        employer_reference=d.employer_reference,
-        employer_enterprise_number=d.employer_enterprise_number, year=d.year,
-        quarter=d.quarter, workers=[_line_to_proto(line) for line in d.workers])
-
-
-def quarterly_from_proto(m: pb.QuarterlyDeclaration) -> core.QuarterlyDeclaration:
-    return core.QuarterlyDeclaration(
-        employer_reference=m.employer_reference,
-        employer_enterprise_number=m.employer_enterprise_number, year=m.year,
-        quarter=m.quarter, workers=tuple(_line_from_proto(line) for line in m.workers))
-
-
-def social_risk_to_proto(d: core.SocialRiskDeclaration) -> pb.SocialRiskDeclaration:
-    return pb.SocialRiskDeclaration(
-        employer_reference=d.employer_reference, risk=_RISK.number(d.risk),
-        employer_enterprise_number=d.employer_enterprise_number,
-        worker_citizen_number=d.worker_citizen_number, joint_committee=d.joint_committee,
-        event_date=d.event_date, last_worked_date=d.last_worked_date,
-        monthly_reference_salary_cents=d.monthly_reference_salary_cents,
-        contract_weekly_hours=d.contract_weekly_hours)
-
-
-def social_risk_from_proto(m: pb.SocialRiskDeclaration) -> core.SocialRiskDeclaration:
-    return core.SocialRiskDeclaration(
-        employer_reference=m.employer_reference, risk=_RISK.name(m.risk),
-        employer_enterprise_number=m.employer_enterprise_number,
-        worker_citizen_number=m.worker_citizen_number, joint_committee=m.joint_committee,
-        event_date=m.event_date, last_worked_date=m.last_worked_date,
-        monthly_reference_salary_cents=m.monthly_reference_salary_cents,
-        contract_weekly_hours=m.contract_weekly_hours)
-
-
-def employment_mutation_to_proto(d: core.EmploymentMutation) -> pb.EmploymentMutation:
-    return pb.EmploymentMutation(
-        worker_citizen_number=d.worker_citizen_number,
-        employer_enterprise_number=d.employer_enterprise_number, event=_EVENT.number(d.event),
-        event_date=d.event_date, start_date=d.start_date, end_date=d.end_date,
-        joint_committee=d.joint_committee, worker_type=_WORKER_TYPE.number(d.worker_type),
-        source_declaration_id=d.source_declaration_id)
-
-
-def employment_mutation_from_proto(m: pb.EmploymentMutation) -> core.EmploymentMutation:
-    return core.EmploymentMutation(
-        worker_citizen_number=m.worker_citizen_number,
-        employer_enterprise_number=m.employer_enterprise_number, event=_EVENT.name(m.event),
-        event_date=m.event_date, start_date=m.start_date, end_date=m.end_date,
-        joint_committee=m.joint_committee, worker_type=_WORKER_TYPE.name(m.worker_type),
-        source_declaration_id=m.source_declaration_id)
-
-
-def encode_immediate(d: core.ImmediateDeclaration) -> bytes:
-    return immediate_to_proto(d).SerializeToString()
-
-
-def encode_quarterly(d: core.QuarterlyDeclaration) -> bytes:
-    return quarterly_to_proto(d).SerializeToString()
-
-
-def encode_social_risk(d: core.SocialRiskDeclaration) -> bytes:
-    return social_risk_to_proto(d).SerializeToString()
-
-
-def encode_employment_mutation(d: core.EmploymentMutation) -> bytes:
-    return employment_mutation_to_proto(d).SerializeToString()
-
-
-_CODECS: dict[str, tuple[type[Message], Callable[[Any], core.Payload], type]] = {
-    core.IMMEDIATE: (pb.ImmediateDeclaration, immediate_from_proto, core.ImmediateDeclaration),
-    core.QUARTERLY: (pb.QuarterlyDeclaration, quarterly_from_proto, core.QuarterlyDeclaration),
-    core.SOCIAL_RISK: (pb.SocialRiskDeclaration, social_risk_from_proto,
-                       core.SocialRiskDeclaration),
-    core.MUTATION_EMPLOYMENT: (pb.EmploymentMutation, employment_mutation_from_proto,
-                               core.EmploymentMutation),
+#: Service id -> the codec of its payload.
+_CODECS: dict[str, _Codec[Any, Any]] = {
+    core.IMMEDIATE: _IMMEDIATE,
+    core.QUARTERLY: _QUARTERLY,
+    core.SOCIAL_RISK: _SOCIAL_RISK,
+    core.MUTATION_EMPLOYMENT: _EMPLOYMENT_MUTATION,
 }
 #: The services whose payloads have a schema here (validated at the sending node).
 CATALOGUE_SERVICES = frozenset(_CODECS)
-_SERVICE_OF: dict[type, str] = {core_type: sid for sid, (_, _, core_type) in _CODECS.items()}
-_ENCODERS: dict[type, Callable[[Any], bytes]] = {
-    core.ImmediateDeclaration: encode_immediate,
-    core.QuarterlyDeclaration: encode_quarterly,
-    core.SocialRiskDeclaration: encode_social_risk,
-    core.EmploymentMutation: encode_employment_mutation,
-}
+_SERVICE_OF: dict[type, str] = {codec.core_type: sid for sid, codec in _CODECS.items()}
 
 
 def encode_payload(value: core.Payload) -> tuple[bytes, str]:
     """``(data, media_type)`` for an envelope payload."""
-    return _ENCODERS[type(value)](value), MEDIA_TYPES[_SERVICE_OF[type(value)]]
+    service = _SERVICE_OF[type(value)]
+    return _CODECS[service].encode(value), MEDIA_TYPES[service]
 
 
 def media_type_for(service_id: str) -> str | None:
@@ -257,7 +215,8 @@ def _normalize(media_type: str) -> str:
 def decode_payload(service_id: str, media_type: str, data: bytes) -> core.Payload:
     """The core value of a catalogue service's payload. Raises ``KeyError`` for a service not
     in the catalogue and :class:`PayloadError` for a wrong media type or undecodable bytes."""
-    message_type, from_proto, _ = _CODECS[service_id]
+    codec = _CODECS[service_id]
+    message_type = codec.message_type
     expected = MEDIA_TYPES[service_id]
     if _normalize(media_type) != _normalize(expected):
         raise PayloadError(FieldError(
@@ -277,7 +236,7 @@ def decode_payload(service_id: str, media_type: str, data: bytes) -> core.Payloa
             "payload", "PAYLOAD_UNDECODABLE",
             f"not a {message_type.DESCRIPTOR.full_name}: it has fields the schema does not "
             f"know"))
-    return from_proto(message)
+    return codec.from_proto(message)
 
 
 def validate_payload(

@@ -264,13 +264,13 @@ async def test_no_answer_leaves_the_hub_before_its_question_is_in_the_log(net) -
     import sqlite3
 
     group = net.hub.consultations.audit
-    commit = group._commit  # noqa: SLF001 - a slow disk: each commit takes 0.3 s
+    commit = group._commit  # a slow disk: each commit takes 0.3 s
 
     async def slow_commit(records):
         await asyncio.sleep(0.3)
         await commit(records)
 
-    group._commit = slow_commit  # noqa: SLF001
+    group._commit = slow_commit
     tasks = [await provider(net, p, data=b"x") for p in (P1, P2, P3)]
     try:
         response, _ = await ask(net)

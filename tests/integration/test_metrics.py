@@ -27,6 +27,18 @@ async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+async def _scrape_when(port: int, name: str, labels: tuple[tuple[str, str], ...], value: float,
+                       timeout: float = 10) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape until the sample ``name{labels}`` shows ``value`` (or ``timeout``): a node stores
+    and acknowledges a delivery before the hub commits that ack and counts it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await _scrape(port)
+        if samples.get((name, labels)) == value or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(0.05)
+
+
 async def test_metrics_follow_the_traffic(tmp_path: Path) -> None:
     net = InProcessNetwork(tmp_path / "net", institutions=(A, B, C), hub_overrides=METRICS,
                            node_overrides=METRICS)
@@ -47,7 +59,8 @@ async def test_metrics_follow_the_traffic(tmp_path: Path) -> None:
         assert ack.outcomes[0].reason == envelope_pb2.SUBJECT_NUMBER_INVALID
         assert len(await local_call(net.local_api(B), "fetch", 10, wait_ms=10_000)) == 4
 
-        hub = await _scrape(net.hub.metrics.port)  # type: ignore[union-attr]
+        hub = await _scrape_when(net.hub.metrics.port,  # type: ignore[union-attr]
+                                 "crossroads_hub_delivered_envelopes_total", (("destination", B),), 4)
         assert hub[("crossroads_hub_envelopes_accepted_total", ())] == 7
         assert hub[("crossroads_hub_envelopes_refused_total", (("reason", "SUBJECT_NUMBER_INVALID"),))] == 1
         assert hub[("crossroads_hub_queue_envelopes", (("destination", C),))] == 3
