@@ -36,6 +36,7 @@ import grpc
 from benchmarks.common import ProcessMeter, bench_parser, machine_facts, write_results
 from benchmarks.consult import Sample, _rates, open_loop, summarize
 from node.app import GIL_SWITCH_INTERVAL_S
+from node.config import Limits
 from node.rpc.multiplex import CallFailed, StreamCaller, serve_calls
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 
@@ -66,7 +67,8 @@ async def _serve(next_port: int | None, ports: Any) -> None:
 
     async def calls(requests: AsyncIterator[cpb.ConsultCalls],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[cpb.ConsultReplies]:
-        async for replies in serve_calls(requests, handle, cpb.ConsultReplies, cpb.ConsultReply):
+        async for replies in serve_calls(requests, handle, cpb.ConsultReplies, cpb.ConsultReply,
+                                         max_in_flight=Limits().stream_calls_in_flight):
             yield replies
 
     server = grpc.aio.server()

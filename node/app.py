@@ -32,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.config import ConfigError, HubConfig, Limits, NodeConfig
+from node.core.clock import Clock, SystemClock
 from node.core.directory import Institution, RevokedCertificate
 from node.core.envelope import Policy
 from node.hub.admin_service import AdminService
@@ -43,7 +44,7 @@ from node.hub.intake import Intake
 from node.hub.refusal_audit import RefusalAudit
 from node.hub.service import HubService
 from node.member.answers import Answering
-from node.member.app_permissions import LocalPermissions
+from node.member.app_permissions import LocalPermissions, RefusalLog
 from node.member.continuity import HubContinuity
 from node.member.declaration_desk import DeclarationDesk
 from node.member.deliver_service import NODE_TABLE, DeliverService
@@ -141,23 +142,26 @@ def _check_hub_state(config: HubConfig, init: bool) -> None:
 
 
 class HubApp:
-    def __init__(self, config: HubConfig, init: bool = False) -> None:
+    def __init__(self, config: HubConfig, init: bool = False, clock: Clock | None = None) -> None:
         """``init``: create the hub's state if none is there (a first start); without it, a
-        data directory without state refuses (:mod:`node.store.data_dir`)."""
+        data directory without state refuses (:mod:`node.store.data_dir`). ``clock``: the one
+        clock every component reads (default: the system's; tests may pass a fake one)."""
         self.config = config
+        self.clock = clock = clock or SystemClock()
         require(hub_problems(config))  # its own certificate, key, CA, role, network, CRL
         _check_hub_state(config, init)  # creates the data directory only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
-                              signer=signing_key)
+                              signer=signing_key, checkpoints=config.audit_checkpoints,
+                              clock=clock)
         self.tls = TlsMaterial.load(config.tls)
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
-                                          stale_policy=config.tls.crl_stale)
+                                          stale_policy=config.tls.crl_stale, clock=clock)
         self.directory = Directory(
             DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous),
-            signing_key,
+            signing_key, clock=clock,
         )
         # Every CRL the hub loads goes to the nodes through the signed directory stream.
         directory = self.directory
@@ -194,20 +198,18 @@ class HubApp:
 
         self.deliverer = Deliverer(
             self.store, self.tls, cfg.network, cfg.limits, endpoints, state.pending,
-            keepalive=cfg.keepalive, revoked=revoked,
+            self.clock, keepalive=cfg.keepalive, revoked=revoked, timeouts=cfg.timeouts,
         )
         self.directory.on_change.append(self._directory_changed)
-        self.intake = Intake(
-            self.store, policy, self.directory, state.pending, cfg.limits.destination_quota,
-            cfg.limits.max_batch_envelopes, self.deliverer.wake,
-            queue_cut=(cfg.limits.delivery_batch_envelopes, cfg.limits.delivery_batch_bytes),
-        )
+        self.intake = Intake(self.store, policy, self.directory, state.pending, cfg.limits,
+                             self.deliverer.wake, self.clock)
         peers = PeerAuthenticator(cfg.network, revoked, gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
-                                           cfg.network, cfg.limits, keepalive=cfg.keepalive)
+                                           cfg.network, cfg.limits, self.clock,
+                                           keepalive=cfg.keepalive)
         # Nodes' and providers' server certificates are checked again after a new CRL.
         self.revocations.on_loaded.append(lambda crl: self._revocations_changed())
-        refusals = RefusalAudit(self.store.append_audit)
+        refusals = RefusalAudit(self.store.append_audit, self.clock)
         service = HubService(peers, self.intake, self.deliverer, self.store, self.directory,
                              self.consultations, refusals)
         self.service = service
@@ -247,10 +249,11 @@ class HubApp:
             self._damaged_health = asyncio.create_task(
                 _set_health(self._health, self._names, False))
 
-    async def _checkpoint_periodically(self, every_s: float = 60.0) -> None:
-        """Sign the audit chain head now and then, so an idle hub's last records are covered."""
+    async def _checkpoint_periodically(self) -> None:
+        """Sign the audit chain head now and then (``[audit_checkpoints] idle_every_s``), so
+        an idle hub's last records are covered."""
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(self.config.audit_checkpoints.idle_every_s)
             try:
                 await self.store.checkpoint()
             except Exception as exc:  # noqa: BLE001 - try again next time, say why
@@ -296,19 +299,21 @@ class HubApp:
 
 
 class NodeApp:
-    def __init__(self, config: NodeConfig, init: bool = False) -> None:
-        """``init``: as for :class:`HubApp`."""
+    def __init__(self, config: NodeConfig, init: bool = False, clock: Clock | None = None) -> None:
+        """``init``, ``clock``: as for :class:`HubApp`."""
         self.config = config
+        self.clock = clock = clock or SystemClock()
         require(node_problems(config))  # its own certificate, key, CA, role, network, CRL
         prepare_data_dir(node_layout(config), init)  # creates it only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
-        self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous)
+        self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous, clock=clock)
         #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
         #: copy (``[tls] crl``); ignored only with ``[tls] revocation = "off"``.
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
-                                          stale_policy=config.tls.crl_stale)
-        self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous)
+                                          stale_policy=config.tls.crl_stale, clock=clock)
+        self.fragment = FragmentStore(config.data_dir / "fragment.sqlite", config.synchronous,
+                                      clock=clock)
         self.watcher: FragmentWatcher | None = None
         self.hub_caller: HubCaller | None = None
         self.server_check: ServerCheck | None = None
@@ -349,32 +354,37 @@ class NodeApp:
         self.answering = Answering(cfg.limits.max_payload_bytes)
         # The client side of revocation: the hub's certificate, checked after connecting.
         server_check = ServerCheck(cfg.hub,
-                                   lambda: revocations.serials | fragment.revoked_serials())
+                                   lambda: revocations.serials | fragment.revoked_serials(),
+                                   clock=self.clock)
         self.server_check = server_check
         self.hub_caller = HubCaller(cfg, self.tls, server_check)
-        desk = DeclarationDesk(cfg.enterprise_number) if cfg.emit_employment_mutations else None
-        self.deliver = DeliverService(self.store, self.answering, desk)
+        desk = (DeclarationDesk(cfg.enterprise_number, self.clock)
+                if cfg.emit_employment_mutations else None)
+        self.deliver = DeliverService(self.store, self.answering, desk,
+                                      max_calls_in_flight=cfg.limits.stream_calls_in_flight)
         node_pb2_grpc.add_NodeServicer_to_server(self.deliver, self.server)
         self._health = _health_and_reflection(self.server, self._names)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         endpoint = cfg.advertise or _with_port(cfg.listen, self.port)
-        self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key))
+        self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key),
+                                        self.clock)
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint, continuity=self.continuity,
-                             server_check=server_check)
+                             server_check=server_check, clock=self.clock)
         policy = _envelope_policy(cfg.limits)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
             revocations=None if cfg.tls.revocation == "off" else self.revocations)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
-                             self.fragment, self.watcher, self.answering, self.hub_caller)
+                             self.fragment, self.watcher, self.answering, self.hub_caller,
+                             self.clock)
         # Who may call the local API, and do what (node/rpc/local_auth.py): over TCP, the
         # applications of [[applications]] with their certificates; over the unix socket,
         # its clients ([local_socket]).
         self.local_permissions = LocalPermissions(cfg.enterprise_number, cfg.applications,
-                                                  cfg.local_socket)
+                                                  cfg.local_socket, RefusalLog(clock=self.clock))
         local_gate = LocalGate(self.local_permissions, peers if cfg.local_api_is_tcp else None)
         self.local_server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
@@ -402,7 +412,7 @@ class NodeApp:
         self.uplink.start()
         self.watcher.start()
         if cfg.retention_days:
-            self.retention = Retention(self.store, cfg.retention_days)
+            self.retention = Retention(self.store, cfg.retention_days, self.clock)
             self.retention.start()
         info: dict[str, int | str] = {"port": self.port, "local_port": self.local_port,
                                       "local_api": self.local_api}

@@ -29,11 +29,13 @@ __all__ = [
     "ANY_SERVICE",
     "AppPermissions",
     "Application",
+    "AuditCheckpoints",
     "ConfigError",
     "HubConfig",
     "Keepalive",
     "Limits",
     "NodeConfig",
+    "Timeouts",
     "TlsFiles",
     "hub_config",
     "node_config",
@@ -84,6 +86,35 @@ class Limits:
     #: thousand institutions at most and an explicit list names a handful. Duplicates are
     #: always refused (DUPLICATE_RECEIVER); beyond the bound: TOO_MANY_RECEIVERS.
     max_receivers: int = 1_000
+    #: A node's uplink batches (``Hub.Submit``): at most this many envelopes and bytes each,
+    #: and never more than ``max_batch_envelopes`` or half of ``max_batch_bytes``.
+    submit_batch_envelopes: int = 1_000
+    submit_batch_bytes: int = 8 * 1024 * 1024
+    #: Calls in flight on one multiplexed stream (consultations, answers: node/rpc/multiplex.py)
+    #: before a further call on it is refused at once (RESOURCE_EXHAUSTED).
+    stream_calls_in_flight: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a daemon waits before it gives a stream up (``[timeouts]``)."""
+
+    #: The oldest batch in flight on a stream (the node's ``Hub.Submit``, the hub's
+    #: ``Node.Deliver``) may wait this long for its ack; then the stream is ended and retried.
+    ack_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoints:
+    """When the hub signs its audit chain's head (``[audit_checkpoints]``, docs/AUDIT.md).
+
+    A commit that brings the chain ``every_records`` records or ``every_s`` seconds past the
+    last checkpoint writes a signed checkpoint in its own transaction; an idle hub signs the
+    head every ``idle_every_s`` seconds if it moved (and always when it stops)."""
+
+    every_records: int = 10_000
+    every_s: float = 60.0
+    idle_every_s: float = 60.0
 
 
 #: In a permission list: every service.
@@ -137,6 +168,8 @@ class HubConfig:
     log_level: str = "info"
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    audit_checkpoints: AuditCheckpoints = field(default_factory=AuditCheckpoints)
 
     @property
     def directory_key_path(self) -> Path:
@@ -166,6 +199,7 @@ class NodeConfig:
     retention_days: int = 30
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
+    timeouts: Timeouts = field(default_factory=Timeouts)
     #: Mutual TLS of a TCP local API (required then): the node's server certificate and the
     #: CA that signs application certificates.
     local_tls: TlsFiles | None = None
@@ -208,6 +242,8 @@ def read_hub_config(table: Mapping[str, Any], base: Path) -> tuple[HubConfig, li
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         metrics_listen=r.tcp_address("metrics_listen"),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
+        timeouts=_timeouts(r.sub("timeouts", required=False)),
+        audit_checkpoints=_audit_checkpoints(r.sub("audit_checkpoints", required=False)),
     )
     r.done()
     return cfg, r.problems
@@ -238,6 +274,7 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         applications=_applications(r),
         local_socket=_local_socket(r),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
+        timeouts=_timeouts(r.sub("timeouts", required=False)),
     )
     r.done()
     for problem in _local_api_problems(cfg):
@@ -310,9 +347,22 @@ def _local_api_problems(cfg: NodeConfig) -> list[str]:
 
 
 def _keepalive(r: _Reader) -> Keepalive:
-    keepalive = r.integers(Keepalive(), {"time_ms": 1_000, "timeout_ms": 1_000})
+    keepalive = r.numbers(Keepalive(), {"time_ms": 1_000, "timeout_ms": 1_000})
     r.done()
     return keepalive
+
+
+def _timeouts(r: _Reader) -> Timeouts:
+    timeouts = r.numbers(Timeouts(), {"ack_s": 0.1})
+    r.done()
+    return timeouts
+
+
+def _audit_checkpoints(r: _Reader) -> AuditCheckpoints:
+    policy = r.numbers(AuditCheckpoints(),
+                       {"every_records": 1, "every_s": 0, "idle_every_s": 1})
+    r.done()
+    return policy
 
 
 def _tls(r: _Reader, hub: bool) -> TlsFiles:
@@ -335,10 +385,11 @@ def _tls(r: _Reader, hub: bool) -> TlsFiles:
 
 
 def _limits(r: _Reader) -> Limits:
-    limits = r.integers(Limits(), {
+    limits = r.numbers(Limits(), {
         "max_payload_bytes": 1, "max_batch_bytes": 1024, "max_batch_envelopes": 1,
         "destination_quota": 1, "delivery_batch_envelopes": 1, "delivery_batch_bytes": 1,
-        "consultations_in_flight": 1, "max_receivers": 1,
+        "consultations_in_flight": 1, "max_receivers": 1, "submit_batch_envelopes": 1,
+        "submit_batch_bytes": 1, "stream_calls_in_flight": 1,
     })
     if limits.max_batch_bytes < limits.max_payload_bytes + 1024:
         r.problem(f"{r.prefix}max_batch_bytes must exceed max_payload_bytes")
@@ -437,11 +488,26 @@ class _Reader:
             return default
         return value
 
-    def integers(self, defaults: _Settings, minimums: Mapping[str, int]) -> _Settings:
-        """``defaults`` (a dataclass) with each field named in ``minimums`` read as an
-        :meth:`integer` of at least its minimum."""
-        return replace(defaults, **{key: self.integer(key, getattr(defaults, key), minimum)
-                                    for key, minimum in minimums.items()})
+    def seconds(self, key: str, default: float, minimum: float) -> float:
+        """A duration in seconds: an integer or a float, at least ``minimum``."""
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+            self.problem(f"{self.prefix}{key} must be a number of seconds >= {minimum:g}")
+            return default
+        return float(value)
+
+    def numbers(self, defaults: _Settings, minimums: Mapping[str, float]) -> _Settings:
+        """``defaults`` (a dataclass) with each field named in ``minimums`` read as its
+        default is typed: :meth:`seconds` for a float, else an :meth:`integer`, of at least
+        its minimum."""
+        values: dict[str, float] = {}
+        for key, minimum in minimums.items():
+            default = getattr(defaults, key)
+            values[key] = (self.seconds(key, default, minimum) if isinstance(default, float)
+                           else self.integer(key, default, int(minimum)))
+        return replace(defaults, **values)
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, required=False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import NamedTuple
 
 from node.core.bounds import MAX_HEAD_TEXT_CHARS
@@ -109,12 +110,15 @@ class Policy:
 
 
 def check_envelope(
-    head: EnvelopeHead, sender: str, policy: Policy, memo: dict[object, Decision | None] | None = None
+    head: EnvelopeHead, sender: str, policy: Policy,
+    memo: dict[object, Decision | None] | None = None, today: date | None = None,
 ) -> Decision:
     """Decide on one envelope sent by the authenticated institution ``sender``.
 
     ``memo`` (one dict per batch, see :func:`check_batch`) remembers the service and receiver
-    checks, which depend only on those fields: a batch usually repeats a few combinations."""
+    checks, which depend only on those fields: a batch usually repeats a few combinations.
+    ``today``: the date the subject's number is checked at (the caller's clock; default:
+    the system's)."""
     if not head.service_id:
         return Decision(Reason.INVALID_FIELD, "service_id is required")
     too_long = _overlong_text(head)
@@ -135,7 +139,7 @@ def check_envelope(
         )
     if not head.digest_ok:
         return Decision(Reason.PAYLOAD_DIGEST_MISMATCH, "payload sha256 does not match its data")
-    subject = _subject_problem(head)
+    subject = _subject_problem(head, today)
     if subject is not None:
         return subject
     if memo is None:
@@ -174,10 +178,10 @@ def _service_and_receivers(head: EnvelopeHead, sender: str, policy: Policy) -> D
     return _receivers(head, sender, policy)
 
 
-def _subject_problem(head: EnvelopeHead) -> Decision | None:
+def _subject_problem(head: EnvelopeHead, today: date | None) -> Decision | None:
     kind, number = head.subject_type, head.subject_number
     if kind == SUBJECT_CITIZEN:
-        problem = citizen_number_problem(number)
+        problem = citizen_number_problem(number, today)
     elif kind == SUBJECT_ENTERPRISE:
         problem = enterprise_number_problem(number)
     elif kind in (SUBJECT_NONE, SUBJECT_UNSPECIFIED):
@@ -220,13 +224,14 @@ def receivers_problem(receivers: Sequence[str], limit: int) -> Decision | None:
 
 
 def check_batch(
-    heads: Iterable[EnvelopeHead | Decision], sender: str, policy: Policy
+    heads: Iterable[EnvelopeHead | Decision], sender: str, policy: Policy,
+    today: date | None = None,
 ) -> list[Decision]:
-    """Decide on a batch; items that are already a :class:`Decision` (e.g. malformed bytes
-    refused while decoding) pass through unchanged."""
+    """Decide on a batch (at ``today``: see :func:`check_envelope`); items that are already a
+    :class:`Decision` (e.g. malformed bytes refused while decoding) pass through unchanged."""
     memo: dict[object, Decision | None] = {}
     return [
-        item if isinstance(item, Decision) else check_envelope(item, sender, policy, memo)
+        item if isinstance(item, Decision) else check_envelope(item, sender, policy, memo, today)
         for item in heads
     ]
 

@@ -45,7 +45,6 @@ repeat a citizen number (personal data ends up in logs); the raw input is on ``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -170,8 +169,9 @@ def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     """``None`` if ``text`` is a valid citizen number, else the reason code. Never raises.
 
     Remembered per number (:func:`_citizen_problem_of`): the hub and the nodes check the same
-    people's numbers over and over. The clock is read only for numbers of people born in the
-    2000s, the only ones whose validity depends on the year."""
+    people's numbers over and over. ``today`` matters only for numbers of people born in the
+    2000s, the only ones whose validity depends on the year; the daemons pass the date of
+    their clock (once per batch), and without it the clock is read for those numbers."""
     try:
         problem = _remembered[text]
     except KeyError:
@@ -181,7 +181,7 @@ def citizen_number_problem(text: str, today: date | None = None) -> str | None:
     if not isinstance(problem, tuple):
         return problem
     birth_year, other = problem
-    this_year = today.year if today is not None else _this_year()
+    this_year = (today or date.today()).year
     return "BIRTH_YEAR_IN_FUTURE" if birth_year > this_year else other
 
 
@@ -202,17 +202,6 @@ def _citizen_problem_of(text: str) -> str | None | tuple[int, str | None]:
         birth_year = 2000 + int(n[:2])
         return birth_year, _citizen_problem(n, date(birth_year, 12, 31))
     return _citizen_problem(n, date(2000, 1, 1))  # 1900s or wrong check digits: no year read
-
-
-_year = [0.0, 0]  # [valid until (time.time()), the current year]
-
-
-def _this_year() -> int:
-    """date.today().year, read from the clock at most once a minute."""
-    now = time.time()
-    if now >= _year[0]:
-        _year[0], _year[1] = now + 60, date.today().year
-    return int(_year[1])
 
 
 def parse_citizen_number(text: str, today: date | None = None) -> CitizenNumber:

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -49,6 +48,7 @@ from node.config import Keepalive, Limits
 from node.core import audit as audit_records
 from node.core.audit import AuditRecord
 from node.core.bounds import MAX_DETAIL_CHARS, MAX_HEAD_TEXT_CHARS, MAX_MEDIA_TYPE_CHARS
+from node.core.clock import Clock
 from node.core.reasons import Reason
 from node.hub.audit_group import AuditGroup
 from node.hub.delivery import Deliverer
@@ -84,7 +84,7 @@ class Consultations:
         tls: TlsMaterial,
         network: str,
         limits: Limits,
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock: Clock,
         keepalive: Keepalive | None = None,
     ) -> None:
         self.intake = intake
@@ -157,14 +157,14 @@ class Consultations:
         service, subject_type, subject = _about(envelope)
         limit = self.limits.consultations_in_flight
         committed = self.audit.add([audit_records.rejected(
-            str(self.clock()), sender, "", service, subject_type, subject,
+            str(self.clock.now_us()), sender, "", service, subject_type, subject,
             Reason.TOO_MANY_IN_FLIGHT.value, f"consultation: more than {limit} in flight")])
         committed.add_done_callback(_seen)
 
     async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         deadline_ms = min(request.deadline_ms or DEFAULT_DEADLINE_MS, MAX_DEADLINE_MS)
-        received = self.clock()
+        received = self.clock.now_us()
         envelope, decision = await self.intake.decide_one(sender, request.envelope)
         service, subject_type, subject = _about(envelope)
         response = cpb.ConsultResponse(
@@ -175,7 +175,7 @@ class Consultations:
         if decision.reason is not Reason.ACCEPTED:
             response.status = cpb.REFUSED
             response.outcome.CopyFrom(outcome_to_proto(0, decision))
-            response.replied_at_unix_us = self.clock()
+            response.replied_at_unix_us = self.clock.now_us()
             await self.audit.append([audit_records.rejected(
                 str(received), sender, "", service, subject_type, subject,
                 decision.reason.value, f"consultation: {decision.detail}")])
@@ -187,7 +187,7 @@ class Consultations:
         accepted = audit_records.accepted(str(received), ticket, sender,
                                           ",".join(decision.receivers), service, subject_type,
                                           subject, "consultation")
-        left_ms = deadline_ms - (time.monotonic() - started) * 1000 - MARGIN_MS
+        left_ms = deadline_ms - (self.clock.monotonic() - started) * 1000 - MARGIN_MS
         logged = self.audit.add([accepted])  # committed while the providers work
         logged.add_done_callback(_seen)
         # Shielded: if the asker gives up (cancels, or its own deadline passes first), the
@@ -206,7 +206,7 @@ class Consultations:
             response.status = cpb.DATA_FOUND
         else:
             response.status = cpb.NO_DATA_FOUND
-        response.replied_at_unix_us = self.clock()
+        response.replied_at_unix_us = self.clock.now_us()
         return response
 
     async def _ask_all(self, accepted: AuditRecord, receivers: tuple[str, ...],
@@ -216,7 +216,7 @@ class Consultations:
         parts = _within(
             await asyncio.gather(*(self._ask(r, stamped, left_ms) for r in receivers)),
             self.limits.max_payload_bytes, self.limits.max_batch_bytes // RESPONSE_DATA_SHARE)
-        now = str(self.clock())
+        now = str(self.clock.now_us())
         self.audit.add_later([
             audit_records.answered(now, accepted, p.institution, cpb.SourceStatus.Name(p.status),
                                    p.detail) for p in parts])
@@ -246,7 +246,7 @@ class Consultations:
         part.status, part.data, part.media_type, part.detail = (
             answer.status, answer.data, answer.media_type[:MAX_MEDIA_TYPE_CHARS],
             answer.detail[:MAX_DETAIL_CHARS])
-        part.answered_at_unix_us = self.clock()
+        part.answered_at_unix_us = self.clock.now_us()
         if part.status == cpb.SOURCE_STATUS_UNSPECIFIED:
             part.status = cpb.SOURCE_ERROR
         return part

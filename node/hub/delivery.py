@@ -36,15 +36,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 import structlog
 
-from node.config import Keepalive, Limits
+from node.config import Keepalive, Limits, Timeouts
 from node.core.audit import AuditRecord, delivered
+from node.core.clock import Clock
 from node.rpc.edge import describe
 from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
@@ -59,7 +59,6 @@ __all__ = ["Deliverer"]
 
 log = structlog.get_logger(__name__)
 
-ACK_TIMEOUT_S = 60.0
 #: Between attempts of a destination while the hub's database is damaged (store.damaged).
 DAMAGED_RETRY_S = 30.0
 #: A batch waiting longer than this for its ack makes the destination count as not connected:
@@ -86,7 +85,7 @@ class _Destination:
     prefetch: asyncio.Future[QueuedBatch | None] | None = None
     commit: asyncio.Future[None] | None = None
     retry: Reconnect = field(default_factory=lambda: Reconnect("delivery_failed"))
-    #: ``time.monotonic()`` when the batch in flight was sent (``None``: none in flight).
+    #: ``clock.monotonic()`` when the batch in flight was sent (``None``: none in flight).
     waiting_since: float | None = None
     #: The stream whose server certificate was checked against the revoked serials.
     verified_call: grpc.aio.StreamStreamCall | None = None
@@ -101,12 +100,14 @@ class Deliverer:
         limits: Limits,
         endpoints: dict[str, str],
         pending: dict[str, int],
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock: Clock,
         keepalive: Keepalive | None = None,
         revoked: Callable[[], frozenset[int]] | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         """``revoked``: the serials the CA revoked (CRL and directory); a node endpoint that
-        presents one of them gets no envelope (:func:`node.rpc.server_certs.verify_server`)."""
+        presents one of them gets no envelope (:func:`node.rpc.server_certs.verify_server`).
+        ``timeouts.ack_s``: how long a batch in flight may wait for its ack."""
         self.store = store
         self.revoked = revoked
         self.dialer = InstitutionDialer(tls, network, keepalive or Keepalive())
@@ -116,7 +117,7 @@ class Deliverer:
         self.clock = clock
         self._destinations: dict[str, _Destination] = {}
         self._stopping = False
-        self.ack_timeout_s = ACK_TIMEOUT_S
+        self.ack_timeout_s = (timeouts or Timeouts()).ack_s
         self.liveness_bound_s = LIVENESS_BOUND_S
 
     def start(self, institutions: list[str]) -> None:
@@ -143,7 +144,7 @@ class Deliverer:
             dest.wake.set()
 
     def status(self) -> dict[str, dict[str, object]]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         return {
             name: {
                 "pending": self.pending.get(name, 0),
@@ -284,7 +285,7 @@ class Deliverer:
             # Bounded like a broken stream: a node that takes the stream and then neither
             # reads (the write waits on flow control) nor answers is retried, not waited on.
             async with asyncio.timeout(self.ack_timeout_s):
-                dest.waiting_since = time.monotonic()
+                dest.waiting_since = self.clock.monotonic()
                 await call.write(message)
                 dest.prefetch = asyncio.ensure_future(self._read(dest, last))
                 ack = await call.read()
@@ -298,7 +299,7 @@ class Deliverer:
         if ack.last_sequence != last:
             raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
         dest.connected = True  # the node answered on this stream
-        now, institution = str(self.clock()), dest.institution
+        now, institution = str(self.clock.now_us()), dest.institution
         audit = [delivered(now, ticket, institution) for ticket in tickets]
         if ack.duplicates:
             log.info("delivery_duplicates", destination=dest.institution, count=ack.duplicates)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +29,7 @@ from datetime import date
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from node.core.clock import Clock, SystemClock
 from node.core.directory import (
     Authorization,
     DirectoryView,
@@ -74,8 +74,9 @@ class _Tables:
 
 class Directory:
     def __init__(self, store: DirectoryLog, signing_key: Ed25519PrivateKey,
-                 preload: bool = True) -> None:
+                 preload: bool = True, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
         self.preload = preload
         self.signing_key = signing_key
         self.tables = _Tables()
@@ -103,10 +104,10 @@ class Directory:
             self._warming = spawn(self._warm(), "directory-cache-warm-up")
 
     async def _warm(self) -> None:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         loaded = await self.store.warm_cache()
         log.info("directory_cache_warm", subjects=loaded,
-                 seconds=round(time.monotonic() - started, 2))
+                 seconds=round(self.clock.monotonic() - started, 2))
 
     async def close(self) -> None:
         if self._warming is not None:
@@ -206,7 +207,7 @@ class Directory:
                 yield self._signed(pb.DirectoryUpdate(
                     kind=pb.DirectoryUpdate.KIND_DELTA, recipient=recipient,
                     from_revision=current, to_revision=current, crl=sent_crl,
-                    produced_at_unix_us=time.time_ns() // 1000, last_part=True,
+                    produced_at_unix_us=self.clock.now_us(), last_part=True,
                 ))
             async with self.changed:
                 upto = self.store.revision
@@ -224,7 +225,7 @@ class Directory:
             yield self._signed(pb.DirectoryUpdate(
                 kind=pb.DirectoryUpdate.KIND_DELTA, recipient=recipient, from_revision=current,
                 to_revision=to, changes=[_proto(c) for c in changes],
-                produced_at_unix_us=time.time_ns() // 1000, last_part=True,
+                produced_at_unix_us=self.clock.now_us(), last_part=True,
             ))
             current = to
 
@@ -237,7 +238,7 @@ class Directory:
             yield self._signed(pb.DirectoryUpdate(
                 kind=pb.DirectoryUpdate.KIND_SNAPSHOT, recipient=recipient, from_revision=0,
                 to_revision=revision, changes=[change_to_proto(e) for e in chunk],
-                produced_at_unix_us=time.time_ns() // 1000, part=part,
+                produced_at_unix_us=self.clock.now_us(), part=part,
                 last_part=part == parts - 1,
             ))
 

@@ -32,10 +32,8 @@ one batch, ``max_batch_envelopes``, per such cancelled stream).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from typing import cast
 
 import structlog
@@ -44,6 +42,7 @@ from node.config import Limits
 from node.core.audit import AuditRecord, rejected
 from node.core.audit import accepted as accepted_record
 from node.core.bounds import MAX_HEAD_TEXT_CHARS, MAX_ORIGIN_CHARS
+from node.core.clock import Clock, local_date
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
@@ -140,30 +139,28 @@ class Intake:
         policy: Policy,
         directory: Directory,
         pending: dict[str, int],
-        quota: int,
-        max_batch_envelopes: int,
+        limits: Limits,
         wake: Callable[[str], None],
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
-        queue_cut: tuple[int, int] | None = None,
+        clock: Clock,
     ) -> None:
+        """``limits``: the configured ones (``destination_quota``, ``max_batch_envelopes``,
+        and the ``delivery_batch_*`` sizes the queue rows are cut to)."""
         self.store = store
         self.policy = policy
         self.directory = directory
         self.pending = pending
-        self.quota = quota
-        self.max_batch_envelopes = max_batch_envelopes
+        self.quota = limits.destination_quota
+        self.max_batch_envelopes = limits.max_batch_envelopes
         self.wake = wake
         self.clock = clock
         #: (envelopes, bytes): queue rows are cut to delivery batches of at most this size.
-        limits = Limits()
-        self.queue_cut = queue_cut or (limits.delivery_batch_envelopes,
-                                       limits.delivery_batch_bytes)
+        self.queue_cut = (limits.delivery_batch_envelopes, limits.delivery_batch_bytes)
         self.stats = IntakeStats()
         self._high: dict[tuple[str, str], int] = {}
         #: Envelopes accepted by prepared batches not committed yet, per receiver.
         self.reserved: dict[str, int] = {}
         #: Refused envelopes' log lines, aggregated per sender and reason.
-        self.refusal_logs = TimedRefusals(_log_refused_repeated)
+        self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
 
     def _log_refused(self, sender: str, reason: str, count: int, detail: str) -> None:
         """Refused envelopes of a stored batch (QUOTA_EXCEEDED, NOT_AUTHORIZED, ...): each has
@@ -256,11 +253,10 @@ class Intake:
         """The batch's commit, and what it reserved per receiver (see the module's docstring:
         the caller's :class:`PreparedBatch` gives the reservation back)."""
         envelopes, heads = decode_heads(raws)
-        decisions = check_batch(heads, sender, self.policy)
-        decisions = await self._route(sender, heads, decisions)
+        decisions = await self._decide(sender, heads)
         decisions, added = apply_quota(decisions, _Occupancy(self.pending, self.reserved),
                                        self.quota)
-        now = self.clock()
+        now = self.clock.now_us()
         now_text = str(now)
         accepted_reason = Reason.ACCEPTED
         accepted = sum(1 for d in decisions if d.reason is accepted_reason)
@@ -360,20 +356,19 @@ class Intake:
     ) -> tuple[pb.Envelope | None, Decision]:
         """The same checks and routing as a batch, for one envelope (consultations)."""
         envelopes, heads = decode_heads([raw])
-        decisions = check_batch(heads, sender, self.policy)
-        decisions = await self._route(sender, heads, decisions)
+        decisions = await self._decide(sender, heads)
         return envelopes[0], decisions[0]
 
-    async def _route(
-        self, sender: str, heads: list[EnvelopeHead | Decision], decisions: list[Decision]
-    ) -> list[Decision]:
-        """The directory's decision for every envelope that passed the structural checks:
-        one lookup of what the batch's subjects need, then pure rules per envelope."""
+    async def _decide(self, sender: str, heads: list[EnvelopeHead | Decision]) -> list[Decision]:
+        """The structural checks, then the directory's decision for every envelope that passed
+        them: one lookup of what the batch's subjects need, then pure rules per envelope. One
+        date for the whole batch, from the clock."""
+        today = local_date(self.clock)
+        decisions = check_batch(heads, sender, self.policy, today)
         view = await self.directory.view_for(
             (h.subject_number, h.service_id, h.service_version)
             for h, d in zip(heads, decisions, strict=True)
             if d.accepted and isinstance(h, EnvelopeHead))
-        today = date.fromtimestamp(self.clock() / 1e6)
         def compute(head: EnvelopeHead) -> Decision:
             request = request_of(head)
             if isinstance(request, Decision):

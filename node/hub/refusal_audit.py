@@ -15,12 +15,12 @@ reconnecting from a new port is the same peer), else the client's address withou
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from node.core.audit import AuditRecord, refused_call
+from node.core.clock import Clock
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.tasks import spawn
@@ -36,20 +36,20 @@ def _record(at_us: int, method: str, reason: str, detail: str) -> Record:
 
 
 class RefusalAudit:
-    def __init__(self, append: Callable[[Sequence[Record]], Awaitable[None]],
+    def __init__(self, append: Callable[[Sequence[Record]], Awaitable[None]], clock: Clock,
                  interval_s: float = REFUSAL_INTERVAL_S) -> None:
         self._append = append
-        self.refusals = TimedRefusals(self._write_summaries, interval_s)
+        self.refusals = TimedRefusals(self._write_summaries, interval_s, clock=clock)
         self._writes: set[asyncio.Task[None]] = set()
 
     async def refused(self, peer: str, method: str, reason: str, detail: str) -> None:
         """Audit one refusal of ``peer`` (a stable label): in full if it is the first of its
         interval, else counted for the interval's summary."""
         if self.refusals.note(RefusalKey(peer, method, reason), detail):
-            await self._append([_record(time.time_ns() // 1000, method, reason, detail)])
+            await self._append([_record(self.refusals.clock(), method, reason, detail)])
 
     def _records(self, summaries: list[RefusalSummary]) -> list[Record]:
-        now = time.time_ns() // 1000
+        now = self.refusals.clock()
         interval = self.refusals.interval_s
         for s in summaries:
             log.warning("refusals_aggregated", peer=s.key.peer, method=s.key.method,

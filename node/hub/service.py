@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
@@ -14,6 +13,7 @@ import grpc
 import structlog
 
 from node.core.audit import AuditEvent, integration
+from node.core.clock import local_date
 from node.core.directory import Integration, problem_of, subject_problem
 from node.core.envelope import Decision
 from node.core.errors import CrossroadsError, InvalidArgument
@@ -80,7 +80,7 @@ class HubService(hub_pb2_grpc.HubServicer):
         self.directory = directory
         self.consultations = consultations
         self.draining = asyncio.Event()
-        self.refusals = refusals or RefusalAudit(store.append_audit)
+        self.refusals = refusals or RefusalAudit(store.append_audit, intake.clock)
 
     # -- refusals -------------------------------------------------------------------------
     # Callers are authenticated before any method runs (node/hub/callers.py); the servicer
@@ -260,7 +260,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             sender = current_peer().institution
             if len(request.ops) > MAX_INTEGRATE_OPS:
                 raise InvalidArgument(f"at most {MAX_INTEGRATE_OPS} ops per call")
-            today = date.today()
+            today = local_date(self.intake.clock)
             decisions: list[Decision] = []
             accepted: list[tuple[Integration, bool]] = []
             for op in request.ops:
@@ -307,7 +307,7 @@ class HubService(hub_pb2_grpc.HubServicer):
     async def _audit_integrations(
         self, sender: str, ops: Any, decisions: list[Decision]
     ) -> None:
-        now = str(time.time_ns() // 1000)
+        now = str(self.intake.clock.now_us())
         await self.store.append_audit([
             integration(now, (AuditEvent.DEINTEGRATED if op.delete else AuditEvent.INTEGRATED)
                         if d.accepted else AuditEvent.REJECTED,

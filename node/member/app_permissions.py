@@ -38,6 +38,7 @@ from typing import NoReturn
 import structlog
 
 from node.config import ANY_SERVICE, Application, AppPermissions
+from node.core.clock import Clock
 from node.core.errors import PermissionDenied
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
@@ -123,9 +124,9 @@ def current_caller() -> Caller | None:
 class RefusalLog:
     """``local_refused`` log lines, repeats aggregated per (caller, method, service, reason)."""
 
-    def __init__(self, interval_s: float = AGGREGATE_S) -> None:
+    def __init__(self, interval_s: float = AGGREGATE_S, clock: Clock | None = None) -> None:
         self.total = 0
-        self._refusals = TimedRefusals(_log_repeated, interval_s, MAX_KEYS)
+        self._refusals = TimedRefusals(_log_repeated, interval_s, MAX_KEYS, clock)
 
     def note(self, caller: str, method: str, service: str, reason: str, detail: str) -> None:
         self.total += 1

@@ -11,12 +11,11 @@ the finding by itself (``hub_state_recovered``); otherwise an operator decides
 
 from __future__ import annotations
 
-import time
-
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from node.core.audit import Checkpoint, public_key_id, verify_checkpoint_signature
+from node.core.clock import Clock
 from node.core.continuity import HubRegression, check_continuity
 from node.store.protocols import ContinuityState
 from node.wire.checkpoints import checkpoint_from_proto
@@ -36,8 +35,9 @@ class HubStateRegressed(Exception):
 
 
 class HubContinuity:
-    def __init__(self, store: ContinuityState, hub_key: Ed25519PublicKey) -> None:
+    def __init__(self, store: ContinuityState, hub_key: Ed25519PublicKey, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
         self._keys = {public_key_id(hub_key): hub_key}
         self.detected = 0  # findings in this process (a metric)
         self._logged: HubRegression | None = None
@@ -65,7 +65,7 @@ class HubContinuity:
         presented = checkpoint_from_proto(reply.checkpoint) if reply.HasField("checkpoint") else None
         verdict = check_continuity(store.hub_acked_seq, store.hub_checkpoint,
                                    reply.acknowledged_sequence, presented, reply.store_id,
-                                   time.time_ns() // 1000, self._verify)
+                                   self.clock.now_us(), self._verify)
         if verdict.unverified:
             log.error("hub_checkpoint_unverified", seq=presented.seq if presented else 0,
                       problem=verdict.unverified)

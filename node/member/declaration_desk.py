@@ -25,12 +25,12 @@ for the institution's application, it just emits no mutation; the reason is logg
 
 from __future__ import annotations
 
-import time
 from datetime import date
 
 import structlog
 from google.protobuf.message import DecodeError
 
+from node.core.clock import Clock, SystemClock, local_date
 from node.core.declarations import (
     IMMEDIATE,
     MUTATION_EMPLOYMENT,
@@ -56,8 +56,9 @@ SENDER_TICKET_PREFIX = "employment-mutation:"
 class DeclarationDesk:
     """Turns delivered immediate declarations into employment mutations sent by ``institution``."""
 
-    def __init__(self, institution: str) -> None:
+    def __init__(self, institution: str, clock: Clock | None = None) -> None:
         self.institution = institution
+        self.clock = clock or SystemClock()
 
     def mutation_for(self, hub_ticket: str, raw: bytes, today: date | None = None) -> bytes | None:
         """The serialized ``mutation.employment`` envelope for a delivered envelope, or None
@@ -72,7 +73,7 @@ class DeclarationDesk:
         payload = envelope.payload
         try:
             declaration = decode_payload(IMMEDIATE, payload.media_type, payload.data)
-            errors = validate(declaration, today or date.today(), envelope.subject.number)
+            errors = validate(declaration, today or local_date(self.clock), envelope.subject.number)
         except PayloadError as exc:
             errors = [exc.error]
         if errors:
@@ -89,7 +90,7 @@ class DeclarationDesk:
             service_id=MUTATION_EMPLOYMENT,
             sender=self.institution,
             sender_ticket=f"{SENDER_TICKET_PREFIX}{hub_ticket}",
-            sent_at_unix_us=time.time_ns() // 1000,
+            sent_at_unix_us=self.clock.now_us(),
             period=envelope_pb2.Period(begin_date=mutation.event_date),
             payload=envelope_pb2.Payload(data=encode_employment_mutation(mutation),
                                          media_type=MEDIA_TYPE_EMPLOYMENT_MUTATION),

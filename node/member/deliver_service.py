@@ -31,7 +31,10 @@ NODE_TABLE: Table = {
 
 class DeliverService(node_pb2_grpc.NodeServicer):
     def __init__(self, store: Inbox, answering: Answering,
-                 desk: DeclarationDesk | None = None) -> None:
+                 desk: DeclarationDesk | None = None, *, max_calls_in_flight: int) -> None:
+        """``max_calls_in_flight``: the hub's questions answered at once on its ``Answers``
+        stream (``[limits] stream_calls_in_flight``)."""
+        self.max_calls_in_flight = max_calls_in_flight
         self.desk = desk
         self.store = store
         self.answering = answering
@@ -76,6 +79,7 @@ class DeliverService(node_pb2_grpc.NodeServicer):
         async for replies in serve_calls(
             request_iterator, self.answering.answer, consult_pb2.AnswerReplies,
             consult_pb2.AnswerReply, on_message=recheck, draining=self.draining,
+            max_in_flight=self.max_calls_in_flight,
             max_message_bytes=self.answering.max_reply_bytes,
         ):
             yield replies

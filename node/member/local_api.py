@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
-import time
 from collections.abc import AsyncIterator
 from datetime import date
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from node.core.clock import Clock, local_date
 from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
@@ -75,8 +75,10 @@ class LocalService(local_pb2_grpc.LocalServicer):
         watcher: FragmentWatcher,
         answering: Answering,
         hub: HubCaller,
+        clock: Clock,
     ) -> None:
         self.institution = institution
+        self.clock = clock
         self.policy = policy
         self.store = store
         self.uplink = uplink
@@ -124,7 +126,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         if self.fragment.revision == 0:
             return
         view = await self.fragment.view_for(map(_subject_and_service, filter(None, heads)))
-        today = date.today()
+        today = local_date(self.clock)
         decision_for = shared_decisions(
             view, lambda head: check_with_fragment(head, self.institution, view, today))
         accepted = Reason.ACCEPTED
@@ -142,8 +144,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         decisions: list[Decision] = []
         ready: list[bytes | None] = []
         heads: list[EnvelopeHead | None] = []
-        today = date.today()
-        now_us = time.time_ns() // 1000
+        now_us = self.clock.now_us()  # one reading for the stamps and the date checks
+        today = date.fromtimestamp(now_us / 1_000_000)
         memo: dict[object, Decision | None] = {}  # service + receiver checks, per call
         institution, policy, accepted = self.institution, self.policy, Reason.ACCEPTED
         for raw in raws:
@@ -164,7 +166,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 envelope.sent_at_unix_us = now_us
                 changed = True
             heads.append(head)
-            decision = check_envelope(head, institution, policy, memo)
+            decision = check_envelope(head, institution, policy, memo, today)
             if decision.reason is accepted and head.service_id in CATALOGUE_SERVICES:
                 decision = _declaration_check(envelope, today) or decision
             decisions.append(decision)
@@ -183,7 +185,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             if len(request.sequences) > MAX_OUTCOMES:
                 raise InvalidArgument(f"at most {MAX_OUTCOMES} sequences per call",
                                       "TOO_MANY_SEQUENCES")
-            deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+            deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             seqs = list(request.sequences)
             if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
                 raise InvalidArgument(
@@ -192,7 +194,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             while True:
                 self.uplink.decided.clear()
                 results = await self.store.outcomes(seqs)
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock.monotonic()
                 if not any(r.awaited for r in results) or remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -219,11 +221,11 @@ class LocalService(local_pb2_grpc.LocalServicer):
             limit = request.max or 1000
             if limit > 10_000:
                 raise InvalidArgument("max is at most 10000")
-            deadline = time.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+            deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             while True:
                 self.store.inbox_changed.clear()
                 rows = await self.store.fetch(limit)
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock.monotonic()
                 if rows or remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):

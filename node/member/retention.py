@@ -16,11 +16,10 @@ at the next one; it never stops the node.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import structlog
 
+from node.core.clock import Clock
 from node.store.protocols import RetentionMarks
 from node.store.records import Purged
 from node.tasks import BackgroundTask
@@ -36,8 +35,8 @@ DAY_US = 86_400_000_000
 class Retention(BackgroundTask):
     task_name = "retention"
 
-    def __init__(self, store: RetentionMarks, days: int, every_s: float = EVERY_S,
-                 clock: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+    def __init__(self, store: RetentionMarks, days: int, clock: Clock,
+                 every_s: float = EVERY_S) -> None:
         if days < 1:
             raise ValueError("retention_days must be at least 1 (0 turns retention off)")
         self.store = store
@@ -48,7 +47,7 @@ class Retention(BackgroundTask):
     async def run_once(self, now_us: int | None = None) -> Purged:
         """Mark the store at ``now_us`` (default: now) and purge what is older than the
         retention period."""
-        now = self.clock() if now_us is None else now_us
+        now = self.clock.now_us() if now_us is None else now_us
         await self.store.mark(now)
         purged = await self.store.purge(now - self.days * DAY_US)
         if purged.outbox or purged.inbox:

@@ -8,7 +8,7 @@ transaction). Acks come back in batch order, so the watermark only moves forward
 
 A hub that takes batches and does not answer (a stream stuck at the other end, which no
 keepalive notices) counts as a failure too: when the oldest batch in flight has waited
-``ACK_TIMEOUT_S`` for its ack, the *watchdog* ends the stream.
+``[timeouts] ack_s`` for its ack, the *watchdog* ends the stream.
 
 On any failure the stream is dropped and, after an exponential backoff (capped at
 ``Backoff.maximum``, reset only after real progress: an ack received *and stored*, or a
@@ -46,6 +46,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.config import NodeConfig
+from node.core.clock import Clock
 from node.core.envelope import Decision, receivers_problem
 from node.core.reasons import Reason
 from node.core.refusals import RefusalKey, RefusalSummary
@@ -64,10 +65,6 @@ __all__ = ["Uplink"]
 
 log = structlog.get_logger(__name__)
 
-BATCH_ENVELOPES = 1_000
-BATCH_BYTES = 8 * 1024 * 1024
-#: How long the oldest batch in flight may wait for its ack before the stream is given up.
-ACK_TIMEOUT_S = 60.0
 #: Consecutive failed streams with the same oldest batch unanswered before isolation.
 ISOLATE_AFTER = 2
 #: Times an envelope sent on its own may end the stream unanswered before it is given up.
@@ -107,7 +104,9 @@ class Uplink(BackgroundTask):
 
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: Outbox, endpoint: str,
                  continuity: HubContinuity | None = None,
-                 server_check: ServerCheck | None = None) -> None:
+                 server_check: ServerCheck | None = None, clock: Clock | None = None) -> None:
+        """``config.limits.submit_batch_*``: the batches' sizes (within the hub's bounds);
+        ``config.timeouts.ack_s``: the watchdog's bound; ``clock``: the daemon's."""
         self.config = config
         #: Checks the hub's state at each Register; the outbox is not sent while it found a
         #: hub that lost state (node.member.continuity).
@@ -123,9 +122,10 @@ class Uplink(BackgroundTask):
         self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
         self._reconnect = Reconnect("uplink_failed")
-        self._batch_envelopes = min(BATCH_ENVELOPES, config.limits.max_batch_envelopes)
-        self._batch_bytes = min(BATCH_BYTES, config.limits.max_batch_bytes // 2)
-        self.ack_timeout_s = ACK_TIMEOUT_S
+        limits = config.limits
+        self._batch_envelopes = min(limits.submit_batch_envelopes, limits.max_batch_envelopes)
+        self._batch_bytes = min(limits.submit_batch_bytes, limits.max_batch_bytes // 2)
+        self.ack_timeout_s = config.timeouts.ack_s
         #: Envelopes decided here: over the node's bounds, or given up (see module doc).
         self.decided_locally = 0
         #: While the watermark is below this: one envelope per batch (isolation).
@@ -142,7 +142,7 @@ class Uplink(BackgroundTask):
         #: takes at least two bytes) and are left to the hub's checks.
         self._cheap_size = 2 * self._max_receivers
         #: Refused envelopes' log lines, aggregated per reason.
-        self.refusal_logs = TimedRefusals(_log_refused_repeated)
+        self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
 
     async def _run(self) -> None:
         await self._reconnect.run(self._connection, self._failed)

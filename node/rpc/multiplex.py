@@ -21,10 +21,11 @@ since it was sent means a stream stuck at the other end (alive, so keepalive doe
 it): the stream is failed like a broken one, and the next call opens a new stream.
 
 Server side, :func:`serve_calls`: reads call messages, runs ``handle(request)`` for each
-call in its own task (at most ``max_in_flight`` per stream; beyond, the call is refused with
-``RESOURCE_EXHAUSTED``), and yields reply messages, each at most ``max_message_bytes`` (the
-replies waiting are split over several messages: two large answers batched together must not
-make a message the peer refuses, which would end the stream and every call on it). A handler's
+call in its own task (at most ``max_in_flight`` per stream, from the caller's
+:class:`~node.config.Limits`; beyond, the call is refused with ``RESOURCE_EXHAUSTED``), and
+yields reply messages, each at most ``max_message_bytes`` (the replies waiting are split
+over several messages: two large answers batched together must not make a message the peer
+refuses, which would end the stream and every call on it). A handler's
 :class:`~node.core.errors.CrossroadsError` becomes that call's error reply (its gRPC code and
 message); it never ends the stream or the other calls.
 """
@@ -186,7 +187,7 @@ async def serve_calls(  # noqa: C901 - reader, calls and writer of one stream sh
     *,
     on_message: Callable[[], Awaitable[None]] | None = None,
     draining: asyncio.Event | None = None,
-    max_in_flight: int = 10_000,
+    max_in_flight: int,
     on_refused: Callable[[Any], None] | None = None,
     max_message_bytes: int | None = None,
 ) -> AsyncIterator[Any]:

@@ -8,9 +8,9 @@ Two users: the hub's audit of refused calls (:mod:`node.hub.refusal_audit`) and 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
+from node.core.clock import Clock, SystemClock
 from node.core.refusals import RefusalAggregator, RefusalKey, RefusalSummary
 
 __all__ = ["REFUSAL_INTERVAL_S", "TimedRefusals", "peer_host"]
@@ -19,20 +19,18 @@ __all__ = ["REFUSAL_INTERVAL_S", "TimedRefusals", "peer_host"]
 REFUSAL_INTERVAL_S = 60.0
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class TimedRefusals:
     """Note refusals; ``emit`` gets the summaries of each ended interval (event loop)."""
 
     def __init__(self, emit: Callable[[list[RefusalSummary]], None],
                  interval_s: float = REFUSAL_INTERVAL_S, max_keys: int = 10_000,
-                 clock: Callable[[], int] = _now_us) -> None:
+                 clock: Clock | None = None) -> None:
+        """``clock``: the daemon's (default: the system's, for the process-wide log
+        aggregation of :mod:`node.rpc.edge`)."""
         self.emit = emit
         self.interval_s = interval_s
         self.aggregator = RefusalAggregator(max(1, int(interval_s * 1e6)), max_keys)
-        self.clock = clock
+        self.clock = (clock or SystemClock()).now_us  # wall-clock microseconds
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

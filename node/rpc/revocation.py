@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
+from node.core.clock import Clock, SystemClock, utc_datetime
 from node.tasks import cancel_and_wait, spawn
 from pki.ca import load_certificate
 from pki.crl import VerifiedCrl, read_crl, verify_crl
@@ -41,8 +41,9 @@ CRL_STALE = "CRL_STALE"
 
 class RevocationList:
     def __init__(self, crl: Path | None, ca_cert: Path, poll_seconds: float = 1.0,
-                 stale_policy: str = "refuse") -> None:
+                 stale_policy: str = "refuse", clock: Clock | None = None) -> None:
         self.crl, self.ca_cert, self.poll_seconds = crl, ca_cert, poll_seconds
+        self.clock = clock or SystemClock()
         self.stale_policy = stale_policy
         self.serials: frozenset[int] = frozenset()
         #: The CRL in force (None: none loaded yet).
@@ -111,7 +112,7 @@ class RevocationList:
 
     def _check_stale(self) -> None:
         crl = self.current
-        stale = crl is not None and crl.stale_at(datetime.now(UTC))
+        stale = crl is not None and crl.stale_at(utc_datetime(self.clock))
         if stale and not self.stale:
             assert crl is not None and crl.next_update is not None
             log.error("crl_stale", source=str(self.crl or "directory"), number=crl.number,

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from collections.abc import Callable, Iterator
 
 from cryptography import x509
 from grpc._cython import cygrpc  # channelz: no public Python API for a client's peer cert
+
+from node.core.clock import Clock, SystemClock
 
 __all__ = [
     "SERVER_CERTIFICATE_REVOKED",
@@ -91,8 +92,9 @@ class ServerCheck:
     """Refuses a server at ``target`` whose presented certificate is revoked."""
 
     def __init__(self, target: str, revoked: Callable[[], frozenset[int]],
-                 refresh_s: float = 1.0) -> None:
+                 refresh_s: float = 1.0, clock: Clock | None = None) -> None:
         self.target, self._revoked, self.refresh_s = target, revoked, refresh_s
+        self.clock = clock or SystemClock()
         self._serials: frozenset[int] = frozenset()
         self._read_at = float("-inf")
         #: Connections refused since start.
@@ -108,7 +110,7 @@ class ServerCheck:
         revoked = self._revoked()
         if not revoked:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if fresh or now - self._read_at > self.refresh_s:
             self._serials, self._read_at = presented_serials(self.target), now
         bad = self._serials & revoked

@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from node.core.clock import Clock, SystemClock
 from node.core.directory import (
     Authorization,
     DirectoryView,
@@ -97,8 +97,10 @@ def _runs(changes: Sequence[tuple[Entity, bool]]) -> list[tuple[str, bool, list[
 
 
 class FragmentStore:
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL",
+                 clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()
         self._db = SQLiteThreads(path, synchronous, "fragment-store", loop_reads=True)
         self._warming: asyncio.Task[int] | None = None
         self._lock = asyncio.Lock()
@@ -160,7 +162,7 @@ class FragmentStore:
                              recipient: str | None = None) -> None:
         """Replace the whole fragment with ``entities`` (all puts) at ``revision``."""
         async with self._lock:
-            now_us = time.time_ns() // 1000
+            now_us = self.clock.now_us()
             hub_revision = max(self.hub_revision, revision)
             recipient = self.recipient if recipient is None else recipient
             small: dict[str, dict[str, Entity]] = {k: {} for k in SMALL_KINDS}
@@ -216,7 +218,7 @@ class FragmentStore:
                 raise RevisionGap(self.revision, from_revision, to_revision)
             if to_revision < from_revision:
                 raise ValueError(f"delta goes backwards ({from_revision}->{to_revision})")
-            now_us = time.time_ns() // 1000
+            now_us = self.clock.now_us()
             hub_revision = max(self.hub_revision, to_revision)
             runs = _runs(changes)
             recipient = self.recipient

@@ -22,11 +22,11 @@ Guarantees
   is extended in commit order. The head is re-read inside each write transaction, so another
   process may append (``crossroads audit purge`` writes a ``PURGED`` record) while the hub runs.
 * **Signed checkpoints.** Given a ``signer`` (the hub's Ed25519 directory key), the commit that
-  brings the chain ``checkpoint_every`` records or ``checkpoint_seconds`` past the last
-  checkpoint also writes a signed checkpoint of the new head (``audit_checkpoints``), in the
-  same transaction: one Ed25519 signature per checkpoint, plus one 32-byte hash update per
-  record for the segment digest (see :mod:`node.core.audit`). :meth:`HubStore.checkpoint`
-  signs the head on demand (at shutdown).
+  brings the chain ``every_records`` records or ``every_s`` seconds past the last checkpoint
+  (:class:`node.config.AuditCheckpoints`) also writes a signed checkpoint of the new head
+  (``audit_checkpoints``), in the same transaction: one Ed25519 signature per checkpoint,
+  plus one 32-byte hash update per record for the segment digest (see :mod:`node.core.audit`).
+  :meth:`HubStore.checkpoint` signs the head on demand (at shutdown).
 * **Subject index in bulk.** ``audit_subjects (subject_number, seq)`` is the subject index, a
   table of its own. The hub appends records without touching it and, every
   ``SUBJECT_INDEX_EVERY`` records with a subject, indexes the newest ones with one
@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -59,6 +58,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from node.config import AuditCheckpoints
 from node.core.audit import (
     FIELDS,
     GENESIS,
@@ -68,6 +68,7 @@ from node.core.audit import (
     Signer,
     sign_checkpoint,
 )
+from node.core.clock import Clock, SystemClock
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
 from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced
@@ -248,12 +249,14 @@ class HubStore:
         path: Path,
         synchronous: str = "FULL",
         signer: Signer | None = None,
-        checkpoint_every: int = 10_000,
-        checkpoint_seconds: float = 60.0,
-        clock: Callable[[], int] | None = None,
+        checkpoints: AuditCheckpoints | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        if checkpoint_every < 1 or checkpoint_seconds < 0:
-            raise ValueError("checkpoint_every must be >= 1 and checkpoint_seconds >= 0")
+        """``checkpoints``: when commits sign the chain head (default: the documented policy);
+        ``clock``: the daemon's clock (default: the system's)."""
+        checkpoints = checkpoints or AuditCheckpoints()
+        if checkpoints.every_records < 1 or checkpoints.every_s < 0:
+            raise ValueError("checkpoints: every_records must be >= 1 and every_s >= 0")
         self.path = path
         self.synchronous = synchronous
         # The writer and the queue reader, each in its own thread: a whole write transaction
@@ -263,9 +266,10 @@ class HubStore:
         self.next_queue_seq = 1
         # Audit checkpoints: the signer, the policy, and the running segment since the last.
         self.signer = signer
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_us = int(checkpoint_seconds * 1_000_000)
-        self.clock = clock or (lambda: time.time_ns() // 1000)
+        self.checkpoint_every = checkpoints.every_records
+        self.checkpoint_us = int(checkpoints.every_s * 1_000_000)
+        #: Wall-clock microseconds (the bound method of the daemon's clock).
+        self.clock = (clock or SystemClock()).now_us
         self.last_checkpoint: tuple[int, int] = (0, 0)  # (seq, at_us)
         self._segment = hashlib.sha256()  # record hashes after last_checkpoint[0] ...
         self._segment_upto = -1  # ... up to this seq (-1: rebuild from the database)
@@ -683,7 +687,7 @@ class HubStore:
                     " delivered_seq = excluded.delivered_seq,"
                     " delivered_count = delivered_count + excluded.delivered_count,"
                     " updated_at_us = excluded.updated_at_us",
-                    (dest, upto_seq, count, time.time_ns() // 1000),
+                    (dest, upto_seq, count, self.clock()),
                 )
 
         try:
@@ -697,7 +701,7 @@ class HubStore:
             self.writer.execute(
                 "INSERT INTO destinations (institution, endpoint, updated_at_us) VALUES (?,?,?)"
                 " ON CONFLICT (institution) DO UPDATE SET endpoint = excluded.endpoint",
-                (institution, endpoint, time.time_ns() // 1000),
+                (institution, endpoint, self.clock()),
             )
 
         await self._write(run)

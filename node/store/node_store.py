@@ -50,13 +50,13 @@ import itertools
 import json
 import operator
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from node.core.audit import Checkpoint
+from node.core.clock import Clock, SystemClock
 from node.core.continuity import HubRegression
 from node.store.failures import StoreFailures
 from node.store.records import Enqueued, NodeCounts, OutboxOutcome, Purged
@@ -163,8 +163,9 @@ RESUBMIT_WINDOW = 200_000
 
 class NodeStore:
     def __init__(self, path: Path, synchronous: str = "FULL",
-                 resubmit_window: int = RESUBMIT_WINDOW) -> None:
+                 resubmit_window: int = RESUBMIT_WINDOW, clock: Clock | None = None) -> None:
         self.path = path
+        self.clock = clock or SystemClock()
         self.synchronous = synchronous
         #: Resubmission key -> first sequence, and (sequence, key) in sequence order for
         #: eviction; both touched by the writer thread only (see the module's docstring).
@@ -218,7 +219,7 @@ class NodeStore:
 
     def _open_writer(self, w: sqlite3.Connection) -> None:
         migrate_sync(w, MIGRATIONS)
-        self.store_id = ensure_store_identity(w, time.time_ns() // 1000)
+        self.store_id = ensure_store_identity(w, self.clock.now_us())
         meta = dict(w.execute("SELECT key, value FROM meta").fetchall())
         self.origin = meta.get("origin", "")
         if not self.origin:

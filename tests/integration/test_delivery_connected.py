@@ -68,7 +68,8 @@ async def test_healthy_idle_node_reads_connected(start_network: NetworkStarter) 
 
 async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
         start_network: NetworkStarter) -> None:
-    net = await start_network(A, B, hub_overrides=METRICS)
+    # A long ack timeout: the stream to the frozen node is not given up meanwhile.
+    net = await start_network(A, B, hub_overrides={**METRICS, "timeouts": {"ack_s": 600}})
     node = FrozenNode()
     key, cert = net.node_certs[B]
     server = grpc.aio.server(options=server_options(64 << 20))
@@ -79,7 +80,6 @@ async def test_node_that_takes_a_batch_and_never_answers_reads_not_connected(
     try:
         await net.stop_node(B)
         net.hub.deliverer.liveness_bound_s = 0.5
-        net.hub.deliverer.ack_timeout_s = 600  # the stream is not given up meanwhile
         async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
             await hub_pb2_grpc.HubStub(channel).Register(
                 hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)

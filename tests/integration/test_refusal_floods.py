@@ -90,7 +90,8 @@ async def test_repeated_refusals_are_one_record_per_peer_reason_and_interval(
 async def test_summaries_are_written_when_each_interval_ends(tmp_path: Path) -> None:
     async with InProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
         interval = 0.2
-        net.hub.service.refusals = RefusalAudit(net.hub.store.append_audit, interval)
+        net.hub.service.refusals = RefusalAudit(net.hub.store.append_audit, net.hub.clock,
+                                                interval)
         outsider_key, outsider_cert = net.pki.issue(OUTSIDER)
         for _ in range(3):
             await _hammer(net.hub_address, net.pki.ca_cert, outsider_cert, outsider_key, 20)

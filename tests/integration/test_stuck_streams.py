@@ -23,7 +23,8 @@ from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
 from tests.conftest import A, B, hub_channel, local_call
 
-ACK_TIMEOUT_S = 0.5
+#: ``[timeouts] ack_s`` of the daemon under test: a silent stream is given up quickly.
+SHORT_ACK = {"timeouts": {"ack_s": 0.5}}
 
 
 async def _silent_first(streams: list[list[Any]], requests: AsyncIterator[Any],
@@ -94,7 +95,7 @@ async def _until(condition: Callable[[], bool], timeout: float = 20) -> None:
 
 
 async def test_uplink_gives_up_an_unanswered_stream_and_resends(tmp_path) -> None:
-    layout = InProcessNetwork(tmp_path / "net", institutions=(A,))
+    layout = InProcessNetwork(tmp_path / "net", institutions=(A,), node_overrides=SHORT_ACK)
     hub = SilentFirstHub()
     server, port = await _serve(lambda s: hub_pb2_grpc.add_HubServicer_to_server(hub, s),
                                 TlsMaterial(layout.pki.ca_cert.read_bytes(),
@@ -106,7 +107,6 @@ async def test_uplink_gives_up_an_unanswered_stream_and_resends(tmp_path) -> Non
     await store.open()
     uplink = Uplink(config, TlsMaterial(layout.pki.ca_cert.read_bytes(), cert.read_bytes(),
                                         key.read_bytes()), store, "127.0.0.1:1")
-    uplink.ack_timeout_s = ACK_TIMEOUT_S
     try:
         await store.enqueue([make_envelope(DEMO_SERVICE, [B], b"x", sender=A) for _ in range(3)])
         uplink.start()
@@ -122,7 +122,7 @@ async def test_uplink_gives_up_an_unanswered_stream_and_resends(tmp_path) -> Non
 
 
 async def test_delivery_gives_up_an_unanswered_stream_and_resends(tmp_path) -> None:
-    net = InProcessNetwork(tmp_path / "net", institutions=(A, B))
+    net = InProcessNetwork(tmp_path / "net", institutions=(A, B), hub_overrides=SHORT_ACK)
     await net.start()
     node = SilentFirstNode()
     key, cert = net.node_certs[B]
@@ -132,7 +132,6 @@ async def test_delivery_gives_up_an_unanswered_stream_and_resends(tmp_path) -> N
         server, port = await _serve(
             lambda s: node_pb2_grpc.add_NodeServicer_to_server(node, s),
             TlsMaterial(net.pki.ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()))
-        net.hub.deliverer.ack_timeout_s = ACK_TIMEOUT_S
         async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
             await hub_pb2_grpc.HubStub(channel).Register(
                 hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)

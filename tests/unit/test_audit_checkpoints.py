@@ -13,7 +13,9 @@ import pytest
 
 from node.audit_tool import load_public_keys, purge, verify_file, who_consulted
 from node.cli import audit as audit_cli
+from node.config import AuditCheckpoints
 from node.core.audit import ChainWriter, encode_fields, purge_detail
+from node.core.clock import FakeClock
 from node.core.directory import Service
 from node.store.audit_queries import _append_purge_record
 from node.store.directory_store import DirectoryStore
@@ -28,12 +30,8 @@ T0 = 1_700_000_000_000_000
 KINDS = {"svc.consult": "consultation", "svc.mutate": "mutation"}
 
 
-class Clock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
+#: Signed every 100 records or every hour: the tests move the clock to make time due.
+EVERY_100 = AuditCheckpoints(every_records=100, every_s=3600)
 
 
 def accepted(at: int, ticket: str, subject: str = SUBJECT, service: str = "svc.consult",
@@ -68,14 +66,14 @@ def keys(key_path: Path) -> dict:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(now_us=T0)
 
 
 @pytest.fixture
-async def store(tmp_path: Path, key_path: Path, clock: Clock) -> AsyncIterator[HubStore]:
+async def store(tmp_path: Path, key_path: Path, clock: FakeClock) -> AsyncIterator[HubStore]:
     s = HubStore(tmp_path / "hub.sqlite", "NORMAL", signer=ensure_signing_key(key_path),
-                 checkpoint_every=100, checkpoint_seconds=3600, clock=clock)
+                 checkpoints=EVERY_100, clock=clock)
     await s.open()
     yield s
     await s.close()
@@ -106,11 +104,11 @@ async def fill(store: HubStore, batches: int = 10, size: int = 30) -> None:
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-async def test_checkpoints_every_n_records_and_every_t_seconds(store: HubStore, clock: Clock,
+async def test_checkpoints_every_n_records_and_every_t_seconds(store: HubStore, clock: FakeClock,
                                                                 keys: dict) -> None:
     await fill(store)  # 10 commits of 30: the first is due by time (no checkpoint yet)
     assert checkpoint_rows(store.path) == [(30, 0), (150, 30), (270, 150)]
-    clock.now += 3600 * 1_000_000  # an hour later, one more commit is due by time
+    clock.advance(3600)  # an hour later, one more commit is due by time
     await commit(store, [rejected(T0, OTHER)])
     assert checkpoint_rows(store.path)[-1] == (301, 270)
     await commit(store, [rejected(T0, OTHER)])
@@ -135,22 +133,29 @@ async def test_without_a_signer_there_are_no_checkpoints(tmp_path: Path) -> None
     assert verify_file(tmp_path / "hub.sqlite").problem is None
 
 
-async def test_a_failed_commit_takes_its_checkpoint_with_it(store: HubStore, keys: dict) -> None:
-    store.checkpoint_us = 0  # every commit is due
-    await commit(store, [rejected(T0, OTHER)] * 3)
-    with pytest.raises(TypeError):  # no ack to store: fails after the audit rows and checkpoint
-        await store.commit_batch(S, "origin", 1, 1, [], [rejected(T0, OTHER)] * 4, None)  # type: ignore[arg-type]
-    assert checkpoint_rows(store.path) == [(3, 0)]
-    await commit(store, [rejected(T0, OTHER)] * 2)
-    assert checkpoint_rows(store.path) == [(3, 0), (5, 3)]
-    assert verify_file(store.path, keys).problem is None
+async def test_a_failed_commit_takes_its_checkpoint_with_it(tmp_path: Path, key_path: Path,
+                                                           keys: dict) -> None:
+    store = HubStore(tmp_path / "hub.sqlite", "NORMAL", signer=ensure_signing_key(key_path),
+                     checkpoints=AuditCheckpoints(every_s=0))  # every commit is due
+    await store.open()
+    try:
+        await commit(store, [rejected(T0, OTHER)] * 3)
+        with pytest.raises(TypeError):  # no ack to store: fails after the audit rows and checkpoint
+            await store.commit_batch(S, "origin", 1, 1, [], [rejected(T0, OTHER)] * 4, None)  # type: ignore[arg-type]
+        assert checkpoint_rows(store.path) == [(3, 0)]
+        await commit(store, [rejected(T0, OTHER)] * 2)
+        assert checkpoint_rows(store.path) == [(3, 0), (5, 3)]
+        assert verify_file(store.path, keys).problem is None
+    finally:
+        await store.close()
 
 
 async def test_a_reopened_store_continues_the_segment(tmp_path: Path, key_path: Path,
                                                       keys: dict) -> None:
     path = tmp_path / "hub.sqlite"
     for _ in range(3):
-        s = HubStore(path, "NORMAL", signer=ensure_signing_key(key_path), checkpoint_every=50)
+        s = HubStore(path, "NORMAL", signer=ensure_signing_key(key_path),
+                     checkpoints=AuditCheckpoints(every_records=50))
         await s.open()
         await fill(s, 2, 40)
         await s.close()  # no checkpoint at close: the next run's covers this run's tail
@@ -284,12 +289,12 @@ def live(db: Path) -> dict[int, tuple[int, str, str, str]]:
 
 
 async def test_retention_per_service_kind_keeps_the_chain_verifiable(
-    store: HubStore, clock: Clock, keys: dict
+    store: HubStore, clock: FakeClock, keys: dict
 ) -> None:
     await day_workload(store)
     await store.checkpoint()
     await store._write(store._index_subjects)  # every record in the subject index
-    clock.now = T0 + 30 * DAY
+    clock.set_us(T0 + 30 * DAY)
     report = await store.purge({"consultation": T0 + 12 * DAY, "mutation": T0 + 5 * DAY,
                                 "unknown": T0 + 3 * DAY}, KINDS)
     assert (report.upto_seq, report.anchor, report.deleted) == (70, 16, 16)
@@ -328,7 +333,7 @@ async def test_retention_per_service_kind_keeps_the_chain_verifiable(
     assert verify_file(store.path, keys).problem is None
 
 
-async def test_purge_tampering_is_found(store: HubStore, clock: Clock, keys: dict) -> None:
+async def test_purge_tampering_is_found(store: HubStore, clock: FakeClock, keys: dict) -> None:
     await day_workload(store)
     await store.checkpoint()
     report = await store.purge({"consultation": T0 + 12 * DAY}, KINDS)
@@ -435,7 +440,7 @@ async def test_cli_errors_are_one_line_and_exit_2(signed_db: Path, key_path: Pat
     assert err.count("\n") == 1 and err.startswith("crossroads audit: error: ") and message in err
 
 
-async def test_cli_who_consulted_and_purge(store: HubStore, clock: Clock, key_path: Path,
+async def test_cli_who_consulted_and_purge(store: HubStore, clock: FakeClock, key_path: Path,
                                            capsys) -> None:  # type: ignore[no-untyped-def]
     await day_workload(store, 6)
     await store.checkpoint()
@@ -456,7 +461,7 @@ async def test_cli_who_consulted_and_purge(store: HubStore, clock: Clock, key_pa
 
 
 async def test_cli_with_a_hub_config_finds_database_keys_and_service_kinds(
-    tmp_path: Path, clock: Clock, capsys  # type: ignore[no-untyped-def]
+    tmp_path: Path, clock: FakeClock, capsys  # type: ignore[no-untyped-def]
 ) -> None:
     data = tmp_path / "data"
     config = tmp_path / "hub.toml"
@@ -468,8 +473,8 @@ async def test_cli_with_a_hub_config_finds_database_keys_and_service_kinds(
     await directory.apply([(Service("svc.consult", kind="consultation"), False),
                            (Service("svc.mutate", kind="mutation"), False)])
     await directory.close()
-    store = HubStore(data / "hub.sqlite", "NORMAL", signer=key, checkpoint_every=100,
-                     checkpoint_seconds=3600, clock=clock)
+    store = HubStore(data / "hub.sqlite", "NORMAL", signer=key, checkpoints=EVERY_100,
+                     clock=clock)
     await store.open()
     try:
         await day_workload(store, 6)

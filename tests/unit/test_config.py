@@ -161,3 +161,40 @@ def test_max_receivers_defaults_to_1000_and_is_range_checked() -> None:
     assert hub_config(hub_table(limits={"max_receivers": 5}), BASE).limits.max_receivers == 5
     with pytest.raises(ConfigError, match="limits.max_receivers must be an integer >= 1"):
         hub_config(hub_table(limits={"max_receivers": 0}), BASE)
+
+
+def test_ack_timeout_defaults_to_60_s_on_both_daemons_and_is_range_checked() -> None:
+    assert hub_config(hub_table(), BASE).timeouts.ack_s == 60.0
+    assert node_config(NODE, BASE).timeouts.ack_s == 60.0
+    assert hub_config(hub_table(timeouts={"ack_s": 0.5}), BASE).timeouts.ack_s == 0.5
+    assert node_config({**NODE, "timeouts": {"ack_s": 90}}, BASE).timeouts.ack_s == 90.0
+    for bad in (0, -1, "60", True):
+        with pytest.raises(ConfigError, match="timeouts.ack_s must be a number of seconds >= 0.1"):
+            node_config({**NODE, "timeouts": {"ack_s": bad}}, BASE)
+    with pytest.raises(ConfigError, match="unknown setting timeouts.ack_ms"):
+        hub_config(hub_table(timeouts={"ack_ms": 5}), BASE)
+
+
+def test_audit_checkpoints_default_to_10000_records_or_60_s_and_are_range_checked() -> None:
+    policy = hub_config(hub_table(), BASE).audit_checkpoints
+    assert (policy.every_records, policy.every_s, policy.idle_every_s) == (10_000, 60.0, 60.0)
+    policy = hub_config(hub_table(audit_checkpoints={"every_records": 5, "every_s": 0,
+                                                     "idle_every_s": 2.5}), BASE).audit_checkpoints
+    assert (policy.every_records, policy.every_s, policy.idle_every_s) == (5, 0.0, 2.5)
+    for key, value, message in (("every_records", 0, "an integer >= 1"),
+                                ("every_s", -1, "a number of seconds >= 0"),
+                                ("idle_every_s", 0.5, "a number of seconds >= 1")):
+        with pytest.raises(ConfigError, match=f"audit_checkpoints.{key} must be {message}"):
+            hub_config(hub_table(audit_checkpoints={key: value}), BASE)
+    with pytest.raises(ConfigError, match="unknown setting audit_checkpoints"):
+        node_config({**NODE, "audit_checkpoints": {"every_s": 1}}, BASE)  # the hub's only
+
+
+@pytest.mark.parametrize(("key", "default"), [("submit_batch_envelopes", 1_000),
+                                              ("submit_batch_bytes", 8 * 1024 * 1024),
+                                              ("stream_calls_in_flight", 10_000)])
+def test_batch_and_stream_limits_default_to_the_documented_values(key: str, default: int) -> None:
+    assert getattr(node_config(NODE, BASE).limits, key) == default
+    assert getattr(node_config({**NODE, "limits": {key: 7}}, BASE).limits, key) == 7
+    with pytest.raises(ConfigError, match=f"limits.{key} must be an integer >= 1"):
+        node_config({**NODE, "limits": {key: 0}}, BASE)

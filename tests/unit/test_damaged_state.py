@@ -15,7 +15,9 @@ import structlog
 from node import cli
 from node.app import NodeApp, hub_layout
 from node.audit_tool import load_public_keys, verify_file
+from node.config import AuditCheckpoints
 from node.core.audit import Checkpoint, public_key_id, sign_checkpoint, verify_checkpoint_signature
+from node.core.clock import SystemClock
 from node.core.continuity import ContinuityReason, HubRegression, check_continuity
 from node.hub.delivery import Deliverer
 from node.rpc.tls import TlsMaterial
@@ -185,7 +187,7 @@ def test_continuity_findings(tmp_path: Path) -> None:
 
 async def _hub_with_records(path: Path, key_path: Path, count: int, tag: str) -> Checkpoint:
     store = HubStore(path, "NORMAL", signer=ensure_signing_key(key_path),
-                     checkpoint_every=1_000_000, checkpoint_seconds=3600)
+                     checkpoints=AuditCheckpoints(every_records=1_000_000, every_s=3600))
     await store.open()
     try:
         records = [(str(i), "ACCEPTED", f"{tag}-{i}", S, R, "svc", "citizen", "85073003328",
@@ -269,7 +271,7 @@ async def test_delivery_does_not_spin_on_a_damaged_store(tmp_path: Path) -> None
 
     store.read_queue = counted  # type: ignore[method-assign]
     deliverer = Deliverer(store, TlsMaterial.load(config.tls), config.network, config.limits,
-                          {R: "127.0.0.1:9"}, {R: 400})
+                          {R: "127.0.0.1:9"}, {R: 400}, SystemClock())
     try:
         with structlog.testing.capture_logs() as logs:
             deliverer.start([R])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from node.core.envelope import (
@@ -113,3 +115,11 @@ def test_receivers_are_bounded_and_distinct_in_one_pass() -> None:
     # 100,000 listings of one receiver: refused for the count, before anything per receiver.
     poison = receivers_problem(("0428759497",) * 100_000, 1_000)
     assert poison is not None and poison.reason.value == "TOO_MANY_RECEIVERS"
+
+
+def test_a_batch_is_checked_at_the_date_it_is_given() -> None:
+    born_2017 = head(subject_number="17073003384")  # 2000s check digits: valid from 2017
+    assert check_batch([born_2017], A, POLICY, date(2016, 12, 31))[0].reason is (
+        Reason.SUBJECT_NUMBER_INVALID)
+    assert check_batch([born_2017], A, POLICY, date(2017, 1, 1))[0].reason is Reason.ACCEPTED
+    assert check_envelope(born_2017, A, POLICY, today=date(2017, 1, 1)).accepted

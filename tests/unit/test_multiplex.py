@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from node.config import Limits
 from node.core.errors import Unavailable
 from node.rpc.multiplex import CallFailed, StreamCaller, serve_calls
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
@@ -26,7 +27,8 @@ Handler = Callable[[cpb.ConsultRequest], Awaitable[cpb.ConsultResponse]]
 class Server:
     def __init__(self, handle: Handler, silent_streams: int = 0, **options: Any) -> None:
         self.handle = handle
-        self.options = options
+        #: serve_calls' options: the configured in-flight cap unless a test sets its own.
+        self.options = {"max_in_flight": Limits().stream_calls_in_flight, **options}
         self.messages = 0  # call messages received
         self.streams = 0  # streams opened
         self.silent_streams = silent_streams  # the first ones read their calls, answer none

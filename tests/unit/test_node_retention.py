@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.core.clock import FakeClock, SystemClock
 from node.member.retention import DAY_US, Retention
 from node.store.node_store import PURGED_DETAIL, Purged
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
@@ -100,8 +101,8 @@ async def test_purge_deletes_in_chunks_and_other_writes_go_on(tmp_path: Path) ->
 
 async def test_retention_marks_hourly_and_purges_after_the_period(tmp_path: Path) -> None:
     store = await _store(tmp_path / "node.sqlite")
-    now = [1_000 * DAY_US]
-    retention = Retention(store, days=2, every_s=0.01, clock=lambda: now[0])
+    clock = FakeClock(now_us=1_000 * DAY_US)
+    retention = Retention(store, days=2, clock=clock, every_s=0.01)
     try:
         await store.enqueue([b"old"])
         await store.record_ack(1, 1, _accepted(1, 1), refused=[])
@@ -111,7 +112,7 @@ async def test_retention_marks_hourly_and_purges_after_the_period(tmp_path: Path
                 break
             await asyncio.sleep(0.01)
         assert _rows(tmp_path / "node.sqlite", "outbox") == [1]
-        now[0] += 2 * DAY_US  # ... and, two days on, purges what was there then
+        clock.advance(2 * 86_400)  # ... and, two days on, purges what was there then
         for _ in range(500):
             if not _rows(tmp_path / "node.sqlite", "outbox"):
                 break
@@ -125,4 +126,4 @@ async def test_retention_marks_hourly_and_purges_after_the_period(tmp_path: Path
 
 def test_retention_needs_at_least_a_day() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        Retention(None, days=0)  # type: ignore[arg-type]
+        Retention(None, days=0, clock=SystemClock())  # type: ignore[arg-type]
