@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from node.config import AuditCheckpoints
 from node.core.audit import Signer
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.store.node_store import NodeStore
@@ -59,7 +60,7 @@ BACKENDS = {
     "sqlite": Backend(
         "sqlite",
         hub=lambda path, signer: HubStore(path / "hub.sqlite", "NORMAL", signer=signer,
-                                          checkpoint_every=1),
+                                          checkpoints=AuditCheckpoints(every_records=1)),
         node=lambda path: NodeStore(path / "node.sqlite", "NORMAL"),
         old_hub=lambda path: _sqlite_old_hub(path / "hub.sqlite"),
         newer_hub=lambda path: _sqlite_newer_hub(path / "hub.sqlite"),
