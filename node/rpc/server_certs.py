@@ -55,12 +55,23 @@ def _pages(get: Callable[[int], str], key: str) -> Iterator[dict[str, object]]:
         start = int(items[-1]["ref"][f"{key.rstrip('s')}Id"]) + 1
 
 
+def _lookup(get: Callable[[int], str], entity_id: int, key: str) -> dict:  # type: ignore[type-arg]
+    """One channelz entity by id; {} when it is gone: a connection can close between the
+    listing that named it and this look-up (channelz then raises ValueError). A closed
+    connection carries nothing, so it presents no certificate to check."""
+    try:
+        found = json.loads(get(entity_id)).get(key, {})
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _socket_ids(entity: dict) -> Iterator[int]:  # type: ignore[type-arg]
     for ref in entity.get("socketRef", []):
         yield int(ref["socketId"])
     for ref in entity.get("subchannelRef", []):
-        sub = json.loads(cygrpc.channelz_get_subchannel(int(ref["subchannelId"])))
-        yield from _socket_ids(sub.get("subchannel", {}))
+        yield from _socket_ids(
+            _lookup(cygrpc.channelz_get_subchannel, int(ref["subchannelId"]), "subchannel"))
 
 
 def _matches(channel_target: str, target: str) -> bool:
@@ -76,7 +87,7 @@ def presented_serials(target: str) -> frozenset[int]:
         if not isinstance(data, dict) or not _matches(str(data.get("target", "")), target):
             continue
         for socket_id in _socket_ids(channel):
-            socket = json.loads(cygrpc.channelz_get_socket(socket_id)).get("socket", {})
+            socket = _lookup(cygrpc.channelz_get_socket, socket_id, "socket")
             pem = socket.get("security", {}).get("tls", {}).get("remoteCertificate")
             if not pem:
                 continue
