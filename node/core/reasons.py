@@ -89,4 +89,5 @@ class CallReason(enum.StrEnum):
     MALFORMED_MESSAGE = "MALFORMED_MESSAGE"
     # Retry later.
     NOT_STORED = "NOT_STORED"
+    RESEND_RACED = "RESEND_RACED"
     HUB_UNAVAILABLE = "HUB_UNAVAILABLE"
