@@ -23,7 +23,7 @@ from grpc_status import rpc_status
 from node.core import errors
 from node.core.reasons import CallReason
 
-__all__ = ["DOMAIN", "STATUS", "CallError", "call_error", "rich_status", "status_of"]
+__all__ = ["DOMAIN", "STATUS", "CallError", "call_error", "reason_named", "rich_status", "status_of"]
 
 #: The ``ErrorInfo.domain`` of every Crossroads refusal.
 DOMAIN = "crossroads.v1"
@@ -71,8 +71,12 @@ def call_error(exc: grpc.RpcError) -> CallError:
     info = _error_info(exc)
     if info is None:
         return CallError(code, CallReason.UNKNOWN, message, {})
-    reason = CallReason.__members__.get(info.reason, CallReason.UNKNOWN)
-    return CallError(code, reason, message, dict(info.metadata))
+    return CallError(code, reason_named(info.reason), message, dict(info.metadata))
+
+
+def reason_named(name: str) -> CallReason:
+    """The reason of that name; ``UNKNOWN`` for a name this code does not know (or none)."""
+    return CallReason.__members__.get(name, CallReason.UNKNOWN)
 
 
 def _error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
