@@ -18,6 +18,7 @@ Per-envelope refusals are not exceptions: they are :class:`node.core.envelope.De
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from node.core.reasons import CallReason
 
@@ -33,7 +34,7 @@ __all__ = [
 
 class CrossroadsError(Exception):
     reason = CallReason.UNKNOWN
-    metadata: Mapping[str, str] = {}
+    metadata: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, message: str, reason: CallReason | None = None,
                  metadata: Mapping[str, str] | None = None) -> None:
