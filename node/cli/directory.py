@@ -362,15 +362,15 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _which_change(exc: grpc.RpcError, chunk: Sequence[Entity], start: int) -> str:
-    """The hub names a refused change by its index in the request ("change 12: ..."): say
-    which entry of the file that is."""
-    import re
+    """The hub names a refused change by its index in the request (``change`` in the
+    refusal's ErrorInfo metadata): say which entry of the file that is."""
+    from node.wire.errors import call_error
 
-    found = re.match(r"change (\d+)\b", exc.details() or "") if hasattr(exc, "details") else None
-    if found is None or int(found.group(1)) >= len(chunk):
+    index = call_error(exc).metadata.get("change", "")
+    if not index.isdecimal() or int(index) >= len(chunk):
         return ""
-    entity = chunk[int(found.group(1))]
-    return f" [entry {start + int(found.group(1)) + 1}: {kind_of(entity)} {key_of(entity)}]"
+    entity = chunk[int(index)]
+    return f" [entry {start + int(index) + 1}: {kind_of(entity)} {key_of(entity)}]"
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from node.core.directory import (
     Subscription,
 )
 from node.core.errors import InvalidArgument
+from node.core.reasons import CallReason
 from node.hub.directory import Directory
 from node.rpc.auth_interceptor import current_peer
 from node.rpc.edge import guard_unary
@@ -59,7 +60,8 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
                 try:
                     changes.append(change_from_proto(change))
                 except ValueError as exc:
-                    raise InvalidArgument(f"change {index}: {exc}", "INVALID_ENTRY") from exc
+                    raise InvalidArgument(f"change {index}: {exc}", CallReason.INVALID_ENTRY,
+                                          {"change": str(index)}) from exc
             revision = await self.directory.apply(changes)
             log.info("directory_changed", admin=current_peer().name, changes=len(changes),
                      revision=revision)
@@ -109,7 +111,7 @@ class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
             if not request.subject:
                 raise InvalidArgument("subject is required")
             if request.limit > MAX_WHO_CONSULTED:
-                raise InvalidArgument(f"limit is at most {MAX_WHO_CONSULTED}", "LIMIT_TOO_LARGE")
+                raise InvalidArgument(f"limit is at most {MAX_WHO_CONSULTED}", CallReason.LIMIT_TOO_LARGE)
             await self.flush_audit()
             found = await self.audit.who_consulted(
                 request.subject, request.since_unix_us or None, request.limit or 1000)

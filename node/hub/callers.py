@@ -17,6 +17,7 @@ import grpc
 
 from node.core.directory import Institution
 from node.core.errors import CrossroadsError, PermissionDenied, Unauthenticated
+from node.core.reasons import CallReason
 from node.hub.directory import Directory
 from node.rpc.auth_interceptor import HEALTH_AND_REFLECTION, CertificateGate, Role, Table
 from node.rpc.peer import Peer, PeerAuthenticator
@@ -39,12 +40,12 @@ def active_institution(directory: Directory, peer: Peer) -> Institution:
     if institution is None or not institution.active:
         raise PermissionDenied(
             f"institution {peer.identity.name} is not active in the directory",
-            "UNKNOWN_INSTITUTION",
+            CallReason.UNKNOWN_INSTITUTION,
         )
     if institution.cert_fingerprint and institution.cert_fingerprint != peer.fingerprint:
         raise Unauthenticated(
             f"certificate {peer.fingerprint[:16]}... is not the one registered for"
-            f" {institution.enterprise_number}", "CERTIFICATE_NOT_REGISTERED",
+            f" {institution.enterprise_number}", CallReason.CERTIFICATE_NOT_REGISTERED,
         )
     return institution
 

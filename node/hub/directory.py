@@ -45,6 +45,7 @@ from node.core.directory import (
     subjects_to_read,
 )
 from node.core.errors import InvalidArgument
+from node.core.reasons import CallReason
 from node.store.protocols import DirectoryLog
 from node.store.records import LoggedChange
 from node.tasks import spawn
@@ -145,7 +146,8 @@ class Directory:
         for index, (entity, deleted) in enumerate(changes):
             problem = None if deleted else problem_of(entity)
             if problem is not None:
-                raise InvalidArgument(f"change {index}: {problem}", "INVALID_ENTRY")
+                raise InvalidArgument(f"change {index}: {problem}", CallReason.INVALID_ENTRY,
+                                      {"change": str(index)})
         logged = await self.store.apply(changes)
         if any(not isinstance(c.entity, Integration) for c in logged):
             await self._reload()

@@ -46,7 +46,7 @@ from node.core.clock import Clock, local_date
 from node.core.directory import decide, request_of, shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, apply_quota, check_batch
 from node.core.errors import InvalidArgument, ResourceExhausted
-from node.core.reasons import Reason
+from node.core.reasons import CallReason, Reason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.hub.directory import Directory
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
@@ -185,18 +185,18 @@ class Intake:
         if count > self.max_batch_envelopes:
             raise ResourceExhausted(
                 f"batch of {count} envelopes exceeds the limit of {self.max_batch_envelopes}",
-                "BATCH_TOO_LARGE",
+                CallReason.BATCH_TOO_LARGE,
             )
         origin, first = batch.origin, batch.first_sequence
         if len(origin) > MAX_ORIGIN_CHARS:
             raise InvalidArgument(f"origin is {len(origin)} characters, at most"
-                                  f" {MAX_ORIGIN_CHARS}", "ORIGIN_TOO_LONG")
+                                  f" {MAX_ORIGIN_CHARS}", CallReason.ORIGIN_TOO_LONG)
         if origin and first == 0:
             raise InvalidArgument("first_sequence starts at 1 when origin is set")
         if first + max(count, 1) - 1 > MAX_SEQUENCE:
             raise InvalidArgument(
                 f"a batch of {count} from first_sequence {first} goes past {MAX_SEQUENCE}",
-                "SEQUENCE_OUT_OF_RANGE")
+                CallReason.SEQUENCE_OUT_OF_RANGE)
         self.stats.batches += 1
         outcomes: list[pb.EnvelopeOutcome] = []
         skip = 0

@@ -17,7 +17,7 @@ from node.core.clock import local_date
 from node.core.directory import Integration, problem_of, subject_problem
 from node.core.envelope import Decision
 from node.core.errors import CrossroadsError, InvalidArgument
-from node.core.reasons import Reason
+from node.core.reasons import CallReason, Reason
 from node.hub.consult import Consultations
 from node.hub.delivery import Deliverer
 from node.hub.directory import Directory
@@ -25,7 +25,7 @@ from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
 from node.rpc.auth_interceptor import current_peer, recheck_peer
 from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
-from node.rpc.malformed import MALFORMED_MESSAGE, short_name
+from node.rpc.malformed import short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import PeerAuthenticator
 from node.store.protocols import HubStorage
@@ -90,7 +90,7 @@ class HubService(hub_pb2_grpc.HubServicer):
                         detail: str) -> None:
         """Audit a message that did not parse (:mod:`node.rpc.malformed`)."""
         await self.audit_refusal(context, short_name(method),
-                                 InvalidArgument(detail, MALFORMED_MESSAGE))
+                                 InvalidArgument(detail, CallReason.MALFORMED_MESSAGE))
 
     async def audit_refusal(
         self, context: grpc.aio.ServicerContext, method: str, exc: CrossroadsError
@@ -169,7 +169,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             institution = current_peer().institution
             if not _ENDPOINT.match(request.endpoint):
                 raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
-                                      "BAD_ENDPOINT")
+                                      CallReason.BAD_ENDPOINT)
             await self.store.set_endpoint(institution, request.endpoint)
             self.deliverer.set_endpoint(institution, request.endpoint)
             # Continuity: what this hub remembers, for the node to compare with what it knows.

@@ -40,12 +40,12 @@ import structlog
 from node.config import ANY_SERVICE, Application, AppPermissions
 from node.core.clock import Clock
 from node.core.errors import PermissionDenied
+from node.core.reasons import CallReason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from pki.identity import Identity
 
 __all__ = [
-    "APPLICATION_NOT_PERMITTED",
     "UNIX_SOCKET",
     "Action",
     "Caller",
@@ -61,10 +61,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-APPLICATION_NOT_PERMITTED = "APPLICATION_NOT_PERMITTED"
-NOT_AN_APPLICATION = "NOT_AN_APPLICATION"
-APPLICATION_OF_ANOTHER_INSTITUTION = "APPLICATION_OF_ANOTHER_INSTITUTION"
-APPLICATION_UNKNOWN = "APPLICATION_UNKNOWN"
 #: Repeats of one refusal (same caller, method, service, reason) within this many seconds
 #: are counted into one log line.
 AGGREGATE_S = REFUSAL_INTERVAL_S
@@ -156,16 +152,16 @@ class LocalPermissions:
     def application(self, identity: Identity, method: str) -> Caller:
         """The caller a verified certificate names, or a refusal (logged)."""
         if identity.kind != "app":
-            self.refuse(str(identity), method, "", NOT_AN_APPLICATION,
+            self.refuse(str(identity), method, "", CallReason.NOT_AN_APPLICATION,
                         f"a {identity.kind} certificate is no application certificate; the"
                         " local API takes certificates of profile app")
         if identity.owner != self.institution:
-            self.refuse(str(identity), method, "", APPLICATION_OF_ANOTHER_INSTITUTION,
+            self.refuse(str(identity), method, "", CallReason.APPLICATION_OF_ANOTHER_INSTITUTION,
                         f"application {identity.name} belongs to institution {identity.owner},"
                         f" not to {self.institution}")
         caller = self.applications.get(identity.name)
         if caller is None:
-            self.refuse(identity.name, method, "", APPLICATION_UNKNOWN,
+            self.refuse(identity.name, method, "", CallReason.APPLICATION_UNKNOWN,
                         f"application {identity.name} is not listed in this node's"
                         " [[applications]]")
         return caller
@@ -177,15 +173,15 @@ class LocalPermissions:
             return
         if services is None:
             if not caller.may(action):
-                self.refuse(caller.name, method, "", APPLICATION_NOT_PERMITTED,
+                self.refuse(caller.name, method, "", CallReason.APPLICATION_NOT_PERMITTED,
                             f"application {caller.name} may not {action.value}")
             return
         for service in services:
             if not caller.may(action, service):
-                self.refuse(caller.name, method, service, APPLICATION_NOT_PERMITTED,
+                self.refuse(caller.name, method, service, CallReason.APPLICATION_NOT_PERMITTED,
                             f"application {caller.name} may not {action.value} {service}")
 
-    def refuse(self, caller: str, method: str, service: str, reason: str,
+    def refuse(self, caller: str, method: str, service: str, reason: CallReason,
                detail: str) -> NoReturn:
         self.refusals.note(caller, method, service, reason, detail)
         raise PermissionDenied(detail, reason)
@@ -224,7 +220,7 @@ def may_answer(service: str) -> bool:
     if caller is None or policy is None or caller.may(Action.ANSWER, service):
         return True
     with contextlib.suppress(PermissionDenied):
-        policy.refuse(caller.name, "Local.Serve", service, APPLICATION_NOT_PERMITTED,
+        policy.refuse(caller.name, "Local.Serve", service, CallReason.APPLICATION_NOT_PERMITTED,
                       f"application {caller.name} may not answer {service}")
     return False
 

@@ -16,7 +16,7 @@ import grpc
 
 from node.config import NodeConfig
 from node.core.errors import ResourceExhausted, Unavailable
-from node.core.reasons import Reason
+from node.core.reasons import CallReason
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.server_certs import ServerCheck, ServerRevoked
 from node.rpc.tls import TlsMaterial, hub_channel
@@ -56,8 +56,8 @@ class HubCaller:
                 request, timeout=deadline_ms / 1000 + REPLY_MARGIN_S)
         except CallFailed as exc:
             if exc.code == "RESOURCE_EXHAUSTED":  # the hub is busy with this node's questions
-                raise ResourceExhausted(f"hub: {exc.detail}", Reason.TOO_MANY_IN_FLIGHT) from exc
-            raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
+                raise ResourceExhausted(f"hub: {exc.detail}", CallReason.TOO_MANY_IN_FLIGHT) from exc
+            raise Unavailable(f"hub: {exc}", CallReason.HUB_UNAVAILABLE) from exc
 
     async def _check_server(self, timeout_s: float) -> None:
         """With a CRL in force: connect first, then look at the hub's certificate."""
@@ -68,7 +68,7 @@ class HubCaller:
             self.server_check.check(fresh=fresh)
         except ServerRevoked as exc:
             await self.close()
-            raise Unavailable(f"hub: {exc}", "HUB_UNAVAILABLE") from exc
+            raise Unavailable(f"hub: {exc}", CallReason.HUB_UNAVAILABLE) from exc
 
     @staticmethod
     async def _connected(channel: grpc.aio.Channel, timeout_s: float) -> bool:
@@ -83,7 +83,7 @@ class HubCaller:
         while state != ready:
             remaining = deadline - loop.time()
             if state in (failed, grpc.ChannelConnectivity.SHUTDOWN) or remaining <= 0:
-                raise Unavailable("hub: not reachable", "HUB_UNAVAILABLE")
+                raise Unavailable("hub: not reachable", CallReason.HUB_UNAVAILABLE)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
             state = channel.get_state()

@@ -24,10 +24,9 @@ from node.core.clock import Clock, local_date
 from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
 from node.core.errors import InvalidArgument
-from node.core.reasons import Reason
+from node.core.reasons import CallReason, Reason
 from node.member.answers import Answering, Session
 from node.member.app_permissions import (
-    APPLICATION_NOT_PERMITTED,
     answering_limited,
     check_consult,
     check_send,
@@ -184,13 +183,13 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.OutcomesResponse:
             if len(request.sequences) > MAX_OUTCOMES:
                 raise InvalidArgument(f"at most {MAX_OUTCOMES} sequences per call",
-                                      "TOO_MANY_SEQUENCES")
+                                      CallReason.TOO_MANY_SEQUENCES)
             deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             seqs = list(request.sequences)
             if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
                 raise InvalidArgument(
                     f"sequence {max(seqs)} is above {MAX_OUTCOME_SEQUENCE}, the largest an"
-                    " outcome's index carries", reason="SEQUENCE_OUT_OF_RANGE")
+                    " outcome's index carries", reason=CallReason.SEQUENCE_OUT_OF_RANGE)
             while True:
                 self.uplink.decided.clear()
                 results = await self.store.outcomes(seqs)
@@ -240,7 +239,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.AcknowledgeResponse:
             if len(request.hub_tickets) > MAX_ACKNOWLEDGE:
                 raise InvalidArgument(f"at most {MAX_ACKNOWLEDGE} hub tickets per call",
-                                      "TOO_MANY_TICKETS")
+                                      CallReason.TOO_MANY_TICKETS)
             n = await self.store.acknowledge(list(request.hub_tickets))
             return local_pb2.AcknowledgeResponse(acknowledged=n)
 
@@ -334,7 +333,7 @@ def _answered_for_it(session: Session, question: consult_pb2.Question) -> bool:
         return True
     session.resolve(consult_pb2.Answer(
         id=question.id, status=consult_pb2.SOURCE_UNAVAILABLE,
-        detail=f"{APPLICATION_NOT_PERMITTED}: no application of this institution may"
+        detail=f"{CallReason.APPLICATION_NOT_PERMITTED}: no application of this institution may"
                f" answer {service}"))
     return False
 

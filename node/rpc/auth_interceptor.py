@@ -43,6 +43,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from node.core.errors import CrossroadsError, PermissionDenied
+from node.core.reasons import CallReason
 from node.rpc.edge import refuse
 from node.rpc.handler_wrapper import HandlerWrapper
 from node.rpc.malformed import short_name
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 #: The refusal reason of a method the server's table does not list.
-METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+METHOD_NOT_ALLOWED = CallReason.METHOD_NOT_ALLOWED
 
 
 class Role(Enum):
@@ -127,7 +128,7 @@ def require_role(peer: Peer, allowed: frozenset[Role]) -> Role:
     if role not in allowed:
         names = " or ".join(sorted(r.value for r in allowed))
         raise PermissionDenied(f"{kind} {peer.identity.name} may not call this; {names} only",
-                               "WRONG_ROLE")
+                               CallReason.WRONG_ROLE)
     return role
 
 

@@ -1,5 +1,5 @@
-"""Helpers shared by every servicer: turning domain errors into gRPC statuses, one log line
-per call.
+"""Helpers shared by every servicer: turning domain errors into gRPC statuses (the reason as
+``ErrorInfo``, :mod:`node.rpc.refuse`), one log line per call.
 
 The log line of a *refused* call (a domain error: revoked certificate, unknown institution,
 ...) is aggregated like the hub's audit of refusals (:mod:`node.core.refusals`): per peer
@@ -20,6 +20,7 @@ import structlog
 from node.core.errors import CrossroadsError
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals, peer_host
+from node.rpc.refuse import abort_refused
 from node.wire.errors import status_of
 
 __all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "refuse", "streaming",
@@ -76,8 +77,7 @@ async def refuse(method: str, context: grpc.aio.ServicerContext, exc: Crossroads
     if _first_refusal(method, peer, exc, details):
         log.warning("rpc", method=method, peer=peer, status=code.name, error=details,
                     duration_ms=_ms(started))
-    await context.abort(code, details)
-    raise AssertionError("unreachable") from exc
+    await abort_refused(context, exc)
 
 
 async def guard_stream(
@@ -104,7 +104,7 @@ async def guard_stream(
         status = code.name
         summary["error"] = details
         quiet = not _first_refusal(method, peer, exc, details)
-        await context.abort(code, details)
+        await abort_refused(context, exc)
     except BaseException as exc:
         status = type(exc).__name__
         if not isinstance(exc, asyncio.CancelledError | GeneratorExit | grpc.aio.AbortError):

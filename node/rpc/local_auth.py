@@ -27,6 +27,7 @@ from __future__ import annotations
 import grpc
 
 from node.core.errors import CrossroadsError, PermissionDenied
+from node.core.reasons import CallReason
 from node.member.app_permissions import Action, Caller, LocalPermissions, enter_call
 from node.rpc.auth_interceptor import (
     HEALTH_AND_REFLECTION,
@@ -83,7 +84,7 @@ class LocalGate:
                     allowed: frozenset[Role]) -> AuthenticatedPeer:
         caller, peer = await self.caller(context, method)
         if Role.APPLICATION not in allowed:  # no such table (yet): fail closed
-            raise PermissionDenied(f"{method} is not open to applications", "WRONG_ROLE")
+            raise PermissionDenied(f"{method} is not open to applications", CallReason.WRONG_ROLE)
         action = ACTIONS.get(method.removeprefix("Local.")) if method.startswith(
             "Local.") else None
         if action is not None and method != "Local.Submit":  # Submit's: per service

@@ -32,12 +32,13 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from node.core.errors import InvalidArgument
+from node.core.reasons import CallReason
 from node.rpc.handler_wrapper import HandlerWrapper
+from node.rpc.refuse import abort_refused
 
-__all__ = ["CALL_STREAMS", "MALFORMED_MESSAGE", "Malformed", "MalformedRequests", "short_name"]
+__all__ = ["CALL_STREAMS", "Malformed", "MalformedRequests", "short_name"]
 
 log = structlog.get_logger(__name__)
-MALFORMED_MESSAGE = "MALFORMED_MESSAGE"
 #: The request streams where every call carries its own id (:mod:`node.rpc.multiplex`,
 #: ``Local.Serve``): a malformed message there is skipped and the stream goes on.
 CALL_STREAMS = frozenset({
@@ -138,14 +139,14 @@ class MalformedRequests(HandlerWrapper):
             detail = _detail(number, method, kind, request)
             await self.on_malformed(method, context, detail)
             if not keep_going:
-                raise InvalidArgument(detail, MALFORMED_MESSAGE)
+                raise InvalidArgument(detail, CallReason.MALFORMED_MESSAGE)
 
     async def _refuse(self, request: Malformed, context: grpc.aio.ServicerContext, method: str,
                       kind: str) -> None:
         """Refuse a unary request that did not parse (``context.abort`` raises)."""
         detail = _detail(1, method, kind, request)
         await self.on_malformed(method, context, detail)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{MALFORMED_MESSAGE}: {detail}")
+        await abort_refused(context, InvalidArgument(detail, CallReason.MALFORMED_MESSAGE))
 
 
 def short_name(method: str) -> str:

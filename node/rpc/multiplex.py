@@ -14,7 +14,8 @@ call and nothing waits for company; under load many calls share a message and it
 Client side, :class:`StreamCaller`: ``await caller.call(request, timeout)`` returns the
 response or raises :class:`CallFailed` (``code`` is a gRPC status code name:
 ``DEADLINE_EXCEEDED`` when the reply did not come in time, ``UNAVAILABLE`` when the stream
-broke, or the code the server put in the reply). When the stream breaks, every call waiting
+broke, or the code the server put in the reply; ``reason`` the reply's call-level reason,
+``UNKNOWN`` when it has none). When the stream breaks, every call waiting
 on it fails at once and the next call opens a new stream. A reply that comes after its call
 timed out is dropped. A call that times out while not one message came back on its stream
 since it was sent means a stream stuck at the other end (alive, so keepalive does not end
@@ -26,8 +27,8 @@ call in its own task (at most ``max_in_flight`` per stream, from the caller's
 yields reply messages, each at most ``max_message_bytes`` (the replies waiting are split
 over several messages: two large answers batched together must not make a message the peer
 refuses, which would end the stream and every call on it). A handler's
-:class:`~node.core.errors.CrossroadsError` becomes that call's error reply (its gRPC code and
-message); it never ends the stream or the other calls.
+:class:`~node.core.errors.CrossroadsError` becomes that call's error reply (its gRPC code,
+message and reason); it never ends the stream or the other calls.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ import structlog
 
 from node.config import Limits
 from node.core.errors import CrossroadsError
+from node.core.reasons import CallReason
 from node.tasks import consume
-from node.wire.errors import status_of
+from node.wire.errors import reason_named, status_of
 
 __all__ = ["CallFailed", "StreamCaller", "reply_message_bytes", "serve_calls"]
 
@@ -53,12 +55,14 @@ Resp = TypeVar("Resp")
 
 
 class CallFailed(Exception):
-    """A call on a stream got no response: ``code`` is a gRPC status code name."""
+    """A call on a stream got no response: ``code`` is a gRPC status code name, ``reason``
+    the call-level reason of a refusal (``UNKNOWN``: none given)."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, reason: CallReason = CallReason.UNKNOWN) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.reason = reason
 
 
 class _Stream:
@@ -102,7 +106,8 @@ class _Stream:
                     if future is None or future.done():
                         continue  # timed out meanwhile
                     if reply.error_code:
-                        future.set_exception(CallFailed(reply.error_code, reply.error))
+                        future.set_exception(CallFailed(reply.error_code, reply.error,
+                                                        reason_named(reply.error_reason)))
                     else:
                         future.set_result(reply.response)
         except asyncio.CancelledError:
@@ -205,7 +210,8 @@ async def serve_calls(  # noqa: C901 - reader, calls and writer of one stream sh
             reply = reply_type(id=ident, response=await handle(request))
         except CrossroadsError as exc:
             code, details = status_of(exc)
-            reply = reply_type(id=ident, error_code=code.name, error=details)
+            reply = reply_type(id=ident, error_code=code.name, error=details,
+                               error_reason=exc.reason)
         except Exception as exc:  # one call fails, the stream goes on
             log.exception("call_failed", error=repr(exc))
             reply = reply_type(id=ident, error_code="INTERNAL", error=repr(exc))
@@ -220,7 +226,8 @@ async def serve_calls(  # noqa: C901 - reader, calls and writer of one stream sh
                 for item in message.calls:
                     if len(running) >= max_in_flight:
                         out.append(reply_type(id=item.id, error_code="RESOURCE_EXHAUSTED",
-                                              error=f"more than {max_in_flight} calls in flight"))
+                                              error=f"more than {max_in_flight} calls in flight",
+                                              error_reason=CallReason.TOO_MANY_IN_FLIGHT))
                         wake.set()
                         if on_refused is not None:
                             on_refused(item.request)

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from node.core.errors import Unauthenticated
+from node.core.reasons import CallReason
 from node.rpc.refusal_flood import peer_host
 from pki.identity import Identity, parse_spiffe_id
 
@@ -36,7 +37,7 @@ class Peer:
 
 class PeerAuthenticator:
     def __init__(self, network: str, revoked: Callable[[], frozenset[int]],
-                 gate: Callable[[], str | None] | None = None) -> None:
+                 gate: Callable[[], CallReason | None] | None = None) -> None:
         self.network = network
         self._revoked = revoked
         self._gate = gate
@@ -46,7 +47,7 @@ class PeerAuthenticator:
         auth = context.auth_context()
         pems = auth.get("x509_pem_cert") or []
         if not pems:
-            raise Unauthenticated("no client certificate", "NO_CERTIFICATE")
+            raise Unauthenticated("no client certificate", CallReason.NO_CERTIFICATE)
         pem = pems[0]
         peer = self._cache.get(pem)
         if peer is None:
@@ -65,7 +66,7 @@ class PeerAuthenticator:
         if peer.serial in self._revoked():
             raise Unauthenticated(
                 f"certificate {peer.serial:x} of {peer.identity.name} is revoked",
-                "CERTIFICATE_REVOKED",
+                CallReason.CERTIFICATE_REVOKED,
             )
         return peer
 
@@ -79,11 +80,11 @@ class PeerAuthenticator:
                 raise ValueError(f"expected one spiffe URI SAN, found {len(uris)}")
             identity = parse_spiffe_id(uris[0])
         except (ValueError, x509.ExtensionNotFound) as exc:
-            raise Unauthenticated(f"certificate identity unreadable: {exc}", "BAD_IDENTITY") from exc
+            raise Unauthenticated(f"certificate identity unreadable: {exc}", CallReason.BAD_IDENTITY) from exc
         if identity.network != self.network:
             raise Unauthenticated(
                 f"certificate is for network {identity.network!r}, not {self.network!r}",
-                "WRONG_NETWORK",
+                CallReason.WRONG_NETWORK,
             )
         return Peer(identity, cert.serial_number,
                     cert.fingerprint(hashes.SHA256()).hex())

@@ -27,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from node.core.clock import Clock, SystemClock, utc_datetime
+from node.core.reasons import CallReason
 from node.tasks import cancel_and_wait, spawn
 from pki.ca import load_certificate
 from pki.crl import VerifiedCrl, read_crl, verify_crl
@@ -36,7 +37,7 @@ __all__ = ["CRL_STALE", "RevocationList"]
 log = structlog.get_logger(__name__)
 
 #: The refusal reason while the CRL is past its nextUpdate under the ``refuse`` policy.
-CRL_STALE = "CRL_STALE"
+CRL_STALE = CallReason.CRL_STALE
 
 
 class RevocationList:
@@ -105,7 +106,7 @@ class RevocationList:
             callback(crl)
         return True
 
-    def gate(self) -> str | None:
+    def gate(self) -> CallReason | None:
         """The reason to refuse every peer now (``CRL_STALE``), or None."""
         self._check_stale()
         return CRL_STALE if self.stale and self.stale_policy == "refuse" else None

@@ -23,12 +23,13 @@ from collections import Counter
 import structlog
 
 from node.core.errors import Unavailable
+from node.core.reasons import CallReason
 
 __all__ = ["NOT_STORED", "StoreCause", "StoreFailures", "cause_of"]
 
 log = structlog.get_logger("store")
 
-NOT_STORED = "NOT_STORED"
+NOT_STORED = CallReason.NOT_STORED
 
 
 class StoreCause(enum.StrEnum):

@@ -69,6 +69,7 @@ from node.core.audit import (
     sign_checkpoint,
 )
 from node.core.clock import Clock, SystemClock
+from node.core.reasons import CallReason
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
 from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced
@@ -452,7 +453,7 @@ class HubStore:
             if row is not None and int(row[0]) >= first_seq:
                 raise ResendRaced(
                     f"sequences from {first_seq} of {origin} were stored meanwhile",
-                    "RESEND_RACED")
+                    CallReason.RESEND_RACED)
         rows, position = [], self.next_queue_seq - 1
         for dest, count, packed in queue_rows:
             position += count

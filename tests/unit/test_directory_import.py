@@ -24,6 +24,8 @@ from node.core.directory import (
     Subscription,
     problem_of,
 )
+from node.core.errors import CrossroadsError, InvalidArgument
+from node.core.reasons import CallReason
 from node.files.directory_import import (
     DirectoryFileError,
     entities_to_json,
@@ -33,6 +35,7 @@ from node.files.directory_import import (
     parse_csv,
     parse_json,
 )
+from node.wire.errors import rich_status
 
 A, B = "0403019261", "0428759497"
 BAD_CHECK = "0403019216"  # check digits do not match
@@ -487,14 +490,19 @@ def test_cli_remove_matches_the_key() -> None:
 
 
 class _Refused(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
+    """The status the hub ends a refused call with (code, details, ErrorInfo trailer)."""
+
+    def __init__(self, error: CrossroadsError) -> None:
+        self._status = rich_status(error)
 
     def code(self) -> grpc.StatusCode:
-        return self._code
+        return self._status.code
 
     def details(self) -> str:
-        return self._details
+        return str(self._status.details)
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return tuple(self._status.trailing_metadata)
 
 
 class _FakeHub:
@@ -508,8 +516,8 @@ class _FakeHub:
     def apply(self, changes: list) -> int:
         self.calls.append(len(changes))
         if len(self.calls) > self.accept:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                           "change 2: enterprise_number '0403019216': CHECK_DIGITS")
+            raise _Refused(InvalidArgument("change 2: enterprise_number '0403019216': CHECK_DIGITS",
+                                           CallReason.INVALID_ENTRY, {"change": "2"}))
         self.revision += len(changes)
         return self.revision
 
@@ -539,7 +547,7 @@ def test_cli_import_batches_and_reports_a_partial_failure(
     assert directory_cli.main(["import", str(path), "--batch", "5"], out, err) == 2
     assert out.getvalue() == ""
     assert err.getvalue() == (
-        "crossroads directory: error: INVALID_ARGUMENT: change 2: enterprise_number "
+        "crossroads directory: error: INVALID_ARGUMENT: INVALID_ENTRY: change 2: enterprise_number "
         "'0403019216': CHECK_DIGITS [entry 8: authorization a7] (entries 1-5 were applied "
         "(revision 105); entries 6-10 of 12 were refused)\n")
 
@@ -554,5 +562,6 @@ def test_cli_put_reports_the_hub_status(monkeypatch: pytest.MonkeyPatch) -> None
     out, err = io.StringIO(), io.StringIO()
     code = directory_cli.main(["put-institution", "--enterprise", A, "--sector", "17"], out, err)
     assert (code, out.getvalue()) == (2, "")
-    assert err.getvalue().startswith("crossroads directory: error: INVALID_ARGUMENT: change 2:")
+    assert err.getvalue().startswith(
+        "crossroads directory: error: INVALID_ARGUMENT: INVALID_ENTRY: change 2:")
     assert "[entry" not in err.getvalue()  # only import maps the index to a file entry

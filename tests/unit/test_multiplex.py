@@ -17,6 +17,7 @@ import pytest
 
 from node.config import Limits
 from node.core.errors import Unavailable
+from node.core.reasons import CallReason
 from node.rpc.multiplex import CallFailed, StreamCaller, serve_calls
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 
@@ -130,7 +131,7 @@ async def test_a_late_reply_times_out_that_call_only() -> None:
 async def test_a_handler_error_fails_its_call_and_not_the_stream() -> None:
     async def picky(request: cpb.ConsultRequest) -> cpb.ConsultResponse:
         if request.envelope == b"bad":
-            raise Unavailable("the hub is away", "HUB_UNAVAILABLE")
+            raise Unavailable("the hub is away", CallReason.HUB_UNAVAILABLE)
         if request.envelope == b"bug":
             raise RuntimeError("a bug")
         return await echo(request)
@@ -142,7 +143,9 @@ async def test_a_handler_error_fails_its_call_and_not_the_stream() -> None:
         assert results[0].sender_ticket == "ok1"
         assert isinstance(results[1], CallFailed) and results[1].code == "UNAVAILABLE"
         assert "the hub is away" in results[1].detail
+        assert results[1].reason is CallReason.HUB_UNAVAILABLE
         assert isinstance(results[2], CallFailed) and results[2].code == "INTERNAL"
+        assert results[2].reason is CallReason.UNKNOWN
         assert results[3].sender_ticket == "ok2"
 
 
@@ -153,7 +156,8 @@ async def test_too_many_calls_in_flight_are_refused_not_queued() -> None:
             return_exceptions=True)
         refused = [r for r in results if isinstance(r, CallFailed)]
         assert len(refused) == 2
-        assert {r.code for r in refused} == {"RESOURCE_EXHAUSTED"}
+        assert {(r.code, r.reason) for r in refused} == {
+            ("RESOURCE_EXHAUSTED", CallReason.TOO_MANY_IN_FLIGHT)}
         assert sorted(r.sender_ticket for r in results if not isinstance(r, CallFailed)) == [
             "q0", "q1", "q2"]
 

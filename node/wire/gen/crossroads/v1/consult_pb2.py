@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from node.wire.gen.crossroads.v1 import envelope_pb2 as crossroads_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rossroads/v1/consult.proto\x12\rcrossroads.v1\x1a\x1c\x63rossroads/v1/envelope.proto\"7\n\x0e\x43onsultRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"\x9d\x01\n\nSourcePart\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x1b\n\x13\x61nswered_at_unix_us\x18\x06 \x01(\x03\"\x97\x02\n\x0f\x43onsultResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.crossroads.v1.ConsultStatus\x12/\n\x07outcome\x18\x02 \x01(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\x12\x12\n\nhub_ticket\x18\x03 \x01(\t\x12\x15\n\rsender_ticket\x18\x04 \x01(\t\x12\x17\n\x0fsent_at_unix_us\x18\x05 \x01(\x03\x12\x1b\n\x13received_at_unix_us\x18\x06 \x01(\x03\x12\x1a\n\x12replied_at_unix_us\x18\x07 \x01(\x03\x12(\n\x05parts\x18\x08 \x03(\x0b\x32\x19.crossroads.v1.SourcePart\"6\n\rAnswerRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"o\n\x0e\x41nswerResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"=\n\x08Question\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"\x85\x01\n\x06\x41nswer\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x10\n\x08services\x18\x06 \x03(\t\"I\n\x0b\x43onsultCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.crossroads.v1.ConsultRequest\"9\n\x0c\x43onsultCalls\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.crossroads.v1.ConsultCall\"o\n\x0c\x43onsultReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.crossroads.v1.ConsultResponse\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\">\n\x0e\x43onsultReplies\x12,\n\x07replies\x18\x01 \x03(\x0b\x32\x1b.crossroads.v1.ConsultReply\"G\n\nAnswerCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.crossroads.v1.AnswerRequest\"7\n\x0b\x41nswerCalls\x12(\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x19.crossroads.v1.AnswerCall\"m\n\x0b\x41nswerReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1d.crossroads.v1.AnswerResponse\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"<\n\rAnswerReplies\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.crossroads.v1.AnswerReply*t\n\rConsultStatus\x12\x1e\n\x1a\x43ONSULT_STATUS_UNSPECIFIED\x10\x00\x12\x0e\n\nDATA_FOUND\x10\x01\x12\x11\n\rNO_DATA_FOUND\x10\x02\x12\x13\n\x0fINCOMPLETE_DATA\x10\x03\x12\x0b\n\x07REFUSED\x10\x04*\x90\x01\n\x0cSourceStatus\x12\x1d\n\x19SOURCE_STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_DATA\x10\x01\x12\x12\n\x0eSOURCE_NO_DATA\x10\x02\x12\x12\n\x0eSOURCE_TIMEOUT\x10\x03\x12\x16\n\x12SOURCE_UNAVAILABLE\x10\x04\x12\x10\n\x0cSOURCE_ERROR\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63rossroads/v1/consult.proto\x12\rcrossroads.v1\x1a\x1c\x63rossroads/v1/envelope.proto\"7\n\x0e\x43onsultRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"\x9d\x01\n\nSourcePart\x12\x13\n\x0binstitution\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x1b\n\x13\x61nswered_at_unix_us\x18\x06 \x01(\x03\"\x97\x02\n\x0f\x43onsultResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.crossroads.v1.ConsultStatus\x12/\n\x07outcome\x18\x02 \x01(\x0b\x32\x1e.crossroads.v1.EnvelopeOutcome\x12\x12\n\nhub_ticket\x18\x03 \x01(\t\x12\x15\n\rsender_ticket\x18\x04 \x01(\t\x12\x17\n\x0fsent_at_unix_us\x18\x05 \x01(\x03\x12\x1b\n\x13received_at_unix_us\x18\x06 \x01(\x03\x12\x1a\n\x12replied_at_unix_us\x18\x07 \x01(\x03\x12(\n\x05parts\x18\x08 \x03(\x0b\x32\x19.crossroads.v1.SourcePart\"6\n\rAnswerRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"o\n\x0e\x41nswerResponse\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"=\n\x08Question\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"\x85\x01\n\x06\x41nswer\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.crossroads.v1.SourceStatus\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x10\n\x08services\x18\x06 \x03(\t\"I\n\x0b\x43onsultCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.crossroads.v1.ConsultRequest\"9\n\x0c\x43onsultCalls\x12)\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1a.crossroads.v1.ConsultCall\"\x85\x01\n\x0c\x43onsultReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.crossroads.v1.ConsultResponse\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\">\n\x0e\x43onsultReplies\x12,\n\x07replies\x18\x01 \x03(\x0b\x32\x1b.crossroads.v1.ConsultReply\"G\n\nAnswerCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.crossroads.v1.AnswerRequest\"7\n\x0b\x41nswerCalls\x12(\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x19.crossroads.v1.AnswerCall\"\x83\x01\n\x0b\x41nswerReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1d.crossroads.v1.AnswerResponse\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\"<\n\rAnswerReplies\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.crossroads.v1.AnswerReply*t\n\rConsultStatus\x12\x1e\n\x1a\x43ONSULT_STATUS_UNSPECIFIED\x10\x00\x12\x0e\n\nDATA_FOUND\x10\x01\x12\x11\n\rNO_DATA_FOUND\x10\x02\x12\x13\n\x0fINCOMPLETE_DATA\x10\x03\x12\x0b\n\x07REFUSED\x10\x04*\x90\x01\n\x0cSourceStatus\x12\x1d\n\x19SOURCE_STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_DATA\x10\x01\x12\x12\n\x0eSOURCE_NO_DATA\x10\x02\x12\x12\n\x0eSOURCE_TIMEOUT\x10\x03\x12\x16\n\x12SOURCE_UNAVAILABLE\x10\x04\x12\x10\n\x0cSOURCE_ERROR\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossroads.v1.consult_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSULTSTATUS']._serialized_start=1557
-  _globals['_CONSULTSTATUS']._serialized_end=1673
-  _globals['_SOURCESTATUS']._serialized_start=1676
-  _globals['_SOURCESTATUS']._serialized_end=1820
+  _globals['_CONSULTSTATUS']._serialized_start=1603
+  _globals['_CONSULTSTATUS']._serialized_end=1719
+  _globals['_SOURCESTATUS']._serialized_start=1722
+  _globals['_SOURCESTATUS']._serialized_end=1866
   _globals['_CONSULTREQUEST']._serialized_start=76
   _globals['_CONSULTREQUEST']._serialized_end=131
   _globals['_SOURCEPART']._serialized_start=134
@@ -55,16 +55,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSULTCALL']._serialized_end=1016
   _globals['_CONSULTCALLS']._serialized_start=1018
   _globals['_CONSULTCALLS']._serialized_end=1075
-  _globals['_CONSULTREPLY']._serialized_start=1077
-  _globals['_CONSULTREPLY']._serialized_end=1188
-  _globals['_CONSULTREPLIES']._serialized_start=1190
-  _globals['_CONSULTREPLIES']._serialized_end=1252
-  _globals['_ANSWERCALL']._serialized_start=1254
-  _globals['_ANSWERCALL']._serialized_end=1325
-  _globals['_ANSWERCALLS']._serialized_start=1327
-  _globals['_ANSWERCALLS']._serialized_end=1382
-  _globals['_ANSWERREPLY']._serialized_start=1384
-  _globals['_ANSWERREPLY']._serialized_end=1493
-  _globals['_ANSWERREPLIES']._serialized_start=1495
-  _globals['_ANSWERREPLIES']._serialized_end=1555
+  _globals['_CONSULTREPLY']._serialized_start=1078
+  _globals['_CONSULTREPLY']._serialized_end=1211
+  _globals['_CONSULTREPLIES']._serialized_start=1213
+  _globals['_CONSULTREPLIES']._serialized_end=1275
+  _globals['_ANSWERCALL']._serialized_start=1277
+  _globals['_ANSWERCALL']._serialized_end=1348
+  _globals['_ANSWERCALLS']._serialized_start=1350
+  _globals['_ANSWERCALLS']._serialized_end=1405
+  _globals['_ANSWERREPLY']._serialized_start=1408
+  _globals['_ANSWERREPLY']._serialized_end=1539
+  _globals['_ANSWERREPLIES']._serialized_start=1541
+  _globals['_ANSWERREPLIES']._serialized_end=1601
 # @@protoc_insertion_point(module_scope)

@@ -141,16 +141,18 @@ class ConsultCalls(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[ConsultCall, _Mapping]]] = ...) -> None: ...
 
 class ConsultReply(_message.Message):
-    __slots__ = ("id", "response", "error_code", "error")
+    __slots__ = ("id", "response", "error_code", "error", "error_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: ConsultResponse
     error_code: str
     error: str
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ConsultResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    error_reason: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[ConsultResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class ConsultReplies(_message.Message):
     __slots__ = ("replies",)
@@ -173,16 +175,18 @@ class AnswerCalls(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[AnswerCall, _Mapping]]] = ...) -> None: ...
 
 class AnswerReply(_message.Message):
-    __slots__ = ("id", "response", "error_code", "error")
+    __slots__ = ("id", "response", "error_code", "error", "error_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     id: int
     response: AnswerResponse
     error_code: str
     error: str
-    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[AnswerResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    error_reason: str
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[AnswerResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class AnswerReplies(_message.Message):
     __slots__ = ("replies",)

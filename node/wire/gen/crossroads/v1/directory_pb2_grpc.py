@@ -64,7 +64,9 @@ class DirectoryAdminServicer:
 
     def Apply(self, request, context):
         """Apply changes (put or delete) atomically; each gets the next revision.
-        Errors: PERMISSION_DENIED (not an admin), INVALID_ARGUMENT (detail names the entry).
+        Errors: PERMISSION_DENIED (not an admin), INVALID_ARGUMENT INVALID_ENTRY (nothing
+        applied; the first bad change is named by its index in the request, in the message and
+        as the status details' ErrorInfo metadata "change").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

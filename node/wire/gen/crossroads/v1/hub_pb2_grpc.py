@@ -32,8 +32,12 @@ if _version_not_supported:
 class HubStub:
     """The hub. Every call is authenticated by the caller's certificate (mutual TLS): the
     caller's identity is the spiffe://<network>/institution/<enterprise-number> URI in it.
-    Certificates from another CA, expired or revoked ones, and calls without a certificate
-    are refused (UNAUTHENTICATED).
+    Without a certificate, or with one from another CA or expired, the TLS handshake fails
+    (UNAVAILABLE at the client). A revoked certificate, or one of another network or not the
+    one the directory registers, is refused (UNAUTHENTICATED); an institution not active in
+    the directory, or a certificate of another kind, too (PERMISSION_DENIED).
+    Every refused call carries its reason as a google.rpc.ErrorInfo (domain crossroads.v1) in
+    the status details: docs/PROTOCOL.md, "Call-level reasons".
     """
 
     def __init__(self, channel):
@@ -77,8 +81,12 @@ class HubStub:
 class HubServicer:
     """The hub. Every call is authenticated by the caller's certificate (mutual TLS): the
     caller's identity is the spiffe://<network>/institution/<enterprise-number> URI in it.
-    Certificates from another CA, expired or revoked ones, and calls without a certificate
-    are refused (UNAUTHENTICATED).
+    Without a certificate, or with one from another CA or expired, the TLS handshake fails
+    (UNAVAILABLE at the client). A revoked certificate, or one of another network or not the
+    one the directory registers, is refused (UNAUTHENTICATED); an institution not active in
+    the directory, or a certificate of another kind, too (PERMISSION_DENIED).
+    Every refused call carries its reason as a google.rpc.ErrorInfo (domain crossroads.v1) in
+    the status details: docs/PROTOCOL.md, "Call-level reasons".
     """
 
     def Submit(self, request_iterator, context):
@@ -89,9 +97,14 @@ class HubServicer:
         outcome; a bad envelope never fails its batch or the stream. A node may keep several
         batches in flight (the hub reads the next batch only after storing the previous one:
         gRPC flow control bounds memory). Resending a batch after a lost ack is safe: envelopes
-        already stored answer DUPLICATE (same origin and sequence).
-        Errors: UNAUTHENTICATED (identity), RESOURCE_EXHAUSTED (batch over the size limit),
-        UNAVAILABLE while stopping; retry with exponential backoff.
+        the hub already took (same origin and sequence) are not taken again and get their
+        original outcome back (ACCEPTED with the same hub ticket, or the same refusal), or
+        DUPLICATE once that outcome is no longer kept.
+        Errors, each ending the stream: UNAUTHENTICATED / PERMISSION_DENIED (identity, checked
+        again for every batch), RESOURCE_EXHAUSTED BATCH_TOO_LARGE, INVALID_ARGUMENT
+        (ORIGIN_TOO_LONG, SEQUENCE_OUT_OF_RANGE, MALFORMED_MESSAGE), UNAVAILABLE (NOT_STORED,
+        RESEND_RACED, or stopping); resend from the last acknowledged batch with exponential
+        backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,8 +119,8 @@ class HubServicer:
         audit checkpoint. A node that knows the hub acknowledged more, or saw a later checkpoint,
         has found a hub that lost state (restored from an older copy, re-initialized): it stops
         submitting and says so (docs/OPERATIONS.md, "Damaged state").
-        Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed endpoint), PERMISSION_DENIED
-        (institution unknown to the hub). Deadline: a few seconds.
+        Errors: UNAUTHENTICATED, INVALID_ARGUMENT BAD_ENDPOINT (not host:port), PERMISSION_DENIED
+        UNKNOWN_INSTITUTION (not active in the hub's directory). Deadline: a few seconds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,7 +167,8 @@ class HubServicer:
         ConsultCall is answered by the ConsultReply with its id, in any order, each within its
         own deadline_ms. The caller's certificate is checked when the stream opens and again
         for every message (a revoked certificate ends the stream). Errors: UNAUTHENTICATED,
-        UNAVAILABLE while stopping; per call: RESOURCE_EXHAUSTED when too many are in flight.
+        UNAVAILABLE while stopping; per call: RESOURCE_EXHAUSTED when too many are in flight
+        (the reply's error, TOO_MANY_IN_FLIGHT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,8 +218,12 @@ def add_HubServicer_to_server(servicer, server):
 class Hub:
     """The hub. Every call is authenticated by the caller's certificate (mutual TLS): the
     caller's identity is the spiffe://<network>/institution/<enterprise-number> URI in it.
-    Certificates from another CA, expired or revoked ones, and calls without a certificate
-    are refused (UNAUTHENTICATED).
+    Without a certificate, or with one from another CA or expired, the TLS handshake fails
+    (UNAVAILABLE at the client). A revoked certificate, or one of another network or not the
+    one the directory registers, is refused (UNAUTHENTICATED); an institution not active in
+    the directory, or a certificate of another kind, too (PERMISSION_DENIED).
+    Every refused call carries its reason as a google.rpc.ErrorInfo (domain crossroads.v1) in
+    the status details: docs/PROTOCOL.md, "Call-level reasons".
     """
 
     @staticmethod

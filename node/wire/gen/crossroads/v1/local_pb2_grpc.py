@@ -32,7 +32,9 @@ class LocalStub:
     by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
     mutual TLS, where each caller is an application certificate (pki profile app) of the node's
     institution, listed with its permissions in [[applications]]. Every call is checked; a
-    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
+    refusal is UNAUTHENTICATED (no, unreadable or revoked certificate) or PERMISSION_DENIED,
+    with a stable reason (APPLICATION_NOT_PERMITTED, ...) as a google.rpc.ErrorInfo in the
+    status details (docs/PROTOCOL.md, "Call-level reasons").
     """
 
     def __init__(self, channel):
@@ -88,7 +90,9 @@ class LocalServicer:
     by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
     mutual TLS, where each caller is an application certificate (pki profile app) of the node's
     institution, listed with its permissions in [[applications]]. Every call is checked; a
-    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
+    refusal is UNAUTHENTICATED (no, unreadable or revoked certificate) or PERMISSION_DENIED,
+    with a stable reason (APPLICATION_NOT_PERMITTED, ...) as a google.rpc.ErrorInfo in the
+    status details (docs/PROTOCOL.md, "Call-level reasons").
     """
 
     def Submit(self, request, context):
@@ -96,8 +100,8 @@ class LocalServicer:
         stores the accepted ones durably in its outbox and returns at once; the node forwards
         them to the hub in the background, also while the hub is unreachable.
         Outcome ACCEPTED here means "queued at the node". Errors: INVALID_ARGUMENT; UNAVAILABLE
-        with details "NOT_STORED: ..." when the node could not store them (e.g. a full disk):
-        nothing of the call was stored, retry.
+        NOT_STORED when the node could not store them (e.g. a full disk): nothing of the call
+        was stored, retry.
         Retries are safe: an envelope equal (but for sent_at_unix_us) to one already queued
         with the same non-empty sender_ticket, while that one is still in the node's outbox
         (until retention purges it, retention_days after the hub decided it), is not queued
@@ -140,7 +144,9 @@ class LocalServicer:
 
     def Consult(self, request, context):
         """Ask a question through the hub (see Hub.Consult). The node checks it against its
-        fragment first. Waits at most deadline_ms.
+        fragment first. Waits at most deadline_ms. Errors: UNAVAILABLE HUB_UNAVAILABLE (no
+        answer from the hub), RESOURCE_EXHAUSTED TOO_MANY_IN_FLIGHT (the hub is busy with this
+        node's questions).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -220,7 +226,9 @@ class Local:
     by the socket's file permissions, optionally limited by [local_socket]) or on TCP with
     mutual TLS, where each caller is an application certificate (pki profile app) of the node's
     institution, listed with its permissions in [[applications]]. Every call is checked; a
-    refusal is PERMISSION_DENIED with a stable reason (APPLICATION_NOT_PERMITTED, ...).
+    refusal is UNAUTHENTICATED (no, unreadable or revoked certificate) or PERMISSION_DENIED,
+    with a stable reason (APPLICATION_NOT_PERMITTED, ...) as a google.rpc.ErrorInfo in the
+    status details (docs/PROTOCOL.md, "Call-level reasons").
     """
 
     @staticmethod

@@ -29,7 +29,9 @@ if _version_not_supported:
 
 class NodeStub:
     """An institution's node, as seen by the hub. Only the hub's certificate
-    (spiffe://<network>/hub) may call it; any other caller gets PERMISSION_DENIED.
+    (spiffe://<network>/hub) may call it: any other certificate gets PERMISSION_DENIED
+    WRONG_ROLE; an unreadable, revoked or other network's one UNAUTHENTICATED (reasons in the
+    status details' google.rpc.ErrorInfo: docs/PROTOCOL.md, "Call-level reasons").
     """
 
     def __init__(self, channel):
@@ -52,7 +54,9 @@ class NodeStub:
 
 class NodeServicer:
     """An institution's node, as seen by the hub. Only the hub's certificate
-    (spiffe://<network>/hub) may call it; any other caller gets PERMISSION_DENIED.
+    (spiffe://<network>/hub) may call it: any other certificate gets PERMISSION_DENIED
+    WRONG_ROLE; an unreadable, revoked or other network's one UNAUTHENTICATED (reasons in the
+    status details' google.rpc.ErrorInfo: docs/PROTOCOL.md, "Call-level reasons").
     """
 
     def Deliver(self, request_iterator, context):
@@ -62,7 +66,8 @@ class NodeServicer:
         The node acknowledges a batch only after storing it durably; envelopes whose hub
         ticket it already holds are dropped (counted as duplicates) so a redelivery after a
         crash is applied once. Errors: PERMISSION_DENIED (caller is not the hub),
-        UNAVAILABLE while stopping; the hub retries with exponential backoff.
+        INVALID_ARGUMENT (an envelope without its hub ticket; MALFORMED_MESSAGE), UNAVAILABLE
+        (NOT_STORED, or stopping); the hub redelivers with exponential backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,7 +107,9 @@ def add_NodeServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Node:
     """An institution's node, as seen by the hub. Only the hub's certificate
-    (spiffe://<network>/hub) may call it; any other caller gets PERMISSION_DENIED.
+    (spiffe://<network>/hub) may call it: any other certificate gets PERMISSION_DENIED
+    WRONG_ROLE; an unreadable, revoked or other network's one UNAUTHENTICATED (reasons in the
+    status details' google.rpc.ErrorInfo: docs/PROTOCOL.md, "Call-level reasons").
     """
 
     @staticmethod
