@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import pytest
@@ -70,6 +70,26 @@ async def fetch_all(api: str, expected: int, timeout: float = 30) -> list[envelo
     while len(got) < expected and loop.time() < deadline:
         got.extend(await asyncio.to_thread(once))
     return got
+
+
+class Openable(Protocol):
+    """A store (or anything) opened before use and closed after."""
+
+    async def open(self) -> object: ...
+    async def close(self) -> None: ...
+
+
+OpenableT = TypeVar("OpenableT", bound=Openable)
+
+
+@asynccontextmanager
+async def opened(store: OpenableT) -> AsyncIterator[OpenableT]:
+    """``store`` open for the block, closed after it (also when the block fails)."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def local_call(api: str, method: str, *args: object, **kwargs: object) -> object:

@@ -9,19 +9,15 @@ tests/contract/.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from node.config import AuditCheckpoints
 from node.core.audit import Signer
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.store.node_store import NodeStore
 from node.store.protocols import HubStorage, NodeStorage
-
-S = TypeVar("S", HubStorage, NodeStorage)
 
 #: The destination queued in the older-schema file, and its envelope.
 OLD_DEST, OLD_ENVELOPE = "0428759497", b"queued before the upgrade"
@@ -67,12 +63,3 @@ BACKENDS = {
     ),
 }
 
-
-@asynccontextmanager
-async def opened(store: S) -> AsyncIterator[S]:
-    """``store`` open for the block, closed after it."""
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()

@@ -22,7 +22,8 @@ from node.store.records import ResendRaced
 from node.wire.delivery import pack
 from node.wire.gen.crossroads.v1 import node_pb2
 from node.wire.signed import ensure_signing_key
-from tests.contract.backends import OLD_DEST, OLD_ENVELOPE, Backend, opened
+from tests.conftest import opened
+from tests.contract.backends import OLD_DEST, OLD_ENVELOPE, Backend
 from tests.contract.crash_writer import BATCH, DEST, ORIGIN, SENDER, batch
 
 ROOT = Path(__file__).resolve().parents[2]

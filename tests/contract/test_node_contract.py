@@ -12,7 +12,8 @@ from pathlib import Path
 
 from node.store.records import Enqueued, Purged
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
-from tests.contract.backends import Backend, opened
+from tests.conftest import opened
+from tests.contract.backends import Backend
 from tests.unit.test_node_retention import _accepted
 from tests.unit.test_node_store import B, _ack
 

@@ -12,6 +12,7 @@ from node.store import integrations
 from node.store.directory_store import DirectoryStore
 from node.store.fragment_store import FragmentStore
 from node.store.integrations import SubjectCache
+from tests.conftest import opened
 
 A, B = "0403019261", "0428759497"
 CITIZEN, OTHER, OLD = "85073003328", "17073003384", "00010100105"
@@ -42,9 +43,7 @@ async def test_hub_directory_reads_its_own_writes_through_the_cache(
     """A few subjects are read on the event loop's own connection, more through the reader
     thread (-1: always the thread); either way every write is seen at once."""
     monkeypatch.setattr(integrations, "QUICK_SUBJECTS", quick)
-    store = DirectoryStore(tmp_path / "directory.sqlite")
-    await store.open()
-    try:
+    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
         await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), False)])
         assert await store.integrations_of([CITIZEN, OTHER]) == {
             CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
@@ -65,14 +64,10 @@ async def test_hub_directory_reads_its_own_writes_through_the_cache(
         assert await store.integrations_of([CITIZEN]) == {
             CITIZEN: (Integration(CITIZEN, B, 2, 1, SINCE),)}
         assert await store.replacements_of([OLD]) == {}
-    finally:
-        await store.close()
 
 
 async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_path: Path) -> None:
-    store = FragmentStore(tmp_path / "fragment.sqlite")
-    await store.open()
-    try:
+    async with opened(FragmentStore(tmp_path / "fragment.sqlite")) as store:
         mine = Integration(CITIZEN, A, 1, 1, SINCE)
         await store.apply_snapshot(1, [mine], recipient=A)
         assert (await store.view([CITIZEN, OTHER])).integrations == {CITIZEN: (mine,)}
@@ -81,17 +76,13 @@ async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_pa
         assert view.integrations == {OTHER: (Integration(OTHER, A, 2, 1, SINCE),)}
         await store.apply_snapshot(4, [mine], recipient=A)  # a resync replaces everything
         assert (await store.view([CITIZEN, OTHER])).integrations == {CITIZEN: (mine,)}
-    finally:
-        await store.close()
 
 
 async def test_node_fragment_reads_integrations_only_for_services_that_use_them(
         tmp_path: Path) -> None:
     from node.core.directory import Service
 
-    store = FragmentStore(tmp_path / "fragment.sqlite")
-    await store.open()
-    try:
+    async with opened(FragmentStore(tmp_path / "fragment.sqlite")) as store:
         mine = Integration(CITIZEN, A, 1, 1, SINCE)
         await store.apply_snapshot(1, [
             Service("plain", 1, "declaration", "citizen", "explicit"),
@@ -102,8 +93,6 @@ async def test_node_fragment_reads_integrations_only_for_services_that_use_them(
         assert plain.integrations == {} and plain.replaced[OLD] == CITIZEN
         checked = await store.view_for([(OLD, "checked", 1), (OTHER, "plain", 1)])
         assert checked.integrations == {CITIZEN: (mine,)}
-    finally:
-        await store.close()
 
 
 async def test_node_fragment_checks_its_own_integrations_from_memory(tmp_path: Path) -> None:
@@ -112,17 +101,11 @@ async def test_node_fragment_checks_its_own_integrations_from_memory(tmp_path: P
 
     mine = [Integration(CITIZEN, A, 1, 1, SINCE), Integration(CITIZEN, A, 2, 1, SINCE),
             Integration(OTHER, A, 1, 1, SINCE)]
-    store = FragmentStore(tmp_path / "fragment.sqlite")
-    await store.open()
-    try:
+    async with opened(FragmentStore(tmp_path / "fragment.sqlite")) as store:
         await store.apply_snapshot(1, mine, recipient=A)
         found, missing = store.integration_cache.lookup([CITIZEN, OTHER])
         assert missing == [] and sorted(found[CITIZEN]) == sorted(mine[:2])
-    finally:
-        await store.close()
-    again = FragmentStore(tmp_path / "fragment.sqlite")
-    await again.open()
-    try:
+    async with opened(FragmentStore(tmp_path / "fragment.sqlite")) as again:
         for _ in range(100):
             if len(again.integration_cache) == 2:
                 break
@@ -130,16 +113,12 @@ async def test_node_fragment_checks_its_own_integrations_from_memory(tmp_path: P
         found, missing = again.integration_cache.lookup([CITIZEN, OTHER])
         assert missing == [] and found[OTHER] == (mine[2],)
         assert (await again.view([CITIZEN])).integrations[CITIZEN] == found[CITIZEN]
-    finally:
-        await again.close()
 
 
 async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) -> None:
     from node.store.integrations import preload, read_integrations
 
-    store = DirectoryStore(tmp_path / "directory.sqlite")
-    await store.open()
-    try:
+    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
         held = {CITIZEN: [Integration(CITIZEN, A, c, 1, SINCE) for c in range(1, 4)],
                 OTHER: [Integration(OTHER, B, 1, 1, SINCE)],
                 OLD: [Integration(OLD, A, c, 1, SINCE) for c in range(1, 7)]}  # fills a chunk
@@ -155,26 +134,16 @@ async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) ->
         small: SubjectCache[tuple[Integration, ...]] = SubjectCache(1)
         await preload(store._db, small, rows=4)
         assert len(small) == 1
-    finally:
-        await store.close()
 
 
 async def test_hub_directory_knows_every_replacement_after_reopening(tmp_path: Path) -> None:
-    store = DirectoryStore(tmp_path / "directory.sqlite")
-    await store.open()
-    try:
+    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
         # A chain: OLD -> OTHER -> CITIZEN.
         await store.apply([(Replacement(OLD, OTHER), False), (Replacement(OTHER, CITIZEN), False)])
-    finally:
-        await store.close()
-    again = DirectoryStore(tmp_path / "directory.sqlite")
-    await again.open()
-    try:
+    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as again:
         assert await again.replacements_of([OLD, CITIZEN]) == {OLD: OTHER, OTHER: CITIZEN}
         await again.apply([(Replacement(OTHER, CITIZEN), True)])
         assert await again.replacements_of([OLD]) == {OLD: OTHER}
-    finally:
-        await again.close()
 
 
 async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_path: Path) -> None:
@@ -185,10 +154,8 @@ async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_pa
     from node.core.directory import Service
     from node.hub.directory import Directory
 
-    directory = Directory(DirectoryStore(tmp_path / "directory.sqlite"),
-                          Ed25519PrivateKey.generate(), preload=False)
-    await directory.open()
-    try:
+    async with opened(Directory(DirectoryStore(tmp_path / "directory.sqlite"),
+                                Ed25519PrivateKey.generate(), preload=False)) as directory:
         await directory.apply([
             (Service("plain", 1, "declaration", "citizen", "explicit"), False),
             (Service("checked", 1, "consultation", "citizen", "fixed", provider=B,
@@ -201,16 +168,12 @@ async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_pa
         assert plain.integrations == {}
         checked = await directory.view_for([(OLD, "checked", 0), (OTHER, "plain", 1)])
         assert checked.integrations == {CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
-    finally:
-        await directory.close()
 
 
 async def test_few_and_many_subjects_read_the_same_integrations(tmp_path: Path) -> None:
     """The quick read (a few subjects, on the calling thread) and the reader thread's read
     (more than QUICK_SUBJECTS) give the same answers for the same rows."""
-    store = DirectoryStore(tmp_path / "directory.sqlite")
-    await store.open()
-    try:
+    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
         subjects = [f"8507300{i:02d}" for i in range(integrations.QUICK_SUBJECTS + 3)]
         await store.apply([(Integration(s, inst, cap, 1, SINCE), False)
                            for i, s in enumerate(subjects) for inst, cap in ((A, 1), (B, i))])
@@ -221,5 +184,3 @@ async def test_few_and_many_subjects_read_the_same_integrations(tmp_path: Path) 
         for i in range(0, len(subjects), 2):
             few.update(await store.integrations_of(subjects[i:i + 2] + [OTHER]))
         assert {s: sorted(v) for s, v in few.items()} == {s: sorted(v) for s, v in many.items()}
-    finally:
-        await store.close()
