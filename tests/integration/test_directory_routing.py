@@ -62,6 +62,15 @@ async def raw_submit(net: InProcessNetwork, who: str, *raws: bytes) -> list[tupl
     return [(envelope_pb2.Reason.Name(o.reason), ",".join(o.receivers)) for o in ack.outcomes]
 
 
+async def submit_refused(net: InProcessNetwork, who: str) -> grpc.aio.AioRpcError:
+    """The error that ends a Submit stream ``who`` opens (and sends one empty batch on)."""
+    key, cert = net.node_certs[who]
+    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await submit_raw(channel, [envelope_pb2.EnvelopeBatch()])
+    return err.value
+
+
 async def test_hub_refuses_what_the_directory_does_not_allow_even_from_a_raw_client(net) -> None:
     """Bypassing the node's local checks changes nothing: the hub decides."""
     outcomes = await raw_submit(
@@ -111,16 +120,14 @@ async def test_integrate_is_checked_per_op(net) -> None:
 
 
 async def test_revocation_through_the_directory_refuses_the_next_stream(net) -> None:
-    key, cert = net.node_certs[HEALTH]
+    _, cert = net.node_certs[HEALTH]
     assert (await raw_submit(net, HEALTH, make_envelope("demo.message", [WELFARE], b"x",
                                                         sender=HEALTH)))[0][0] == "ACCEPTED"
     serial = format(load_certificate(cert).serial_number, "x")
     await net.hub.directory.apply([(RevokedCertificate(serial, HEALTH, "key compromise"), False)])
-    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await submit_raw(channel, [envelope_pb2.EnvelopeBatch()])
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "CERTIFICATE_REVOKED" in err.value.details()
+    refused = await submit_refused(net, HEALTH)
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "CERTIFICATE_REVOKED" in refused.details()
 
 
 async def test_revocation_ends_an_open_consultation_stream(net) -> None:
@@ -150,12 +157,9 @@ async def test_revocation_ends_an_open_consultation_stream(net) -> None:
 
 async def test_suspended_institution_is_refused(net) -> None:
     await net.hub.directory.apply([(Institution(FAMILY, 7, status="suspended"), False)])
-    key, cert = net.node_certs[FAMILY]
-    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await submit_raw(channel, [envelope_pb2.EnvelopeBatch()])
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "UNKNOWN_INSTITUTION" in err.value.details()
+    refused = await submit_refused(net, FAMILY)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "UNKNOWN_INSTITUTION" in refused.details()
 
 
 async def test_node_checks_against_its_fragment_and_reports_it(net) -> None:
