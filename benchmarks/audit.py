@@ -73,7 +73,7 @@ from benchmarks.common import (
     rounded,
     write_results,
 )
-from benchmarks.phases import report_end, results_header
+from benchmarks.phases import announce, report_end, results_header
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
@@ -399,9 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.audit: sizes and counts must be positive", file=sys.stderr)
         return 2
     machine = machine_facts()
-    print(f"Crossroads audit benchmark: {args.records:,} records, {args.citizens:,} citizens;"
-          f" {machine['cpu_count']} x {machine['cpu_model']}; work dir {args.workdir}",
-          flush=True)
+    announce(f"audit benchmark: {args.records:,} records, {args.citizens:,} citizens", machine,
+             args.workdir)
     results = results_header(
         "audit", argv, machine, parameters={k: v for k, v in vars(args).items() if k != "out"},
         code=code_digests(("node/store/hub_store.py", "node/store/audit_queries.py",

@@ -100,7 +100,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import shutil
 import struct
 import sys
 import time
@@ -561,24 +560,13 @@ def main(argv: list[str] | None = None) -> int:
         parameters=phases.parameters(args)
         | {"synchronous": "FULL", "audit_log": True, "asker": ASKER, "provider": PROVIDER},
         code=common.code_digests(CODE_FILES))
-    print(f"Crossroads consultation benchmark: rates {args.rates} /s, {args.seconds:g} s each"
-          f" after {args.warmup_seconds:g} s warm-up; {machine['cpu_count']} x"
-          f" {machine['cpu_model']}; work dir {root}", flush=True)
-    status = "ok"
-    net: ProcessNetwork | None = None
-    try:
+    phases.announce(f"consultation benchmark: rates {args.rates} /s, {args.seconds:g} s each"
+                    f" after {args.warmup_seconds:g} s warm-up", machine, root)
+    with phases.Run("consult", results, args, root, temporary, started,
+                    failures=(*phases.FAILURES, grpc.RpcError)) as bench:
         pool = citizens(args.citizens)
-        shutil.rmtree(root / "net", ignore_errors=True)
-        net = ProcessNetwork(root / "net", institutions=(ASKER, PROVIDER), seed=[])
-        results |= run(net, pool, args, deadline)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except (TimeoutError, BenchError, RuntimeError, OSError, grpc.RpcError) as exc:
-        status = "failed"
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        print(f"benchmarks.consult: FAILED: {exc}", file=sys.stderr, flush=True)
-    finally:
-        path = phases.finish_run("consult", results, net, args, root, temporary, status, started)
+        bench.net = phases.fresh_network(root, (ASKER, PROVIDER), seed=[])
+        results |= run(bench.net, pool, args, deadline)
     print("Results:")
     for r in results.get("rates", []):
         lat, ok, where = r["latency_ms"], r["service_ms"], r["where_ms"]
@@ -596,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {float(rate):>7,.0f}/s over {summary['runs']} runs: p99 median"
                   f" {p99['median']} ms (min {p99['min']}, max {p99['max']}); p50 median"
                   f" {summary['p50_ms']['median']} ms")
-    return phases.report_end(results, path)
+    return phases.report_end(results, bench.path)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,15 @@ from benchmarks.common import (
     peak_rss_bytes,
     write_results,
 )
-from benchmarks.phases import add_traffic_options, add_workdir_options, parameters, results_header, work_root
+from benchmarks.phases import (
+    add_traffic_options,
+    add_workdir_options,
+    announce,
+    fresh_network,
+    parameters,
+    results_header,
+    work_root,
+)
 from node.client import LocalClient, make_envelope
 from node.core.directory import (
     Authorization,
@@ -867,10 +875,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
     machine = machine_facts()
     results = results_header("directory", argv, machine, code=_code_state(),
                              parameters=parameters(args), directory=plan.counts(), traffic=[])
-    print(f"Crossroads directory benchmark: {plan.n_integrations:,} integrations,"
-          f" {plan.n_citizens:,} citizens, {len(plan.institutions)} institutions;"
-          f" {args.envelopes:,} envelopes x {args.repeat}; {machine['cpu_count']} x"
-          f" {machine['cpu_model']}; work dir {root}", flush=True)
+    announce(f"directory benchmark: {plan.n_integrations:,} integrations, {plan.n_citizens:,}"
+             f" citizens, {len(plan.institutions)} institutions; {args.envelopes:,} envelopes"
+             f" x {args.repeat}", machine, root)
     failed = False
     net: ProcessNetwork | None = None
     try:
@@ -880,8 +887,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
         kept = root / "directory.sqlite.kept"
         if args.reuse_directory and existing.exists() and not Path(f"{existing}-wal").exists():
             os.replace(existing, kept)
-        shutil.rmtree(root / "net", ignore_errors=True)
-        net = ProcessNetwork(root / "net", institutions=(SENDER, RECEIVER, FIRST_SYNC), seed=[])
+        net = fresh_network(root, (SENDER, RECEIVER, FIRST_SYNC), seed=[])
         if args.reuse_directory and kept.exists():
             existing.parent.mkdir(parents=True, exist_ok=True)
             os.replace(kept, existing)

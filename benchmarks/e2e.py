@@ -81,6 +81,7 @@ from benchmarks.phases import (
     BatchWindow,
     add_traffic_options,
     add_workdir_options,
+    announce,
     results_header,
     work_root,
 )
@@ -305,10 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             "synchronous": "FULL", "audit_log": True, "relay_rounds": args.relay_rounds,
         },
         e2e=[], relay=[])
-    print(f"Crossroads benchmark: {args.envelopes:,} envelopes of ~{args.envelope_bytes} B in"
-          f" batches of {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each;"
-          f" {machine['cpu_count']} x {machine['cpu_model']}, Python {machine['python']},"
-          f" grpcio {machine['grpcio']}; work dir {root}", flush=True)
+    announce(f"benchmark: {args.envelopes:,} envelopes of ~{args.envelope_bytes} B in batches of"
+             f" {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each",
+             machine, root)
     failed = False
     net: ProcessNetwork | None = None
     try:

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -83,9 +82,11 @@ from benchmarks.consult import CpuSplit
 from benchmarks.phases import (
     Backlog,
     BatchWindow,
+    Run,
     add_traffic_options,
     add_workdir_options,
-    finish_run,
+    announce,
+    fresh_network,
     parameters,
     report_end,
     results_header,
@@ -328,23 +329,11 @@ def main(argv: list[str] | None = None) -> int:
                            "node/store/hub_store.py", "node/store/node_store.py",
                            "node/member/uplink.py", "node/member/local_api.py",
                            "node/core/directory.py")))
-    print(f"Crossroads mutation fan-out benchmark: {args.envelopes:,} mutations x"
-          f" {len(subs)} subscribers, {args.citizens:,} citizens; {machine['cpu_count']} x"
-          f" {machine['cpu_model']}; work dir {root}", flush=True)
-    status = "ok"
-    net: ProcessNetwork | None = None
-    try:
-        shutil.rmtree(root / "net", ignore_errors=True)
-        net = ProcessNetwork(root / "net", institutions=(SOURCE, *subs), seed=[])
-        results["run"] = run(net, subs, args, deadline)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except (TimeoutError, BenchError, RuntimeError, OSError) as exc:
-        status = "failed"
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        print(f"benchmarks.mutations: FAILED: {exc}", file=sys.stderr, flush=True)
-    finally:
-        path = finish_run("mutations", results, net, args, root, temporary, status, started)
+    announce(f"mutation fan-out benchmark: {args.envelopes:,} mutations x {len(subs)}"
+             f" subscribers, {args.citizens:,} citizens", machine, root)
+    with Run("mutations", results, args, root, temporary, started) as bench:
+        bench.net = fresh_network(root, (SOURCE, *subs), seed=[])
+        results["run"] = run(bench.net, subs, args, deadline)
     r = results.get("run")
     print("Results:")
     if r:
@@ -357,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
               f" (other tenants {cpu['other_cpu_s']} CPU s over {cpu['wall_s']} s)")
         print("  backlog medians: " + ", ".join(
             f"{k} {v['median']}" for k, v in r["backlog"].items() if isinstance(v, dict)))
-    return report_end(results, path)
+    return report_end(results, bench.path)
 
 
 if __name__ == "__main__":

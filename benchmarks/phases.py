@@ -19,9 +19,11 @@ first refusal. They subclass :class:`BatchWindow` for that and nothing else.
 daemons' WAL databases (no RPC, nothing the daemons have to serve).
 
 The driver helpers (:func:`results_header`, :func:`work_root`, :func:`add_workdir_options`,
-:func:`finish_run`) are the frame every benchmark's ``main()`` shares: the JSON results'
-common fields, the work directory, and the clean-up that stops every daemon, checks the audit
-chain and writes the results also when the run failed.
+:func:`announce`, :func:`fresh_network`, :func:`finish_run`) are the frame every benchmark's
+``main()`` shares: the JSON results' common fields, the work directory, the first line printed,
+a network started afresh, and the clean-up that stops every daemon, checks the audit chain and
+writes the results also when the run failed. :class:`Run` is that clean-up around a ``with``
+block, which also records an interrupt or a failure in the results instead of raising it.
 """
 
 from __future__ import annotations
@@ -36,17 +38,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from benchmarks.common import audit_checks, median_of, ticket_batch, write_results
+from benchmarks.common import BenchError, audit_checks, median_of, ticket_batch, write_results
 from node.testing import ProcessNetwork
 
 __all__ = [
+    "FAILURES",
     "Backlog",
     "BatchWindow",
+    "Run",
     "add_traffic_options",
     "add_workdir_options",
+    "announce",
     "finish_run",
+    "fresh_network",
     "report_end",
     "results_header",
     "work_root",
@@ -262,6 +269,19 @@ def results_header(kind: str, argv: list[str] | None, machine: dict[str, Any],
     }
 
 
+def announce(what: str, machine: Mapping[str, Any], where: Path | str) -> None:
+    """The first line a benchmark prints: what it runs, on which machine, where."""
+    print(f"Crossroads {what}; {machine['cpu_count']} x {machine['cpu_model']}, Python"
+          f" {machine['python']}, grpcio {machine['grpcio']}; work dir {where}", flush=True)
+
+
+def fresh_network(root: Path, institutions: Sequence[str], **options: Any) -> ProcessNetwork:
+    """A :class:`ProcessNetwork` of ``institutions`` under ``root / "net"``, without what a
+    previous run in the same work directory left there."""
+    shutil.rmtree(root / "net", ignore_errors=True)
+    return ProcessNetwork(root / "net", institutions=tuple(institutions), **options)
+
+
 def finish_run(kind: str, results: dict[str, Any], net: ProcessNetwork | None,
                args: argparse.Namespace, root: Path, temporary: bool, status: str,
                started: float) -> Path:
@@ -278,6 +298,51 @@ def finish_run(kind: str, results: dict[str, Any], net: ProcessNetwork | None,
     if temporary and not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return path
+
+
+#: What ends a run as "failed" (recorded in the results) rather than with a traceback.
+FAILURES: tuple[type[BaseException], ...] = (TimeoutError, BenchError, RuntimeError, OSError)
+
+
+class Run:
+    """A benchmark run of ``kind`` as a ``with`` block, with :func:`finish_run` on leaving it.
+
+    The block sets :attr:`net` once it started the network. An interrupt, or one of
+    ``failures``, ends the block and is recorded in the results (status "interrupted" or
+    "failed", and the "error"), not raised; anything else is raised after the clean-up, with
+    the status "ok" as the block left it. :attr:`path` is where the results were written.
+    """
+
+    def __init__(self, kind: str, results: dict[str, Any], args: argparse.Namespace,
+                 root: Path, temporary: bool, started: float,
+                 failures: tuple[type[BaseException], ...] = FAILURES) -> None:
+        self.kind, self.results, self.args, self.failures = kind, results, args, failures
+        self.root, self.temporary, self.started = root, temporary, started
+        self.net: ProcessNetwork | None = None
+        self.status = "ok"
+        self._path: Path | None = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        handled = exc_type is None or issubclass(exc_type, (KeyboardInterrupt, *self.failures))
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.status = "interrupted"
+        elif handled and exc is not None:
+            self.status = "failed"
+            self.results["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"benchmarks.{self.kind}: FAILED: {exc}", file=sys.stderr, flush=True)
+        self._path = finish_run(self.kind, self.results, self.net, self.args, self.root,
+                                self.temporary, self.status, self.started)
+        return handled
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            raise RuntimeError("the run has not finished")
+        return self._path
 
 
 def report_end(results: dict[str, Any], path: Path) -> int:
