@@ -13,6 +13,7 @@ import grpc
 import structlog
 
 from node.core.audit import AuditEvent, integration
+from node.core.bounds import at_most
 from node.core.clock import local_date
 from node.core.directory import Integration, problem_of, subject_problem
 from node.core.envelope import Decision
@@ -258,8 +259,7 @@ class HubService(hub_pb2_grpc.HubServicer):
     ) -> directory_pb2.IntegrateResponse:
         async def body() -> directory_pb2.IntegrateResponse:
             sender = current_peer().institution
-            if len(request.ops) > MAX_INTEGRATE_OPS:
-                raise InvalidArgument(f"at most {MAX_INTEGRATE_OPS} ops per call")
+            at_most(len(request.ops), MAX_INTEGRATE_OPS, "ops")
             today = local_date(self.intake.clock)
             decisions: list[Decision] = []
             accepted: list[tuple[Integration, bool]] = []

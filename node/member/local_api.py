@@ -20,6 +20,7 @@ from datetime import date
 import grpc
 from google.protobuf.message import DecodeError
 
+from node.core.bounds import at_most
 from node.core.clock import Clock, local_date
 from node.core.directory import shared_decisions
 from node.core.envelope import Decision, EnvelopeHead, Policy, check_envelope
@@ -92,8 +93,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         async def body() -> local_pb2.LocalSubmitResponse:
             # May the calling application send to these services? (app_permissions)
             check_send(lambda: (s for s in map(_service_of, request.envelopes) if s is not None))
-            if len(request.envelopes) > MAX_SUBMIT:
-                raise InvalidArgument(f"at most {MAX_SUBMIT} envelopes per call")
+            at_most(len(request.envelopes), MAX_SUBMIT, "envelopes")
             keys: dict[int, str] = {}
             decisions, ready, heads = self._prepare(request.envelopes, keys)
             await self._check_with_fragment(decisions, ready, heads)
@@ -181,9 +181,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.OutcomesRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.OutcomesResponse:
         async def body() -> local_pb2.OutcomesResponse:
-            if len(request.sequences) > MAX_OUTCOMES:
-                raise InvalidArgument(f"at most {MAX_OUTCOMES} sequences per call",
-                                      CallReason.TOO_MANY_SEQUENCES)
+            at_most(len(request.sequences), MAX_OUTCOMES, "sequences", CallReason.TOO_MANY_SEQUENCES)
             deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
             seqs = list(request.sequences)
             if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
@@ -237,9 +235,8 @@ class LocalService(local_pb2_grpc.LocalServicer):
         self, request: local_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.AcknowledgeResponse:
         async def body() -> local_pb2.AcknowledgeResponse:
-            if len(request.hub_tickets) > MAX_ACKNOWLEDGE:
-                raise InvalidArgument(f"at most {MAX_ACKNOWLEDGE} hub tickets per call",
-                                      CallReason.TOO_MANY_TICKETS)
+            at_most(len(request.hub_tickets), MAX_ACKNOWLEDGE, "hub tickets",
+                    CallReason.TOO_MANY_TICKETS)
             n = await self.store.acknowledge(list(request.hub_tickets))
             return local_pb2.AcknowledgeResponse(acknowledged=n)
 
