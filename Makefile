@@ -19,9 +19,11 @@ demo: $(STAMP)
 	$(BIN)/crossroads demo
 
 test: $(STAMP)
+	bash tests/install-postgres.sh
 	$(BIN)/python -m pytest -m "not deploy" -q
 
 test-fast: $(STAMP)
+	bash tests/install-postgres.sh
 	$(BIN)/python -m pytest -m "not deploy and not slow" -q
 
 test-deploy: $(STAMP)
