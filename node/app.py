@@ -56,6 +56,7 @@ from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
 from node.rpc.auth_interceptor import AuthInterceptor, CertificateGate
+from node.rpc.hub_choice import HubChoice
 from node.rpc.local_auth import LOCAL_TABLE, LocalGate
 from node.rpc.malformed import MalformedRequests
 from node.rpc.peer import PeerAuthenticator
@@ -316,6 +317,8 @@ class NodeApp:
                                       clock=clock)
         self.watcher: FragmentWatcher | None = None
         self.hub_caller: HubCaller | None = None
+        #: Which hub address the node's clients use now (node/rpc/hub_choice.py).
+        self.hubs = HubChoice(config.hubs)
         self.server_check: ServerCheck | None = None
         self.tls = TlsMaterial.load(config.tls)
         self.server: grpc.aio.Server | None = None
@@ -353,11 +356,11 @@ class NodeApp:
             interceptors=[MalformedRequests(), AuthInterceptor(NODE_TABLE, CertificateGate(peers))])
         self.answering = Answering(cfg.limits.max_payload_bytes)
         # The client side of revocation: the hub's certificate, checked after connecting.
-        server_check = ServerCheck(cfg.hub,
+        server_check = ServerCheck(cfg.hubs,
                                    lambda: revocations.serials | fragment.revoked_serials(),
                                    clock=self.clock)
         self.server_check = server_check
-        self.hub_caller = HubCaller(cfg, self.tls, server_check)
+        self.hub_caller = HubCaller(cfg, self.tls, server_check, hubs=self.hubs)
         desk = (DeclarationDesk(cfg.enterprise_number, self.clock)
                 if cfg.emit_employment_mutations else None)
         self.deliver = DeliverService(self.store, self.answering, desk,
@@ -371,12 +374,13 @@ class NodeApp:
         self.continuity = HubContinuity(self.store, load_public_key(cfg.hub_directory_key),
                                         self.clock)
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint, continuity=self.continuity,
-                             server_check=server_check, clock=self.clock)
+                             server_check=server_check, clock=self.clock, hubs=self.hubs)
         policy = _envelope_policy(cfg.limits)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
-            revocations=None if cfg.tls.revocation == "off" else self.revocations)
+            revocations=None if cfg.tls.revocation == "off" else self.revocations,
+            hubs=self.hubs)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller,
                              self.clock)
@@ -423,7 +427,7 @@ class NodeApp:
         await _set_health(self._health, self._names, True)
         await _set_health(self._local_health, self._local_names, True)
         log.info("node_serving", institution=cfg.enterprise_number, port=self.port,
-                 endpoint=endpoint, local_api=cfg.local_api, hub=cfg.hub,
+                 endpoint=endpoint, local_api=cfg.local_api, hubs=list(cfg.hubs),
                  metrics_port=info.get("metrics_port"))
         self._started = True
         return info

@@ -181,7 +181,9 @@ class NodeConfig:
     network: str
     enterprise_number: str
     listen: str
-    hub: str
+    #: The hub's addresses (``hubs``, or the older single ``hub``), in order of preference:
+    #: the node's clients move to the next one when a connection fails (node/rpc/hub_choice.py).
+    hubs: tuple[str, ...]
     local_api: str
     data_dir: Path
     tls: TlsFiles
@@ -256,7 +258,7 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         network=r.network(),
         enterprise_number=r.enterprise("enterprise_number"),
         listen=r.address("listen", any_port=True),
-        hub=r.address("hub"),
+        hubs=_hub_addresses(r),
         local_api=r.address("local_api", any_port=True),
         data_dir=r.path("data_dir"),
         tls=_tls(r.sub("tls"), hub=False),
@@ -280,6 +282,22 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
     for problem in _local_api_problems(cfg):
         r.problem(problem)
     return cfg, r.problems
+
+
+def _hub_addresses(r: _Reader) -> tuple[str, ...]:
+    """``hubs`` (a list of addresses) or the older ``hub`` (one address), not both."""
+    if "hub" in r.table and "hubs" in r.table:
+        r.used.update(("hub", "hubs"))
+        r.problem("hub and hubs both given: keep hubs (a list of host:port), remove hub")
+        return ()
+    if "hubs" not in r.table:
+        if "hub" not in r.table:
+            r.used.add("hub")
+            r.problem("hubs is required: the hub's addresses, e.g. hubs = [\"hub.example:7443\"]")
+            return ()
+        single = r.address("hub")
+        return () if single is None else (single,)
+    return r.addresses("hubs")
 
 
 def _local_tls(r: _Reader) -> TlsFiles | None:
@@ -464,6 +482,27 @@ class _Reader:
                              f" use {lowest}-65535"
                              + (" (0: any free port)" if any_port else ""))
         return value
+
+    def addresses(self, key: str) -> tuple[str, ...]:
+        """A non-empty list of distinct :meth:`address` values (``host:port`` or
+        ``unix:/path``, port 1-65535)."""
+        value = self._get(key, required=True)
+        if not isinstance(value, list) or not value:
+            if value is not None:
+                self.problem(f"{self.prefix}{key} must be a non-empty list of host:port")
+            return ()
+        found: list[str] = []
+        for i, item in enumerate(value):
+            checker = _Reader({f"{key}[{i}]": item}, self.base, self.prefix, self.problems)
+            address = checker.address(f"{key}[{i}]")
+            if address is None:
+                continue
+            if address in found:
+                self.problem(f"{self.prefix}{key}[{i}] {address!r} is listed twice:"
+                             " remove the duplicate")
+                continue
+            found.append(address)
+        return tuple(found)
 
     def tcp_address(self, key: str) -> str | None:
         """An optional ``host:port`` (no unix socket: e.g. an HTTP endpoint)."""

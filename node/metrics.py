@@ -10,7 +10,8 @@ Hub (``crossroads_hub_*``): envelopes accepted, refused (by reason) and resent d
 batches; envelopes queued and delivered per destination, and whether its delivery stream is
 up; consultations in flight; the audit chain's last record; the directory revision. Node
 (``crossroads_node_*``): envelopes sent and their outcomes, waiting in the outbox, in the inbox
-not yet acknowledged; the hub and directory streams; the fragment's revision and lag. Both
+not yet acknowledged; the hub and directory streams, the hub address in use and the switches
+between addresses; the fragment's revision and lag. Both
 count the writes their store refused (``crossroads_store_errors_total``, by component and
 cause: node/store/failures.py) and export the standard ``process_*`` metrics (CPU, memory,
 open files).
@@ -110,6 +111,16 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
                  store.inbox_unacknowledged)
     yield _gauge("crossroads_node_hub_connected", "1 when the stream to the hub is up.",
                  1.0 if uplink.connected else 0.0)
+    chosen = GaugeMetricFamily("crossroads_node_hub_address",
+                               "1 for the hub address the node uses now, 0 for the others of"
+                               " its list (the uplink's session is on it when connected).",
+                               labels=["address"])
+    for address in app.hubs.addresses:
+        chosen.add_metric([address], 1.0 if address == app.hubs.current else 0.0)
+    yield chosen
+    yield _counter("crossroads_node_hub_switches",
+                   "Times the node moved to the next hub address since start.",
+                   app.hubs.switches)
     yield _gauge("crossroads_node_hub_state_regressed",
                  "1 while the hub presents less than it acknowledged (submitting stopped).",
                  1.0 if store.hub_regression is not None else 0.0)

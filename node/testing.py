@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,16 +119,30 @@ def _toml(value: Any) -> str:
     raise TypeError(value)
 
 
+def _is_table(value: Any) -> bool:
+    """A sub-table, or an array of tables (a list of dicts)."""
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value))
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 where nothing listens (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_toml(path: Path, table: Mapping[str, Any]) -> None:
-    """Enough TOML for our configs: scalars, sub-tables, arrays of tables."""
+    """Enough TOML for our configs: scalars, lists of scalars, sub-tables, arrays of
+    tables."""
     lines: list[str] = []
-    scalars = {k: v for k, v in table.items() if not isinstance(v, (dict, list))}
+    scalars = {k: v for k, v in table.items() if not _is_table(v)}
     lines += [f"{k} = {_toml(v)}" for k, v in scalars.items()]
     for k, v in table.items():
         if isinstance(v, dict):
             lines.append(f"\n[{k}]")
             lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list):
+        elif _is_table(v) and isinstance(v, list):
             for item in v:
                 lines.append(f"\n[[{k}]]")
                 lines += [f"{kk} = {_toml(vv)}" for kk, vv in item.items()]
@@ -146,6 +161,9 @@ class NetworkLayout:
     #: Settings of one node (by enterprise number), applied after ``node_overrides``.
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: list[Entity] | None = None
+    #: The nodes' hub list, given the hub's address (None: ``hub = <that address>``), e.g.
+    #: ``lambda live: [dead, live]`` for a node that must fail over.
+    hub_list: Callable[[str], list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -180,13 +198,16 @@ class NetworkLayout:
             "network": self.network,
             "enterprise_number": enterprise,
             "listen": "127.0.0.1:0",
-            "hub": hub_address,
             "local_api": f"unix:{self.root / 'sock' / enterprise}.sock",
             "data_dir": str(self.root / "nodes" / enterprise),
             "synchronous": "FULL",
             "hub_directory_key": str(public_path(self.directory_key)),
             "tls": {"ca_cert": str(self.pki.ca_cert), "cert": str(cert), "key": str(key)},
         }
+        if self.hub_list is None:
+            table["hub"] = hub_address
+        else:
+            table["hubs"] = self.hub_list(hub_address)
         _merge(table, self.node_overrides)
         _merge(table, self.per_node.get(enterprise, {}))
         return table
@@ -344,9 +365,10 @@ class ProcessNetwork(NetworkLayout):
         self.ready[name] = dict(json.loads(ready.read_text()))
         return self.ready[name]
 
-    def start_hub(self, init: bool | None = None) -> None:
+    def start_hub(self, init: bool | None = None, listen: str | None = None) -> None:
+        """Start the hub: on ``listen``, else where it was (a free port at first)."""
         first = not self.hub_address
-        listen = self.hub_address or "127.0.0.1:0"
+        listen = listen or self.hub_address or "127.0.0.1:0"
         info = self._spawn("hub", "hub", self.hub_table(listen), init)
         self.hub_address = f"127.0.0.1:{info['port']}"
         if first and self.seed:

@@ -37,6 +37,8 @@ from node.core.backoff import Backoff
 from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
+from node.rpc.edge import describe
+from node.rpc.hub_choice import HubChoice
 from node.rpc.reconnect import Reconnect
 from node.rpc.revocation import RevocationList
 from node.rpc.tls import TlsMaterial, hub_channel
@@ -69,8 +71,13 @@ class FragmentWatcher(BackgroundTask):
 
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentReplica,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
-                 revocations: RevocationList | None = None) -> None:
+                 revocations: RevocationList | None = None,
+                 hubs: HubChoice | None = None) -> None:
         self.config = config
+        #: The node's shared hub choice (default: one of its own over ``config.hubs``).
+        self.hubs = hubs or HubChoice(config.hubs)
+        #: The hub address of the current (or last) watch stream.
+        self.address = self.hubs.current
         self.revocations = revocations
         self.tls = tls
         self.store = store
@@ -106,7 +113,8 @@ class FragmentWatcher(BackgroundTask):
 
     async def _connection(self) -> None:
         """One watch stream on a new channel to the hub; it only ends by failing."""
-        channel = hub_channel(self.config, self.tls, MAX_UPDATE_BYTES)
+        self.address = self.hubs.current
+        channel = hub_channel(self.config, self.tls, MAX_UPDATE_BYTES, self.address)
         try:
             await self._session(channel)
         except UpdateRefused as exc:
@@ -119,8 +127,9 @@ class FragmentWatcher(BackgroundTask):
 
     async def _failed(self, exc: BaseException) -> None:
         # A refusal was logged as such (directory_update_refused).
+        self.hubs.failed(self.address, describe(exc))
         await self._reconnect.back_off(exc, logged=isinstance(exc, UpdateRefused),
-                                       hub=self.config.hub)
+                                       hub=self.address)
 
     def _refused(self, reason: str) -> None:
         self.refused += 1
@@ -133,7 +142,7 @@ class FragmentWatcher(BackgroundTask):
         start = self.start_revision()
         call = hub_pb2_grpc.HubStub(channel).WatchDirectory(
             pb.WatchRequest(start_revision=start))
-        log.debug("directory_watch_started", hub=self.config.hub, start_revision=start)
+        log.debug("directory_watch_started", hub=self.address, start_revision=start)
         connected = asyncio.create_task(self._when_connected(call))
         snapshot: _Snapshot | None = None
         try:

@@ -52,6 +52,7 @@ from node.core.reasons import Reason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.member.continuity import HubContinuity
 from node.rpc.edge import describe, really_cancelled
+from node.rpc.hub_choice import HubChoice
 from node.rpc.reconnect import Reconnect
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
@@ -104,10 +105,15 @@ class Uplink(BackgroundTask):
 
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: Outbox, endpoint: str,
                  continuity: HubContinuity | None = None,
-                 server_check: ServerCheck | None = None, clock: Clock | None = None) -> None:
+                 server_check: ServerCheck | None = None, clock: Clock | None = None,
+                 hubs: HubChoice | None = None) -> None:
         """``config.limits.submit_batch_*``: the batches' sizes (within the hub's bounds);
-        ``config.timeouts.ack_s``: the watchdog's bound; ``clock``: the daemon's."""
+        ``config.timeouts.ack_s``: the watchdog's bound; ``clock``: the daemon's; ``hubs``:
+        the node's shared hub choice (default: one of its own over ``config.hubs``)."""
         self.config = config
+        self.hubs = hubs or HubChoice(config.hubs)
+        #: The hub address of the current (or last) session.
+        self.address = self.hubs.current
         #: Checks the hub's state at each Register; the outbox is not sent while it found a
         #: hub that lost state (node.member.continuity).
         self.continuity = continuity
@@ -150,7 +156,9 @@ class Uplink(BackgroundTask):
     async def _connection(self) -> None:
         """One session on a new channel to the hub."""
         await self._give_up_if_hopeless()
-        channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes)
+        self.address = self.hubs.current
+        channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes,
+                              self.address)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -164,7 +172,8 @@ class Uplink(BackgroundTask):
 
     async def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        await self._reconnect.back_off(exc, hub=self.config.hub)
+        self.hubs.failed(self.address, describe(exc))
+        await self._reconnect.back_off(exc, hub=self.address)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = hub_pb2_grpc.HubStub(channel)
@@ -174,7 +183,7 @@ class Uplink(BackgroundTask):
         )
         if self.server_check is not None:
             self.server_check.check(fresh=True)
-        log.info("uplink_registered", institution=registered.institution,
+        log.info("uplink_registered", hub=self.address, institution=registered.institution,
                  waiting_at_hub=registered.pending,
                  hub_acknowledged_sequence=registered.acknowledged_sequence)
         if self.continuity is not None:
@@ -222,9 +231,9 @@ class Uplink(BackgroundTask):
                 seen = by_reason.get(name)
                 by_reason[name] = (seen[0] + 1, seen[1]) if seen else (1, o.detail)
         for reason, (count, detail) in by_reason.items():
-            if self.refusal_logs.note(RefusalKey(self.config.hub, "Hub.Submit", reason),
+            if self.refusal_logs.note(RefusalKey(self.address, "Hub.Submit", reason),
                                       detail, count):
-                log.warning("envelopes_refused_by_hub", hub=self.config.hub, reason=reason,
+                log.warning("envelopes_refused_by_hub", hub=self.address, reason=reason,
                             count=count, detail=detail)
 
     async def _watchdog(self, inflight: deque[tuple[int, int, float]]) -> None:

@@ -178,6 +178,16 @@ class StreamCaller(Generic[Req, Resp]):
             expiry.cancel()
             stream.waiting.pop(ident, None)
 
+    @property
+    def broken(self) -> bool:
+        """True when the last stream opened failed (the next call opens another)."""
+        return self._stream is not None and self._stream.failure is not None
+
+    @property
+    def streaming(self) -> bool:
+        """True while a stream is open (opened and not failed)."""
+        return self._stream is not None and self._stream.failure is None
+
     async def close(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:

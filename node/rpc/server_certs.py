@@ -74,17 +74,18 @@ def _socket_ids(entity: dict) -> Iterator[int]:  # type: ignore[type-arg]
             _lookup(cygrpc.channelz_get_subchannel, int(ref["subchannelId"]), "subchannel"))
 
 
-def _matches(channel_target: str, target: str) -> bool:
-    return channel_target == target or channel_target.endswith(f"/{target}")
+def _matches(channel_target: str, targets: tuple[str, ...]) -> bool:
+    return any(channel_target == target or channel_target.endswith(f"/{target}")
+               for target in targets)
 
 
-def presented_serials(target: str) -> frozenset[int]:
+def presented_serials(*targets: str) -> frozenset[int]:
     """Serials of the certificates presented by the servers of this process's open
-    connections to ``target`` (e.g. ``hub.example:7443``)."""
+    connections to any of ``targets`` (e.g. ``hub.example:7443``)."""
     serials: set[int] = set()
     for channel in _pages(cygrpc.channelz_get_top_channels, "channel"):
         data = channel.get("data", {})
-        if not isinstance(data, dict) or not _matches(str(data.get("target", "")), target):
+        if not isinstance(data, dict) or not _matches(str(data.get("target", "")), targets):
             continue
         for socket_id in _socket_ids(channel):
             socket = _lookup(cygrpc.channelz_get_socket, socket_id, "socket")
@@ -100,11 +101,13 @@ def presented_serials(target: str) -> frozenset[int]:
 
 
 class ServerCheck:
-    """Refuses a server at ``target`` whose presented certificate is revoked."""
+    """Refuses a server whose presented certificate is revoked, on this process's
+    connections to any of ``targets`` (a node's: every address of its hub list, so the check
+    applies to whichever the node uses)."""
 
-    def __init__(self, target: str, revoked: Callable[[], frozenset[int]],
+    def __init__(self, targets: tuple[str, ...], revoked: Callable[[], frozenset[int]],
                  refresh_s: float = 1.0, clock: Clock | None = None) -> None:
-        self.target, self._revoked, self.refresh_s = target, revoked, refresh_s
+        self.targets, self._revoked, self.refresh_s = targets, revoked, refresh_s
         self.clock = clock or SystemClock()
         self._serials: frozenset[int] = frozenset()
         self._read_at = float("-inf")
@@ -123,12 +126,12 @@ class ServerCheck:
             return
         now = self.clock.monotonic()
         if fresh or now - self._read_at > self.refresh_s:
-            self._serials, self._read_at = presented_serials(self.target), now
+            self._serials, self._read_at = presented_serials(*self.targets), now
         bad = self._serials & revoked
         if bad:
             self.refused += 1
             raise ServerRevoked(
-                f"{SERVER_CERTIFICATE_REVOKED}: {self.target} presented certificate"
+                f"{SERVER_CERTIFICATE_REVOKED}: {', '.join(self.targets)} presented certificate"
                 f" {min(bad):x}, which the network CA revoked")
 
 

@@ -162,10 +162,12 @@ def secure_channel(target: str, tls: TlsMaterial, tls_name: str, largest_content
                                 keepalive))
 
 
-def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int) -> grpc.aio.Channel:
-    """A node's :func:`secure_channel` to its hub: ``config.hub``, whose certificate must hold
-    ``config.hub_tls_name`` (default: the network's hub name)."""
-    return secure_channel(config.hub, tls, config.hub_tls_name or hub_tls_name(config.network),
+def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int,
+                target: str) -> grpc.aio.Channel:
+    """A node's :func:`secure_channel` to its hub at ``target`` (one of ``config.hubs``, as
+    :class:`node.rpc.hub_choice.HubChoice` chose), whose certificate must hold
+    ``config.hub_tls_name`` (default: the network's hub name), whichever address it is."""
+    return secure_channel(target, tls, config.hub_tls_name or hub_tls_name(config.network),
                           largest_content_bytes, config.keepalive)
 
 

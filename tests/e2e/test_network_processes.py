@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -224,12 +225,7 @@ def test_kill_9_sender_node_keeps_every_envelope_it_acknowledged(tmp_path: Path)
         acknowledged_before = len(sender.acknowledged)
         time.sleep(0.5)
         net.start_node(A)
-        sender.join(300)
-        _wait_until(lambda: sender.acknowledged <= set(drain.tickets), 300, net, progress)
-        drain.wait_for(len(drain.tickets), timeout=1)  # settle: a duplicate would show now
-        with LocalClient(net.local_api(A)) as client:
-            status = client.status()
-        net.stop_all()
+        status = finish(net, sender, drain, progress)
     assert sender.refused == []
     assert acknowledged_before < total - len(sender.in_doubt)  # killed mid-stream
     received = Counter(drain.tickets)
@@ -238,6 +234,20 @@ def test_kill_9_sender_node_keeps_every_envelope_it_acknowledged(tmp_path: Path)
     assert set(received) <= sender.acknowledged | sender.in_doubt  # and nothing else
     assert status.outbox_pending == 0 and status.sent_accepted == len(received)
     assert verify_file(net.hub_db).problem is None
+
+
+def finish(net: ProcessNetwork, sender: Sender, drain: Drain,
+           progress: Callable[[], str]) -> local_pb2.StatusResponse:
+    """Wait for ``sender`` to finish and for every envelope it got acknowledged to reach
+    ``drain`` (then a moment more: a duplicate would show), stop the network; the sending
+    node's (A) status just before."""
+    sender.join(300)
+    _wait_until(lambda: sender.acknowledged <= set(drain.tickets), 300, net, progress)
+    drain.wait_for(len(drain.tickets), timeout=1)
+    with LocalClient(net.local_api(A)) as client:
+        status = client.status()
+    net.stop_all()
+    return status
 
 
 def _status_line(net: ProcessNetwork, node: str) -> str:

@@ -179,7 +179,7 @@ class Rig:
     async def start_watcher(self) -> FragmentWatcher:
         await self.store.open()
         config = NodeConfig(network="demo", enterprise_number=A, listen="127.0.0.1:0",
-                            hub=f"127.0.0.1:{self.port}", local_api="127.0.0.1:0",
+                            hubs=(f"127.0.0.1:{self.port}",), local_api="127.0.0.1:0",
                             data_dir=self.root, tls=self.node_files)
         self.watcher = FragmentWatcher(config, TlsMaterial.load(self.node_files), self.store,
                                        self.key.public_key(), Backoff(initial=0.01, maximum=0.1))

@@ -61,7 +61,7 @@ def test_node_config_requires_a_valid_enterprise_number() -> None:
     with pytest.raises(ConfigError, match="enterprise_number '0403019216' is not a valid.*mod-97"):
         node_config(table, BASE)
     table["enterprise_number"] = "0403019261"
-    assert node_config(table, BASE).hub == "hub:7443"
+    assert node_config(table, BASE).hubs == ("hub:7443",)
 
 
 NODE_TABLE: dict[str, object] = {
@@ -198,3 +198,38 @@ def test_batch_and_stream_limits_default_to_the_documented_values(key: str, defa
     assert getattr(node_config({**NODE, "limits": {key: 7}}, BASE).limits, key) == 7
     with pytest.raises(ConfigError, match=f"limits.{key} must be an integer >= 1"):
         node_config({**NODE, "limits": {key: 0}}, BASE)
+
+
+def test_hubs_is_a_list_and_the_older_single_hub_key_still_works() -> None:
+    single = node_config(NODE, BASE)
+    listed = {k: v for k, v in NODE.items() if k != "hub"}
+    assert single.hubs == ("hub:7443",)
+    assert node_config({**listed, "hubs": ["hub:7443"]}, BASE) == single  # one canonical form
+    many = node_config({**listed, "hubs": ["hub-a:7443", "10.0.0.2:7443", "hub-c:7443"]}, BASE)
+    assert many.hubs == ("hub-a:7443", "10.0.0.2:7443", "hub-c:7443")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"hubs": []}, "hubs must be a non-empty list of host:port"),
+        ({"hubs": "hub:7443"}, "hubs must be a non-empty list of host:port"),
+        ({"hubs": ["a:7443", "b:7443", "a:7443"]},
+         "hubs[2] 'a:7443' is listed twice: remove the duplicate"),
+        ({"hubs": ["a:7443", "nowhere"]}, "hubs[1] 'nowhere' must be host:port or unix:/path"),
+        ({"hubs": ["a:7443", "b:65536"]},
+         "hubs[1] 'b:65536': port 65536 is out of range; use 1-65535"),
+        ({"hubs": ["a:0"]}, "hubs[0] 'a:0': port 0 is out of range; use 1-65535"),
+        ({"hubs": ["a:7443", 7443]}, "hubs[1] must be a non-empty string"),
+        ({"hubs": ["a:7443"], "hub": "a:7443"},
+         "hub and hubs both given: keep hubs (a list of host:port), remove hub"),
+        ({}, "hubs is required: the hub's addresses"),
+    ],
+)
+def test_bad_hub_lists_are_refused_naming_the_key(changes: dict[str, object],
+                                                  message: str) -> None:
+    table = {**{k: v for k, v in NODE.items() if k != "hub"}, **changes}
+    with pytest.raises(ConfigError) as err:
+        node_config(table, BASE)
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(message), (
+        err.value.problems)
