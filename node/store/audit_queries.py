@@ -47,6 +47,9 @@ __all__ = [
     "load_checkpoints",
     "purge",
     "purge_kinds",
+    "Redactor",
+    "consultations",
+    "signed_export",
     "service_kinds_from_directory",
     "subject_query",
     "summary",
@@ -293,6 +296,13 @@ def who_consulted(
         deliveries = _deliveries(conn, tickets)
     finally:
         conn.execute("COMMIT")
+    return consultations(rows, deliveries)
+
+
+def consultations(rows: Sequence[Sequence[Any]],
+                  deliveries: Mapping[str, Sequence[Delivery]]) -> list[Consultation]:
+    """The consultations of a subject's record rows (``seq, {_COLUMNS}``), with the
+    deliveries of their tickets (every backend's who-consulted ends here)."""
     return [
         Consultation(int(seq), int(at_us), event, sender, service, reason, detail, subject_type,
                      ticket, tuple(r for r in receiver.split(",") if r),
@@ -366,17 +376,30 @@ def export_subject(
             if _has_table(conn, "audit_checkpoints") else []
     finally:
         conn.execute("COMMIT")
+    return signed_export(subject_number, since, now_us if now_us is not None
+                         else time.time_ns() // 1000, (head_seq, head_hash),
+                         checkpoints[0] if checkpoints else None, rows, delivered, signer)
+
+
+def signed_export(
+    subject_number: str, since: int, now_us: int, head: tuple[int, bytes],
+    checkpoint: Sequence[Any] | None, rows: Sequence[Sequence[Any]],
+    delivered: list[Sequence[Any]], signer: Signer,
+) -> dict[str, Any]:
+    """The signed extract of a subject's record rows (``seq, {_COLUMNS}, prev_hash, hash``),
+    the delivery records of its envelopes, the head and the latest checkpoint row, read in
+    one snapshot (every backend's export ends here)."""
     delivered.sort(key=lambda r: int(r[0]))
     latest = None
-    if checkpoints:
-        r = checkpoints[0]
+    if checkpoint is not None:
+        r = checkpoint
         latest = Checkpoint(int(r[0]), bytes(r[1]), int(r[2]), int(r[3]), bytes(r[4]),
                             bytes(r[5]), str(r[6])).to_json()
     body = {
         "subject": subject_number,
         "since_us": since,
-        "exported_at_us": now_us if now_us is not None else time.time_ns() // 1000,
-        "head": {"seq": head_seq, "hash": head_hash.hex()},
+        "exported_at_us": now_us,
+        "head": {"seq": head[0], "hash": head[1].hex()},
         "checkpoint": latest,
         "records": [_record_json(r) for r in rows],
         "deliveries": [_record_json(r) for r in delivered],
@@ -429,7 +452,7 @@ def purge(
     return purge_kinds(conn, cutoffs, service_kinds or {}, default_kind, now_us)
 
 
-def purge_kinds(  # noqa: C901 - one scan, one decision per record
+def purge_kinds(
     conn: sqlite3.Connection,
     cutoffs: Mapping[str, int],
     service_kinds: Mapping[str, str],
@@ -465,12 +488,7 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
     upto = _last_before(conn, first, last_cp, newest_cut)
     if upto < first:
         return PurgeReport(note="no record older than the cut-offs")
-    default_cut = cutoffs.get("*")
-
-    def cut_of(service_id: str) -> int | None:
-        kind = service_kinds.get(service_id, default_kind)
-        return cutoffs.get(kind, default_cut)
-
+    redactor = Redactor(cutoffs, service_kinds, default_kind)
     purge_seq = 0
 
     def ensure_purge_record() -> int:
@@ -481,35 +499,13 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
 
     redacted = 0
     indexed = _has_table(conn, "audit_subjects")
-    open_tickets: dict[str, list[Any]] = {}  # ACCEPTED ticket -> [cut-off, receivers left]
     low = first
     while low <= upto:
         high = min(upto, low + chunk - 1)
         rows = conn.execute(
-            "SELECT seq, at_us, event, hub_ticket, receiver, service_id, subject_number FROM audit"
+            f"SELECT {Redactor.COLUMNS} FROM audit"
             " WHERE seq BETWEEN ? AND ? AND redacted = 0 ORDER BY seq", (low, high)).fetchall()
-        victims = []
-        subjects = []  # (subject, seq) of the victims: their subject-index entries go too
-        for seq, at_us, event, ticket, receiver, service_id, subject in rows:
-            if event == "PURGED":
-                continue
-            if event == "DELIVERED":
-                entry = open_tickets.get(ticket)
-                if entry is None:
-                    cut: int | None = newest_cut  # its envelope's record is already gone
-                else:
-                    cut = entry[0]
-                    entry[1] -= 1
-                    if entry[1] <= 0:
-                        del open_tickets[ticket]
-            else:
-                cut = cut_of(service_id)
-                if event == "ACCEPTED" and ticket:
-                    open_tickets[ticket] = [cut, max(1, len([r for r in receiver.split(",") if r]))]
-            if cut is not None and int(at_us) < cut:
-                victims.append(seq)
-                if subject:
-                    subjects.append((subject, seq))
+        victims, subjects = redactor.victims(rows)
         if victims:
             marker = ensure_purge_record()
             with transaction(conn):
@@ -526,6 +522,52 @@ def purge_kinds(  # noqa: C901 - one scan, one decision per record
 
     deleted, anchor = _cut_prefix(conn, first, upto, ensure_purge_record, chunk)
     return PurgeReport(redacted, deleted, anchor, purge_seq, upto)
+
+
+class Redactor:
+    """Which records a purge redacts (step 3 of :func:`purge_kinds`), fed the records in seq
+    order chunk by chunk (every backend's purge decides here)."""
+
+    COLUMNS = "seq, at_us, event, hub_ticket, receiver, service_id, subject_number"
+
+    def __init__(self, cutoffs: Mapping[str, int], service_kinds: Mapping[str, str],
+                 default_kind: str = DEFAULT_KIND) -> None:
+        self.cutoffs, self.service_kinds, self.default_kind = cutoffs, service_kinds, default_kind
+        self.default_cut = cutoffs.get("*")
+        self.newest_cut = max(cutoffs.values())
+        self.open_tickets: dict[str, list[Any]] = {}  # ACCEPTED ticket -> [cut-off, receivers left]
+
+    def cut_of(self, service_id: str) -> int | None:
+        kind = self.service_kinds.get(service_id, self.default_kind)
+        return self.cutoffs.get(kind, self.default_cut)
+
+    def victims(self, rows: Sequence[Sequence[Any]]) -> tuple[list[int], list[tuple[str, int]]]:
+        """The seqs to redact among ``rows`` (:attr:`COLUMNS`, live records), and the
+        (subject, seq) of those with a subject (their subject-index entries go too)."""
+        victims: list[int] = []
+        subjects: list[tuple[str, int]] = []
+        for seq, at_us, event, ticket, receiver, service_id, subject in rows:
+            if event == "PURGED":
+                continue
+            if event == "DELIVERED":
+                entry = self.open_tickets.get(ticket)
+                if entry is None:
+                    cut: int | None = self.newest_cut  # its envelope's record is already gone
+                else:
+                    cut = entry[0]
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self.open_tickets[ticket]
+            else:
+                cut = self.cut_of(service_id)
+                if event == "ACCEPTED" and ticket:
+                    self.open_tickets[ticket] = [
+                        cut, max(1, len([r for r in receiver.split(",") if r]))]
+            if cut is not None and int(at_us) < cut:
+                victims.append(int(seq))
+                if subject:
+                    subjects.append((subject, int(seq)))
+        return victims, subjects
 
 
 def _last_before(conn: sqlite3.Connection, first: int, last: int, cut: int) -> int:

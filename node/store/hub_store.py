@@ -72,7 +72,7 @@ from node.core.clock import Clock, SystemClock
 from node.core.reasons import CallReason
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
 from node.store.failures import StoreFailures
-from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced
+from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced, rows_that_fit
 from node.store.sqlite import (
     Migration,
     connect_sync,
@@ -662,11 +662,7 @@ class HubStore:
             ).fetchall()
             if not sizes:
                 return None
-            last, count, size = sizes[0]
-            for seq, n, length in sizes[1:]:
-                if count + n > limit or size + length > max_bytes:
-                    break
-                last, count, size = seq, count + n, size + length
+            last, count = rows_that_fit(sizes, limit, max_bytes)
             packed = tuple(bytes(blob) for (blob,) in r.execute(
                 "SELECT packed FROM queue WHERE dest = ? AND seq > ? AND seq <= ? ORDER BY seq",
                 (dest, after_seq, last)))

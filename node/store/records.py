@@ -6,6 +6,7 @@ another database keeps it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ __all__ = [
     "QueueRow",
     "QueuedBatch",
     "ResendRaced",
+    "rows_that_fit",
     "RevisionGap",
 ]
 
@@ -42,6 +44,18 @@ class QueuedBatch(NamedTuple):
     last_seq: int
     count: int
     packed: tuple[bytes, ...]
+
+
+def rows_that_fit(sizes: Sequence[Sequence[int]], limit: int, max_bytes: int) -> tuple[int, int]:
+    """(last seq, envelopes) of the queue rows ``(seq, count, bytes)`` (in order, at least
+    one) a delivery batch takes: at most ``limit`` envelopes and ~``max_bytes``, and always
+    the first row."""
+    last, count, size = sizes[0]
+    for seq, n, length in sizes[1:]:
+        if count + n > limit or size + length > max_bytes:
+            break
+        last, count, size = seq, count + n, size + length
+    return int(last), int(count)
 
 
 @dataclass(slots=True)
