@@ -13,7 +13,7 @@ from pathlib import Path
 
 from node.core.audit import accepted
 from node.wire.delivery import pack
-from tests.contract.backends import BACKENDS
+from tests.contract.backends import HUB_BACKENDS
 
 SENDER, DEST, ORIGIN = "0403019261", "0428759497", "crash-origin"
 BATCH = 50
@@ -29,7 +29,7 @@ def batch(n: int) -> tuple[int, int, list[tuple[str, int, bytes]], list, bytes]:
 
 
 async def main(backend: str, directory: Path) -> None:
-    store = BACKENDS[backend].hub(directory, None)
+    store = HUB_BACKENDS[backend].hub(directory, None)
     await store.open()
     n = 0
     while True:

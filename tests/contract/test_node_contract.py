@@ -13,7 +13,7 @@ from pathlib import Path
 from node.store.records import Enqueued, Purged
 from node.wire.gen.crossroads.v1 import envelope_pb2 as pb
 from tests.conftest import opened
-from tests.contract.backends import Backend
+from tests.contract.backends import NodeBackend
 from tests.unit.test_node_retention import _accepted
 from tests.unit.test_node_store import B, _ack
 
@@ -22,12 +22,12 @@ def _eq(first: bytes, again: bytes) -> bool:
     return first == again
 
 
-async def test_counters_and_watermark_survive_a_restart(backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend.node(tmp_path)) as store:
+async def test_counters_and_watermark_survive_a_restart(node_backend: NodeBackend, tmp_path: Path) -> None:
+    async with opened(node_backend.node(tmp_path)) as store:
         await store.enqueue([b"x"] * 6)
         await store.record_ack(1, 4, _ack(1, [(pb.ACCEPTED, "", f"t{i}", (B,)) for i in range(3)]
                                           + [(pb.NOT_AUTHORIZED, "no", "", ())]), refused=[4])
-    async with opened(backend.node(tmp_path)) as store:
+    async with opened(node_backend.node(tmp_path)) as store:
         assert (store.decided_seq, store.sent_accepted, store.sent_refused) == (4, 3, 1)
         counts = store.counts()
         assert (counts.outbox_pending, counts.sent_accepted, counts.sent_refused) == (2, 3, 1)
@@ -35,9 +35,9 @@ async def test_counters_and_watermark_survive_a_restart(backend: Backend, tmp_pa
         assert await store.pending(0, 10, 1 << 20) == [(5, b"x"), (6, b"x")]
 
 
-async def test_outcomes_over_many_acks_and_gaps(backend: Backend, tmp_path: Path) -> None:
+async def test_outcomes_over_many_acks_and_gaps(node_backend: NodeBackend, tmp_path: Path) -> None:
     """Sequences spread over many batches, some asked twice, some after the last ack."""
-    async with opened(backend.node(tmp_path)) as store:
+    async with opened(node_backend.node(tmp_path)) as store:
         await store.enqueue([b"x"] * 100)
         for first in range(1, 91, 10):
             await store.record_ack(first, first + 9, _ack(first, [
@@ -50,8 +50,8 @@ async def test_outcomes_over_many_acks_and_gaps(backend: Backend, tmp_path: Path
     assert got[-1].detail == "unknown sequence"
 
 
-async def test_undecided_envelopes_stay_however_old(backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend.node(tmp_path)) as store:
+async def test_undecided_envelopes_stay_however_old(node_backend: NodeBackend, tmp_path: Path) -> None:
+    async with opened(node_backend.node(tmp_path)) as store:
         await store.enqueue([b"a", b"b", b"c"])
         await store.record_ack(1, 1, _accepted(1, 1), refused=[])
         await store.mark(10)
@@ -62,8 +62,8 @@ async def test_undecided_envelopes_stay_however_old(backend: Backend, tmp_path: 
 
 
 async def test_a_ticket_reused_for_other_content_is_a_new_envelope(
-        backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend.node(tmp_path)) as store:
+        node_backend: NodeBackend, tmp_path: Path) -> None:
+    async with opened(node_backend.node(tmp_path)) as store:
         assert await store.enqueue_once([b"a", b"b"], ["t", "t"], _eq) == Enqueued(
             [1, 2], frozenset())
         # The ticket's latest envelope is the one remembered; either is found in a call.
@@ -73,14 +73,14 @@ async def test_a_ticket_reused_for_other_content_is_a_new_envelope(
 
 
 async def test_the_inbox_keeps_arrival_order_and_drops_a_redelivery(
-        backend: Backend, tmp_path: Path) -> None:
-    async with opened(backend.node(tmp_path)) as store:
+        node_backend: NodeBackend, tmp_path: Path) -> None:
+    async with opened(node_backend.node(tmp_path)) as store:
         assert await store.store_delivery(["t1", "t2"], [b"one", b"two"]) == 2
         assert await store.store_delivery(["t2", "t3"], [b"two", b"three"]) == 1
         assert await store.fetch(10) == [("t1", b"one"), ("t2", b"two"), ("t3", b"three")]
         assert await store.acknowledge(["t2", "t9"]) == 1
         assert await store.acknowledge(["t2"]) == 0  # once
-    async with opened(backend.node(tmp_path)) as store:
+    async with opened(node_backend.node(tmp_path)) as store:
         assert await store.fetch(10) == [("t1", b"one"), ("t3", b"three")]
         counts = store.counts()
         assert (counts.inbox_total, counts.inbox_unacknowledged) == (3, 2)

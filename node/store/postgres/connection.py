@@ -1,0 +1,83 @@
+"""Connecting to the hub's PostgreSQL: where the password comes from, the pool, migrations.
+
+Credentials never travel on a command line: :class:`PgParams` holds a libpq DSN without a
+password (it may list several hosts, ``host=a,b`` or ``postgresql://a,b/db``, with
+``target_session_attrs=read-write``: asyncpg tries them in turn) and the password, read by
+:meth:`PgParams.from_sources` from a file (first line) or an environment variable.
+
+:func:`migrate` applies :data:`~node.store.postgres.migrations.MIGRATIONS` forward-only, each
+in its own transaction holding a transaction-scoped advisory lock, so replicas that open the
+database at the same time apply each migration once; a database of a newer schema than this
+software is refused (``RuntimeError``), before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from node.store.postgres.migrations import MIGRATIONS
+
+__all__ = ["MIGRATION_LOCK", "PgParams", "create_pool", "migrate", "schema_version"]
+
+#: The advisory lock key migrations run under (any constant; "crossroads hub").
+MIGRATION_LOCK = 0x63726F7373
+_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version"
+                  " (id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)")
+
+
+@dataclass(frozen=True)
+class PgParams:
+    """Where the hub's database is and how to log in (the password is kept out of ``repr``)."""
+
+    dsn: str
+    password: str | None = field(default=None, repr=False)
+    min_size: int = 1
+    max_size: int = 8
+
+    @classmethod
+    def from_sources(cls, dsn: str, password_file: Path | None = None,
+                     password_env: str | None = None, **pool: int) -> PgParams:
+        """The password from ``password_file`` (its first line) or the environment variable
+        ``password_env``; neither: none (a ``.pgpass`` file or trust authentication)."""
+        password = None
+        if password_file is not None:
+            lines = password_file.read_text().splitlines()
+            password = lines[0] if lines else ""
+        elif password_env is not None:
+            password = os.environ.get(password_env)
+            if password is None:
+                raise RuntimeError(f"environment variable {password_env} is not set")
+        return cls(dsn, password, **pool)
+
+
+async def create_pool(params: PgParams) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(params.dsn, password=params.password,
+                                     min_size=params.min_size, max_size=params.max_size)
+    assert pool is not None
+    return pool
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    await conn.execute(_VERSION_TABLE)
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[str] = MIGRATIONS) -> int:
+    """Bring the schema to ``len(migrations)``; the version reached."""
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            version = await schema_version(conn)
+            if version > len(migrations):
+                raise RuntimeError(f"database schema version {version} is newer than this"
+                                   f" software ({len(migrations)})")
+            if version == len(migrations):
+                return version
+            await conn.execute(migrations[version])
+            await conn.execute(
+                "INSERT INTO schema_version (id, version) VALUES (1, $1)"
+                " ON CONFLICT (id) DO UPDATE SET version = excluded.version", version + 1)

@@ -1,0 +1,88 @@
+"""The PostgreSQL hub store's schema: numbered, forward-only migrations (SQL).
+
+Migration ``n`` brings a database from version ``n - 1`` to ``n``; ``schema_version`` holds
+the version reached. :func:`node.store.postgres.connection.migrate` applies each in its own
+transaction under an advisory lock, so replicas opening the same database at once apply it
+once (the others wait, then find it done). Every migration must be safe while older replicas
+run: add tables, columns with defaults, indexes; never rewrite what they read.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[str] = [
+    # 1: the queue (packed batches, positions per destination), idempotency records, the audit
+    # chain and its head, signed checkpoints, the store's identity.
+    """
+    CREATE TABLE queue (
+        dest text NOT NULL,
+        seq bigint NOT NULL,
+        count integer NOT NULL,
+        packed bytea NOT NULL,
+        PRIMARY KEY (dest, seq)
+    );
+    CREATE TABLE queue_positions (
+        dest text PRIMARY KEY,
+        position bigint NOT NULL
+    );
+    CREATE TABLE destinations (
+        institution text PRIMARY KEY,
+        endpoint text,
+        delivered_seq bigint NOT NULL DEFAULT 0,
+        delivered_count bigint NOT NULL DEFAULT 0,
+        updated_at_us bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE origins (
+        sender text NOT NULL,
+        origin text NOT NULL,
+        high_seq bigint NOT NULL,
+        PRIMARY KEY (sender, origin)
+    );
+    CREATE TABLE recent_acks (
+        sender text NOT NULL,
+        origin text NOT NULL,
+        first_seq bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        ack bytea NOT NULL,
+        PRIMARY KEY (sender, origin, first_seq)
+    );
+    CREATE TABLE audit (
+        seq bigint PRIMARY KEY,
+        at_us bigint NOT NULL,
+        event text NOT NULL,
+        hub_ticket text NOT NULL,
+        sender text NOT NULL,
+        receiver text NOT NULL,
+        service_id text NOT NULL,
+        subject_type text NOT NULL,
+        subject_number text NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL,
+        prev_hash bytea NOT NULL,
+        hash bytea NOT NULL,
+        redacted bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE audit_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        hash bytea NOT NULL
+    );
+    CREATE TABLE audit_checkpoints (
+        seq bigint PRIMARY KEY,
+        hash bytea NOT NULL,
+        at_us bigint NOT NULL,
+        from_seq bigint NOT NULL,
+        segment_digest bytea NOT NULL,
+        signature bytea NOT NULL,
+        key_id text NOT NULL
+    );
+    CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+    """,
+    # 2: the indexes of the audit queries: a subject's records (who-consulted, export), and
+    # the DELIVERED records of an envelope by its (time-ordered) hub ticket.
+    """
+    CREATE INDEX audit_by_subject ON audit (subject_number, seq) WHERE subject_number <> '';
+    CREATE INDEX audit_delivered_by_ticket ON audit (hub_ticket) WHERE event = 'DELIVERED';
+    """,
+]
