@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import asyncpg
@@ -119,3 +120,12 @@ def test_the_password_comes_from_a_file_or_the_environment(
     monkeypatch.delenv("HUB_PG_PASSWORD")
     with pytest.raises(RuntimeError, match="HUB_PG_PASSWORD is not set"):
         PgParams.from_sources("host=db", password_env="HUB_PG_PASSWORD")
+
+
+async def test_a_store_without_prepared_statements_works_behind_a_pooler(pg_dir: Path) -> None:
+    params = dataclasses.replace(pg_params(pg_dir), statement_cache_size=0)
+    async with opened(PostgresHubStore(params)) as store:
+        await store.commit_batch(SENDER, ORIGIN, 1, 5, *_batch(1, 5, b"p"), b"ack")
+        assert await store.recent_acks(SENDER, ORIGIN, 1) == [(1, b"ack")]
+        queued = await store.read_queue(DEST, 0, 100, 1 << 20)
+        assert queued is not None and queued.count == 5

@@ -37,6 +37,9 @@ class PgParams:
     password: str | None = field(default=None, repr=False)
     min_size: int = 1
     max_size: int = 8
+    #: Prepared statements cached per connection; 0 behind a transaction-mode pooler
+    #: (PgBouncer), where a connection's prepared statements are not its own.
+    statement_cache_size: int = 100
 
     @classmethod
     def from_sources(cls, dsn: str, password_file: Path | None = None,
@@ -56,7 +59,8 @@ class PgParams:
 
 async def create_pool(params: PgParams) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(params.dsn, password=params.password,
-                                     min_size=params.min_size, max_size=params.max_size)
+                                     min_size=params.min_size, max_size=params.max_size,
+                                     statement_cache_size=params.statement_cache_size)
     assert pool is not None
     return pool
 
