@@ -117,6 +117,10 @@ class AuditCheckpoints:
     idle_every_s: float = 60.0
 
 
+#: A list of addresses (a node's ``hubs``) holds at most this many: checked before any entry
+#: is read (a hub tier has a handful of replicas).
+MAX_ADDRESSES = 64
+
 #: In a permission list: every service.
 ANY_SERVICE = "*"
 
@@ -490,6 +494,9 @@ class _Reader:
         if not isinstance(value, list) or not value:
             if value is not None:
                 self.problem(f"{self.prefix}{key} must be a non-empty list of host:port")
+            return ()
+        if len(value) > MAX_ADDRESSES:
+            self.problem(f"{self.prefix}{key} lists {len(value)} addresses: at most {MAX_ADDRESSES}")
             return ()
         found: list[str] = []
         for i, item in enumerate(value):

@@ -224,6 +224,8 @@ def test_hubs_is_a_list_and_the_older_single_hub_key_still_works() -> None:
         ({"hubs": ["a:7443"], "hub": "a:7443"},
          "hub and hubs both given: keep hubs (a list of host:port), remove hub"),
         ({}, "hubs is required: the hub's addresses"),
+        # The same value 100,000 times: one problem, found before reading any entry.
+        ({"hubs": ["a:7443"] * 100_000}, "hubs lists 100000 addresses: at most 64"),
     ],
 )
 def test_bad_hub_lists_are_refused_naming_the_key(changes: dict[str, object],
