@@ -32,10 +32,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "postgres_bindir"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "PgDatabase", "postgres_bindir"]
 
 #: Where Debian puts the server binaries, newest major version first.
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -187,6 +188,32 @@ class PostgresServer:
                            "-w", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one SQL statement as the superuser (``psql``); what it printed."""
+        result = subprocess.run(
+            [str(postgres_bindir() / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-d", self.dsn(database), "-c", statement],
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
+                 "PGPASSWORD": self.password})
+        if result.returncode != 0:
+            raise _Failed(result.returncode, ["psql", "-c", statement], result.stdout,
+                          result.stderr)
+        return result.stdout
+
+    @contextlib.contextmanager
+    def database(self, directory: Path) -> Iterator[PgDatabase]:
+        """A fresh database for the block; its password file is written in ``directory``."""
+        name = f"test_{secrets.token_hex(6)}"
+        self.sql(f"CREATE DATABASE {name}")
+        password_file = directory / f"{name}.password"
+        password_file.write_text(self.password + "\n")
+        password_file.chmod(0o600)
+        try:
+            yield PgDatabase(name, self.dsn(name), password_file)
+        finally:
+            self.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
     def log(self) -> str:
         """The server's log so far (for a failing test's message)."""
         try:
@@ -215,6 +242,20 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """One test's database: its DSN (no password) and the file holding the password."""
+
+    name: str
+    dsn: str
+    password_file: Path
+
+    def store_table(self, **settings: object) -> dict[str, object]:
+        """The hub's ``[store]`` table for this database."""
+        return {"backend": "postgresql", "dsn": self.dsn,
+                "password_file": str(self.password_file), **settings}
 
 
 class _Failed(subprocess.CalledProcessError):
