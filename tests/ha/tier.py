@@ -118,6 +118,8 @@ class Traffic:
         #: receiver -> (sender, number) in the order its application fetched them.
         self.fetched: dict[str, list[tuple[str, int]]] = defaultdict(list)
         self.submit_errors = 0
+        #: sender -> the outbox sequences of what its application was acknowledged.
+        self.sequences: dict[str, list[int]] = defaultdict(list)
         self._sending = threading.Event()
         self._fetching = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,12 +147,13 @@ class Traffic:
                                            sender_ticket=f"{sender}:{n}")
                              for n in numbers]
                 try:
-                    client.submit(envelopes, timeout=30)
+                    _, sequences = client.submit(envelopes, timeout=30)
                 except grpc.RpcError:
                     self.submit_errors += 1  # not acknowledged: not counted as sent
                 else:
                     with self.lock:
                         self.acknowledged[(sender, receiver)].extend(numbers)
+                        self.sequences[sender].extend(sequences)
                 time.sleep(self.every_s)
 
     def _fetch(self, receiver: str) -> None:
@@ -192,6 +195,18 @@ class Traffic:
         assert self.fetched_count() >= self.sent_count(), (
             f"{self.sent_count() - self.fetched_count()} acknowledged envelopes never arrived"
             f" in {timeout:g} s\n{progress()}")
+
+    def refused(self) -> dict[str, int]:
+        """reason -> how many acknowledged envelopes the hub did not accept (asked of each
+        sender's node once every outcome is in: after :meth:`drain`)."""
+        counts: dict[str, int] = defaultdict(int)
+        for sender, sequences in self.sequences.items():
+            with LocalClient(self.tier.local_api(sender)) as client:
+                for i in range(0, len(sequences), 5_000):
+                    for outcome in client.outcomes(sequences[i:i + 5_000], wait_ms=10_000):
+                        if outcome.reason != "ACCEPTED":
+                            counts[outcome.reason] += 1
+        return dict(counts)
 
     def problems(self) -> list[str]:
         """What breaks "exactly once, in order per sender" (empty: nothing)."""
