@@ -69,10 +69,11 @@ from node.core.audit import (
     sign_checkpoint,
 )
 from node.core.clock import Clock, SystemClock
+from node.core.errors import Unavailable
 from node.core.reasons import CallReason
 from node.store import records
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
-from node.store.failures import StoreFailures
+from node.store.failures import NOT_STORED, StoreFailures
 from node.store.protocols import QueueDoorbell
 from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced, rows_that_fit
 from node.store.sqlite import (
@@ -355,6 +356,12 @@ class HubStore:
     @property
     def is_open(self) -> bool:
         return self._db.is_open
+
+    async def ping(self) -> None:
+        """``Unavailable`` once the file was found damaged (:attr:`damaged`); a full disk
+        fails each write instead, and the next may succeed."""
+        if self.damaged:
+            raise Unavailable(f"hub.sqlite is damaged: {self.damaged}", NOT_STORED)
 
     @property
     def writer(self) -> sqlite3.Connection:

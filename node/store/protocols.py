@@ -59,6 +59,7 @@ from node.store.records import (
 
 if TYPE_CHECKING:
     from node.store.audit_queries import Consultation, PurgeReport
+    from node.store.failures import StoreFailures
 
 __all__ = [
     "AuditLog",
@@ -178,10 +179,18 @@ class HubStorage(BatchIntake, AuditLog, DeliveryQueue, Protocol):
     the audit chain and the idempotency records in one transaction)."""
 
     store_id: str
+    #: Called once (in the event loop) when the store finds its database damaged.
+    on_damaged: list[Callable[[], None]]
+    #: Failed writes, by component and cause (its listeners hear of each at once).
+    failures: StoreFailures
 
     async def open(self) -> HubState: ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise :class:`~node.core.errors.Unavailable` when the store cannot commit now (the
+        hub's health: node/hub/store_health.py); bounded in time."""
 
     @property
     def is_open(self) -> bool: ...

@@ -48,7 +48,7 @@ import os
 import socket
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +57,7 @@ import asyncpg
 from node.config import AuditCheckpoints
 from node.core.audit import GENESIS, AuditRecord, ChainWriter, Checkpoint, Signer, sign_checkpoint
 from node.core.clock import Clock, SystemClock
+from node.core.errors import Unavailable
 from node.core.reasons import CallReason
 from node.store.audit_queries import Consultation, PurgeReport
 from node.store.failures import StoreFailures
@@ -117,6 +118,8 @@ class PostgresHubStore:
         self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store_id = ""
         self.damaged = ""  # PostgreSQL reports damage as errors of the statement: never set
+        self.on_damaged: list[Callable[[], None]] = []  # never called (see ``damaged``)
+        self._ping_conn: asyncpg.Connection | None = None
         self.failures = StoreFailures()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -153,6 +156,9 @@ class PostgresHubStore:
         """Close the pool; connections still busy after :data:`CLOSE_TIMEOUT_S` are cut
         (their transactions roll back: nothing half-written stays)."""
         pool, self._pool = self._pool, None
+        ping, self._ping_conn = self._ping_conn, None
+        if ping is not None:
+            ping.terminate()
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
@@ -162,6 +168,26 @@ class PostgresHubStore:
     @property
     def is_open(self) -> bool:
         return self._pool is not None
+
+    async def ping(self) -> None:
+        """One bounded round trip to the primary on a connection of its own (not the pool's:
+        a pool busy with commits is not an unreachable database); ``Unavailable`` when it
+        fails (a replica that cannot commit must say so: node/hub/store_health.py)."""
+        if self._pool is None:
+            raise RuntimeError("the hub store is not open")
+        timeout = self.params.connect_timeout_s
+        try:
+            if self._ping_conn is None or self._ping_conn.is_closed():
+                self._ping_conn = await asyncpg.connect(
+                    self.params.dsn, password=self.params.password, timeout=timeout,
+                    statement_cache_size=0)
+            await self._ping_conn.fetchval("SELECT 1", timeout=timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            conn, self._ping_conn = self._ping_conn, None
+            if conn is not None:
+                conn.terminate()
+            raise Unavailable(f"the hub's database: {type(exc).__name__}: {exc}",
+                              CallReason.NOT_STORED) from exc
 
     @asynccontextmanager
     async def _transaction(self, component: str, **context: object
