@@ -14,22 +14,26 @@ import asyncio
 import contextlib
 import itertools
 import math
+import socket
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
+import asyncpg
+
+from node.app import HubApp
 from node.client import make_envelope
 from node.core.audit import accepted
 from node.core.clock import SystemClock
 from node.hub.delivery import TAKEOVER_BOUND_S, Deliverer
-from node.store.postgres import PostgresHubStore
+from node.store.audit_queries import AuditReport
+from node.store.postgres import PgParams, PostgresHubStore
+from node.store.postgres import audit as pg_audit
 from node.tasks import cancel_and_wait
 from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing_postgres import PgDatabase
 from node.wire.delivery import pack
 from node.wire.envelopes import stamper
 from tests.conftest import A, B, C, NetworkStarter, fetch_all
-from tests.contract.backends import HUB_BACKENDS, pg_params
-from tests.contract.conftest import pg_dir, pg_server  # noqa: F401 - the fixtures
 
 RECEIVERS = (B, C)
 _tickets = itertools.count(1)
@@ -38,8 +42,9 @@ _tickets = itertools.count(1)
 class _Replica:
     """A hub replica's delivery side: its store and its Deliverer."""
 
-    def __init__(self, net: InProcessNetwork, path: Path, name: str) -> None:
-        self.store = PostgresHubStore(pg_params(path), replica_id=name)
+    def __init__(self, net: InProcessNetwork, db: PgDatabase, name: str) -> None:
+        params = PgParams.from_sources(db.dsn, password_file=db.password_file, max_size=4)
+        self.store = PostgresHubStore(params, replica_id=name)
         cfg = net.hub.config
         self.deliverer = Deliverer(self.store, net.hub.tls, cfg.network, cfg.limits, {}, {},
                                    SystemClock(), keepalive=cfg.keepalive, timeouts=cfg.timeouts)
@@ -70,8 +75,8 @@ class _Replica:
 
 
 @contextlib.asynccontextmanager
-async def _tier(net: InProcessNetwork, path: Path) -> AsyncIterator[tuple[_Replica, _Replica]]:
-    a, b = _Replica(net, path, "a"), _Replica(net, path, "b")
+async def _tier(net: InProcessNetwork, db: PgDatabase) -> AsyncIterator[tuple[_Replica, _Replica]]:
+    a, b = _Replica(net, db, "a"), _Replica(net, db, "b")
     await a.start()
     try:
         for dest in RECEIVERS:  # as Hub.Register at replica a would
@@ -86,6 +91,15 @@ async def _tier(net: InProcessNetwork, path: Path) -> AsyncIterator[tuple[_Repli
     finally:
         await a.deliverer.stop()
         await a.store.close()
+
+
+async def _verify(db: PgDatabase) -> AuditReport:
+    """The audit chain in the database, verified."""
+    conn = await asyncpg.connect(db.dsn, password=db.password_file.read_text().strip())
+    try:
+        return await pg_audit.verify(conn)
+    finally:
+        await conn.close()
 
 
 async def _commit(store: PostgresHubStore, first: int, count: int) -> int:
@@ -123,9 +137,9 @@ async def _received_in_order(net: InProcessNetwork, first: int, last: int) -> No
 
 
 async def test_each_destination_has_one_owner_who_delivers_in_order_then_takes_over(
-        start_network: NetworkStarter, pg_dir: Path) -> None:  # noqa: F811 - the fixture
+        pg_database: PgDatabase, start_network: NetworkStarter) -> None:
     net = await start_network(A, B, C)
-    async with _tier(net, pg_dir) as (a, b):
+    async with _tier(net, pg_database) as (a, b):
         # Both live: a fair share each; every destination has exactly one owner.
         await _until(lambda: all(a.holds(d) != b.holds(d) for d in RECEIVERS)
                      and any(b.holds(d) for d in RECEIVERS), 10)
@@ -144,7 +158,7 @@ async def test_each_destination_has_one_owner_who_delivers_in_order_then_takes_o
         assert took < TAKEOVER_BOUND_S, f"takeover after {took:.1f} s"
         before, last = last, await writer
         await _received_in_order(net, before + 1, last)
-    report = HUB_BACKENDS["postgresql"].verify(pg_dir)
+    report = await _verify(pg_database)
     assert report.problem is None
     assert report.records == 2 * len(RECEIVERS) * last  # accepted, and delivered once each
 
@@ -157,9 +171,9 @@ async def _keep_committing(store: PostgresHubStore, last: int, batches: int = 20
 
 
 async def test_a_paused_owner_is_fenced_off_and_stops_at_its_first_late_commit(
-        start_network: NetworkStarter, pg_dir: Path) -> None:  # noqa: F811 - the fixture
+        pg_database: PgDatabase, start_network: NetworkStarter) -> None:
     net = await start_network(A, B, C)
-    async with _tier(net, pg_dir) as (a, b):
+    async with _tier(net, pg_database) as (a, b):
         await _until(lambda: any(b.holds(d) for d in RECEIVERS)
                      and all(a.holds(d) != b.holds(d) for d in RECEIVERS), 10)
         owned_by_b = next(d for d in RECEIVERS if b.holds(d))
@@ -172,7 +186,37 @@ async def test_a_paused_owner_is_fenced_off_and_stops_at_its_first_late_commit(
         await _until(lambda: owned_by_b not in b.deliverer.status(), 10)
         before, last = last, await writer
         await _received_in_order(net, before + 1, last)
-    report = HUB_BACKENDS["postgresql"].verify(pg_dir)
+    report = await _verify(pg_database)
     assert report.problem is None
     # One DELIVERED record per envelope: the fenced commit wrote none.
     assert report.records == 2 * len(RECEIVERS) * last
+
+
+async def _lease_owners(db: PgDatabase) -> dict[str, str]:
+    conn = await asyncpg.connect(db.dsn, password=db.password_file.read_text().strip())
+    try:
+        return dict(await conn.fetch("SELECT dest, owner FROM delivery_leases"))
+    finally:
+        await conn.close()
+
+
+async def test_a_hub_on_postgresql_delivers_under_leases_and_hands_them_over_when_it_stops(
+        pg_database: PgDatabase, start_network: NetworkStarter) -> None:
+    net = await start_network(A, B, C, hub_overrides={"store": pg_database.store_table()})
+    hub = net.hub
+    first = hub.store.replica_id  # type: ignore[attr-defined]
+    assert first.startswith(f"{socket.gethostname()}:0-")  # listen :0: one of its own
+    await _until(lambda: all(hub.deliverer.leases.token(d) is not None  # type: ignore[union-attr]
+                             for d in (A, B, C)), 10)
+    await net.hub.stop()  # the drain: every lease handed over, not left to expire
+    assert await _lease_owners(pg_database) == {A: "", B: "", C: ""}
+    net.hub_overrides["store"]["replica_id"] = "hub-2"
+    net.hub = HubApp(net.hub_config(net.hub_address), init=False)
+    started = time.monotonic()
+    await net.hub.start()
+    deliverer = net.hub.deliverer
+    assert deliverer is not None and net.hub.store.replica_id == "hub-2"  # type: ignore[attr-defined]
+    took = await _until(lambda: all(deliverer.leases.token(d) is not None for d in (A, B, C)),
+                        TAKEOVER_BOUND_S)
+    assert time.monotonic() - started < 3.0, f"taken after {took:.1f} s: on expiry, not at once"
+    assert set((await _lease_owners(pg_database)).values()) == {"hub-2"}

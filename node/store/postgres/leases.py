@@ -6,15 +6,16 @@ Design
   ``draining``). ``delivery_leases``: one row per destination: ``owner`` ('' when free),
   ``token`` (the fencing token: +1 at every change of owner) and ``expires_at``. Every time
   is the database's (``now()``), never a replica's: replicas' clocks do not matter.
-* **A lease round** (:func:`renew`, one transaction, every ~1 s per replica): heartbeat;
-  register destinations that appeared (a queue position or a registered endpoint); extend
-  this replica's leases to ``now() + ttl``; count the live replicas (heartbeat within the
-  TTL, not draining) and the destinations, and take free or expired leases up to the fair
-  share ``ceil(destinations / live)`` (``FOR UPDATE SKIP LOCKED``: two replicas taking at
-  once never take the same row). The answer: the leases held, their tokens, the endpoints
-  the held destinations registered (at any replica), and the surplus beyond the fair share
-  (the deliverer hands it over after its batch in flight). A lease of this replica is renewed
-  even after it expired, if nobody took it: its token did not change, so nobody delivered.
+* **A lease round** (:func:`renew`, one transaction, every ~1 s per replica): heartbeat
+  (and forget replicas silent for a day); register destinations that appeared (a queue
+  position or a registered endpoint); extend this replica's leases to ``now() + ttl``; count
+  the live replicas (heartbeat within the TTL, not draining) and the destinations, and take
+  free or expired leases up to the fair share ``ceil(destinations / live)`` (``FOR UPDATE
+  SKIP LOCKED``: two replicas taking at once never take the same row). The answer: the
+  leases held, their tokens, the endpoints the held destinations registered (at any
+  replica), and the surplus beyond the fair share (the deliverer hands it over after its
+  batch in flight). A lease of this replica is renewed even after it expired, if nobody took
+  it: its token did not change, so nobody delivered meanwhile.
 * **The fence** (:func:`fence`): ``commit_delivery`` with a token first reads the lease row
   ``FOR SHARE`` where (destination, token, owner) match, in its own transaction. No row:
   :class:`~node.store.records.LeaseLost`, the transaction rolls back (nothing deleted,
@@ -57,6 +58,8 @@ QUEUE_CHANNEL = "crossroads_queue"
 LEASE_CHANNEL = "crossroads_leases"
 #: PostgreSQL refuses payloads of 8000 bytes or more: a longer list of names rings ``*``.
 MAX_BELL_BYTES = 7000
+#: A replica silent this long is forgotten (its row in ``hub_replicas``; long dead anyway).
+FORGET_REPLICAS_AFTER = timedelta(days=1)
 #: How often the listening connection is checked (a dead one is noticed only on I/O).
 LISTEN_PING_S = 5.0
 
@@ -73,6 +76,8 @@ async def renew(conn: asyncpg.Connection, replica: str, ttl_s: float) -> HeldLea
     await conn.execute(
         "INSERT INTO hub_replicas (replica, heartbeat_at) VALUES ($1, now())"
         " ON CONFLICT (replica) DO UPDATE SET heartbeat_at = now(), draining = false", replica)
+    await conn.execute("DELETE FROM hub_replicas WHERE heartbeat_at < now() - $1::interval",
+                       FORGET_REPLICAS_AFTER)
     await conn.execute(
         "INSERT INTO delivery_leases (dest) SELECT dest FROM queue_positions"
         " UNION SELECT institution FROM destinations ON CONFLICT (dest) DO NOTHING")
