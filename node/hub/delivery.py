@@ -305,6 +305,9 @@ class Deliverer:
                 self._ensure(name, 0)
             return
         self._leases_until = started + self.lease_ttl_s - self.lease_margin_s
+        # Stored and delivered at any replica: the quota (node/hub/intake.py) counts it all,
+        # up to a round's worth of this replica's own traffic (corrected at the next round).
+        self.pending.update(held.queued)
         self._given_up = {n: t for n, t in self._given_up.items() if held.tokens.get(n) == t}
         for name, dest in list(self._destinations.items()):
             if held.tokens.get(name) != dest.token:

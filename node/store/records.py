@@ -78,12 +78,15 @@ class HeldLeases:
     ``tokens``: destination -> fencing token of each lease held (a token changes whenever a
     destination changes owner); ``endpoints``: the endpoints the held destinations registered,
     at any replica, as the database has them; ``surplus``: how many leases it holds beyond its
-    fair share (to hand over after their batch in flight). ``every``: a single hub process (SQLite)
+    fair share (to hand over after their batch in flight); ``queued``: the envelopes queued
+    per destination, every destination's (what other replicas stored and delivered included;
+    empty where one process counts them itself). ``every``: a single hub process (SQLite)
     that owns every destination, each with token 0."""
 
     tokens: Mapping[str, int] = field(default_factory=dict)
     endpoints: Mapping[str, str] = field(default_factory=dict)
     surplus: int = 0
+    queued: Mapping[str, int] = field(default_factory=dict)
     every: bool = False
 
     def token(self, dest: str) -> int | None:

@@ -20,7 +20,7 @@ import pytest
 from node.core.audit import accepted, delivered
 from node.store.postgres import PostgresHubStore
 from node.store.protocols import HubStorage
-from node.store.records import HeldLeases, LeaseLost
+from node.store.records import LeaseLost
 from node.wire.delivery import pack
 from tests.contract.backends import HUB_BACKENDS, HubBackend, pg_params
 from tests.contract.crash_writer import SENDER
@@ -113,6 +113,7 @@ async def test_a_dead_replicas_leases_are_taken_over_on_expiry_and_fenced(pg_dir
             assert time.monotonic() - died < TTL_S + 2 * PERIOD_S + 1.0, "no takeover"
             await asyncio.sleep(PERIOD_S)
         took = time.monotonic() - died
+        assert held.queued == {DESTS[0]: 2, DESTS[1]: 2}  # stored through a, counted at b
         assert TTL_S - 0.3 <= took <= TTL_S + 2 * PERIOD_S + 0.5  # on expiry, not before
         dest = DESTS[0]
         queued = await a.read_queue(dest, 0, 10, 1 << 20)
@@ -128,8 +129,9 @@ async def test_a_dead_replicas_leases_are_taken_over_on_expiry_and_fenced(pg_dir
                                 [delivered("9", "t1", dest), delivered("9", "t3", dest)],
                                 held.tokens[dest])
         assert await b.read_queue(dest, 0, 10, 1 << 20) is None
-        # The old owner's next round no longer names what it lost.
-        assert (await a.renew_leases(TTL_S)).tokens == {}
+        # The old owner's next round no longer names what it lost, and counts b's delivery.
+        after = await a.renew_leases(TTL_S)
+        assert after.tokens == {} and after.queued == {DESTS[0]: 0, DESTS[1]: 2}
     assert PG.verify(pg_dir).records == 4 + 2  # queued, then delivered once
 
 
@@ -146,7 +148,7 @@ async def test_a_draining_replica_hands_its_leases_over_at_once(pg_dir: Path) ->
     async with _replicas(pg_dir) as (a, b):
         await _queue(a, 1, DESTS)
         held = await a.renew_leases(60.0)  # long: only the release can free them
-        assert await b.renew_leases(60.0) == HeldLeases()
+        assert (await b.renew_leases(60.0)).tokens == {}
         await a.release_leases(held.tokens, leaving=True)
         taken = await b.renew_leases(60.0)  # a is draining: b's share is everything
         assert sorted(taken.tokens) == sorted(DESTS) and taken.surplus == 0

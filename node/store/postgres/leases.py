@@ -13,9 +13,11 @@ Design
   free or expired leases up to the fair share ``ceil(destinations / live)`` (``FOR UPDATE
   SKIP LOCKED``: two replicas taking at once never take the same row). The answer: the
   leases held, their tokens, the endpoints the held destinations registered (at any
-  replica), and the surplus beyond the fair share (the deliverer hands it over after its
-  batch in flight). A lease of this replica is renewed even after it expired, if nobody took
-  it: its token did not change, so nobody delivered meanwhile.
+  replica), the surplus beyond the fair share (the deliverer hands it over after its
+  batch in flight), and every destination's queued envelopes (its last position minus its
+  last delivered one: two rows per destination, never a scan of the queue). A lease of this
+  replica is renewed even after it expired, if nobody took it: its token did not change, so
+  nobody delivered meanwhile.
 * **The fence** (:func:`fence`): ``commit_delivery`` with a token first reads the lease row
   ``FOR SHARE`` where (destination, token, owner) match, in its own transaction. No row:
   :class:`~node.store.records.LeaseLost`, the transaction rolls back (nothing deleted,
@@ -97,9 +99,13 @@ async def renew(conn: asyncpg.Connection, replica: str, ttl_s: float) -> HeldLea
     rows = await conn.fetch(
         "SELECT l.dest, l.token, d.endpoint FROM delivery_leases l LEFT JOIN destinations d"
         " ON d.institution = l.dest WHERE l.owner = $1", replica)
+    queued = await conn.fetch(
+        "SELECT q.dest, q.position - coalesce(d.delivered_seq, 0) FROM queue_positions q"
+        " LEFT JOIN destinations d ON d.institution = q.dest")
     return HeldLeases(tokens={r[0]: int(r[1]) for r in rows},
                       endpoints={r[0]: r[2] for r in rows if r[2]},
-                      surplus=max(0, len(rows) - share))
+                      surplus=max(0, len(rows) - share),
+                      queued={r[0]: int(r[1]) for r in queued})
 
 
 async def release(conn: asyncpg.Connection, replica: str, tokens: Mapping[str, int],
