@@ -298,11 +298,12 @@ class Deliverer:
 
     def _apply(self, held: HeldLeases, started: float) -> None:
         lapsed = not self._lease_valid()
-        self.leases = held
-        if held.every:
+        first_of_all, self.leases = not self.leases.every, held
+        if held.every:  # from now on a worker starts on demand (_owned)
             self._leases_until = math.inf
-            for name in self._known | set(self.pending) | set(self.endpoints):
-                self._ensure(name, 0)
+            if first_of_all:
+                for name in self._known | set(self.pending) | set(self.endpoints):
+                    self._ensure(name, 0)
             return
         self._leases_until = started + self.lease_ttl_s - self.lease_margin_s
         # Stored and delivered at any replica: the quota (node/hub/intake.py) counts it all,
