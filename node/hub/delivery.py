@@ -255,8 +255,9 @@ class Deliverer:
         if self.leases.every:
             return
         held = {name: dest.token for name, dest in self._destinations.items()}
-        try:
-            await self.store.release_leases(held, leaving=True)
+        try:  # bounded: past the TTL they have expired anyway
+            async with asyncio.timeout(self.lease_ttl_s):
+                await self.store.release_leases(held, leaving=True)
         except Exception as exc:  # noqa: BLE001 - they expire instead (LEASE_TTL_S)
             log.warning("delivery_leases_not_released", error=describe(exc),
                         destinations=len(held))

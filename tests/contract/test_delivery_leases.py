@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from node.core.audit import accepted, delivered
-from node.store.postgres import PostgresHubStore
+from node.store.postgres import PostgresHubStore, leases
 from node.store.protocols import HubStorage
 from node.store.records import LeaseLost
 from node.wire.delivery import pack
@@ -191,6 +192,24 @@ async def test_a_batch_stored_at_one_replica_rings_the_others_doorbell(pg_dir: P
             await a.release_leases({}, leaving=True)
             await _rung(bell)
             assert bell.freed == 2
+            # Names that would not fit in a notification ring "look at everything".
+            many = tuple(f"{n:010d}" for n in range(1000, 1700))
+            await _queue(a, 4, many)
+            await _rung(bell)
+            assert bell.missed_count == 2 and len(bell.queued_for) == 3
+            # The listening connection dies: it comes back, and says what it may have missed.
+            params = pg_params(pg_dir)
+            admin = await asyncpg.connect(params.dsn, password=params.password)
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = $1",
+                    leases.LISTENER_NAME)
+            finally:
+                await admin.close()
+            assert killed == 1
+            await _rung(bell)
+            assert bell.missed_count == 3
         finally:
             listening.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -62,6 +62,8 @@ LEASE_CHANNEL = "crossroads_leases"
 MAX_BELL_BYTES = 7000
 #: A replica silent this long is forgotten (its row in ``hub_replicas``; long dead anyway).
 FORGET_REPLICAS_AFTER = timedelta(days=1)
+#: The listening connection's ``application_name`` (what ``pg_stat_activity`` shows).
+LISTENER_NAME = "crossroads-hub-doorbell"
 #: How often the listening connection is checked (a dead one is noticed only on I/O).
 LISTEN_PING_S = 5.0
 
@@ -162,7 +164,8 @@ async def listen(params: PgParams, doorbell: QueueDoorbell, backoff: Backoff | N
 async def _listen_once(params: PgParams, doorbell: QueueDoorbell, backoff: Backoff) -> None:
     """One listening connection, until it is lost (an exception)."""
     conn = await asyncpg.connect(params.dsn, password=params.password,
-                                 statement_cache_size=params.statement_cache_size)
+                                 statement_cache_size=params.statement_cache_size,
+                                 server_settings={"application_name": LISTENER_NAME})
     try:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
