@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -42,14 +43,13 @@ _PARTS: dict[str, tuple[type, ...]] = {
 }
 
 
+@dataclass(eq=False)
 class AdminService(directory_pb2_grpc.DirectoryAdminServicer):
-    def __init__(self, directory: Directory, audit: AuditLog,
-                 flush_audit: Callable[[], Awaitable[None]]) -> None:
-        self.directory = directory
-        self.audit = audit
-        # Commits records that go with the next group (a consultation's ANSWERED records),
-        # so a query sees every answer the hub has given.
-        self.flush_audit = flush_audit
+    directory: Directory
+    audit: AuditLog
+    #: Commits records that go with the next group (a consultation's ANSWERED records),
+    #: so a query sees every answer the hub has given.
+    flush_audit: Callable[[], Awaitable[None]]
 
     async def Apply(  # noqa: N802 - gRPC method name
         self, request: pb.ApplyRequest, context: grpc.aio.ServicerContext

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -25,7 +26,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
 from node.rpc.auth_interceptor import current_peer, recheck_peer
-from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
+from node.rpc.edge import StreamCall, guard_stream, guard_unary, streaming, until_drained
 from node.rpc.malformed import short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import PeerAuthenticator
@@ -63,25 +64,25 @@ async def _after(
     return await commit()
 
 
+def _stream_sender(call: StreamCall[Any]) -> str:
+    """The institution calling a stream, named in the stream's log line."""
+    sender = current_peer().institution
+    call.summary["sender"] = sender
+    return sender
+
+
+@dataclass(eq=False)
 class HubService(hub_pb2_grpc.HubServicer):
-    def __init__(
-        self,
-        peers: PeerAuthenticator,
-        intake: Intake,
-        deliverer: Deliverer,
-        store: HubStorage,
-        directory: Directory,
-        consultations: Consultations,
-        refusals: RefusalAudit | None = None,
-    ) -> None:
-        self.peers = peers
-        self.intake = intake
-        self.deliverer = deliverer
-        self.store = store
-        self.directory = directory
-        self.consultations = consultations
-        self.draining = asyncio.Event()
-        self.refusals = refusals or RefusalAudit(store.append_audit, intake.clock)
+    peers: PeerAuthenticator
+    intake: Intake
+    deliverer: Deliverer
+    store: HubStorage
+    directory: Directory
+    consultations: Consultations
+    #: The audit of refused calls, aggregated.
+    refusals: RefusalAudit
+    #: Set by a graceful stop: the streams end after the batch in hand.
+    draining: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     # -- refusals -------------------------------------------------------------------------
     # Callers are authenticated before any method runs (node/hub/callers.py); the servicer
@@ -103,13 +104,10 @@ class HubService(hub_pb2_grpc.HubServicer):
     # -- envelopes -------------------------------------------------------------------------
 
     async def _submit(
-        self,
-        request_iterator: AsyncIterator[envelope_pb2.EnvelopeBatch],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[envelope_pb2.EnvelopeBatch]
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
-        sender = current_peer().institution
-        summary["sender"] = sender
+        sender = _stream_sender(call)
+        summary = call.summary
         # A reader prepares each batch (decode, checks, routing) while the previous one commits;
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
         # The queue holds at most two prepared batches: flow control still bounds memory.
@@ -120,7 +118,7 @@ class HubService(hub_pb2_grpc.HubServicer):
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
-            async for batch in until_drained(request_iterator, self.draining):
+            async for batch in until_drained(call.requests, self.draining):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
                 await recheck_peer()
                 commit = await self.intake.prepare(sender, batch)
@@ -199,23 +197,19 @@ class HubService(hub_pb2_grpc.HubServicer):
         return await guard_unary("Hub.Consult", context, body)
 
     async def _consultations(
-        self,
-        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[consult_pb2.ConsultCalls]
     ) -> AsyncIterator[consult_pb2.ConsultReplies]:
-        sender = current_peer().institution
-        summary["sender"] = sender
+        sender = _stream_sender(call)
 
         async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
             await recheck_peer()
-            summary["messages"] += 1
+            call.summary["messages"] += 1
 
         async def consult(request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
             return await self.consultations.consult(sender, request)
 
         async for replies in serve_calls(
-            request_iterator, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
+            call.requests, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
             on_message=recheck, draining=self.draining,
             max_in_flight=self.consultations.limits.consultations_in_flight,
             on_refused=lambda request: self.consultations.refused(sender, request),

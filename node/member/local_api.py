@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import operator
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date
 
 import grpc
@@ -64,28 +65,17 @@ _subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
     "subject_number", "service_id", "service_version")))
 
 
+@dataclass(eq=False)
 class LocalService(local_pb2_grpc.LocalServicer):
-    def __init__(
-        self,
-        institution: str,
-        policy: Policy,
-        store: NodeStorage,
-        uplink: Uplink,
-        fragment: FragmentReplica,
-        watcher: FragmentWatcher,
-        answering: Answering,
-        hub: HubCaller,
-        clock: Clock,
-    ) -> None:
-        self.institution = institution
-        self.clock = clock
-        self.policy = policy
-        self.store = store
-        self.uplink = uplink
-        self.fragment = fragment
-        self.watcher = watcher
-        self.answering = answering
-        self.hub = hub
+    institution: str
+    policy: Policy
+    store: NodeStorage
+    uplink: Uplink
+    fragment: FragmentReplica
+    watcher: FragmentWatcher
+    answering: Answering
+    hub: HubCaller
+    clock: Clock
 
     async def Submit(  # noqa: N802 - gRPC method name
         self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
