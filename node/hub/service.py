@@ -26,7 +26,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
 from node.rpc.auth_interceptor import current_peer, recheck_peer
-from node.rpc.edge import StreamCall, guard_stream, guard_unary, streaming, until_drained
+from node.rpc.edge import StreamCall, guard_stream, streaming, unary, until_drained
 from node.rpc.malformed import short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import PeerAuthenticator
@@ -161,40 +161,36 @@ class HubService(hub_pb2_grpc.HubServicer):
 
     Submit = streaming("Hub.Submit", _submit, batches=0, envelopes=0)
 
+    @unary("Hub.Register")
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> hub_pb2.RegisterResponse:
-        async def body() -> hub_pb2.RegisterResponse:
-            institution = current_peer().institution
-            if not _ENDPOINT.match(request.endpoint):
-                raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
-                                      CallReason.BAD_ENDPOINT)
-            await self.store.set_endpoint(institution, request.endpoint)
-            self.deliverer.set_endpoint(institution, request.endpoint)
-            # Continuity: what this hub remembers, for the node to compare with what it knows.
-            watermark = (await self.store.origin_high(institution, request.origin)
-                         if request.origin else 0)
-            checkpoint = await self.store.latest_checkpoint()
-            log.info("registered", institution=institution, endpoint=request.endpoint,
-                     acknowledged_sequence=watermark)
-            return hub_pb2.RegisterResponse(
-                institution=institution,
-                pending=self.deliverer.pending.get(institution, 0),
-                acknowledged_sequence=watermark,
-                store_id=self.store.store_id,
-                checkpoint=checkpoint_to_proto(checkpoint) if checkpoint else None,
-            )
+        institution = current_peer().institution
+        if not _ENDPOINT.match(request.endpoint):
+            raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
+                                  CallReason.BAD_ENDPOINT)
+        await self.store.set_endpoint(institution, request.endpoint)
+        self.deliverer.set_endpoint(institution, request.endpoint)
+        # Continuity: what this hub remembers, for the node to compare with what it knows.
+        watermark = (await self.store.origin_high(institution, request.origin)
+                     if request.origin else 0)
+        checkpoint = await self.store.latest_checkpoint()
+        log.info("registered", institution=institution, endpoint=request.endpoint,
+                 acknowledged_sequence=watermark)
+        return hub_pb2.RegisterResponse(
+            institution=institution,
+            pending=self.deliverer.pending.get(institution, 0),
+            acknowledged_sequence=watermark,
+            store_id=self.store.store_id,
+            checkpoint=checkpoint_to_proto(checkpoint) if checkpoint else None,
+        )
 
-        return await guard_unary("Hub.Register", context, body)
-
+    @unary("Hub.Consult")
     async def Consult(  # noqa: N802 - gRPC method name
         self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
     ) -> consult_pb2.ConsultResponse:
-        async def body() -> consult_pb2.ConsultResponse:
-            sender = current_peer().institution
-            return await self.consultations.consult(sender, request)
-
-        return await guard_unary("Hub.Consult", context, body)
+        sender = current_peer().institution
+        return await self.consultations.consult(sender, request)
 
     async def _consultations(
         self, call: StreamCall[consult_pb2.ConsultCalls]
@@ -248,28 +244,26 @@ class HubService(hub_pb2_grpc.HubServicer):
             summary["updates"] += 1
             yield update
 
+    @unary("Hub.Integrate")
     async def Integrate(  # noqa: N802 - gRPC method name
         self, request: directory_pb2.IntegrateRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.IntegrateResponse:
-        async def body() -> directory_pb2.IntegrateResponse:
-            sender = current_peer().institution
-            at_most(len(request.ops), MAX_INTEGRATE_OPS, "ops")
-            today = local_date(self.intake.clock)
-            decisions: list[Decision] = []
-            accepted: list[tuple[Integration, bool]] = []
-            for op in request.ops:
-                decision, entity = self._integration_decision(sender, op, today)
-                decisions.append(decision)
-                if entity is not None:
-                    accepted.append((entity, op.delete))
-            revision = await self.directory.apply(accepted) if accepted else self.directory.revision
-            await self._audit_integrations(sender, request.ops, decisions)
-            return directory_pb2.IntegrateResponse(
-                outcomes=[outcome_to_proto(i, d) for i, d in enumerate(decisions)],
-                revision=revision,
-            )
-
-        return await guard_unary("Hub.Integrate", context, body)
+        sender = current_peer().institution
+        at_most(len(request.ops), MAX_INTEGRATE_OPS, "ops")
+        today = local_date(self.intake.clock)
+        decisions: list[Decision] = []
+        accepted: list[tuple[Integration, bool]] = []
+        for op in request.ops:
+            decision, entity = self._integration_decision(sender, op, today)
+            decisions.append(decision)
+            if entity is not None:
+                accepted.append((entity, op.delete))
+        revision = await self.directory.apply(accepted) if accepted else self.directory.revision
+        await self._audit_integrations(sender, request.ops, decisions)
+        return directory_pb2.IntegrateResponse(
+            outcomes=[outcome_to_proto(i, d) for i, d in enumerate(decisions)],
+            revision=revision,
+        )
 
     def _integration_decision(
         self, sender: str, op: directory_pb2.IntegrateOp, today: date

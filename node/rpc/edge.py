@@ -10,6 +10,7 @@ their count, when the interval ends. A client retrying in a loop cannot flood th
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,12 +26,15 @@ from node.rpc.refuse import abort_refused
 from node.wire.errors import status_of
 
 __all__ = ["StreamCall", "describe", "guard_stream", "guard_unary", "really_cancelled", "refuse",
-           "streaming", "until_drained"]
+           "streaming", "unary", "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
 S = TypeVar("S")
 R = TypeVar("R")
+Q = TypeVar("Q")
+#: A servicer's unary method: ``(self, request, context)`` to the response.
+_Unary = Callable[[S, Q, grpc.aio.ServicerContext], Awaitable[T]]
 
 
 def _log_repeated(summaries: list[RefusalSummary]) -> None:
@@ -68,6 +72,20 @@ async def guard_unary(
         raise
     log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
     return result
+
+
+def unary(method: str) -> Callable[[_Unary[S, Q, T]], _Unary[S, Q, T]]:
+    """Decorates a servicer's unary gRPC method ``method`` (``(self, request, context)``): its
+    body runs under :func:`guard_unary`."""
+
+    def wrap(body: _Unary[S, Q, T]) -> _Unary[S, Q, T]:
+        @functools.wraps(body)
+        async def handler(self: S, request: Q, context: grpc.aio.ServicerContext) -> T:
+            return await guard_unary(method, context, lambda: body(self, request, context))
+
+        return handler
+
+    return wrap
 
 
 async def refuse(method: str, context: grpc.aio.ServicerContext, exc: CrossroadsError,
