@@ -54,8 +54,8 @@ worker runs only for a destination whose lease this replica holds
 * **Wake across replicas.** A batch's commit rings the store's doorbell (``pg_notify``)
   with its destinations; :meth:`Deliverer.queued` wakes the owner's worker wherever the
   batch arrived; after the listener reconnects every worker looks again (:meth:`missed`),
-  and an idle worker polls its queue every 5 s anyway. Endpoints registered at another
-  replica come with each round (read from the database for the held destinations).
+  and an idle worker polls its queue every 5 s anyway. Endpoints registered at any replica
+  come with each round (read from the database), for deliveries and consultations.
 * **Drain** (:meth:`Deliverer.stop`, on SIGTERM after the server's grace): the in-flight
   batches' commits land, then every lease is released (the others take them at once, woken
   by the release's notification) and this replica stops counting as live.
@@ -315,12 +315,12 @@ class Deliverer:
             if held.tokens.get(name) != dest.token:
                 log.info("delivery_lease_lost", destination=name, token=dest.token)
                 self._end(dest)
-        for name, token in held.tokens.items():
-            endpoint = held.endpoints.get(name)
-            if endpoint is not None and self.endpoints.get(name) != endpoint:
-                self.endpoints[name] = endpoint  # registered at another replica
+        for name, endpoint in held.endpoints.items():
+            if self.endpoints.get(name) != endpoint:  # registered at another replica
+                self.endpoints[name] = endpoint  # (consultations dial these too)
                 if name in self._destinations:
                     self._destinations[name].reconnect = True
+        for name, token in held.tokens.items():
             if self._given_up.get(name) == token:
                 continue
             if name not in self._destinations:

@@ -76,8 +76,8 @@ class HeldLeases:
     """What a hub replica holds after a lease round (:meth:`DeliveryLeases.renew_leases`).
 
     ``tokens``: destination -> fencing token of each lease held (a token changes whenever a
-    destination changes owner); ``endpoints``: the endpoints the held destinations registered,
-    at any replica, as the database has them; ``surplus``: how many leases it holds beyond its
+    destination changes owner); ``endpoints``: the endpoints every destination registered, at
+    any replica, as the database has them; ``surplus``: how many leases it holds beyond its
     fair share (to hand over after their batch in flight); ``queued``: the envelopes queued
     per destination, every destination's (what other replicas stored and delivered included;
     empty where one process counts them itself). ``every``: a single hub process (SQLite)

@@ -143,6 +143,10 @@ async def test_each_destination_has_one_owner_who_delivers_in_order_then_takes_o
         # Both live: a fair share each; every destination has exactly one owner.
         await _until(lambda: all(a.holds(d) != b.holds(d) for d in RECEIVERS)
                      and any(b.holds(d) for d in RECEIVERS), 10)
+        # Endpoints registered at a reach b, for its deliveries and its consultations.
+        registered = {d: net.hub.deliverer.endpoints[d] for d in RECEIVERS}  # type: ignore[union-attr]
+        await _until(lambda: all(b.deliverer.endpoints.get(d) == registered[d]
+                                 for d in RECEIVERS), 3)
         last = 0
         for _ in range(5):  # stored through a, delivered by each destination's owner
             last = await _commit(a.store, last + 1, 10)

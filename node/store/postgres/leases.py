@@ -12,12 +12,12 @@ Design
   the live replicas (heartbeat within the TTL, not draining) and the destinations, and take
   free or expired leases up to the fair share ``ceil(destinations / live)`` (``FOR UPDATE
   SKIP LOCKED``: two replicas taking at once never take the same row). The answer: the
-  leases held, their tokens, the endpoints the held destinations registered (at any
-  replica), the surplus beyond the fair share (the deliverer hands it over after its
-  batch in flight), and every destination's queued envelopes (its last position minus its
-  last delivered one: two rows per destination, never a scan of the queue). A lease of this
-  replica is renewed even after it expired, if nobody took it: its token did not change, so
-  nobody delivered meanwhile.
+  leases held and their tokens; the surplus beyond the fair share (the deliverer hands it
+  over after its batch in flight); the endpoints every destination registered, at any
+  replica (deliveries and consultations dial them); and every destination's queued
+  envelopes (its last position minus its last delivered one: a row or two per destination,
+  never a scan of the queue). A lease of this replica is renewed even after it expired, if
+  nobody took it: its token did not change, so nobody delivered meanwhile.
 * **The fence** (:func:`fence`): ``commit_delivery`` with a token first reads the lease row
   ``FOR SHARE`` where (destination, token, owner) match, in its own transaction. No row:
   :class:`~node.store.records.LeaseLost`, the transaction rolls back (nothing deleted,
@@ -98,14 +98,14 @@ async def renew(conn: asyncpg.Connection, replica: str, ttl_s: float) -> HeldLea
             " expires_at = now() + $2::interval WHERE dest IN (SELECT dest FROM delivery_leases"
             " WHERE owner = '' OR (expires_at <= now() AND owner <> $1) ORDER BY dest LIMIT $3"
             " FOR UPDATE SKIP LOCKED)", replica, ttl, share - held)
-    rows = await conn.fetch(
-        "SELECT l.dest, l.token, d.endpoint FROM delivery_leases l LEFT JOIN destinations d"
-        " ON d.institution = l.dest WHERE l.owner = $1", replica)
+    rows = await conn.fetch("SELECT dest, token FROM delivery_leases WHERE owner = $1", replica)
+    endpoints = await conn.fetch(
+        "SELECT institution, endpoint FROM destinations WHERE endpoint IS NOT NULL")
     queued = await conn.fetch(
         "SELECT q.dest, q.position - coalesce(d.delivered_seq, 0) FROM queue_positions q"
         " LEFT JOIN destinations d ON d.institution = q.dest")
     return HeldLeases(tokens={r[0]: int(r[1]) for r in rows},
-                      endpoints={r[0]: r[2] for r in rows if r[2]},
+                      endpoints={r[0]: r[1] for r in endpoints},
                       surplus=max(0, len(rows) - share),
                       queued={r[0]: int(r[1]) for r in queued})
 
