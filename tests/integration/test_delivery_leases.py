@@ -162,6 +162,7 @@ async def test_each_destination_has_one_owner_who_delivers_in_order_then_takes_o
         writer = asyncio.create_task(_keep_committing(a.store, last))
         took = await _until(lambda: a.holds(owned_by_b), TAKEOVER_BOUND_S + 2)
         assert took < TAKEOVER_BOUND_S, f"takeover after {took:.1f} s"
+        print(f"replica b's destination taken over {took:.1f} s after its death")
         before, last = last, await writer
         await _received_in_order(net, before + 1, last)
     report = await _verify(pg_database)
