@@ -7,7 +7,8 @@ packets on that link are dropped (no reset, no refusal: a partition, as a broken
 firewall would make it), until :meth:`Namespace.mend` brings it up again.
 
 Needs root and ``ip`` (iproute2). Names are short (interface names hold 15 characters) and
-carry the pid, so concurrent runs on one machine do not collide.
+carry the pid, and the subnets' second octet comes from it, so concurrent runs on one machine
+do not collide (nearly always: two pids 150 apart would).
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class Namespace:
     """``ip netns`` ``name`` with ``links`` veth links (see the module's docstring)."""
 
     tag: str
-    base: int = 77
+    #: The second octet of the links' subnets: from this process's pid, so that two runs on
+    #: one machine do not put the same subnet on two host interfaces (replies would leave by
+    #: the other run's link).
+    base: int = field(default_factory=lambda: 100 + os.getpid() % 150)
     links: int = 2
     name: str = field(init=False)
     link: list[Link] = field(init=False, default_factory=list)

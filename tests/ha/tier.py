@@ -3,11 +3,11 @@
 Topology (every address is this machine's, or a namespace the test made):
 
 * PostgreSQL (Debian's binaries, :class:`~node.testing_postgres.PostgresServer`) listens on
-  127.0.0.1 and on the host side of the namespace's link 0 (``10.77.0.1``);
+  127.0.0.1 and on the host side of the namespace's link 0 (``10.<base>.0.1``);
 * replica ``hub-a`` runs here, on 127.0.0.1, and reaches PostgreSQL on 127.0.0.1;
 * replica ``hub-b`` runs inside a network namespace (:class:`~tests.ha.netns.Namespace`): it
   reaches PostgreSQL over link 0 only, and is reached by the nodes (and reaches them) over
-  link 1 (it listens on ``10.77.1.2``; the nodes listen on ``10.77.1.1``, which both replicas
+  link 1 (it listens on ``10.<base>.1.2``; the nodes on ``10.<base>.1.1``, which both replicas
   reach). Cutting link 0 cuts hub-b off from the database and from nothing else.
 * each node lists both replicas in ``hubs``, the first choice alternating between nodes.
 
