@@ -130,3 +130,13 @@ async def test_a_hub_that_loses_its_database_reports_not_serving_acks_nothing_an
 
 async def _is(net: InProcessNetwork, status: int) -> bool:
     return await _health(net) == status
+
+
+async def test_a_hub_whose_database_is_gone_still_stops(
+        start_network: NetworkStarter, tmp_path: Path) -> None:
+    with PostgresServer() as server, server.database(tmp_path) as database:
+        net: InProcessNetwork = await start_network(
+            A, hub_overrides={"store": database.store_table()})
+        await asyncio.to_thread(server.kill)
+        await net.stop()  # no exception: the final checkpoint's failure is logged, not raised
+        assert not net.hub.store.is_open
