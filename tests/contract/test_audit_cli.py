@@ -201,10 +201,17 @@ def test_the_same_log_gives_the_same_output_on_both_backends(
     monkeypatch.setattr(time, "time_ns", lambda: (T0 + 30 * DAY) * 1000)  # the purge's "now"
     outputs = [[_run(hub, capsys, *step) for step in steps] for hub in hubs]
     exports = [_export(hub) for hub in hubs]
+    capsys.readouterr()
+    for hub in hubs:
+        hub.sql("UPDATE audit SET detail = 'nothing to see' WHERE seq = 40")
+    steps.append(("verify", "(tampered)"))
+    for hub, output in zip(hubs, outputs, strict=True):
+        output.append(_run(hub, capsys, "verify"))
     for step, sqlite_out, pg_out in zip(steps, *outputs, strict=True):
         assert sqlite_out == pg_out, step
     codes = [code for code, _, _ in outputs[0]]
-    assert codes == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert codes == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert outputs[0][-1][2].startswith("audit log INVALID: record 40: content does not match")
     assert "not the same chain" in outputs[0][3][2]
     assert json.loads(outputs[0][8][1])["redacted"] > 0
     assert exports[0] == exports[1] and exports[0]["records"]
