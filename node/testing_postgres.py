@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import os
 import pwd
 import secrets
@@ -92,6 +93,9 @@ class PostgresServer:
     """One PostgreSQL cluster on 127.0.0.1; :meth:`start` it, use :attr:`dsn`, :meth:`stop` it."""
 
     settings: dict[str, str] = field(default_factory=dict)
+    #: Further addresses to listen on (besides 127.0.0.1), with scram-sha-256 for their
+    #: subnets (``10.77.1.1/24``: listen on 10.77.1.1, let 10.77.1.0/24 in).
+    also_listen: tuple[str, ...] = ()
     root: Path = field(init=False)
     port: int = field(init=False, default=0)
     password: str = field(init=False, default_factory=lambda: secrets.token_urlsafe(18))
@@ -105,9 +109,9 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         return self.root / "run"
 
-    def dsn(self, database: str = "postgres", user: str = SUPERUSER) -> str:
+    def dsn(self, database: str = "postgres", user: str = SUPERUSER, host: str = "127.0.0.1") -> str:
         """A libpq URI for ``database`` over TCP (the password is not in it: :attr:`password`)."""
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{user}@{host}:{self.port}/{database}"
 
     def start(self) -> PostgresServer:
         bindir = postgres_bindir()
@@ -135,8 +139,9 @@ class PostgresServer:
             self._run(initdb)
         pwfile.unlink()
         self.port = _free_port()
+        listen = ["127.0.0.1", *(a.split("/")[0] for a in self.also_listen)]
         conf = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": f"'{','.join(listen)}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             "shared_buffers": "'64MB'",
@@ -149,6 +154,9 @@ class PostgresServer:
         with (self.data_dir / "postgresql.conf").open("a") as f:
             f.write("\n# crossroads test server\n")
             f.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        with (self.data_dir / "pg_hba.conf").open("a") as f:
+            f.writelines(f"host all all {ipaddress.ip_interface(a).network} scram-sha-256\n"
+                         for a in self.also_listen)
         self._run(
             [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
              "-w", "-t", str(START_TIMEOUT_S), "start"]

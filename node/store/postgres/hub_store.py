@@ -41,7 +41,7 @@ import asyncio
 import hashlib
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -64,14 +64,17 @@ __all__ = ["ACK_HISTORY", "PostgresHubStore"]
 ACK_HISTORY = 200_000
 #: How long :meth:`PostgresHubStore.close` waits for busy connections before cutting them.
 CLOSE_TIMEOUT_S = 10.0
-_AUDIT_COLUMNS = ("seq, at_us, event, hub_ticket, sender, receiver, service_id, subject_type,"
-                  " subject_number, reason, detail, prev_hash, hash")
-_INSERT_AUDIT = (
-    f"INSERT INTO audit ({_AUDIT_COLUMNS}) SELECT s, a::bigint, e, t, se, r, sv, st, sn, re, d,"
-    " p, h FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[],"
-    " $13::bytea[]) AS u(s, a, e, t, se, r, sv, st, sn, re, d, p, h)"
-)
+#: The audit table's columns, in the order of :meth:`ChainWriter.extend_columns`.
+_AUDIT_COLUMNS = ("seq", "at_us", "event", "hub_ticket", "sender", "receiver", "service_id",
+                  "subject_type", "subject_number", "reason", "detail", "prev_hash", "hash")
+
+
+def _audit_rows(columns: Sequence[Sequence[object]]) -> Iterator[tuple[object, ...]]:
+    """The rows of a binary ``COPY`` into ``audit`` (``at_us`` is text in the record, bigint
+    in the table; a batch's records share one time, converted once)."""
+    times: dict[object, int] = {}
+    at_us = [times[t] if t in times else times.setdefault(t, int(str(t))) for t in columns[1]]
+    return zip(columns[0], at_us, *columns[2:], strict=True)
 
 
 class PostgresHubStore:
@@ -273,7 +276,10 @@ class PostgresHubStore:
         if self.signer is not None:
             cp_seq, cp_at = await self._segment_at(conn, chain.last_seq)
         columns = chain.extend_columns(records)
-        await conn.execute(_INSERT_AUDIT, *(list(c) for c in columns))
+        # COPY (binary): the client encodes 1,000 records in about 1 ms; binding them as
+        # arrays to an INSERT ... unnest took about 6 ms of the hub's CPU.
+        await conn.copy_records_to_table("audit", records=_audit_rows(columns),
+                                         columns=_AUDIT_COLUMNS)
         await conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
                            chain.last_seq, chain.last_hash)
         if self.signer is None:
