@@ -24,6 +24,7 @@ from node.core.audit import Checkpoint, sign_checkpoint
 from node.core.clock import FakeClock
 from node.store.hub_store import HubStore
 from node.store.postgres import PostgresHubStore
+from node.store.postgres import audit as pg_audit
 from node.store.protocols import HubStorage
 from node.testing import write_toml
 from node.wire.signed import ensure_signing_key, public_path
@@ -243,9 +244,10 @@ def pg_hub(pg_dir: Path) -> Hub:
 
 
 def test_two_replicas_records_verify_as_one_chain_and_answer_who_consulted(
-    pg_hub: Hub, tmp_path: Path, capsys  # type: ignore[no-untyped-def]
+    pg_hub: Hub, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
     hub = pg_hub
+    monkeypatch.setattr(pg_audit, "VERIFY_CHUNK", 7)  # verify streams the chain in many chunks
 
     async def replicas() -> None:
         async with opened(hub.store()) as a, opened(hub.store()) as b:

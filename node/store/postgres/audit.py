@@ -11,8 +11,9 @@ any other record.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,8 @@ __all__ = ["export_subject", "latest_checkpoint", "purge_kinds", "summary", "ver
 
 _COLUMNS = ("at_us, event, hub_ticket, sender, receiver, service_id, subject_type,"
             " subject_number, reason, detail")
+#: Records fetched from the cursor at a time by :func:`verify`.
+VERIFY_CHUNK = 10_000
 _CHECKPOINT = "SELECT seq, hash, at_us, from_seq, segment_digest, signature, key_id FROM audit_checkpoints"
 
 
@@ -117,21 +120,31 @@ async def verify(conn: asyncpg.Connection, keys: Any = None,
                  pinned: Sequence[Checkpoint] = ()) -> AuditReport:
     """The whole chain, its head and checkpoints from one snapshot, verified
     (:func:`~node.core.audit.verify_log`); and that the chain holds each ``pinned``
-    checkpoint (:func:`~node.store.audit_queries.pinned_problem`)."""
+    checkpoint (:func:`~node.store.audit_queries.pinned_problem`).
+
+    The records stream: :func:`verify_log` runs in a worker thread and pulls them from a
+    server-side cursor :data:`VERIFY_CHUNK` at a time, so memory stays bounded whatever the
+    log's size (the snapshot is held until the end: a long verify holds back vacuum)."""
+    loop = asyncio.get_running_loop()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         head = await _head(conn)
         checkpoints = [_checkpoint(r) for r in await conn.fetch(_CHECKPOINT + " ORDER BY seq")]
-        records = [
-            StoredRecord(int(r[0]), tuple(str(v) for v in r[1:11]), bytes(r[11]), bytes(r[12]),
-                         int(r[13]))
-            async for r in conn.cursor(f"SELECT seq, {_COLUMNS}, prev_hash, hash, redacted"
-                                       " FROM audit ORDER BY seq", prefetch=10_000)]
+        cursor = await conn.cursor(f"SELECT seq, {_COLUMNS}, prev_hash, hash, redacted"
+                                   " FROM audit ORDER BY seq")
+
+        def records() -> Iterator[StoredRecord]:
+            while rows := asyncio.run_coroutine_threadsafe(cursor.fetch(VERIFY_CHUNK),
+                                                           loop).result():
+                for r in rows:
+                    yield StoredRecord(int(r[0]), tuple(str(v) for v in r[1:11]), bytes(r[11]),
+                                       bytes(r[12]), int(r[13]))
+
+        report = await asyncio.to_thread(verify_log, records(), head, checkpoints, keys)
         stored: dict[int, bytes] = {}  # a record's hash, else its checkpoint's (purged)
         for table in ("audit_checkpoints", "audit"):
             stored |= {int(r[0]): bytes(r[1]) for r in await conn.fetch(
                 f"SELECT seq, hash FROM {table} WHERE seq = ANY($1::bigint[])",
                 [cp.seq for cp in pinned])} if pinned else {}
-    report = verify_log(records, head, checkpoints, keys)
     problem = report.problem
     for cp in pinned:
         if problem is None:
