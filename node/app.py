@@ -207,9 +207,8 @@ class HubApp:
         self.intake = Intake(self.store, policy, self.directory, state.pending, cfg.limits,
                              self.deliverer.wake, self.clock)
         peers = PeerAuthenticator(cfg.network, revoked, gate=revocations.gate)
-        self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
-                                           cfg.network, cfg.limits, self.clock,
-                                           keepalive=cfg.keepalive)
+        self.consultations = Consultations(self.intake, self.deliverer, self.store, cfg.limits,
+                                           self.clock)
         # Nodes' and providers' server certificates are checked again after a new CRL.
         self.revocations.on_loaded.append(lambda crl: self._revocations_changed())
         refusals = RefusalAudit(self.store.append_audit, self.clock)

@@ -17,6 +17,8 @@ opens (its rules are written there).
 
 from __future__ import annotations
 
+import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,7 @@ from node.store.protocols import DirectoryLog, HubStorage
 if TYPE_CHECKING:
     from node.store.postgres.connection import PgParams
 
-__all__ = ["HubBackend", "hub_layout", "open_hub_backend", "pg_params"]
+__all__ = ["HubBackend", "hub_layout", "open_hub_backend", "pg_params", "replica_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,16 @@ def pg_params(store: StoreConfig) -> PgParams:
         max_size=store.pool_max_size, statement_cache_size=store.statement_cache_size)
 
 
+def replica_id(config: HubConfig) -> str:
+    """``[store] replica_id``, else ``<hostname>:<listen port>``. A port chosen at start
+    (``:0``) is not known yet, and two live replicas must never share an id (they would hold
+    each other's leases): ``<hostname>:0-<random>`` then, new at each start."""
+    if config.store.replica_id:
+        return config.store.replica_id
+    port = config.listen.rpartition(":")[2]
+    return f"{socket.gethostname()}:{port if port not in ('', '0') else f'0-{secrets.token_hex(4)}'}"
+
+
 def open_hub_backend(config: HubConfig, signer: Ed25519PrivateKey, clock: Clock) -> HubBackend:
     """The stores ``config`` names (see the module's docstring)."""
     if config.store.backend is StoreBackend.SQLITE:
@@ -77,5 +89,5 @@ def open_hub_backend(config: HubConfig, signer: Ed25519PrivateKey, clock: Clock)
     params = pg_params(config.store)
     return HubBackend(
         PostgresHubStore(params, signer=signer, checkpoints=config.audit_checkpoints,
-                         clock=clock),
+                         clock=clock, replica_id=replica_id(config)),
         DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous))

@@ -30,6 +30,11 @@ Design
 * **Checkpoints.** The last checkpoint is re-read under the head lock each time (another
   replica may have signed); the segment digest since it is kept in memory while this
   process is the only one appending, and re-read from the records otherwise.
+* **Delivery leases** (:mod:`node.store.postgres.leases`): one replica delivers to a
+  destination at a time; :meth:`PostgresHubStore.commit_delivery` with a token checks it in
+  its transaction (the fence). A batch's commit rings the queue doorbell (``pg_notify``, one
+  per batch, in the statement that takes the positions: no extra round trip) naming its
+  destinations, so their owner wakes whichever replica stored the batch.
 * **Failures.** A database error in a write raises
   :class:`~node.store.failures.Unavailable` (counted in :attr:`failures`): nothing was
   committed, the hub does not acknowledge.
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -54,9 +61,17 @@ from node.core.errors import Unavailable
 from node.core.reasons import CallReason
 from node.store.audit_queries import Consultation, PurgeReport
 from node.store.failures import StoreFailures
-from node.store.postgres import audit
+from node.store.postgres import audit, leases
 from node.store.postgres.connection import PgParams, create_pool, migrate
-from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced, rows_that_fit
+from node.store.protocols import QueueDoorbell
+from node.store.records import (
+    HeldLeases,
+    HubState,
+    QueuedBatch,
+    QueueRow,
+    ResendRaced,
+    rows_that_fit,
+)
 
 __all__ = ["ACK_HISTORY", "PostgresHubStore"]
 
@@ -86,7 +101,10 @@ class PostgresHubStore:
         signer: Signer | None = None,
         checkpoints: AuditCheckpoints | None = None,
         clock: Clock | None = None,
+        replica_id: str | None = None,
     ) -> None:
+        """``replica_id``: names this process in the delivery leases (default: host and
+        process id); two live replicas must never share one."""
         checkpoints = checkpoints or AuditCheckpoints()
         if checkpoints.every_records < 1 or checkpoints.every_s < 0:
             raise ValueError("checkpoints: every_records must be >= 1 and every_s >= 0")
@@ -100,6 +118,7 @@ class PostgresHubStore:
         # ``_segment_upto`` (what this process appended since; -1: read it again).
         self._segment = hashlib.sha256()
         self._segment_from = self._segment_upto = -1
+        self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store_id = ""
         self.damaged = ""  # PostgreSQL reports damage as errors of the statement: never set
         self.on_damaged: list[Callable[[], None]] = []  # never called (see ``damaged``)
@@ -241,11 +260,15 @@ class PostgresHubStore:
         for dest, count, _packed in queue_rows:
             added[dest] = added.get(dest, 0) + count
         dests = sorted(added)
+        # The doorbell rides along (a one-row CTE joined once): delivered at commit.
         ends = dict(await conn.fetch(
-            "INSERT INTO queue_positions AS q (dest, position)"
-            " SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1"
+            "WITH bell AS (SELECT pg_notify($3, $4))"
+            " INSERT INTO queue_positions AS q (dest, position)"
+            " SELECT u.dest, u.n FROM unnest($1::text[], $2::bigint[]) AS u(dest, n), bell"
+            " ORDER BY 1"
             " ON CONFLICT (dest) DO UPDATE SET position = q.position + excluded.position"
-            " RETURNING dest, position", dests, [added[d] for d in dests]))
+            " RETURNING dest, position", dests, [added[d] for d in dests],
+            leases.QUEUE_CHANNEL, leases.queue_bell(dests)))
         position = {dest: int(ends[dest]) - added[dest] for dest in dests}
         seqs = []
         for dest, count, _packed in queue_rows:
@@ -376,8 +399,11 @@ class PostgresHubStore:
         return QueuedBatch(int(last), int(count), packed)
 
     async def commit_delivery(self, dest: str, upto_seq: int, count: int,
-                              audit_records: Sequence[AuditRecord]) -> None:
+                              audit_records: Sequence[AuditRecord],
+                              token: int | None = None) -> None:
         async with self._transaction("hub_delivery", destination=dest) as conn:
+            if token is not None:
+                await leases.fence(conn, self.replica_id, dest, token)
             await conn.execute("DELETE FROM queue WHERE dest = $1 AND seq <= $2", dest, upto_seq)
             await self._append_audit(conn, audit_records)
             await conn.execute(
@@ -393,3 +419,16 @@ class PostgresHubStore:
                 "INSERT INTO destinations (institution, endpoint, updated_at_us)"
                 " VALUES ($1, $2, $3) ON CONFLICT (institution) DO UPDATE SET"
                 " endpoint = excluded.endpoint", institution, endpoint, self.clock())
+
+    # -- delivery leases (node.store.postgres.leases) ----------------------------------------
+
+    async def renew_leases(self, ttl_s: float) -> HeldLeases:
+        async with self._transaction("hub_leases") as conn:
+            return await leases.renew(conn, self.replica_id, ttl_s)
+
+    async def release_leases(self, tokens: Mapping[str, int], leaving: bool = False) -> None:
+        async with self._transaction("hub_leases") as conn:
+            await leases.release(conn, self.replica_id, tokens, leaving)
+
+    async def listen(self, doorbell: QueueDoorbell) -> None:
+        await leases.listen(self.params, doorbell)
