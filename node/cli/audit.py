@@ -40,9 +40,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.runner import CliError, guarded, read_toml, run_alone
+
+if TYPE_CHECKING:
+    from node.store.audit_source import AuditSource
 
 __all__ = ["main", "register"]
 
@@ -64,7 +67,7 @@ def _hub_config(args: argparse.Namespace) -> Any:
         raise CliError(f"{path}: {exc}") from None
 
 
-def _source(args: argparse.Namespace) -> Any:
+def _source(args: argparse.Namespace) -> AuditSource:
     """The audit log the options name: ``--db`` (a SQLite file), else ``--config``'s hub
     store (:func:`node.store.audit_source.audit_source`: SQLite or PostgreSQL)."""
     from node.store.audit_source import SqliteAuditSource, audit_source

@@ -224,12 +224,13 @@ def summary_of(
     """The summary of a log from its counts (event, n) and (reason, n), its first record,
     its head and (count, last seq, last time) of its checkpoints, None if it has no
     checkpoint table (every backend's ``summary`` ends here; the counts in name order)."""
-    counts = {str(event): int(n) for event, n in sorted(events)}
+    counts = dict(sorted((str(event), int(n)) for event, n in events))
     if "" in counts:
         counts["(redacted)"] = counts.pop("")
     result: dict[str, Any] = {
         "events": counts,
-        "rejected_by_reason": {str(reason): int(n) for reason, n in sorted(rejected_by_reason)},
+        "rejected_by_reason": dict(sorted((str(reason), int(n))
+                                          for reason, n in rejected_by_reason)),
         "chain": {"first_seq": first_seq or 0, "head_seq": head[0], "head_hash": head[1].hex()}}
     if checkpoints is not None:
         n, last, at = checkpoints
