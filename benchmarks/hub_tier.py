@@ -279,7 +279,8 @@ class TierNetwork(ProcessNetwork):
 
     def wipe(self) -> None:
         """Forget the previous run: the hubs' and nodes' files, the addresses."""
-        for sub in ("hub", "nodes", "sock", *(p.name for p in self.root.glob("hub-*"))):
+        replicas = [p.name for p in self.root.glob("hub-*") if p.is_dir()]
+        for sub in ("hub", "nodes", "sock", *replicas):
             shutil.rmtree(self.root / sub, ignore_errors=True)
         for ready in self.root.glob("*.ready"):
             ready.unlink()
