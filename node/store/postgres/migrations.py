@@ -85,7 +85,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_by_subject ON audit (subject_number, seq) WHERE subject_number <> '';
     CREATE INDEX audit_delivered_by_ticket ON audit (hub_ticket) WHERE event = 'DELIVERED';
     """,
-    # 4: delivery ownership across hub replicas (node.hub.delivery): the live replicas and
+    # 3: delivery ownership across hub replicas (node.hub.delivery): the live replicas and
     # one lease per destination (its owner, fencing token and expiry on the database's clock).
     """
     CREATE TABLE hub_replicas (
