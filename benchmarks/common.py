@@ -8,6 +8,7 @@ phases and the frame of a run (work directory, results header, clean-up) are in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -18,12 +19,15 @@ import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
+
+if TYPE_CHECKING:
+    from benchmarks.hub_tier import HubTables
 
 from node.client import make_envelope
 from node.core.identifiers import citizen_check_digits
@@ -53,6 +57,7 @@ __all__ = [
     "rounded",
     "peak_rss_bytes",
     "ticket_batch",
+    "verified",
     "write_results",
 ]
 
@@ -208,20 +213,36 @@ class _Snapshot:
 
 class ProcessMeter:
     """CPU seconds (user + system, all threads) of named processes between two snapshots,
-    plus the machine-wide busy CPU over the same interval (to see interference)."""
+    plus the machine-wide busy CPU over the same interval (to see interference).
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    A name in ``trees`` is a process and everything it forked (a database server: the
+    postmaster and its backends): its own CPU, its live descendants' and that of its exited
+    children it has reaped (``children_user``/``children_system``), so a backend that exits
+    between the snapshots still counts."""
+
+    def __init__(self, pids: dict[str, int], trees: Collection[str] = ()) -> None:
         self.pids = dict(pids)
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.trees = frozenset(trees)
         self._start: _Snapshot | None = None
         self._end: _Snapshot | None = None
+
+    def _cpu(self, name: str, proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        if name not in self.trees:
+            return float(t.user + t.system)
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return float(total)
 
     def _snap(self) -> _Snapshot:
         cpu = {}
         for name, proc in self.procs.items():
             try:
-                t = proc.cpu_times()
-                cpu[name] = t.user + t.system
+                cpu[name] = self._cpu(name, proc)
             except psutil.Error:
                 cpu[name] = float("nan")
         sys_t = psutil.cpu_times()
@@ -326,21 +347,21 @@ def hub_refusals(hub_db: Path) -> str:
                      for reason, service, n, detail in rows) or "(none in the audit log yet)"
 
 
-def audit_checks(hub_db: Path, verify: bool) -> dict[str, Any]:
-    """The hub's audit records by ``event:reason`` after a run, and the chain check."""
-    conn = sqlite3.connect(f"file:{hub_db}?mode=ro", uri=True)
-    try:
-        events = dict(conn.execute("SELECT event || ':' || reason, count(*) FROM audit"
-                                   " GROUP BY 1 ORDER BY 2 DESC").fetchall())
-    finally:
-        conn.close()
+def audit_checks(tables: HubTables, verify: bool) -> dict[str, Any]:
+    """The hub's audit records by ``event:reason`` after a run, and the chain check (on
+    either backend: :func:`benchmarks.hub_tier.hub_tables`)."""
+    events = dict(tables.rows("SELECT event || ':' || reason, count(*) FROM audit"
+                              " GROUP BY 1 ORDER BY 2 DESC"))
     out: dict[str, Any] = {"events": events}
     if verify:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(hub_db)
-        out["verify"] = {"records": report.records, "ok": report.problem is None,
-                         "problem": None if report.problem is None else str(report.problem),
-                         "seconds": round(time.monotonic() - t, 2)}
+        out["verify"] = verified(tables, "seconds")
     return out
+
+
+def verified(tables: HubTables, timed: str) -> dict[str, Any]:
+    """The hub's audit chain verified: records, ok, the problem, the time it took (``timed``)."""
+    t = time.monotonic()
+    report = tables.audit().verify(None)
+    return {"records": report.records, "ok": report.problem is None,
+            "problem": None if report.problem is None else str(report.problem),
+            timed: round(time.monotonic() - t, 2)}

@@ -111,12 +111,12 @@ from typing import Any
 
 import grpc
 
-from benchmarks import common, phases
+from benchmarks import common, hub_tier, phases
 from benchmarks.common import RECEIVER, SENDER, BenchError, ProcessMeter, citizens, machine_facts, percentile
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
-from node.testing import ProcessNetwork, default_directory
+from node.testing import default_directory
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from node.wire.gen.crossroads.v1 import envelope_pb2, local_pb2_grpc
 
@@ -127,8 +127,9 @@ CONSULT = "bench.consult"
 CAPACITY = 1
 NOT_SENT = "NOT_SENT_OVERLOAD"
 CODE_FILES = ("node/client.py", "node/hub/consult.py", "node/hub/service.py", "node/hub/intake.py",
-              "node/store/hub_store.py", "node/member/local_api.py", "node/member/answers.py",
-              "node/member/hub_caller.py", "node/rpc/multiplex.py")
+              "node/store/hub_store.py", "node/store/postgres/hub_store.py",
+              "node/member/local_api.py", "node/member/answers.py", "node/member/hub_caller.py",
+              "node/rpc/multiplex.py")
 
 
 def _rates(text: str) -> list[float]:
@@ -163,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="sequential calls of each blocking client in the client probe (0: none)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
+    hub_tier.add_tier_options(p)
     phases.add_workdir_options(p)
     return p
 
@@ -438,7 +440,7 @@ def _probe(address: str, envelopes: list[bytes], deadline_ms: int) -> dict[str, 
     return out
 
 
-async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Namespace,
+async def _measure(net: hub_tier.TierNetwork, pool: Sequence[str], args: argparse.Namespace,
                    deadline: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     background_errors: Counter[str] = Counter()
@@ -477,12 +479,14 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
                   f" p50 {p['blocking_stub_one_channel']['latency_ms']['p50']} ms"
                   f" ({p['blocking_stub_one_channel']['calls_per_s']}/s)", flush=True)
         assert provider_app.pid is not None
-        pids = {"hub": net.pid("hub"), "asker": net.pid(ASKER), "provider": net.pid(PROVIDER),
+        tier, trees = net.tier_pids()
+        pids = {**tier, "asker": net.pid(ASKER), "provider": net.pid(PROVIDER),
                 "loadgen": os.getpid(), "provider_app": provider_app.pid}
+        processes = {name: pid for name, pid in pids.items() if name not in trees}
         for rate, repeat in itertools.product(args.rates, range(1, args.repeat + 1)):
             if args.warmup_seconds > 0:
                 await open_loop(asker, rate, args.warmup_seconds, args.max_in_flight, deadline)
-            meter, split = ProcessMeter(pids), CpuSplit(pids)
+            meter, split = ProcessMeter(pids, trees), CpuSplit(processes)
             loadavg = os.getloadavg()
             meter.start()
             split.start()
@@ -491,6 +495,7 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
             result = summarize(samples, rate)
             result["cpu"] = meter.report(len(samples))
             result["cpu"]["user_system_s"] = split.stop()
+            result["cpu"]["tier_us_per_envelope"] = hub_tier.tier_cpu(result["cpu"], list(tier))
             result["loadavg_1m_before"] = round(loadavg[0], 2)
             result["repeat"] = repeat
             out["rates"].append(result)
@@ -513,13 +518,7 @@ async def _measure(net: ProcessNetwork, pool: Sequence[str], args: argparse.Name
     return out
 
 
-def _hub_revision(net: ProcessNetwork) -> int:
-    from benchmarks.directory import reuse_directory
-
-    return int(reuse_directory(net.root / "hub" / "directory.sqlite")["revision"])
-
-
-def run(net: ProcessNetwork, pool: Sequence[str], args: argparse.Namespace,
+def run(net: hub_tier.TierNetwork, pool: Sequence[str], args: argparse.Namespace,
         deadline: float) -> dict[str, Any]:
     from benchmarks.directory import wait_synced
 
@@ -550,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
            args.repeat) <= 0:
         print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
         return 2
+    try:
+        choice = hub_tier.tier_choices(args)[0]
+    except ValueError as exc:
+        print(f"benchmarks.consult: {exc}", file=sys.stderr)
+        return 2
     common.end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout
@@ -561,12 +565,17 @@ def main(argv: list[str] | None = None) -> int:
         | {"synchronous": "FULL", "audit_log": True, "asker": ASKER, "provider": PROVIDER},
         code=common.code_digests(CODE_FILES))
     phases.announce(f"consultation benchmark: rates {args.rates} /s, {args.seconds:g} s each"
-                    f" after {args.warmup_seconds:g} s warm-up", machine, root)
-    with phases.Run("consult", results, args, root, temporary, started,
-                    failures=(*phases.FAILURES, grpc.RpcError)) as bench:
+                    f" after {args.warmup_seconds:g} s warm-up; hub tier {choice.label}",
+                    machine, root)
+    with hub_tier.cluster_for([choice], root) as cluster, phases.Run(
+            "consult", results, args, root, temporary, started,
+            failures=(*phases.FAILURES, grpc.RpcError)) as bench:
         pool = citizens(args.citizens)
-        bench.net = phases.fresh_network(root, (ASKER, PROVIDER), seed=[])
-        results |= run(bench.net, pool, args, deadline)
+        net = phases.fresh_network(root, (ASKER, PROVIDER), seed=[], choice=choice,
+                                   cluster=cluster)
+        bench.net = net
+        results["tier"] = net.facts()
+        results |= run(net, pool, args, deadline)
     print("Results:")
     for r in results.get("rates", []):
         lat, ok, where = r["latency_ms"], r["service_ms"], r["where_ms"]

@@ -580,7 +580,7 @@ def run_traffic(net: ProcessNetwork, plan: Plan, args: argparse.Namespace, rep: 
     finally:
         net.stop_all()
     checks = traffic_checks(
-        phase, tx_status, rx_status, None if args.no_verify else net.hub_db,
+        phase, tx_status, rx_status, None if args.no_verify else net,
         sender_node={"directory_revision": tx_status.directory_revision})
     return {
         **phase.throughput(start, end),

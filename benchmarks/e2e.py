@@ -74,7 +74,17 @@ from benchmarks.common import (
     median_of,
     p50_p99,
     rounded,
+    verified,
     write_results,
+)
+from benchmarks.hub_tier import (
+    TierChoice,
+    TierNetwork,
+    add_tier_options,
+    cluster_for,
+    hub_tables,
+    tier_choices,
+    tier_cpu,
 )
 from benchmarks.phases import (
     Backlog,
@@ -103,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--relay-only", action="store_true", help="only the bare relay")
     mode.add_argument("--no-relay", action="store_true", help="only the end-to-end run")
     p.add_argument("--no-verify", action="store_true", help="skip the audit chain verification")
+    add_tier_options(p, several=True)
     add_workdir_options(p)
     p.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)  # profiling aid
     return p
@@ -162,11 +173,11 @@ class _Phase(BatchWindow):
                 "envelopes_per_s": round(self.acknowledged / wall, 1)}
 
 
-def traffic_checks(phase: _Phase, tx_status: Any, rx_status: Any, verify: Path | None,
+def traffic_checks(phase: _Phase, tx_status: Any, rx_status: Any, verify: ProcessNetwork | None,
                    sender_node: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """What a traffic run checks after the daemons stopped: refusals, envelopes of no batch of
     the phase, both nodes' counters (``sender_node``: more of the sender's), ``extra``; and
-    the hub's audit chain, verified, when ``verify`` is its database."""
+    the hub's audit chain, verified, when ``verify`` is its network."""
     checks: dict[str, Any] = {
         "refused": phase.refused,
         "refusals": phase.refusals,
@@ -178,15 +189,12 @@ def traffic_checks(phase: _Phase, tx_status: Any, rx_status: Any, verify: Path |
                           "inbox_unacknowledged": rx_status.inbox_unacknowledged},
         **extra,
     }
-    if verify is not None:
-        from node.audit_tool import verify_file
-
-        t = time.monotonic()
-        report = verify_file(verify)
-        checks["audit"] = {"records": report.records,
-                           "ok": report.problem is None,
-                           "problem": None if report.problem is None else str(report.problem),
-                           "verify_s": round(time.monotonic() - t, 2)}
+    tables = None if verify is None else hub_tables(verify)
+    if tables is not None:
+        try:
+            checks["audit"] = verified(tables, "verify_s")
+        finally:
+            tables.close()
     return checks
 
 
@@ -197,30 +205,23 @@ def _backlog(net: ProcessNetwork) -> Backlog:
     return Backlog.of(net, ("sender_outbox", [SENDER]), ("receiver_inbox", [RECEIVER]))
 
 
-def _wipe(net: ProcessNetwork) -> None:
-    for sub in ("hub", "nodes", "sock"):
-        shutil.rmtree(net.root / sub, ignore_errors=True)
-    for ready in net.root.glob("*.ready"):
-        ready.unlink()
-    net.hub_address = ""
-
-
-def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
+def run_e2e(net: TierNetwork, args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.timeout
     warm_batches = -(-args.warmup // args.batch)
     n_batches = -(-args.envelopes // args.batch)
     warm = build_batches(0, warm_batches, args.batch, args.envelope_bytes)
     measured = build_batches(warm_batches, n_batches, args.batch, args.envelope_bytes)
     count = sum(len(b) for b in measured)
-    _wipe(net)
+    net.wipe()
     try:
         net.start()
-        pids = {"hub": net.pid("hub"), "sender": net.pid(SENDER), "receiver": net.pid(RECEIVER),
+        tier, trees = net.tier_pids()
+        pids = {**tier, "sender": net.pid(SENDER), "receiver": net.pid(RECEIVER),
                 "loadgen": os.getpid()}
         with LocalClient(net.local_api(SENDER)) as tx, LocalClient(net.local_api(RECEIVER)) as rx:
             if warm:
                 _Phase(tx, rx, warm, 0, args, deadline).run()
-            meter = ProcessMeter(pids)
+            meter = ProcessMeter(pids, trees)
             phase = _Phase(tx, rx, measured, warm_batches, args, deadline)
             with _backlog(net) as backlog:
                 meter.start()
@@ -232,10 +233,12 @@ def run_e2e(net: ProcessNetwork, args: argparse.Namespace) -> dict[str, Any]:
                 input(f"holding; pids {pids}; press Enter to stop ")
     finally:
         net.stop_all()
-    checks = traffic_checks(phase, tx_status, rx_status, None if args.no_verify else net.hub_db,
+    checks = traffic_checks(phase, tx_status, rx_status, None if args.no_verify else net,
                             synchronous=net.hub_table()["synchronous"])
     lat = phase.latencies_ms()
+    cpu["tier_us_per_envelope"] = tier_cpu(cpu, tier)
     return {
+        **net.facts(),
         **phase.throughput(start, end),
         "batch_latency_ms": {
             "what": "Submit call start -> last envelope of the batch fetched at the receiver",
@@ -273,16 +276,34 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
             for n in names
         },
         "machine_cores_busy": median_of(r["cpu"]["machine_cores_busy"] for r in ok),
+        "tier_us_per_envelope": {
+            n: median_of(r["cpu"]["tier_us_per_envelope"][n] for r in ok)
+            for n in ok[0]["cpu"].get("tier_us_per_envelope", {})
+        },
     }
 
 
 def _line(label: str, s: dict[str, Any] | None) -> str:
     if s is None:
-        return f"  {label:<11}: failed"
+        return f"  {label:<11}: failed (or not run)"
     cpu = " ".join(f"{n} {v:.1f}" for n, v in s["cpu_s"].items())
     return (f"  {label:<11}: {s['envelopes_per_s']:>9,.0f} env/s   batch latency p50"
             f" {s['batch_latency_ms_p50']:.0f} ms, p99 {s['batch_latency_ms_p99']:.0f} ms"
             f"   CPU s: {cpu}")
+
+
+def _run_all(net: TierNetwork, root: Path, choices: list[TierChoice], args: argparse.Namespace,
+             results: dict[str, Any]) -> None:
+    """Each repeat: every tier in turn (interleaved, so they share the machine's moods),
+    then the bare relay."""
+    for rep in range(args.repeat):
+        for choice in [] if args.relay_only else choices:
+            net.choice = choice
+            label = "e2e" if len(choices) == 1 else f"e2e {choice.label}"
+            results["e2e"].append({"tier": choice.label, **net.facts(),
+                                   **_guarded(label, rep, run_e2e, net, args)})
+        if not args.no_relay:
+            results["relay"].append(_guarded("relay", rep, _relay, net, root, rep, args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
               " positive",
               file=sys.stderr)
         return 2
+    try:
+        choices = tier_choices(args)
+    except ValueError as exc:
+        print(f"benchmarks.e2e: {exc}", file=sys.stderr)
+        return 2
     root, temporary = work_root(args, "crossroads-bench-")
     machine = machine_facts()
     results = results_header(
@@ -304,28 +330,29 @@ def main(argv: list[str] | None = None) -> int:
             "submitters": args.submitters, "fetch_max": args.fetch_max,
             "timeout_s_per_run": args.timeout, "repeat": args.repeat,
             "synchronous": "FULL", "audit_log": True, "relay_rounds": args.relay_rounds,
+            "tiers": [c.label for c in choices],
         },
         e2e=[], relay=[])
     announce(f"benchmark: {args.envelopes:,} envelopes of ~{args.envelope_bytes} B in batches of"
-             f" {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each",
-             machine, root)
+             f" {args.batch:,}, window {args.window} batches, {args.repeat} run(s) each;"
+             f" hub tiers: {', '.join(c.label for c in choices)}", machine, root)
     failed = False
-    net: ProcessNetwork | None = None
+    net: TierNetwork | None = None
     try:
-        net = ProcessNetwork(root / "net", institutions=(SENDER, RECEIVER))
-        for rep in range(args.repeat):
-            if not args.relay_only:
-                results["e2e"].append(_guarded("e2e", rep, run_e2e, net, args))
-            if not args.no_relay:
-                results["relay"].append(_guarded("relay", rep, _relay, net, root, rep, args))
+        with cluster_for(choices, root) as cluster:
+            net = TierNetwork(root / "net", institutions=(SENDER, RECEIVER), cluster=cluster)
+            try:
+                _run_all(net, root, choices, args, results)
+            finally:
+                net.stop_all()
     except KeyboardInterrupt:
         failed = True
         results["interrupted"] = True
     finally:
-        if net is not None:
-            net.stop_all()
-        e2e, relay = _summary(results["e2e"]), _summary(results["relay"])
-        results["summary"] = {"e2e": e2e, "relay": relay}
+        tiers = {c.label: _summary([r for r in results["e2e"] if r["tier"] == c.label])
+                 for c in choices}
+        e2e, relay = tiers[choices[0].label], _summary(results["relay"])
+        results["summary"] = {"e2e": e2e, "relay": relay, "tiers": tiers}
         if e2e and relay:
             results["summary"]["ratio"] = round(e2e["envelopes_per_s"] / relay["envelopes_per_s"], 4)
         failed = failed or any("error" in r for r in results["e2e"] + results["relay"])
@@ -335,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print("Results (median of runs):")
     if not args.relay_only:
-        print(_line("end to end", e2e))
+        for label, summary in tiers.items():
+            print(_line("end to end" if len(tiers) == 1 else label, summary))
     if not args.no_relay:
         print(_line("bare relay", relay))
     if "ratio" in results["summary"]:

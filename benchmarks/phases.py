@@ -15,8 +15,9 @@ costs the same whatever is measured.
 counts refusals as done; :mod:`benchmarks.mutations` drains every subscriber and stops at the
 first refusal. They subclass :class:`BatchWindow` for that and nothing else.
 
-:class:`Backlog` samples where the envelopes in flight sit with read-only SQLite reads of the
-daemons' WAL databases (no RPC, nothing the daemons have to serve).
+:class:`Backlog` samples where the envelopes in flight sit with read-only reads of the
+daemons' databases (the nodes' SQLite files, the hub's SQLite file or PostgreSQL database: no
+RPC, nothing the daemons have to serve).
 
 The driver helpers (:func:`results_header`, :func:`work_root`, :func:`add_workdir_options`,
 :func:`announce`, :func:`fresh_network`, :func:`finish_run`) are the frame every benchmark's
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from benchmarks.common import BenchError, audit_checks, median_of, ticket_batch, write_results
+from benchmarks.hub_tier import TABLE_ERRORS, HubTables, SqliteTables, TierNetwork, hub_tables
 from node.testing import ProcessNetwork
 
 __all__ = [
@@ -167,18 +168,12 @@ class BatchWindow:
 
 
 class Backlog:
-    """Samples, every ``interval`` s, the sum of each named list of ``(database, query)``."""
+    """Samples, every ``interval`` s, the sum of each named list of ``(tables, query)``
+    (read-only connections, opened by :meth:`of`, closed at the end)."""
 
-    def __init__(self, queries: Mapping[str, Sequence[tuple[Path, str]]],
+    def __init__(self, queries: Mapping[str, Sequence[tuple[HubTables, str]]],
                  interval: float = 0.25) -> None:
-        def ro(path: Path) -> sqlite3.Connection:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=1000")
-            return conn
-
-        self.queries = {name: [(ro(path), sql) for path, sql in pairs]
-                        for name, pairs in queries.items()}
+        self.queries = queries
         self.samples: dict[str, list[int]] = {k: [] for k in self.queries}
         self.interval = interval
         self.stop = threading.Event()
@@ -187,20 +182,24 @@ class Backlog:
     @classmethod
     def of(cls, net: ProcessNetwork, outbox: tuple[str, Sequence[str]],
            inbox: tuple[str, Sequence[str]]) -> Backlog:
-        """Outboxes of the senders, the hub's queue, inboxes of the receivers (each named)."""
+        """Outboxes of the senders, the hub's queue (SQLite or PostgreSQL: its replicas
+        share it), inboxes of the receivers (each named)."""
         nodes = net.root / "nodes"
+        hub = hub_tables(net)
         return cls({
-            outbox[0]: [(nodes / e / "node.sqlite", OUTBOX_PENDING) for e in outbox[1]],
-            "hub_queue": [(net.hub_db, HUB_QUEUED)],
-            inbox[0]: [(nodes / e / "node.sqlite", INBOX_UNACKNOWLEDGED) for e in inbox[1]],
+            outbox[0]: [(SqliteTables(nodes / e / "node.sqlite"), OUTBOX_PENDING)
+                        for e in outbox[1]],
+            "hub_queue": [] if hub is None else [(hub, HUB_QUEUED)],
+            inbox[0]: [(SqliteTables(nodes / e / "node.sqlite"), INBOX_UNACKNOWLEDGED)
+                       for e in inbox[1]],
         })
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
             for name, queries in self.queries.items():
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*TABLE_ERRORS):
                     self.samples[name].append(
-                        sum(int(conn.execute(sql).fetchone()[0]) for conn, sql in queries))
+                        sum(int(tables.rows(sql)[0][0]) for tables, sql in queries))
 
     def __enter__(self) -> Backlog:
         self.thread.start()
@@ -210,8 +209,8 @@ class Backlog:
         self.stop.set()
         self.thread.join(5)
         for queries in self.queries.values():
-            for conn, _ in queries:
-                conn.close()
+            for tables, _ in queries:
+                tables.close()
 
     def report(self) -> dict[str, Any]:
         return {name: {"median": median_of(v), "max": max(v) if v else None}
@@ -275,11 +274,12 @@ def announce(what: str, machine: Mapping[str, Any], where: Path | str) -> None:
           f" {machine['python']}, grpcio {machine['grpcio']}; work dir {where}", flush=True)
 
 
-def fresh_network(root: Path, institutions: Sequence[str], **options: Any) -> ProcessNetwork:
-    """A :class:`ProcessNetwork` of ``institutions`` under ``root / "net"``, without what a
-    previous run in the same work directory left there."""
+def fresh_network(root: Path, institutions: Sequence[str], **options: Any) -> TierNetwork:
+    """A :class:`~benchmarks.hub_tier.TierNetwork` of ``institutions`` under ``root / "net"``
+    (its hub tier as ``options`` say: ``choice``, ``cluster``; default one SQLite hub), without
+    what a previous run in the same work directory left there."""
     shutil.rmtree(root / "net", ignore_errors=True)
-    return ProcessNetwork(root / "net", institutions=tuple(institutions), **options)
+    return TierNetwork(root / "net", institutions=tuple(institutions), **options)
 
 
 def finish_run(kind: str, results: dict[str, Any], net: ProcessNetwork | None,
@@ -289,9 +289,13 @@ def finish_run(kind: str, results: dict[str, Any], net: ProcessNetwork | None,
     the chain (unless ``--no-verify``), write the results, remove a temporary work directory."""
     if net is not None:
         net.stop_all()
-        with contextlib.suppress(sqlite3.Error, OSError):
-            if net.hub_db.exists():
-                results["checks"] = audit_checks(net.hub_db, not args.no_verify)
+        with contextlib.suppress(*TABLE_ERRORS):
+            tables = hub_tables(net)
+            if tables is not None:
+                try:
+                    results["checks"] = audit_checks(tables, not args.no_verify)
+                finally:
+                    tables.close()
     results["status"] = status
     results["wall_s"] = round(time.monotonic() - started, 1)
     path = write_results(kind, results, Path(args.out) if args.out else None)

@@ -1,15 +1,21 @@
-"""``crossroads audit ...``: the hub's audit log, offline, from its SQLite file.
+"""``crossroads audit ...``: the hub's audit log, offline, from its database.
 
 ``register(subparsers)`` adds the ``audit`` command (replacing the old ``verify|summary``
 pair) to the main ``crossroads`` parser; ``python -m node.cli.audit ...`` runs the same
-commands stand-alone (:func:`node.cli.runner.run_alone`). Every command finds the database
-with ``--db hub.sqlite`` or ``--config hub.toml`` (its ``data_dir``); with ``--config`` the
-hub's directory key (and its ``.pub``) is found from the config too.
+commands stand-alone (:func:`node.cli.runner.run_alone`). Every command finds the log with
+``--db hub.sqlite`` or ``--config hub.toml``: the hub's store as its ``[store]`` table says,
+the ``hub.sqlite`` in its ``data_dir`` or, with ``backend = "postgresql"``, its PostgreSQL
+database (its DSN, the password from ``password_file`` or ``password_env``, never from the
+command line), which holds every replica's records in one chain. The commands see the log
+only through :class:`node.store.audit_source.AuditSource`: the same output and exit codes
+on either backend. With ``--config`` the hub's directory key (and its ``.pub``) is found
+from the config too.
 
 Commands:
 
 * ``verify [--key hub.pub ...] [--checkpoint FILE ...]``: the file's integrity (SQLite
-  ``integrity_check``), the hash chain, the checkpoints and, with a key, their signatures;
+  ``integrity_check``; PostgreSQL checks page checksums as it reads), the hash chain, the
+  checkpoints and, with a key, their signatures;
   with ``--checkpoint``, that the chain holds a checkpoint kept outside the hub (a node's,
   from ``crossroads node checkpoint``). Exit 1 naming the first bad record or checkpoint.
 * ``summary``: counts by event and refusal reason; chain extent; checkpoints.
@@ -18,7 +24,9 @@ Commands:
 * ``verify-export FILE --key hub.pub``: check an extract with only the hub's public key.
   Exit 1 saying what does not verify.
 * ``purge (--before DATE [--kind KIND ...] | --retention KIND=DAYS ...)
-  [--service-kind SERVICE=KIND ...] [--directory-db directory.sqlite]``: retention.
+  [--service-kind SERVICE=KIND ...] [--directory-db directory.sqlite]``: retention; the
+  service kinds from the hub's directory where the store has it (SQLite: ``directory.sqlite``
+  next to ``hub.sqlite``), else from the options.
 
 Errors (no database, bad date, unreadable key...) print one line,
 ``crossroads audit: error: ...``, to stderr and exit 2.
@@ -32,9 +40,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.runner import CliError, guarded, read_toml, run_alone
+
+if TYPE_CHECKING:
+    from node.store.audit_source import AuditSource
 
 __all__ = ["main", "register"]
 
@@ -56,16 +67,16 @@ def _hub_config(args: argparse.Namespace) -> Any:
         raise CliError(f"{path}: {exc}") from None
 
 
-def _db(args: argparse.Namespace) -> Path:
+def _source(args: argparse.Namespace) -> AuditSource:
+    """The audit log the options name: ``--db`` (a SQLite file), else ``--config``'s hub
+    store (:func:`node.store.audit_source.audit_source`: SQLite or PostgreSQL)."""
+    from node.store.audit_source import SqliteAuditSource, audit_source
+
     if args.db:
-        path = Path(args.db)
-    elif args.config:
-        path = _hub_config(args).data_dir / "hub.sqlite"
-    else:
-        raise CliError("give --db or --config")
-    if not path.exists():
-        raise CliError(f"no hub database at {path}")
-    return path
+        return SqliteAuditSource(Path(args.db))
+    if args.config:
+        return audit_source(_hub_config(args))
+    raise CliError("give --db or --config")
 
 
 def _parse_time(text: str) -> int:
@@ -135,12 +146,10 @@ def _key_value(text: str, what: str) -> tuple[str, str]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from node.audit_tool import verify_file
-
-    path = _db(args)
+    source = _source(args)
     keys = _public_keys(args, required=False)
     pinned = [_load_checkpoint(Path(f)) for f in args.checkpoint or []]
-    report = verify_file(path, keys, pinned, integrity=not args.skip_integrity_check)
+    report = source.verify(keys, pinned, integrity=not args.skip_integrity_check)
     if report.problem is not None:
         print(f"audit log INVALID: {report.problem}", file=sys.stderr)
         return EXIT_INVALID
@@ -179,26 +188,19 @@ def _load_checkpoint(path: Path) -> Any:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from node.audit_tool import summary
-
-    print(json.dumps(summary(_db(args)), indent=2))
+    print(json.dumps(_source(args).summary(), indent=2))
     return 0
 
 
 def _who_consulted(args: argparse.Namespace) -> int:
-    from node.audit_tool import who_consulted
-    from node.store.sqlite import connect_sync
-
     since = _parse_time(args.since) if args.since else None
     if args.limit is not None and args.limit < 1:
         raise CliError("--limit must be at least 1")
-    conn = connect_sync(_db(args), read_only=True)
+    source = _source(args)
     try:
-        found = who_consulted(conn, args.subject, since, args.limit)
+        found = source.who_consulted(args.subject, since, args.limit)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    finally:
-        conn.close()
     if args.json:
         print(json.dumps([c.to_json() for c in found], indent=2))
         return 0
@@ -217,19 +219,13 @@ def _who_consulted(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from node.audit_tool import export_subject
-    from node.store.sqlite import connect_sync
-
     since = _parse_time(args.since) if args.since else None
-    path = _db(args)
+    source = _source(args)
     signer = _signer(args)
-    conn = connect_sync(path, read_only=True)
     try:
-        document = export_subject(conn, args.subject, signer, since)
+        document = source.export_subject(args.subject, signer, since)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    finally:
-        conn.close()
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
     if args.output:
         Path(args.output).write_text(text)
@@ -266,11 +262,10 @@ def _verify_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _purge(args: argparse.Namespace) -> int:  # noqa: C901 - the option checks, in the order of their errors
+def _purge(args: argparse.Namespace) -> int:
     import time
 
-    from node.audit_tool import purge_kinds, retention_cutoffs, service_kinds_from_directory
-    from node.store.sqlite import connect_sync
+    from node.audit_tool import retention_cutoffs, service_kinds_from_directory
 
     now = time.time_ns() // 1000
     if args.before and args.retention:
@@ -293,25 +288,18 @@ def _purge(args: argparse.Namespace) -> int:  # noqa: C901 - the option checks, 
         cutoffs = retention_cutoffs(days, now)
     else:
         raise CliError("give --before DATE or --retention KIND=DAYS")
-    path = _db(args)
-    directory = Path(args.directory_db) if args.directory_db else None
-    if directory is None and args.config:
-        candidate = path.parent / "directory.sqlite"
-        directory = candidate if candidate.exists() else None
-    kinds: dict[str, str] = {}
-    if directory is not None:
+    source = _source(args)
+    if args.directory_db:
         try:
-            kinds = service_kinds_from_directory(directory)
+            kinds = service_kinds_from_directory(Path(args.directory_db))
         except (OSError, ValueError, KeyError) as exc:
-            raise CliError(f"{directory}: cannot read service kinds ({exc})") from None
+            raise CliError(f"{args.directory_db}: cannot read service kinds ({exc})") from None
+    else:
+        kinds = source.service_kinds()
     for item in args.service_kind or []:
         service, kind = _key_value(item, "--service-kind")
         kinds[service] = kind
-    conn = connect_sync(path)
-    try:
-        report = purge_kinds(conn, cutoffs, kinds, args.default_kind, now)
-    finally:
-        conn.close()
+    report = source.purge_kinds(cutoffs, kinds, args.default_kind, now)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -332,7 +320,11 @@ def _purge(args: argparse.Namespace) -> int:  # noqa: C901 - the option checks, 
 
 def _explain(exc: Exception) -> str:
     """Any other failure (e.g. sqlite3.DatabaseError) is one line too, exit 2."""
-    return str(exc) if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
+    from node.store.audit_source import SourceUnavailable
+
+    if isinstance(exc, FileNotFoundError | SourceUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -341,13 +333,14 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def _database_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="the hub's hub.sqlite")
-    p.add_argument("--config", help="hub.toml (its data_dir holds hub.sqlite)")
+    p.add_argument("--config", help="hub.toml: its [store] (SQLite: hub.sqlite in its data_dir;"
+                                    " PostgreSQL: its DSN and password file or variable)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``audit`` command and its subcommands to a ``crossroads`` parser."""
     audit = subparsers.add_parser("audit", help="the hub's audit log",
-                                  description="The hub's audit log, from its SQLite file.")
+                                  description="The hub's audit log, from its database.")
     commands = audit.add_subparsers(dest="action", metavar="COMMAND", required=True)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], text: str
@@ -366,7 +359,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         " chain must hold it, proof it did not restart or lose its end"
                         " (repeat for several)")
     p.add_argument("--skip-integrity-check", action="store_true",
-                   help="skip SQLite's full PRAGMA integrity_check of the file (O(size))")
+                   help="skip SQLite's full PRAGMA integrity_check of the file (O(size);"
+                        " PostgreSQL: no such step)")
     command("summary", _summary, "counts by event and reason; chain extent; checkpoints")
     p = command("who-consulted", _who_consulted, "every record about one subject")
     p.add_argument("subject", metavar="NUMBER", help="citizen (or enterprise) number")

@@ -9,9 +9,10 @@ docs/AUDIT.md for the formats and the trust argument.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,8 +44,10 @@ __all__ = [
     "Delivery",
     "PurgeReport",
     "check_pinned",
+    "connected",
     "export_subject",
     "load_checkpoints",
+    "pinned_problem",
     "purge",
     "purge_kinds",
     "Redactor",
@@ -53,6 +56,7 @@ __all__ = [
     "service_kinds_from_directory",
     "subject_query",
     "summary",
+    "summary_of",
     "verify_file",
     "who_consulted",
 ]
@@ -70,10 +74,21 @@ TAIL_WHERE = "seq > (SELECT upto FROM audit_indexed WHERE id = 1) AND subject_nu
 DEFAULT_KIND = "unknown"
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open(path: Path, write: bool = False) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(f"no hub database at {path}")
-    return connect_sync(path, read_only=True)
+    return connect_sync(path, read_only=not write)
+
+
+@contextlib.contextmanager
+def connected(path: Path, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection to the hub's file for one command, read-only unless ``write`` (the
+    purge); closed at the end of the block."""
+    conn = _open(path, write)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
@@ -143,21 +158,29 @@ def verify_file(
 def check_pinned(
     conn: sqlite3.Connection, cp: Checkpoint, keys: Mapping[str, Ed25519PublicKey] | None
 ) -> AuditProblem | None:
-    """None if the chain in ``conn`` holds checkpoint ``cp`` (its record ``cp.seq`` has hash
-    ``cp.hash``, or, that record purged, the same checkpoint anchors the chain); with
-    ``keys``, its signature must verify too."""
-    if keys is not None and (message := verify_checkpoint_signature(cp, keys)) is not None:
-        return AuditProblem(cp.seq, f"given checkpoint: {message}", "checkpoint")
+    """None if the chain in ``conn`` holds checkpoint ``cp`` (see :func:`pinned_problem`)."""
     row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (cp.seq,)).fetchone()
     if row is None and _has_table(conn, "audit_checkpoints"):
         row = conn.execute("SELECT hash FROM audit_checkpoints WHERE seq = ?",
                            (cp.seq,)).fetchone()
-    if row is None:
-        head = _head(conn)[0]
+    return pinned_problem(cp, keys, None if row is None else bytes(row[0]), _head(conn)[0])
+
+
+def pinned_problem(
+    cp: Checkpoint, keys: Mapping[str, Ed25519PublicKey] | None, stored_hash: bytes | None,
+    head_seq: int,
+) -> AuditProblem | None:
+    """None if a chain holds checkpoint ``cp``: ``stored_hash`` is the chain's hash at
+    ``cp.seq`` (of its record or, that record purged, of the same checkpoint anchoring the
+    chain; None: neither) and must be ``cp.hash``; with ``keys``, its signature must verify
+    too (every backend's ``verify --checkpoint`` decides here)."""
+    if keys is not None and (message := verify_checkpoint_signature(cp, keys)) is not None:
+        return AuditProblem(cp.seq, f"given checkpoint: {message}", "checkpoint")
+    if stored_hash is None:
         return AuditProblem(cp.seq, f"the given checkpoint is at record {cp.seq}, but this"
-                            f" chain ends at {head}: records lost (restored from an older"
+                            f" chain ends at {head_seq}: records lost (restored from an older"
                             " copy, or the chain restarted)", "checkpoint")
-    if bytes(row[0]) != cp.hash:
+    if stored_hash != cp.hash:
         return AuditProblem(cp.seq, "the given checkpoint's chain hash differs from this"
                             f" chain's record {cp.seq}: not the same chain (it restarted or"
                             " was replaced)", "checkpoint")
@@ -178,25 +201,41 @@ def summary(path: Path) -> dict[str, Any]:
     """Record counts by event and by reason; the chain's extent and checkpoints."""
     conn = _open(path)
     try:
-        events = dict(conn.execute("SELECT event, count(*) FROM audit GROUP BY event"))
-        reasons = dict(
-            conn.execute("SELECT reason, count(*) FROM audit WHERE event = 'REJECTED'"
-                         " GROUP BY reason")
-        )
-        if "" in events:
-            events["(redacted)"] = events.pop("")
-        first = conn.execute("SELECT min(seq) FROM audit").fetchone()[0]
-        head_seq, head_hash = _head(conn)
-        result: dict[str, Any] = {"events": events, "rejected_by_reason": reasons,
-                                  "chain": {"first_seq": first or 0, "head_seq": head_seq,
-                                            "head_hash": head_hash.hex()}}
+        conn.execute("BEGIN")  # one snapshot
+        checkpoints = None
         if _has_table(conn, "audit_checkpoints"):
-            n, last, at = conn.execute("SELECT count(*), max(seq), max(at_us)"
+            checkpoints = conn.execute("SELECT count(*), max(seq), max(at_us)"
                                        " FROM audit_checkpoints").fetchone()
-            result["checkpoints"] = {"count": n, "last_seq": last or 0, "last_at_us": at or 0}
+        result = summary_of(
+            conn.execute("SELECT event, count(*) FROM audit GROUP BY event").fetchall(),
+            conn.execute("SELECT reason, count(*) FROM audit WHERE event = 'REJECTED'"
+                         " GROUP BY reason").fetchall(),
+            conn.execute("SELECT min(seq) FROM audit").fetchone()[0], _head(conn), checkpoints)
+        conn.execute("COMMIT")
         return result
     finally:
         conn.close()
+
+
+def summary_of(
+    events: Iterable[Sequence[Any]], rejected_by_reason: Iterable[Sequence[Any]],
+    first_seq: int | None, head: tuple[int, bytes], checkpoints: Sequence[Any] | None,
+) -> dict[str, Any]:
+    """The summary of a log from its counts (event, n) and (reason, n), its first record,
+    its head and (count, last seq, last time) of its checkpoints, None if it has no
+    checkpoint table (every backend's ``summary`` ends here; the counts in name order)."""
+    counts = dict(sorted((str(event), int(n)) for event, n in events))
+    if "" in counts:
+        counts["(redacted)"] = counts.pop("")
+    result: dict[str, Any] = {
+        "events": counts,
+        "rejected_by_reason": dict(sorted((str(reason), int(n))
+                                          for reason, n in rejected_by_reason)),
+        "chain": {"first_seq": first_seq or 0, "head_seq": head[0], "head_hash": head[1].hex()}}
+    if checkpoints is not None:
+        n, last, at = checkpoints
+        result["checkpoints"] = {"count": n, "last_seq": last or 0, "last_at_us": at or 0}
+    return result
 
 
 # -- who consulted -------------------------------------------------------------------------

@@ -4,7 +4,6 @@ SQLite files written by :class:`HubStore`."""
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -390,36 +389,11 @@ async def test_purge_needs_a_checkpoint_and_only_touches_signed_segments(tmp_pat
     assert verify_file(tmp_path / "hub.sqlite").problem is None
 
 
-# -- the command line ------------------------------------------------------------------------
+# -- the command line (on both hub backends: tests/contract/test_audit_cli.py) ---------------
 
 
 def cli(*argv: str) -> int:
     return audit_cli.main(list(argv))
-
-
-async def test_cli_verify_export_and_verify_export(signed_db: Path, key_path: Path,
-                                                   tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    pub = str(public_path(key_path))
-    assert cli("verify", "--db", str(signed_db), "--key", pub) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("audit log OK: 300 records, chain verified") and "signatures verified" in out
-    assert cli("verify", "--db", str(signed_db)) == 0
-    assert "signatures NOT checked" in capsys.readouterr().out
-
-    extract = tmp_path / "extract.json"
-    assert cli("export", "--db", str(signed_db), "--subject", OTHER, "--signing-key",
-               str(key_path), "-o", str(extract)) == 0
-    assert cli("verify-export", str(extract), "--key", pub) == 0
-    assert capsys.readouterr().out.startswith(f"audit extract OK: subject {OTHER}, 300 records")
-    document = json.loads(extract.read_text())
-    document["body"]["records"][7]["fields"]["sender"] = R2
-    extract.write_text(json.dumps(document))
-    assert cli("verify-export", str(extract), "--key", pub) == 1
-    assert "audit extract INVALID: signature does not verify" in capsys.readouterr().err
-
-    edit(signed_db, "UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE seq = 270")
-    assert cli("verify", "--db", str(signed_db), "--key", pub) == 1
-    assert "audit log INVALID: checkpoint 270: signature" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -438,26 +412,6 @@ async def test_cli_errors_are_one_line_and_exit_2(signed_db: Path, key_path: Pat
     assert cli(*argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("crossroads audit: error: ") and message in err
-
-
-async def test_cli_who_consulted_and_purge(store: HubStore, clock: FakeClock, key_path: Path,
-                                           capsys) -> None:  # type: ignore[no-untyped-def]
-    await day_workload(store, 6)
-    await store.checkpoint()
-    db = str(store.path)
-    assert cli("who-consulted", SUBJECT, "--db", db, "--since", "2023-11-18", "--json") == 0
-    found = json.loads(capsys.readouterr().out)
-    assert [c["hub_ticket"] for c in found] == ["c4", "m4", "c5", "m5"]
-    assert found[0]["deliveries"][0]["receiver"] == R1 and found[0]["institution"] == S
-    assert cli("who-consulted", SUBJECT, "--db", db, "--limit", "1") == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and "svc.mutate  ACCEPTED  to 0428759497" in lines[0]
-    assert cli("purge", "--db", db, "--retention", "consultation=0", "--service-kind",
-               "svc.consult=consultation") == 0
-    # 6 consultations, their 5 deliveries, 6 consultation refusals; mutations have no cut-off.
-    assert capsys.readouterr().out.startswith("purged: 17 records redacted, 0 deleted")
-    assert cli("verify", "--db", db, "--key", str(public_path(key_path))) == 0
-    assert "17 redacted by retention" in capsys.readouterr().out
 
 
 async def test_cli_with_a_hub_config_finds_database_keys_and_service_kinds(

@@ -1,5 +1,5 @@
 """The audit queries of the PostgreSQL hub store: who consulted a subject, signed extracts,
-retention purge, verification of the whole chain.
+retention purge, verification of the whole chain, a summary.
 
 The decisions and formats are :mod:`node.store.audit_queries`' (:func:`consultations`,
 :func:`signed_export`, :class:`Redactor`, :func:`node.core.audit.verify_log`); only the SQL
@@ -11,8 +11,9 @@ any other record.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -34,13 +35,18 @@ from node.store.audit_queries import (
     PurgeReport,
     Redactor,
     consultations,
+    pinned_problem,
     signed_export,
+    summary_of,
 )
 
-__all__ = ["export_subject", "latest_checkpoint", "purge_kinds", "verify", "who_consulted"]
+__all__ = ["export_subject", "latest_checkpoint", "purge_kinds", "summary", "verify",
+           "who_consulted"]
 
 _COLUMNS = ("at_us, event, hub_ticket, sender, receiver, service_id, subject_type,"
             " subject_number, reason, detail")
+#: Records fetched from the cursor at a time by :func:`verify`.
+VERIFY_CHUNK = 10_000
 _CHECKPOINT = "SELECT seq, hash, at_us, from_seq, segment_digest, signature, key_id FROM audit_checkpoints"
 
 
@@ -110,19 +116,51 @@ async def export_subject(conn: asyncpg.Connection, subject_number: str, signer: 
                          else time.time_ns() // 1000, head, checkpoint, rows, delivered, signer)
 
 
-async def verify(conn: asyncpg.Connection, keys: Any = None) -> AuditReport:
+async def verify(conn: asyncpg.Connection, keys: Any = None,
+                 pinned: Sequence[Checkpoint] = ()) -> AuditReport:
     """The whole chain, its head and checkpoints from one snapshot, verified
-    (:func:`~node.core.audit.verify_log`)."""
+    (:func:`~node.core.audit.verify_log`); and that the chain holds each ``pinned``
+    checkpoint (:func:`~node.store.audit_queries.pinned_problem`).
+
+    The records stream: :func:`verify_log` runs in a worker thread and pulls them from a
+    server-side cursor :data:`VERIFY_CHUNK` at a time, so memory stays bounded whatever the
+    log's size (the snapshot is held until the end: a long verify holds back vacuum)."""
+    loop = asyncio.get_running_loop()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         head = await _head(conn)
         checkpoints = [_checkpoint(r) for r in await conn.fetch(_CHECKPOINT + " ORDER BY seq")]
-        records = [
-            StoredRecord(int(r[0]), tuple(str(v) for v in r[1:11]), bytes(r[11]), bytes(r[12]),
-                         int(r[13]))
-            async for r in conn.cursor(f"SELECT seq, {_COLUMNS}, prev_hash, hash, redacted"
-                                       " FROM audit ORDER BY seq", prefetch=10_000)]
-    report = verify_log(records, head, checkpoints, keys)
-    return AuditReport(report.records, report.problem, report)
+        cursor = await conn.cursor(f"SELECT seq, {_COLUMNS}, prev_hash, hash, redacted"
+                                   " FROM audit ORDER BY seq")
+
+        def records() -> Iterator[StoredRecord]:
+            while rows := asyncio.run_coroutine_threadsafe(cursor.fetch(VERIFY_CHUNK),
+                                                           loop).result():
+                for r in rows:
+                    yield StoredRecord(int(r[0]), tuple(str(v) for v in r[1:11]), bytes(r[11]),
+                                       bytes(r[12]), int(r[13]))
+
+        report = await asyncio.to_thread(verify_log, records(), head, checkpoints, keys)
+        stored: dict[int, bytes] = {}  # a record's hash, else its checkpoint's (purged)
+        for table in ("audit_checkpoints", "audit"):
+            stored |= {int(r[0]): bytes(r[1]) for r in await conn.fetch(
+                f"SELECT seq, hash FROM {table} WHERE seq = ANY($1::bigint[])",
+                [cp.seq for cp in pinned])} if pinned else {}
+    problem = report.problem
+    for cp in pinned:
+        if problem is None:
+            problem = pinned_problem(cp, keys, stored.get(cp.seq), head[0])
+    return AuditReport(report.records, problem, report)
+
+
+async def summary(conn: asyncpg.Connection) -> dict[str, Any]:
+    """:func:`node.store.audit_queries.summary` on PostgreSQL, from one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return summary_of(
+            await conn.fetch("SELECT event, count(*) FROM audit GROUP BY event"),
+            await conn.fetch("SELECT reason, count(*) FROM audit WHERE event = 'REJECTED'"
+                             " GROUP BY reason"),
+            await conn.fetchval("SELECT min(seq) FROM audit"), await _head(conn),
+            await conn.fetchrow("SELECT count(*), max(seq), max(at_us) FROM audit_checkpoints"))
 
 
 # -- retention -----------------------------------------------------------------------------
