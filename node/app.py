@@ -1,6 +1,7 @@
 """Assembly: builds the hub and the node from their config, explicitly (no service locator).
 
-``HubApp`` = HubStore + Intake + Deliverer + HubService on one mTLS server.
+``HubApp`` = the hub's stores (SQLite or PostgreSQL: :mod:`node.store.backend`) + Intake +
+Deliverer + HubService on one mTLS server.
 ``NodeApp`` = NodeStore + Uplink + DeliverService (mTLS server, for the hub) + LocalService
 (for the institution's applications: on a unix socket, 0660, or on TCP with mutual TLS and
 application certificates; every call passes :class:`~node.rpc.local_auth.LocalGate`).
@@ -31,7 +32,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.config import ConfigError, HubConfig, Limits, NodeConfig
+from node.config import ConfigError, HubConfig, Limits, NodeConfig, StoreBackend
 from node.core.clock import Clock, SystemClock
 from node.core.directory import Institution, RevokedCertificate
 from node.core.envelope import Policy
@@ -43,6 +44,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake
 from node.hub.refusal_audit import RefusalAudit
 from node.hub.service import HubService
+from node.hub.store_health import StoreHealth
 from node.member.answers import Answering
 from node.member.app_permissions import LocalPermissions, RefusalLog
 from node.member.continuity import HubContinuity
@@ -65,18 +67,19 @@ from node.rpc.server_certs import ServerCheck
 from node.rpc.tls import TlsMaterial, server_options
 from node.rpc.unix_socket import SOCKET_MODE, claim_socket_path, socket_umask
 from node.selfcheck import hub_problems, node_problems, require
+from node.store.backend import hub_layout, open_hub_backend, pg_params
 from node.store.data_dir import (
     DataDirError,
     StateLayout,
     StateReason,
-    layout_files,
     prepare_data_dir,
 )
 from node.store.data_dir_guard import DataDirLock, private_dir
-from node.store.directory_store import DirectoryStore, LoggedChange
 from node.store.fragment_store import FragmentStore
-from node.store.hub_store import HubStore
 from node.store.node_store import NodeStore
+from node.store.postgres.preflight import prepare_database
+from node.store.protocols import HubStorage
+from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, report_unhandled, spawn
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
@@ -120,12 +123,6 @@ async def _set_health(servicer: health.aio.HealthServicer, names: list[str], ser
         await servicer.set(name, status)
 
 
-def hub_layout(config: HubConfig) -> StateLayout:
-    """The hub's state: its two databases, and its signing key when kept in the data dir."""
-    return StateLayout("hub", config.data_dir, ("hub.sqlite", "directory.sqlite"),
-                       layout_files([config.directory_key_path], config.data_dir))
-
-
 def node_layout(config: NodeConfig) -> StateLayout:
     return StateLayout("node", config.data_dir, ("node.sqlite", "fragment.sqlite"))
 
@@ -135,6 +132,10 @@ def _check_hub_state(config: HubConfig, init: bool) -> None:
     there once the databases are (a new one would sign the chain under another key)."""
     fresh = prepare_data_dir(hub_layout(config), init)
     key = config.directory_key_path
+    if config.store.backend is StoreBackend.POSTGRESQL and not init and not key.exists():
+        raise DataDirError(StateReason.STATE_MISSING, (
+            f"the signing key (directory_key) {key} is missing: copy the key every replica of"
+            " the hub uses (the first replica creates it with --init)"))
     if not fresh and not key.exists():
         raise DataDirError(StateReason.STATE_INCONSISTENT, (
             f"data_dir {config.data_dir} holds the hub's databases but its signing key"
@@ -153,22 +154,21 @@ class HubApp:
         _check_hub_state(config, init)  # creates the data directory only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
+        self.init = init
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
-        self.store = HubStore(config.data_dir / "hub.sqlite", config.synchronous,
-                              signer=signing_key, checkpoints=config.audit_checkpoints,
-                              clock=clock)
+        backend = open_hub_backend(config, signing_key, clock)
+        self.store = backend.hub
         self.tls = TlsMaterial.load(config.tls)
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
                                           stale_policy=config.tls.crl_stale, clock=clock)
-        self.directory = Directory(
-            DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous),
-            signing_key, clock=clock,
-        )
+        self.directory = Directory(backend.directory, signing_key, clock=clock)
         # Every CRL the hub loads goes to the nodes through the signed directory stream.
         directory = self.directory
         self.revocations.on_loaded.append(lambda crl: directory.publish_crl(crl.der))
         self._checkpoints: asyncio.Task[None] | None = None
-        self._damaged_health: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.health: StoreHealth | None = None
         self.server: grpc.aio.Server | None = None
         self.deliverer: Deliverer | None = None
         self.intake: Intake | None = None
@@ -184,6 +184,8 @@ class HubApp:
     async def start(self) -> dict[str, int | str]:
         cfg = self.config
         self.data_lock.acquire()  # first: a second hub on this data_dir stops here
+        if cfg.store.backend is StoreBackend.POSTGRESQL:  # its state checks (node.store.backend)
+            await prepare_database(pg_params(cfg.store), self.init, cfg.directory_key_path)
         state = await self.store.open()
         await self.revocations.start()
         await self.directory.open()
@@ -205,9 +207,8 @@ class HubApp:
         self.intake = Intake(self.store, policy, self.directory, state.pending, cfg.limits,
                              self.deliverer.wake, self.clock)
         peers = PeerAuthenticator(cfg.network, revoked, gate=revocations.gate)
-        self.consultations = Consultations(self.intake, self.deliverer, self.store, self.tls,
-                                           cfg.network, cfg.limits, self.clock,
-                                           keepalive=cfg.keepalive)
+        self.consultations = Consultations(self.intake, self.deliverer, self.store, cfg.limits,
+                                           self.clock)
         # Nodes' and providers' server certificates are checked again after a new CRL.
         self.revocations.on_loaded.append(lambda crl: self._revocations_changed())
         refusals = RefusalAudit(self.store.append_audit, self.clock)
@@ -224,7 +225,10 @@ class HubApp:
             AdminService(self.directory, self.store, self.consultations.audit.flush),
             self.server)
         self._health = _health_and_reflection(self.server, self._names)
-        self.store.on_damaged.append(self._unhealthy)
+        # NOT_SERVING while the store cannot commit (node/hub/store_health.py).
+        self.health = StoreHealth(self.store.ping, self._serving)
+        self.store.on_damaged.append(self.health.check_now)
+        self.store.failures.listeners.append(self.health.check_now)
         self.port = self.server.add_secure_port(cfg.listen, self.tls.server_credentials())
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
@@ -232,6 +236,7 @@ class HubApp:
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
         self._checkpoints = spawn(self._checkpoint_periodically(), "audit-checkpoints")
+        self._health_task = spawn(self.health.run(), "store-health")
         info: dict[str, int | str] = {"port": self.port}
         if cfg.metrics_listen:
             self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
@@ -243,12 +248,11 @@ class HubApp:
         self._started = True
         return info
 
-    def _unhealthy(self) -> None:
-        """The store found its file damaged: health NOT_SERVING (for the supervisor and
-        load balancers), the hub keeps answering what it can."""
-        if self._health is not None:
-            self._damaged_health = asyncio.create_task(
-                _set_health(self._health, self._names, False))
+    async def _serving(self, serving: bool) -> None:
+        """The store can (or cannot any more) commit: health SERVING (or NOT_SERVING) for the
+        supervisor, load balancers and nodes; the hub keeps answering what it can."""
+        if self._health is not None and not self._stopping:
+            await _set_health(self._health, self._names, serving)
 
     async def _checkpoint_periodically(self) -> None:
         """Sign the audit chain head now and then (``[audit_checkpoints] idle_every_s``), so
@@ -277,6 +281,7 @@ class HubApp:
                 self.deliverer.set_endpoint(entity.enterprise_number, entity.endpoint)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._health is not None:
             await _set_health(self._health, self._names, False)
         if self.service is not None:
@@ -291,7 +296,7 @@ class HubApp:
             with contextlib.suppress(Exception):  # logged by the store's failure; stop goes on
                 await self.service.refusals.close()  # the pending aggregated refusals
         await self.revocations.stop()
-        await cancel_and_wait(self._checkpoints)
+        await cancel_and_wait(self._checkpoints, self._health_task)
         await self.directory.close()
         if self.store.is_open:
             await self.store.checkpoint()  # sign the chain head on the way out
@@ -474,11 +479,14 @@ async def init_state(config: HubConfig | NodeConfig) -> bool:
     """``crossroads hub|node init``: create the daemon's state if none is there (an
     idempotent first-start step); True when it was created. Refuses like a start would on a
     data directory that is partly there or damaged."""
-    stores: list[HubStore | Directory | NodeStore | FragmentStore]
+    stores: list[HubStorage | Directory | NodeStore | FragmentStore]
     if isinstance(config, HubConfig):
         require(hub_problems(config))  # before anything is created
         fresh = prepare_data_dir(hub_layout(config), init=True)
         hub = HubApp(config, init=True)  # makes the signing key
+        if config.store.backend is StoreBackend.POSTGRESQL:
+            fresh = await prepare_database(pg_params(config.store), True,
+                                           config.directory_key_path)
         stores = [hub.store, hub.directory]
     else:
         require(node_problems(config))

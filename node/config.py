@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,8 @@ __all__ = [
     "Keepalive",
     "Limits",
     "NodeConfig",
+    "StoreBackend",
+    "StoreConfig",
     "Timeouts",
     "TlsFiles",
     "hub_config",
@@ -117,6 +120,42 @@ class AuditCheckpoints:
     idle_every_s: float = 60.0
 
 
+class StoreBackend(StrEnum):
+    """Where the hub keeps its state (``[store] backend``)."""
+
+    #: Two SQLite files in ``data_dir``: one hub process (the embedded default).
+    SQLITE = "sqlite"
+    #: One PostgreSQL database shared by every replica of the hub tier (docs/OPERATIONS.md).
+    POSTGRESQL = "postgresql"
+
+
+#: libpq's key for a password in a DSN, and a URL's ``user:password@``: refused in ``dsn``.
+_DSN_PASSWORD = re.compile(r"(^|[\s?&])password\s*=|^[a-z]+://[^/@]*:[^/@]*@", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The hub's store (``[store]``): SQLite (default) or a shared PostgreSQL database.
+
+    With PostgreSQL, ``dsn`` is a libpq connection string without a password (it may list
+    several hosts, ``host=a,b`` or ``postgresql://a,b/db``, with
+    ``target_session_attrs=read-write``); the password comes from ``password_file`` (its first
+    line, the file readable by the hub only) or the environment variable named by
+    ``password_env``, or from neither (``.pgpass``, peer or certificate authentication). A
+    password is never written in the DSN nor given on a command line."""
+
+    backend: StoreBackend = StoreBackend.SQLITE
+    dsn: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    pool_min_size: int = 2
+    pool_max_size: int = 8
+    #: Prepared statements cached per connection; 0 behind a transaction-mode pooler.
+    statement_cache_size: int = 100
+    #: Names this replica in delivery leases and logs; default: ``<hostname>:<listen port>``.
+    replica_id: str | None = None
+
+
 #: A list of addresses (a node's ``hubs``) holds at most this many: checked before any entry
 #: is read (a hub tier has a handful of replicas).
 MAX_ADDRESSES = 64
@@ -174,6 +213,7 @@ class HubConfig:
     keepalive: Keepalive = field(default_factory=Keepalive)
     timeouts: Timeouts = field(default_factory=Timeouts)
     audit_checkpoints: AuditCheckpoints = field(default_factory=AuditCheckpoints)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def directory_key_path(self) -> Path:
@@ -250,9 +290,37 @@ def read_hub_config(table: Mapping[str, Any], base: Path) -> tuple[HubConfig, li
         keepalive=_keepalive(r.sub("keepalive", required=False)),
         timeouts=_timeouts(r.sub("timeouts", required=False)),
         audit_checkpoints=_audit_checkpoints(r.sub("audit_checkpoints", required=False)),
+        store=_store(r.sub("store", required=False)),
     )
     r.done()
     return cfg, r.problems
+
+
+def _store(r: _Reader) -> StoreConfig:
+    backend = StoreBackend(r.choice("backend", tuple(StoreBackend), StoreBackend.SQLITE))
+    pool = r.numbers(StoreConfig(), {"pool_min_size": 1, "pool_max_size": 1,
+                                     "statement_cache_size": 0})
+    store = replace(
+        pool, backend=backend,
+        dsn=r.text("dsn", required=backend is StoreBackend.POSTGRESQL),
+        password_file=r.path("password_file", required=False),
+        password_env=r.text("password_env", required=False),
+        replica_id=r.text("replica_id", required=False),
+    )
+    if store.pool_max_size < store.pool_min_size:
+        r.problem(f"{r.prefix}pool_max_size must be >= pool_min_size")
+    if store.password_file is not None and store.password_env is not None:
+        r.problem(f"{r.prefix}password_file and {r.prefix}password_env both given: keep one")
+    if store.dsn is not None and _DSN_PASSWORD.search(store.dsn):
+        r.problem(f"{r.prefix}dsn must not hold a password: put it in a file named by"
+                  f" {r.prefix}password_file (or the variable named by {r.prefix}password_env)")
+    if backend is StoreBackend.SQLITE:
+        for key in ("dsn", "password_file", "password_env"):
+            if key in r.table:
+                r.problem(f"{r.prefix}{key} applies to backend = \"postgresql\" only:"
+                          f" remove it, or set {r.prefix}backend = \"postgresql\"")
+    r.done()
+    return store
 
 
 def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, list[str]]:

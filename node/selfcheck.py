@@ -22,6 +22,7 @@ What is checked:
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from node.config import ConfigError, HubConfig, NodeConfig, TlsFiles
+from node.config import ConfigError, HubConfig, NodeConfig, StoreConfig, TlsFiles
 from pki.ca import PkiError, identity_of_certificate, network_of_ca
 from pki.crl import read_crl
 from pki.identity import Kind
@@ -40,7 +41,24 @@ _PROFILE = {"hub": "hub", "institution": "node"}
 
 
 def hub_problems(config: HubConfig, now: datetime | None = None) -> list[str]:
-    return _tls_problems(config.tls, "hub", config.network, None, now or datetime.now(UTC))
+    problems = _tls_problems(config.tls, "hub", config.network, None, now or datetime.now(UTC))
+    return problems + _store_problems(config.store)
+
+
+def _store_problems(store: StoreConfig) -> list[str]:
+    """The database password's source is there (the database itself is checked at start)."""
+    problems: list[str] = []
+    if store.password_file is not None:
+        data = _read(store.password_file, "store.password_file", problems)
+        if data is not None and not data.strip():
+            problems.append(f"store.password_file: {store.password_file} is empty")
+        elif data is not None and store.password_file.stat().st_mode & 0o007:
+            problems.append(f"store.password_file: {store.password_file} is readable by others:"
+                            " chmod 600 (or 640, its group the hub's)")
+    if store.password_env is not None and store.password_env not in os.environ:
+        problems.append(f"store.password_env: the environment variable {store.password_env}"
+                        " is not set")
+    return problems
 
 
 def node_problems(config: NodeConfig, now: datetime | None = None) -> list[str]:

@@ -334,6 +334,9 @@ class ProcessNetwork(NetworkLayout):
         #: Daemons started once already: later starts go without ``--init``, as an
         #: operator's would (a lost state then refuses to start).
         self.initialized: set[str] = set()
+        #: A command to run a daemon under (by name), e.g. ``["ip", "netns", "exec", "ns1"]``
+        #: for one in a network namespace; it must exec the daemon in its own process.
+        self.wrap: dict[str, list[str]] = {}
 
     def _spawn(self, name: str, role: str, table: dict[str, Any],
                init: bool | None = None) -> dict[str, Any]:
@@ -347,7 +350,8 @@ class ProcessNetwork(NetworkLayout):
             init = name not in self.initialized
         self.initialized.add(name)
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "node.cli", role, "serve", "--config", str(config),
+            [*self.wrap.get(name, []), sys.executable, "-P", "-m", "node.cli", role, "serve",
+             "--config", str(config),
              "--ready-file", str(ready), *(["--init"] if init else [])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
             preexec_fn=_preexec(_cap_address_space(self.address_space_cap),

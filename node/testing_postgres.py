@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import os
 import pwd
 import secrets
@@ -32,10 +33,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PostgresServer", "PostgresUnavailable", "postgres_bindir"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "PgDatabase", "postgres_bindir"]
 
 #: Where Debian puts the server binaries, newest major version first.
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -91,6 +93,9 @@ class PostgresServer:
     """One PostgreSQL cluster on 127.0.0.1; :meth:`start` it, use :attr:`dsn`, :meth:`stop` it."""
 
     settings: dict[str, str] = field(default_factory=dict)
+    #: Further addresses to listen on (besides 127.0.0.1), with scram-sha-256 for their
+    #: subnets (``10.77.1.1/24``: listen on 10.77.1.1, let 10.77.1.0/24 in).
+    also_listen: tuple[str, ...] = ()
     root: Path = field(init=False)
     port: int = field(init=False, default=0)
     password: str = field(init=False, default_factory=lambda: secrets.token_urlsafe(18))
@@ -104,9 +109,9 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         return self.root / "run"
 
-    def dsn(self, database: str = "postgres", user: str = SUPERUSER) -> str:
+    def dsn(self, database: str = "postgres", user: str = SUPERUSER, host: str = "127.0.0.1") -> str:
         """A libpq URI for ``database`` over TCP (the password is not in it: :attr:`password`)."""
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{user}@{host}:{self.port}/{database}"
 
     def start(self) -> PostgresServer:
         bindir = postgres_bindir()
@@ -134,8 +139,9 @@ class PostgresServer:
             self._run(initdb)
         pwfile.unlink()
         self.port = _free_port()
+        listen = ["127.0.0.1", *(a.split("/")[0] for a in self.also_listen)]
         conf = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": f"'{','.join(listen)}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             "shared_buffers": "'64MB'",
@@ -148,6 +154,9 @@ class PostgresServer:
         with (self.data_dir / "postgresql.conf").open("a") as f:
             f.write("\n# crossroads test server\n")
             f.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        with (self.data_dir / "pg_hba.conf").open("a") as f:
+            f.writelines(f"host all all {ipaddress.ip_interface(a).network} scram-sha-256\n"
+                         for a in self.also_listen)
         self._run(
             [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
              "-w", "-t", str(START_TIMEOUT_S), "start"]
@@ -187,6 +196,32 @@ class PostgresServer:
                            "-w", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one SQL statement as the superuser (``psql``); what it printed."""
+        result = subprocess.run(
+            [str(postgres_bindir() / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-d", self.dsn(database), "-c", statement],
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
+                 "PGPASSWORD": self.password})
+        if result.returncode != 0:
+            raise _Failed(result.returncode, ["psql", "-c", statement], result.stdout,
+                          result.stderr)
+        return result.stdout
+
+    @contextlib.contextmanager
+    def database(self, directory: Path) -> Iterator[PgDatabase]:
+        """A fresh database for the block; its password file is written in ``directory``."""
+        name = f"test_{secrets.token_hex(6)}"
+        self.sql(f"CREATE DATABASE {name}")
+        password_file = directory / f"{name}.password"
+        password_file.write_text(self.password + "\n")
+        password_file.chmod(0o600)
+        try:
+            yield PgDatabase(name, self.dsn(name), password_file)
+        finally:
+            self.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
     def log(self) -> str:
         """The server's log so far (for a failing test's message)."""
         try:
@@ -215,6 +250,20 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class PgDatabase:
+    """One test's database: its DSN (no password) and the file holding the password."""
+
+    name: str
+    dsn: str
+    password_file: Path
+
+    def store_table(self, **settings: object) -> dict[str, object]:
+        """The hub's ``[store]`` table for this database."""
+        return {"backend": "postgresql", "dsn": self.dsn,
+                "password_file": str(self.password_file), **settings}
 
 
 class _Failed(subprocess.CalledProcessError):

@@ -4,12 +4,14 @@
 or a module's fixture calls it with the options it needs (institutions, directory seed, config
 overrides) and every network it started is stopped at teardown, the last first.
 ``network`` is the plain network of A, B and C with the default directory.
+``pg_server`` is one PostgreSQL server for the session (started on first use: a run that
+needs none starts none); ``pg_database`` a fresh database on it for one test (dropped after).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -17,9 +19,10 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import pytest
 
-from node.client import LocalClient
+from node.client import LocalClient, make_envelope
 from node.rpc.tls import channel_options, hub_tls_name
-from node.testing import InProcessNetwork
+from node.testing import DEMO_SERVICE, InProcessNetwork
+from node.testing_postgres import PgDatabase, PostgresServer
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2_grpc
 
 A, B, C = "0403019261", "0428759497", "0566988259"
@@ -102,6 +105,23 @@ async def local_call(api: str, method: str, *args: object, **kwargs: object) -> 
     return await asyncio.to_thread(run)
 
 
+def numbered_envelopes(count: int, receivers: Callable[[int], list[str]] = lambda i: [B]
+                       ) -> list[bytes]:
+    """``count`` demo-service envelopes about one citizen, the i-th with sender ticket
+    ``str(i)`` and payload ``m<i>``, sent to ``receivers(i)``."""
+    return [make_envelope(DEMO_SERVICE, receivers(i), f"m{i}".encode(),
+                          subject_citizen="85073003328", sender_ticket=str(i))
+            for i in range(count)]
+
+
+async def submit_accepted(api: str, envelopes: Sequence[bytes]) -> list[int]:
+    """Submit at a node's local API and wait until the hub accepted every one; the sequences."""
+    _, seqs = await local_call(api, "submit", envelopes)
+    decided = await local_call(api, "outcomes", seqs, wait_ms=20_000)
+    assert [o.reason for o in decided] == ["ACCEPTED"] * len(envelopes)
+    return list(seqs)
+
+
 class NetworkStarter(Protocol):
     async def __call__(self, *institutions: str, name: str = "net",
                        **options: Any) -> InProcessNetwork: ...
@@ -126,3 +146,15 @@ async def start_network(tmp_path: Path) -> AsyncIterator[NetworkStarter]:
 @pytest.fixture
 async def network(start_network: NetworkStarter) -> InProcessNetwork:
     return await start_network()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(pg_server: PostgresServer, tmp_path: Path) -> Iterator[PgDatabase]:
+    with pg_server.database(tmp_path) as database:
+        yield database

@@ -44,7 +44,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from node.config import Keepalive, Limits
+from node.config import Limits
 from node.core import audit as audit_records
 from node.core.audit import AuditRecord
 from node.core.bounds import MAX_DETAIL_CHARS, MAX_HEAD_TEXT_CHARS, MAX_MEDIA_TYPE_CHARS
@@ -55,7 +55,6 @@ from node.hub.delivery import Deliverer
 from node.hub.intake import Intake, _uuid7s
 from node.rpc.multiplex import CallFailed, StreamCaller
 from node.rpc.server_certs import ServerRevoked, verify_server
-from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.protocols import AuditLog
 from node.tasks import spawn
 from node.wire.envelopes import SUBJECT_TYPE_NAMES, outcome_to_proto, stamp
@@ -81,14 +80,11 @@ class Consultations:
         intake: Intake,
         deliverer: Deliverer,
         store: AuditLog,
-        tls: TlsMaterial,
-        network: str,
         limits: Limits,
         clock: Clock,
-        keepalive: Keepalive | None = None,
     ) -> None:
+        """Providers are dialled like the deliverer dials nodes (``deliverer.dialer``)."""
         self.intake = intake
-        self.dialer = InstitutionDialer(tls, network, keepalive or Keepalive())
         self.deliverer = deliverer
         self.store = store
         self.limits = limits
@@ -140,7 +136,8 @@ class Consultations:
             return cached[2]
         if cached is not None:  # re-registered elsewhere: the old stream and channel go
             spawn(_close(*cached[1:]), f"close-answers-{institution}")
-        channel = self.dialer.channel(institution, endpoint, self.limits.max_payload_bytes)
+        channel = self.deliverer.dialer.channel(institution, endpoint,
+                                                 self.limits.max_payload_bytes)
         stub = node_pb2_grpc.NodeStub(channel)
         caller: StreamCaller[cpb.AnswerRequest, cpb.AnswerResponse] = StreamCaller(
             stub.Answers, cpb.AnswerCalls, cpb.AnswerCall)

@@ -29,6 +29,36 @@ One worker task per destination institution (the synapse federation-sender model
 
 The hub dials with the network CA as trust root and the destination's synthetic TLS name, so
 a stream only ever opens to a server holding that institution's certificate.
+
+**Delivery across replicas** (several hubs on one PostgreSQL; docs/ARCHITECTURE.md). A
+worker runs only for a destination whose lease this replica holds
+(:class:`~node.store.protocols.DeliveryLeases`; a SQLite store holds every destination):
+
+* The lease task runs a round every :data:`LEASE_PERIOD_S`: heartbeat, renew what it holds
+  to the database's ``now()`` + :data:`LEASE_TTL_S`, take free or expired leases up to its
+  fair share. A destination it no longer holds loses its worker at once; a surplus beyond
+  the fair share is handed over by its worker after the batch in flight is committed.
+* A worker sends a batch only while ``clock.monotonic()`` is before the round's start +
+  TTL - :data:`LEASE_MARGIN_S` (the database set the expiry later than that start); past it,
+  it waits for the next successful round. Its ``commit_delivery`` carries the lease's
+  fencing token; :class:`~node.store.records.LeaseLost` (another replica took the
+  destination over) ends the worker at once, nothing written, no retry against the fence.
+* **Takeover bound.** A replica that dies renewed its leases at most :data:`LEASE_TTL_S`
+  before they expire; the survivors' next round, at most :data:`LEASE_PERIOD_S` later (plus
+  the round's own duration), takes them: :data:`TAKEOVER_BOUND_S` (7 s) from death to a
+  new owner, then the new owner connects and resends from the committed queue head.
+* **Order across a takeover.** Each batch starts at the queue head (everything before it was
+  acknowledged by the node), the node stores a batch in one transaction and drops tickets it
+  holds, so an old owner's late batch and the new owner's batches interleave as prefixes of
+  the same sequence: the first arrival of each envelope lands in order.
+* **Wake across replicas.** A batch's commit rings the store's doorbell (``pg_notify``)
+  with its destinations; :meth:`Deliverer.queued` wakes the owner's worker wherever the
+  batch arrived; after the listener reconnects every worker looks again (:meth:`missed`),
+  and an idle worker polls its queue every 5 s anyway. Endpoints registered at any replica
+  come with each round (read from the database), for deliveries and consultations.
+* **Drain** (:meth:`Deliverer.stop`, on SIGTERM after the server's grace): the in-flight
+  batches' commits land, then every lease is released (the others take them at once, woken
+  by the release's notification) and this replica stops counting as live.
 """
 
 from __future__ import annotations
@@ -36,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,8 +81,8 @@ from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.protocols import DeliveryQueue
-from node.store.records import QueuedBatch
-from node.tasks import cancel_and_wait
+from node.store.records import HeldLeases, LeaseLost, QueuedBatch
+from node.tasks import cancel_and_wait, spawn
 from node.wire.delivery import delivery_message, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
 
@@ -65,6 +96,14 @@ DAMAGED_RETRY_S = 30.0
 #: gRPC keepalive's interval + timeout (node/rpc/tls.py), the bound a live peer answers in.
 LIVENESS_BOUND_S = 40.0
 DELIVER_METHOD = "/crossroads.v1.Node/Deliver"
+#: A lease lasts this long after its last renewal (on the database's clock).
+LEASE_TTL_S = 5.0
+#: Between lease rounds (heartbeat, renew, take a fair share).
+LEASE_PERIOD_S = 1.0
+#: A worker stops sending this long before the database would let its lease expire.
+LEASE_MARGIN_S = 1.5
+#: From a replica's death to its destinations' new owner, at most (see the module's docstring).
+TAKEOVER_BOUND_S = LEASE_TTL_S + 2 * LEASE_PERIOD_S
 
 
 class DeliveryError(Exception):
@@ -89,6 +128,12 @@ class _Destination:
     waiting_since: float | None = None
     #: The stream whose server certificate was checked against the revoked serials.
     verified_call: grpc.aio.StreamStreamCall | None = None
+    #: The fencing token of this destination's lease (0 where a store owns every one).
+    token: int = 0
+    #: Hand the lease over after the batch in flight (a surplus beyond the fair share).
+    releasing: bool = False
+    #: The worker is over (lease lost or handed over): it is not started again.
+    ended: bool = False
 
 
 class Deliverer:
@@ -119,22 +164,53 @@ class Deliverer:
         self._stopping = False
         self.ack_timeout_s = (timeouts or Timeouts()).ack_s
         self.liveness_bound_s = LIVENESS_BOUND_S
+        self.lease_ttl_s, self.lease_period_s = LEASE_TTL_S, LEASE_PERIOD_S
+        self.lease_margin_s = LEASE_MARGIN_S
+        #: What the last lease round left this replica holding, and until when (monotonic).
+        self.leases = HeldLeases()
+        self._leases_until = -math.inf
+        self._known: set[str] = set()
+        #: Leases this replica's workers gave up (lost or handed over), by token: a round
+        #: that read the table before the release does not start them again.
+        self._given_up: dict[str, int] = {}
+        self._round_now = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
 
     def start(self, institutions: list[str]) -> None:
-        for institution in institutions:
-            self._ensure(institution)
+        """Start the lease task (its first round starts the workers) and the doorbell."""
+        self._known.update(institutions)
+        self._lease_task = spawn(self._hold_leases(), "delivery-leases")
+        self._listen_task = spawn(self.store.listen(self), "delivery-doorbell")
 
     def wake(self, institution: str) -> None:
-        self._ensure(institution).wake.set()
+        dest = self._owned(institution)
+        if dest is not None:
+            dest.wake.set()
 
     def set_endpoint(self, institution: str, endpoint: str) -> None:
-        dest = self._ensure(institution)
-        if self.endpoints.get(institution) != endpoint:
-            self.endpoints[institution] = endpoint
+        changed = self.endpoints.get(institution) != endpoint
+        self.endpoints[institution] = endpoint
+        dest = self._owned(institution)
+        if dest is None:  # another replica's (it reads the endpoint from the database)
+            return
+        if changed:
             dest.reconnect = True  # the worker reconnects before its next batch
         # The backoff is left alone: a node that registers again is not progress (a node
         # whose store fails registers again after each failure), only a committed batch is.
         dest.wake.set()
+
+    # -- the store's doorbell (QueueDoorbell) -------------------------------------------------
+
+    def queued(self, dest: str) -> None:
+        self.wake(dest)
+
+    def missed(self) -> None:
+        for dest in list(self._destinations.values()):
+            dest.wake.set()
+
+    def leases_freed(self) -> None:
+        self._round_now.set()
 
     def revocations_changed(self) -> None:
         """A new CRL or revoked certificate: every destination reconnects, and its server
@@ -164,7 +240,10 @@ class Deliverer:
         return dest.connected and (waiting is None or now - waiting <= self.liveness_bound_s)
 
     async def stop(self) -> None:
+        """The drain: workers stop, the in-flight batches' commits land, then the leases
+        are handed over at once (not at their expiry) and this replica leaves the tier."""
         self._stopping = True
+        await cancel_and_wait(self._lease_task, self._listen_task)
         await cancel_and_wait(*(d.task for d in self._destinations.values()))
         for dest in self._destinations.values():
             if dest.commit is not None:  # let acknowledged bookkeeping land
@@ -173,13 +252,120 @@ class Deliverer:
             if dest.prefetch is not None:
                 dest.prefetch.cancel()
             await self._close(dest)
+        if self.leases.every:
+            return
+        held = {name: dest.token for name, dest in self._destinations.items()}
+        try:  # bounded: past the TTL they have expired anyway
+            async with asyncio.timeout(self.lease_ttl_s):
+                await self.store.release_leases(held, leaving=True)
+        except Exception as exc:  # noqa: BLE001 - they expire instead (LEASE_TTL_S)
+            log.warning("delivery_leases_not_released", error=describe(exc),
+                        destinations=len(held))
+        else:
+            log.info("delivery_leases_released", destinations=len(held))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _owned(self, institution: str) -> _Destination | None:
+        """The destination's worker if this replica delivers to it (started on demand where
+        the store holds every destination)."""
+        if self.leases.every and not self._stopping:
+            return self._ensure(institution, 0)
+        return self._destinations.get(institution)
+
+    def _lease_valid(self) -> bool:
+        return self.clock.monotonic() < self._leases_until
+
+    async def _hold_leases(self) -> None:
+        """Lease rounds until stopped (see the module's docstring); a failed round leaves
+        the leases to run out (the workers stop sending at their deadline)."""
+        failing = False
+        while True:
+            started = self.clock.monotonic()
+            try:
+                async with asyncio.timeout(self.lease_ttl_s):
+                    held = await self.store.renew_leases(self.lease_ttl_s)
+            except Exception as exc:  # noqa: BLE001 - try again next round, say so once
+                if not failing:
+                    log.warning("delivery_leases_failed", error=describe(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("delivery_leases_renewed", held=len(held.tokens))
+                failing = False
+                self._apply(held, started)
+            self._round_now.clear()
+            await _wait(self._round_now, self.lease_period_s)
+
+    def _apply(self, held: HeldLeases, started: float) -> None:
+        lapsed = not self._lease_valid()
+        first_of_all, self.leases = not self.leases.every, held
+        if held.every:  # from now on a worker starts on demand (_owned)
+            self._leases_until = math.inf
+            if first_of_all:
+                for name in self._known | set(self.pending) | set(self.endpoints):
+                    self._ensure(name, 0)
+            return
+        self._leases_until = started + self.lease_ttl_s - self.lease_margin_s
+        # Stored and delivered at any replica: the quota (node/hub/intake.py) counts it all,
+        # up to a round's worth of this replica's own traffic (corrected at the next round).
+        self.pending.update(held.queued)
+        self._given_up = {n: t for n, t in self._given_up.items() if held.tokens.get(n) == t}
+        for name, dest in list(self._destinations.items()):
+            if held.tokens.get(name) != dest.token:
+                log.info("delivery_lease_lost", destination=name, token=dest.token)
+                self._end(dest)
+        for name, endpoint in held.endpoints.items():
+            if self.endpoints.get(name) != endpoint:  # registered at another replica
+                self.endpoints[name] = endpoint  # (consultations dial these too)
+                if name in self._destinations:
+                    self._destinations[name].reconnect = True
+        for name, token in held.tokens.items():
+            if self._given_up.get(name) == token:
+                continue
+            if name not in self._destinations:
+                log.info("delivery_lease_taken", destination=name, token=token)
+                self._ensure(name, token)
+            elif lapsed:
+                self._destinations[name].wake.set()  # sending again
+        self._hand_over(held.surplus)
+
+    def _hand_over(self, surplus: int) -> None:
+        """Mark ``surplus`` destinations for release after their batch in flight (idle ones
+        first)."""
+        live = [d for d in self._destinations.values() if not d.releasing]
+        surplus -= len(self._destinations) - len(live)
+        live.sort(key=lambda d: (self.pending.get(d.institution, 0), d.institution))
+        for dest in live[:max(0, surplus)]:
+            dest.releasing = True
+            dest.wake.set()
+
+    async def _release(self, dest: _Destination) -> None:
+        """The worker's last step when its lease is handed over: its last commit lands,
+        then the lease is freed."""
+        if dest.commit is not None:
+            previous, dest.commit = dest.commit, None
+            await previous
+        await self.store.release_leases({dest.institution: dest.token})
+        log.info("delivery_lease_released", destination=dest.institution, token=dest.token)
+        self._end(dest)
+
+    def _end(self, dest: _Destination) -> None:
+        """This replica no longer delivers to ``dest``: its worker ends (now, even mid-batch:
+        the fence refuses a late commit), its stream and channel close."""
+        dest.ended = True
+        if self._destinations.get(dest.institution) is dest:
+            del self._destinations[dest.institution]
+            self._given_up[dest.institution] = dest.token
+        if dest.task is not None and dest.task is not asyncio.current_task():
+            dest.task.cancel()
 
     # -- per destination -------------------------------------------------------------------
 
-    def _ensure(self, institution: str) -> _Destination:
+    def _ensure(self, institution: str, token: int) -> _Destination:
         dest = self._destinations.get(institution)
         if dest is None:
-            dest = _Destination(institution)
+            dest = _Destination(institution, token=token)
             self._destinations[institution] = dest
             self._spawn(dest)
         return dest
@@ -191,8 +377,9 @@ class Deliverer:
         dest.task.add_done_callback(lambda task, d=dest: self._worker_ended(d, task))
 
     def _worker_ended(self, dest: _Destination, task: asyncio.Task[None]) -> None:
-        """A worker only ends on stop; if anything else ended it, say so and start anew."""
-        if self._stopping or task.cancelled():
+        """A worker only ends on stop or with its lease; if anything else ended it, say so
+        and start anew."""
+        if self._stopping or dest.ended or task.cancelled():
             return
         log.error("delivery_worker_died", destination=dest.institution,
                   error=describe(task.exception() or RuntimeError("returned")))
@@ -205,11 +392,25 @@ class Deliverer:
         )
 
     async def _run(self, dest: _Destination) -> None:
-        await dest.retry.run(lambda: self._step(dest), lambda exc: self._retry_later(dest, exc),
-                             running=lambda: not self._stopping)
+        try:
+            await dest.retry.run(lambda: self._step(dest),
+                                 lambda exc: self._retry_later(dest, exc),
+                                 running=lambda: not (self._stopping or dest.ended))
+        finally:
+            if dest.ended:  # its lease is gone: nothing of it stays open
+                if dest.prefetch is not None:
+                    dest.prefetch.cancel()
+                await self._close(dest)
 
     async def _step(self, dest: _Destination) -> None:
         """Deliver the next batch, or wait for one (keeping the stream open meanwhile)."""
+        if dest.releasing:
+            await self._release(dest)
+            return
+        if not self._lease_valid():  # wait for a round to renew it (or to say it is lost)
+            dest.wake.clear()
+            await _wait(dest.wake, self.lease_period_s)
+            return
         if dest.prefetch is not None:
             batch = await dest.prefetch
             dest.prefetch = None
@@ -222,6 +423,8 @@ class Deliverer:
                 dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
             )
             if batch is None:
+                if dest.releasing:  # flagged while the queue was read: not left to sleep
+                    return
                 connecting = await self._keep_open(dest)
                 await _wait(dest.wake, 1.0 if connecting else 5.0)
             return
@@ -279,6 +482,10 @@ class Deliverer:
         if dest.verified_call is not call:
             await self._verify_server(dest)
             dest.verified_call = call
+        if not self._lease_valid():  # ran out meanwhile: sent after the next renewal
+            dest.prefetch = asyncio.get_running_loop().create_future()
+            dest.prefetch.set_result(batch)
+            return
         last = batch.last_seq
         message = delivery_message(batch.packed, last)
         try:
@@ -323,7 +530,13 @@ class Deliverer:
     async def _commit(
         self, dest: _Destination, last: int, count: int, audit: list[AuditRecord]
     ) -> None:
-        await self.store.commit_delivery(dest.institution, last, count, audit)
+        try:
+            await self.store.commit_delivery(dest.institution, last, count, audit, dest.token)
+        except LeaseLost:  # another replica delivers to it now: stop here, no retry
+            log.warning("delivery_lease_fenced", destination=dest.institution,
+                        token=dest.token, upto=last)
+            self._end(dest)
+            return
         dest.retry.backoff.reset()  # real progress: a batch acked by the node and committed here
         dest.delivered += count
         self.pending[dest.institution] = max(0, self.pending.get(dest.institution, 0) - count)

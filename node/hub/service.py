@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -25,7 +26,7 @@ from node.hub.directory import Directory
 from node.hub.intake import Intake, PreparedBatch
 from node.hub.refusal_audit import RefusalAudit
 from node.rpc.auth_interceptor import current_peer, recheck_peer
-from node.rpc.edge import guard_stream, guard_unary, streaming, until_drained
+from node.rpc.edge import StreamCall, guard_stream, streaming, unary, until_drained
 from node.rpc.malformed import short_name
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.rpc.peer import PeerAuthenticator
@@ -63,25 +64,25 @@ async def _after(
     return await commit()
 
 
+def _stream_sender(call: StreamCall[Any]) -> str:
+    """The institution calling a stream, named in the stream's log line."""
+    sender = current_peer().institution
+    call.summary["sender"] = sender
+    return sender
+
+
+@dataclass(eq=False)
 class HubService(hub_pb2_grpc.HubServicer):
-    def __init__(
-        self,
-        peers: PeerAuthenticator,
-        intake: Intake,
-        deliverer: Deliverer,
-        store: HubStorage,
-        directory: Directory,
-        consultations: Consultations,
-        refusals: RefusalAudit | None = None,
-    ) -> None:
-        self.peers = peers
-        self.intake = intake
-        self.deliverer = deliverer
-        self.store = store
-        self.directory = directory
-        self.consultations = consultations
-        self.draining = asyncio.Event()
-        self.refusals = refusals or RefusalAudit(store.append_audit, intake.clock)
+    peers: PeerAuthenticator
+    intake: Intake
+    deliverer: Deliverer
+    store: HubStorage
+    directory: Directory
+    consultations: Consultations
+    #: The audit of refused calls, aggregated.
+    refusals: RefusalAudit
+    #: Set by a graceful stop: the streams end after the batch in hand.
+    draining: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     # -- refusals -------------------------------------------------------------------------
     # Callers are authenticated before any method runs (node/hub/callers.py); the servicer
@@ -103,13 +104,10 @@ class HubService(hub_pb2_grpc.HubServicer):
     # -- envelopes -------------------------------------------------------------------------
 
     async def _submit(
-        self,
-        request_iterator: AsyncIterator[envelope_pb2.EnvelopeBatch],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[envelope_pb2.EnvelopeBatch]
     ) -> AsyncIterator[envelope_pb2.BatchAck]:
-        sender = current_peer().institution
-        summary["sender"] = sender
+        sender = _stream_sender(call)
+        summary = call.summary
         # A reader prepares each batch (decode, checks, routing) while the previous one commits;
         # commits run in stream order, and each ack is sent as soon as its own commit is done.
         # The queue holds at most two prepared batches: flow control still bounds memory.
@@ -120,7 +118,7 @@ class HubService(hub_pb2_grpc.HubServicer):
 
         async def read_and_prepare() -> None:
             previous: asyncio.Future[envelope_pb2.BatchAck] | None = None
-            async for batch in until_drained(request_iterator, self.draining):
+            async for batch in until_drained(call.requests, self.draining):
                 # Re-checked per batch: a certificate revoked mid-stream stops the stream.
                 await recheck_peer()
                 commit = await self.intake.prepare(sender, batch)
@@ -163,59 +161,51 @@ class HubService(hub_pb2_grpc.HubServicer):
 
     Submit = streaming("Hub.Submit", _submit, batches=0, envelopes=0)
 
+    @unary("Hub.Register")
     async def Register(  # noqa: N802 - gRPC method name
         self, request: hub_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> hub_pb2.RegisterResponse:
-        async def body() -> hub_pb2.RegisterResponse:
-            institution = current_peer().institution
-            if not _ENDPOINT.match(request.endpoint):
-                raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
-                                      CallReason.BAD_ENDPOINT)
-            await self.store.set_endpoint(institution, request.endpoint)
-            self.deliverer.set_endpoint(institution, request.endpoint)
-            # Continuity: what this hub remembers, for the node to compare with what it knows.
-            watermark = (await self.store.origin_high(institution, request.origin)
-                         if request.origin else 0)
-            checkpoint = await self.store.latest_checkpoint()
-            log.info("registered", institution=institution, endpoint=request.endpoint,
-                     acknowledged_sequence=watermark)
-            return hub_pb2.RegisterResponse(
-                institution=institution,
-                pending=self.deliverer.pending.get(institution, 0),
-                acknowledged_sequence=watermark,
-                store_id=self.store.store_id,
-                checkpoint=checkpoint_to_proto(checkpoint) if checkpoint else None,
-            )
+        institution = current_peer().institution
+        if not _ENDPOINT.match(request.endpoint):
+            raise InvalidArgument(f"endpoint {request.endpoint!r} is not host:port",
+                                  CallReason.BAD_ENDPOINT)
+        await self.store.set_endpoint(institution, request.endpoint)
+        self.deliverer.set_endpoint(institution, request.endpoint)
+        # Continuity: what this hub remembers, for the node to compare with what it knows.
+        watermark = (await self.store.origin_high(institution, request.origin)
+                     if request.origin else 0)
+        checkpoint = await self.store.latest_checkpoint()
+        log.info("registered", institution=institution, endpoint=request.endpoint,
+                 acknowledged_sequence=watermark)
+        return hub_pb2.RegisterResponse(
+            institution=institution,
+            pending=self.deliverer.pending.get(institution, 0),
+            acknowledged_sequence=watermark,
+            store_id=self.store.store_id,
+            checkpoint=checkpoint_to_proto(checkpoint) if checkpoint else None,
+        )
 
-        return await guard_unary("Hub.Register", context, body)
-
+    @unary("Hub.Consult")
     async def Consult(  # noqa: N802 - gRPC method name
         self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
     ) -> consult_pb2.ConsultResponse:
-        async def body() -> consult_pb2.ConsultResponse:
-            sender = current_peer().institution
-            return await self.consultations.consult(sender, request)
-
-        return await guard_unary("Hub.Consult", context, body)
+        sender = current_peer().institution
+        return await self.consultations.consult(sender, request)
 
     async def _consultations(
-        self,
-        request_iterator: AsyncIterator[consult_pb2.ConsultCalls],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[consult_pb2.ConsultCalls]
     ) -> AsyncIterator[consult_pb2.ConsultReplies]:
-        sender = current_peer().institution
-        summary["sender"] = sender
+        sender = _stream_sender(call)
 
         async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
             await recheck_peer()
-            summary["messages"] += 1
+            call.summary["messages"] += 1
 
         async def consult(request: consult_pb2.ConsultRequest) -> consult_pb2.ConsultResponse:
             return await self.consultations.consult(sender, request)
 
         async for replies in serve_calls(
-            request_iterator, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
+            call.requests, consult, consult_pb2.ConsultReplies, consult_pb2.ConsultReply,
             on_message=recheck, draining=self.draining,
             max_in_flight=self.consultations.limits.consultations_in_flight,
             on_refused=lambda request: self.consultations.refused(sender, request),
@@ -254,28 +244,26 @@ class HubService(hub_pb2_grpc.HubServicer):
             summary["updates"] += 1
             yield update
 
+    @unary("Hub.Integrate")
     async def Integrate(  # noqa: N802 - gRPC method name
         self, request: directory_pb2.IntegrateRequest, context: grpc.aio.ServicerContext
     ) -> directory_pb2.IntegrateResponse:
-        async def body() -> directory_pb2.IntegrateResponse:
-            sender = current_peer().institution
-            at_most(len(request.ops), MAX_INTEGRATE_OPS, "ops")
-            today = local_date(self.intake.clock)
-            decisions: list[Decision] = []
-            accepted: list[tuple[Integration, bool]] = []
-            for op in request.ops:
-                decision, entity = self._integration_decision(sender, op, today)
-                decisions.append(decision)
-                if entity is not None:
-                    accepted.append((entity, op.delete))
-            revision = await self.directory.apply(accepted) if accepted else self.directory.revision
-            await self._audit_integrations(sender, request.ops, decisions)
-            return directory_pb2.IntegrateResponse(
-                outcomes=[outcome_to_proto(i, d) for i, d in enumerate(decisions)],
-                revision=revision,
-            )
-
-        return await guard_unary("Hub.Integrate", context, body)
+        sender = current_peer().institution
+        at_most(len(request.ops), MAX_INTEGRATE_OPS, "ops")
+        today = local_date(self.intake.clock)
+        decisions: list[Decision] = []
+        accepted: list[tuple[Integration, bool]] = []
+        for op in request.ops:
+            decision, entity = self._integration_decision(sender, op, today)
+            decisions.append(decision)
+            if entity is not None:
+                accepted.append((entity, op.delete))
+        revision = await self.directory.apply(accepted) if accepted else self.directory.revision
+        await self._audit_integrations(sender, request.ops, decisions)
+        return directory_pb2.IntegrateResponse(
+            outcomes=[outcome_to_proto(i, d) for i, d in enumerate(decisions)],
+            revision=revision,
+        )
 
     def _integration_decision(
         self, sender: str, op: directory_pb2.IntegrateOp, today: date

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
+from dataclasses import dataclass, field
 
 from node.core.errors import InvalidArgument
 from node.member.answers import Answering
 from node.member.declaration_desk import DeclarationDesk
 from node.rpc.auth_interceptor import HEALTH_AND_REFLECTION, Role, Table, recheck_peer
-from node.rpc.edge import streaming, until_drained
+from node.rpc.edge import StreamCall, streaming, until_drained
 from node.rpc.multiplex import serve_calls
 from node.store.protocols import Inbox
 from node.wire.gen.crossroads.v1 import consult_pb2, node_pb2, node_pb2_grpc
@@ -29,26 +27,25 @@ NODE_TABLE: Table = {
 }
 
 
+@dataclass(eq=False)
 class DeliverService(node_pb2_grpc.NodeServicer):
-    def __init__(self, store: Inbox, answering: Answering,
-                 desk: DeclarationDesk | None = None, *, max_calls_in_flight: int) -> None:
-        """``max_calls_in_flight``: the hub's questions answered at once on its ``Answers``
-        stream (``[limits] stream_calls_in_flight``)."""
-        self.max_calls_in_flight = max_calls_in_flight
-        self.desk = desk
-        self.store = store
-        self.answering = answering
-        self.received = 0
-        self.duplicates = 0
-        self.draining = asyncio.Event()
+    store: Inbox
+    answering: Answering
+    desk: DeclarationDesk | None = None
+    #: The hub's questions answered at once on its ``Answers`` stream
+    #: (``[limits] stream_calls_in_flight``).
+    max_calls_in_flight: int = field(kw_only=True)
+    #: Envelopes stored, and envelopes delivered again (already stored), since start.
+    received: int = field(default=0, init=False)
+    duplicates: int = field(default=0, init=False)
+    #: Set by a graceful stop: the streams end after the batch in hand.
+    draining: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def _deliver(
-        self,
-        request_iterator: AsyncIterator[node_pb2.DeliveryBatch],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[node_pb2.DeliveryBatch]
     ) -> AsyncIterator[node_pb2.DeliveryAck]:
-        async for batch in until_drained(request_iterator, self.draining):
+        summary = call.summary
+        async for batch in until_drained(call.requests, self.draining):
             tickets, envelopes = batch.hub_tickets, batch.envelopes
             if len(tickets) != len(envelopes) or any(not t for t in tickets):
                 raise InvalidArgument("every delivered envelope needs its hub ticket")
@@ -67,17 +64,14 @@ class DeliverService(node_pb2_grpc.NodeServicer):
     Deliver = streaming("Node.Deliver", _deliver, batches=0, stored=0, duplicates=0)
 
     async def _answers(
-        self,
-        request_iterator: AsyncIterator[consult_pb2.AnswerCalls],
-        context: grpc.aio.ServicerContext,
-        summary: dict[str, Any],
+        self, call: StreamCall[consult_pb2.AnswerCalls]
     ) -> AsyncIterator[consult_pb2.AnswerReplies]:
         async def recheck() -> None:  # a certificate revoked mid-stream ends the stream
             await recheck_peer()
-            summary["messages"] += 1
+            call.summary["messages"] += 1
 
         async for replies in serve_calls(
-            request_iterator, self.answering.answer, consult_pb2.AnswerReplies,
+            call.requests, self.answering.answer, consult_pb2.AnswerReplies,
             consult_pb2.AnswerReply, on_message=recheck, draining=self.draining,
             max_in_flight=self.max_calls_in_flight,
             max_message_bytes=self.answering.max_reply_bytes,

@@ -37,14 +37,13 @@ from node.core.backoff import Backoff
 from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
-from node.rpc.edge import describe
+from node.member.hub_stream import HubStream
 from node.rpc.hub_choice import HubChoice
 from node.rpc.reconnect import Reconnect
 from node.rpc.revocation import RevocationList
-from node.rpc.tls import TlsMaterial, hub_channel
+from node.rpc.tls import TlsMaterial
 from node.store.protocols import FragmentReplica
 from node.store.records import RevisionGap
-from node.tasks import BackgroundTask
 from node.wire.directory import change_from_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
 from node.wire.gen.crossroads.v1 import hub_pb2_grpc
@@ -66,25 +65,19 @@ class UpdateRefused(Exception):
     """An update from the hub that must not be applied (the reason is the message)."""
 
 
-class FragmentWatcher(BackgroundTask):
+class FragmentWatcher(HubStream):
     task_name = "fragment-watcher"
 
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentReplica,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
                  revocations: RevocationList | None = None,
                  hubs: HubChoice | None = None) -> None:
-        self.config = config
-        #: The node's shared hub choice (default: one of its own over ``config.hubs``).
-        self.hubs = hubs or HubChoice(config.hubs)
-        #: The hub address of the current (or last) watch stream.
-        self.address = self.hubs.current
+        super().__init__(config, tls, hubs,
+                         Reconnect("directory_watch_failed", backoff or Backoff()))
         self.revocations = revocations
-        self.tls = tls
         self.store = store
         self.hub_key = hub_key
         self.hub_key_id = key_id(hub_key)
-        #: True while the watch stream is up.
-        self.connected = False
         #: Updates refused since start (bad signature, wrong recipient, gap, ...).
         self.refused = 0
         #: Set after each applied snapshot or delta (callers clear it).
@@ -93,7 +86,6 @@ class FragmentWatcher(BackgroundTask):
         self.snapshots = 0
         self.deltas = 0
         self._refusals_in_a_row = 0
-        self._reconnect = Reconnect("directory_watch_failed", backoff or Backoff())
 
     async def stop(self) -> None:
         await super().stop()
@@ -108,13 +100,9 @@ class FragmentWatcher(BackgroundTask):
             return 0
         return self.store.revision
 
-    async def _run(self) -> None:
-        await self._reconnect.run(self._connection, self._failed)
-
     async def _connection(self) -> None:
         """One watch stream on a new channel to the hub; it only ends by failing."""
-        self.address = self.hubs.current
-        channel = hub_channel(self.config, self.tls, MAX_UPDATE_BYTES, self.address)
+        channel = self._open_channel(MAX_UPDATE_BYTES)
         try:
             await self._session(channel)
         except UpdateRefused as exc:
@@ -125,11 +113,9 @@ class FragmentWatcher(BackgroundTask):
             await channel.close()
         raise ConnectionError("hub closed the directory stream")
 
-    async def _failed(self, exc: BaseException) -> None:
+    async def _failed(self, exc: BaseException, *, logged: bool = False) -> None:
         # A refusal was logged as such (directory_update_refused).
-        self.hubs.failed(self.address, describe(exc))
-        await self._reconnect.back_off(exc, logged=isinstance(exc, UpdateRefused),
-                                       hub=self.address)
+        await super()._failed(exc, logged=logged or isinstance(exc, UpdateRefused))
 
     def _refused(self, reason: str) -> None:
         self.refused += 1

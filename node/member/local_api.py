@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import operator
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date
 
 import grpc
@@ -36,7 +37,7 @@ from node.member.app_permissions import (
 from node.member.fragment import FragmentWatcher, check_with_fragment
 from node.member.hub_caller import HubCaller
 from node.member.uplink import Uplink
-from node.rpc.edge import guard_stream, guard_unary
+from node.rpc.edge import guard_stream, unary
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.store.protocols import FragmentReplica, NodeStorage
 from node.store.records import Enqueued
@@ -64,57 +65,44 @@ _subject_and_service = operator.itemgetter(*map(EnvelopeHead._fields.index, (
     "subject_number", "service_id", "service_version")))
 
 
+@dataclass(eq=False)
 class LocalService(local_pb2_grpc.LocalServicer):
-    def __init__(
-        self,
-        institution: str,
-        policy: Policy,
-        store: NodeStorage,
-        uplink: Uplink,
-        fragment: FragmentReplica,
-        watcher: FragmentWatcher,
-        answering: Answering,
-        hub: HubCaller,
-        clock: Clock,
-    ) -> None:
-        self.institution = institution
-        self.clock = clock
-        self.policy = policy
-        self.store = store
-        self.uplink = uplink
-        self.fragment = fragment
-        self.watcher = watcher
-        self.answering = answering
-        self.hub = hub
+    institution: str
+    policy: Policy
+    store: NodeStorage
+    uplink: Uplink
+    fragment: FragmentReplica
+    watcher: FragmentWatcher
+    answering: Answering
+    hub: HubCaller
+    clock: Clock
 
+    @unary("Local.Submit")
     async def Submit(  # noqa: N802 - gRPC method name
         self, request: local_pb2.LocalSubmitRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.LocalSubmitResponse:
-        async def body() -> local_pb2.LocalSubmitResponse:
-            # May the calling application send to these services? (app_permissions)
-            check_send(lambda: (s for s in map(_service_of, request.envelopes) if s is not None))
-            at_most(len(request.envelopes), MAX_SUBMIT, "envelopes")
-            keys: dict[int, str] = {}
-            decisions, ready, heads = self._prepare(request.envelopes, keys)
-            await self._check_with_fragment(decisions, ready, heads)
-            queued = [raw for raw in ready if raw is not None]
-            placed = await self.store.enqueue_once(
-                queued, [keys.get(i) for i, raw in enumerate(ready) if raw is not None],
-                same_submission)
-            seqs = placed.seqs
-            if placed.resubmitted:
-                _note_resubmissions(decisions, ready, placed)
-            response = local_pb2.LocalSubmitResponse.FromString(
-                outcomes_blob(decisions, _OUTCOMES_FIELD))
-            if len(seqs) == len(ready):  # all accepted
-                response.sequences.extend(seqs)
-            else:
-                taken = iter(seqs)
-                response.sequences.extend([next(taken) if raw is not None else 0
-                                           for raw in ready])
-            return response
-
-        return await guard_unary("Local.Submit", context, body)
+        # May the calling application send to these services? (app_permissions)
+        check_send(lambda: (s for s in map(_service_of, request.envelopes) if s is not None))
+        at_most(len(request.envelopes), MAX_SUBMIT, "envelopes")
+        keys: dict[int, str] = {}
+        decisions, ready, heads = self._prepare(request.envelopes, keys)
+        await self._check_with_fragment(decisions, ready, heads)
+        queued = [raw for raw in ready if raw is not None]
+        placed = await self.store.enqueue_once(
+            queued, [keys.get(i) for i, raw in enumerate(ready) if raw is not None],
+            same_submission)
+        seqs = placed.seqs
+        if placed.resubmitted:
+            _note_resubmissions(decisions, ready, placed)
+        response = local_pb2.LocalSubmitResponse.FromString(
+            outcomes_blob(decisions, _OUTCOMES_FIELD))
+        if len(seqs) == len(ready):  # all accepted
+            response.sequences.extend(seqs)
+        else:
+            taken = iter(seqs)
+            response.sequences.extend([next(taken) if raw is not None else 0
+                                       for raw in ready])
+        return response
 
     async def _check_with_fragment(
         self, decisions: list[Decision], ready: list[bytes | None],
@@ -177,97 +165,90 @@ class LocalService(local_pb2_grpc.LocalServicer):
                 ready.append(None)
         return decisions, ready, heads
 
+    @unary("Local.Outcomes")
     async def Outcomes(  # noqa: N802 - gRPC method name
         self, request: local_pb2.OutcomesRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.OutcomesResponse:
-        async def body() -> local_pb2.OutcomesResponse:
-            at_most(len(request.sequences), MAX_OUTCOMES, "sequences", CallReason.TOO_MANY_SEQUENCES)
-            deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
-            seqs = list(request.sequences)
-            if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
-                raise InvalidArgument(
-                    f"sequence {max(seqs)} is above {MAX_OUTCOME_SEQUENCE}, the largest an"
-                    " outcome's index carries", reason=CallReason.SEQUENCE_OUT_OF_RANGE)
-            while True:
-                self.uplink.decided.clear()
-                results = await self.store.outcomes(seqs)
-                remaining = deadline - self.clock.monotonic()
-                if not any(r.awaited for r in results) or remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.uplink.decided.wait(), min(remaining, 0.5))
-            response = local_pb2.OutcomesResponse()
-            for r in results:
-                response.outcomes.append(
-                    envelope_pb2.EnvelopeOutcome(
-                        index=r.seq,
-                        reason=envelope_pb2.Reason.Value(r.reason) if r.reason else 0,
-                        detail=r.detail,
-                        hub_ticket=r.hub_ticket,
-                        receivers=r.receivers,
-                    )
+        at_most(len(request.sequences), MAX_OUTCOMES, "sequences", CallReason.TOO_MANY_SEQUENCES)
+        deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+        seqs = list(request.sequences)
+        if seqs and max(seqs) > MAX_OUTCOME_SEQUENCE:
+            raise InvalidArgument(
+                f"sequence {max(seqs)} is above {MAX_OUTCOME_SEQUENCE}, the largest an"
+                " outcome's index carries", reason=CallReason.SEQUENCE_OUT_OF_RANGE)
+        while True:
+            self.uplink.decided.clear()
+            results = await self.store.outcomes(seqs)
+            remaining = deadline - self.clock.monotonic()
+            if not any(r.awaited for r in results) or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.uplink.decided.wait(), min(remaining, 0.5))
+        response = local_pb2.OutcomesResponse()
+        for r in results:
+            response.outcomes.append(
+                envelope_pb2.EnvelopeOutcome(
+                    index=r.seq,
+                    reason=envelope_pb2.Reason.Value(r.reason) if r.reason else 0,
+                    detail=r.detail,
+                    hub_ticket=r.hub_ticket,
+                    receivers=r.receivers,
                 )
-            return response
+            )
+        return response
 
-        return await guard_unary("Local.Outcomes", context, body)
-
+    @unary("Local.Fetch")
     async def Fetch(  # noqa: N802 - gRPC method name
         self, request: local_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.FetchResponse:
-        async def body() -> local_pb2.FetchResponse:
-            limit = request.max or 1000
-            if limit > 10_000:
-                raise InvalidArgument("max is at most 10000")
-            deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
-            while True:
-                self.store.inbox_changed.clear()
-                rows = await self.store.fetch(limit)
-                remaining = deadline - self.clock.monotonic()
-                if rows or remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.store.inbox_changed.wait(), remaining)
-            return local_pb2.FetchResponse(envelopes=[blob for _, blob in rows])
+        limit = request.max or 1000
+        if limit > 10_000:
+            raise InvalidArgument("max is at most 10000")
+        deadline = self.clock.monotonic() + min(request.wait_ms, MAX_WAIT_MS) / 1000
+        while True:
+            self.store.inbox_changed.clear()
+            rows = await self.store.fetch(limit)
+            remaining = deadline - self.clock.monotonic()
+            if rows or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.store.inbox_changed.wait(), remaining)
+        return local_pb2.FetchResponse(envelopes=[blob for _, blob in rows])
 
-        return await guard_unary("Local.Fetch", context, body)
-
+    @unary("Local.Acknowledge")
     async def Acknowledge(  # noqa: N802 - gRPC method name
         self, request: local_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.AcknowledgeResponse:
-        async def body() -> local_pb2.AcknowledgeResponse:
-            at_most(len(request.hub_tickets), MAX_ACKNOWLEDGE, "hub tickets",
-                    CallReason.TOO_MANY_TICKETS)
-            n = await self.store.acknowledge(list(request.hub_tickets))
-            return local_pb2.AcknowledgeResponse(acknowledged=n)
+        at_most(len(request.hub_tickets), MAX_ACKNOWLEDGE, "hub tickets",
+                CallReason.TOO_MANY_TICKETS)
+        n = await self.store.acknowledge(list(request.hub_tickets))
+        return local_pb2.AcknowledgeResponse(acknowledged=n)
 
-        return await guard_unary("Local.Acknowledge", context, body)
-
+    @unary("Local.Status")
     async def Status(  # noqa: N802 - gRPC method name
         self, request: local_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> local_pb2.StatusResponse:
-        async def body() -> local_pb2.StatusResponse:
-            c = self.store.counts()
-            return local_pb2.StatusResponse(
-                institution=self.institution,
-                outbox_pending=c.outbox_pending,
-                sent_accepted=c.sent_accepted,
-                sent_refused=c.sent_refused,
-                inbox_unacknowledged=c.inbox_unacknowledged,
-                inbox_total=c.inbox_total,
-                hub_connected=self.uplink.connected,
-                directory_revision=self.fragment.revision,
-                directory_lag=self.fragment.lag,
-                directory_last_sync_unix_us=self.fragment.last_sync_us,
-                directory_connected=self.watcher.connected,
-                **_hub_state(self.store),
-            )
+        c = self.store.counts()
+        return local_pb2.StatusResponse(
+            institution=self.institution,
+            outbox_pending=c.outbox_pending,
+            sent_accepted=c.sent_accepted,
+            sent_refused=c.sent_refused,
+            inbox_unacknowledged=c.inbox_unacknowledged,
+            inbox_total=c.inbox_total,
+            hub_connected=self.uplink.connected,
+            directory_revision=self.fragment.revision,
+            directory_lag=self.fragment.lag,
+            directory_last_sync_unix_us=self.fragment.last_sync_us,
+            directory_connected=self.watcher.connected,
+            **_hub_state(self.store),
+        )
 
-        return await guard_unary("Local.Status", context, body)
-
+    @unary("Local.Consult")
     async def Consult(  # noqa: N802 - gRPC method name
         self, request: consult_pb2.ConsultRequest, context: grpc.aio.ServicerContext
     ) -> consult_pb2.ConsultResponse:
-        return await guard_unary("Local.Consult", context, lambda: self._consult(request))
+        return await self._consult(request)
 
     async def Consultations(  # noqa: N802 - gRPC method name
         self,

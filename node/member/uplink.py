@@ -51,14 +51,14 @@ from node.core.envelope import Decision, receivers_problem
 from node.core.reasons import Reason
 from node.core.refusals import RefusalKey, RefusalSummary
 from node.member.continuity import HubContinuity
+from node.member.hub_stream import HubStream
 from node.rpc.edge import describe, really_cancelled
 from node.rpc.hub_choice import HubChoice
 from node.rpc.reconnect import Reconnect
 from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals
 from node.rpc.server_certs import ServerCheck
-from node.rpc.tls import TlsMaterial, hub_channel
+from node.rpc.tls import TlsMaterial
 from node.store.protocols import Outbox
-from node.tasks import BackgroundTask
 from node.wire.envelopes import decode, reason_to_proto
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2, hub_pb2_grpc
 
@@ -100,7 +100,7 @@ def _log_refused_repeated(summaries: list[RefusalSummary]) -> None:
                     interval_s=REFUSAL_INTERVAL_S)
 
 
-class Uplink(BackgroundTask):
+class Uplink(HubStream):
     task_name = "uplink"
 
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: Outbox, endpoint: str,
@@ -110,24 +110,18 @@ class Uplink(BackgroundTask):
         """``config.limits.submit_batch_*``: the batches' sizes (within the hub's bounds);
         ``config.timeouts.ack_s``: the watchdog's bound; ``clock``: the daemon's; ``hubs``:
         the node's shared hub choice (default: one of its own over ``config.hubs``)."""
-        self.config = config
-        self.hubs = hubs or HubChoice(config.hubs)
-        #: The hub address of the current (or last) session.
-        self.address = self.hubs.current
+        super().__init__(config, tls, hubs, Reconnect("uplink_failed"))
         #: Checks the hub's state at each Register; the outbox is not sent while it found a
         #: hub that lost state (node.member.continuity).
         self.continuity = continuity
         #: Refuses a hub whose certificate the CA revoked (node/rpc/server_certs.py): checked
         #: after Register, before any envelope is sent, then every second of the session.
         self.server_check = server_check
-        self.tls = tls
         self.store = store
         self.endpoint = endpoint
-        self.connected = False
         self.sent_batches = 0
         self.failures = 0  # sessions that failed (each followed by a backoff)
         self.decided = asyncio.Event()
-        self._reconnect = Reconnect("uplink_failed")
         limits = config.limits
         self._batch_envelopes = min(limits.submit_batch_envelopes, limits.max_batch_envelopes)
         self._batch_bytes = min(limits.submit_batch_bytes, limits.max_batch_bytes // 2)
@@ -150,15 +144,10 @@ class Uplink(BackgroundTask):
         #: Refused envelopes' log lines, aggregated per reason.
         self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
 
-    async def _run(self) -> None:
-        await self._reconnect.run(self._connection, self._failed)
-
     async def _connection(self) -> None:
         """One session on a new channel to the hub."""
         await self._give_up_if_hopeless()
-        self.address = self.hubs.current
-        channel = hub_channel(self.config, self.tls, self.config.limits.max_batch_bytes,
-                              self.address)
+        channel = self._open_channel(self.config.limits.max_batch_bytes)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -170,10 +159,9 @@ class Uplink(BackgroundTask):
                 self._reconnect.backoff.reset()
             await channel.close()
 
-    async def _failed(self, exc: BaseException) -> None:
+    async def _failed(self, exc: BaseException, *, logged: bool = False) -> None:
         self.failures += 1
-        self.hubs.failed(self.address, describe(exc))
-        await self._reconnect.back_off(exc, hub=self.address)
+        await super()._failed(exc, logged=logged)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = hub_pb2_grpc.HubStub(channel)

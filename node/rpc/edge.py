@@ -10,9 +10,11 @@ their count, when the interval ends. A client retrying in a loop cannot flood th
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -23,12 +25,16 @@ from node.rpc.refusal_flood import REFUSAL_INTERVAL_S, TimedRefusals, peer_host
 from node.rpc.refuse import abort_refused
 from node.wire.errors import status_of
 
-__all__ = ["describe", "guard_stream", "guard_unary", "really_cancelled", "refuse", "streaming",
-           "until_drained"]
+__all__ = ["StreamCall", "describe", "guard_stream", "guard_unary", "really_cancelled", "refuse",
+           "streaming", "unary", "until_drained"]
 
 log = structlog.get_logger("rpc")
 T = TypeVar("T")
 S = TypeVar("S")
+R = TypeVar("R")
+Q = TypeVar("Q")
+#: A servicer's unary method: ``(self, request, context)`` to the response.
+_Unary = Callable[[S, Q, grpc.aio.ServicerContext], Awaitable[T]]
 
 
 def _log_repeated(summaries: list[RefusalSummary]) -> None:
@@ -66,6 +72,20 @@ async def guard_unary(
         raise
     log.debug("rpc", method=method, peer=peer, status="OK", duration_ms=_ms(started))
     return result
+
+
+def unary(method: str) -> Callable[[_Unary[S, Q, T]], _Unary[S, Q, T]]:
+    """Decorates a servicer's unary gRPC method ``method`` (``(self, request, context)``): its
+    body runs under :func:`guard_unary`."""
+
+    def wrap(body: _Unary[S, Q, T]) -> _Unary[S, Q, T]:
+        @functools.wraps(body)
+        async def handler(self: S, request: Q, context: grpc.aio.ServicerContext) -> T:
+            return await guard_unary(method, context, lambda: body(self, request, context))
+
+        return handler
+
+    return wrap
 
 
 async def refuse(method: str, context: grpc.aio.ServicerContext, exc: CrossroadsError,
@@ -121,21 +141,31 @@ async def guard_stream(
                     **summary)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamCall(Generic[R]):
+    """One call of a client-streaming method, as its body (:func:`streaming`) sees it."""
+
+    #: The client's messages.
+    requests: AsyncIterator[R]
+    context: grpc.aio.ServicerContext
+    #: The fields of the call's end-of-stream log line (the body adds to them).
+    summary: dict[str, Any]
+
+
 def streaming(
     method: str,
-    body: Callable[[S, Any, grpc.aio.ServicerContext, dict[str, Any]], AsyncIterator[T]],
+    body: Callable[[S, StreamCall[Any]], AsyncIterator[T]],
     **summary: Any,
-) -> Callable[[S, Any, grpc.aio.ServicerContext], AsyncIterator[T]]:
-    """A servicer's streaming gRPC method ``method``: ``body(self, request, context, fields)``
-    under :func:`guard_stream`, ``fields`` (the end-of-stream log line's) starting as
-    ``summary`` on each call. grpc.aio calls a method by its kind: this is an async generator
-    function, like the method it stands for."""
+) -> Callable[[S, AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[T]]:
+    """A servicer's streaming gRPC method ``method``: ``body(self, call)`` under
+    :func:`guard_stream`, the call's ``summary`` (its end-of-stream log line's fields) starting
+    as ``summary`` on each call. grpc.aio calls a method by its kind: this is an async
+    generator function, like the method it stands for."""
 
-    async def handler(self: S, request: Any,
+    async def handler(self: S, requests: AsyncIterator[Any],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
-        fields = dict(summary)
-        async for item in guard_stream(method, context, body(self, request, context, fields),
-                                       fields):
+        call = StreamCall(requests, context, dict(summary))
+        async for item in guard_stream(method, context, body(self, call), call.summary):
             yield item
 
     handler.__name__ = handler.__qualname__ = method.rpartition(".")[2]

@@ -19,6 +19,7 @@ import enum
 import errno
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -70,6 +71,9 @@ class StoreFailures:
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, StoreCause]] = Counter()
+        #: Called (in the event loop) after each failure: the hub checks its store's health
+        #: at once (node/hub/store_health.py).
+        self.listeners: list[Callable[[], None]] = []
 
     def failed(self, component: str, exc: BaseException, **context: object) -> Unavailable:
         """Log and count ``exc``; return the error to raise (``from exc``)."""
@@ -77,5 +81,7 @@ class StoreFailures:
         self.counts[(component, cause)] += 1
         log.error("store_failed", component=component, cause=cause.value, error=str(exc),
                   **context)
+        for listener in self.listeners:
+            listener()
         return Unavailable(f"{component}: {cause.value} ({exc}): nothing stored, retry",
                            NOT_STORED)

@@ -69,9 +69,12 @@ from node.core.audit import (
     sign_checkpoint,
 )
 from node.core.clock import Clock, SystemClock
+from node.core.errors import Unavailable
 from node.core.reasons import CallReason
+from node.store import records
 from node.store.audit_queries import export_subject, purge_kinds, who_consulted
-from node.store.failures import StoreFailures
+from node.store.failures import NOT_STORED, StoreFailures
+from node.store.protocols import QueueDoorbell
 from node.store.records import HubState, QueuedBatch, QueueRow, ResendRaced, rows_that_fit
 from node.store.sqlite import (
     Migration,
@@ -353,6 +356,12 @@ class HubStore:
     @property
     def is_open(self) -> bool:
         return self._db.is_open
+
+    async def ping(self) -> None:
+        """``Unavailable`` once the file was found damaged (:attr:`damaged`); a full disk
+        fails each write instead, and the next may succeed."""
+        if self.damaged:
+            raise Unavailable(f"hub.sqlite is damaged: {self.damaged}", NOT_STORED)
 
     @property
     def writer(self) -> sqlite3.Connection:
@@ -671,9 +680,11 @@ class HubStore:
         return QueuedBatch(last, count, packed)
 
     async def commit_delivery(
-        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[AuditRecord]
+        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[AuditRecord],
+        token: int | None = None,
     ) -> None:
-        """``dest`` acknowledged everything up to ``upto_seq``: drop it, audit it."""
+        """``dest`` acknowledged everything up to ``upto_seq``: drop it, audit it. ``token``
+        is not checked: the one hub process on this file holds every lease."""
         def run() -> None:
             with self._transaction() as w:
                 w.execute("DELETE FROM queue WHERE dest = ? AND seq <= ?", (dest, upto_seq))
@@ -702,3 +713,14 @@ class HubStore:
             )
 
         await self._write(run)
+
+    # -- delivery leases: one hub process owns every destination -----------------------------
+
+    async def renew_leases(self, ttl_s: float) -> records.HeldLeases:
+        return records.EVERY_DESTINATION
+
+    async def release_leases(self, tokens: Mapping[str, int], leaving: bool = False) -> None:
+        return None
+
+    async def listen(self, doorbell: QueueDoorbell) -> None:
+        return None  # no other process queues rows on this file (its data_dir lock)

@@ -20,6 +20,12 @@ Rules every implementation keeps (the contract suite checks them):
 * **Per-destination order.** :meth:`DeliveryQueue.read_queue` returns a destination's rows in
   commit order; :meth:`DeliveryQueue.commit_delivery` removes them and audits the delivery in
   one transaction.
+* **One deliverer per destination.** :class:`DeliveryLeases`: a replica delivers to a
+  destination only while it holds its lease; :meth:`DeliveryQueue.commit_delivery` given the
+  lease's fencing token checks it in its own transaction and raises
+  :class:`~node.store.records.LeaseLost` (nothing written) if another replica took it over.
+  Leases expire on the database's clock. A store used by one hub process alone (SQLite) owns
+  every destination (:data:`~node.store.records.EVERY_DESTINATION`).
 * **One audit chain.** Every record appended (with a batch, a delivery or alone) extends one
   hash chain in commit order, across restarts and other writers (a purge).
 * **Migrations are forward-only.** Opening a store of an older schema upgrades it; one of a
@@ -41,6 +47,7 @@ from node.core.continuity import HubRegression
 from node.core.directory import DirectoryView, Entity, Integration
 from node.store.records import (
     Enqueued,
+    HeldLeases,
     HubState,
     LoggedChange,
     NodeCounts,
@@ -52,10 +59,12 @@ from node.store.records import (
 
 if TYPE_CHECKING:
     from node.store.audit_queries import Consultation, PurgeReport
+    from node.store.failures import StoreFailures
 
 __all__ = [
     "AuditLog",
     "BatchIntake",
+    "DeliveryLeases",
     "DeliveryQueue",
     "DirectoryLog",
     "FollowCallback",
@@ -65,6 +74,7 @@ __all__ = [
     "Inbox",
     "NodeStorage",
     "Outbox",
+    "QueueDoorbell",
     "QueueRow",
     "RetentionMarks",
 ]
@@ -113,7 +123,37 @@ class AuditLog(Protocol):
         """Retention: redact or cut what is older than its kind's cut-off."""
 
 
-class DeliveryQueue(Protocol):
+class QueueDoorbell(Protocol):
+    """What :meth:`DeliveryLeases.listen` rings (the deliverer): a doorbell, not a log."""
+
+    def queued(self, dest: str) -> None:
+        """Rows were queued for ``dest`` (by any replica)."""
+
+    def missed(self) -> None:
+        """Rings may have been lost (the listener was away): look at every queue again."""
+
+    def leases_freed(self) -> None:
+        """A replica handed leases over (drain): take what is free now, not at the next round."""
+
+
+class DeliveryLeases(Protocol):
+    """Which hub replica delivers to which destination (:mod:`node.hub.delivery`)."""
+
+    async def renew_leases(self, ttl_s: float) -> HeldLeases:
+        """One lease round, one transaction: this replica is alive; the leases it holds last
+        until the database's ``now()`` + ``ttl_s``; free or expired ones are taken up to its
+        fair share (ceil(destinations / live replicas)). What it holds afterwards."""
+
+    async def release_leases(self, tokens: Mapping[str, int], leaving: bool = False) -> None:
+        """Hand these leases (destination -> token, still this replica's) over now;
+        ``leaving``: this replica stops delivering (not counted among the live ones)."""
+
+    async def listen(self, doorbell: QueueDoorbell) -> None:
+        """Until cancelled: ring ``doorbell`` when another process queued rows or freed leases
+        (returns at once where no other process writes the store)."""
+
+
+class DeliveryQueue(DeliveryLeases, Protocol):
     """The per-destination queue (:mod:`node.hub.delivery`)."""
 
     #: Non-empty once the store was found damaged at run time (what the backend said).
@@ -124,9 +164,13 @@ class DeliveryQueue(Protocol):
         """``dest``'s next rows after ``after_seq``, in commit order (at least one row)."""
 
     async def commit_delivery(
-        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[AuditRecord]
+        self, dest: str, upto_seq: int, count: int, audit_records: Sequence[AuditRecord],
+        token: int | None = None,
     ) -> None:
-        """``dest`` acknowledged up to ``upto_seq``: drop those rows and audit it, at once."""
+        """``dest`` acknowledged up to ``upto_seq``: drop those rows and audit it, at once.
+        ``token``: the fencing token of ``dest``'s lease, checked in the same transaction
+        (:class:`~node.store.records.LeaseLost`, nothing written, if no longer held); None:
+        no lease (tools and tests writing a store alone)."""
 
     async def set_endpoint(self, institution: str, endpoint: str) -> None: ...
 
@@ -136,10 +180,18 @@ class HubStorage(BatchIntake, AuditLog, DeliveryQueue, Protocol):
     the audit chain and the idempotency records in one transaction)."""
 
     store_id: str
+    #: Called once (in the event loop) when the store finds its database damaged.
+    on_damaged: list[Callable[[], None]]
+    #: Failed writes, by component and cause (its listeners hear of each at once).
+    failures: StoreFailures
 
     async def open(self) -> HubState: ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise :class:`~node.core.errors.Unavailable` when the store cannot commit now (the
+        hub's health: node/hub/store_health.py); bounded in time."""
 
     @property
     def is_open(self) -> bool: ...

@@ -6,7 +6,7 @@ another database keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -14,8 +14,11 @@ from node.core.directory import Entity
 from node.core.errors import Unavailable
 
 __all__ = [
+    "EVERY_DESTINATION",
     "Enqueued",
+    "HeldLeases",
     "HubState",
+    "LeaseLost",
     "LoggedChange",
     "NodeCounts",
     "OutboxOutcome",
@@ -56,6 +59,43 @@ def rows_that_fit(sizes: Sequence[Sequence[int]], limit: int, max_bytes: int) ->
             break
         last, count, size = seq, count + n, size + length
     return int(last), int(count)
+
+
+class LeaseLost(Exception):
+    """A delivery commit was fenced off: this replica no longer holds ``dest``'s lease with
+    ``token`` (another replica took the destination over). Nothing was written."""
+
+    def __init__(self, dest: str, token: int) -> None:
+        super().__init__(f"the delivery lease of {dest} (token {token}) is no longer held")
+        self.dest = dest
+        self.token = token
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLeases:
+    """What a hub replica holds after a lease round (:meth:`DeliveryLeases.renew_leases`).
+
+    ``tokens``: destination -> fencing token of each lease held (a token changes whenever a
+    destination changes owner); ``endpoints``: the endpoints every destination registered, at
+    any replica, as the database has them; ``surplus``: how many leases it holds beyond its
+    fair share (to hand over after their batch in flight); ``queued``: the envelopes queued
+    per destination, every destination's (what other replicas stored and delivered included;
+    empty where one process counts them itself). ``every``: a single hub process (SQLite)
+    that owns every destination, each with token 0."""
+
+    tokens: Mapping[str, int] = field(default_factory=dict)
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    surplus: int = 0
+    queued: Mapping[str, int] = field(default_factory=dict)
+    every: bool = False
+
+    def token(self, dest: str) -> int | None:
+        """``dest``'s fencing token, None: not held."""
+        return 0 if self.every else self.tokens.get(dest)
+
+
+#: The one hub process of a SQLite store: every destination is its own.
+EVERY_DESTINATION = HeldLeases(every=True)
 
 
 @dataclass(slots=True)

@@ -9,11 +9,9 @@ after it; its DSN and password file are left in the test's ``tmp_path``.
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from node.testing_postgres import PostgresServer
@@ -24,35 +22,16 @@ from tests.contract.backends import (
     PG_PASSWORD_FILE,
     HubBackend,
     NodeBackend,
-    run_sync,
 )
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-async def _admin(server: PostgresServer, sql: str) -> None:
-    conn = await asyncpg.connect(server.dsn(), password=server.password)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @contextlib.contextmanager
 def _database(server: PostgresServer, directory: Path) -> Iterator[None]:
     """A fresh database for the block, its DSN and password file in ``directory``."""
-    database = f"contract_{secrets.token_hex(6)}"
-    run_sync(_admin(server, f"CREATE DATABASE {database}"))
-    (directory / PG_DSN_FILE).write_text(server.dsn(database))
-    (directory / PG_PASSWORD_FILE).write_text(server.password + "\n")
-    try:
+    with server.database(directory) as database:
+        (directory / PG_DSN_FILE).write_text(database.dsn)
+        (directory / PG_PASSWORD_FILE).write_text(server.password + "\n")
         yield
-    finally:
-        run_sync(_admin(server, f"DROP DATABASE {database} WITH (FORCE)"))
 
 
 @pytest.fixture(params=sorted(HUB_BACKENDS))

@@ -93,7 +93,7 @@ async def test_a_commit_whose_connection_dies_stores_nothing(pg_dir: Path) -> No
                 await asyncio.sleep(0.5)  # inside its transaction, before the commit
                 killed = await admin.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND query LIKE 'INSERT INTO audit%'")
+                    " WHERE datname = current_database() AND query LIKE 'COPY \"audit\"%'")
                 assert killed == 1
                 with pytest.raises(Unavailable, match="nothing stored"):
                     await commit

@@ -5,16 +5,9 @@
 # Idempotent; run as root. Does not start any service on this machine.
 set -euo pipefail
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "prepare-host.sh: must run as root" >&2
-    exit 1
-fi
-
-# apt must not start sshd (or anything else) on the CI machine itself.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
-fi
+# shellcheck source=tests/apt-install.sh
+. "$(dirname "$0")/../apt-install.sh"
+require_root prepare-host.sh "must run as root"
 
 need=()
 command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
@@ -23,10 +16,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /lib/systemd/systemd ] || need+=(systemd)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
+# (apt_install: apt does not start sshd, or anything else, on the CI machine itself.)
 if [ "${#need[@]}" -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends openssh-server systemd-container "${need[@]}"
+    apt_install openssh-server systemd-container "${need[@]}"
 fi
 # Controller tools (ansible-playbook, ansible-lint) in their own virtualenv, kept apart from the
 # project's .venv. Override the location with CROSSROADS_DEPLOY_VENV.

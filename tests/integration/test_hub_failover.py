@@ -13,9 +13,17 @@ from node.core.errors import Unavailable
 from node.member.hub_caller import HubCaller
 from node.metrics import node_metrics
 from node.rpc.hub_choice import HubChoice
-from node.testing import DEMO_SERVICE, InProcessNetwork, free_port
+from node.testing import InProcessNetwork, free_port
 from node.wire.gen.crossroads.v1 import consult_pb2
-from tests.conftest import A, B, C, NetworkStarter, fetch_all, local_call
+from tests.conftest import (
+    A,
+    B,
+    C,
+    NetworkStarter,
+    fetch_all,
+    numbered_envelopes,
+    submit_accepted,
+)
 
 
 async def _wait_for(condition, timeout: float = 20.0) -> None:
@@ -31,12 +39,8 @@ async def test_a_node_listing_a_dead_address_first_sends_receives_and_watches(
     dead = f"127.0.0.1:{free_port()}"
     net: InProcessNetwork = await start_network(hub_list=lambda live: [dead, live])
     live = net.hub_address
-    envelopes = [make_envelope(DEMO_SERVICE, [B, C] if i % 2 else [B], f"m{i}".encode(),
-                               subject_citizen="85073003328", sender_ticket=str(i))
-                 for i in range(40)]
-    _, seqs = await local_call(net.local_api(A), "submit", envelopes)
-    decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=20_000)
-    assert [o.reason for o in decided] == ["ACCEPTED"] * 40
+    await submit_accepted(net.local_api(A),
+                          numbered_envelopes(40, lambda i: [B, C] if i % 2 else [B]))
     at_b = await fetch_all(net.local_api(B), 40)
     at_c = await fetch_all(net.local_api(C), 20)
     assert [e.sender_ticket for e in at_b] == [str(i) for i in range(40)]  # once, in order

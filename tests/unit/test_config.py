@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import ConfigError, hub_config, node_config
+from node.config import ConfigError, StoreBackend, hub_config, node_config
 
 BASE = Path("/etc/crossroads")
 
@@ -235,3 +235,53 @@ def test_bad_hub_lists_are_refused_naming_the_key(changes: dict[str, object],
         node_config(table, BASE)
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith(message), (
         err.value.problems)
+
+
+def test_the_store_defaults_to_sqlite_and_postgresql_takes_a_dsn_and_a_password_source() -> None:
+    assert hub_config(hub_table(), BASE).store.backend is StoreBackend.SQLITE
+    store = hub_config(hub_table(store={
+        "backend": "postgresql", "dsn": "postgresql://hub@db1,db2/crossroads"
+        "?target_session_attrs=read-write", "password_file": "pg/password",
+        "pool_max_size": 4}), BASE).store
+    assert store.backend is StoreBackend.POSTGRESQL
+    assert store.password_file == BASE / "pg" / "password"
+    assert (store.pool_min_size, store.pool_max_size) == (2, 4)
+
+
+@pytest.mark.parametrize(("store", "message"), [
+    ({"backend": "postgresql"}, "store.dsn is required"),
+    ({"backend": "postgresql", "dsn": "host=db password=secret"}, "store.dsn must not hold a password"),
+    ({"backend": "postgresql", "dsn": "postgresql://hub:secret@db/x"}, "store.dsn must not hold"),
+    ({"backend": "postgresql", "dsn": "postgresql://db/x?password=s"}, "store.dsn must not hold"),
+    ({"backend": "postgresql", "dsn": "host=db", "password_file": "f", "password_env": "V"},
+     "password_file and store.password_env both given"),
+    ({"dsn": "host=db"}, 'store.dsn applies to backend = "postgresql" only'),
+    ({"backend": "mysql"}, "store.backend must be one of sqlite, postgresql"),
+    ({"backend": "postgresql", "dsn": "host=db", "pool_min_size": 4, "pool_max_size": 2},
+     "store.pool_max_size must be >= pool_min_size"),
+    ({"backend": "postgresql", "dsn": "host=db", "pasword_file": "f"}, "unknown setting store.pasword_file"),
+])
+def test_bad_store_settings_are_refused_naming_the_key(store: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        hub_config(hub_table(store=store), BASE)
+
+
+def test_check_config_names_a_missing_unsafe_or_absent_database_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.selfcheck import _store_problems
+
+    password = tmp_path / "pg-password"
+    store = hub_config(hub_table(store={"backend": "postgresql", "dsn": "host=db",
+                                        "password_file": str(password)}), BASE).store
+    assert "cannot read" in _store_problems(store)[0]
+    password.write_text("secret\n")
+    password.chmod(0o604)
+    assert "readable by others" in _store_problems(store)[0]
+    password.chmod(0o640)
+    assert _store_problems(store) == []
+    monkeypatch.delenv("CROSSROADS_TEST_PG", raising=False)
+    env = hub_config(hub_table(store={"backend": "postgresql", "dsn": "host=db",
+                                      "password_env": "CROSSROADS_TEST_PG"}), BASE).store
+    assert "CROSSROADS_TEST_PG is not set" in _store_problems(env)[0]
+    monkeypatch.setenv("CROSSROADS_TEST_PG", "secret")
+    assert _store_problems(env) == []

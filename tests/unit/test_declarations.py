@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from node.core import declarations as d
@@ -29,9 +30,9 @@ from node.core.declarations import (
 from node.core.identifiers import citizen_check_digits, enterprise_check_digits
 from node.wire import declarations as wire
 from node.wire.gen.crossroads.services.v1 import declarations_pb2 as pb
+from tests.unit.properties import TODAY, examples
 
-TODAY = date(2026, 6, 15)
-PROPERTY = settings(max_examples=200, deadline=None)
+PROPERTY = examples(200)
 
 EMPLOYER = "0403019261"
 WORKER = "85073003328"
@@ -63,6 +64,10 @@ MUTATION = EmploymentMutation(
     worker_citizen_number=WORKER, employer_enterprise_number=EMPLOYER, event="STARTED",
     event_date="2026-06-16", start_date="2026-06-16", joint_committee="200",
     worker_type="OTHER", source_declaration_id="0b9b3c1e-0000-4000-8000-000000000001")
+
+
+#: Changes to a valid declaration, and the (field, code) pairs its validator then reports.
+FieldCases = list[tuple[dict[str, Any], list[tuple[str, str]]]]
 
 
 def pairs(errors: list[FieldError]) -> list[tuple[str, str]]:
@@ -103,7 +108,7 @@ def test_valid_quarterly_and_mutation() -> None:
 # One invalid field: exactly that field is named, with its code
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
+RECRUITMENT_ERRORS: FieldCases = [
     ({"kind": ""}, [("kind", "REQUIRED")]),  # then nothing else is required
     ({"kind": "HIRE"}, [("kind", "VALUE_INVALID")]),
     ({"employer_enterprise_number": ""}, [("employer_enterprise_number", "REQUIRED")]),
@@ -140,26 +145,20 @@ def test_valid_quarterly_and_mutation() -> None:
     ({"planned_weekly_hours": float("nan")}, [("planned_weekly_hours", "OUT_OF_RANGE")]),
     ({"employer_reference": "x" * 65}, [("employer_reference", "OUT_OF_RANGE")]),
     ({"employer_reference": "a\nb"}, [("employer_reference", "VALUE_INVALID")]),
-])
-def test_recruitment_field_errors(changes: dict[str, Any], expected: list[tuple[str, str]]
-                                  ) -> None:
-    assert pairs(validate_immediate(replace(RECRUITMENT, **changes), TODAY)) == expected
+]
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
+DISCHARGE_ERRORS: FieldCases = [
     ({"end_date": ""}, [("end_date", "REQUIRED")]),
     ({"start_date": ""}, [("start_date", "REQUIRED")]),
     ({"start_date": "2026-07-01"}, [("end_date", "DATE_ORDER")]),
     ({"end_date": str(TODAY - timedelta(days=366))}, [("end_date", "OUT_OF_RANGE")]),
     ({"end_date": str(TODAY + timedelta(days=366))}, [("end_date", "OUT_OF_RANGE")]),
     ({"joint_committee": "1"}, [("joint_committee", "VALUE_INVALID")]),  # optional, checked
-])
-def test_discharge_field_errors(changes: dict[str, Any], expected: list[tuple[str, str]]
-                                ) -> None:
-    assert pairs(validate_immediate(replace(DISCHARGE, **changes), TODAY)) == expected
+]
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
+SOCIAL_RISK_ERRORS: FieldCases = [
     ({"risk": ""}, [("risk", "REQUIRED")]),
     ({"risk": "FLU"}, [("risk", "VALUE_INVALID")]),
     ({"employer_enterprise_number": "0431150351"},
@@ -179,10 +178,7 @@ def test_discharge_field_errors(changes: dict[str, Any], expected: list[tuple[st
     ({"monthly_reference_salary_cents": -5},
      [("monthly_reference_salary_cents", "OUT_OF_RANGE")]),
     ({"contract_weekly_hours": 80.0}, [("contract_weekly_hours", "OUT_OF_RANGE")]),
-])
-def test_social_risk_field_errors(changes: dict[str, Any], expected: list[tuple[str, str]]
-                                  ) -> None:
-    assert pairs(validate_social_risk(replace(RISK, **changes), TODAY)) == expected
+]
 
 
 def test_planned_risks_may_be_declared_ahead() -> None:
@@ -197,7 +193,7 @@ def test_planned_risks_may_be_declared_ahead() -> None:
     assert validate_social_risk(replace(accident, risk="INCAPACITY"), TODAY) != []
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
+QUARTERLY_HEADER_ERRORS: FieldCases = [
     ({"employer_enterprise_number": "BE0403019261"},
      [("employer_enterprise_number", "SUBJECT_NUMBER_INVALID")]),
     ({"year": 0}, [("year", "REQUIRED")]),
@@ -207,10 +203,35 @@ def test_planned_risks_may_be_declared_ahead() -> None:
     ({"quarter": 5}, [("quarter", "OUT_OF_RANGE")]),
     ({"workers": ()}, [("workers", "REQUIRED")]),
     ({"employer_reference": "y" * 65}, [("employer_reference", "OUT_OF_RANGE")]),
+]
+
+
+MUTATION_ERRORS: FieldCases = [
+    ({"event": ""}, [("event", "REQUIRED")]),
+    ({"event_date": "2026-06-17"}, [("event_date", "VALUE_INVALID")]),
+    ({"event": "ENDED"}, [("end_date", "REQUIRED")]),
+    ({"source_declaration_id": ""}, [("source_declaration_id", "REQUIRED")]),
+    ({"worker_type": ""}, [("worker_type", "REQUIRED")]),
+]
+
+
+def _field_cases(name: str, validate: Callable[[Any, date], list[FieldError]], valid: object,
+                 cases: FieldCases) -> list[Any]:
+    return [pytest.param(validate, valid, changes, expected, id=f"{name}-{i}")
+            for i, (changes, expected) in enumerate(cases)]
+
+
+@pytest.mark.parametrize(("validate", "valid", "changes", "expected"), [
+    *_field_cases("recruitment", validate_immediate, RECRUITMENT, RECRUITMENT_ERRORS),
+    *_field_cases("discharge", validate_immediate, DISCHARGE, DISCHARGE_ERRORS),
+    *_field_cases("social-risk", validate_social_risk, RISK, SOCIAL_RISK_ERRORS),
+    *_field_cases("quarterly", validate_quarterly, QUARTERLY, QUARTERLY_HEADER_ERRORS),
+    *_field_cases("mutation", validate_employment_mutation, MUTATION, MUTATION_ERRORS),
 ])
-def test_quarterly_header_errors(changes: dict[str, Any], expected: list[tuple[str, str]]
-                                 ) -> None:
-    assert pairs(validate_quarterly(replace(QUARTERLY, **changes), TODAY)) == expected
+def test_field_errors(validate: Callable[[Any, date], list[FieldError]], valid: object,
+                      changes: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    """A valid declaration with ``changes``: its validator names exactly ``expected``."""
+    assert pairs(validate(replace(valid, **changes), TODAY)) == expected
 
 
 def test_a_quarter_that_has_not_begun_is_refused() -> None:
@@ -360,17 +381,6 @@ def test_no_mutation_without_a_kind_or_an_id() -> None:
         employment_mutation_for(replace(RECRUITMENT, kind=""), "t")
     with pytest.raises(ValueError, match="declaration_id"):
         employment_mutation_for(RECRUITMENT, "")
-
-
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({"event": ""}, [("event", "REQUIRED")]),
-    ({"event_date": "2026-06-17"}, [("event_date", "VALUE_INVALID")]),
-    ({"event": "ENDED"}, [("end_date", "REQUIRED")]),
-    ({"source_declaration_id": ""}, [("source_declaration_id", "REQUIRED")]),
-    ({"worker_type": ""}, [("worker_type", "REQUIRED")]),
-])
-def test_mutation_field_errors(changes: dict[str, Any], expected: list[tuple[str, str]]) -> None:
-    assert pairs(validate_employment_mutation(replace(MUTATION, **changes), TODAY)) == expected
 
 
 def test_catalogue() -> None:

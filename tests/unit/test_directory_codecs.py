@@ -9,7 +9,7 @@ import io
 import json
 from datetime import date
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from node.core import directory as d
@@ -26,6 +26,7 @@ from node.files.directory_import import (
 from node.store.directory_store import decode_entity, encode_entity
 from node.wire.directory import _ENTRY, change_from_proto, change_to_proto
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
+from tests.unit.properties import examples
 
 UINT32 = st.integers(0, 2**32 - 1)
 # Enterprise numbers (first digit 0 or 1) with their check digits, normalized as files give them.
@@ -90,7 +91,7 @@ def _csv_text(entity: Entity) -> str:
     return out.getvalue()
 
 
-@settings(max_examples=300, deadline=None)
+@examples(300)
 @given(ENTITIES)
 def test_every_codec_gives_back_the_entity(entity: Entity) -> None:
     kind = kind_of(entity)

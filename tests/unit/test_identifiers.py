@@ -7,7 +7,7 @@ from dataclasses import FrozenInstanceError
 from datetime import date
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from node.core.identifiers import (
@@ -22,9 +22,9 @@ from node.core.identifiers import (
     parse_citizen_number,
     parse_enterprise_number,
 )
+from tests.unit.properties import TODAY, examples
 
-TODAY = date(2026, 6, 15)
-PROPERTY = settings(max_examples=300, deadline=None)
+PROPERTY = examples(300)
 
 # --------------------------------------------------------------------------------------------
 # Citizen numbers: the examples from the domain notes

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import DNSName
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from node.core.identifiers import enterprise_check_digits
@@ -34,6 +34,7 @@ from pki.identity import (
     spiffe_id,
     tls_name,
 )
+from tests.unit.properties import examples
 
 NET = "lab"
 NODE = institution(NET, "0403019261")
@@ -113,7 +114,7 @@ def test_network_names() -> None:
             hub(bad)
 
 
-@settings(max_examples=50, deadline=None)
+@examples(50)
 @given(st.text(alphabet="0123456789", min_size=7, max_size=7), st.sampled_from("01"))
 def test_institution_identities_round_trip(tail: str, head: str) -> None:
     number = head + tail + enterprise_check_digits(head + tail)

@@ -40,6 +40,11 @@ class PgParams:
     #: Prepared statements cached per connection; 0 behind a transaction-mode pooler
     #: (PgBouncer), where a connection's prepared statements are not its own.
     statement_cache_size: int = 100
+    #: Seconds to open a connection, and for any one statement: a database that does not
+    #: answer (a partition, a frozen server) fails the write within these bounds instead of
+    #: holding it (and the batch's ack) until TCP gives up.
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 15.0
 
     @classmethod
     def from_sources(cls, dsn: str, password_file: Path | None = None,
@@ -60,7 +65,9 @@ class PgParams:
 async def create_pool(params: PgParams) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(params.dsn, password=params.password,
                                      min_size=params.min_size, max_size=params.max_size,
-                                     statement_cache_size=params.statement_cache_size)
+                                     statement_cache_size=params.statement_cache_size,
+                                     timeout=params.connect_timeout_s,
+                                     command_timeout=params.command_timeout_s)
     assert pool is not None
     return pool
 

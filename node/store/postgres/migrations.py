@@ -85,7 +85,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_by_subject ON audit (subject_number, seq) WHERE subject_number <> '';
     CREATE INDEX audit_delivered_by_ticket ON audit (hub_ticket) WHERE event = 'DELIVERED';
     """,
-    # 3: the reference directory (node.store.postgres.directory_store): its head (the last
+    # 3: delivery ownership across hub replicas (node.hub.delivery): the live replicas and
+    # one lease per destination (its owner, fencing token and expiry on the database's clock).
+    """
+    CREATE TABLE hub_replicas (
+        replica text PRIMARY KEY,
+        heartbeat_at timestamptz NOT NULL,
+        draining boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE delivery_leases (
+        dest text PRIMARY KEY,
+        owner text NOT NULL DEFAULT '',
+        token bigint NOT NULL DEFAULT 0,
+        expires_at timestamptz NOT NULL DEFAULT '-infinity'
+    );
+    CREATE INDEX delivery_leases_by_owner ON delivery_leases (owner);
+    """,
+    # 4: the reference directory (node.store.postgres.directory_store): its head (the last
     # revision, taken FOR UPDATE by every change: one sequence in commit order, and the
     # compacted revision), the log of changes by owner, and the current state of each kind.
     """
