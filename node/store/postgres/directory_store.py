@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ from node.store.protocols import FollowCallback
 from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, spawn
 
-__all__ = ["CHANNEL", "LISTENER", "POLL_S", "PostgresDirectoryStore"]
+__all__ = ["CHANNEL", "LISTENER", "POLL_S", "POOL_MAX", "PostgresDirectoryStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,9 @@ LISTENER = "crossroads-directory-listener"
 POLL_S = 5.0
 #: Changes per page of a catch-up.
 PAGE = 10_000
+#: Connections of the store's pool at most (``pool_max_size`` if smaller), besides the
+#: listener's: batches read integrations the cache misses, streams read snapshots and deltas.
+POOL_MAX = 4
 #: Seconds the listener waits for a connection or an answer before it counts as failed.
 CONNECT_TIMEOUT_S = 10.0
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -215,7 +219,9 @@ class PostgresDirectoryStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        pool = await create_pool(self.params)
+        pool = await create_pool(dataclasses.replace(
+            self.params, min_size=min(self.params.min_size, POOL_MAX),
+            max_size=min(self.params.max_size, POOL_MAX)))
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
