@@ -19,9 +19,9 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.core.backoff import Backoff
-from node.core.directory import Entity, Institution, RevokedCertificate
+from node.core.directory import Entity, Institution, RevokedCertificate, Service, ServiceKind
 from node.hub.directory import Directory
-from node.store.postgres.directory_store import PostgresDirectoryStore
+from node.store.postgres.directory_store import PostgresDirectoryStore, service_kinds
 from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, spawn
 from node.wire.gen.crossroads.v1 import directory_pb2 as pb
@@ -239,3 +239,10 @@ async def test_a_node_ahead_of_a_replica_or_behind_its_compaction(pg_dir: Path) 
             await _until(lambda: behind.revision == 4)
         assert [u.kind for u in behind.updates] == [pb.DirectoryUpdate.KIND_SNAPSHOT]
         assert y.store.compacted_revision == 3
+
+
+async def test_the_audit_purge_finds_the_service_kinds_in_the_database(pg_dir: Path) -> None:
+    async with _replicas(pg_dir, 1) as (hub,):
+        await hub.store.apply([(Service("ask", 1, provider=A), False),
+                               (Service("tell", 2, ServiceKind.MUTATION), False)])
+    assert await pg_do(pg_dir, service_kinds) == {"ask": "consultation", "tell": "mutation"}

@@ -62,6 +62,7 @@ from node.core.directory import (
     Entity,
     Integration,
     Replacement,
+    Service,
     key_of,
     kind_of,
     owner_of,
@@ -88,7 +89,7 @@ from node.store.protocols import FollowCallback
 from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, spawn
 
-__all__ = ["CHANNEL", "LISTENER", "POLL_S", "POOL_MAX", "PostgresDirectoryStore"]
+__all__ = ["CHANNEL", "LISTENER", "POLL_S", "POOL_MAX", "PostgresDirectoryStore", "service_kinds"]
 
 log = structlog.get_logger(__name__)
 
@@ -186,6 +187,15 @@ async def _write_state(conn: asyncpg.Connection, changes: Sequence[tuple[Entity,
                 rows = [r[:table.keys] for r in rows]
             await conn.execute(table.delete if deleted else table.put,
                                *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def service_kinds(conn: asyncpg.Connection) -> dict[str, str]:
+    """Service id -> kind (consultation, mutation, ...) from the directory's services: what
+    the audit purge's retention per kind needs (on SQLite:
+    :func:`node.store.audit_queries.service_kinds_from_directory`)."""
+    services = [decode_entity("service", data)
+                for (data,) in await conn.fetch("SELECT data FROM dir_services")]
+    return {s.id: s.kind.value for s in services if isinstance(s, Service)}
 
 
 class PostgresDirectoryStore:
