@@ -21,7 +21,6 @@ from node.core.directory import Authorization, Institution, Integration, Period,
 from node.rpc.multiplex import CallFailed
 from node.rpc.tls import channel_options, hub_tls_name
 from node.testing import default_directory
-from node.wire.errors import call_error
 from node.wire.gen.crossroads.v1 import consult_pb2 as cpb
 from tests.ha.tier import DB_LINK, REPLICAS, HubTier, Traffic
 
@@ -166,7 +165,7 @@ async def _consult_while_killing(tier: HubTier) -> None:
                 reply = await consulter.consult(envelope, deadline_ms=5_000)
                 results.append((sent, cpb.ConsultStatus.Name(reply.status)))
             except CallFailed as exc:
-                results.append((sent, f"FAILED {call_error(exc).reason}"))
+                results.append((sent, f"FAILED {exc.reason}"))
 
         tasks = []
         killed_at = 0.0
