@@ -104,8 +104,9 @@ PAGE = 10_000
 #: Connections of the store's pool at most (``pool_max_size`` if smaller), besides the
 #: listener's: batches read integrations the cache misses, streams read snapshots and deltas.
 POOL_MAX = 4
-#: Seconds the listener waits for a connection or an answer before it counts as failed.
-CONNECT_TIMEOUT_S = 10.0
+#: Seconds a catch-up of the listener, or the pool's closing, may take before it counts as
+#: failed (connecting and each statement are bounded by :class:`PgParams`).
+CATCH_UP_TIMEOUT_S = 10.0
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -248,7 +249,8 @@ class PostgresDirectoryStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT_S)
+                async with asyncio.timeout(CATCH_UP_TIMEOUT_S):
+                    await pool.close()
             except TimeoutError:
                 pool.terminate()
 
@@ -393,9 +395,11 @@ class PostgresDirectoryStore:
         while True:
             conn: asyncpg.Connection | None = None
             try:
+                params = self.params
                 conn = await asyncpg.connect(
-                    self.params.dsn, password=self.params.password, timeout=CONNECT_TIMEOUT_S,
-                    statement_cache_size=self.params.statement_cache_size,
+                    params.dsn, password=params.password, timeout=params.connect_timeout_s,
+                    command_timeout=params.command_timeout_s,
+                    statement_cache_size=params.statement_cache_size,
                     server_settings={"application_name": LISTENER})
                 await self._follow_on(conn)
             except asyncio.CancelledError:
@@ -420,16 +424,17 @@ class PostgresDirectoryStore:
             log.info("directory_listener_reconnected", revision=self.revision,
                      pid=self.listener_pid)
         doorbell.set()  # what was committed while no one listened
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # arrives as the awaited ring does (close() would then wait for ever).
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(doorbell.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await doorbell.wait()
             doorbell.clear()
             if conn.is_closed():
                 raise ConnectionError("the listening connection was closed")
-            async with self._taking:
-                await asyncio.wait_for(
-                    self._catch_up_with(lambda: contextlib.nullcontext(conn), None),
-                    CONNECT_TIMEOUT_S)
+            async with self._taking, asyncio.timeout(CATCH_UP_TIMEOUT_S):
+                await self._catch_up_with(lambda: contextlib.nullcontext(conn), None)
             self.backoff.reset()
 
     # -- reading ---------------------------------------------------------------------------
