@@ -117,6 +117,8 @@ class Traffic:
         self.acknowledged: dict[tuple[str, str], list[int]] = defaultdict(list)
         #: receiver -> (sender, number) in the order its application fetched them.
         self.fetched: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        #: receiver -> when (time.monotonic()) each fetch that brought envelopes returned.
+        self.fetch_times: dict[str, list[float]] = defaultdict(list)
         self.submit_errors = 0
         #: sender -> the outbox sequences of what its application was acknowledged.
         self.sequences: dict[str, list[int]] = defaultdict(list)
@@ -167,6 +169,8 @@ class Traffic:
                     time.sleep(0.2)
                     continue
                 with self.lock:
+                    if batch:
+                        self.fetch_times[receiver].append(time.monotonic())
                     for envelope in batch:
                         sender, number = envelope.sender_ticket.split(":")
                         self.fetched[receiver].append((sender, int(number)))
@@ -195,6 +199,16 @@ class Traffic:
         assert self.fetched_count() >= self.sent_count(), (
             f"{self.sent_count() - self.fetched_count()} acknowledged envelopes never arrived"
             f" in {timeout:g} s\n{progress()}")
+
+    def longest_gap(self, after: float, until: float) -> float:
+        """The longest any receiver went without envelopes between ``after`` and ``until``
+        (monotonic seconds): a dead replica's destinations wait for their takeover."""
+        gaps = []
+        with self.lock:
+            for times in self.fetch_times.values():
+                inside = [after, *(t for t in times if after < t < until), until]
+                gaps.append(max(b - a for a, b in itertools.pairwise(inside)))
+        return max(gaps, default=0.0)
 
     def refused(self) -> dict[str, int]:
         """reason -> how many acknowledged envelopes the hub did not accept (asked of each
