@@ -130,13 +130,18 @@ def node_layout(config: NodeConfig) -> StateLayout:
 
 def _check_hub_state(config: HubConfig, init: bool) -> None:
     """:func:`prepare_data_dir`; and a signing key kept outside the data directory must be
-    there once the databases are (a new one would sign the chain under another key)."""
-    fresh = prepare_data_dir(hub_layout(config), init)
+    there once the databases are (a new one would sign the chain under another key). On
+    PostgreSQL the data directory holds no database (the state checks are the database's,
+    :func:`prepare_database` at start): it is made if missing, and the key must be there."""
     key = config.directory_key_path
-    if config.store.backend is StoreBackend.POSTGRESQL and not init and not key.exists():
-        raise DataDirError(StateReason.STATE_MISSING, (
-            f"the signing key (directory_key) {key} is missing: copy the key every replica of"
-            " the hub uses (the first replica creates it with --init)"))
+    if config.store.backend is StoreBackend.POSTGRESQL:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not init and not key.exists():
+            raise DataDirError(StateReason.STATE_MISSING, (
+                f"the signing key (directory_key) {key} is missing: copy the key every replica"
+                " of the hub uses (the first replica creates it with --init)"))
+        return
+    fresh = prepare_data_dir(hub_layout(config), init)
     if not fresh and not key.exists():
         raise DataDirError(StateReason.STATE_INCONSISTENT, (
             f"data_dir {config.data_dir} holds the hub's databases but its signing key"

@@ -8,10 +8,22 @@ decisions, and the signed fragments streamed to nodes.
   background task preloads after start (in subject order, until full).
 * Every change goes through :meth:`Directory.apply` (validated, one revision each, one
   transaction), then wakes the watchers.
+* Changes made through other hub replicas (a PostgreSQL store several replicas share) come
+  from the store (:meth:`DirectoryLog.follow`, after its caches took them in) to
+  :meth:`Directory._followed`, which does what :meth:`Directory.apply` does after its commit:
+  small tables, ``on_change`` callbacks, watchers. When the store had to start over (the
+  changes it missed were compacted away), the callbacks get every small-table entity as a
+  put at the current revision ("this is so now"): what they do with a put is idempotent.
 * :meth:`Directory.watch` yields the signed updates for one institution: a snapshot (in parts of
   at most ``SNAPSHOT_PART`` entities) when it starts from 0 or from before the compacted
   revision, else deltas, then new deltas as changes land. Each delta says which revision it
-  starts from, so a node detects any gap.
+  starts from, so a node detects any gap. Deltas go up to the store's :attr:`revision` (what
+  this process took in: in commit order, so no revision below it is still to come); a
+  snapshot may be ahead of it, and the stream then waits for the store to catch up. A node
+  ahead of this process (it came from another replica) makes the store catch up first; a
+  compaction found after reading deltas (made by another replica) means a snapshot instead.
+  Every replica signs with the same directory key (``directory_key``, deployed to each), so
+  the signed updates verify whichever replica served them.
 * The network CA's CRL the hub loaded (:meth:`Directory.publish_crl`) rides the same signed
   stream: at the start of every stream (at the node's revision) and whenever it changes, an
   empty delta (``from_revision == to_revision``) carries it in ``crl`` (DER). The node verifies the CA's
@@ -41,6 +53,7 @@ from node.core.directory import (
     Subscription,
     current_numbers,
     fragment_owners,
+    owner_of,
     problem_of,
     subjects_to_read,
 )
@@ -87,6 +100,7 @@ class Directory:
         #: The CA-signed CRL (DER) the hub publishes to nodes (None: none loaded).
         self.crl: bytes | None = None
         self._crl_notice: asyncio.Task[None] | None = None
+        store.follow(self._followed)
 
     def publish_crl(self, der: bytes) -> None:
         """Send ``der`` (a CRL the hub verified) to every watching node."""
@@ -121,10 +135,12 @@ class Directory:
     def revision(self) -> int:
         return self.store.revision
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> list[Entity]:
+        """The small tables from the store; returns their entities."""
         tables = _Tables()
         revoked: set[int] = set()
-        for entity in await self.store.small_tables():
+        entities = await self.store.small_tables()
+        for entity in entities:
             if isinstance(entity, Institution):
                 tables.institutions[entity.enterprise_number] = entity
             elif isinstance(entity, Service):
@@ -138,24 +154,37 @@ class Directory:
                 revoked.add(int(entity.serial, 16))
         tables.revoked = frozenset(revoked)
         self.tables = tables
+        return entities
 
     # -- changes ---------------------------------------------------------------------------
 
     async def apply(self, changes: Sequence[tuple[Entity, bool]]) -> int:
-        """Validate and apply; raises InvalidArgument naming the first bad change."""
+        """Validate and apply; the revision of the last change (nothing to apply: the
+        current one). Raises InvalidArgument naming the first bad change."""
         for index, (entity, deleted) in enumerate(changes):
             problem = None if deleted else problem_of(entity)
             if problem is not None:
                 raise InvalidArgument(f"change {index}: {problem}", CallReason.INVALID_ENTRY,
                                       {"change": str(index)})
         logged = await self.store.apply(changes)
+        await self._taken(logged)
+        return logged[-1].revision if logged else self.store.revision
+
+    async def _taken(self, logged: list[LoggedChange]) -> None:
+        """After the commit of ``logged`` (here or through another replica)."""
         if any(not isinstance(c.entity, Integration) for c in logged):
             await self._reload()
         for callback in self.on_change:
             callback(logged)
         async with self.changed:
             self.changed.notify_all()
-        return self.store.revision
+
+    async def _followed(self, changes: list[LoggedChange], resynced: bool) -> None:
+        """The store took in what another replica committed (see the module's doc)."""
+        if resynced:
+            revision = self.store.revision
+            changes = [LoggedChange(revision, owner_of(e), e, False) for e in await self._reload()]
+        await self._taken(changes)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -198,6 +227,8 @@ class Directory:
         owners = fragment_owners(institution)
         recipient = institution.enterprise_number
         current = start
+        if start > self.store.revision:  # perhaps seen through another replica
+            await self.store.catch_up()
         if start == 0 or start < self.store.compacted_revision or start > self.store.revision:
             current, entities = await self.store.snapshot(owners)
             for update in self._snapshot_parts(recipient, current, entities):
@@ -213,7 +244,7 @@ class Directory:
                 ))
             async with self.changed:
                 upto = self.store.revision
-                if upto == current:
+                if upto <= current:  # below: a snapshot ahead of what the store took in
                     if self.crl is sent_crl:
                         await self.changed.wait()
                     continue
@@ -223,6 +254,8 @@ class Directory:
                     yield update
                 continue
             changes = await self.store.changes_since(owners, current, upto, DELTA_LIMIT)
+            if current < self.store.compacted_revision:
+                continue  # compacted meanwhile (another replica): a snapshot, above
             to = upto if len(changes) < DELTA_LIMIT else changes[-1].revision
             yield self._signed(pb.DirectoryUpdate(
                 kind=pb.DirectoryUpdate.KIND_DELTA, recipient=recipient, from_revision=current,

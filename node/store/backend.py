@@ -48,9 +48,8 @@ class HubBackend:
 def hub_layout(config: HubConfig) -> StateLayout:
     """The hub's state in its data directory: the two SQLite databases (none on PostgreSQL),
     and its signing key when kept in the data dir."""
-    # PostgreSQL: the directory stays in directory.sqlite until it moves to the database too.
     databases = (("hub.sqlite", "directory.sqlite")
-                 if config.store.backend is StoreBackend.SQLITE else ("directory.sqlite",))
+                 if config.store.backend is StoreBackend.SQLITE else ())
     return StateLayout("hub", config.data_dir, databases,
                        layout_files([config.directory_key_path], config.data_dir))
 
@@ -84,10 +83,11 @@ def open_hub_backend(config: HubConfig, signer: Ed25519PrivateKey, clock: Clock)
             HubStore(config.data_dir / "hub.sqlite", config.synchronous, signer=signer,
                      checkpoints=config.audit_checkpoints, clock=clock),
             DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous))
+    from node.store.postgres.directory_store import PostgresDirectoryStore
     from node.store.postgres.hub_store import PostgresHubStore
 
     params = pg_params(config.store)
     return HubBackend(
         PostgresHubStore(params, signer=signer, checkpoints=config.audit_checkpoints,
                          clock=clock, replica_id=replica_id(config)),
-        DirectoryStore(config.data_dir / "directory.sqlite", config.synchronous))
+        PostgresDirectoryStore(params))

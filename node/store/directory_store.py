@@ -18,10 +18,15 @@ Reads on the hot path: the integrations of a batch's subjects go through a separ
 connection and an LRU cache by subject (:data:`CACHE_SUBJECTS`, see
 :mod:`node.store.integrations`); replaced numbers (old -> new) are few (a number is replaced
 when a bis number becomes a register number) and are held whole in memory, so asking about
-a subject never waits for the database to learn it was not replaced. :meth:`DirectoryStore.apply`
-keeps both true, on the event loop after each commit. The small
-tables (institutions, services, authorizations) are kept in memory by
-:class:`node.hub.directory.Directory`.
+a subject never waits for the database to learn it was not replaced. Both are a
+:class:`DirectoryCaches`, which :meth:`DirectoryStore.apply` keeps true, on the event loop after
+each commit (the PostgreSQL store, :mod:`node.store.postgres.directory_store`, shares it, the
+stored JSON of an entity and the table of each kind). The small tables (institutions,
+services, authorizations) are kept in memory by :class:`node.hub.directory.Directory`.
+
+Other writers: none. The hub's data directory is locked by one process, whose writer thread
+alone writes this file: :meth:`DirectoryStore.follow` keeps its callback and never calls it,
+and :meth:`DirectoryStore.catch_up` has nothing to do.
 """
 
 from __future__ import annotations
@@ -42,11 +47,21 @@ from node.store.integrations import (
     read_integrations,
     write_integrations,
 )
+from node.store.protocols import FollowCallback
 from node.store.records import LoggedChange
 from node.store.sqlite import migrate_sync, transaction
 from node.store.threaded import SQLiteThreads
 
-__all__ = ["DirectoryStore", "LoggedChange", "decode_entity", "encode_entity"]
+__all__ = [
+    "OWNED_KINDS",
+    "SMALL_KINDS",
+    "DirectoryCaches",
+    "DirectoryStore",
+    "LoggedChange",
+    "decode_entity",
+    "encode_entity",
+    "runs",
+]
 
 MIGRATIONS = [
     """
@@ -73,12 +88,12 @@ MIGRATIONS = [
     """,
 ]
 
-_SMALL_TABLES = {
-    "institution": "institutions",
-    "service": "services",
-    "revoked_certificate": "revoked",
-}
-_OWNED_TABLES = {"authorization": "authorizations", "subscription": "subscriptions"}
+#: The kinds every fragment holds whole, and those held by owner: the small tables, in the
+#: order :meth:`DirectoryStore.small_tables` lists them.
+SMALL_KINDS = ("institution", "service", "revoked_certificate")
+OWNED_KINDS = ("authorization", "subscription")
+_SMALL_TABLES = dict(zip(SMALL_KINDS, ("institutions", "services", "revoked"), strict=True))
+_OWNED_TABLES = dict(zip(OWNED_KINDS, ("authorizations", "subscriptions"), strict=True))
 #: Subjects whose integrations the hub keeps decoded in memory (LRU).
 CACHE_SUBJECTS = 250_000
 
@@ -99,6 +114,50 @@ def decode_entity(kind: str, text: str) -> Entity:
 _STORED = {kind: tuple(f.stored for f in fields) for kind, fields in FIELDS.items()}
 
 
+class DirectoryCaches:
+    """What the hub keeps in memory of the big parts of the directory: the integrations of
+    recently asked subjects (LRU) and every replaced number. :meth:`take` keeps them true: it
+    is called with every committed change, in revision order, after its commit."""
+
+    def __init__(self) -> None:
+        self.integrations: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
+        self.replaced: dict[str, str] = {}  # every replacement: old number -> new number
+
+    def reset(self, replaced: dict[str, str]) -> None:
+        """Start over from ``replaced`` (all of them, as stored) and an empty cache."""
+        self.integrations.clear()
+        self.replaced = replaced
+
+    def take(self, logged: Iterable[LoggedChange]) -> None:
+        """After the commit of ``logged``: the caches follow."""
+        logged = list(logged)
+        self.integrations.forget(
+            c.entity.subject for c in logged if isinstance(c.entity, Integration))
+        replaced = self.replaced
+        for change in logged:
+            entity = change.entity
+            if not isinstance(entity, Replacement):
+                continue
+            if change.deleted:
+                replaced.pop(entity.old_number, None)
+            else:
+                replaced[entity.old_number] = entity.new_number
+
+    def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
+        """Old number -> new number for those of ``numbers`` that were replaced, and along
+        chains of replacements (at most 10 hops)."""
+        replaced = self.replaced
+        found: dict[str, str] = {}
+        pending = [n for n in numbers if n in replaced]
+        for _ in range(10):
+            if not pending:
+                break
+            step = {n: replaced[n] for n in pending if n not in found}
+            found.update(step)
+            pending = [n for n in step.values() if n in replaced and n not in found]
+        return found
+
+
 class DirectoryStore:
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
         self.path = path
@@ -107,11 +166,17 @@ class DirectoryStore:
         #: agrees with it).
         self.revision = 0
         self.compacted_revision = 0
-        self.integration_cache: SubjectCache[tuple[Integration, ...]] = SubjectCache(CACHE_SUBJECTS)
-        self._replaced: dict[str, str] = {}  # every replacement: old number -> new number
+        self.caches = DirectoryCaches()
+        self.integration_cache = self.caches.integrations
+
+    def follow(self, callback: FollowCallback) -> None:
+        """Nothing to follow: this process alone writes the file (see the module's doc)."""
+
+    async def catch_up(self) -> None:
+        """Nothing to take in: every change was made here."""
 
     async def open(self) -> None:
-        self._replaced = await self._db.open(self._open)
+        self.caches.reset(await self._db.open(self._open))
 
     def _open(self, w: sqlite3.Connection) -> dict[str, str]:
         migrate_sync(w, MIGRATIONS)
@@ -154,16 +219,7 @@ class DirectoryStore:
 
     def _applied(self, logged: list[LoggedChange]) -> None:
         """On the loop, after the commit: the caches follow."""
-        self.integration_cache.forget(
-            c.entity.subject for c in logged if isinstance(c.entity, Integration))
-        for change in logged:
-            entity = change.entity
-            if not isinstance(entity, Replacement):
-                continue
-            if change.deleted:
-                self._replaced.pop(entity.old_number, None)
-            else:
-                self._replaced[entity.old_number] = entity.new_number
+        self.caches.take(logged)
 
     async def compact(self, keep_after: int) -> tuple[int, int]:
         """Drop history up to ``keep_after``; returns (compacted revision, rows removed)."""
@@ -201,18 +257,8 @@ class DirectoryStore:
         return await read_integrations(self._db, subjects, self.integration_cache)
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]:
-        """Old number -> new number for those of ``numbers`` that were replaced, and along
-        chains of replacements (at most 10 hops)."""
-        replaced = self._replaced
-        found: dict[str, str] = {}
-        pending = [n for n in numbers if n in replaced]
-        for _ in range(10):
-            if not pending:
-                break
-            step = {n: replaced[n] for n in pending if n not in found}
-            found.update(step)
-            pending = [n for n in step.values() if n in replaced and n not in found]
-        return found
+        """:meth:`DirectoryCaches.replacements_of` (from memory)."""
+        return self.caches.replacements_of(numbers)
 
     async def snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]:
         """The fragment made of ``owners``' entities, and the revision it is at (read in the
@@ -259,7 +305,7 @@ def _changes_since(conn: sqlite3.Connection, owners: Sequence[str], after: int, 
 def _apply_state(w: sqlite3.Connection, kind: str, items: list[tuple[Entity, bool]]) -> None:
     if kind == "integration":
         # Keep order: a put then a delete of the same key in one call must end deleted.
-        for deleted, group in _runs(items):
+        for deleted, group in runs(items):
             write_integrations(w, group, deleted)  # type: ignore[arg-type]
         return
     for entity, deleted in items:
@@ -287,11 +333,13 @@ def _apply_state(w: sqlite3.Connection, kind: str, items: list[tuple[Entity, boo
                           (key, owner_of(entity), encode_entity(entity)))
 
 
-def _runs(items: list[tuple[Entity, bool]]) -> list[tuple[bool, list[Entity]]]:
-    runs: list[tuple[bool, list[Entity]]] = []
+def runs(items: Iterable[tuple[Entity, bool]]) -> list[tuple[bool, list[Entity]]]:
+    """``items`` as runs of puts and of deletes, in order (a put then a delete of one key in
+    one call must end deleted)."""
+    found: list[tuple[bool, list[Entity]]] = []
     for entity, deleted in items:
-        if runs and runs[-1][0] == deleted:
-            runs[-1][1].append(entity)
+        if found and found[-1][0] == deleted:
+            found[-1][1].append(entity)
         else:
-            runs.append((deleted, [entity]))
-    return runs
+            found.append((deleted, [entity]))
+    return found

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date
 from typing import Any, Generic, TypeVar
 
@@ -28,9 +28,12 @@ from node.store.threaded import SQLiteThreads
 __all__ = [
     "INTEGRATIONS_TABLE",
     "SubjectCache",
+    "answer",
+    "grouped",
     "integration_of",
     "integration_row",
     "preload",
+    "preload_from",
     "read_integrations",
     "write_integrations",
 ]
@@ -144,16 +147,30 @@ class SubjectCache(Generic[V]):
 async def preload(
     db: SQLiteThreads, cache: SubjectCache[tuple[Integration, ...]], rows: int = 20_000,
 ) -> int:
-    """Fill ``cache`` from the ``integrations`` table, in subject order, until it is full or
-    the table is read (``rows`` per query; the event loop runs between queries). Returns the
+    """:func:`preload_from` the ``integrations`` table of ``db``."""
+    def fetch(after: str, limit: int) -> Awaitable[Sequence[Sequence[Any]]]:
+        return db.fetchall(f"SELECT {COLUMNS} FROM integrations WHERE subject > ?"
+                           " ORDER BY subject LIMIT ?", (after, limit))
+
+    return await preload_from(fetch, cache, rows)
+
+
+#: ``fetch(after, limit)``: at most ``limit`` integration rows (:data:`COLUMNS`) of subjects
+#: after ``after``, in subject order.
+FetchAfter = Callable[[str, int], Awaitable[Sequence[Sequence[Any]]]]
+
+
+async def preload_from(
+    fetch: FetchAfter, cache: SubjectCache[tuple[Integration, ...]], rows: int = 20_000,
+) -> int:
+    """Fill ``cache`` from an integrations table, in subject order, until it is full or
+    the table is read (``rows`` per ``fetch``; the event loop runs between them). Returns the
     subjects loaded. A chunk read while a write came in is dropped (the generation check), so
     the cache stays true; a subject cut by a chunk's end is read whole with the next one."""
     after, loaded = "", 0
     while len(cache) < cache.max_subjects:
         generation = cache.generation
-        found = await db.fetchall(
-            f"SELECT {COLUMNS} FROM integrations WHERE subject > ? ORDER BY subject LIMIT ?",
-            (after, rows))
+        found = await fetch(after, rows)
         if not found:
             break
         complete = len(found) < rows
@@ -196,9 +213,18 @@ async def read_integrations(
     quick = db.loop_reader
     if quick is not None and len(missing) <= QUICK_SUBJECTS:
         if missing:
-            read = _grouped(missing, quick.execute(_select_in(len(missing)), missing))
+            read = grouped(missing, quick.execute(_select_in(len(missing)), missing))
     elif missing:
         read = await db.read(_read_chunks, db.reader, missing)
+    return answer(cache, generation, found, read)
+
+
+def answer(
+    cache: SubjectCache[tuple[Integration, ...]], generation: int,
+    found: dict[str, tuple[Integration, ...]], read: dict[str, tuple[Integration, ...]],
+) -> dict[str, tuple[Integration, ...]]:
+    """The end of a read through ``cache``: ``read`` (the subjects ``cache`` missed, read at
+    ``generation``) fills it, and the answer leaves out the subjects without integrations."""
     cache.fill(generation, read)
     found.update(read)
     return {s: v for s, v in found.items() if v}
@@ -208,7 +234,7 @@ def _read_chunks(conn: sqlite3.Connection, subjects: Sequence[str]) -> dict[str,
     read: dict[str, tuple[Integration, ...]] = {}
     for start in range(0, len(subjects), CHUNK):
         chunk = subjects[start:start + CHUNK]
-        read.update(_grouped(chunk, conn.execute(_select_in(len(chunk)), chunk)))
+        read.update(grouped(chunk, conn.execute(_select_in(len(chunk)), chunk)))
     return read
 
 
@@ -217,7 +243,7 @@ def _select_in(n: int) -> str:
     return f"SELECT {COLUMNS} FROM integrations WHERE subject IN ({','.join('?' * n)})"
 
 
-def _grouped(
+def grouped(
     chunk: Sequence[str], rows: Iterable[tuple[Any, ...]],
 ) -> dict[str, tuple[Integration, ...]]:
     """Rows of ``chunk``'s subjects as one tuple per subject (empty for a subject without)."""

@@ -39,7 +39,7 @@ bytes, strings, numbers and the records of :mod:`node.store.records` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from node.core.audit import AuditRecord, Checkpoint
@@ -67,6 +67,7 @@ __all__ = [
     "DeliveryLeases",
     "DeliveryQueue",
     "DirectoryLog",
+    "FollowCallback",
     "FragmentReplica",
     "ContinuityState",
     "HubStorage",
@@ -196,12 +197,30 @@ class HubStorage(BatchIntake, AuditLog, DeliveryQueue, Protocol):
     def is_open(self) -> bool: ...
 
 
+#: ``callback(changes, resynced)``: what a :class:`DirectoryLog` took in from other writers.
+FollowCallback = Callable[[list[LoggedChange], bool], Awaitable[None]]
+
+
 class DirectoryLog(Protocol):
     """The hub's master directory: a revisioned log of entity changes
-    (:mod:`node.hub.directory`)."""
+    (:mod:`node.hub.directory`).
+
+    Revisions are one sequence in commit order, whoever writes: once a revision is committed,
+    every lower one is. :attr:`revision` is the last one this store took in (its own and, on
+    a database several hub replicas share, the others'); :meth:`changes_since` up to it never
+    skips one."""
 
     revision: int
     compacted_revision: int
+
+    def follow(self, callback: FollowCallback) -> None:
+        """Call ``callback`` after this store took in changes that *other* writers committed
+        (other hub replicas): ``(changes, False)`` in revision order, or ``([], True)`` when
+        the changes it missed were compacted away and it started over from the current state.
+        A store no one else writes never calls it."""
+
+    async def catch_up(self) -> None:
+        """Take in now what other writers committed (as :meth:`follow` reports it)."""
 
     async def open(self) -> None: ...
 
@@ -220,11 +239,16 @@ class DirectoryLog(Protocol):
 
     async def replacements_of(self, numbers: Iterable[str]) -> dict[str, str]: ...
 
-    async def snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]: ...
+    async def snapshot(self, owners: Sequence[str]) -> tuple[int, list[Entity]]:
+        """``owners``' entities and the revision they are at (possibly above
+        :attr:`revision`, never below what they hold)."""
 
     async def changes_since(
         self, owners: Sequence[str], after: int, upto: int, limit: int = 10_000
-    ) -> list[LoggedChange]: ...
+    ) -> list[LoggedChange]:
+        """Changes of ``owners`` in (after, upto], oldest first, at most ``limit``; when
+        ``after`` is below the compacted revision (:attr:`compacted_revision` is up to date
+        after the call), what they were is gone and the caller needs a snapshot."""
 
 
 # -- node --------------------------------------------------------------------------------------

@@ -25,13 +25,15 @@ import asyncpg
 from node.config import AuditCheckpoints
 from node.core.audit import Signer
 from node.store.audit_queries import AuditReport, verify_file
+from node.store.directory_store import DirectoryStore
 from node.store.hub_store import MIGRATIONS, HubStore
 from node.store.node_store import NodeStore
 from node.store.postgres import PgParams, PostgresHubStore
 from node.store.postgres import audit as pg_audit
 from node.store.postgres.connection import migrate
+from node.store.postgres.directory_store import PostgresDirectoryStore
 from node.store.postgres.migrations import MIGRATIONS as PG_MIGRATIONS
-from node.store.protocols import HubStorage, NodeStorage
+from node.store.protocols import DirectoryLog, HubStorage, NodeStorage
 from node.wire.delivery import pack
 
 #: The destination queued in the older-schema store, and its envelope.
@@ -55,6 +57,8 @@ class HubBackend:
     #: While entered, commits of audit records from ``sender`` hold their transaction open
     #: ``seconds`` longer (a no-op where writes are serialized anyway).
     slow_commits: Callable[[Path, str, float], contextlib.AbstractContextManager[None]]
+    #: The hub's directory store in a directory (on PostgreSQL: in the hub's database).
+    directory: Callable[[Path], DirectoryLog]
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ HUB_BACKENDS = {
         newer_hub=lambda path: _sqlite_newer_hub(path / "hub.sqlite"),
         verify=lambda path: verify_file(path / "hub.sqlite"),
         slow_commits=_writes_are_serialized,
+        directory=lambda path: DirectoryStore(path / "directory.sqlite", "NORMAL"),
     ),
     "postgresql": HubBackend(
         "postgresql",
@@ -166,6 +171,7 @@ HUB_BACKENDS = {
         newer_hub=lambda path: run_sync(pg_do(path, _pg_newer)),
         verify=lambda path: run_sync(pg_do(path, pg_audit.verify)),
         slow_commits=_pg_slow_commits,
+        directory=lambda path: PostgresDirectoryStore(pg_params(path)),
     ),
 }
 

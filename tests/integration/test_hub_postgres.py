@@ -36,7 +36,9 @@ async def test_envelopes_cross_a_hub_on_postgresql_and_survive_its_restart(
         pg_database: PgDatabase, start_network: NetworkStarter) -> None:
     net: InProcessNetwork = await start_network(
         hub_overrides={"store": pg_database.store_table()})
-    assert not (net.root / "hub" / "hub.sqlite").exists()  # the queue is in the database
+    for name in ("hub.sqlite", "directory.sqlite"):  # the queue and directory are in it
+        assert not (net.root / "hub" / name).exists()
+    assert net.hub.directory.revision > 0  # seeded, in the database
     # C is away: what is queued for it waits in PostgreSQL, across the hub's restart.
     await net.stop_node(C)
     await submit_accepted(net.local_api(A),

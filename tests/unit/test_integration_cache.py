@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import pytest
-
 from node.core.directory import Integration, Period, Replacement
 from node.store import integrations
 from node.store.directory_store import DirectoryStore
@@ -34,36 +32,6 @@ def test_a_read_that_raced_a_write_does_not_fill() -> None:
     cache.forget(["a"])  # a write committed while the read ran
     cache.fill(started, {"a": "old"})
     assert cache.lookup(["a"]) == ({}, ["a"])
-
-
-@pytest.mark.parametrize("quick", [4, -1], ids=["on-the-loop", "reader-thread"])
-async def test_hub_directory_reads_its_own_writes_through_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quick: int
-) -> None:
-    """A few subjects are read on the event loop's own connection, more through the reader
-    thread (-1: always the thread); either way every write is seen at once."""
-    monkeypatch.setattr(integrations, "QUICK_SUBJECTS", quick)
-    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
-        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), False)])
-        assert await store.integrations_of([CITIZEN, OTHER]) == {
-            CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
-        assert await store.replacements_of([OLD, CITIZEN]) == {}
-        # Both answers are cached now (also "none" for OTHER and OLD) ...
-        assert store.integration_cache.lookup([CITIZEN, OTHER])[1] == []
-        # ... and every write is seen at once.
-        await store.apply([(Integration(CITIZEN, B, 2, 1, SINCE), False),
-                           (Integration(OTHER, B, 1, 1, SINCE), False),
-                           (Replacement(OLD, CITIZEN), False)])
-        held = await store.integrations_of([CITIZEN, OTHER])
-        assert sorted(held[CITIZEN]) == sorted([Integration(CITIZEN, A, 1, 1, SINCE),
-                                                Integration(CITIZEN, B, 2, 1, SINCE)])
-        assert held[OTHER] == (Integration(OTHER, B, 1, 1, SINCE),)
-        assert await store.replacements_of([OLD]) == {OLD: CITIZEN}
-        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), True),
-                           (Replacement(OLD, CITIZEN), True)])
-        assert await store.integrations_of([CITIZEN]) == {
-            CITIZEN: (Integration(CITIZEN, B, 2, 1, SINCE),)}
-        assert await store.replacements_of([OLD]) == {}
 
 
 async def test_node_fragment_reads_deltas_and_snapshots_through_the_cache(tmp_path: Path) -> None:
@@ -134,16 +102,6 @@ async def test_preload_fills_whole_subjects_across_chunk_ends(tmp_path: Path) ->
         small: SubjectCache[tuple[Integration, ...]] = SubjectCache(1)
         await preload(store._db, small, rows=4)
         assert len(small) == 1
-
-
-async def test_hub_directory_knows_every_replacement_after_reopening(tmp_path: Path) -> None:
-    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as store:
-        # A chain: OLD -> OTHER -> CITIZEN.
-        await store.apply([(Replacement(OLD, OTHER), False), (Replacement(OTHER, CITIZEN), False)])
-    async with opened(DirectoryStore(tmp_path / "directory.sqlite")) as again:
-        assert await again.replacements_of([OLD, CITIZEN]) == {OLD: OTHER, OTHER: CITIZEN}
-        await again.apply([(Replacement(OTHER, CITIZEN), True)])
-        assert await again.replacements_of([OLD]) == {OLD: OTHER}
 
 
 async def test_the_hub_reads_integrations_only_for_services_that_use_them(tmp_path: Path) -> None:

@@ -101,4 +101,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX delivery_leases_by_owner ON delivery_leases (owner);
     """,
+    # 4: the reference directory (node.store.postgres.directory_store): its head (the last
+    # revision, taken FOR UPDATE by every change: one sequence in commit order, and the
+    # compacted revision), the log of changes by owner, and the current state of each kind.
+    """
+    CREATE TABLE dir_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        revision bigint NOT NULL,
+        compacted_revision bigint NOT NULL
+    );
+    INSERT INTO dir_head (id, revision, compacted_revision) VALUES (1, 0, 0);
+    CREATE TABLE dir_changes (
+        revision bigint PRIMARY KEY,
+        owner text NOT NULL,
+        kind text NOT NULL,
+        key text NOT NULL,
+        deleted boolean NOT NULL,
+        data text NOT NULL
+    );
+    CREATE INDEX dir_changes_by_owner ON dir_changes (owner, revision);
+    CREATE TABLE dir_institutions (key text PRIMARY KEY, data text NOT NULL);
+    CREATE TABLE dir_services (key text PRIMARY KEY, data text NOT NULL);
+    CREATE TABLE dir_revoked (key text PRIMARY KEY, data text NOT NULL);
+    CREATE TABLE dir_authorizations (key text PRIMARY KEY, owner text NOT NULL,
+                                     data text NOT NULL);
+    CREATE TABLE dir_subscriptions (key text PRIMARY KEY, owner text NOT NULL,
+                                    data text NOT NULL);
+    CREATE TABLE dir_replacements (old_number text PRIMARY KEY, new_number text NOT NULL);
+    CREATE TABLE dir_integrations (
+        subject text NOT NULL,
+        institution text NOT NULL,
+        capacity integer NOT NULL,
+        begin_date text NOT NULL,
+        end_date text NOT NULL,
+        phase integer NOT NULL,
+        PRIMARY KEY (subject, institution, capacity, begin_date)
+    );
+    CREATE INDEX dir_integrations_by_institution ON dir_integrations (institution);
+    """,
 ]
