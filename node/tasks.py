@@ -14,6 +14,10 @@ under a retry storm, a flood of unstructured lines. Here:
 * :func:`report_unhandled` is the event loop's exception handler in the daemons: anything
   asyncio would still print (a future nobody looked at, a failing callback) comes out as one
   structured ``asyncio_unhandled`` line instead.
+* :func:`wait_event` waits for an event at most so long. Not ``asyncio.wait_for``: on Python
+  3.11 it loses a cancellation that arrives as the awaited event is set, and the cancelled
+  task then runs on (a hub whose store health task was cancelled while a failed write set
+  its event never finished stopping).
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ from typing import Any, ClassVar
 import structlog
 
 __all__ = ["BackgroundTask", "cancel_and_wait", "cause_of", "consume", "report_unhandled",
-           "spawn"]
+           "spawn", "wait_event"]
 
 log = structlog.get_logger("tasks")
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds have passed; whether it is set
+    (see the module's docstring for why not ``asyncio.wait_for``)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:

@@ -82,7 +82,7 @@ from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.protocols import DeliveryQueue
 from node.store.records import HeldLeases, LeaseLost, QueuedBatch
-from node.tasks import cancel_and_wait, spawn
+from node.tasks import cancel_and_wait, spawn, wait_event
 from node.wire.delivery import delivery_message, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
 
@@ -589,5 +589,4 @@ class Deliverer:
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+    await wait_event(event, timeout)

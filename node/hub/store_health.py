@@ -18,12 +18,12 @@ and its caches, refuses to acknowledge, and rejoins when the database answers ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from node.core.errors import Unavailable
+from node.tasks import wait_event
 
 __all__ = ["StoreHealth"]
 
@@ -50,8 +50,7 @@ class StoreHealth:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), self.period_s)
+            await wait_event(self._now, self.period_s)
             self._now.clear()
             await self._check()
 

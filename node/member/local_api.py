@@ -12,7 +12,6 @@ them on. ``Fetch``/``Acknowledge`` read the inbox in arrival order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import operator
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from node.rpc.edge import guard_stream, unary
 from node.rpc.multiplex import reply_message_bytes, serve_calls
 from node.store.protocols import FragmentReplica, NodeStorage
 from node.store.records import Enqueued
-from node.tasks import consume
+from node.tasks import consume, wait_event
 from node.wire.declarations import CATALOGUE_SERVICES, validate_payload
 from node.wire.envelopes import decode, head_of, outcome_to_proto, outcomes_blob
 from node.wire.gen.crossroads.v1 import consult_pb2, envelope_pb2, local_pb2, local_pb2_grpc
@@ -182,8 +181,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             remaining = deadline - self.clock.monotonic()
             if not any(r.awaited for r in results) or remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.uplink.decided.wait(), min(remaining, 0.5))
+            await wait_event(self.uplink.decided, min(remaining, 0.5))
         response = local_pb2.OutcomesResponse()
         for r in results:
             response.outcomes.append(
@@ -211,8 +209,7 @@ class LocalService(local_pb2_grpc.LocalServicer):
             remaining = deadline - self.clock.monotonic()
             if rows or remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.store.inbox_changed.wait(), remaining)
+            await wait_event(self.store.inbox_changed, remaining)
         return local_pb2.FetchResponse(envelopes=[blob for _, blob in rows])
 
     @unary("Local.Acknowledge")

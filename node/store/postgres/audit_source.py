@@ -21,7 +21,7 @@ import asyncpg
 from node.store.audit_queries import AuditReport, Consultation, PurgeReport
 from node.store.audit_source import SourceUnavailable, directory_kinds
 from node.store.postgres import audit
-from node.store.postgres.connection import PgParams
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresAuditSource"]
 
 _T = TypeVar("_T")
-_FAILURES = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresAuditSource:
@@ -51,7 +50,7 @@ class PostgresAuditSource:
                                          timeout=self.params.connect_timeout_s,
                                          command_timeout=self.params.command_timeout_s,
                                          statement_cache_size=self.params.statement_cache_size)
-        except _FAILURES as exc:
+        except DATABASE_ERRORS as exc:
             raise SourceUnavailable(
                 f"cannot reach the hub's PostgreSQL database: {_one_line(exc)}") from None
         try:

@@ -21,7 +21,13 @@ import asyncpg
 
 from node.store.postgres.migrations import MIGRATIONS
 
-__all__ = ["MIGRATION_LOCK", "PgParams", "create_pool", "migrate", "schema_version"]
+__all__ = ["DATABASE_ERRORS", "MIGRATION_LOCK", "PgParams", "create_pool", "migrate",
+           "schema_version"]
+
+#: What a lost, refused or timed-out database connection raises (asyncpg's errors, the
+#: socket's, the statement and connect timeouts): every store turns them into
+#: ``Unavailable`` (nothing stored, retry), never an exception the RPC edge does not know.
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 #: The advisory lock key migrations run under (any constant; "crossroads hub").
 MIGRATION_LOCK = 0x63726F7373

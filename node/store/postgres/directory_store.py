@@ -84,7 +84,7 @@ from node.store.integrations import (
     integration_row,
     preload_from,
 )
-from node.store.postgres.connection import PgParams, create_pool, migrate
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams, create_pool, migrate
 from node.store.protocols import FollowCallback
 from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, spawn
@@ -107,7 +107,6 @@ POOL_MAX = 4
 #: Seconds a catch-up of the listener, or the pool's closing, may take before it counts as
 #: failed (connecting and each statement are bounded by :class:`PgParams`).
 CATCH_UP_TIMEOUT_S = 10.0
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -298,7 +297,7 @@ class PostgresDirectoryStore:
                     last = logged[-1].revision
                     await conn.execute("UPDATE dir_head SET revision = $1 WHERE id = 1", last)
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(last))
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 raise self.failures.failed("directory_apply", exc,
                                            changes=len(changes)) from exc
             try:  # first what other replicas committed below ours
@@ -326,7 +325,7 @@ class PostgresDirectoryStore:
                     removed = int(status.split()[-1])
                     await conn.execute("UPDATE dir_head SET compacted_revision = $1"
                                        " WHERE id = 1", upto)
-        except _DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise self.failures.failed("directory_compact", exc) from exc
         self.compacted_revision = max(self.compacted_revision, upto, int(compacted))
         return self.compacted_revision, removed
@@ -467,7 +466,7 @@ class PostgresDirectoryStore:
                 async with self._connection() as conn:
                     rows = await conn.fetch(_INTEGRATIONS + " WHERE subject = ANY($1::text[])",
                                             missing)
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 raise self.failures.failed("directory_read", exc) from exc
             read = grouped(missing, rows)
         return answer(cache, generation, found, read)

@@ -62,7 +62,7 @@ from node.core.reasons import CallReason
 from node.store.audit_queries import Consultation, PurgeReport
 from node.store.failures import StoreFailures
 from node.store.postgres import audit, leases
-from node.store.postgres.connection import PgParams, create_pool, migrate
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams, create_pool, migrate
 from node.store.protocols import QueueDoorbell
 from node.store.records import (
     HeldLeases,
@@ -185,7 +185,7 @@ class PostgresHubStore:
                     self.params.dsn, password=self.params.password, timeout=timeout,
                     statement_cache_size=0)
             await self._ping_conn.fetchval("SELECT 1", timeout=timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DATABASE_ERRORS as exc:
             conn, self._ping_conn = self._ping_conn, None
             if conn is not None:
                 conn.terminate()
@@ -202,17 +202,24 @@ class PostgresHubStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield conn
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             self._segment_upto = -1
             raise self.failures.failed(component, exc, **context) from exc
         except BaseException:
             self._segment_upto = -1
             raise
 
-    def _reader(self) -> Any:
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for reads; a database failure becomes ``Unavailable`` (counted as
+        ``hub_read``), never an exception the RPC edge does not know."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
-        return self._pool.acquire()
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except DATABASE_ERRORS as exc:
+            raise self.failures.failed("hub_read", exc) from exc
 
     # -- intake ----------------------------------------------------------------------------
 

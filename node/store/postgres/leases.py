@@ -45,10 +45,10 @@ import asyncpg
 import structlog
 
 from node.core.backoff import Backoff
-from node.store.postgres.connection import PgParams
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams
 from node.store.protocols import QueueDoorbell
 from node.store.records import HeldLeases, LeaseLost
-from node.tasks import cause_of
+from node.tasks import cause_of, wait_event
 
 __all__ = ["LEASE_CHANNEL", "QUEUE_CHANNEL", "fence", "listen", "queue_bell", "release", "renew"]
 
@@ -155,7 +155,7 @@ async def listen(params: PgParams, doorbell: QueueDoorbell, backoff: Backoff | N
     while True:
         try:
             await _listen_once(params, doorbell, backoff)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DATABASE_ERRORS as exc:
             delay = backoff.next_delay()
             log.warning("queue_listener_failed", error=cause_of(exc), retry_in_s=round(delay, 3))
             await asyncio.sleep(delay)
@@ -176,10 +176,9 @@ async def _listen_once(params: PgParams, doorbell: QueueDoorbell, backoff: Backo
         doorbell.leases_freed()
         backoff.reset()
         while not lost.is_set():
-            try:
-                await asyncio.wait_for(lost.wait(), LISTEN_PING_S)
-            except TimeoutError:
-                await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_PING_S)
+            if not await wait_event(lost, LISTEN_PING_S):
+                async with asyncio.timeout(LISTEN_PING_S):
+                    await conn.execute("SELECT 1")
         raise ConnectionError("the listening connection was closed")
     finally:
         conn.terminate()
