@@ -123,10 +123,10 @@ def directory_kinds(directory: Path | None) -> dict[str, str]:
 def audit_source(config: HubConfig) -> AuditSource:
     """The audit log of the hub ``config`` describes: its PostgreSQL database, or the
     ``hub.sqlite`` in its data directory (the one place the audit tool picks a backend).
-    The directory, for service kinds, is ``directory.sqlite`` in the data directory."""
+    The directory, for service kinds, is in the same database, or ``directory.sqlite`` in the
+    data directory."""
     from node.config import StoreBackend
 
-    directory = config.data_dir / "directory.sqlite"
     if config.store.backend is StoreBackend.POSTGRESQL:
         from node.store.backend import pg_params
         from node.store.postgres.audit_source import PostgresAuditSource
@@ -135,5 +135,5 @@ def audit_source(config: HubConfig) -> AuditSource:
             params = pg_params(config.store)
         except (OSError, RuntimeError, ValueError) as exc:
             raise SourceUnavailable(f"cannot read the hub's database password: {exc}") from None
-        return PostgresAuditSource(params, directory)
-    return SqliteAuditSource(config.data_dir / "hub.sqlite", directory)
+        return PostgresAuditSource(params)
+    return SqliteAuditSource(config.data_dir / "hub.sqlite", config.data_dir / "directory.sqlite")

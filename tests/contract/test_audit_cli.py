@@ -22,6 +22,7 @@ import pytest
 from node.cli import audit as audit_cli
 from node.core.audit import Checkpoint, sign_checkpoint
 from node.core.clock import FakeClock
+from node.core.directory import Service, ServiceKind
 from node.store.hub_store import HubStore
 from node.store.postgres import PostgresHubStore
 from node.store.postgres import audit as pg_audit
@@ -159,6 +160,21 @@ def test_who_consulted_and_purge(hub: Hub, capsys) -> None:  # type: ignore[no-u
     assert capsys.readouterr().out.startswith("purged: 17 records redacted, 0 deleted")
     assert hub.cli("verify") == 0
     assert "17 redacted by retention" in capsys.readouterr().out
+
+
+def test_purge_reads_the_service_kinds_from_the_hubs_own_directory(
+        backend: HubBackend, hub: Hub, capsys) -> None:  # type: ignore[no-untyped-def]
+    """No ``--service-kind``: the kinds come from the hub's directory, in ``directory.sqlite``
+    or, on PostgreSQL, in the hub's database."""
+    async def work(store: Any) -> None:
+        await day_workload(store, 6)
+        directory = backend.directory(hub.data if backend.name == "sqlite" else hub.root)
+        async with opened(directory):
+            await directory.apply([(Service("svc.consult", kind=ServiceKind.CONSULTATION), False),
+                                   (Service("svc.mutate", kind=ServiceKind.MUTATION), False)])
+    hub.write(work)
+    assert hub.cli("purge", "--retention", "consultation=0") == 0
+    assert capsys.readouterr().out.startswith("purged: 17 records redacted, 0 deleted")
 
 
 # -- one log, two backends: the same output --------------------------------------------------

@@ -163,6 +163,9 @@ async def _consult_while_killing(tier: HubTier) -> None:
     ready = asyncio.Event()
     provider = asyncio.create_task(serve_answers(tier.local_api(PROVIDER), answer, ready))
     await asyncio.wait_for(ready.wait(), 10)
+    # An endpoint registered at one replica reaches the others with their next lease round
+    # (1 s; docs/ARCHITECTURE.md, "Delivery across replicas").
+    await asyncio.sleep(2)
     asker_hub = "hub-a"  # the asker's first choice (HubTier.start alternates)
     results: list[tuple[float, str]] = []
     async with Consulter(tier.local_api(ASKER)) as consulter:

@@ -20,7 +20,7 @@ import asyncpg
 
 from node.store.audit_queries import AuditReport, Consultation, PurgeReport
 from node.store.audit_source import SourceUnavailable, directory_kinds
-from node.store.postgres import audit
+from node.store.postgres import audit, directory_store
 from node.store.postgres.connection import DATABASE_ERRORS, PgParams
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ _T = TypeVar("_T")
 
 class PostgresAuditSource:
     """The hub's audit log in PostgreSQL (``params``: the hub's DSN and password); the
-    services' kinds from the hub's ``directory`` file (SQLite, where the hub keeps it)."""
+    services' kinds from the directory in the same database (or, given ``directory``, from
+    that ``directory.sqlite`` file)."""
 
     def __init__(self, params: PgParams, directory: Path | None = None) -> None:
         self.params = params
@@ -80,7 +81,9 @@ class PostgresAuditSource:
                                                            since_us))
 
     def service_kinds(self) -> dict[str, str]:
-        return directory_kinds(self.directory)
+        if self.directory is not None:
+            return directory_kinds(self.directory)
+        return self._run(directory_store.service_kinds)
 
     def purge_kinds(self, cutoffs: Mapping[str, int], service_kinds: Mapping[str, str],
                     default_kind: str, now_us: int) -> PurgeReport:
