@@ -51,6 +51,9 @@ class PgParams:
     #: holding it (and the batch's ack) until TCP gives up.
     connect_timeout_s: float = 5.0
     command_timeout_s: float = 15.0
+    #: The health ping's bound (node/hub/store_health.py): ``SELECT 1`` on a connection of
+    #: its own answers in milliseconds; no answer in this time is a database away.
+    ping_timeout_s: float = 2.0
 
     @classmethod
     def from_sources(cls, dsn: str, password_file: Path | None = None,

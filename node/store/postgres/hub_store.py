@@ -178,7 +178,7 @@ class PostgresHubStore:
         fails (a replica that cannot commit must say so: node/hub/store_health.py)."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
-        timeout = self.params.connect_timeout_s
+        timeout = self.params.ping_timeout_s
         try:
             if self._ping_conn is None or self._ping_conn.is_closed():
                 self._ping_conn = await asyncpg.connect(
