@@ -240,26 +240,28 @@ class PostgresHubStore:
                            queue_rows: Sequence[QueueRow], audit_records: Sequence[AuditRecord],
                            ack: bytes) -> None:
         async with self._transaction("hub_intake", sender=sender) as conn:
-            if origin:
-                await conn.execute("INSERT INTO origins (sender, origin, high_seq)"
-                                   " VALUES ($1, $2, 0) ON CONFLICT DO NOTHING", sender, origin)
-                high = await conn.fetchval("SELECT high_seq FROM origins WHERE sender = $1"
-                                           " AND origin = $2 FOR UPDATE", sender, origin)
+            if origin:  # the (sender, origin) row, created if new, locked until the commit
+                high = await conn.fetchval(
+                    "INSERT INTO origins AS o (sender, origin, high_seq) VALUES ($1, $2, 0)"
+                    " ON CONFLICT (sender, origin) DO UPDATE SET high_seq = o.high_seq"
+                    " RETURNING high_seq", sender, origin)
                 if int(high) >= first_seq:
                     raise ResendRaced(f"sequences from {first_seq} of {origin} were stored"
                                       " meanwhile", CallReason.RESEND_RACED)
             if queue_rows:
                 await self._enqueue(conn, queue_rows)
-            await self._append_audit(conn, audit_records)
-            if origin:
-                await conn.execute("UPDATE origins SET high_seq = $3 WHERE sender = $1"
-                                   " AND origin = $2", sender, origin, last_seq)
+            if origin:  # the idempotency record, and the oldest acks out of the history
                 await conn.execute(
-                    "INSERT INTO recent_acks (sender, origin, first_seq, last_seq, ack)"
+                    "WITH high AS (UPDATE origins SET high_seq = $4 WHERE sender = $1"
+                    " AND origin = $2), old AS (DELETE FROM recent_acks WHERE sender = $1"
+                    " AND origin = $2 AND last_seq < $6)"
+                    " INSERT INTO recent_acks (sender, origin, first_seq, last_seq, ack)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    sender, origin, first_seq, last_seq, zlib.compress(ack, 1))
-                await conn.execute("DELETE FROM recent_acks WHERE sender = $1 AND origin = $2"
-                                   " AND last_seq < $3", sender, origin, last_seq - ACK_HISTORY)
+                    sender, origin, first_seq, last_seq, zlib.compress(ack, 1),
+                    last_seq - ACK_HISTORY)
+            # Last: the audit head's lock, which every appending transaction of every
+            # replica waits for, is held from here to the commit only.
+            await self._append_audit(conn, audit_records)
 
     async def _enqueue(self, conn: asyncpg.Connection, queue_rows: Sequence[QueueRow]) -> None:
         """Position the rows under their destinations' row locks (see the design)."""
