@@ -71,6 +71,7 @@ from benchmarks.common import (
     machine_facts,
     percentile,
     rounded,
+    usage_error,
     write_results,
 )
 from benchmarks.phases import announce, report_end, results_header
@@ -396,8 +397,7 @@ def _verify(db: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.records, args.citizens, args.batch, args.queries, args.heavy_repeat) <= 0:
-        print("benchmarks.audit: sizes and counts must be positive", file=sys.stderr)
-        return 2
+        return usage_error("audit", "sizes and counts must be positive")
     machine = machine_facts()
     announce(f"audit benchmark: {args.records:,} records, {args.citizens:,} citizens", machine,
              args.workdir)

@@ -35,6 +35,7 @@ from node.core.identifiers import citizen_check_digits
 T = TypeVar("T")
 
 __all__ = [
+    "usage_error",
     "BenchError",
     "audit_checks",
     "bench_parser",
@@ -68,6 +69,12 @@ SERVICE = "demo.message"
 CITIZEN_POOL = 50_000
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _TICKET_DIGITS = 7
+
+
+def usage_error(tool: str, message: str) -> int:
+    """Say why a benchmark's arguments are refused (one line on stderr); its exit status, 2."""
+    print(f"benchmarks.{tool}: {message}", file=sys.stderr)
+    return 2
 
 
 def ticket_batch(sender_ticket: str) -> int:

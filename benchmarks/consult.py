@@ -101,7 +101,6 @@ import itertools
 import multiprocessing
 import os
 import struct
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -112,7 +111,16 @@ from typing import Any
 import grpc
 
 from benchmarks import common, hub_tier, phases
-from benchmarks.common import RECEIVER, SENDER, BenchError, ProcessMeter, citizens, machine_facts, percentile
+from benchmarks.common import (
+    RECEIVER,
+    SENDER,
+    BenchError,
+    ProcessMeter,
+    citizens,
+    machine_facts,
+    percentile,
+    usage_error,
+)
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
@@ -547,13 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.seconds, args.citizens, args.channels, args.max_in_flight, args.deadline_ms,
            args.repeat) <= 0:
-        print("benchmarks.consult: sizes and counts must be positive", file=sys.stderr)
-        return 2
+        return usage_error("consult", "sizes and counts must be positive")
     try:
         choice = hub_tier.tier_choices(args)[0]
     except ValueError as exc:
-        print(f"benchmarks.consult: {exc}", file=sys.stderr)
-        return 2
+        return usage_error("consult", str(exc))
     common.end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout

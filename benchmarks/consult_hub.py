@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import bench_parser, citizens, machine_facts, write_results
+from benchmarks.common import bench_parser, citizens, machine_facts, usage_error, write_results
 from benchmarks.consult import ASKER, CAPACITY, CONSULT, PROVIDER, directory
 from node.app import HubApp
 from node.client import make_envelope
@@ -112,8 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.questions < 1 or any(c < 1 for c in args.concurrency):
-        print("benchmarks.consult_hub: counts must be positive", file=sys.stderr)
-        return 2
+        return usage_error("consult_hub", "counts must be positive")
     import uvloop
 
     results = []

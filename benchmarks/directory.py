@@ -97,6 +97,7 @@ from benchmarks.common import (
     median_of,
     p50_p99,
     peak_rss_bytes,
+    usage_error,
     write_results,
 )
 from benchmarks.phases import (
@@ -862,15 +863,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - the phases in or
     end_on_signals()
     if min(args.envelopes, args.batch, args.window, args.repeat, args.chunk,
            args.citizens, args.sync_repeat) <= 0:
-        print("benchmarks.directory: sizes and counts must be positive", file=sys.stderr)
-        return 2
+        return usage_error("directory", "sizes and counts must be positive")
     started = time.monotonic()
     deadline = started + args.timeout
     try:
         plan = Plan(args)
     except BenchError as exc:
-        print(f"benchmarks.directory: {exc}", file=sys.stderr)
-        return 2
+        return usage_error("directory", str(exc))
     root, temporary = work_root(args, "crossroads-dir-")
     machine = machine_facts()
     results = results_header("directory", argv, machine, code=_code_state(),

@@ -74,6 +74,7 @@ from benchmarks.common import (
     median_of,
     p50_p99,
     rounded,
+    usage_error,
     verified,
     write_results,
 )
@@ -311,15 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = _parser().parse_args(argv)
     if min(args.envelopes, args.batch, args.window, args.repeat, args.relay_rounds) <= 0:
-        print("benchmarks.e2e: --envelopes, --batch, --window, --repeat, --relay-rounds must be"
-              " positive",
-              file=sys.stderr)
-        return 2
+        return usage_error("e2e", "--envelopes, --batch, --window, --repeat, --relay-rounds"
+                                  " must be positive")
     try:
         choices = tier_choices(args)
     except ValueError as exc:
-        print(f"benchmarks.e2e: {exc}", file=sys.stderr)
-        return 2
+        return usage_error("e2e", str(exc))
     root, temporary = work_root(args, "crossroads-bench-")
     machine = machine_facts()
     results = results_header(

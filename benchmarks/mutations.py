@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import date
@@ -77,6 +76,7 @@ from benchmarks.common import (
     in_chunks,
     machine_facts,
     p50_p99,
+    usage_error,
 )
 from benchmarks.consult import CpuSplit
 from benchmarks.phases import (
@@ -313,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if min(args.subscribers, args.citizens, args.envelopes, args.batch, args.window,
            args.chunk) <= 0 or args.warmup < 0:
-        print("benchmarks.mutations: sizes and counts must be positive", file=sys.stderr)
-        return 2
+        return usage_error("mutations", "sizes and counts must be positive")
     end_on_signals()
     started = time.monotonic()
     deadline = started + args.timeout

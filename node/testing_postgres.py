@@ -96,18 +96,13 @@ class PostgresServer:
     #: Further addresses to listen on (besides 127.0.0.1), with scram-sha-256 for their
     #: subnets (``10.77.1.1/24``: listen on 10.77.1.1, let 10.77.1.0/24 in).
     also_listen: tuple[str, ...] = ()
+    #: The cluster's directory (made by :meth:`start`), its data and its socket directory.
     root: Path = field(init=False)
+    data_dir: Path = field(init=False)
+    socket_dir: Path = field(init=False)
     port: int = field(init=False, default=0)
     password: str = field(init=False, default_factory=lambda: secrets.token_urlsafe(18))
     _user: pwd.struct_passwd | None = field(init=False, default=None)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.root / "run"
 
     def dsn(self, database: str = "postgres", user: str = SUPERUSER, host: str = "127.0.0.1") -> str:
         """A libpq URI for ``database`` over TCP (the password is not in it: :attr:`password`)."""
@@ -117,6 +112,7 @@ class PostgresServer:
         bindir = postgres_bindir()
         self._user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="crossroads-pg-"))
+        self.data_dir, self.socket_dir = self.root / "data", self.root / "run"
         self.socket_dir.mkdir()
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.password + "\n")

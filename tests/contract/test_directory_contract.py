@@ -13,18 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.core.directory import (
-    Authorization,
-    Entity,
-    Institution,
-    Integration,
-    Period,
-    Replacement,
-    RevokedCertificate,
-    Service,
-    Subscription,
-    fragment_owners,
-)
+from node.core import directory as dr
 from node.store import integrations
 from node.store.records import LoggedChange
 from tests.conftest import opened
@@ -32,20 +21,20 @@ from tests.contract.backends import HubBackend
 
 A, B = "0403019261", "0428759497"
 CITIZEN, OTHER, OLD = "85073003328", "17073003384", "00010100105"
-SINCE = Period(date(2020, 1, 1))
-INST_A, INST_B = Institution(A, 7, "A"), Institution(B, 11, "B")
-SERVICE = Service("svc", 1)
+SINCE = dr.Period(date(2020, 1, 1))
+INST_A, INST_B = dr.Institution(A, 7, "A"), dr.Institution(B, 11, "B")
+SERVICE = dr.Service("svc", 1)
 
 
-def _puts(*entities: Entity) -> list[tuple[Entity, bool]]:
+def _puts(*entities: dr.Entity) -> list[tuple[dr.Entity, bool]]:
     return [(e, False) for e in entities]
 
 
 async def test_each_change_gets_the_next_revision_in_its_owners_log(
         backend: HubBackend, tmp_path: Path) -> None:
-    to_a = Authorization("to-a", "svc", institution=A)
-    to_sector = Authorization("to-sector", "svc", sector=7)
-    integration = Integration(CITIZEN, B, 1, 1, SINCE)
+    to_a = dr.Authorization("to-a", "svc", institution=A)
+    to_sector = dr.Authorization("to-sector", "svc", sector=7)
+    integration = dr.Integration(CITIZEN, B, 1, 1, SINCE)
     async with opened(backend.directory(tmp_path)) as store:
         assert (store.revision, store.compacted_revision) == (0, 0)
         assert await store.apply([]) == []
@@ -55,7 +44,7 @@ async def test_each_change_gets_the_next_revision_in_its_owners_log(
                           LoggedChange(4, B, integration, False)]
         assert (await store.apply([(to_a, True)]))[0] == LoggedChange(5, A, to_a, True)
         assert store.revision == 5
-        owners = fragment_owners(INST_A)
+        owners = dr.fragment_owners(INST_A)
         assert [c.revision for c in await store.changes_since(owners, 0, 5)] == [1, 2, 3, 5]
         assert [c.revision for c in await store.changes_since(owners, 1, 4)] == [2, 3]
         assert [c.revision for c in await store.changes_since(owners, 0, 5, limit=2)] == [1, 2]
@@ -68,17 +57,17 @@ async def test_each_change_gets_the_next_revision_in_its_owners_log(
 
 async def test_small_tables_hold_the_current_state_of_each_kind(
         backend: HubBackend, tmp_path: Path) -> None:
-    services = [Service("b-svc", 2), Service("a-svc", 1, provider=A)]
-    auth = Authorization("auth", "svc", institution=A, capacities=frozenset({1, 2}))
-    subscription = Subscription("sub", B, "svc", frozenset({3}), "condition")
-    revoked = RevokedCertificate("beef", B, "superseded")
+    services = [dr.Service("b-svc", 2), dr.Service("a-svc", 1, provider=A)]
+    auth = dr.Authorization("auth", "svc", institution=A, capacities=frozenset({1, 2}))
+    subscription = dr.Subscription("sub", B, "svc", frozenset({3}), "condition")
+    revoked = dr.RevokedCertificate("beef", B, "superseded")
     async with opened(backend.directory(tmp_path)) as store:
         await store.apply(_puts(INST_B, INST_A, *services, auth, subscription, revoked,
-                                Integration(CITIZEN, A, 1, 1, SINCE), Replacement(OLD, CITIZEN)))
+                                dr.Integration(CITIZEN, A, 1, 1, SINCE), dr.Replacement(OLD, CITIZEN)))
         # Kind by kind (institutions, services, revoked, authorizations, subscriptions), by key.
         assert await store.small_tables() == [INST_A, INST_B, services[1], services[0], revoked,
                                               auth, subscription]
-        renamed = Institution(A, 7, "A renamed")
+        renamed = dr.Institution(A, 7, "A renamed")
         await store.apply([(renamed, False), (services[0], True), (revoked, True),
                            (subscription, True)])
         assert await store.small_tables() == [renamed, INST_B, services[1], auth]
@@ -86,52 +75,52 @@ async def test_small_tables_hold_the_current_state_of_each_kind(
 
 async def test_the_last_change_of_a_key_in_one_call_wins(backend: HubBackend,
                                                           tmp_path: Path) -> None:
-    mine = Integration(CITIZEN, A, 1, 1, SINCE)
-    later = Integration(CITIZEN, A, 1, 2, SINCE)  # same key (subject, institution, capacity, begin)
+    mine = dr.Integration(CITIZEN, A, 1, 1, SINCE)
+    later = dr.Integration(CITIZEN, A, 1, 2, SINCE)  # same key (subject, institution, capacity, begin)
     async with opened(backend.directory(tmp_path)) as store:
         await store.apply([(mine, False), (mine, True), (INST_A, False), (INST_A, True),
-                           (Replacement(OLD, CITIZEN), False), (Replacement(OLD, CITIZEN), True),
-                           (Institution(B, 11, "first"), False), (INST_B, False),
+                           (dr.Replacement(OLD, CITIZEN), False), (dr.Replacement(OLD, CITIZEN), True),
+                           (dr.Institution(B, 11, "first"), False), (INST_B, False),
                            (mine, False), (later, False)])
         assert store.revision == 10
         assert await store.small_tables() == [INST_B]
         assert await store.replacements_of([OLD]) == {}
         assert await store.integrations_of([CITIZEN]) == {CITIZEN: (later,)}
-        _, entities = await store.snapshot(fragment_owners(INST_A))
+        _, entities = await store.snapshot(dr.fragment_owners(INST_A))
         assert entities == [INST_B, later]
 
 
 async def test_a_snapshot_is_the_fragment_of_its_owners_at_its_revision(
         backend: HubBackend, tmp_path: Path) -> None:
-    public = [INST_A, INST_B, SERVICE, RevokedCertificate("beef")]
-    for_a = [Authorization("to-a", "svc", institution=A), Authorization("to-7", "svc", sector=7),
-             Subscription("sub-a", A, "svc"), Integration(CITIZEN, A, 1, 1, SINCE)]
-    for_b = [Authorization("to-b", "svc", institution=B), Authorization("to-11", "svc", sector=11),
-             Subscription("sub-b", B, "svc"), Integration(OTHER, B, 1, 1, SINCE)]
+    public = [INST_A, INST_B, SERVICE, dr.RevokedCertificate("beef")]
+    for_a = [dr.Authorization("to-a", "svc", institution=A), dr.Authorization("to-7", "svc", sector=7),
+             dr.Subscription("sub-a", A, "svc"), dr.Integration(CITIZEN, A, 1, 1, SINCE)]
+    for_b = [dr.Authorization("to-b", "svc", institution=B), dr.Authorization("to-11", "svc", sector=11),
+             dr.Subscription("sub-b", B, "svc"), dr.Integration(OTHER, B, 1, 1, SINCE)]
     async with opened(backend.directory(tmp_path)) as store:
-        await store.apply(_puts(*public, *for_a, *for_b, Replacement(OLD, CITIZEN)))
-        revision, entities = await store.snapshot(fragment_owners(INST_A))
+        await store.apply(_puts(*public, *for_a, *for_b, dr.Replacement(OLD, CITIZEN)))
+        revision, entities = await store.snapshot(dr.fragment_owners(INST_A))
         assert revision == store.revision == 13
-        assert set(entities) == {*public, *for_a, Replacement(OLD, CITIZEN)}
+        assert set(entities) == {*public, *for_a, dr.Replacement(OLD, CITIZEN)}
         assert len(entities) == len(public) + len(for_a) + 1
         # A sector alone (no institution): its public part and authorizations, no integrations.
         _, sector = await store.snapshot(["", "sector:11"])
-        assert set(sector) == {*public, for_b[1], Replacement(OLD, CITIZEN)}
+        assert set(sector) == {*public, for_b[1], dr.Replacement(OLD, CITIZEN)}
 
 
 async def test_compaction_drops_the_history_up_to_a_revision(backend: HubBackend,
                                                              tmp_path: Path) -> None:
-    owners = fragment_owners(INST_A)
+    owners = dr.fragment_owners(INST_A)
     async with opened(backend.directory(tmp_path)) as store:
         for n in range(5):
-            await store.apply(_puts(Institution(A, 7, f"A{n}")))
+            await store.apply(_puts(dr.Institution(A, 7, f"A{n}")))
         assert await store.compact(3) == (3, 3)
         assert store.compacted_revision == 3
         assert await store.compact(2) == (3, 0)  # never backwards
         assert [c.revision for c in await store.changes_since(owners, 3, 5)] == [4, 5]
         assert await store.compact(99) == (5, 2)  # not beyond the last revision
         revision, entities = await store.snapshot(owners)  # the state stays whole
-        assert (revision, entities) == (5, [Institution(A, 7, "A4")])
+        assert (revision, entities) == (5, [dr.Institution(A, 7, "A4")])
     async with opened(backend.directory(tmp_path)) as again:
         assert (again.revision, again.compacted_revision) == (5, 5)
 
@@ -144,29 +133,29 @@ async def test_reads_its_own_writes_through_the_cache(
     Every write is seen at once."""
     monkeypatch.setattr(integrations, "QUICK_SUBJECTS", quick)
     async with opened(backend.directory(tmp_path)) as store:
-        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), False)])
+        await store.apply([(dr.Integration(CITIZEN, A, 1, 1, SINCE), False)])
         assert await store.integrations_of([CITIZEN, OTHER]) == {
-            CITIZEN: (Integration(CITIZEN, A, 1, 1, SINCE),)}
+            CITIZEN: (dr.Integration(CITIZEN, A, 1, 1, SINCE),)}
         assert await store.replacements_of([OLD, CITIZEN]) == {}
         # Both answers are cached now (also "none" for OTHER) ...
         assert store.integration_cache.lookup([CITIZEN, OTHER])[1] == []
         # ... and every write is seen at once.
-        await store.apply([(Integration(CITIZEN, B, 2, 1, SINCE), False),
-                           (Integration(OTHER, B, 1, 1, SINCE), False),
-                           (Replacement(OLD, CITIZEN), False)])
+        await store.apply([(dr.Integration(CITIZEN, B, 2, 1, SINCE), False),
+                           (dr.Integration(OTHER, B, 1, 1, SINCE), False),
+                           (dr.Replacement(OLD, CITIZEN), False)])
         held = await store.integrations_of([CITIZEN, OTHER])
-        assert sorted(held[CITIZEN]) == [Integration(CITIZEN, A, 1, 1, SINCE),
-                                         Integration(CITIZEN, B, 2, 1, SINCE)]
-        assert held[OTHER] == (Integration(OTHER, B, 1, 1, SINCE),)
+        assert sorted(held[CITIZEN]) == [dr.Integration(CITIZEN, A, 1, 1, SINCE),
+                                         dr.Integration(CITIZEN, B, 2, 1, SINCE)]
+        assert held[OTHER] == (dr.Integration(OTHER, B, 1, 1, SINCE),)
         assert await store.replacements_of([OLD]) == {OLD: CITIZEN}
-        await store.apply([(Integration(CITIZEN, A, 1, 1, SINCE), True),
-                           (Replacement(OLD, CITIZEN), True)])
+        await store.apply([(dr.Integration(CITIZEN, A, 1, 1, SINCE), True),
+                           (dr.Replacement(OLD, CITIZEN), True)])
         assert await store.integrations_of([CITIZEN]) == {
-            CITIZEN: (Integration(CITIZEN, B, 2, 1, SINCE),)}
+            CITIZEN: (dr.Integration(CITIZEN, B, 2, 1, SINCE),)}
         assert await store.replacements_of([OLD]) == {}
         # Many subjects at once read the same as one by one.
         subjects = [f"8507300{i:02d}" for i in range(12)]
-        await store.apply([(Integration(s, inst, cap, 1, SINCE), False)
+        await store.apply([(dr.Integration(s, inst, cap, 1, SINCE), False)
                            for i, s in enumerate(subjects) for inst, cap in ((A, 1), (B, i))])
         many = await store.integrations_of([*subjects, OLD])
         assert sorted(many) == subjects and all(len(v) == 2 for v in many.values())
@@ -177,15 +166,15 @@ async def test_reads_its_own_writes_through_the_cache(
 
 async def test_every_replacement_and_the_cache_warm_up_after_reopening(
         backend: HubBackend, tmp_path: Path) -> None:
-    held = {CITIZEN: [Integration(CITIZEN, A, c, 1, SINCE) for c in range(1, 4)],
-            OTHER: [Integration(OTHER, B, 1, 1, SINCE)]}
+    held = {CITIZEN: [dr.Integration(CITIZEN, A, c, 1, SINCE) for c in range(1, 4)],
+            OTHER: [dr.Integration(OTHER, B, 1, 1, SINCE)]}
     async with opened(backend.directory(tmp_path)) as store:
         # A chain: OLD -> OTHER -> CITIZEN.
-        await store.apply([(Replacement(OLD, OTHER), False), (Replacement(OTHER, CITIZEN), False)])
+        await store.apply([(dr.Replacement(OLD, OTHER), False), (dr.Replacement(OTHER, CITIZEN), False)])
         await store.apply([(i, False) for v in held.values() for i in v])
     async with opened(backend.directory(tmp_path)) as again:
         assert await again.replacements_of([OLD, CITIZEN]) == {OLD: OTHER, OTHER: CITIZEN}
-        await again.apply([(Replacement(OTHER, CITIZEN), True)])
+        await again.apply([(dr.Replacement(OTHER, CITIZEN), True)])
         assert await again.replacements_of([OLD]) == {OLD: OTHER}
         assert await again.warm_cache() == 2
         cache = again.integration_cache

@@ -16,18 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from node.config import NodeConfig, TlsFiles
+from node.core import directory as dr
 from node.core.backoff import Backoff
-from node.core.directory import (
-    Authorization,
-    Entity,
-    Institution,
-    Integration,
-    RevokedCertificate,
-    Service,
-    Subscription,
-    key_of,
-    kind_of,
-)
 from node.member.fragment import FragmentWatcher
 from node.rpc.tls import TlsMaterial, server_options
 from node.store.fragment_store import FragmentStore
@@ -41,14 +31,14 @@ from pki.ca import load_certificate
 A, B, C = "0403019261", "0428759497", "0566988259"
 CITIZEN = "85073003328"
 
-SEED: list[Entity] = [
-    Institution(A, 17, "A"),
-    Institution(B, 12, "B"),
-    Institution(C, 17, "C"),
-    Service("health.insurability", 1, provider=B),
-    Authorization("auth-a", "health.insurability", institution=A),
-    Integration(CITIZEN, A, 1, 1),
-    RevokedCertificate("0a"),
+SEED: list[dr.Entity] = [
+    dr.Institution(A, 17, "A"),
+    dr.Institution(B, 12, "B"),
+    dr.Institution(C, 17, "C"),
+    dr.Service("health.insurability", 1, provider=B),
+    dr.Authorization("auth-a", "health.insurability", institution=A),
+    dr.Integration(CITIZEN, A, 1, 1),
+    dr.RevokedCertificate("0a"),
 ]
 
 
@@ -73,22 +63,22 @@ class ScriptedHub(hub_pb2_grpc.HubServicer):
         self.recipient = recipient
         self.part_size = part_size
         self.revision = 0
-        self.log: list[tuple[int, Entity, bool]] = []
-        self.state: dict[tuple[str, str], Entity] = {}
+        self.log: list[tuple[int, dr.Entity, bool]] = []
+        self.state: dict[tuple[str, str], dr.Entity] = {}
         self.requests: list[int] = []
         self.faults: list[str] = []
         self.hold_last_part: asyncio.Event | None = None
         self.parts_sent = 0
         self.changed = asyncio.Condition()
 
-    async def change(self, *entities: Entity, delete: bool = False) -> None:
+    async def change(self, *entities: dr.Entity, delete: bool = False) -> None:
         for entity in entities:
             self.revision += 1
             self.log.append((self.revision, entity, delete))
             if delete:
-                self.state.pop((kind_of(entity), key_of(entity)), None)
+                self.state.pop((dr.kind_of(entity), dr.key_of(entity)), None)
             else:
-                self.state[(kind_of(entity), key_of(entity))] = entity
+                self.state[(dr.kind_of(entity), dr.key_of(entity))] = entity
         async with self.changed:
             self.changed.notify_all()
 
@@ -225,8 +215,8 @@ async def test_snapshot_in_parts_is_applied_whole_then_deltas(rig: Rig) -> None:
     assert [e["revision"] for e in logs if e["event"] == "directory_synced"] == [len(SEED)]
 
     watcher.changed.clear()
-    await rig.hub.change(Institution(C, 17, "C", status="suspended"), RevokedCertificate("ff"))
-    await rig.hub.change(Integration(CITIZEN, A, 1, 1), delete=True)
+    await rig.hub.change(dr.Institution(C, 17, "C", status="suspended"), dr.RevokedCertificate("ff"))
+    await rig.hub.change(dr.Integration(CITIZEN, A, 1, 1), delete=True)
     await until(lambda: rig.store.revision == rig.hub.revision)
     assert watcher.changed.is_set()
     assert not rig.store.institution(C).active
@@ -240,7 +230,7 @@ async def test_tampered_delta_is_refused_then_resynced(rig: Rig) -> None:
     at = rig.store.revision
     rig.hub.faults = ["tamper"]
     with capture_logs() as logs:
-        await rig.hub.change(Institution(B, 12, "B renamed"))
+        await rig.hub.change(dr.Institution(B, 12, "B renamed"))
         await until(lambda: rig.store.revision == rig.hub.revision)
     refusals = [e for e in logs if e["event"] == "directory_update_refused"]
     assert len(refusals) == 1 and "signature" in refusals[0]["reason"]
@@ -254,7 +244,7 @@ async def test_gap_is_refused_and_twice_in_a_row_asks_for_a_snapshot(rig: Rig) -
     at = rig.store.revision
     rig.hub.faults = ["gap", "gap"]
     with capture_logs() as logs:
-        await rig.hub.change(Authorization("sector-17", "health.insurability", sector=17))
+        await rig.hub.change(dr.Authorization("sector-17", "health.insurability", sector=17))
         await until(lambda: rig.store.revision == rig.hub.revision)
     assert rig.hub.requests == [0, at, 0]  # refused on the first stream, then from `at`
     assert watcher.refused == 2
@@ -268,7 +258,7 @@ async def test_gap_once_then_good_delta_needs_no_snapshot(rig: Rig) -> None:
     watcher = await synced(rig)
     at = rig.store.revision
     rig.hub.faults = ["gap"]
-    await rig.hub.change(RevokedCertificate("ab"))
+    await rig.hub.change(dr.RevokedCertificate("ab"))
     await until(lambda: rig.store.revision == rig.hub.revision)
     assert rig.hub.requests == [0, at] and watcher.refused == 1
     assert 0xAB in rig.store.revoked_serials()
@@ -279,7 +269,7 @@ async def test_misaddressed_or_foreign_signed_update_is_refused(rig: Rig, fault:
     watcher = await synced(rig)
     at = rig.store.revision
     rig.hub.faults = [fault]
-    await rig.hub.change(Institution(B, 12, "B2"))
+    await rig.hub.change(dr.Institution(B, 12, "B2"))
     await until(lambda: rig.store.revision == rig.hub.revision)
     assert watcher.refused == 1 and rig.hub.requests == [0, at]
     assert rig.store.institution(B).name == "B2"
@@ -294,7 +284,7 @@ async def test_hub_down_keeps_the_fragment_and_resumes_with_deltas(rig: Rig) -> 
         await asyncio.sleep(0.01)
         assert not watcher.connected
     assert rig.store.revision == at and rig.store.institution(A) is not None
-    await rig.hub.change(Institution(B, 12, "B while away"))
+    await rig.hub.change(dr.Institution(B, 12, "B while away"))
     await rig.start_hub()  # same port
     await until(lambda: rig.store.revision == rig.hub.revision)
     assert rig.hub.requests[-1] == at and 0 not in rig.hub.requests[1:]
@@ -314,7 +304,7 @@ async def test_connected_while_idle_and_up_to_date(rig: Rig) -> None:
 async def test_fragment_of_another_institution_is_replaced_by_a_snapshot(rig: Rig) -> None:
     # A data directory that held C's fragment: the watcher asks for a snapshot (start 0).
     await rig.store.open()
-    await rig.store.apply_snapshot(3, [Institution(C, 17)], recipient=C)
+    await rig.store.apply_snapshot(3, [dr.Institution(C, 17)], recipient=C)
     await rig.store.close()
     await synced(rig)
     assert rig.hub.requests == [0] and rig.store.recipient == A
@@ -351,7 +341,7 @@ class RealHub:
         await self.watchers.pop(enterprise).stop()
         await self.stores.pop(enterprise).close()
 
-    async def apply(self, changes: list[tuple[Entity, bool]]) -> int:
+    async def apply(self, changes: list[tuple[dr.Entity, bool]]) -> int:
         return await self.net.hub.directory.apply(changes)
 
     async def caught_up(self, timeout: float = 10.0) -> None:
@@ -375,12 +365,12 @@ async def real(network: InProcessNetwork) -> AsyncIterator[RealHub]:
 async def test_real_hub_sends_each_node_only_its_fragment(real: RealHub) -> None:
     sector = {A: 7, B: 11, C: 18}  # node.testing.SECTORS
     await real.apply([
-        (Integration(CITIZENS[0], A, 1, 1), False),
-        (Integration(CITIZENS[1], A, 1, 1), False),
-        (Integration(CITIZENS[0], B, 2, 1), False),
-        (Authorization("for-a-sector", DEMO_SERVICE, sector=sector[A]), False),
-        (Authorization("for-b-sector", DEMO_SERVICE, sector=sector[B]), False),
-        (Subscription("sub-b", B, DEMO_SERVICE), False),
+        (dr.Integration(CITIZENS[0], A, 1, 1), False),
+        (dr.Integration(CITIZENS[1], A, 1, 1), False),
+        (dr.Integration(CITIZENS[0], B, 2, 1), False),
+        (dr.Authorization("for-a-sector", DEMO_SERVICE, sector=sector[A]), False),
+        (dr.Authorization("for-b-sector", DEMO_SERVICE, sector=sector[B]), False),
+        (dr.Subscription("sub-b", B, DEMO_SERVICE), False),
     ])
     for e in (A, B, C):
         await real.online(e)
@@ -399,8 +389,8 @@ async def test_real_hub_sends_each_node_only_its_fragment(real: RealHub) -> None
     assert [s.id for s in b.subscriptions()] == ["sub-b"] and a.subscriptions() == []
     assert all(set(s.institutions()) == {A, B, C} for s in real.stores.values())  # public part
     # Later changes follow the same rule, as deltas.
-    await real.apply([(Integration(CITIZENS[1], B, 2, 1), False),
-                      (Integration(CITIZENS[0], A, 1, 1), True)])
+    await real.apply([(dr.Integration(CITIZENS[1], B, 2, 1), False),
+                      (dr.Integration(CITIZENS[0], A, 1, 1), True)])
     await real.caught_up()
     assert {i.subject for i in await a.integrations_of_institution(A)} == {CITIZENS[1]}
     assert await a.integrations_of_institution(B) == []
@@ -412,13 +402,13 @@ async def test_node_offline_during_1000_changes_catches_up_with_deltas(real: Rea
     await real.online(A)
     await real.caught_up()
     await real.offline(A)
-    changes: list[tuple[Entity, bool]] = []
+    changes: list[tuple[dr.Entity, bool]] = []
     for i in range(1000):
         if i % 2:
-            changes.append((Authorization(f"b-{i}", DEMO_SERVICE, institution=B), False))
+            changes.append((dr.Authorization(f"b-{i}", DEMO_SERVICE, institution=B), False))
         else:
-            changes.append((RevokedCertificate(f"{i + 0x1000:x}"), False))
-    changes.append((Institution(C, 18, "C renamed"), False))
+            changes.append((dr.RevokedCertificate(f"{i + 0x1000:x}"), False))
+    changes.append((dr.Institution(C, 18, "C renamed"), False))
     for start in range(0, len(changes), 100):  # many revisions, many transactions
         await real.apply(changes[start:start + 100])
     watcher = await real.online(A)  # same fragment file: resumes from its revision
@@ -434,8 +424,8 @@ async def test_node_offline_past_compaction_gets_a_snapshot(real: RealHub) -> No
     await real.online(A)
     await real.caught_up()
     await real.offline(A)
-    await real.apply([(Institution(C, 18), True), (RevokedCertificate("beef"), False)])
-    await real.apply([(Integration(CITIZENS[2], A, 1, 1), False)])
+    await real.apply([(dr.Institution(C, 18), True), (dr.RevokedCertificate("beef"), False)])
+    await real.apply([(dr.Integration(CITIZENS[2], A, 1, 1), False)])
     directory = real.net.hub.directory
     await directory.store.compact(directory.revision)
     watcher = await real.online(A)
@@ -453,7 +443,7 @@ async def test_revocation_through_the_directory_reaches_every_node(real: RealHub
     await real.caught_up()
     _, old_cert = real.net.pki.issue(B, basename="b-old")
     serial = load_certificate(old_cert).serial_number
-    await real.apply([(RevokedCertificate(f"{serial:x}", B, "superseded"), False)])
+    await real.apply([(dr.RevokedCertificate(f"{serial:x}", B, "superseded"), False)])
     await real.caught_up()
     for e, store in real.stores.items():
         assert serial in store.revoked_serials(), e
