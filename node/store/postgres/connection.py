@@ -71,12 +71,30 @@ class PgParams:
         return cls(dsn, password, **pool)
 
 
-async def create_pool(params: PgParams) -> asyncpg.Pool:
+#: Each pooled session's server-side bounds on a client that is gone (a replica cut off from
+#: the database, its packets dropped): a backend whose writes to it are not acknowledged
+#: within 5 s ends (``tcp_user_timeout``), and an idle one is probed after 5 s.
+SESSION_SETTINGS = {
+    "tcp_user_timeout": "5000",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
+
+
+async def create_pool(params: PgParams, idle_in_transaction_s: float | None = None) -> asyncpg.Pool:
+    """``idle_in_transaction_s``: the server ends a session that waits that long for the next
+    statement of an open transaction (see PostgresHubStore: a cut-off replica's transaction
+    would otherwise keep its row locks until TCP gave up)."""
+    settings = dict(SESSION_SETTINGS)
+    if idle_in_transaction_s is not None:
+        settings["idle_in_transaction_session_timeout"] = f"{int(idle_in_transaction_s * 1000)}"
     pool = await asyncpg.create_pool(params.dsn, password=params.password,
                                      min_size=params.min_size, max_size=params.max_size,
                                      statement_cache_size=params.statement_cache_size,
                                      timeout=params.connect_timeout_s,
-                                     command_timeout=params.command_timeout_s)
+                                     command_timeout=params.command_timeout_s,
+                                     server_settings=settings)
     assert pool is not None
     return pool
 

@@ -77,6 +77,8 @@ __all__ = ["ACK_HISTORY", "PostgresHubStore"]
 
 #: How many sequences of recent acks to keep per origin (as the SQLite store).
 ACK_HISTORY = 200_000
+#: The server ends a hub session idle this long inside a transaction (see ``open``).
+IDLE_IN_TRANSACTION_S = 3.0
 #: How long :meth:`PostgresHubStore.close` waits for busy connections before cutting them.
 CLOSE_TIMEOUT_S = 10.0
 #: The audit table's columns, in the order of :meth:`ChainWriter.extend_columns`.
@@ -128,7 +130,11 @@ class PostgresHubStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> HubState:
-        pool = await create_pool(self.params)
+        # A replica cut off mid-transaction holds row locks (a lease's FOR SHARE, a
+        # destination's position row) until the server ends its session: 3 s idle in a
+        # transaction (the hub never waits that long between two statements of one), well
+        # inside the leases' TTL, so the destination's takeover keeps its bound.
+        pool = await create_pool(self.params, idle_in_transaction_s=IDLE_IN_TRANSACTION_S)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
