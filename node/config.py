@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 _NETWORK = re.compile(r"^[a-z0-9-]{1,63}$")
+#: A replica's name in the lease tables and logs (``[store] replica_id``).
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ADDRESS = re.compile(r"^(unix:.+|\[?[A-Za-z0-9.:-]+\]?:\d{1,5})$")
 
 
@@ -307,6 +309,9 @@ def _store(r: _Reader) -> StoreConfig:
         password_env=r.text("password_env", required=False),
         replica_id=r.text("replica_id", required=False),
     )
+    if store.replica_id is not None and not _REPLICA_ID.match(store.replica_id):
+        r.problem(f"{r.prefix}replica_id must be 1-128 characters of A-Z, a-z, 0-9, '.', '_',"
+                  " ':' and '-'")
     if store.pool_max_size < store.pool_min_size:
         r.problem(f"{r.prefix}pool_max_size must be >= pool_min_size")
     if store.password_file is not None and store.password_env is not None:

@@ -260,6 +260,8 @@ def test_the_store_defaults_to_sqlite_and_postgresql_takes_a_dsn_and_a_password_
     ({"backend": "postgresql", "dsn": "host=db", "pool_min_size": 4, "pool_max_size": 2},
      "store.pool_max_size must be >= pool_min_size"),
     ({"backend": "postgresql", "dsn": "host=db", "pasword_file": "f"}, "unknown setting store.pasword_file"),
+    ({"backend": "postgresql", "dsn": "host=db", "replica_id": "hub a"}, "store.replica_id must be"),
+    ({"backend": "postgresql", "dsn": "host=db", "replica_id": "h" * 129}, "store.replica_id must be"),
 ])
 def test_bad_store_settings_are_refused_naming_the_key(store: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
