@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import importlib.metadata
 import json
 import sys
 import tomllib
@@ -358,8 +359,17 @@ def _subject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, default=0)
 
 
+def _version() -> str:
+    """The installed distribution's version (its metadata: one source, pyproject.toml)."""
+    try:
+        return importlib.metadata.version("crossroads")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossroads", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     for role in ("hub", "node"):
