@@ -58,6 +58,7 @@ from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
+from node.probes import hub_readiness, node_readiness
 from node.rpc.auth_interceptor import AuthInterceptor, CertificateGate
 from node.rpc.hub_choice import HubChoice
 from node.rpc.local_auth import LOCAL_TABLE, LocalGate
@@ -245,7 +246,8 @@ class HubApp:
         self._health_task = spawn(self.health.run(), "store-health")
         info: dict[str, int | str] = {"port": self.port}
         if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self),
+                                           lambda: hub_readiness(self))
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
@@ -253,6 +255,11 @@ class HubApp:
                  pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
         self._started = True
         return info
+
+    @property
+    def serving(self) -> bool:
+        """Started and not stopping (readiness, node/probes.py)."""
+        return self._started and not self._stopping
 
     async def _serving(self, serving: bool) -> None:
         """The store can (or cannot any more) commit: health SERVING (or NOT_SERVING) for the
@@ -395,7 +402,7 @@ class NodeApp:
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
             revocations=None if cfg.tls.revocation == "off" else self.revocations,
-            hubs=self.hubs)
+            hubs=self.hubs, clock=self.clock)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller,
                              self.clock)
@@ -436,7 +443,8 @@ class NodeApp:
         info: dict[str, int | str] = {"port": self.port, "local_port": self.local_port,
                                       "local_api": self.local_api}
         if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self))
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self),
+                                           lambda: node_readiness(self))
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         await _set_health(self._health, self._names, True)
