@@ -82,6 +82,7 @@ from node.store.node_store import NodeStore
 from node.store.postgres.preflight import prepare_database
 from node.store.protocols import HubStorage
 from node.store.records import LoggedChange
+from node.supervisor import Notifier
 from node.tasks import cancel_and_wait, report_unhandled, spawn
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
@@ -574,8 +575,15 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
         tmp.replace(ready_file)
+    systemd = Notifier()  # Type=notify units (node/supervisor.py); nothing without systemd
+    systemd.notify("READY=1", f"STATUS=serving on port {info['port']}")
+    watchdog = spawn(systemd.watchdog(), "systemd-watchdog")
     try:
         await stop.wait()
         log.info("stopping", signal="SIGTERM/SIGINT")
     finally:
-        await app.stop()
+        systemd.notify("STOPPING=1")
+        try:
+            await app.stop()
+        finally:  # pinging through a long drain too
+            await cancel_and_wait(watchdog)
