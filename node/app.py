@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -59,6 +60,7 @@ from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
 from node.probes import hub_readiness, node_readiness
+from node.reload import Reloadable, reload
 from node.rpc.auth_interceptor import AuthInterceptor, CertificateGate
 from node.rpc.hub_choice import HubChoice
 from node.rpc.local_auth import LOCAL_TABLE, LocalGate
@@ -103,7 +105,7 @@ log = structlog.get_logger(__name__)
 GRACE_S = 5.0
 
 
-class App(Protocol):
+class App(Reloadable, Protocol):
     async def start(self) -> dict[str, int | str]: ...
     async def stop(self) -> None: ...
 
@@ -167,6 +169,7 @@ class HubApp:
         backend = open_hub_backend(config, signing_key, clock)
         self.store = backend.hub
         self.tls = TlsMaterial.load(config.tls)
+        self.local_tls: TlsMaterial | None = None  # none: a hub has no local API
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
                                           stale_policy=config.tls.crl_stale, clock=clock)
         self.directory = Directory(backend.directory, signing_key, clock=clock)
@@ -344,6 +347,7 @@ class NodeApp:
         self.hubs = HubChoice(config.hubs)
         self.server_check: ServerCheck | None = None
         self.tls = TlsMaterial.load(config.tls)
+        self.local_tls: TlsMaterial | None = None  # a node's TCP local API ([local_tls])
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
         self.uplink: Uplink | None = None
@@ -428,8 +432,9 @@ class NodeApp:
             raise ConfigError(f"local_tls is required when local_api is a TCP address"
                               f" ({cfg.local_api})")
         else:  # mutual TLS: applications present certificates of profile app
+            self.local_tls = TlsMaterial.load(cfg.local_tls)
             self.local_port = self.local_server.add_secure_port(
-                cfg.local_api, TlsMaterial.load(cfg.local_tls).server_credentials())
+                cfg.local_api, self.local_tls.server_credentials())
             if self.local_port == 0:
                 raise OSError(f"local_api: cannot listen on {cfg.local_api}")
         await self.server.start()
@@ -546,8 +551,10 @@ GC_THRESHOLD = (50_000, 50, 1_000)
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-async def serve_forever(app: App, ready_file: Path | None = None) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
+async def serve_forever(app: App, ready_file: Path | None = None,
+                        read_config: Callable[[], HubConfig | NodeConfig] | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully; on SIGHUP, apply what can
+    change of the configuration ``read_config`` reads (node/reload.py)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
     # Before the servers are built: their connection caps are shares of this limit.
     files = raise_soft_limit()
@@ -558,6 +565,8 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if read_config is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload(app, read_config))
     try:
         info = await app.start()
     except BaseException as exc:

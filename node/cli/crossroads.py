@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING
 from node.cli.runner import CliError, read_toml
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.client import LocalClient
+    from node.config import HubConfig, NodeConfig
     from node.wire.gen.crossroads.v1 import envelope_pb2
 
 __all__ = ["main"]
@@ -66,7 +69,7 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
                else NodeApp(config, init=args.init))  # type: ignore[arg-type]
-        _run_async(serve_forever(app, ready))
+        _run_async(serve_forever(app, ready, read_config=_config_reader(role, path)))
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
         _print_problems(path, exc.problems)
         return 2
@@ -78,6 +81,21 @@ def _serve(args: argparse.Namespace, role: str) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _config_reader(role: str, path: Path) -> Callable[[], HubConfig | NodeConfig]:
+    """Reads the daemon's configuration file again (SIGHUP, node/reload.py): ConfigError
+    when it is gone, not TOML or not a valid configuration (never an exit)."""
+    from node.config import ConfigError, hub_config, node_config
+
+    def read() -> HubConfig | NodeConfig:
+        try:
+            table = read_toml(path)
+        except CliError as exc:
+            raise ConfigError(str(exc)) from None
+        return (hub_config if role == "hub" else node_config)(table, path.parent)
+
+    return read
 
 
 def _init(args: argparse.Namespace, role: str) -> int:
