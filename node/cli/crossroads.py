@@ -341,6 +341,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from node import sandbox
+
+    root = Path(args.dir)
+    try:
+        if args.action == "up":
+            print(sandbox.up(root, args.nodes))
+            return 0
+        if args.action == "status":
+            healthy, report = sandbox.status(root)
+            print(report)
+            return 0 if healthy else 1
+        print(sandbox.down(root, purge=args.purge))
+        return 0
+    except sandbox.SandboxError as exc:
+        print(f"crossroads sandbox {args.action}: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
@@ -481,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
+    box = sub.add_parser("sandbox", help="a local network that stays up (hub, nodes, a directory,"
+                                         " answering providers) to try the commands on")
+    box_actions = box.add_subparsers(dest="action", required=True)
+    box_help = {"up": "start it (configs, certificates and state in --dir) and print the"
+                      " commands to use it",
+                "status": "which of its processes run, and each node's view (exit 1: not all)",
+                "down": "stop its processes (the files stay; --purge removes them)"}
+    for action, text in box_help.items():
+        p = box_actions.add_parser(action, help=text)
+        p.add_argument("--dir", default="crossroads-sandbox",
+                       help="the sandbox's directory (default: ./crossroads-sandbox)")
+        p.set_defaults(func=_sandbox)
+        if action == "up":
+            p.add_argument("--nodes", type=int, default=3, help="institution nodes, 2 to 7")
+        if action == "down":
+            p.add_argument("--purge", action="store_true", help="remove the directory too")
     demo = sub.add_parser("demo", help="run the local demo network (hub + 7 institution nodes) and stop")
     demo.add_argument("--dir", help="work directory (default: a temporary one)")
     demo.add_argument("--envelopes", type=int, default=3000)
