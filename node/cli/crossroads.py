@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from node.client import LocalClient
     from node.config import HubConfig, NodeConfig
+    from node.store.data_dir import StateLayout
     from node.wire.gen.crossroads.v1 import envelope_pb2
 
 __all__ = ["main"]
@@ -136,6 +137,53 @@ def _node_data(args: argparse.Namespace) -> Path:
     if not db.exists():
         raise SystemExit(f"crossroads: error: no node state at {db} (data_dir)")
     return db
+
+
+def _state_layout(args: argparse.Namespace, role: str) -> StateLayout:
+    """The daemon's state (its SQLite databases and files), from --config."""
+    from node.app import node_layout
+    from node.config import ConfigError, StoreBackend, hub_config, node_config
+    from node.store.backend import hub_layout
+
+    path = Path(args.config).resolve()
+    try:
+        if role == "node":
+            return node_layout(node_config(_load_toml(path), path.parent))
+        config = hub_config(_load_toml(path), path.parent)
+    except ConfigError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if config.store.backend is StoreBackend.POSTGRESQL:
+        raise CliError("this hub keeps its state in PostgreSQL: back up the database with its"
+                       " own tools (docs/OPERATIONS.md, \"Running the hub on PostgreSQL\")")
+    return hub_layout(config)
+
+
+def _backup(args: argparse.Namespace, role: str) -> int:
+    """``crossroads hub|node backup``: a consistent copy of the state while it serves."""
+    from node.store.backup import BackupError, backup
+
+    try:
+        manifest = backup(_state_layout(args, role), Path(args.out))
+    except (BackupError, OSError) as exc:
+        raise CliError(f"backup failed: {exc}") from None
+    print(f"{role} state backed up to {args.out}: {', '.join(sorted(manifest.files))}"
+          f" ({manifest.taken_at})")
+    return 0
+
+
+def _restore(args: argparse.Namespace, role: str) -> int:
+    """``crossroads hub|node restore``: the state from a backup, the daemon stopped."""
+    from node.store.backup import BackupError, restore
+    from node.store.data_dir_guard import DataDirInUse
+
+    layout = _state_layout(args, role)
+    try:
+        moved = restore(layout, Path(args.source), replace=args.replace)
+    except (BackupError, DataDirInUse, OSError) as exc:
+        raise CliError(f"restore refused: {exc}") from None
+    print(f"{role} state restored into {layout.data_dir} from {args.source}"
+          + (f"; what was there is in {moved}" if moved else ""))
+    return 0
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
@@ -442,6 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
                  " every problem at once, exit 2 if any")
         _env_option(check, "--config", CONFIG_ENV, f"{role}.toml")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
+        bk = rs.add_parser("backup", help=f"copy the {role}'s state (SQLite) while it serves:"
+                                          " consistent, checked, with a manifest")
+        _env_option(bk, "--config", CONFIG_ENV, f"{role}.toml")
+        bk.add_argument("--out", required=True, help="a new (or empty) directory")
+        bk.set_defaults(func=lambda a, r=role: _backup(a, r))
+        rt = rs.add_parser("restore", help=f"put a backup back as the {role}'s state ({role}"
+                                           " stopped)")
+        _env_option(rt, "--config", CONFIG_ENV, f"{role}.toml")
+        rt.add_argument("--from", dest="source", required=True, help="the backup's directory")
+        rt.add_argument("--replace", action="store_true",
+                        help="move the state there aside (<data_dir>.before-restore-<time>)")
+        rt.set_defaults(func=lambda a, r=role: _restore(a, r))
         if role == "node":
             st = _app_parser(rs, "status", "the node's counters and directory fragment state",
                              _status, local_api_help="unix:/path or host:port")
