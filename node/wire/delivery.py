@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from node.wire.gen.crossroads.v1 import node_pb2
 
-__all__ = ["cut", "delivery_message", "pack", "tickets_of"]
+__all__ = ["cut", "delivery_message", "first_ticket_us", "pack", "tickets_of"]
 
 
 def pack(envelopes: Sequence[bytes], tickets: Sequence[str]) -> bytes:
@@ -55,3 +55,11 @@ def tickets_of(packed: bytes) -> list[str]:
     """The hub tickets of a packed batch (or of several joined, or of a delivery message), in
     order."""
     return list(node_pb2.DeliveryBatch.FromString(packed).hub_tickets)
+
+
+def first_ticket_us(packed: bytes) -> int:
+    """When the first envelope of a packed batch was accepted, Unix microseconds: its hub
+    ticket is a UUIDv7, whose first 48 bits are the acceptance's Unix milliseconds
+    (:func:`node.hub.intake._uuid7s`)."""
+    ticket = node_pb2.DeliveryBatch.FromString(packed).hub_tickets[0]
+    return int(ticket[:8] + ticket[9:13], 16) * 1000
