@@ -46,11 +46,14 @@ __all__ = ["DATABASE_ERRORS", "MIGRATION_LOCK", "WRITABLE_SQL", "PgParams", "acq
            "connect", "connect_any", "create_pool", "host_dsns", "migrate", "schema_version"]
 
 #: What a lost, refused or timed-out database connection raises (asyncpg's errors, the
-#: socket's, the statement and connect timeouts, no host of the DSN writable): every store
-#: turns them into ``Unavailable`` (nothing stored, retry), never an exception the RPC edge
-#: does not know.
+#: socket's, the statement and connect timeouts; asyncpg's client-side errors too: no host
+#: of the DSN writable, ``TargetServerAttributeNotMatched``, or a connection left in a
+#: broken state by a statement cut off in the middle, "cannot switch to state ...; another
+#: operation is in progress", seen on the health ping's connection during a failover):
+#: every store turns them into ``Unavailable`` (nothing stored, retry), never an exception
+#: the RPC edge does not know.
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
-                   asyncpg.exceptions.TargetServerAttributeNotMatched)
+                   asyncpg.exceptions.InternalClientError)
 #: What a server that is not (or no longer) the primary answers to a write.
 READ_ONLY_ERRORS = (asyncpg.ReadOnlySQLTransactionError,)
 #: True on a server that takes writes (the health ping asks it: a demoted primary, or one
