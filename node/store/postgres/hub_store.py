@@ -37,7 +37,10 @@ Design
   destinations, so their owner wakes whichever replica stored the batch.
 * **Failures.** A database error in a write raises
   :class:`~node.store.failures.Unavailable` (counted in :attr:`failures`): nothing was
-  committed, the hub does not acknowledge.
+  committed, the hub does not acknowledge. Every write transaction and every read of the
+  intake and delivery paths ends within two statement timeouts (30 s), whatever it waits
+  on, and its connection is then closed (:func:`~node.store.postgres.connection.acquire`);
+  the audit's queries and retention's purge keep only the per-statement bound.
 """
 
 from __future__ import annotations
@@ -62,7 +65,15 @@ from node.core.reasons import CallReason
 from node.store.audit_queries import Consultation, PurgeReport
 from node.store.failures import StoreFailures
 from node.store.postgres import audit, leases
-from node.store.postgres.connection import DATABASE_ERRORS, PgParams, create_pool, migrate
+from node.store.postgres.connection import (
+    DATABASE_ERRORS,
+    WRITABLE_SQL,
+    PgParams,
+    acquire,
+    connect,
+    create_pool,
+    migrate,
+)
 from node.store.protocols import QueueDoorbell
 from node.store.records import (
     HeldLeases,
@@ -79,6 +90,8 @@ __all__ = ["ACK_HISTORY", "PostgresHubStore"]
 ACK_HISTORY = 200_000
 #: The server ends a hub session idle this long inside a transaction (see ``open``).
 IDLE_IN_TRANSACTION_S = 3.0
+#: A transaction (or read) ends within this many statement timeouts, whatever it waits on.
+USE_BOUND_STATEMENTS = 2
 #: How long :meth:`PostgresHubStore.close` waits for busy connections before cutting them.
 CLOSE_TIMEOUT_S = 10.0
 #: The audit table's columns, in the order of :meth:`ChainWriter.extend_columns`.
@@ -125,6 +138,8 @@ class PostgresHubStore:
         self.damaged = ""  # PostgreSQL reports damage as errors of the statement: never set
         self.on_damaged: list[Callable[[], None]] = []  # never called (see ``damaged``)
         self._ping_conn: asyncpg.Connection | None = None
+        #: Every read and write transaction ends within this time (see ``acquire``).
+        self._bound_s = USE_BOUND_STATEMENTS * params.command_timeout_s
         self.failures = StoreFailures()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -181,16 +196,18 @@ class PostgresHubStore:
     async def ping(self) -> None:
         """One bounded round trip to the primary on a connection of its own (not the pool's:
         a pool busy with commits is not an unreachable database); ``Unavailable`` when it
-        fails (a replica that cannot commit must say so: node/hub/store_health.py)."""
+        fails or the server no longer takes writes (a demoted primary: the connection is
+        dropped and the next ping looks for the primary), since a replica that cannot commit
+        must say so (node/hub/store_health.py)."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         timeout = self.params.ping_timeout_s
         try:
             if self._ping_conn is None or self._ping_conn.is_closed():
-                self._ping_conn = await asyncpg.connect(
-                    self.params.dsn, password=self.params.password, timeout=timeout,
-                    statement_cache_size=0)
-            await self._ping_conn.fetchval("SELECT 1", timeout=timeout)
+                self._ping_conn = await connect(self.params, timeout=timeout,
+                                                statement_cache_size=0)
+            if not await self._ping_conn.fetchval(WRITABLE_SQL, timeout=timeout):
+                raise ConnectionError("the server takes no writes (a standby, or read-only)")
         except DATABASE_ERRORS as exc:
             conn, self._ping_conn = self._ping_conn, None
             if conn is not None:
@@ -206,7 +223,7 @@ class PostgresHubStore:
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with acquire(self._pool, self._bound_s) as conn, conn.transaction():
                 yield conn
         except DATABASE_ERRORS as exc:
             self._segment_upto = -1
@@ -216,13 +233,15 @@ class PostgresHubStore:
             raise
 
     @asynccontextmanager
-    async def _reader(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _reader(self, bounded: bool = True) -> AsyncIterator[asyncpg.Connection]:
         """A connection for reads; a database failure becomes ``Unavailable`` (counted as
-        ``hub_read``), never an exception the RPC edge does not know."""
+        ``hub_read``), never an exception the RPC edge does not know. ``bounded=False``: no
+        bound on the whole use (retention's purge, chunk after chunk; each statement keeps
+        its own)."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with self._pool.acquire() as conn:
+            async with acquire(self._pool, self._bound_s if bounded else None) as conn:
                 yield conn
         except DATABASE_ERRORS as exc:
             raise self.failures.failed("hub_read", exc) from exc
@@ -377,20 +396,20 @@ class PostgresHubStore:
 
     async def who_consulted(self, subject_number: str, since_us: int | None = None,
                             limit: int | None = None) -> list[Consultation]:
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             return await audit.who_consulted(conn, subject_number, since_us, limit)
 
     async def export_subject(self, subject_number: str,
                              since_us: int | None = None) -> dict[str, Any]:
         if self.signer is None:
             raise RuntimeError("no signing key: cannot sign an audit extract")
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             return await audit.export_subject(conn, subject_number, self.signer, since_us,
                                               self.clock())
 
     async def purge(self, cutoffs: Mapping[str, int], service_kinds: Mapping[str, str] | None = None,
                     default_kind: str = "unknown") -> PurgeReport:
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             report = await audit.purge_kinds(conn, cutoffs, service_kinds or {}, default_kind,
                                              self.clock())
         self._segment_upto = -1
