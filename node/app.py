@@ -104,6 +104,8 @@ __all__ = ["HubApp", "NodeApp", "hub_layout", "init_state", "node_layout", "serv
 
 log = structlog.get_logger(__name__)
 GRACE_S = 5.0
+#: How often a hub reads its database's size on the server (the metrics).
+DATABASE_SIZE_EVERY_S = 60.0
 
 
 class App(Reloadable, Protocol):
@@ -180,6 +182,9 @@ class HubApp:
         self.revocations.on_loaded.append(lambda crl: directory.publish_crl(crl.der))
         self._checkpoints: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._sizes: asyncio.Task[None] | None = None
+        #: The database server's size of the store (PostgreSQL; None: not known, or SQLite).
+        self.database_bytes: int | None = None
         self._stopping = False
         self.health: StoreHealth | None = None
         self.server: grpc.aio.Server | None = None
@@ -260,6 +265,7 @@ class HubApp:
         self.deliverer.start(sorted(set(state.pending) | set(endpoints)))
         await _set_health(self._health, self._names, True)
         self._checkpoints = spawn(self._checkpoint_periodically(), "audit-checkpoints")
+        self._sizes = spawn(self._size_periodically(), "database-size")
         self._health_task = spawn(self.health.run(), "store-health")
         info: dict[str, int | str] = {"port": self.port}
         if self.metrics is not None:
@@ -281,6 +287,14 @@ class HubApp:
         supervisor, load balancers and nodes; the hub keeps answering what it can."""
         if self._health is not None and not self._stopping:
             await _set_health(self._health, self._names, serving)
+
+    async def _size_periodically(self) -> None:
+        """The database server's size of the store, every :data:`DATABASE_SIZE_EVERY_S`, kept
+        for the metrics (a scrape reads it; it never waits on the database)."""
+        while True:
+            with contextlib.suppress(Exception):  # unreachable: the health says so already
+                self.database_bytes = await self.store.database_size()
+            await asyncio.sleep(DATABASE_SIZE_EVERY_S)
 
     async def _checkpoint_periodically(self) -> None:
         """Sign the audit chain head now and then (``[audit_checkpoints] idle_every_s``), so
@@ -324,7 +338,7 @@ class HubApp:
             with contextlib.suppress(Exception):  # logged by the store's failure; stop goes on
                 await self.service.refusals.close()  # the pending aggregated refusals
         await self.revocations.stop()
-        await cancel_and_wait(self._checkpoints, self._health_task)
+        await cancel_and_wait(self._checkpoints, self._health_task, self._sizes)
         await self.directory.close()
         if self.store.is_open:
             try:

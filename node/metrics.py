@@ -187,13 +187,13 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
     yield _gauge("crossroads_hub_consultations_in_flight",
                  "Consultations waiting for their providers.", app.consultations.in_flight)
     yield _gauge("crossroads_hub_audit_last_seq", "Sequence of the audit chain's last record.",
-                 app.store.chain.last_seq)
+                 app.store.audit_last_seq)
     yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
                  app.directory.revision)
     yield _refused_calls("crossroads_hub", {"hub": app.auth_refusals})
     yield from _crl_metrics("crossroads_hub", app.revocations)
     yield _certificates("crossroads_hub", {"tls": app.tls})
-    yield from _store_metrics(app.store.failures, app.layout)
+    yield from _store_metrics(app.store.failures, app.layout, app.database_bytes)
 
 
 def node_metrics(app: NodeApp) -> Iterator[Metric]:
@@ -327,7 +327,8 @@ def _size(path: Path) -> float | None:
         return None
 
 
-def _store_metrics(failures: StoreFailures, layout: StateLayout) -> Iterator[Metric]:
+def _store_metrics(failures: StoreFailures, layout: StateLayout,
+                   server_bytes: int | None = None) -> Iterator[Metric]:
     errors = CounterMetricFamily(
         "crossroads_store_errors", "Writes the store refused (nothing stored), by the component"
         " that failed and the cause (DISK_FULL, IO_ERROR, ...).", labels=["component", "cause"])
@@ -335,8 +336,9 @@ def _store_metrics(failures: StoreFailures, layout: StateLayout) -> Iterator[Met
         errors.add_metric([component, cause.value], count)
     yield errors
     sizes = GaugeMetricFamily("crossroads_store_database_size_bytes",
-                              "Size of each SQLite database file of the daemon (none on"
-                              " PostgreSQL).", labels=["database"])
+                              "Size of each SQLite database file of the daemon; on"
+                              " PostgreSQL, database=\"postgresql\": pg_database_size, read"
+                              " every 60 s.", labels=["database"])
     wal = GaugeMetricFamily("crossroads_store_wal_size_bytes",
                             "Size of each SQLite database's write-ahead log (0: none).",
                             labels=["database"])
@@ -345,6 +347,8 @@ def _store_metrics(failures: StoreFailures, layout: StateLayout) -> Iterator[Met
         if size is not None:
             sizes.add_metric([path.stem], size)
             wal.add_metric([path.stem], _size(path.with_name(path.name + "-wal")) or 0.0)
+    if server_bytes is not None:
+        sizes.add_metric(["postgresql"], float(server_bytes))
     yield from (sizes, wal)
 
 

@@ -357,6 +357,14 @@ class HubStore:
     def is_open(self) -> bool:
         return self._db.is_open
 
+    @property
+    def audit_last_seq(self) -> int:
+        return self.chain.last_seq
+
+    async def database_size(self) -> None:
+        """None: the metrics read the files' sizes themselves (node/metrics.py)."""
+        return None
+
     async def ping(self) -> None:
         """``Unavailable`` once the file was found damaged (:attr:`damaged`); a full disk
         fails each write instead, and the next may succeed."""

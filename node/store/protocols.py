@@ -194,6 +194,15 @@ class HubStorage(BatchIntake, AuditLog, DeliveryQueue, Protocol):
         hub's health: node/hub/store_health.py); bounded in time."""
 
     @property
+    def audit_last_seq(self) -> int:
+        """The audit chain's last record known committed here (the metrics; on PostgreSQL
+        the head this replica last saw, as of its last append)."""
+
+    async def database_size(self) -> int | None:
+        """Bytes the database server holds for this store (the metrics); None where the
+        daemon measures its own files (SQLite)."""
+
+    @property
     def is_open(self) -> bool: ...
 
 

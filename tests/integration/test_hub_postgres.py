@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,11 @@ async def test_a_hub_that_loses_its_database_reports_not_serving_acks_nothing_an
         assert await _health(net) == serving
         probes = net.hub.metrics.port  # type: ignore[union-attr]
         assert (await http_get(probes, "/readyz"))[0] == 200
+        # The database's size on the server (read at start, then every 60 s).
+        scrape = (await http_get(probes, "/metrics"))[1].decode()
+        size = re.search(r'^crossroads_store_database_size_bytes\{database="postgresql"\} (\S+)$',
+                         scrape, re.M)
+        assert size is not None and float(size.group(1)) > 1_000_000, scrape[-2000:]
         await asyncio.to_thread(server.kill)  # the database is gone at once
         await _until(lambda: _is(net, not_serving))
         status, body = await http_get(probes, "/readyz")  # the same verdict, over HTTP

@@ -133,6 +133,8 @@ class PostgresHubStore:
         # ``_segment_upto`` (what this process appended since; -1: read it again).
         self._segment = hashlib.sha256()
         self._segment_from = self._segment_upto = -1
+        #: The chain head as of this replica's last append (the metrics' audit_last_seq).
+        self.audit_last_seq = 0
         self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.store_id = ""
         self.damaged = ""  # PostgreSQL reports damage as errors of the statement: never set
@@ -212,6 +214,11 @@ class PostgresHubStore:
             conn, self._ping_conn = self._ping_conn, None
             if conn is not None:
                 conn.terminate()
+            # The pool's connections go too (each when next released, or at once when idle):
+            # after a primary that went silent (a pulled plug, not a reset), an idle one would
+            # otherwise be handed out after the failover and hang on the dead host until a
+            # statement's bound (the deploy test saw 60-75 s without deliveries).
+            await self._pool.expire_connections()
             raise Unavailable(f"the hub's database: {type(exc).__name__}: {exc}",
                               CallReason.NOT_STORED) from exc
 
@@ -322,6 +329,7 @@ class PostgresHubStore:
             await conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1)"
                                " ON CONFLICT DO NOTHING", GENESIS)
             row = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        self.audit_last_seq = max(self.audit_last_seq, int(row[0]))  # committed: locked, read
         return ChainWriter(int(row[0]), bytes(row[1]))
 
     async def _append_audit(self, conn: asyncpg.Connection,
@@ -387,6 +395,12 @@ class PostgresHubStore:
             if chain.last_seq <= cp_seq:
                 return None
             return await self._write_checkpoint(conn, chain, cp_seq, self.clock())
+
+    async def database_size(self) -> int:
+        """``pg_database_size`` of the hub's database: its tables, indexes and TOAST (not the
+        server's WAL, which the cluster's own monitoring watches)."""
+        async with self._reader() as conn:
+            return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
 
     async def latest_checkpoint(self) -> Checkpoint | None:
         async with self._reader() as conn:
