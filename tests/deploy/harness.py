@@ -140,6 +140,7 @@ class Lab:
     mounts: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    powered_off: set[str] = field(default_factory=set)
 
     # ---- naming -------------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Lab:
             "namespaces": self.namespaces,
             "mounts": self.mounts,
             "pids": self.pids,
+            "powered_off": sorted(self.powered_off),
             "hosts": [asdict(h) for h in self.hosts],
         }
         (self.workdir / "lab.json").write_text(json.dumps(state, indent=1))
@@ -347,6 +349,59 @@ class Lab:
         """argv prefix that runs a command inside the controller namespace."""
         return ["ip", "netns", "exec", self.ctl_ns, *argv]
 
+    # ---- power ------------------------------------------------------------------------------
+
+    def init_pid(self, name: str) -> int:
+        """This machine's pid of the host's PID 1 (its systemd); LabError when it is not up."""
+        for pid in _netns_pids(self.host_ns(name)):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                nspid = next(ln for ln in status.splitlines() if ln.startswith("NSpid:"))
+                if nspid.split()[1:] == [str(pid), "1"]:
+                    return pid
+        raise LabError(f"{name} is not running (no PID 1 in {self.host_ns(name)})")
+
+    def _link(self, name: str, state: str) -> None:
+        _run(["ip", "-n", self.bridge_ns, "link", "set", f"v-{name}"[:15], state])
+
+    def power_off(self, name: str) -> None:
+        """Pull the plug on a host: its link goes down first (peers see silence, not a closed
+        connection), then every process of the container dies at once (SIGKILL to its PID 1
+        ends its PID namespace: the kernel kills all the rest). Its disk (the overlay's upper
+        layer) stays as the processes left it; :meth:`power_on` boots it again. Idempotent."""
+        self.powered_off.add(name)
+        self._save_state()
+        self._link(name, "down")
+        with contextlib.suppress(LabError, ProcessLookupError):
+            os.kill(self.init_pid(name), signal.SIGKILL)
+        # SSH control master for this host: its peer is gone without a word.
+        subprocess.run(
+            self.controller(["ssh", *self.ssh_args, "-O", "exit", f"root@{self.ip(name)}"]),
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        pid = self.pids.pop(name, None)
+        proc = self.procs.pop(name, None)
+        if pid is not None and not _reap(proc, pid, timeout=15):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _reap(proc, pid, timeout=5)
+        for p in _netns_pids(self.host_ns(name)):  # anything that escaped (none expected)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        self._save_state()
+
+    def power_on(self, name: str, boot_timeout: float = 120) -> None:
+        """Boot a host that :meth:`power_off` stopped, on its disk as it was; wait for SSH and
+        for systemd to finish starting (its enabled units start as after a power cut)."""
+        if name in self.pids:
+            raise LabError(f"{name} is already running")
+        (h,) = (h for h in self.hosts if h.name == name)
+        self._boot(h)
+        self._link(name, "up")
+        self._wait_booted(h, time.monotonic() + boot_timeout)
+        self.powered_off.discard(name)
+        self._save_state()
+
     # ---- teardown -----------------------------------------------------------------------
 
     def _alive(self, name: str, pid: int) -> bool:
@@ -389,13 +444,12 @@ class Lab:
         # 2. Whatever still runs in our namespaces (ssh control masters, stray daemons).
         for ns in self.namespaces:
             for _ in range(20):
-                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                     text=True, check=False).stdout.split()  # fmt: skip
+                out = _netns_pids(ns)
                 if not out:
                     break
                 for p in out:
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(p), signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
                 time.sleep(0.1)
         # 3. Mounts, innermost first.
         for target in reversed(self.mounts):
@@ -415,6 +469,25 @@ class Lab:
             self._save_state()
         if errors:
             sys.stderr.write("[lab] teardown: " + "; ".join(errors) + "\n")
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                         check=False).stdout  # fmt: skip
+    return [int(p) for p in out.split()]
+
+
+def _reap(proc: subprocess.Popen[bytes] | None, pid: int, timeout: float) -> bool:
+    """Wait for a (child) process to exit and reap it; whether it did within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return True
+        elif not _pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _pid_alive(pid: int) -> bool:
