@@ -3,8 +3,9 @@
 Each host is a ``systemd-nspawn`` container booting real systemd as PID 1 on an overlay root
 (lower layer: a read-only bind of this machine's ``/``; upper layer: tmpfs), in a network namespace
 of its own. All namespaces hang off a bridge that lives in one more namespace created here, so the
-private range (``10.213.0.0/24``) exists nowhere but inside the namespaces this module created. A
-controller namespace on the same bridge runs ``ansible-playbook`` and ``ssh``.
+private range (``Lab.subnet``, ``10.213.0.0/24`` by default) exists nowhere but inside the
+namespaces this module created. A controller namespace on the same bridge runs
+``ansible-playbook`` and ``ssh``.
 
 Everything created is recorded on the :class:`Lab` as it is created, and :meth:`Lab.down` removes
 it in reverse order, tolerating partial setups: it is safe to call after any failure, and twice.
@@ -34,7 +35,6 @@ from pathlib import Path
 
 SUBNET = "10.213.0"
 PREFIX_LEN = 24
-CONTROLLER_IP = f"{SUBNET}.254"
 # Units enabled in the base image that must not run inside the simulated hosts.
 KEEP_ENABLED = {"ssh.service", "sshd.service", "machines.target", "remote-fs.target"}
 
@@ -134,6 +134,8 @@ class Lab:
     workdir: Path
     hosts: list[HostSpec]
     wheelhouse: Path | None = None
+    # First three octets of the lab's private /24 (the controller is .254); one per lab.
+    subnet: str = SUBNET
     tag: str = field(default_factory=lambda: "xr" + secrets.token_hex(2))
     # What has been created, for teardown (recorded before each step completes).
     namespaces: list[str] = field(default_factory=list)
@@ -197,6 +199,7 @@ class Lab:
     def _save_state(self) -> None:
         state = {
             "tag": self.tag,
+            "subnet": self.subnet,
             "namespaces": self.namespaces,
             "mounts": self.mounts,
             "pids": self.pids,
@@ -233,7 +236,7 @@ class Lab:
         self._ns_add(self.bridge_ns)
         _run(["ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.bridge_ns, "link", "set", "br0", "up"])
-        nodes = [("ctl", self.ctl_ns, CONTROLLER_IP)] + [
+        nodes = [("ctl", self.ctl_ns, f"{self.subnet}.254")] + [
             (h.name, self.host_ns(h.name), h.ip) for h in self.hosts
         ]
         for short, ns, ip in nodes:
@@ -504,7 +507,8 @@ def _pid_alive(pid: int) -> bool:
 def down_from_state(workdir: Path) -> None:
     """Tear down a lab from its state file (after a run that could not clean up itself)."""
     state = json.loads((workdir / "lab.json").read_text())
-    lab = Lab(workdir=workdir, hosts=[HostSpec(**h) for h in state["hosts"]], tag=state["tag"])
+    lab = Lab(workdir=workdir, hosts=[HostSpec(**h) for h in state["hosts"]], tag=state["tag"],
+              subnet=state.get("subnet", SUBNET))
     lab.namespaces = state["namespaces"]
     lab.mounts = state["mounts"]
     lab.pids = {k: int(v) for k, v in state["pids"].items()}
