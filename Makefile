@@ -27,9 +27,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not deploy and not slow and not ha" -q
 
 # The hub tier under failure (tests/ha/): replicas killed, cut off from PostgreSQL (network
-# namespaces: needs root and iproute2), consultations and directory across replicas.
+# namespaces: needs root and iproute2), consultations and directory across replicas, the
+# hub through PostgreSQL failovers (Patroni on etcd, Debian's packages: tests/install-patroni.sh).
 test-ha: $(STAMP)
-	bash tests/install-postgres.sh
+	bash tests/install-patroni.sh
 	command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
 	$(BIN)/python -m pytest -m ha -q -s tests/ha
 

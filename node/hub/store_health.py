@@ -10,6 +10,9 @@ so that nodes and balancers move to a healthy replica. :class:`StoreHealth` is t
   health turns within a round trip of the first failure rather than at the next period;
 * the first failed ping turns the health NOT_SERVING (``on_change(False)``), logged once at
   error; the first ping that succeeds afterwards turns it SERVING again, logged at warning.
+  A ping that fails with an error nobody foresaw (a database client's internal error during
+  a failover was one) counts as failed too: the checks never end on it, and a replica never
+  stays SERVING because the task that would have said otherwise is gone.
 
 It never stops the hub: a replica cut off from its database keeps its process, its listeners
 and its caches, refuses to acknowledge, and rejoins when the database answers again.
@@ -22,7 +25,6 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from node.core.errors import Unavailable
 from node.tasks import wait_event
 
 __all__ = ["StoreHealth"]
@@ -57,7 +59,7 @@ class StoreHealth:
     async def _check(self) -> None:
         try:
             await self.ping()
-        except (Unavailable, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed ping is a store away (fail closed)
             if self.healthy:
                 self.healthy = False
                 self.outages += 1

@@ -2,8 +2,10 @@
 
 Topology (every address is this machine's, or a namespace the test made):
 
-* PostgreSQL (Debian's binaries, :class:`~node.testing_postgres.PostgresServer`) listens on
-  127.0.0.1 and on the host side of the namespace's link 0 (``10.<base>.0.1``);
+* PostgreSQL (Debian's binaries, :class:`~node.testing_postgres.PostgresServer`, or a
+  Patroni cluster of two, :class:`~tests.ha.patroni.PatroniCluster`, reached with a DSN that
+  lists both members) listens on 127.0.0.1 and on the host side of the namespace's link 0
+  (``10.<base>.0.1``);
 * replica ``hub-a`` runs here, on 127.0.0.1, and reaches PostgreSQL on 127.0.0.1;
 * replica ``hub-b`` runs inside a network namespace (:class:`~tests.ha.netns.Namespace`): it
   reaches PostgreSQL over link 0 only, and is reached by the nodes (and reaches them) over
@@ -23,7 +25,7 @@ import itertools
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,9 @@ from node.client import LocalClient, make_envelope
 from node.testing import DEMO_SERVICE, ProcessNetwork
 from node.testing_postgres import PgDatabase, PostgresServer
 from tests.ha.netns import Namespace
+from tests.ha.patroni import PatroniCluster
 
-__all__ = ["HubTier", "Traffic"]
+__all__ = ["HubTier", "Traffic", "longest_gap"]
 
 REPLICAS = ("hub-a", "hub-b")
 #: hub-b's namespace links: 0 to the database, 1 to the nodes.
@@ -44,13 +47,13 @@ DB_LINK, NODE_LINK = 0, 1
 class HubTier(ProcessNetwork):
     """See the module's docstring. Build it with :meth:`make`; ``stop_all`` at the end."""
 
-    server: PostgresServer
+    server: PostgresServer | PatroniCluster
     database: PgDatabase
     ns: Namespace
 
     @classmethod
-    def make(cls, root: Path, server: PostgresServer, database: PgDatabase, ns: Namespace,
-             **options: Any) -> HubTier:
+    def make(cls, root: Path, server: PostgresServer | PatroniCluster, database: PgDatabase,
+             ns: Namespace, **options: Any) -> HubTier:
         tier = cls(root, **options)
         tier.server, tier.database, tier.ns = server, database, ns
         tier.addresses: dict[str, str] = {}
@@ -208,12 +211,8 @@ class Traffic:
     def longest_gap(self, after: float, until: float) -> float:
         """The longest any receiver went without envelopes between ``after`` and ``until``
         (monotonic seconds): a dead replica's destinations wait for their takeover."""
-        gaps = []
         with self.lock:
-            for times in self.fetch_times.values():
-                inside = [after, *(t for t in times if after < t < until), until]
-                gaps.append(max(b - a for a, b in itertools.pairwise(inside)))
-        return max(gaps, default=0.0)
+            return longest_gap(self.fetch_times.values(), after, until)
 
     def refused(self) -> dict[str, int]:
         """reason -> how many acknowledged envelopes the hub did not accept (asked of each
@@ -248,3 +247,13 @@ class Traffic:
                         problems.append(f"{receiver} never fetched {len(missing)} of {sender}'s"
                                         f" acknowledged envelopes, e.g. {sorted(missing)[:5]}")
         return problems
+
+
+def longest_gap(series: Iterable[list[float]], after: float, until: float) -> float:
+    """The longest any of ``series`` (times of events, monotonic seconds) went without an
+    event between ``after`` and ``until``."""
+    gaps = []
+    for times in series:
+        inside = [after, *(t for t in times if after < t < until), until]
+        gaps.append(max(b - a for a, b in itertools.pairwise(inside)))
+    return max(gaps, default=0.0)

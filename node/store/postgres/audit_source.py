@@ -21,7 +21,7 @@ import asyncpg
 from node.store.audit_queries import AuditReport, Consultation, PurgeReport
 from node.store.audit_source import SourceUnavailable, directory_kinds
 from node.store.postgres import audit, directory_store
-from node.store.postgres.connection import DATABASE_ERRORS, PgParams
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams, connect
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,9 +47,7 @@ class PostgresAuditSource:
 
     async def _connected(self, action: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
         try:
-            conn = await asyncpg.connect(self.params.dsn, password=self.params.password,
-                                         timeout=self.params.connect_timeout_s,
-                                         command_timeout=self.params.command_timeout_s,
+            conn = await connect(self.params, command_timeout=self.params.command_timeout_s,
                                          statement_cache_size=self.params.statement_cache_size)
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(

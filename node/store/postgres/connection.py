@@ -1,9 +1,26 @@
 """Connecting to the hub's PostgreSQL: where the password comes from, the pool, migrations.
 
 Credentials never travel on a command line: :class:`PgParams` holds a libpq DSN without a
-password (it may list several hosts, ``host=a,b`` or ``postgresql://a,b/db``, with
-``target_session_attrs=read-write``: asyncpg tries them in turn) and the password, read by
-:meth:`PgParams.from_sources` from a file (first line) or an environment variable.
+password and the password, read by :meth:`PgParams.from_sources` from a file (first line) or
+an environment variable.
+
+**Several hosts (a replicated cluster, docs/OPERATIONS.md).** The DSN may list every member,
+``postgresql://user@h1:p1,h2:p2/db?target_session_attrs=read-write``; every connection the hub
+opens (the pool's, the health ping's, the listeners') goes through :func:`connect_any`, which
+tries the hosts in turn, each within ``connect_timeout_s`` of its own, and takes the first that
+accepts and is writable. asyncpg 0.31 walks a host list itself, but under one timeout for the
+whole walk (a silent first host, a powered-off primary, uses it all up: the second is never
+tried), and it gives up at the first host that answers with an error instead of a socket
+failure ("the database system is starting up", a member Patroni is restarting as a standby):
+so the hub walks the list and asks asyncpg for one host at a time, ``target_session_attrs``
+and all (asyncpg honours it for one host: it connects, checks ``in_hot_standby`` /
+``default_transaction_read_only`` and refuses with ``TargetServerAttributeNotMatched``).
+A DSN in keyword form (``host=a,b``) is passed to asyncpg as it is.
+
+**A server that is no longer the primary** answers writes with ``read_only_sql_transaction``
+(SQLSTATE 25006): that is the database being unavailable, never a refusal of the envelope
+(it is in :data:`DATABASE_ERRORS`), and :func:`acquire` closes such a connection instead of
+returning it to the pool, so that the next one is opened to the new primary.
 
 :func:`migrate` applies :data:`~node.store.postgres.migrations.MIGRATIONS` forward-only, each
 in its own transaction holding a transaction-scoped advisory lock, so replicas that open the
@@ -14,20 +31,35 @@ software is refused (``RuntimeError``), before anything is written.
 from __future__ import annotations
 
 import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from node.store.postgres.migrations import MIGRATIONS
 
-__all__ = ["DATABASE_ERRORS", "MIGRATION_LOCK", "PgParams", "create_pool", "migrate",
-           "schema_version"]
+__all__ = ["DATABASE_ERRORS", "MIGRATION_LOCK", "WRITABLE_SQL", "PgParams", "acquire",
+           "connect", "connect_any", "create_pool", "host_dsns", "migrate", "schema_version"]
 
 #: What a lost, refused or timed-out database connection raises (asyncpg's errors, the
-#: socket's, the statement and connect timeouts): every store turns them into
-#: ``Unavailable`` (nothing stored, retry), never an exception the RPC edge does not know.
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: socket's, the statement and connect timeouts; asyncpg's client-side errors too: no host
+#: of the DSN writable, ``TargetServerAttributeNotMatched``, or a connection left in a
+#: broken state by a statement cut off in the middle, "cannot switch to state ...; another
+#: operation is in progress", seen on the health ping's connection during a failover):
+#: every store turns them into ``Unavailable`` (nothing stored, retry), never an exception
+#: the RPC edge does not know.
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
+                   asyncpg.exceptions.InternalClientError)
+#: What a server that is not (or no longer) the primary answers to a write.
+READ_ONLY_ERRORS = (asyncpg.ReadOnlySQLTransactionError,)
+#: True on a server that takes writes (the health ping asks it: a demoted primary, or one
+#: set ``default_transaction_read_only``, answers ``SELECT 1`` but commits nothing).
+WRITABLE_SQL = ("SELECT NOT pg_is_in_recovery()"
+                " AND current_setting('transaction_read_only') = 'off'")
 
 #: The advisory lock key migrations run under (any constant; "crossroads hub").
 MIGRATION_LOCK = 0x63726F7373
@@ -89,7 +121,7 @@ async def create_pool(params: PgParams, idle_in_transaction_s: float | None = No
     settings = dict(SESSION_SETTINGS)
     if idle_in_transaction_s is not None:
         settings["idle_in_transaction_session_timeout"] = f"{int(idle_in_transaction_s * 1000)}"
-    pool = await asyncpg.create_pool(params.dsn, password=params.password,
+    pool = await asyncpg.create_pool(params.dsn, password=params.password, connect=connect_any,
                                      min_size=params.min_size, max_size=params.max_size,
                                      statement_cache_size=params.statement_cache_size,
                                      timeout=params.connect_timeout_s,
@@ -119,3 +151,46 @@ async def migrate(conn: asyncpg.Connection, migrations: list[str] = MIGRATIONS) 
             await conn.execute(
                 "INSERT INTO schema_version (id, version) VALUES (1, $1)"
                 " ON CONFLICT (id) DO UPDATE SET version = excluded.version", version + 1)
+
+
+def host_dsns(dsn: str) -> list[str]:
+    """One DSN per host of a URI that lists several (``postgresql://u@h1:p1,h2:p2/db?...``),
+    in their order; any other DSN as it is."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme not in ("postgres", "postgresql") or "," not in parts.netloc:
+        return [dsn]
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    return [urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}"))
+            for host in hosts.split(",")]
+
+
+async def connect_any(dsn: str, **options: Any) -> asyncpg.Connection:
+    """A connection to the first host of ``dsn`` that accepts one (and matches its
+    ``target_session_attrs``), each host tried within ``options["timeout"]`` of its own (see
+    the module's docstring); the last host's error when none does. The pool's ``connect``."""
+    last: BaseException | None = None
+    for one in host_dsns(dsn):
+        try:
+            return await asyncpg.connect(one, **options)
+        except DATABASE_ERRORS as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+async def connect(params: PgParams, **options: Any) -> asyncpg.Connection:
+    """A connection of its own (not the pool's) to the writable host of ``params``."""
+    options.setdefault("timeout", params.connect_timeout_s)
+    return await connect_any(params.dsn, password=params.password, **options)
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; one found on a read-only server (a demoted primary) is closed
+    instead of going back to the pool: the pool opens the next one to the new primary."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except READ_ONLY_ERRORS:
+            conn.terminate()
+            raise

@@ -84,7 +84,14 @@ from node.store.integrations import (
     integration_row,
     preload_from,
 )
-from node.store.postgres.connection import DATABASE_ERRORS, PgParams, create_pool, migrate
+from node.store.postgres.connection import (
+    DATABASE_ERRORS,
+    PgParams,
+    acquire,
+    connect,
+    create_pool,
+    migrate,
+)
 from node.store.protocols import FollowCallback
 from node.store.records import LoggedChange
 from node.tasks import cancel_and_wait, spawn
@@ -266,7 +273,7 @@ class PostgresDirectoryStore:
     def _connection(self) -> Any:
         if self._pool is None:
             raise RuntimeError("the directory store is not open")
-        return self._pool.acquire()
+        return acquire(self._pool)
 
     @asynccontextmanager
     async def _snapshot_read(self) -> AsyncIterator[asyncpg.Connection]:
@@ -395,9 +402,8 @@ class PostgresDirectoryStore:
             conn: asyncpg.Connection | None = None
             try:
                 params = self.params
-                conn = await asyncpg.connect(
-                    params.dsn, password=params.password, timeout=params.connect_timeout_s,
-                    command_timeout=params.command_timeout_s,
+                conn = await connect(
+                    params, command_timeout=params.command_timeout_s,
                     statement_cache_size=params.statement_cache_size,
                     server_settings={"application_name": LISTENER})
                 await self._follow_on(conn)

@@ -62,7 +62,15 @@ from node.core.reasons import CallReason
 from node.store.audit_queries import Consultation, PurgeReport
 from node.store.failures import StoreFailures
 from node.store.postgres import audit, leases
-from node.store.postgres.connection import DATABASE_ERRORS, PgParams, create_pool, migrate
+from node.store.postgres.connection import (
+    DATABASE_ERRORS,
+    WRITABLE_SQL,
+    PgParams,
+    acquire,
+    connect,
+    create_pool,
+    migrate,
+)
 from node.store.protocols import QueueDoorbell
 from node.store.records import (
     HeldLeases,
@@ -181,16 +189,18 @@ class PostgresHubStore:
     async def ping(self) -> None:
         """One bounded round trip to the primary on a connection of its own (not the pool's:
         a pool busy with commits is not an unreachable database); ``Unavailable`` when it
-        fails (a replica that cannot commit must say so: node/hub/store_health.py)."""
+        fails or the server no longer takes writes (a demoted primary: the connection is
+        dropped and the next ping looks for the primary), since a replica that cannot commit
+        must say so (node/hub/store_health.py)."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         timeout = self.params.ping_timeout_s
         try:
             if self._ping_conn is None or self._ping_conn.is_closed():
-                self._ping_conn = await asyncpg.connect(
-                    self.params.dsn, password=self.params.password, timeout=timeout,
-                    statement_cache_size=0)
-            await self._ping_conn.fetchval("SELECT 1", timeout=timeout)
+                self._ping_conn = await connect(self.params, timeout=timeout,
+                                                statement_cache_size=0)
+            if not await self._ping_conn.fetchval(WRITABLE_SQL, timeout=timeout):
+                raise ConnectionError("the server takes no writes (a standby, or read-only)")
         except DATABASE_ERRORS as exc:
             conn, self._ping_conn = self._ping_conn, None
             if conn is not None:
@@ -206,7 +216,7 @@ class PostgresHubStore:
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with acquire(self._pool) as conn, conn.transaction():
                 yield conn
         except DATABASE_ERRORS as exc:
             self._segment_upto = -1
@@ -222,7 +232,7 @@ class PostgresHubStore:
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with self._pool.acquire() as conn:
+            async with acquire(self._pool) as conn:
                 yield conn
         except DATABASE_ERRORS as exc:
             raise self.failures.failed("hub_read", exc) from exc

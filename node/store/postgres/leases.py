@@ -45,7 +45,7 @@ import asyncpg
 import structlog
 
 from node.core.backoff import Backoff
-from node.store.postgres.connection import DATABASE_ERRORS, PgParams
+from node.store.postgres.connection import DATABASE_ERRORS, PgParams, connect
 from node.store.protocols import QueueDoorbell
 from node.store.records import HeldLeases, LeaseLost
 from node.tasks import cause_of, wait_event
@@ -163,9 +163,8 @@ async def listen(params: PgParams, doorbell: QueueDoorbell, backoff: Backoff | N
 
 async def _listen_once(params: PgParams, doorbell: QueueDoorbell, backoff: Backoff) -> None:
     """One listening connection, until it is lost (an exception)."""
-    conn = await asyncpg.connect(params.dsn, password=params.password,
-                                 statement_cache_size=params.statement_cache_size,
-                                 server_settings={"application_name": LISTENER_NAME})
+    conn = await connect(params, statement_cache_size=params.statement_cache_size,
+                         server_settings={"application_name": LISTENER_NAME})
     try:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.store.data_dir import DataDirError, StateReason
-from node.store.postgres.connection import PgParams, migrate, schema_version
+from node.store.postgres.connection import PgParams, connect, migrate, schema_version
 from node.wire.signed import ensure_signing_key
 
 __all__ = ["prepare_database", "public_key_text"]
@@ -37,7 +36,7 @@ async def prepare_database(params: PgParams, init: bool, key_path: Path) -> bool
     """PostgreSQL's counterpart of :func:`~node.store.data_dir.prepare_data_dir` (the module's
     rules): True when the database was empty and is now set up (``init``). The signing key is
     loaded (or, on that first start only, created) here; :class:`DataDirError` otherwise."""
-    conn = await asyncpg.connect(params.dsn, password=params.password)
+    conn = await connect(params)
     try:
         fresh = await schema_version(conn) == 0
         if fresh and not init:
