@@ -32,7 +32,7 @@ from node.client import LocalClient
 from tests.deploy.harness import Lab
 from tests.ha.tier import HubTier, Traffic
 
-__all__ = ["DeployedNodes", "Timeline", "start_traffic", "stop_traffic"]
+__all__ = ["DeployedNodes", "Timeline", "counter", "start_traffic", "stop_traffic"]
 
 SOCKET = "run/crossroads/node.sock"
 COUNTERS = ("acknowledged", "accepted", "fetched")
