@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +59,8 @@ from node.member.retention import Retention
 from node.member.uplink import Uplink
 from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
+from node.probes import hub_readiness, node_readiness
+from node.reload import Reloadable, reload
 from node.rpc.auth_interceptor import AuthInterceptor, CertificateGate
 from node.rpc.hub_choice import HubChoice
 from node.rpc.local_auth import LOCAL_TABLE, LocalGate
@@ -81,6 +84,7 @@ from node.store.node_store import NodeStore
 from node.store.postgres.preflight import prepare_database
 from node.store.protocols import HubStorage
 from node.store.records import LoggedChange
+from node.supervisor import Notifier
 from node.tasks import cancel_and_wait, report_unhandled, spawn
 from node.wire.gen.crossroads.v1 import (
     directory_pb2,
@@ -101,7 +105,7 @@ log = structlog.get_logger(__name__)
 GRACE_S = 5.0
 
 
-class App(Protocol):
+class App(Reloadable, Protocol):
     async def start(self) -> dict[str, int | str]: ...
     async def stop(self) -> None: ...
 
@@ -165,6 +169,7 @@ class HubApp:
         backend = open_hub_backend(config, signing_key, clock)
         self.store = backend.hub
         self.tls = TlsMaterial.load(config.tls)
+        self.local_tls: TlsMaterial | None = None  # none: a hub has no local API
         self.revocations = RevocationList(config.tls.crl, config.tls.ca_cert,
                                           stale_policy=config.tls.crl_stale, clock=clock)
         self.directory = Directory(backend.directory, signing_key, clock=clock)
@@ -245,7 +250,8 @@ class HubApp:
         self._health_task = spawn(self.health.run(), "store-health")
         info: dict[str, int | str] = {"port": self.port}
         if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self))
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self),
+                                           lambda: hub_readiness(self))
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
@@ -253,6 +259,11 @@ class HubApp:
                  pending=sum(state.pending.values()), metrics_port=info.get("metrics_port"))
         self._started = True
         return info
+
+    @property
+    def serving(self) -> bool:
+        """Started and not stopping (readiness, node/probes.py)."""
+        return self._started and not self._stopping
 
     async def _serving(self, serving: bool) -> None:
         """The store can (or cannot any more) commit: health SERVING (or NOT_SERVING) for the
@@ -336,6 +347,7 @@ class NodeApp:
         self.hubs = HubChoice(config.hubs)
         self.server_check: ServerCheck | None = None
         self.tls = TlsMaterial.load(config.tls)
+        self.local_tls: TlsMaterial | None = None  # a node's TCP local API ([local_tls])
         self.server: grpc.aio.Server | None = None
         self.local_server: grpc.aio.Server | None = None
         self.uplink: Uplink | None = None
@@ -395,7 +407,7 @@ class NodeApp:
         self.watcher = FragmentWatcher(
             cfg, self.tls, self.fragment, load_public_key(cfg.hub_directory_key),
             revocations=None if cfg.tls.revocation == "off" else self.revocations,
-            hubs=self.hubs)
+            hubs=self.hubs, clock=self.clock)
         local = LocalService(cfg.enterprise_number, policy, self.store, self.uplink,
                              self.fragment, self.watcher, self.answering, self.hub_caller,
                              self.clock)
@@ -420,8 +432,9 @@ class NodeApp:
             raise ConfigError(f"local_tls is required when local_api is a TCP address"
                               f" ({cfg.local_api})")
         else:  # mutual TLS: applications present certificates of profile app
+            self.local_tls = TlsMaterial.load(cfg.local_tls)
             self.local_port = self.local_server.add_secure_port(
-                cfg.local_api, TlsMaterial.load(cfg.local_tls).server_credentials())
+                cfg.local_api, self.local_tls.server_credentials())
             if self.local_port == 0:
                 raise OSError(f"local_api: cannot listen on {cfg.local_api}")
         await self.server.start()
@@ -436,7 +449,8 @@ class NodeApp:
         info: dict[str, int | str] = {"port": self.port, "local_port": self.local_port,
                                       "local_api": self.local_api}
         if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self))
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self),
+                                           lambda: node_readiness(self))
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         await _set_health(self._health, self._names, True)
@@ -537,8 +551,10 @@ GC_THRESHOLD = (50_000, 50, 1_000)
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-async def serve_forever(app: App, ready_file: Path | None = None) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully."""
+async def serve_forever(app: App, ready_file: Path | None = None,
+                        read_config: Callable[[], HubConfig | NodeConfig] | None = None) -> None:
+    """Run ``app`` until SIGTERM/SIGINT, then stop it gracefully; on SIGHUP, apply what can
+    change of the configuration ``read_config`` reads (node/reload.py)."""
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
     # Before the servers are built: their connection caps are shares of this limit.
     files = raise_soft_limit()
@@ -549,6 +565,8 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if read_config is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload(app, read_config))
     try:
         info = await app.start()
     except BaseException as exc:
@@ -566,8 +584,15 @@ async def serve_forever(app: App, ready_file: Path | None = None) -> None:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
         tmp.replace(ready_file)
+    systemd = Notifier()  # Type=notify units (node/supervisor.py); nothing without systemd
+    systemd.notify("READY=1", f"STATUS=serving on port {info['port']}")
+    watchdog = spawn(systemd.watchdog(), "systemd-watchdog")
     try:
         await stop.wait()
         log.info("stopping", signal="SIGTERM/SIGINT")
     finally:
-        await app.stop()
+        systemd.notify("STOPPING=1")
+        try:
+            await app.stop()
+        finally:  # pinging through a long drain too
+            await cancel_and_wait(watchdog)

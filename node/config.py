@@ -245,6 +245,9 @@ class NodeConfig:
     emit_employment_mutations: bool = False
     # Days a finished envelope stays in the node's store (node/member/retention.py); 0: kept.
     retention_days: int = 30
+    # Readiness (/readyz, node/probes.py): the longest the directory stream may have been
+    # down before the node reports its fragment stale (not ready).
+    readiness_directory_age_s: float = 300.0
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
     keepalive: Keepalive = field(default_factory=Keepalive)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -348,6 +351,7 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         submit_window=r.integer("submit_window", 4, minimum=1),
         emit_employment_mutations=r.flag("emit_employment_mutations", False),
         retention_days=r.integer("retention_days", 30, minimum=0),
+        readiness_directory_age_s=r.seconds("readiness_directory_age_s", 300.0, minimum=1),
         metrics_listen=r.tcp_address("metrics_listen"),
         local_tls=_local_tls(r),
         applications=_applications(r),

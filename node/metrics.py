@@ -19,12 +19,17 @@ open files).
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from node.probes import Readiness
 
 if TYPE_CHECKING:
     from node.app import HubApp, NodeApp
@@ -163,22 +168,51 @@ def _store_errors(failures: StoreFailures) -> CounterMetricFamily:
     return errors
 
 
-class MetricsEndpoint:
-    """``/metrics`` on ``host:port`` (port 0: any free one, see :attr:`port`)."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes come every few seconds: no access log on stderr."""
 
-    def __init__(self, address: str, collect: Callable[[], Iterator[Metric]]) -> None:
+
+class _Server6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsEndpoint:
+    """``/metrics``, ``/healthz`` and ``/readyz`` (node/probes.py) on ``host:port`` (port 0:
+    any free one, see :attr:`port`), served by a thread of their own."""
+
+    def __init__(self, address: str, collect: Callable[[], Iterator[Metric]],
+                 ready: Callable[[], Readiness]) -> None:
         host, _, port = address.rpartition(":")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collect(collect))
         ProcessCollector(registry=self.registry)
+        self._ready = ready
+        self._metrics = make_wsgi_app(self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._address = (host.strip("[]"), int(port))
         self.port = 0
 
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            readiness = self._ready()
+            start_response("200 OK" if readiness.ready else "503 Service Unavailable",
+                           [("Content-Type", "application/json")])
+            return [readiness.body()]
+        return self._metrics(environ, start_response)  # type: ignore[no-any-return]
+
     def start(self) -> None:
         host, port = self._address
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        server_class = _Server6 if ":" in host else ThreadingWSGIServer
+        self._server = make_server(host, port, self._app, server_class, _QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="metrics-http")
+        self._thread.start()
         self.port = int(self._server.server_port)
 
     def stop(self) -> None:

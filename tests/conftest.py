@@ -11,6 +11,8 @@ needs none starts none); ``pg_database`` a fresh database on it for one test (dr
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -83,6 +85,20 @@ class Openable(Protocol):
 
 
 OpenableT = TypeVar("OpenableT", bound=Openable)
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """``GET http://127.0.0.1:<port><path>`` (a daemon's metrics port): status and body, an
+    error status included."""
+
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    return await asyncio.to_thread(get)
 
 
 @asynccontextmanager

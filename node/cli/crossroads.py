@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import importlib.metadata
 import json
+import os
 import sys
 import tomllib
 import uuid
@@ -19,7 +21,10 @@ from typing import TYPE_CHECKING
 from node.cli.runner import CliError, read_toml
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from node.client import LocalClient
+    from node.config import HubConfig, NodeConfig
     from node.wire.gen.crossroads.v1 import envelope_pb2
 
 __all__ = ["main"]
@@ -65,7 +70,7 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
                else NodeApp(config, init=args.init))  # type: ignore[arg-type]
-        _run_async(serve_forever(app, ready))
+        _run_async(serve_forever(app, ready, read_config=_config_reader(role, path)))
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
         _print_problems(path, exc.problems)
         return 2
@@ -77,6 +82,21 @@ def _serve(args: argparse.Namespace, role: str) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _config_reader(role: str, path: Path) -> Callable[[], HubConfig | NodeConfig]:
+    """Reads the daemon's configuration file again (SIGHUP, node/reload.py): ConfigError
+    when it is gone, not TOML or not a valid configuration (never an exit)."""
+    from node.config import ConfigError, hub_config, node_config
+
+    def read() -> HubConfig | NodeConfig:
+        try:
+            table = read_toml(path)
+        except CliError as exc:
+            raise ConfigError(str(exc)) from None
+        return (hub_config if role == "hub" else node_config)(table, path.parent)
+
+    return read
 
 
 def _init(args: argparse.Namespace, role: str) -> int:
@@ -341,9 +361,21 @@ def _app_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: 
 
     parser = sub.add_parser(name, help=help_text, epilog=EXIT_CODES_HELP,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--local-api", required=True, help=local_api_help)
+    _env_option(parser, "--local-api", LOCAL_API_ENV, local_api_help or "the node's local API")
     parser.set_defaults(func=func)
     return parser
+
+
+#: Environment defaults of ``--local-api`` and ``--config`` (a flag given wins).
+LOCAL_API_ENV = "CROSSROADS_LOCAL_API"
+CONFIG_ENV = "CROSSROADS_CONFIG"
+
+
+def _env_option(parser: argparse.ArgumentParser, flag: str, env: str, help_text: str) -> None:
+    """``flag``, required unless ``env`` is set (then its default)."""
+    default = os.environ.get(env) or None
+    parser.add_argument(flag, default=default, required=default is None,
+                        help=f"{help_text} (default: ${env})")
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -358,15 +390,24 @@ def _subject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, default=0)
 
 
+def _version() -> str:
+    """The installed distribution's version (its metadata: one source, pyproject.toml)."""
+    try:
+        return importlib.metadata.version("crossroads")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossroads", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     for role in ("hub", "node"):
         p = sub.add_parser(role, help=f"the {role} daemon")
         rs = p.add_subparsers(dest="action", required=True)
         serve = rs.add_parser("serve", help=f"run the {role} in the foreground")
-        serve.add_argument("--config", required=True, help=f"{role}.toml")
+        _env_option(serve, "--config", CONFIG_ENV, f"{role}.toml")
         serve.add_argument("--ready-file", help="write {pid, ports} as JSON here when serving")
         serve.add_argument("--init", action="store_true",
                            help="first start: create the state if the data directory holds"
@@ -374,13 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
         serve.set_defaults(func=lambda a, r=role: _serve(a, r))
         init = rs.add_parser("init", help=f"create the {role}'s state on a first start"
                                           " (idempotent; refuses a partial data directory)")
-        init.add_argument("--config", required=True, help=f"{role}.toml")
+        _env_option(init, "--config", CONFIG_ENV, f"{role}.toml")
         init.set_defaults(func=lambda a, r=role: _init(a, r))
         check = rs.add_parser(
             "check-config",
             help=f"check {role}.toml and the files it names (certificate, key, CA, CRL):"
                  " every problem at once, exit 2 if any")
-        check.add_argument("--config", required=True, help=f"{role}.toml")
+        _env_option(check, "--config", CONFIG_ENV, f"{role}.toml")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
         if role == "node":
             st = _app_parser(rs, "status", "the node's counters and directory fragment state",
@@ -388,13 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
             _json_option(st)
             cp = rs.add_parser("checkpoint", help="the hub's latest signed audit checkpoint this"
                                                   " node has seen (JSON, for audit verify)")
-            cp.add_argument("--config", required=True, help="node.toml")
+            _env_option(cp, "--config", CONFIG_ENV, "node.toml")
             cp.add_argument("-o", "--output", help="write here instead of stdout")
             cp.set_defaults(func=_checkpoint)
             acc = rs.add_parser("accept-hub-state",
                                 help="after a hub lost state: take what it now presents as the"
                                      " baseline and submit again (node stopped)")
-            acc.add_argument("--config", required=True, help="node.toml")
+            _env_option(acc, "--config", CONFIG_ENV, "node.toml")
             acc.set_defaults(func=_accept_hub_state)
 
     send = _app_parser(sub, "send", "submit envelopes through a node's local API", _send,
@@ -463,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.e2e import main as bench_main
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete's hook:
+        import argcomplete  # `eval "$(register-python-argcomplete crossroads)"`); it answers
+
+        argcomplete.autocomplete(parser)  # and exits
+    args = parser.parse_args(argv)
     from node.cli.outcomes import run_guarded
 
     command = " ".join(a for a in (args.command, getattr(args, "action", None)) if a)

@@ -35,9 +35,11 @@ worker runs only for a destination whose lease this replica holds
 (:class:`~node.store.protocols.DeliveryLeases`; a SQLite store holds every destination):
 
 * The lease task runs a round every :data:`LEASE_PERIOD_S`: heartbeat, renew what it holds
-  to the database's ``now()`` + :data:`LEASE_TTL_S`, take free or expired leases up to its
-  fair share. A destination it no longer holds loses its worker at once; a surplus beyond
-  the fair share is handed over by its worker after the batch in flight is committed.
+  to the database's ``now()`` + :data:`LEASE_TTL_S`, take the free or expired leases of the
+  nodes registered at it, and others up to its fair share (node/store/postgres/leases.py,
+  "Affinity"). A destination it no longer holds loses its worker at once; one registered
+  at another live replica, or a surplus beyond the fair share, is handed over by its worker
+  after the batch in flight is committed.
 * A worker sends a batch only while ``clock.monotonic()`` is before the round's start +
   TTL - :data:`LEASE_MARGIN_S` (the database set the expiry later than that start); past it,
   it waits for the next successful round. Its ``commit_delivery`` carries the lease's
@@ -328,15 +330,19 @@ class Deliverer:
                 self._ensure(name, token)
             elif lapsed:
                 self._destinations[name].wake.set()  # sending again
-        self._hand_over(held.surplus)
+        self._hand_over(held)
 
-    def _hand_over(self, surplus: int) -> None:
-        """Mark ``surplus`` destinations for release after their batch in flight (idle ones
+    def _hand_over(self, held: HeldLeases) -> None:
+        """Mark for release after their batch in flight: the ``foreign`` destinations (their
+        nodes' replica delivers to them), and ``surplus`` of the ``movable`` ones (idle ones
         first)."""
-        live = [d for d in self._destinations.values() if not d.releasing]
-        surplus -= len(self._destinations) - len(live)
-        live.sort(key=lambda d: (self.pending.get(d.institution, 0), d.institution))
-        for dest in live[:max(0, surplus)]:
+        held_now = list(self._destinations.values())
+        foreign = [d for d in held_now if d.institution in held.foreign and not d.releasing]
+        movable = [d for d in held_now if d.institution in held.movable]
+        surplus = held.surplus - sum(d.releasing for d in movable)
+        idle_first = sorted((d for d in movable if not d.releasing),
+                            key=lambda d: (self.pending.get(d.institution, 0), d.institution))
+        for dest in foreign + idle_first[:max(0, surplus)]:
             dest.releasing = True
             dest.wake.set()
 

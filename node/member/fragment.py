@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError
 
 from node.config import NodeConfig
 from node.core.backoff import Backoff
+from node.core.clock import Clock, SystemClock
 from node.core.directory import DirectoryView, Entity, decide, request_of
 from node.core.envelope import Decision, EnvelopeHead
 from node.core.reasons import Reason
@@ -71,9 +72,13 @@ class FragmentWatcher(HubStream):
     def __init__(self, config: NodeConfig, tls: TlsMaterial, store: FragmentReplica,
                  hub_key: Ed25519PublicKey, backoff: Backoff | None = None,
                  revocations: RevocationList | None = None,
-                 hubs: HubChoice | None = None) -> None:
+                 hubs: HubChoice | None = None, clock: Clock | None = None) -> None:
         super().__init__(config, tls, hubs,
                          Reconnect("directory_watch_failed", backoff or Backoff()))
+        self.clock = clock or SystemClock()
+        #: ``clock.monotonic()`` when the last stream went down (None: never up; readiness,
+        #: node/probes.py: the fragment was current until then).
+        self.disconnected_at: float | None = None
         self.revocations = revocations
         self.store = store
         self.hub_key = hub_key
@@ -89,7 +94,7 @@ class FragmentWatcher(HubStream):
 
     async def stop(self) -> None:
         await super().stop()
-        self.connected = False
+        self._down()
 
     def start_revision(self) -> int:
         """Where the next stream starts: 0 (snapshot) after repeated refusals or when the
@@ -109,9 +114,14 @@ class FragmentWatcher(HubStream):
             self._refused(str(exc))
             raise
         finally:
-            self.connected = False
+            self._down()
             await channel.close()
         raise ConnectionError("hub closed the directory stream")
+
+    def _down(self) -> None:
+        if self.connected:
+            self.connected = False
+            self.disconnected_at = self.clock.monotonic()
 
     async def _failed(self, exc: BaseException, *, logged: bool = False) -> None:
         # A refusal was logged as such (directory_update_refused).

@@ -44,6 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from node.config import Keepalive, NodeConfig, TlsFiles
 
@@ -53,6 +56,7 @@ __all__ = [
     "InstitutionDialer",
     "MESSAGE_HEADROOM_BYTES",
     "TlsMaterial",
+    "TlsReloadRefused",
     "channel_options",
     "hub_channel",
     "hub_tls_name",
@@ -62,25 +66,77 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+class TlsReloadRefused(Exception):
+    """New TLS files that must not replace the ones in use (the reason is the message)."""
+
+
+@dataclass(slots=True)
 class TlsMaterial:
+    """The daemon's CA certificate, certificate and key (PEM). :meth:`reload` (SIGHUP)
+    replaces them in place: channels opened afterwards, and every TLS handshake on a server
+    made with :meth:`server_credentials`, use the new ones; established connections, and
+    the streams on them, go on as they are."""
+
     ca_cert: bytes
     cert: bytes
     key: bytes
+    #: +1 at every replacement (the servers' credential fetchers compare it).
+    generation: int = 0
 
     @classmethod
     def load(cls, files: TlsFiles) -> TlsMaterial:
         return cls(files.ca_cert.read_bytes(), files.cert.read_bytes(), files.key.read_bytes())
 
+    def reload(self, files: TlsFiles) -> bool:
+        """Read ``files`` again; whether they replaced the material in use.
+        :class:`TlsReloadRefused` (nothing replaced) when the key is not the certificate's
+        or the CA did not issue the certificate; ``OSError`` when a file cannot be read."""
+        new = TlsMaterial.load(files)
+        if (new.ca_cert, new.cert, new.key) == (self.ca_cert, self.cert, self.key):
+            return False
+        _check_pair(new)
+        self.ca_cert, self.cert, self.key = new.ca_cert, new.cert, new.key
+        self.generation += 1
+        return True
+
+    def _server_config(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(self.key, self.cert)],
+                                                         root_certificates=self.ca_cert)
+
     def server_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key, self.cert)], root_certificates=self.ca_cert, require_client_auth=True
-        )
+        """Client certificates required; the material in force at each handshake."""
+        served = self.generation
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            nonlocal served  # called by gRPC before each new connection's handshake
+            if self.generation == served:
+                return None  # unchanged
+            served = self.generation
+            return self._server_config()
+
+        return grpc.dynamic_ssl_server_credentials(self._server_config(), fetch,
+                                                   require_client_authentication=True)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca_cert, private_key=self.key, certificate_chain=self.cert
         )
+
+
+def _check_pair(material: TlsMaterial) -> None:
+    try:
+        cert = x509.load_pem_x509_certificate(material.cert)
+        ca = x509.load_pem_x509_certificate(material.ca_cert)
+        key = serialization.load_pem_private_key(material.key, password=None)
+    except ValueError as exc:
+        raise TlsReloadRefused(f"unreadable PEM: {exc}") from exc
+    raw = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*raw) != cert.public_key().public_bytes(*raw):
+        raise TlsReloadRefused("the key is not the certificate's")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise TlsReloadRefused("the CA certificate did not issue the certificate") from exc
 
 
 def hub_tls_name(network: str) -> str:

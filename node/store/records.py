@@ -77,8 +77,10 @@ class HeldLeases:
 
     ``tokens``: destination -> fencing token of each lease held (a token changes whenever a
     destination changes owner); ``endpoints``: the endpoints every destination registered, at
-    any replica, as the database has them; ``surplus``: how many leases it holds beyond its
-    fair share (to hand over after their batch in flight); ``queued``: the envelopes queued
+    any replica, as the database has them; to hand over after their batch in flight:
+    ``foreign``, the leases of nodes registered at another live replica, and ``surplus`` of
+    the ``movable`` ones (registered at no live replica) beyond the fair share (node/store/
+    postgres/leases.py, "Affinity"); ``queued``: the envelopes queued
     per destination, every destination's (what other replicas stored and delivered included;
     empty where one process counts them itself). ``every``: a single hub process (SQLite)
     that owns every destination, each with token 0."""
@@ -88,6 +90,8 @@ class HeldLeases:
     surplus: int = 0
     queued: Mapping[str, int] = field(default_factory=dict)
     every: bool = False
+    foreign: frozenset[str] = frozenset()
+    movable: frozenset[str] = frozenset()
 
     def token(self, dest: str) -> int | None:
         """``dest``'s fencing token, None: not held."""

@@ -3,8 +3,9 @@ which destination, and the fence on ``commit_delivery``.
 
 On every backend: a lease round names a token for a queued destination, and a delivery
 committed with it lands. On PostgreSQL, with two stores on one database as two replicas
-("a" and "b"): fair shares, takeover on expiry (the database's clock), the fence (an old
-owner's commit writes nothing), release on drain, the doorbell.
+("a" and "b"): fair shares, affinity (a node's lease goes to the replica it registered at),
+takeover on expiry (the database's clock), the fence (an old owner's commit writes
+nothing), release on drain, the doorbell.
 """
 
 from __future__ import annotations
@@ -153,6 +154,30 @@ async def test_a_draining_replica_hands_its_leases_over_at_once(pg_dir: Path) ->
         await a.release_leases(held.tokens, leaving=True)
         taken = await b.renew_leases(60.0)  # a is draining: b's share is everything
         assert sorted(taken.tokens) == sorted(DESTS) and taken.surplus == 0
+
+
+async def test_a_replica_delivers_to_the_nodes_registered_at_it_while_it_lives(
+        pg_dir: Path) -> None:
+    async with _replicas(pg_dir) as (a, b):
+        await _queue(a, 1, DESTS)
+        for dest in DESTS:  # their nodes' uplinks chose b (Hub.Register), not yet live
+            await b.set_endpoint(dest, f"{dest}.example:7000")
+        alone = await a.renew_leases(5.0)  # b is no live replica: a's share is everything
+        assert sorted(alone.tokens) == sorted(DESTS) and alone.movable == set(DESTS)
+        assert (await b.renew_leases(5.0)).tokens == {}  # live now; a holds them
+        told = await a.renew_leases(5.0)
+        assert told.foreign == set(DESTS) and told.movable == set() and told.surplus == 0
+        await a.release_leases(told.tokens)
+        # Below its fair share (2), a still takes none of b's nodes while b is live ...
+        assert (await a.renew_leases(5.0)).tokens == {}
+        # ... and b takes every one of them, beyond its fair share.
+        taken = await b.renew_leases(5.0)
+        assert sorted(taken.tokens) == sorted(DESTS) and taken.foreign == set()
+        assert taken.surplus == 0
+        # b drains: its nodes are nobody's now, a's share is everything again.
+        await b.release_leases(taken.tokens, leaving=True)
+        again = await a.renew_leases(5.0)
+        assert sorted(again.tokens) == sorted(DESTS) and again.movable == set(DESTS)
 
 
 class _Doorbell:

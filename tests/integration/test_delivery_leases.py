@@ -2,10 +2,10 @@
 (replicas "a" and "b" on one real PostgreSQL database), delivering to real nodes (mTLS, their
 SQLite stores) started by the in-process harness.
 
-Rows are committed through replica a's store only: the owner of each destination (a or b)
-is woken by the doorbell, delivers in order, exactly once. Then replica b dies (its tasks
-cancelled, nothing released) and a takes its destinations over within the stated bound;
-order holds at the node across the takeover.
+Rows are committed through replica a's store only: the owner of each destination (the
+replica its node registered at, a or b) is woken by the doorbell, delivers in order,
+exactly once. Then replica b dies (its tasks cancelled, nothing released) and a takes its
+destinations over within the stated bound; order holds at the node across the takeover.
 """
 
 from __future__ import annotations
@@ -79,10 +79,12 @@ async def _tier(net: InProcessNetwork, db: PgDatabase) -> AsyncIterator[tuple[_R
     a, b = _Replica(net, db, "a"), _Replica(net, db, "b")
     await a.start()
     try:
-        for dest in RECEIVERS:  # as Hub.Register at replica a would
-            await a.store.set_endpoint(dest, net.hub.deliverer.endpoints[dest])  # type: ignore[union-attr]
         await b.start()
         try:
+            # As Hub.Register would: B's node chose replica a, C's replica b.
+            for dest, replica in zip(RECEIVERS, (a, b), strict=True):
+                endpoint = net.hub.deliverer.endpoints[dest]  # type: ignore[union-attr]
+                await replica.store.set_endpoint(dest, endpoint)
             yield a, b
         finally:
             if b.store.is_open:
@@ -140,10 +142,11 @@ async def test_each_destination_has_one_owner_who_delivers_in_order_then_takes_o
         pg_database: PgDatabase, start_network: NetworkStarter) -> None:
     net = await start_network(A, B, C)
     async with _tier(net, pg_database) as (a, b):
-        # Both live: a fair share each; every destination has exactly one owner.
-        await _until(lambda: all(a.holds(d) != b.holds(d) for d in RECEIVERS)
-                     and any(b.holds(d) for d in RECEIVERS), 10)
-        # Endpoints registered at a reach b, for its deliveries and its consultations.
+        # Both live: each delivers to the node registered at it; one owner per destination.
+        await _until(lambda: a.holds(B) and b.holds(C), 10)
+        assert not b.holds(B) and not a.holds(C)
+        # Endpoints registered at one replica reach the other, for its deliveries and its
+        # consultations.
         registered = {d: net.hub.deliverer.endpoints[d] for d in RECEIVERS}  # type: ignore[union-attr]
         await _until(lambda: all(b.deliverer.endpoints.get(d) == registered[d]
                                  for d in RECEIVERS), 3)

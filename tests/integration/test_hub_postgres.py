@@ -5,6 +5,7 @@ a real PostgreSQL server; the same traffic as on SQLite, and the state checks of
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.conftest import (
     C,
     NetworkStarter,
     fetch_all,
+    http_get,
     hub_channel,
     local_call,
     numbered_envelopes,
@@ -112,10 +114,14 @@ async def test_a_hub_that_loses_its_database_reports_not_serving_acks_nothing_an
                             health_pb2.HealthCheckResponse.NOT_SERVING)
     with PostgresServer() as server, server.database(tmp_path) as database:
         net: InProcessNetwork = await start_network(
-            A, B, hub_overrides={"store": database.store_table()})
+            A, B, hub_overrides={"store": database.store_table(), "metrics_listen": "127.0.0.1:0"})
         assert await _health(net) == serving
+        probes = net.hub.metrics.port  # type: ignore[union-attr]
+        assert (await http_get(probes, "/readyz"))[0] == 200
         await asyncio.to_thread(server.kill)  # the database is gone at once
         await _until(lambda: _is(net, not_serving))
+        status, body = await http_get(probes, "/readyz")  # the same verdict, over HTTP
+        assert status == 503 and json.loads(body)["checks"]["store_writable"] is False
         assert net.hub.health is not None and net.hub.health.outages == 1
         _, seqs = await local_call(net.local_api(A), "submit", numbered_envelopes(5))
         await asyncio.sleep(2)  # the uplink tries meanwhile: nothing may be acknowledged
@@ -123,6 +129,7 @@ async def test_a_hub_that_loses_its_database_reports_not_serving_acks_nothing_an
         assert [o.reason for o in pending] == ["PENDING"] * 5  # still in A's outbox
         await asyncio.to_thread(server.restart)
         await _until(lambda: _is(net, serving))
+        assert (await http_get(probes, "/readyz"))[0] == 200
         decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=30_000)
         assert [o.reason for o in decided] == ["ACCEPTED"] * 5
         at_b = await fetch_all(net.local_api(B), 5)

@@ -4,24 +4,32 @@ the numbers follow what the network did."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
+import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.client import make_envelope
 from node.testing import DEMO_SERVICE, InProcessNetwork
 from node.wire.gen.crossroads.v1 import envelope_pb2
-from tests.conftest import A, B, C, NetworkStarter, fetch_all, hub_channel, local_call, submit_raw
+from tests.conftest import (
+    A,
+    B,
+    C,
+    NetworkStarter,
+    fetch_all,
+    http_get,
+    hub_channel,
+    local_call,
+    submit_raw,
+)
 
 METRICS = {"metrics_listen": "127.0.0.1:0"}
 
 
 async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    def get() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-            return r.read().decode()
-
-    text = await asyncio.to_thread(get)
+    status, body = await http_get(port, "/metrics")
+    assert status == 200, body
+    text = body.decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -76,6 +84,34 @@ async def test_metrics_follow_the_traffic(start_network: NetworkStarter) -> None
     await fetch_all(net.local_api(B), 4)  # reads and acknowledges them
     at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
     assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 0
+
+
+async def _ready_when(port: int, expected: dict[str, bool], timeout: float = 15) -> int:
+    """Probe ``/readyz`` until its checks are ``expected``; the last status."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, body = await http_get(port, "/readyz")
+        answer = json.loads(body)
+        if answer["checks"] == expected:
+            assert answer["ready"] == all(expected.values())
+            return status
+        assert asyncio.get_running_loop().time() < deadline, answer
+        await asyncio.sleep(0.1)
+
+
+async def test_probes_say_alive_and_ready_or_what_is_not(start_network: NetworkStarter) -> None:
+    net = await start_network(A, B, hub_overrides=METRICS,
+                              node_overrides={**METRICS, "readiness_directory_age_s": 5})
+    hub_port = net.hub.metrics.port  # type: ignore[union-attr]
+    node_port = net.nodes[A].metrics.port  # type: ignore[union-attr]
+    assert await http_get(hub_port, "/healthz") == (200, b"ok\n")
+    assert await _ready_when(hub_port, {"serving": True, "store_writable": True}) == 200
+    assert await _ready_when(node_port, {"hub_connected": True, "directory_fresh": True}) == 200
+    await net.hub.stop()
+    # The hub is gone: at once no hub; the fragment stays fresh for 5 s, then it is stale.
+    assert await _ready_when(node_port, {"hub_connected": False, "directory_fresh": True}) == 503
+    assert await _ready_when(node_port, {"hub_connected": False, "directory_fresh": False}) == 503
+    assert await http_get(node_port, "/healthz") == (200, b"ok\n")  # alive all the same
 
 
 async def test_no_endpoint_unless_configured(network: InProcessNetwork) -> None:

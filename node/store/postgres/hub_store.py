@@ -441,9 +441,10 @@ class PostgresHubStore:
     async def set_endpoint(self, institution: str, endpoint: str) -> None:
         async with self._transaction("hub_endpoint", institution=institution) as conn:
             await conn.execute(
-                "INSERT INTO destinations (institution, endpoint, updated_at_us)"
-                " VALUES ($1, $2, $3) ON CONFLICT (institution) DO UPDATE SET"
-                " endpoint = excluded.endpoint", institution, endpoint, self.clock())
+                "INSERT INTO destinations (institution, endpoint, updated_at_us, registered_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (institution) DO UPDATE SET"
+                " endpoint = excluded.endpoint, registered_at = excluded.registered_at",
+                institution, endpoint, self.clock(), self.replica_id)
 
     # -- delivery leases (node.store.postgres.leases) ----------------------------------------
 

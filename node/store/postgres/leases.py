@@ -10,14 +10,23 @@ Design
   (and forget replicas silent for a day); register destinations that appeared (a queue
   position or a registered endpoint); extend this replica's leases to ``now() + ttl``; count
   the live replicas (heartbeat within the TTL, not draining) and the destinations, and take
-  free or expired leases up to the fair share ``ceil(destinations / live)`` (``FOR UPDATE
-  SKIP LOCKED``: two replicas taking at once never take the same row). The answer: the
-  leases held and their tokens; the surplus beyond the fair share (the deliverer hands it
-  over after its batch in flight); the endpoints every destination registered, at any
+  free or expired leases (``FOR UPDATE SKIP LOCKED``: two replicas taking at once never
+  take the same row): every one whose node registered at this replica, then those whose
+  node registered at no live replica up to the fair share ``ceil(destinations / live)``;
+  never one whose node registered at another live replica (see the affinity below). The
+  answer: the leases held and their tokens; those to hand over after their batch in flight
+  (the deliverer's): the ``foreign`` ones (registered at another live replica) and a
+  ``surplus`` of the ``movable`` ones (registered at no live replica) beyond the fair
+  share; the endpoints every destination registered, at any
   replica (deliveries and consultations dial them); and every destination's queued
   envelopes (its last position minus its last delivered one: a row or two per destination,
   never a scan of the queue). A lease of this replica is renewed even after it expired, if
   nobody took it: its token did not change, so nobody delivered meanwhile.
+* **Affinity**: a node registers (``Hub.Register``, migration 5's ``registered_at``) at the
+  replica its uplink chose, and that replica delivers to it while it is live. So the
+  nodes' hub lists, which spread their submissions over the replicas, spread the deliveries
+  the same way, and each replica works on its own nodes' traffic; the fair share only
+  places destinations whose replica is gone (or that never registered).
 * **The fence** (:func:`fence`): ``commit_delivery`` with a token first reads the lease row
   ``FOR SHARE`` where (destination, token, owner) match, in its own transaction. No row:
   :class:`~node.store.records.LeaseLost`, the transaction rolls back (nothing deleted,
@@ -68,6 +77,19 @@ LISTENER_NAME = "crossroads-hub-doorbell"
 LISTEN_PING_S = 5.0
 
 
+#: Joins a lease (``l``) with the live replica its destination's node last registered at
+#: (``r``; NULL: none, or not live). ``$2``: the lease TTL, which is also the liveness bound.
+_PREFERRED = (
+    "LEFT JOIN destinations d ON d.institution = l.dest LEFT JOIN hub_replicas r"
+    " ON r.replica = d.registered_at AND NOT r.draining AND r.heartbeat_at > now() - $2::interval")
+#: Takes (for ``$1``, until ``now() + $2``) the free or expired leases the caller's
+#: conditions on ``r`` select; the caller closes the subquery.
+_TAKE = (
+    "UPDATE delivery_leases SET owner = $1, token = token + 1, expires_at = now() + $2::interval"
+    f" WHERE dest IN (SELECT l.dest FROM delivery_leases l {_PREFERRED}"
+    " WHERE (l.owner = '' OR (l.expires_at <= now() AND l.owner <> $1))")
+
+
 def queue_bell(dests: Sequence[str]) -> str:
     """The payload naming ``dests`` (``*``: every destination, when they would not fit)."""
     payload = ",".join(dests)
@@ -92,13 +114,17 @@ async def renew(conn: asyncpg.Connection, replica: str, ttl_s: float) -> HeldLea
         "SELECT (SELECT count(*) FROM hub_replicas WHERE NOT draining"
         " AND heartbeat_at > now() - $1::interval), (SELECT count(*) FROM delivery_leases)", ttl)
     share = math.ceil(total / max(live, 1))
-    if held < share:
-        await conn.execute(
-            "UPDATE delivery_leases SET owner = $1, token = token + 1,"
-            " expires_at = now() + $2::interval WHERE dest IN (SELECT dest FROM delivery_leases"
-            " WHERE owner = '' OR (expires_at <= now() AND owner <> $1) ORDER BY dest LIMIT $3"
-            " FOR UPDATE SKIP LOCKED)", replica, ttl, share - held)
-    rows = await conn.fetch("SELECT dest, token FROM delivery_leases WHERE owner = $1", replica)
+    held += await conn.fetchval(  # every free lease of a node registered here
+        f"WITH taken AS ({_TAKE} AND r.replica = $1 FOR UPDATE OF l SKIP LOCKED)"
+        " RETURNING 1) SELECT count(*) FROM taken", replica, ttl)
+    if held < share:  # and free ones that no live replica prefers, up to the fair share
+        await conn.execute(f"{_TAKE} AND r.replica IS NULL ORDER BY l.dest LIMIT $3"
+                           " FOR UPDATE OF l SKIP LOCKED)", replica, ttl, share - held)
+    rows = await conn.fetch(
+        "SELECT l.dest, l.token, r.replica FROM delivery_leases l"
+        f" {_PREFERRED} WHERE l.owner = $1", replica, ttl)
+    foreign = frozenset(r[0] for r in rows if r[2] not in (None, replica))
+    movable = frozenset(r[0] for r in rows if r[2] is None)
     endpoints = await conn.fetch(
         "SELECT institution, endpoint FROM destinations WHERE endpoint IS NOT NULL")
     queued = await conn.fetch(
@@ -106,8 +132,9 @@ async def renew(conn: asyncpg.Connection, replica: str, ttl_s: float) -> HeldLea
         " LEFT JOIN destinations d ON d.institution = q.dest")
     return HeldLeases(tokens={r[0]: int(r[1]) for r in rows},
                       endpoints={r[0]: r[1] for r in endpoints},
-                      surplus=max(0, len(rows) - share),
-                      queued={r[0]: int(r[1]) for r in queued})
+                      surplus=max(0, min(len(movable), len(rows) - len(foreign) - share)),
+                      queued={r[0]: int(r[1]) for r in queued},
+                      foreign=foreign, movable=movable)
 
 
 async def release(conn: asyncpg.Connection, replica: str, tokens: Mapping[str, int],

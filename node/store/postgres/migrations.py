@@ -139,4 +139,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX dir_integrations_by_institution ON dir_integrations (institution);
     """,
+    # 5: delivery affinity (node.store.postgres.leases): the replica a destination's node last
+    # registered at (its uplink's), which delivers to it while it is live.
+    """
+    ALTER TABLE destinations ADD COLUMN registered_at text NOT NULL DEFAULT '';
+    """,
 ]
