@@ -32,7 +32,7 @@ from node.client import LocalClient
 from tests.deploy.harness import Lab
 from tests.ha.tier import HubTier, Traffic
 
-__all__ = ["DeployedNodes", "Timeline", "counter", "start_traffic", "stop_traffic"]
+__all__ = ["DeployedNodes", "Timeline", "counter", "flush_inboxes", "start_traffic", "stop_traffic"]
 
 SOCKET = "run/crossroads/node.sock"
 COUNTERS = ("acknowledged", "accepted", "fetched")
@@ -185,6 +185,18 @@ class Timeline:
                 self.traffic.longest_gap(after, until), 2)
             phases.append(phase)
         return {"sample_every_s": self.every_s, "phases": phases}
+
+
+def flush_inboxes(nodes: DeployedNodes, wait_ms: int = 500) -> int:
+    """Fetch and acknowledge what waits in the nodes' inboxes until none comes for
+    ``wait_ms``; how many envelopes that was."""
+    flushed = 0
+    for enterprise in nodes.institutions:
+        with LocalClient(nodes.local_api(enterprise)) as client:
+            while batch := client.fetch(1000, wait_ms=wait_ms):
+                client.acknowledge([e.hub_ticket for e in batch])
+                flushed += len(batch)
+    return flushed
 
 
 def stop_traffic(traffic: Traffic) -> None:
