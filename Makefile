@@ -20,10 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tests/install-postgres.sh
+	bash tests/install-monitoring.sh
 	$(BIN)/python -m pytest -m "not deploy and not ha" -q
 
 test-fast: $(STAMP)
 	bash tests/install-postgres.sh
+	bash tests/install-monitoring.sh
 	$(BIN)/python -m pytest -m "not deploy and not slow and not ha" -q
 
 # The hub tier under failure (tests/ha/): replicas killed, cut off from PostgreSQL (network

@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -57,7 +58,7 @@ from node.member.hub_caller import HubCaller
 from node.member.local_api import LocalService
 from node.member.retention import Retention
 from node.member.uplink import Uplink
-from node.metrics import MetricsEndpoint, hub_metrics, node_metrics
+from node.metrics import HubTimings, MetricsEndpoint, NodeTimings, hub_metrics, node_metrics
 from node.open_files import connection_cap, raise_soft_limit
 from node.probes import hub_readiness, node_readiness
 from node.reload import Reloadable, reload
@@ -164,6 +165,7 @@ class HubApp:
         _check_hub_state(config, init)  # creates the data directory only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
+        self.layout = hub_layout(config)  # its database files (the metrics' sizes)
         self.init = init
         signing_key = ensure_signing_key(config.directory_key_path)  # directory + audit
         backend = open_hub_backend(config, signing_key, clock)
@@ -186,6 +188,8 @@ class HubApp:
         self.service: HubService | None = None
         self.consultations: Consultations | None = None
         self.metrics: MetricsEndpoint | None = None
+        #: Calls the server's authentication refused, by reason (node/metrics.py).
+        self.auth_refusals: Counter[str] = Counter()
         self.port = 0
         self._names = [hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name,
                        directory_pb2.DESCRIPTOR.services_by_name["DirectoryAdmin"].full_name]
@@ -220,6 +224,13 @@ class HubApp:
         peers = PeerAuthenticator(cfg.network, revoked, gate=revocations.gate)
         self.consultations = Consultations(self.intake, self.deliverer, self.store, cfg.limits,
                                            self.clock)
+        if cfg.metrics_listen:  # served once the hub serves (below)
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self),
+                                           lambda: hub_readiness(self))
+            timings = HubTimings(self.metrics.registry)
+            self.deliverer.on_delivered = timings.delivered
+            self.consultations.on_answered = timings.consulted
+            self.consultations.on_provider = timings.provider_answered
         # Nodes' and providers' server certificates are checked again after a new CRL.
         self.revocations.on_loaded.append(lambda crl: self._revocations_changed())
         refusals = RefusalAudit(self.store.append_audit, self.clock)
@@ -228,9 +239,11 @@ class HubApp:
         self.service = service
         # Who may call what (node/hub/callers.py): every call authenticated before it runs.
         gate = HubGate(peers, self.directory, service.audit_refusal)
+        auth = AuthInterceptor(HUB_TABLE, gate)
+        self.auth_refusals = auth.refusals
         self.server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive, connection_cap()),
-            interceptors=[MalformedRequests(service.malformed), AuthInterceptor(HUB_TABLE, gate)])
+            interceptors=[MalformedRequests(service.malformed), auth])
         hub_pb2_grpc.add_HubServicer_to_server(service, self.server)
         directory_pb2_grpc.add_DirectoryAdminServicer_to_server(
             AdminService(self.directory, self.store, self.consultations.audit.flush),
@@ -249,9 +262,7 @@ class HubApp:
         self._checkpoints = spawn(self._checkpoint_periodically(), "audit-checkpoints")
         self._health_task = spawn(self.health.run(), "store-health")
         info: dict[str, int | str] = {"port": self.port}
-        if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self),
-                                           lambda: hub_readiness(self))
+        if self.metrics is not None:
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         log.info("hub_serving", listen=cfg.listen, port=self.port, network=cfg.network,
@@ -334,6 +345,7 @@ class NodeApp:
         prepare_data_dir(node_layout(config), init)  # creates it only on a first start
         private_dir(config.data_dir)  # 0700 before anything is written in it
         self.data_lock = DataDirLock(config.data_dir)
+        self.layout = node_layout(config)  # its database files (the metrics' sizes)
         self.store = NodeStore(config.data_dir / "node.sqlite", config.synchronous, clock=clock)
         #: The CA's CRL: from the directory stream (kept in the fragment store), or a local
         #: copy (``[tls] crl``); ignored only with ``[tls] revocation = "off"``.
@@ -354,6 +366,9 @@ class NodeApp:
         self.deliver: DeliverService | None = None
         self.retention: Retention | None = None
         self.metrics: MetricsEndpoint | None = None
+        #: Calls the node's server and its local API's authentication refused, by reason.
+        self.auth_refusals: Counter[str] = Counter()
+        self.local_auth_refusals: Counter[str] = Counter()
         self.port = 0
         self.local_port = 0
         self._names = [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name]
@@ -378,9 +393,11 @@ class NodeApp:
             cfg.network, lambda: revocations.serials | fragment.revoked_serials(),
             gate=revocations.gate)
         max_bytes = cfg.limits.delivery_batch_bytes + cfg.limits.max_payload_bytes + (2 << 20)
+        auth = AuthInterceptor(NODE_TABLE, CertificateGate(peers))
+        self.auth_refusals = auth.refusals
         self.server = grpc.aio.server(
             options=server_options(max_bytes, cfg.keepalive, connection_cap(servers=2)),
-            interceptors=[MalformedRequests(), AuthInterceptor(NODE_TABLE, CertificateGate(peers))])
+            interceptors=[MalformedRequests(), auth])
         self.answering = Answering(cfg.limits.max_payload_bytes)
         # The client side of revocation: the hub's certificate, checked after connecting.
         server_check = ServerCheck(cfg.hubs,
@@ -402,6 +419,10 @@ class NodeApp:
                                         self.clock)
         self.uplink = Uplink(cfg, self.tls, self.store, endpoint, continuity=self.continuity,
                              server_check=server_check, clock=self.clock, hubs=self.hubs)
+        if cfg.metrics_listen:  # served once the node serves (below)
+            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self),
+                                           lambda: node_readiness(self))
+            self.uplink.on_ack = NodeTimings(self.metrics.registry).acknowledged
         policy = _envelope_policy(cfg.limits)
         assert cfg.hub_directory_key is not None
         self.watcher = FragmentWatcher(
@@ -417,10 +438,12 @@ class NodeApp:
         self.local_permissions = LocalPermissions(cfg.enterprise_number, cfg.applications,
                                                   cfg.local_socket, RefusalLog(clock=self.clock))
         local_gate = LocalGate(self.local_permissions, peers if cfg.local_api_is_tcp else None)
+        local_auth = AuthInterceptor(LOCAL_TABLE, local_gate)
+        self.local_auth_refusals = local_auth.refusals
         self.local_server = grpc.aio.server(
             options=server_options(cfg.limits.max_batch_bytes, cfg.keepalive,
                                    connection_cap(servers=2)),
-            interceptors=[MalformedRequests(), AuthInterceptor(LOCAL_TABLE, local_gate)])
+            interceptors=[MalformedRequests(), local_auth])
         local_pb2_grpc.add_LocalServicer_to_server(local, self.local_server)
         self._local_health = _health_and_reflection(self.local_server, self._local_names)
         if cfg.local_api.startswith("unix:"):
@@ -448,9 +471,7 @@ class NodeApp:
             self.retention.start()
         info: dict[str, int | str] = {"port": self.port, "local_port": self.local_port,
                                       "local_api": self.local_api}
-        if cfg.metrics_listen:
-            self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self),
-                                           lambda: node_readiness(self))
+        if self.metrics is not None:
             self.metrics.start()
             info["metrics_port"] = self.metrics.port
         await _set_health(self._health, self._names, True)

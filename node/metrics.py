@@ -1,10 +1,18 @@
 """Prometheus metrics of a hub or a node, on an HTTP endpoint of their own (``metrics_listen``).
 
-Nothing is counted on the hot paths for this: every value is read at scrape time from what the
-daemon keeps anyway (the intake's counters, the delivery workers' state, the stores'
-watermarks), in the scrape's own thread. Reading those ints and small dicts there is safe
-under the GIL (a dict is copied in one C call before it is walked). Each daemon has its own
-registry, so several in one process (the in-process test network) do not mix.
+Nothing is counted per envelope for this: the counters and gauges are read at scrape time
+from what the daemon keeps anyway (the intake's counters, the delivery workers' state, the
+stores' watermarks and failures, the files' sizes), in the scrape's own thread. Reading those
+ints and small dicts there is safe under the GIL (a dict is copied in one C call before it is
+walked). The latency histograms (:class:`HubTimings`, :class:`NodeTimings`) are observed once
+per batch or per call, never per envelope (an observation costs ~1-2 us). Each daemon has its
+own registry, so several in one process (the in-process test network) do not mix.
+
+Names follow Prometheus practice: the unit in the name (``_seconds``, ``_bytes``,
+``_timestamp_seconds``), counters end in ``_total``, labels are bounded (reasons and causes
+are enums; ``destination`` and ``provider`` are institutions of the directory; ``address``
+the node's configured hub list). ``crossroads_hub_*`` and ``crossroads_node_*`` are the
+daemons'; ``crossroads_build_info`` and ``crossroads_store_*`` are the same in both.
 
 Hub (``crossroads_hub_*``): envelopes accepted, refused (by reason) and resent duplicates;
 batches; envelopes queued and delivered per destination, and whether its delivery stream is
@@ -19,24 +27,92 @@ open files).
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+import grpc
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from node.probes import Readiness
+from node.probes import Readiness, hub_readiness, node_readiness
 
 if TYPE_CHECKING:
     from node.app import HubApp, NodeApp
     from node.rpc.revocation import RevocationList
+    from node.rpc.tls import TlsMaterial
+    from node.store.data_dir import StateLayout
     from node.store.failures import StoreFailures
 
-__all__ = ["MetricsEndpoint", "hub_metrics", "node_metrics"]
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
+
+__all__ = ["HubTimings", "MetricsEndpoint", "NodeTimings", "hub_metrics", "node_metrics"]
+
+#: Buckets of the network round trips and consultations (seconds): a batch's ack or an
+#: answer on loopback takes milliseconds; the bounds are the ack timeout (``[timeouts]
+#: ack_s``, 30 s by default) and a consultation's deadline (at most 60 s).
+ROUND_TRIP_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                      30.0, 60.0)
+#: Buckets of the time an envelope waits in the hub's queue (seconds): milliseconds while the
+#: destination is connected, up to hours or days while it is away.
+QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+                      21600.0, 86400.0)
+
+
+class HubTimings:
+    """The hub's latency histograms, observed once per delivered batch or per consultation
+    (the components call these methods; none of them knows Prometheus)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queue_wait = Histogram(
+            "crossroads_hub_queue_wait_seconds",
+            "Per delivered batch: how long its oldest envelope waited at the hub, from its"
+            " acceptance (its ticket's time) to the batch's sending.",
+            buckets=QUEUE_WAIT_BUCKETS, registry=registry)
+        self.round_trip = Histogram(
+            "crossroads_hub_delivery_round_trip_seconds",
+            "Per delivered batch: from its sending to the node's ack (stored at the node).",
+            buckets=ROUND_TRIP_BUCKETS, registry=registry)
+        self.consultation = Histogram(
+            "crossroads_hub_consultation_seconds",
+            "Consultations end to end at the hub, from the question to the answer, by status.",
+            ["status"], buckets=ROUND_TRIP_BUCKETS, registry=registry)
+        self.provider = Histogram(
+            "crossroads_hub_consultation_provider_seconds",
+            "Per provider asked in a consultation: from the question to its answer (or its"
+            " failure), by provider institution (bounded by the directory).",
+            ["provider"], buckets=ROUND_TRIP_BUCKETS, registry=registry)
+
+    def delivered(self, queue_wait_s: float, round_trip_s: float) -> None:
+        self.queue_wait.observe(max(0.0, queue_wait_s))
+        self.round_trip.observe(round_trip_s)
+
+    def consulted(self, status: str, seconds: float) -> None:
+        self.consultation.labels(status).observe(seconds)
+
+    def provider_answered(self, provider: str, seconds: float) -> None:
+        self.provider.labels(provider).observe(seconds)
+
+
+class NodeTimings:
+    """The node's latency histogram, observed once per acknowledged batch."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.submit_ack = Histogram(
+            "crossroads_node_submit_ack_seconds",
+            "Per batch the node submitted: from its sending to the hub's ack.",
+            buckets=ROUND_TRIP_BUCKETS, registry=registry)
+
+    def acknowledged(self, seconds: float) -> None:
+        self.submit_ack.observe(seconds)
 
 
 class _Collect:
@@ -54,10 +130,19 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def _labelled(family: _Family, values: Mapping[Any, float]) -> _Family:
+    """``family`` with one sample per (sorted) key of ``values``: a label value or a tuple."""
+    for key, value in sorted(dict(values).items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [str(key)], value)
+    return family
+
+
 def hub_metrics(app: HubApp) -> Iterator[Metric]:
     if app.intake is None or app.deliverer is None or app.consultations is None:
         return  # not started yet
     stats = app.intake.stats
+    yield _build_info()
+    yield _ready("crossroads_hub", hub_readiness(app))
     yield _gauge("crossroads_hub_store_damaged",
                  "1 once hub.sqlite was found damaged at run time (restore it; see the log).",
                  1.0 if app.store.damaged else 0.0)
@@ -75,6 +160,10 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
     queued = GaugeMetricFamily("crossroads_hub_queue_envelopes",
                                "Envelopes waiting for delivery, by destination.",
                                labels=["destination"])
+    oldest = GaugeMetricFamily("crossroads_hub_queue_oldest_age_seconds",
+                               "Age of the oldest envelope queued for the destination (the"
+                               " first of the batch at its queue head; 0: none queued).",
+                               labels=["destination"])
     delivered = CounterMetricFamily("crossroads_hub_delivered_envelopes",
                                     "Envelopes delivered since start, by destination.",
                                     labels=["destination"])
@@ -83,25 +172,36 @@ def hub_metrics(app: HubApp) -> Iterator[Metric]:
                            " live connection and no batch has waited for its ack longer than"
                            " the keepalive bound (also while idle).",
                            labels=["destination"])
+    now_us = app.clock.now_us()
     for name, status in sorted(app.deliverer.status().items()):
         queued.add_metric([name], float(status["pending"]))  # type: ignore[arg-type]
+        head = status["oldest_us"]
+        oldest.add_metric([name], max(0.0, (now_us - head) / 1e6) if head else 0.0)  # type: ignore[operator]
         delivered.add_metric([name], float(status["delivered"]))  # type: ignore[arg-type]
         up.add_metric([name], 1.0 if status["connected"] else 0.0)
-    yield from (queued, delivered, up)
+    yield from (queued, oldest, delivered, up)
+    yield _labelled(CounterMetricFamily(
+        "crossroads_hub_delivery_failures", "Failed delivery attempts (each retried after a"
+        " backoff), by cause: a gRPC status, NO_ACK, STREAM_CLOSED, WRONG_ACK,"
+        " SERVER_REVOKED, NOT_STORED, OTHER.", labels=["cause"]), app.deliverer.failures)
     yield _gauge("crossroads_hub_consultations_in_flight",
                  "Consultations waiting for their providers.", app.consultations.in_flight)
     yield _gauge("crossroads_hub_audit_last_seq", "Sequence of the audit chain's last record.",
                  app.store.chain.last_seq)
     yield _gauge("crossroads_hub_directory_revision", "Revision of the reference directory.",
                  app.directory.revision)
+    yield _refused_calls("crossroads_hub", {"hub": app.auth_refusals})
     yield from _crl_metrics("crossroads_hub", app.revocations)
-    yield _store_errors(app.store.failures)
+    yield _certificates("crossroads_hub", {"tls": app.tls})
+    yield from _store_metrics(app.store.failures, app.layout)
 
 
 def node_metrics(app: NodeApp) -> Iterator[Metric]:
     store, uplink, watcher = app.store, app.uplink, app.watcher
     if uplink is None or watcher is None:
         return  # not started yet
+    yield _build_info()
+    yield _ready("crossroads_node", node_readiness(app))
     yield _counter("crossroads_node_sent_accepted", "Envelopes the hub accepted.",
                    store.sent_accepted)
     yield _counter("crossroads_node_sent_refused", "Envelopes the hub refused.",
@@ -111,6 +211,9 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
     yield _counter("crossroads_node_decided_locally",
                    "Envelopes the uplink decided itself since start: over the node's bounds,"
                    " or given up as UNDELIVERABLE.", uplink.decided_locally)
+    yield _counter("crossroads_node_uplink_failures",
+                   "Submit sessions with the hub that failed (each followed by a backoff).",
+                   uplink.failures)
     yield _gauge("crossroads_node_inbox_unacknowledged",
                  "Envelopes received and not acknowledged by the application yet.",
                  store.inbox_unacknowledged)
@@ -135,6 +238,11 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
     yield _gauge("crossroads_node_directory_connected",
                  "1 when the directory stream from the hub is up.",
                  1.0 if watcher.connected else 0.0)
+    yield _gauge("crossroads_node_directory_last_sync_timestamp_seconds",
+                 "Last time the directory fragment was known current, Unix seconds: now while"
+                 " the directory stream is up, else when it went down or an update was last"
+                 " applied (0: never).",
+                 app.clock.now_us() / 1e6 if watcher.connected else watcher.current_at)
     yield _gauge("crossroads_node_directory_revision", "Revision of the directory fragment.",
                  app.fragment.revision)
     yield _gauge("crossroads_node_directory_lag", "Revisions the fragment is behind the hub.",
@@ -142,8 +250,46 @@ def node_metrics(app: NodeApp) -> Iterator[Metric]:
     yield _counter("crossroads_node_local_refused",
                    "Local API calls refused to an application (logged as local_refused).",
                    app.local_permissions.refusals.total)
+    yield _refused_calls("crossroads_node", {"node": app.auth_refusals,
+                                             "local": app.local_auth_refusals})
     yield from _crl_metrics("crossroads_node", app.revocations)
-    yield _store_errors(store.failures)
+    yield _certificates("crossroads_node", {"tls": app.tls, "local_tls": app.local_tls})
+    yield from _store_metrics(store.failures, app.layout)
+
+
+@functools.cache
+def _build_labels() -> tuple[str, str, str]:
+    try:
+        version = importlib.metadata.version("crossroads")
+    except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
+        version = "unknown"
+    return version, platform.python_version(), grpc.__version__
+
+
+def _build_info() -> GaugeMetricFamily:
+    info = GaugeMetricFamily("crossroads_build_info",
+                             "1, labelled with the daemon's version and those of Python and"
+                             " grpcio.", labels=["version", "python", "grpc"])
+    info.add_metric(list(_build_labels()), 1.0)
+    return info
+
+
+def _ready(prefix: str, readiness: Readiness) -> GaugeMetricFamily:
+    """``/readyz``'s checks as gauges (node/probes.py): 1 while the check passes."""
+    return _labelled(GaugeMetricFamily(
+        f"{prefix}_ready", "1 while the readiness check passes (/readyz: 200 when all do),"
+        " by check.", labels=["check"]),
+        {check.value: 1.0 if ok else 0.0 for check, ok in readiness.checks.items()})
+
+
+def _refused_calls(prefix: str, by_server: Mapping[str, Mapping[str, int]]) -> CounterMetricFamily:
+    """Calls the servers' authentication refused (revoked or unknown certificate, wrong role,
+    method not open, ...), by server and reason (node/rpc/auth_interceptor.py)."""
+    counts = {(server, reason): count for server, refusals in by_server.items()
+              for reason, count in dict(refusals).items()}
+    return _labelled(CounterMetricFamily(
+        f"{prefix}_calls_refused", "Calls refused by the server's authentication, by server"
+        " and reason (logged as rpc refusals).", labels=["server", "reason"]), counts)
 
 
 def _crl_metrics(prefix: str, revocations: RevocationList) -> Iterator[Metric]:
@@ -154,18 +300,52 @@ def _crl_metrics(prefix: str, revocations: RevocationList) -> Iterator[Metric]:
                  1.0 if revocations.stale else 0.0)
     yield _gauge(f"{prefix}_crl_number", "CRL number of the CRL in force (0: none).",
                  crl.number if crl else 0)
-    yield _gauge(f"{prefix}_crl_next_update_seconds",
+    yield _gauge(f"{prefix}_crl_next_update_timestamp_seconds",
                  "nextUpdate of the CRL in force, Unix seconds (0: none).",
                  crl.next_update.timestamp() if crl and crl.next_update else 0)
 
 
-def _store_errors(failures: StoreFailures) -> CounterMetricFamily:
+@functools.lru_cache(maxsize=8)
+def _not_after(pem: bytes) -> float:
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
+def _certificates(prefix: str, materials: Mapping[str, TlsMaterial | None]) -> GaugeMetricFamily:
+    """The daemon's own certificates' notAfter (the ones in force: SIGHUP replaces them)."""
+    return _labelled(GaugeMetricFamily(
+        f"{prefix}_certificate_expiry_timestamp_seconds",
+        "notAfter of the daemon's certificate in force, Unix seconds, by certificate (tls:"
+        " its gRPC server and client one; local_tls: the node's TCP local API).",
+        labels=["certificate"]),
+        {name: _not_after(tls.cert) for name, tls in materials.items() if tls is not None})
+
+
+def _size(path: Path) -> float | None:
+    try:
+        return float(path.stat().st_size)
+    except FileNotFoundError:
+        return None
+
+
+def _store_metrics(failures: StoreFailures, layout: StateLayout) -> Iterator[Metric]:
     errors = CounterMetricFamily(
         "crossroads_store_errors", "Writes the store refused (nothing stored), by the component"
         " that failed and the cause (DISK_FULL, IO_ERROR, ...).", labels=["component", "cause"])
     for (component, cause), count in sorted(dict(failures.counts).items()):
         errors.add_metric([component, cause.value], count)
-    return errors
+    yield errors
+    sizes = GaugeMetricFamily("crossroads_store_database_size_bytes",
+                              "Size of each SQLite database file of the daemon (none on"
+                              " PostgreSQL).", labels=["database"])
+    wal = GaugeMetricFamily("crossroads_store_wal_size_bytes",
+                            "Size of each SQLite database's write-ahead log (0: none).",
+                            labels=["database"])
+    for path in layout.database_paths:
+        size = _size(path)
+        if size is not None:
+            sizes.add_metric([path.stem], size)
+            wal.add_metric([path.stem], _size(path.with_name(path.name + "-wal")) or 0.0)
+    yield from (sizes, wal)
 
 
 class _QuietHandler(WSGIRequestHandler):

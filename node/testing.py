@@ -79,6 +79,9 @@ class Pki:
         else:
             identity, profile = pki_id.institution(self.network, who), profile or "node"
         basename = validity.pop("basename", None) or who.replace(":", "-")
+        key, cert = self.root / "certs" / f"{basename}.key", self.root / "certs" / f"{basename}.crt"
+        if key.exists() and cert.exists() and not validity:  # a layout made again on its root
+            return key, cert
         return pki_ca.issue(
             self.ca_dir, self.root / "certs", identity, profile, extra_dns=["localhost"],
             extra_ips=["127.0.0.1"], basename=basename, **validity,

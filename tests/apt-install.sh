@@ -1,5 +1,6 @@
 # Sourced by the scripts that install Debian packages for the tests (tests/install-postgres.sh,
-# tests/deploy/prepare-host.sh): apt as root, never starting a service on this machine.
+# tests/install-monitoring.sh, tests/deploy/prepare-host.sh): apt as root, never starting a
+# service on this machine.
 
 # require_root SCRIPT WHY: unless run as root, say "SCRIPT: WHY" on stderr and exit 1.
 require_root() {

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from node.client import LocalClient
     from node.config import HubConfig, NodeConfig
+    from node.store.data_dir import StateLayout
     from node.wire.gen.crossroads.v1 import envelope_pb2
 
 __all__ = ["main"]
@@ -136,6 +137,53 @@ def _node_data(args: argparse.Namespace) -> Path:
     if not db.exists():
         raise SystemExit(f"crossroads: error: no node state at {db} (data_dir)")
     return db
+
+
+def _state_layout(args: argparse.Namespace, role: str) -> StateLayout:
+    """The daemon's state (its SQLite databases and files), from --config."""
+    from node.app import node_layout
+    from node.config import ConfigError, StoreBackend, hub_config, node_config
+    from node.store.backend import hub_layout
+
+    path = Path(args.config).resolve()
+    try:
+        if role == "node":
+            return node_layout(node_config(_load_toml(path), path.parent))
+        config = hub_config(_load_toml(path), path.parent)
+    except ConfigError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if config.store.backend is StoreBackend.POSTGRESQL:
+        raise CliError("this hub keeps its state in PostgreSQL: back up the database with its"
+                       " own tools (docs/OPERATIONS.md, \"Running the hub on PostgreSQL\")")
+    return hub_layout(config)
+
+
+def _backup(args: argparse.Namespace, role: str) -> int:
+    """``crossroads hub|node backup``: a consistent copy of the state while it serves."""
+    from node.store.backup import BackupError, backup
+
+    try:
+        manifest = backup(_state_layout(args, role), Path(args.out))
+    except (BackupError, OSError) as exc:
+        raise CliError(f"backup failed: {exc}") from None
+    print(f"{role} state backed up to {args.out}: {', '.join(sorted(manifest.files))}"
+          f" ({manifest.taken_at})")
+    return 0
+
+
+def _restore(args: argparse.Namespace, role: str) -> int:
+    """``crossroads hub|node restore``: the state from a backup, the daemon stopped."""
+    from node.store.backup import BackupError, restore
+    from node.store.data_dir_guard import DataDirInUse
+
+    layout = _state_layout(args, role)
+    try:
+        moved = restore(layout, Path(args.source), replace=args.replace)
+    except (BackupError, DataDirInUse, OSError) as exc:
+        raise CliError(f"restore refused: {exc}") from None
+    print(f"{role} state restored into {layout.data_dir} from {args.source}"
+          + (f"; what was there is in {moved}" if moved else ""))
+    return 0
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
@@ -341,6 +389,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox(args: argparse.Namespace) -> int:
+    from node import sandbox
+
+    root = Path(args.dir)
+    try:
+        if args.action == "up":
+            print(sandbox.up(root, args.nodes))
+            return 0
+        if args.action == "status":
+            healthy, report = sandbox.status(root)
+            print(report)
+            return 0 if healthy else 1
+        print(sandbox.down(root, purge=args.purge))
+        return 0
+    except sandbox.SandboxError as exc:
+        print(f"crossroads sandbox {args.action}: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
@@ -423,6 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
                  " every problem at once, exit 2 if any")
         _env_option(check, "--config", CONFIG_ENV, f"{role}.toml")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
+        bk = rs.add_parser("backup", help=f"copy the {role}'s state (SQLite) while it serves:"
+                                          " consistent, checked, with a manifest")
+        _env_option(bk, "--config", CONFIG_ENV, f"{role}.toml")
+        bk.add_argument("--out", required=True, help="a new (or empty) directory")
+        bk.set_defaults(func=lambda a, r=role: _backup(a, r))
+        rt = rs.add_parser("restore", help=f"put a backup back as the {role}'s state ({role}"
+                                           " stopped)")
+        _env_option(rt, "--config", CONFIG_ENV, f"{role}.toml")
+        rt.add_argument("--from", dest="source", required=True, help="the backup's directory")
+        rt.add_argument("--replace", action="store_true",
+                        help="move the state there aside (<data_dir>.before-restore-<time>)")
+        rt.set_defaults(func=lambda a, r=role: _restore(a, r))
         if role == "node":
             st = _app_parser(rs, "status", "the node's counters and directory fragment state",
                              _status, local_api_help="unix:/path or host:port")
@@ -481,6 +560,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
+    box = sub.add_parser("sandbox", help="a local network that stays up (hub, nodes, a directory,"
+                                         " answering providers) to try the commands on")
+    box_actions = box.add_subparsers(dest="action", required=True)
+    box_help = {"up": "start it (configs, certificates and state in --dir) and print the"
+                      " commands to use it",
+                "status": "which of its processes run, and each node's view (exit 1: not all)",
+                "down": "stop its processes (the files stay; --purge removes them)"}
+    for action, text in box_help.items():
+        p = box_actions.add_parser(action, help=text)
+        p.add_argument("--dir", default="crossroads-sandbox",
+                       help="the sandbox's directory (default: ./crossroads-sandbox)")
+        p.set_defaults(func=_sandbox)
+        if action == "up":
+            p.add_argument("--nodes", type=int, default=3, help="institution nodes, 2 to 7")
+        if action == "down":
+            p.add_argument("--purge", action="store_true", help="remove the directory too")
     demo = sub.add_parser("demo", help="run the local demo network (hub + 7 institution nodes) and stop")
     demo.add_argument("--dir", help="work directory (default: a temporary one)")
     demo.add_argument("--envelopes", type=int, default=3000)

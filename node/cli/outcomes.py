@@ -29,6 +29,8 @@ from pathlib import Path
 
 import grpc
 
+from node.cli.runner import CliError
+
 __all__ = ["EXIT_CODES_HELP", "Exit", "NodeUnreachable", "exit_for_status", "probe", "run_guarded"]
 
 
@@ -124,6 +126,8 @@ def run_guarded(command: str, func: Callable[[], int]) -> int:
         details = exc.details() if hasattr(exc, "details") else str(exc)
         name = code.name if code is not None else "ERROR"
         return _fail(command, f"{name}: {details}", exit_for_status(code))
+    except CliError as exc:  # the command's own refusal: its message says it all
+        return _fail(command, str(exc), Exit.NEGATIVE)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. piped into head: not an error of ours

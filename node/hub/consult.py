@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -74,6 +74,10 @@ MARGIN_MS = 50
 RESPONSE_DATA_SHARE = 2
 
 
+def _ignore(name: str, seconds: float) -> None:
+    """No metrics endpoint: nothing observed."""
+
+
 class Consultations:
     def __init__(
         self,
@@ -96,6 +100,10 @@ class Consultations:
         #: ``revoked``: a provider presenting a revoked certificate gets no question).
         self._checked: dict[str, grpc.aio.Channel] = {}
         self.audit = AuditGroup(store.append_audit)
+        #: Called once per consultation with its status name and how long it took here, and
+        #: once per provider asked with its institution and how long it took to answer.
+        self.on_answered: Callable[[str, float], None] = _ignore
+        self.on_provider: Callable[[str, float], None] = _ignore
 
     @property
     def in_flight(self) -> int:
@@ -160,6 +168,12 @@ class Consultations:
 
     async def consult(self, sender: str, request: cpb.ConsultRequest) -> cpb.ConsultResponse:
         started = self.clock.monotonic()
+        response = await self._consult(sender, request, started)
+        self.on_answered(cpb.ConsultStatus.Name(response.status), self.clock.monotonic() - started)
+        return response
+
+    async def _consult(self, sender: str, request: cpb.ConsultRequest,
+                       started: float) -> cpb.ConsultResponse:
         deadline_ms = min(request.deadline_ms or DEFAULT_DEADLINE_MS, MAX_DEADLINE_MS)
         received = self.clock.now_us()
         envelope, decision = await self.intake.decide_one(sender, request.envelope)
@@ -220,6 +234,13 @@ class Consultations:
         return parts
 
     async def _ask(self, institution: str, stamped: bytes, left_ms: float) -> cpb.SourcePart:
+        started = self.clock.monotonic()
+        part = await self._ask_one(institution, stamped, left_ms)
+        self.on_provider(institution, self.clock.monotonic() - started)
+        return part
+
+    async def _ask_one(self, institution: str, stamped: bytes,
+                       left_ms: float) -> cpb.SourcePart:
         part = cpb.SourcePart(institution=institution)
         provider = self._provider(institution)
         if provider is None:

@@ -69,6 +69,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,6 +79,7 @@ import structlog
 from node.config import Keepalive, Limits, Timeouts
 from node.core.audit import AuditRecord, delivered
 from node.core.clock import Clock
+from node.core.errors import CrossroadsError
 from node.rpc.edge import describe
 from node.rpc.reconnect import Reconnect
 from node.rpc.server_certs import ServerRevoked, verify_server
@@ -85,7 +87,7 @@ from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.protocols import DeliveryQueue
 from node.store.records import HeldLeases, LeaseLost, QueuedBatch
 from node.tasks import cancel_and_wait, spawn, wait_event
-from node.wire.delivery import delivery_message, tickets_of
+from node.wire.delivery import delivery_message, first_ticket_us, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
 
 __all__ = ["Deliverer"]
@@ -109,7 +111,30 @@ TAKEOVER_BOUND_S = LEASE_TTL_S + 2 * LEASE_PERIOD_S
 
 
 class DeliveryError(Exception):
-    pass
+    """A delivery attempt that failed at the node's end; ``cause`` names it (bounded, for the
+    ``crossroads_hub_delivery_failures_total`` metric)."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def failure_cause(exc: BaseException) -> str:
+    """A failed attempt's cause, from a small fixed set: the gRPC status of a failed call
+    (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ...), the delivery's own (``NO_ACK``,
+    ``STREAM_CLOSED``, ``WRONG_ACK``, ``SERVER_REVOKED``), the hub's (``NOT_STORED``: its store
+    failed), else ``OTHER``."""
+    if isinstance(exc, DeliveryError):
+        return exc.cause
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code().name
+    if isinstance(exc, CrossroadsError):
+        return exc.reason.value
+    return "OTHER"
+
+
+def _ignore_delivered(queue_wait_s: float, round_trip_s: float) -> None:
+    """No metrics endpoint: nothing observed."""
 
 
 @dataclass(slots=True)
@@ -128,6 +153,9 @@ class _Destination:
     retry: Reconnect = field(default_factory=lambda: Reconnect("delivery_failed"))
     #: ``clock.monotonic()`` when the batch in flight was sent (``None``: none in flight).
     waiting_since: float | None = None
+    #: Unix microseconds when the first envelope of the batch at the queue head was accepted
+    #: (its ticket's time; ``None``: nothing queued, as far as this worker knows).
+    oldest_us: int | None = None
     #: The stream whose server certificate was checked against the revoked serials.
     verified_call: grpc.aio.StreamStreamCall | None = None
     #: The fencing token of this destination's lease (0 where a store owns every one).
@@ -178,6 +206,11 @@ class Deliverer:
         self._round_now = asyncio.Event()
         self._lease_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
+        #: Failed delivery attempts by cause (:func:`failure_cause`).
+        self.failures: Counter[str] = Counter()
+        #: Called once per delivered batch with (how long its oldest envelope waited at the
+        #: hub until the batch was sent, the batch's round trip to the node's ack), seconds.
+        self.on_delivered: Callable[[float, float], None] = _ignore_delivered
 
     def start(self, institutions: list[str]) -> None:
         """Start the lease task (its first round starts the workers) and the doorbell."""
@@ -228,6 +261,7 @@ class Deliverer:
                 "pending": self.pending.get(name, 0),
                 "delivered": d.delivered,
                 "connected": self._connected(d, now),
+                "oldest_us": d.oldest_us,
                 "endpoint": self.endpoints.get(name),
             }
             # list() takes the items in one step: safe from another thread (a metrics scrape)
@@ -429,11 +463,13 @@ class Deliverer:
                 dest.institution, dest.cursor, 1, self.limits.delivery_batch_bytes
             )
             if batch is None:
+                dest.oldest_us = None
                 if dest.releasing:  # flagged while the queue was read: not left to sleep
                     return
                 connecting = await self._keep_open(dest)
                 await _wait(dest.wake, 1.0 if connecting else 5.0)
             return
+        dest.oldest_us = first_ticket_us(batch.packed[0])  # one row of the batch parsed
         if dest.institution not in self.endpoints:
             dest.wake.clear()
             await _wait(dest.wake, 5.0)
@@ -441,6 +477,7 @@ class Deliverer:
         await self._deliver(dest, batch)
 
     async def _retry_later(self, dest: _Destination, exc: BaseException) -> None:
+        self.failures[failure_cause(exc)] += 1
         # Start over from what the store holds: a batch whose bookkeeping failed is still
         # queued there and goes again (the node drops what it already has).
         for task in (dest.prefetch, dest.commit):
@@ -498,20 +535,24 @@ class Deliverer:
             # Bounded like a broken stream: a node that takes the stream and then neither
             # reads (the write waits on flow control) nor answers is retried, not waited on.
             async with asyncio.timeout(self.ack_timeout_s):
-                dest.waiting_since = self.clock.monotonic()
+                sent_us = self.clock.now_us()
+                dest.waiting_since = sent = self.clock.monotonic()
                 await call.write(message)
                 dest.prefetch = asyncio.ensure_future(self._read(dest, last))
                 ack = await call.read()
                 dest.waiting_since = None
         except TimeoutError:
-            raise DeliveryError(
-                f"no ack for the batch up to {last} in {self.ack_timeout_s:g} s") from None
+            raise DeliveryError(f"no ack for the batch up to {last} in {self.ack_timeout_s:g} s",
+                                "NO_ACK") from None
+        round_trip = self.clock.monotonic() - sent
         tickets = tickets_of(message)
         if ack is grpc.aio.EOF:
-            raise DeliveryError("node closed the delivery stream")
+            raise DeliveryError("node closed the delivery stream", "STREAM_CLOSED")
         if ack.last_sequence != last:
-            raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}")
+            raise DeliveryError(f"ack for {ack.last_sequence}, expected {last}", "WRONG_ACK")
         dest.connected = True  # the node answered on this stream
+        if dest.oldest_us is not None:
+            self.on_delivered((sent_us - dest.oldest_us) / 1e6, round_trip)
         now, institution = str(self.clock.now_us()), dest.institution
         audit = [delivered(now, ticket, institution) for ticket in tickets]
         if ack.duplicates:
@@ -531,7 +572,7 @@ class Deliverer:
             await verify_server(dest.channel, self.endpoints[dest.institution], self.revoked(),
                                 self.ack_timeout_s)
         except ServerRevoked as exc:
-            raise DeliveryError(str(exc)) from None
+            raise DeliveryError(str(exc), "SERVER_REVOKED") from None
 
     async def _commit(
         self, dest: _Destination, last: int, count: int, audit: list[AuditRecord]

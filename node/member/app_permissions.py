@@ -23,7 +23,7 @@ Design
   (``repeated``), so an application retrying in a loop leaves one line a minute, and the
   evidence (the rule of :mod:`node.core.refusals`, on the event loop by
   :class:`node.rpc.refusal_flood.TimedRefusals`). :attr:`RefusalLog.total` counts them all
-  (the ``crossroads_node_local_refused`` metric).
+  (the ``crossroads_node_local_refused_total`` metric).
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ class FragmentWatcher(HubStream):
         #: ``clock.monotonic()`` when the last stream went down (None: never up; readiness,
         #: node/probes.py: the fragment was current until then).
         self.disconnected_at: float | None = None
+        #: Unix seconds when the fragment was last known current: an update applied, or
+        #: the stream going down (0.0: never; the metric reads now while the stream is up).
+        self.current_at = 0.0
         self.revocations = revocations
         self.store = store
         self.hub_key = hub_key
@@ -120,6 +123,7 @@ class FragmentWatcher(HubStream):
 
     def _down(self) -> None:
         if self.connected:
+            self.current_at = self.clock.now_us() / 1e6
             self.connected = False
             self.disconnected_at = self.clock.monotonic()
 
@@ -234,6 +238,7 @@ class FragmentWatcher(HubStream):
         self._applied()
 
     def _applied(self) -> None:
+        self.current_at = self.clock.now_us() / 1e6
         self._refusals_in_a_row = 0
         self._reconnect.backoff.reset()
         self.changed.set()

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import operator
 from collections import deque
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -84,6 +85,10 @@ _envelope_of = operator.itemgetter(1)  # of an outbox row (seq, envelope)
 
 class UplinkError(Exception):
     pass
+
+
+def _ignore(seconds: float) -> None:
+    """No metrics endpoint: nothing observed."""
 
 
 def _reason_name(number: int) -> str:
@@ -143,6 +148,8 @@ class Uplink(HubStream):
         self._cheap_size = 2 * self._max_receivers
         #: Refused envelopes' log lines, aggregated per reason.
         self.refusal_logs = TimedRefusals(_log_refused_repeated, clock=clock)
+        #: Called once per acknowledged batch: seconds from its sending to the hub's ack.
+        self.on_ack: Callable[[float], None] = _ignore
 
     async def _connection(self) -> None:
         """One session on a new channel to the hub."""
@@ -347,7 +354,8 @@ class Uplink(HubStream):
             ack = envelope_pb2.BatchAck.FromString(raw)
             if not inflight or inflight[0][0] != ack.first_sequence:
                 raise UplinkError(f"unexpected ack for sequence {ack.first_sequence}")
-            first, last, _ = inflight.popleft()
+            first, last, sent = inflight.popleft()
+            self.on_ack(asyncio.get_running_loop().time() - sent)
             if len(ack.outcomes) != last - first + 1:
                 raise UplinkError(f"ack for {first} has {len(ack.outcomes)} outcomes")
             stored = _STORED

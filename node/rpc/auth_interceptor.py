@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -213,11 +214,13 @@ class AuthInterceptor(HandlerWrapper):
     def __init__(self, table: Table, gate: Gate) -> None:
         self.table = dict(table)
         self.gate = gate
+        #: Calls refused before their method ran, by reason (the daemons' metrics).
+        self.refusals: Counter[str] = Counter()
 
     def wrap(self, handler: grpc.RpcMethodHandler, full: str) -> grpc.RpcMethodHandler:
         method = short_name(full)
         allowed = rule_for(self.table, full)
-        gate = self.gate
+        gate, refusals = self.gate, self.refusals
 
         async def admit(context: grpc.aio.ServicerContext) -> _Bound:
             started = time.perf_counter()
@@ -229,6 +232,7 @@ class AuthInterceptor(HandlerWrapper):
                     raise unlisted
                 caller = await gate.admit(context, method, allowed)
             except CrossroadsError as exc:
+                refusals[exc.reason.value] += 1
                 await refuse(method, context, exc, started)
             return _Bound(_Call(caller, gate, method, context))
 

@@ -4,8 +4,12 @@ the numbers follow what the network did."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import platform
+import time
 
+import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.client import make_envelope
@@ -73,12 +77,43 @@ async def test_metrics_follow_the_traffic(start_network: NetworkStarter) -> None
     assert hub[("crossroads_hub_batches_total", ())] >= 2
     assert hub[("crossroads_hub_audit_last_seq", ())] >= 8  # 7 accepted, 1 refused, ...
     assert hub[("process_cpu_seconds_total", ())] > 0
+    # C's three envelopes wait at the hub: the oldest's age grows; B's queue is empty.
+    assert 0 < hub[("crossroads_hub_queue_oldest_age_seconds", (("destination", C),))] < 60
+    assert hub[("crossroads_hub_queue_oldest_age_seconds", (("destination", B),))] == 0
+    # Histograms: once per delivered batch (B's), never per envelope.
+    delivered_batches = hub[("crossroads_hub_delivery_round_trip_seconds_count", ())]
+    assert 1 <= delivered_batches <= 4
+    assert hub[("crossroads_hub_queue_wait_seconds_count", ())] == delivered_batches
+    assert hub[("crossroads_hub_queue_wait_seconds_bucket", (("le", "+Inf"),))] == delivered_batches
+    assert hub[("crossroads_build_info", (("grpc", grpc.__version__),
+                                          ("python", platform.python_version()),
+                                          ("version", importlib.metadata.version("crossroads"))))] == 1
+    assert hub[("crossroads_hub_ready", (("check", "store_writable"),))] == 1
+    now = time.time()
+    assert hub[("crossroads_hub_certificate_expiry_timestamp_seconds",
+                (("certificate", "tls"),))] > now + 86400
+    assert hub[("crossroads_hub_crl_next_update_timestamp_seconds", ())] > now
+    assert hub[("crossroads_store_database_size_bytes", (("database", "hub"),))] > 0
+    assert ("crossroads_store_wal_size_bytes", (("database", "directory"),)) in hub
+    # The deliveries to C fail (its node is away), counted by cause.
+    deadline = time.monotonic() + 15
+    while not (failures := {k: v for k, v in hub.items()
+                            if k[0] == "crossroads_hub_delivery_failures_total"}):
+        assert time.monotonic() < deadline, "no delivery failure counted"
+        await asyncio.sleep(0.2)
+        hub = await _scrape(net.hub.metrics.port)  # type: ignore[union-attr]
+    assert set(failures) == {("crossroads_hub_delivery_failures_total", (("cause", "UNAVAILABLE"),))}
 
     at_a = await _scrape(net.nodes[A].metrics.port)  # type: ignore[union-attr]
     assert at_a[("crossroads_node_sent_accepted_total", ())] == 7
     assert at_a[("crossroads_node_sent_refused_total", ())] == 0
     assert at_a[("crossroads_node_outbox_pending", ())] == 0
     assert at_a[("crossroads_node_hub_connected", ())] == 1
+    batches = at_a[("crossroads_node_submit_ack_seconds_count", ())]
+    assert 1 <= batches <= 7 and at_a[("crossroads_node_submit_ack_seconds_sum", ())] > 0
+    assert now - 60 < at_a[("crossroads_node_directory_last_sync_timestamp_seconds", ())] <= (
+        time.time())
+    assert at_a[("crossroads_store_database_size_bytes", (("database", "fragment"),))] > 0
     at_b = await _scrape(net.nodes[B].metrics.port)  # type: ignore[union-attr]
     assert at_b[("crossroads_node_inbox_unacknowledged", ())] == 4
     await fetch_all(net.local_api(B), 4)  # reads and acknowledges them
@@ -107,9 +142,18 @@ async def test_probes_say_alive_and_ready_or_what_is_not(start_network: NetworkS
     assert await http_get(hub_port, "/healthz") == (200, b"ok\n")
     assert await _ready_when(hub_port, {"serving": True, "store_writable": True}) == 200
     assert await _ready_when(node_port, {"hub_connected": True, "directory_fresh": True}) == 200
+    synced = await _scrape(node_port)
+    assert synced[("crossroads_node_ready", (("check", "directory_fresh"),))] == 1
     await net.hub.stop()
     # The hub is gone: at once no hub; the fragment stays fresh for 5 s, then it is stale.
     assert await _ready_when(node_port, {"hub_connected": False, "directory_fresh": True}) == 503
+    # The last sync is when the directory stream went down; it stays there.
+    last_sync = ("crossroads_node_directory_last_sync_timestamp_seconds", ())
+    down = (await _scrape(node_port))[last_sync]
+    assert synced[last_sync] <= down <= time.time()
+    await asyncio.sleep(1.1)
+    after = await _scrape(node_port)
+    assert after[last_sync] == down and after[("crossroads_node_hub_connected", ())] == 0
     assert await _ready_when(node_port, {"hub_connected": False, "directory_fresh": False}) == 503
     assert await http_get(node_port, "/healthz") == (200, b"ok\n")  # alive all the same
 
