@@ -174,6 +174,11 @@ class PatroniCluster:
             self._etcd.kill()
             self._etcd.wait()
         if hasattr(self, "root"):
+            # A postmaster Patroni was starting when it was killed has no postmaster.pid
+            # yet: found by its command line, which names this cluster's own directory.
+            for pid in _pids_naming(self.root):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PatroniCluster:
@@ -357,6 +362,18 @@ class PatroniCluster:
                 raise AssertionError(f"{what}: not within {timeout:g} s (roles now"
                                      f" {self.roles()})\n{self.log()}")
             time.sleep(0.2)
+
+
+def _pids_naming(directory: Path) -> list[int]:
+    """The processes whose command line names ``directory`` (or a path inside it)."""
+    needle = str(directory).encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+    return pids
 
 
 def _alive(group: int) -> bool:
