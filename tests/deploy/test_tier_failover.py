@@ -112,6 +112,12 @@ def under_load(nodes: DeployedNodes, round_no: int,
         if not drained:
             stop_traffic(traffic)
         timeline.stop()
+    if any(label == "failover" for label, _ in timeline.marks):
+        # From the cut to the end of sending (acceptance) and of the drain (deliveries).
+        off = timeline.when("failover")
+        figures["without_hub_acceptance_s"] = round(
+            timeline.without_hub_ack(off, timeline.when("drain")), 2)
+        figures["without_delivery_s"] = round(traffic.longest_gap(off, timeline.when("stop")), 2)
     failures += traffic.problems()
     refused = traffic.refused()
     if refused:
@@ -125,7 +131,7 @@ def power_cut(lab: Lab, victim: str) -> Callable[[Timeline, Traffic], dict[str, 
     """The event of :func:`under_load` that powers ``victim`` off, waits until the hub accepts
     envelopes of every node again, and keeps the load for AFTER_S."""
 
-    def event(timeline: Timeline, traffic: Traffic) -> dict[str, Any]:
+    def event(timeline: Timeline, _traffic: Traffic) -> dict[str, Any]:
         off = timeline.mark("failover")
         lab.power_off(victim)
         served = timeline.all_served(off + 1.0, RECOVER_TIMEOUT_S)
@@ -133,11 +139,7 @@ def power_cut(lab: Lab, victim: str) -> Callable[[Timeline, Traffic], dict[str, 
         time.sleep(AFTER_S)
         assert timeline.rate(counter("acknowledged"), off, served) > 0, (
             "no application was acknowledged while the host was down")
-        return {
-            "victim": victim,
-            "without_hub_acceptance_s": round(timeline.without_hub_ack(off, served + AFTER_S), 2),
-            "without_delivery_s": round(traffic.longest_gap(off, served + AFTER_S), 2),
-        }
+        return {"victim": victim}
 
     return event
 

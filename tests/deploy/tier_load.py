@@ -108,6 +108,10 @@ class Timeline:
         self._stop.set()
         self._thread.join(30)
 
+    def when(self, label: str) -> float:
+        """The time of the last mark named ``label``."""
+        return next(t for name, t in reversed(self.marks) if name == label)
+
     def _run(self) -> None:
         clients = [LocalClient(api, wait_for_ready=False) for api in self.apis]
         accepted = [0] * len(clients)
