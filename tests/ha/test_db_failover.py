@@ -38,6 +38,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from node.client import LocalClient
+from node.core.directory import Institution
 from tests.ha.patroni import Member, PatroniCluster
 from tests.ha.test_hub_tier import _audit_verifies, _health, _until
 from tests.ha.tier import REPLICAS, HubTier, Traffic, longest_gap
@@ -48,6 +49,8 @@ KILLS = 3
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 #: Bounds for a loaded 2-core machine (the designed failover takes Patroni's ttl, 8 s).
 FAILOVER_TIMEOUT_S, REJOIN_TIMEOUT_S, RESUME_TIMEOUT_S = 60.0, 120.0, 60.0
+#: Seconds of load measured before each failover and after the hub acknowledges again.
+AFTER_S = 3.0
 
 
 class Watch:
@@ -58,6 +61,8 @@ class Watch:
         self.tier, self.period_s = tier, period_s
         #: node -> times its accepted count was seen to grow.
         self.acks: dict[str, list[float]] = defaultdict(list)
+        #: node -> (time, accepted count) of every answer.
+        self.counts: dict[str, list[tuple[float, int]]] = defaultdict(list)
         #: replica -> times it answered NOT_SERVING.
         self.not_serving: dict[str, list[float]] = defaultdict(list)
         self._running = threading.Event()
@@ -81,9 +86,11 @@ class Watch:
                         count = client.status().sent_accepted
                 except grpc.RpcError:
                     continue  # a busy node: asked again at the next round
+                now = time.monotonic()
                 if count > accepted.get(enterprise, count):
-                    self.acks[enterprise].append(time.monotonic())
+                    self.acks[enterprise].append(now)
                 accepted[enterprise] = count
+                self.counts[enterprise].append((now, count))
             for replica in REPLICAS:
                 if _health(self.tier, replica) == NOT_SERVING:
                     self.not_serving[replica].append(time.monotonic())
@@ -95,6 +102,14 @@ class Watch:
 
     def ack_gap(self, after: float, until: float) -> float:
         return longest_gap([self.acks[e] for e in self.tier.institutions], after, until)
+
+    def rate(self, after: float, until: float) -> int:
+        """Envelopes per second the hub accepted from all nodes between the two times."""
+        total = 0
+        for series in self.counts.values():
+            inside = [c for t, c in series if after <= t <= until]
+            total += inside[-1] - inside[0] if inside else 0
+        return round(total / (until - after))
 
     def not_serving_s(self, replica: str, after: float, until: float) -> float:
         """From the first to the last NOT_SERVING answer in the interval (0: none)."""
@@ -114,13 +129,17 @@ def _failover(tier: HubTier, watch: Watch, traffic: Traffic,
     for replica in REPLICAS:
         _until(lambda r=replica: _health(tier, r) == health_pb2.HealthCheckResponse.SERVING,
                RESUME_TIMEOUT_S, f"{replica} reports SERVING again")
-    time.sleep(1)
+    resumed = time.monotonic()
+    time.sleep(AFTER_S)
     end = time.monotonic()
     return {"promoted_s": round(promoted - start, 1),
             "no_hub_ack_s": round(watch.ack_gap(start, end), 1),
             "no_delivery_s": round(traffic.longest_gap(start, end), 1),
             **{f"{r}_not_serving_s": round(watch.not_serving_s(r, start, end), 1)
-               for r in REPLICAS}}
+               for r in REPLICAS},
+            "accepted_per_s_before_during_after": (
+                watch.rate(start - AFTER_S, start), watch.rate(start, resumed),
+                watch.rate(resumed, end))}
 
 
 def _kill(cluster: PatroniCluster, primary: Member) -> None:
@@ -142,6 +161,7 @@ def _check_ledger(tier: HubTier, traffic: Traffic, watch: Watch) -> None:
           f" once; {in_flight} hub writes failed on the way (not acknowledged, sent again)")
 
 
+@pytest.mark.timeout(900)  # five minutes on a quiet machine; the 2 cores are shared
 def test_the_primary_killed_under_load_loses_and_doubles_nothing_and_rejoins(
         patroni_tier: HubTier, rng: random.Random) -> None:
     tier, cluster = patroni_tier, patroni_tier.server
@@ -163,9 +183,17 @@ def test_the_primary_killed_under_load_loses_and_doubles_nothing_and_rejoins(
         assert cluster.roles()[victim.name] == "sync_standby"
         print(f"kill {i + 1} ({victim.name}): {figures};"
               f" rejoined as the synchronous standby in {time.monotonic() - started:.1f} s")
+    # The directory's listeners followed the primary too: a change through hub-a reaches
+    # every node, whichever replica serves it.
+    revision = tier.apply_directory([Institution(tier.institutions[0], 17, "Renamed")])
+    for enterprise in tier.institutions:
+        with LocalClient(tier.local_api(enterprise)) as client:
+            _until(lambda c=client: c.status().directory_revision >= revision, 30,
+                   f"the directory change reaches {enterprise}")
     _check_ledger(tier, traffic, watch)
 
 
+@pytest.mark.timeout(600)
 def test_a_switchover_under_load_loses_and_doubles_nothing(patroni_tier: HubTier) -> None:
     tier, cluster = patroni_tier, patroni_tier.server
     assert isinstance(cluster, PatroniCluster)

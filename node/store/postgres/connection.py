@@ -30,6 +30,7 @@ software is refused (``RuntimeError``), before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -185,12 +186,20 @@ async def connect(params: PgParams, **options: Any) -> asyncpg.Connection:
 
 
 @asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def acquire(pool: asyncpg.Pool, bound_s: float | None = None
+                  ) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; one found on a read-only server (a demoted primary) is closed
-    instead of going back to the pool: the pool opens the next one to the new primary."""
-    async with pool.acquire() as conn:
+    instead of going back to the pool: the pool opens the next one to the new primary.
+
+    ``bound_s``: the whole use (waiting for a connection, every statement, the COMMIT) ends
+    within that time, else ``TimeoutError`` and the connection is closed. Each statement has
+    its own timeout, but asyncpg waits without one for the server to confirm a cancelled
+    statement before the next; a delivery read was seen waiting there for minutes after a
+    switchover (make test-ha), its destination's deliveries stopped with it."""
+    async with pool.acquire(timeout=bound_s) as conn:
         try:
-            yield conn
-        except READ_ONLY_ERRORS:
+            async with asyncio.timeout(bound_s):
+                yield conn
+        except (*READ_ONLY_ERRORS, TimeoutError):
             conn.terminate()
             raise

@@ -37,7 +37,10 @@ Design
   destinations, so their owner wakes whichever replica stored the batch.
 * **Failures.** A database error in a write raises
   :class:`~node.store.failures.Unavailable` (counted in :attr:`failures`): nothing was
-  committed, the hub does not acknowledge.
+  committed, the hub does not acknowledge. Every write transaction and every read of the
+  intake and delivery paths ends within two statement timeouts (30 s), whatever it waits
+  on, and its connection is then closed (:func:`~node.store.postgres.connection.acquire`);
+  the audit's queries and retention's purge keep only the per-statement bound.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ __all__ = ["ACK_HISTORY", "PostgresHubStore"]
 ACK_HISTORY = 200_000
 #: The server ends a hub session idle this long inside a transaction (see ``open``).
 IDLE_IN_TRANSACTION_S = 3.0
+#: A transaction (or read) ends within this many statement timeouts, whatever it waits on.
+USE_BOUND_STATEMENTS = 2
 #: How long :meth:`PostgresHubStore.close` waits for busy connections before cutting them.
 CLOSE_TIMEOUT_S = 10.0
 #: The audit table's columns, in the order of :meth:`ChainWriter.extend_columns`.
@@ -133,6 +138,8 @@ class PostgresHubStore:
         self.damaged = ""  # PostgreSQL reports damage as errors of the statement: never set
         self.on_damaged: list[Callable[[], None]] = []  # never called (see ``damaged``)
         self._ping_conn: asyncpg.Connection | None = None
+        #: Every read and write transaction ends within this time (see ``acquire``).
+        self._bound_s = USE_BOUND_STATEMENTS * params.command_timeout_s
         self.failures = StoreFailures()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -216,7 +223,7 @@ class PostgresHubStore:
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with acquire(self._pool) as conn, conn.transaction():
+            async with acquire(self._pool, self._bound_s) as conn, conn.transaction():
                 yield conn
         except DATABASE_ERRORS as exc:
             self._segment_upto = -1
@@ -226,13 +233,15 @@ class PostgresHubStore:
             raise
 
     @asynccontextmanager
-    async def _reader(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _reader(self, bounded: bool = True) -> AsyncIterator[asyncpg.Connection]:
         """A connection for reads; a database failure becomes ``Unavailable`` (counted as
-        ``hub_read``), never an exception the RPC edge does not know."""
+        ``hub_read``), never an exception the RPC edge does not know. ``bounded=False``: no
+        bound on the whole use (retention's purge, chunk after chunk; each statement keeps
+        its own)."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with acquire(self._pool) as conn:
+            async with acquire(self._pool, self._bound_s if bounded else None) as conn:
                 yield conn
         except DATABASE_ERRORS as exc:
             raise self.failures.failed("hub_read", exc) from exc
@@ -387,20 +396,20 @@ class PostgresHubStore:
 
     async def who_consulted(self, subject_number: str, since_us: int | None = None,
                             limit: int | None = None) -> list[Consultation]:
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             return await audit.who_consulted(conn, subject_number, since_us, limit)
 
     async def export_subject(self, subject_number: str,
                              since_us: int | None = None) -> dict[str, Any]:
         if self.signer is None:
             raise RuntimeError("no signing key: cannot sign an audit extract")
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             return await audit.export_subject(conn, subject_number, self.signer, since_us,
                                               self.clock())
 
     async def purge(self, cutoffs: Mapping[str, int], service_kinds: Mapping[str, str] | None = None,
                     default_kind: str = "unknown") -> PurgeReport:
-        async with self._reader() as conn:
+        async with self._reader(bounded=False) as conn:
             report = await audit.purge_kinds(conn, cutoffs, service_kinds or {}, default_kind,
                                              self.clock())
         self._segment_upto = -1
