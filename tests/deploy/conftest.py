@@ -9,6 +9,11 @@ Environment:
   CROSSROADS_DEPLOY_ARTIFACTS  where to keep playbook output and host journals (default: a
                                pytest temporary directory, printed at the end of the session)
   CROSSROADS_DEPLOY_OPTIONAL   1 to skip instead of fail when the machine cannot run the test
+
+Two labs, never up at once (the machine has 2 cores): ``lab`` (CA, one SQLite hub, nodes; module
+scope, for test_deploy.py) and ``tier_lab`` (the hub tier: etcd + Patroni/PostgreSQL, two hub
+replicas, three nodes; session scope, for test_tier_deploy.py and test_tier_failover.py, which
+run after test_deploy.py has torn its lab down). ``tier_deployed`` deploys the tier once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,6 +36,7 @@ import pytest
 from tests.deploy.harness import (
     DEFAULT_HOSTS,
     SUBNET,
+    HostSpec,
     Lab,
     PlaybookRun,
     missing_prerequisites,
@@ -109,15 +116,21 @@ def wheelhouse(deploy_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(
     deploy_bin: Path, wheelhouse: Path, artifacts: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Lab]:  # fmt: skip
     """One CA host, one hub, two nodes (systemd-nspawn, booted, reachable over SSH)."""
-    the_lab = Lab(
-        workdir=tmp_path_factory.mktemp("lab"), hosts=list(DEFAULT_HOSTS), wheelhouse=wheelhouse
-    )
+    yield from _running_lab(
+        Lab(workdir=tmp_path_factory.mktemp("lab"), hosts=list(DEFAULT_HOSTS),
+            wheelhouse=wheelhouse),
+        artifacts, "boot",
+    )  # fmt: skip
+
+
+def _running_lab(the_lab: Lab, artifacts: Path, label: str) -> Iterator[Lab]:
+    """Boot the lab, yield it, save its journals and tear it down (also on SIGTERM/SIGHUP)."""
 
     def on_signal(signum: int, _frame: object) -> None:
         the_lab.down()
@@ -127,16 +140,26 @@ def lab(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         t0 = time.monotonic()
-        the_lab.up()
-        (artifacts / "timings.txt").write_text(f"boot {time.monotonic() - t0:.1f}s\n")
+        the_lab.up(boot_timeout=180)
+        with (artifacts / "timings.txt").open("a") as f:
+            f.write(f"{label} {time.monotonic() - t0:.1f}s\n")
         yield the_lab
     finally:
         try:
-            the_lab.save_journals(artifacts)
+            the_lab.save_journals(artifacts / label if label != "boot" else artifacts)
         finally:
             the_lab.down()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+#: Inventory variables of every lab host (the wheelhouse is bind-mounted there).
+LAB_VARS = {
+    "ansible_user": "root",
+    "crossroads_network": "demo",
+    "crossroads_service_manager": "systemd",
+    "crossroads_wheelhouse_dir": "/var/cache/wheelhouse",
+}
 
 
 def base_inventory() -> dict[str, Any]:
@@ -144,12 +167,7 @@ def base_inventory() -> dict[str, Any]:
     by_name = {h.name: h.ip for h in DEFAULT_HOSTS}
     return {
         "all": {
-            "vars": {
-                "ansible_user": "root",
-                "crossroads_network": "demo",
-                "crossroads_service_manager": "systemd",
-                "crossroads_wheelhouse_dir": "/var/cache/wheelhouse",
-            },
+            "vars": dict(LAB_VARS),
             "children": {
                 "crossroads_ca": {"hosts": {"ca": {"ansible_host": by_name["ca"]}}},
                 "crossroads_hub": {
@@ -187,8 +205,9 @@ def base_inventory() -> dict[str, Any]:
 class Ansible:
     """Runs ansible-playbook / ansible-lint from the lab's controller namespace."""
 
-    def __init__(self, lab: Lab, bindir: Path, artifacts: Path) -> None:
+    def __init__(self, lab: Lab, bindir: Path, artifacts: Path, prefix: str = "") -> None:
         self.lab, self.bindir, self.artifacts = lab, bindir, artifacts
+        self.prefix = prefix  # of the artifacts' names, one per lab
         self.runs = 0
 
     def env(self) -> dict[str, str]:
@@ -208,7 +227,7 @@ class Ansible:
 
     def playbook(self, name: str, inventory: dict[str, Any], *extra: str) -> PlaybookRun:
         self.runs += 1
-        tag = f"{self.runs:02d}-{Path(name).stem}"
+        tag = f"{self.prefix}{self.runs:02d}-{Path(name).stem}"
         inv = self.lab.workdir / f"inventory-{tag}.yml"
         inv.write_text(json.dumps(inventory, indent=1))  # JSON is YAML
         argv = [str(self.bindir / "ansible-playbook"), "-i", str(inv),
@@ -226,7 +245,7 @@ class Ansible:
         return PlaybookRun(argv, proc.returncode, output, seconds, parse_recap(output))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ansible(lab: Lab, deploy_bin: Path, artifacts: Path) -> Ansible:
     return Ansible(lab, deploy_bin, artifacts)
 
@@ -234,3 +253,124 @@ def ansible(lab: Lab, deploy_bin: Path, artifacts: Path) -> Ansible:
 @pytest.fixture
 def inventory() -> dict[str, Any]:
     return copy.deepcopy(base_inventory())
+
+
+# ---- the hub tier (test_tier_deploy.py, test_tier_failover.py) ------------------------------
+
+TIER_SUBNET = "10.214.0"
+#: etcd on the two database hosts and on hub-1, which is also the CA (saves a container).
+TIER_DB_HOSTS = ("db-1", "db-2")
+TIER_HUB_HOSTS = ("hub-1", "hub-2")
+TIER_NODE_HOSTS = ("node-a", "node-b", "node-c")
+TIER_ETCD_HOSTS = ("db-1", "db-2", "hub-1")
+TIER_HOSTS = [
+    HostSpec("db-1", f"{TIER_SUBNET}.11"),
+    HostSpec("db-2", f"{TIER_SUBNET}.12"),
+    HostSpec("hub-1", f"{TIER_SUBNET}.21"),
+    HostSpec("hub-2", f"{TIER_SUBNET}.22"),
+    HostSpec("node-a", f"{TIER_SUBNET}.31"),
+    HostSpec("node-b", f"{TIER_SUBNET}.32"),
+    HostSpec("node-c", f"{TIER_SUBNET}.33"),
+]
+ENTERPRISE_C = "0566988259"
+TIER_ENTERPRISES = {"node-a": ENTERPRISE_A, "node-b": ENTERPRISE_B, "node-c": ENTERPRISE_C}
+#: The secrets' variables (vault-encrypted in the test, like an operator's group_vars/all/vault.yml).
+TIER_SECRET_VARS = (
+    "crossroads_postgresql_superuser_password",
+    "crossroads_postgresql_replication_password",
+    "crossroads_postgresql_hub_password",
+)
+
+
+@pytest.fixture(scope="session")
+def tier_lab(
+    deploy_bin: Path, wheelhouse: Path, artifacts: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Lab]:  # fmt: skip
+    """The hub tier's hosts on 10.214.0.0/24: TIER_DB_HOSTS, TIER_HUB_HOSTS, TIER_NODE_HOSTS.
+
+    Session scope, requested first by test_tier_deploy.py: ``lab`` (module scope) is down by then.
+    """
+    yield from _running_lab(
+        Lab(workdir=tmp_path_factory.mktemp("tier-lab"), hosts=list(TIER_HOSTS),
+            wheelhouse=wheelhouse, subnet=TIER_SUBNET),
+        artifacts, "tier-boot",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tier_ansible(tier_lab: Lab, deploy_bin: Path, artifacts: Path) -> Ansible:
+    return Ansible(tier_lab, deploy_bin, artifacts, prefix="tier-")
+
+
+def tier_inventory() -> dict[str, Any]:
+    """The tier lab's inventory (secrets aside: see ``tier_secrets``)."""
+    ip = {h.name: h.ip for h in TIER_HOSTS}
+    hub_addresses = [f"{ip[h]}:7443" for h in TIER_HUB_HOSTS]
+    nodes = {}
+    for i, host in enumerate(TIER_NODE_HOSTS):
+        nodes[host] = {
+            "ansible_host": ip[host],
+            "crossroads_node_enterprise_number": TIER_ENTERPRISES[host],
+            "crossroads_node_institution_name": f"Institution {host[-1].upper()}",
+            "crossroads_node_sector": 17,
+            # Spread the nodes over the replicas: every other one prefers hub-2.
+            "crossroads_node_hub_addresses": hub_addresses[i % 2:] + hub_addresses[:i % 2],
+        }
+    return {
+        "all": {
+            "vars": {
+                **LAB_VARS,
+                # Small for the test hosts (2 cores, 7 hosts); 2 replicas x (8 + 7) + admin.
+                "crossroads_postgresql_shared_buffers": "16MB",
+                "crossroads_postgresql_max_connections": 50,
+            },
+            "children": {
+                "crossroads_ca": {"hosts": {"hub-1": {}}},
+                "crossroads_etcd": {"hosts": {h: {} for h in TIER_ETCD_HOSTS}},
+                "crossroads_postgresql": {"hosts": {h: {} for h in TIER_DB_HOSTS}},
+                "crossroads_hub": {
+                    "hosts": {
+                        h: {"crossroads_hub_tls_ip_addresses": [ip[h]]} for h in TIER_HUB_HOSTS
+                    },
+                    "vars": {
+                        "crossroads_hub_store_backend": "postgresql",
+                        "crossroads_hub_directory_services": [DEMO_SERVICE],
+                        "crossroads_hub_directory_authorizations": [
+                            {"id": "demo-sector-17", "service_id": "demo.message", "sector": 17}
+                        ],
+                    },
+                },
+                "crossroads_nodes": {"hosts": nodes},
+                # Every host's address, once (the groups above only name them).
+                "tier_lab": {"hosts": {h.name: {"ansible_host": h.ip} for h in TIER_HOSTS}},
+            },
+        }
+    }
+
+
+@pytest.fixture(scope="session")
+def tier_secrets(tier_lab: Lab, deploy_bin: Path) -> tuple[dict[str, str], list[str]]:
+    """Random passwords in a vault-encrypted vars file; returns them and the ansible-playbook
+    arguments that load it (``-e @FILE --vault-password-file FILE``)."""
+    values = {name: secrets.token_urlsafe(18) for name in TIER_SECRET_VARS}
+    vault_pass = tier_lab.workdir / "vault-pass"
+    vault_pass.write_text(secrets.token_urlsafe(24) + "\n")
+    vault_pass.chmod(0o600)
+    path = tier_lab.workdir / "secrets.yml"
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    subprocess.run(
+        [str(deploy_bin / "ansible-vault"), "encrypt", "--vault-password-file", str(vault_pass),
+         str(path)], check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert path.read_text().startswith("$ANSIBLE_VAULT;"), "the secrets file is not encrypted"
+    return values, ["-e", f"@{path}", "--vault-password-file", str(vault_pass)]
+
+
+@pytest.fixture(scope="session")
+def tier_deployed(
+    tier_ansible: Ansible, tier_secrets: tuple[dict[str, str], list[str]]
+) -> PlaybookRun:
+    """site.yml run once on the tier lab (the result, failed or not; tests check it)."""
+    return tier_ansible.playbook("site.yml", tier_inventory(), *tier_secrets[1])

@@ -3,8 +3,9 @@
 Each host is a ``systemd-nspawn`` container booting real systemd as PID 1 on an overlay root
 (lower layer: a read-only bind of this machine's ``/``; upper layer: tmpfs), in a network namespace
 of its own. All namespaces hang off a bridge that lives in one more namespace created here, so the
-private range (``10.213.0.0/24``) exists nowhere but inside the namespaces this module created. A
-controller namespace on the same bridge runs ``ansible-playbook`` and ``ssh``.
+private range (``Lab.subnet``, ``10.213.0.0/24`` by default) exists nowhere but inside the
+namespaces this module created. A controller namespace on the same bridge runs
+``ansible-playbook`` and ``ssh``.
 
 Everything created is recorded on the :class:`Lab` as it is created, and :meth:`Lab.down` removes
 it in reverse order, tolerating partial setups: it is safe to call after any failure, and twice.
@@ -34,7 +35,6 @@ from pathlib import Path
 
 SUBNET = "10.213.0"
 PREFIX_LEN = 24
-CONTROLLER_IP = f"{SUBNET}.254"
 # Units enabled in the base image that must not run inside the simulated hosts.
 KEEP_ENABLED = {"ssh.service", "sshd.service", "machines.target", "remote-fs.target"}
 
@@ -134,12 +134,15 @@ class Lab:
     workdir: Path
     hosts: list[HostSpec]
     wheelhouse: Path | None = None
+    # First three octets of the lab's private /24 (the controller is .254); one per lab.
+    subnet: str = SUBNET
     tag: str = field(default_factory=lambda: "xr" + secrets.token_hex(2))
     # What has been created, for teardown (recorded before each step completes).
     namespaces: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    powered_off: set[str] = field(default_factory=set)
 
     # ---- naming -------------------------------------------------------------------------
 
@@ -196,9 +199,11 @@ class Lab:
     def _save_state(self) -> None:
         state = {
             "tag": self.tag,
+            "subnet": self.subnet,
             "namespaces": self.namespaces,
             "mounts": self.mounts,
             "pids": self.pids,
+            "powered_off": sorted(self.powered_off),
             "hosts": [asdict(h) for h in self.hosts],
         }
         (self.workdir / "lab.json").write_text(json.dumps(state, indent=1))
@@ -231,7 +236,7 @@ class Lab:
         self._ns_add(self.bridge_ns)
         _run(["ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.bridge_ns, "link", "set", "br0", "up"])
-        nodes = [("ctl", self.ctl_ns, CONTROLLER_IP)] + [
+        nodes = [("ctl", self.ctl_ns, f"{self.subnet}.254")] + [
             (h.name, self.host_ns(h.name), h.ip) for h in self.hosts
         ]
         for short, ns, ip in nodes:
@@ -347,6 +352,59 @@ class Lab:
         """argv prefix that runs a command inside the controller namespace."""
         return ["ip", "netns", "exec", self.ctl_ns, *argv]
 
+    # ---- power ------------------------------------------------------------------------------
+
+    def init_pid(self, name: str) -> int:
+        """This machine's pid of the host's PID 1 (its systemd); LabError when it is not up."""
+        for pid in _netns_pids(self.host_ns(name)):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                nspid = next(ln for ln in status.splitlines() if ln.startswith("NSpid:"))
+                if nspid.split()[1:] == [str(pid), "1"]:
+                    return pid
+        raise LabError(f"{name} is not running (no PID 1 in {self.host_ns(name)})")
+
+    def _link(self, name: str, state: str) -> None:
+        _run(["ip", "-n", self.bridge_ns, "link", "set", f"v-{name}"[:15], state])
+
+    def power_off(self, name: str) -> None:
+        """Pull the plug on a host: its link goes down first (peers see silence, not a closed
+        connection), then every process of the container dies at once (SIGKILL to its PID 1
+        ends its PID namespace: the kernel kills all the rest). Its disk (the overlay's upper
+        layer) stays as the processes left it; :meth:`power_on` boots it again. Idempotent."""
+        self.powered_off.add(name)
+        self._save_state()
+        self._link(name, "down")
+        with contextlib.suppress(LabError, ProcessLookupError):
+            os.kill(self.init_pid(name), signal.SIGKILL)
+        # SSH control master for this host: its peer is gone without a word.
+        subprocess.run(
+            self.controller(["ssh", *self.ssh_args, "-O", "exit", f"root@{self.ip(name)}"]),
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        pid = self.pids.pop(name, None)
+        proc = self.procs.pop(name, None)
+        if pid is not None and not _reap(proc, pid, timeout=15):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _reap(proc, pid, timeout=5)
+        for p in _netns_pids(self.host_ns(name)):  # anything that escaped (none expected)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        self._save_state()
+
+    def power_on(self, name: str, boot_timeout: float = 120) -> None:
+        """Boot a host that :meth:`power_off` stopped, on its disk as it was; wait for SSH and
+        for systemd to finish starting (its enabled units start as after a power cut)."""
+        if name in self.pids:
+            raise LabError(f"{name} is already running")
+        (h,) = (h for h in self.hosts if h.name == name)
+        self._boot(h)
+        self._link(name, "up")
+        self._wait_booted(h, time.monotonic() + boot_timeout)
+        self.powered_off.discard(name)
+        self._save_state()
+
     # ---- teardown -----------------------------------------------------------------------
 
     def _alive(self, name: str, pid: int) -> bool:
@@ -389,13 +447,12 @@ class Lab:
         # 2. Whatever still runs in our namespaces (ssh control masters, stray daemons).
         for ns in self.namespaces:
             for _ in range(20):
-                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                     text=True, check=False).stdout.split()  # fmt: skip
+                out = _netns_pids(ns)
                 if not out:
                     break
                 for p in out:
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(p), signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
                 time.sleep(0.1)
         # 3. Mounts, innermost first.
         for target in reversed(self.mounts):
@@ -417,6 +474,25 @@ class Lab:
             sys.stderr.write("[lab] teardown: " + "; ".join(errors) + "\n")
 
 
+def _netns_pids(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                         check=False).stdout  # fmt: skip
+    return [int(p) for p in out.split()]
+
+
+def _reap(proc: subprocess.Popen[bytes] | None, pid: int, timeout: float) -> bool:
+    """Wait for a (child) process to exit and reap it; whether it did within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return True
+        elif not _pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         return os.waitpid(pid, os.WNOHANG)[0] == 0
@@ -431,7 +507,8 @@ def _pid_alive(pid: int) -> bool:
 def down_from_state(workdir: Path) -> None:
     """Tear down a lab from its state file (after a run that could not clean up itself)."""
     state = json.loads((workdir / "lab.json").read_text())
-    lab = Lab(workdir=workdir, hosts=[HostSpec(**h) for h in state["hosts"]], tag=state["tag"])
+    lab = Lab(workdir=workdir, hosts=[HostSpec(**h) for h in state["hosts"]], tag=state["tag"],
+              subnet=state.get("subnet", SUBNET))
     lab.namespaces = state["namespaces"]
     lab.mounts = state["mounts"]
     lab.pids = {k: int(v) for k, v in state["pids"].items()}

@@ -112,8 +112,13 @@ class Traffic:
     """Steady load in both directions (see the module's docstring): each node sends a batch
     of ``batch`` envelopes every ``every_s`` to the next node in turn, and fetches."""
 
-    def __init__(self, tier: HubTier, batch: int = 10, every_s: float = 0.05) -> None:
+    def __init__(self, tier: HubTier, batch: int = 10, every_s: float = 0.05,
+                 first: int = 0) -> None:
         self.tier, self.batch, self.every_s = tier, batch, every_s
+        #: The number of each sender's first envelope: rounds of traffic on the same nodes
+        #: must not reuse numbers (a node takes an envelope equal to one it has, with the same
+        #: sender_ticket, for a resubmission of it).
+        self.first = first
         self.lock = threading.Lock()
         #: (sender, receiver) -> the numbers of the envelopes the sender's application was
         #: acknowledged (its node stored them), in submission order.
@@ -141,7 +146,7 @@ class Traffic:
 
     def _send(self, sender: str) -> None:
         others = [e for e in self.tier.institutions if e != sender]
-        counter = itertools.count()
+        counter = itertools.count(self.first)
         with LocalClient(self.tier.local_api(sender)) as client:
             for receiver in itertools.cycle(others):
                 if not self._sending.is_set():
