@@ -188,18 +188,29 @@ async def connect(params: PgParams, **options: Any) -> asyncpg.Connection:
 @asynccontextmanager
 async def acquire(pool: asyncpg.Pool, bound_s: float | None = None
                   ) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection; one found on a read-only server (a demoted primary) is closed
-    instead of going back to the pool: the pool opens the next one to the new primary.
+    """A pooled connection; one found on a read-only server (a demoted primary), or whose use
+    failed, is terminated instead of going back to the pool: the pool opens the next one (to
+    the new primary), and nothing waits on a connection in an unknown state.
 
-    ``bound_s``: the whole use (waiting for a connection, every statement, the COMMIT) ends
-    within that time, else ``TimeoutError`` and the connection is closed. Each statement has
-    its own timeout, but asyncpg waits without one for the server to confirm a cancelled
-    statement before the next; a delivery read was seen waiting there for minutes after a
-    switchover (make test-ha), its destination's deliveries stopped with it."""
-    async with pool.acquire(timeout=bound_s) as conn:
+    ``bound_s``: the whole use (waiting for a connection, every statement, the COMMIT, and
+    giving the connection back) ends within that time: then the connection is
+    **terminated** (its socket closed at once), and what waits on it fails
+    (``ConnectionDoesNotExistError``, a database error). A timer does it, not a
+    cancellation: on a connection to a primary that went silent (a power cut), giving the
+    connection back to the pool resets it without a timeout of its own, and that wait lasted
+    until the kernel gave up, over 2 minutes (a replica's lease round hung there after a
+    database failover in the deploy test, and its deliveries stopped with its leases)."""
+    conn = await pool.acquire(timeout=bound_s)
+    watchdog = (asyncio.get_running_loop().call_later(bound_s, conn.terminate)
+                if bound_s is not None else None)
+    try:
+        yield conn
+    except (*DATABASE_ERRORS, asyncio.CancelledError):
+        conn.terminate()
+        raise
+    finally:
         try:
-            async with asyncio.timeout(bound_s):
-                yield conn
-        except (*READ_ONLY_ERRORS, TimeoutError):
-            conn.terminate()
-            raise
+            await pool.release(conn, timeout=bound_s)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()

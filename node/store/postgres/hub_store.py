@@ -223,14 +223,16 @@ class PostgresHubStore:
                               CallReason.NOT_STORED) from exc
 
     @asynccontextmanager
-    async def _transaction(self, component: str, **context: object
-                           ) -> AsyncIterator[asyncpg.Connection]:
-        """One write transaction; a database failure becomes ``Unavailable`` (nothing
-        stored); :class:`ResendRaced` passes as it is."""
+    async def _transaction(self, component: str, bound_s: float | None = None,
+                           **context: object) -> AsyncIterator[asyncpg.Connection]:
+        """One write transaction, ended within ``bound_s`` (default: two statement
+        timeouts); a database failure becomes ``Unavailable`` (nothing stored);
+        :class:`ResendRaced` passes as it is."""
         if self._pool is None:
             raise RuntimeError("the hub store is not open")
         try:
-            async with acquire(self._pool, self._bound_s) as conn, conn.transaction():
+            async with acquire(self._pool, bound_s or self._bound_s) as conn, \
+                    conn.transaction():
                 yield conn
         except DATABASE_ERRORS as exc:
             self._segment_upto = -1
@@ -472,7 +474,9 @@ class PostgresHubStore:
     # -- delivery leases (node.store.postgres.leases) ----------------------------------------
 
     async def renew_leases(self, ttl_s: float) -> HeldLeases:
-        async with self._transaction("hub_leases") as conn:
+        # Bounded by the TTL: a round that cannot finish before its leases would run out is
+        # a failed round (node/hub/delivery.py), never one stuck on a dead connection.
+        async with self._transaction("hub_leases", bound_s=ttl_s) as conn:
             return await leases.renew(conn, self.replica_id, ttl_s)
 
     async def release_leases(self, tokens: Mapping[str, int], leaving: bool = False) -> None:
