@@ -16,8 +16,7 @@ import structlog
 
 __all__ = ["configure", "set_level"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+#: Level names: the configurable ones (``log_level``) and structlog's method names.
 _NAMES = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
           "critical": logging.CRITICAL}
@@ -27,7 +26,7 @@ _threshold = logging.INFO
 def set_level(level: str) -> None:
     """Log events of ``level`` and above from now on (``debug``, ``info``, ...)."""
     global _threshold
-    _threshold = _LEVELS[level]
+    _threshold = _NAMES[level]
 
 
 def _by_level(logger: object, method: str, event: dict[str, object]) -> dict[str, object]:

@@ -55,8 +55,6 @@ __all__ = ["DATABASE_ERRORS", "MIGRATION_LOCK", "WRITABLE_SQL", "PgParams", "acq
 #: the RPC edge does not know.
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
                    asyncpg.exceptions.InternalClientError)
-#: What a server that is not (or no longer) the primary answers to a write.
-READ_ONLY_ERRORS = (asyncpg.ReadOnlySQLTransactionError,)
 #: True on a server that takes writes (the health ping asks it: a demoted primary, or one
 #: set ``default_transaction_read_only``, answers ``SELECT 1`` but commits nothing).
 WRITABLE_SQL = ("SELECT NOT pg_is_in_recovery()"
