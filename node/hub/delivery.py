@@ -86,7 +86,7 @@ from node.rpc.server_certs import ServerRevoked, verify_server
 from node.rpc.tls import InstitutionDialer, TlsMaterial
 from node.store.protocols import DeliveryQueue
 from node.store.records import HeldLeases, LeaseLost, QueuedBatch
-from node.tasks import cancel_and_wait, spawn, wait_event
+from node.tasks import cancel_and_wait, consume, spawn, wait_event
 from node.wire.delivery import delivery_message, first_ticket_us, tickets_of
 from node.wire.gen.crossroads.v1 import node_pb2
 
@@ -287,6 +287,7 @@ class Deliverer:
                     await dest.commit
             if dest.prefetch is not None:
                 dest.prefetch.cancel()
+                consume(dest.prefetch)  # it may have failed already: nobody will look
             await self._close(dest)
         if self.leases.every:
             return
@@ -440,6 +441,7 @@ class Deliverer:
             if dest.ended:  # its lease is gone: nothing of it stays open
                 if dest.prefetch is not None:
                     dest.prefetch.cancel()
+                    consume(dest.prefetch)  # it may have failed already: nobody will look
                 await self._close(dest)
 
     async def _step(self, dest: _Destination) -> None:

@@ -131,6 +131,7 @@ class HubService(hub_pb2_grpc.HubServicer):
             await acks.put(None)
 
         reader = asyncio.create_task(read_and_prepare())
+        getter: asyncio.Future[asyncio.Future[envelope_pb2.BatchAck] | None] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(acks.get())
@@ -144,6 +145,8 @@ class HubService(hub_pb2_grpc.HubServicer):
                     return
                 yield await item
         finally:
+            if getter is not None:  # the stream ended while this waited for the next ack
+                getter.cancel()
             reader.cancel()
             consume(reader)
             # Commits queued behind a failed one fail with it: their outcome is dropped with

@@ -9,6 +9,7 @@ silent on its first stream and answers the next one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 
 from node.client import make_envelope
+from node.core.errors import Unavailable
 from node.member.uplink import Uplink
 from node.rpc.tls import TlsMaterial, server_options
 from node.store.node_store import NodeStore
@@ -154,3 +156,60 @@ async def _submit_through_a(net: InProcessNetwork, envelopes: list[bytes]) -> No
     _, seqs = await local_call(net.local_api(A), "submit", envelopes)
     decided = await local_call(net.local_api(A), "outcomes", seqs, wait_ms=10_000)
     assert {o.reason for o in decided} == {"ACCEPTED"}
+
+
+async def test_nothing_is_left_unretrieved_or_pending_at_stop(tmp_path) -> None:
+    """A stopped hub leaves no task or future for asyncio to report when it is collected
+    (each report is an ``asyncio_unhandled`` error line in the daemon's log).
+
+    It did: each ``Submit`` stream that ended while waiting for its next batch left a
+    pending ``Queue.get`` task behind ("Task was destroyed but it is pending!"), here the
+    two nodes' streams at stop. The hub also stops with a failed read in flight (the next
+    batch's, while the node holds the current one, as when the database goes away)."""
+    net = InProcessNetwork(tmp_path / "net", institutions=(A, B))
+    await net.start()
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    node = SilentFirstNode()
+    key, cert = net.node_certs[B]
+    server = None
+    store = net.hub.deliverer.store
+    real = {"read_queue": store.read_queue}  # dropped at the end: nothing keeps the hub
+
+    async def failing_after_the_first_batch(dest: str, after: int, *args: Any) -> Any:
+        if after > 0:  # the prefetch of the batch after the one in flight
+            raise Unavailable("hub_delivery: IO_ERROR (database gone): nothing stored, retry")
+        return await real["read_queue"](dest, after, *args)
+
+    try:
+        store.read_queue = failing_after_the_first_batch  # type: ignore[method-assign]
+        await net.stop_node(B)
+        server, port = await _serve(
+            lambda s: node_pb2_grpc.add_NodeServicer_to_server(node, s),
+            TlsMaterial(net.pki.ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()))
+        async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+            await hub_pb2_grpc.HubStub(channel).Register(
+                hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)
+        await _submit_through_a(net, [make_envelope(DEMO_SERVICE, [B], b"x", sender_ticket="1")])
+        await _until(lambda: _prefetch_failed(net.hub.deliverer))
+        await net.stop()  # while the node still holds the batch, unanswered
+        real.clear()
+        del net.hub, store  # the stopped hub is collected, as at a daemon's exit
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        if server is not None:
+            await server.stop(None)
+        if hasattr(net, "hub"):
+            await net.stop()
+    assert node.streams[0], "the batch was not in flight"
+    assert [(c.get("message"), repr(c.get("task") or c.get("future"))[:200])
+            for c in reported] == []
+
+
+def _prefetch_failed(deliverer: Any) -> bool:
+    """B's worker holds a read of the next batch that has ended (failed)."""
+    worker = deliverer._destinations.get(B)
+    return worker is not None and worker.prefetch is not None and worker.prefetch.done()
