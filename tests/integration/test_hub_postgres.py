@@ -17,7 +17,7 @@ from node.config import hub_config
 from node.store.data_dir import DataDirError, StateReason
 from node.store.postgres.connection import PgParams
 from node.store.postgres.preflight import prepare_database
-from node.testing import InProcessNetwork
+from node.testing import InProcessNetwork, NetworkLayout
 from node.testing_postgres import PgDatabase, PostgresServer
 from node.wire.signed import ensure_signing_key
 from tests.conftest import (
@@ -91,6 +91,34 @@ async def test_a_first_start_on_an_empty_database_needs_init(
     assert not key.exists()  # nothing made, nothing written
     assert await prepare_database(params, True, key) is True  # set up, with a new key
     assert await prepare_database(params, False, key) is False  # found: a later start
+
+
+async def test_two_replicas_initializing_one_empty_database_at_once(
+        pg_server: PostgresServer, pg_database: PgDatabase, tmp_path: Path) -> None:
+    """Both replicas of a new tier started with ``--init`` at the same instant (Ansible
+    starts them in parallel): the schema is made once (migrations under an advisory lock),
+    both serve the same hub; a replica given another signing key is refused, whichever
+    starts first."""
+    layout = NetworkLayout(tmp_path / "net", hub_overrides={"store": pg_database.store_table()})
+    tables = [{**layout.hub_table(), "data_dir": str(tmp_path / f"replica-{i}"),
+               "store": {**pg_database.store_table(), "replica_id": f"r{i}"}} for i in range(2)]
+    replicas = [HubApp(hub_config(t, layout.root), init=True) for t in tables]
+    try:
+        await asyncio.gather(*(r.start() for r in replicas))
+        assert replicas[0].store.store_id == replicas[1].store.store_id
+        params = PgParams.from_sources(pg_database.dsn, pg_database.password_file)
+        assert await prepare_database(params, False, layout.directory_key) is False
+    finally:
+        await asyncio.gather(*(r.stop() for r in replicas))
+    # Two replicas with keys of their own, at once on another empty database: one wins.
+    with pg_server.database(tmp_path) as other:
+        params = PgParams.from_sources(other.dsn, other.password_file)
+        keys = [tmp_path / f"key-{i}" for i in range(2)]
+        outcomes = await asyncio.gather(*(prepare_database(params, True, k) for k in keys),
+                                        return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, DataDirError)]
+        assert len(refused) == 1 and refused[0].reason is StateReason.STATE_INCONSISTENT
+        assert sum(o is True for o in outcomes) == 1
 
 
 async def _health(net: InProcessNetwork) -> int:

@@ -131,7 +131,12 @@ async def create_pool(params: PgParams, idle_in_transaction_s: float | None = No
 
 
 async def schema_version(conn: asyncpg.Connection) -> int:
-    await conn.execute(_VERSION_TABLE)
+    """The schema's version, 0 on an empty database. Read only: ``CREATE TABLE IF NOT
+    EXISTS`` is not safe against a concurrent one (two replicas started with ``--init`` at
+    once: "duplicate key ... pg_type_typname_nsp_index"), so the table is made by
+    :func:`migrate`, under its lock."""
+    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
 
 
@@ -140,6 +145,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[str] = MIGRATIONS) 
     while True:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(_VERSION_TABLE)
             version = await schema_version(conn)
             if version > len(migrations):
                 raise RuntimeError(f"database schema version {version} is newer than this"
