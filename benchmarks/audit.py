@@ -75,6 +75,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.phases import announce, report_end, results_header
+from benchmarks.progress import latency_curve, series
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
@@ -309,7 +310,8 @@ def ensure_log(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
 def _stats(ms: Sequence[float]) -> dict[str, Any]:
     return {"n": len(ms), "p50": rounded(percentile(ms, 50), 3), "p90": rounded(percentile(ms, 90), 3),
             "p99": rounded(percentile(ms, 99), 3), "max": rounded(max(ms) if ms else None, 3),
-            "mean": rounded(statistics.fmean(ms) if ms else None, 3)}
+            "mean": rounded(statistics.fmean(ms) if ms else None, 3),
+            "series": series(None, latency_curve(ms), "queries")}
 
 
 
