@@ -93,7 +93,8 @@ class BatchWindow:
         self.arrivals: list[tuple[float, int]] = []
         self.progress = Progress(f"benchmarks: {type(self).__module__.rsplit('.', 1)[-1]}"
                                  f" batches {first_batch}-{first_batch + n - 1}",
-                                 total=sum(self.remaining))
+                                 total=sum(self.remaining),
+                                 unit="deliveries" if copies > 1 else "envelopes")
 
     def _refused(self, batch: int, reasons: list[str]) -> None:
         raise NotImplementedError

@@ -4,10 +4,10 @@ file of the same program, and a PNG plot.
 * :func:`figures`: the headline numbers of a result file, by name, each with the direction
   that is better. Found by key, the same way for every program: rates (``*_per_s``, the
   relay ``ratio``: higher is better), latency percentiles (``p50``, ``p90``, ``p99`` under a
-  ``*_ms`` entry, ``*_ms_p50``: lower), CPU per unit of work (``cpu_us_per_*``, micro's
-  ``us_per_envelope_median``: lower), memory (``*_mib``) and sync times: lower. When the
-  file has a ``summary`` (medians over repeats), only the summary counts. A list's items are
-  named by their ``tier``, offered rate or ``concurrency``.
+  ``*_ms`` entry or audit's ``queries``, ``*_ms_p50``: lower), CPU per unit of work
+  (``cpu_us_per_*``, micro's ``us_per_envelope_median``: lower), memory (``*_mib``) and sync
+  times: lower. When the file has a ``summary`` (medians over repeats), only the summary
+  counts. A list's items are named by their ``tier``, offered rate or ``concurrency``.
 * :func:`compare`: old, new and new/old per figure both files have (:class:`CompareError`
   for a file that is not a result of the same program).
 * :func:`plot`: throughput over time and latency by percentile, one line per ``series``
@@ -89,8 +89,8 @@ def _direction(path: tuple[str, ...]) -> str | None:
         return "higher"
     if _LOWER.search(key) or _LOWER.search(parent):
         return "lower"
-    if _PERCENTILE.match(key) and parent.endswith("_ms"):
-        return "lower"
+    if _PERCENTILE.match(key) and (parent.endswith("_ms") or "queries" in path):
+        return "lower"  # latency in ms (audit: its query times)
     return None
 
 
@@ -152,7 +152,16 @@ def series_lines(results: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]
             for k, item in enumerate(node):
                 yield from walk(item, (*path, _item_name(item, k)))
 
-    return list(walk(results, ()))
+    found = list(walk(results, ()))
+    names = [name for name, _ in found]
+    seen: dict[str, int] = {}
+    out = []
+    for name, entry in found:  # repeats of one configuration: "e2e sqlite run 2"
+        if names.count(name) > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name} run {seen[name]}"
+        out.append((name, entry))
+    return out
 
 
 def plot(results: Mapping[str, Any], png: Path) -> Path:

@@ -1,7 +1,8 @@
 """``crossroads bench`` as an operator runs it (subprocesses, the quickest real part: micro):
-a JSON result with its time series and a PNG plot, progress lines on stderr, ``--compare``
-with the ratio per figure and its refusals, the old ``crossroads bench -- ARGS`` form, and a
-run without matplotlib (the ``bench`` extra missing: JSON written, exit 3)."""
+a JSON result with its time series and a PNG plot (drawn again by ``crossroads bench plot``),
+progress lines on stderr, ``--compare`` with the ratio per figure and its refusals, the old
+``crossroads bench -- ARGS`` form, and a run without matplotlib (the ``bench`` extra missing:
+JSON written, exit 3)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def test_a_run_writes_json_with_series_and_a_png_and_shows_progress(tmp_path: Pa
     assert "benchmarks: micro check_batch: 5/5 repeats (100%)" in proc.stderr
     assert "benchmarks: micro" not in proc.stdout
     assert f"crossroads bench: micro: {path}, {png}" in proc.stdout
+    png.unlink()  # drawn again from the JSON alone
+    replot = bench("plot", str(path))
+    assert replot.returncode == 0 and replot.stdout.strip() == str(png)
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_compare_prints_the_ratio_per_figure_and_refuses_other_files(tmp_path: Path) -> None:

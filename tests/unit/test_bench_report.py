@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.progress import Progress, latency_curve, rate_series
-from benchmarks.report import CompareError, compare, figures
+from benchmarks.report import CompareError, compare, figures, series_lines
 
 E2E = {
     "benchmark": "e2e",
@@ -40,6 +40,9 @@ def test_figures_are_found_by_key_with_the_better_direction() -> None:
         "rates.500/s.latency_ms.p50": {"value": 5.0, "better": "lower"},
         "rates.500/s.latency_ms.p99": {"value": 12.0, "better": "lower"},
     }
+    audit = {"benchmark": "audit", "queries": {"heavy": {"n": 30, "p50": 80.0, "mean": 82.0}},
+             "log": {"records_per_s": 40_000}}  # building the log is no figure
+    assert figures(audit) == {"queries.heavy.p50": {"value": 80.0, "better": "lower"}}
 
 
 def test_compare_gives_new_over_old_and_refuses_another_program() -> None:
@@ -54,6 +57,14 @@ def test_compare_gives_new_over_old_and_refuses_another_program() -> None:
     }
     with pytest.raises(CompareError, match="old.json is a result of consult, not of e2e"):
         compare(new, CONSULT, Path("old.json"))
+
+
+def test_every_series_entry_is_a_line_named_by_where_it_is() -> None:
+    runs = [{"tier": tier, "series": {"throughput": [[1.0, 2.0]]}}
+            for tier in ("sqlite", "sqlite", "postgresql x1")]
+    results = {"benchmark": "e2e", "e2e": runs, "summary": {"series": {}}}
+    assert [name for name, _ in series_lines(results)] == [
+        "e2e sqlite run 1", "e2e sqlite run 2", "e2e postgresql x1"]
 
 
 def test_rate_series_counts_per_step_and_latency_curve_by_percentile() -> None:
