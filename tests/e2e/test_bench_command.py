@@ -73,10 +73,15 @@ def test_a_run_writes_json_with_series_and_a_png_and_shows_progress(tmp_path: Pa
 
 def test_compare_prints_the_ratio_per_figure_and_refuses_other_files(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    assert bench(*MICRO[:2], "--out", str(out), "--no-plot", *MICRO[2:]).returncode == 0
+    first = bench(*MICRO[:2], "--out", str(out), "--no-plot", "--json", *MICRO[2:])
+    assert first.returncode == 0, first.stderr
     old_path = only(out, "micro-*.json")
     old = json.loads(old_path.read_text())
     assert not list(out.glob("*.png"))  # --no-plot
+    report = json.loads(first.stdout)  # --json: the report alone on stdout
+    assert report["exit"] == 0 and report["parts"]["micro"]["result"] == str(old_path)
+    assert report["parts"]["micro"]["figures"]["cases.stamp.us_per_envelope_median"] == (
+        old["cases"]["stamp"]["us_per_envelope_median"])
 
     proc = bench(*MICRO[:2], "--out", str(out), "--no-plot", "--compare", str(old_path),
                  *MICRO[2:])
