@@ -59,7 +59,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.phases import announce, report_end, results_header
+from benchmarks.progress import Progress, latency_curve, series
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
@@ -214,9 +215,9 @@ class Generator:
         return Batch(first, self.envelopes, queue_rows, audit, deliveries)
 
 
-async def build(db: Path, key: Path, args: argparse.Namespace,
-                progress: Callable[[str], None]) -> dict[str, Any]:
-    """Write the log through HubStore until it holds at least ``--records`` records."""
+async def build(db: Path, key: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the log through HubStore until it holds at least ``--records`` records (a
+    progress line on stderr)."""
     # Records per envelope: 1 (ACCEPTED or REJECTED) + 1.2 deliveries if accepted. Spread the
     # envelopes' times evenly over the last year.
     per_envelope = 1 + (1 - args.refused_share) * 1.2
@@ -229,19 +230,15 @@ async def build(db: Path, key: Path, args: argparse.Namespace,
     sender = gen.institutions[0]
     started = time.perf_counter()
     write_s = 0.0
-    last_print = started
+    progress = Progress("benchmarks: audit log", total=args.records, unit="records")
     try:
         while store.chain.last_seq < args.records:
             batch = gen.batch(args.batch)
             t = time.perf_counter()
             await store_batch(store, sender, batch)
             write_s += time.perf_counter() - t
-            now = time.perf_counter()
-            if now - last_print > 15:
-                last_print = now
-                n = store.chain.last_seq
-                progress(f"  built {n:,} records ({n / (now - started):,.0f}/s),"
-                         f" {gen.envelopes:,} envelopes")
+            progress.update(min(store.chain.last_seq, args.records))
+        progress.close()
         # Deliver the last batch too, so no envelope is left queued.
         await store_batch(store, sender, Batch(gen.envelopes + 1, gen.envelopes, [], [],
                                                _final_deliveries(gen)))
@@ -295,8 +292,7 @@ def ensure_log(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     print(f"  building {args.records:,} records in {root} ...", flush=True)
-    built = asyncio.run(build(db, root / "directory-signing.key", args,
-                              lambda line: print(line, flush=True)))
+    built = asyncio.run(build(db, root / "directory-signing.key", args))
     meta = {"key": key, "complete": True, "build": built,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -309,7 +305,8 @@ def ensure_log(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
 def _stats(ms: Sequence[float]) -> dict[str, Any]:
     return {"n": len(ms), "p50": rounded(percentile(ms, 50), 3), "p90": rounded(percentile(ms, 90), 3),
             "p99": rounded(percentile(ms, 99), 3), "max": rounded(max(ms) if ms else None, 3),
-            "mean": rounded(statistics.fmean(ms) if ms else None, 3)}
+            "mean": rounded(statistics.fmean(ms) if ms else None, 3),
+            "series": series(None, latency_curve(ms), "queries")}
 
 
 

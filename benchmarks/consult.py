@@ -121,6 +121,7 @@ from benchmarks.common import (
     percentile,
     usage_error,
 )
+from benchmarks.progress import Progress, latency_curve, rate_series, series
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
@@ -301,9 +302,11 @@ async def open_loop(asker: Asker, rate: float, seconds: float, max_in_flight: in
     interval = 1.0 / rate
     samples = [Sample(0.0) for _ in range(n)]
     tasks: set[asyncio.Task[None]] = set()
+    progress = Progress(f"benchmarks: {rate:g} questions/s", total=n, unit="questions sent")
     t0 = time.perf_counter() + 0.005
     i = 0
     while i < n:
+        progress.update(i)
         now = time.perf_counter()
         due = t0 + i * interval
         if due > now:
@@ -321,6 +324,7 @@ async def open_loop(asker: Asker, rate: float, seconds: float, max_in_flight: in
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             i += 1
+    progress.close(i)
     if tasks:
         await asyncio.wait(set(tasks), timeout=max(1.0, deadline - time.monotonic()))
     return samples
@@ -360,6 +364,9 @@ def summarize(samples: Sequence[Sample], rate: float) -> dict[str, Any]:
                             "p99": _r3(percentile([w[k] / 1000 for w in where], 99))}
                      for k, name in enumerate(names)},
         "p99_ms_by_second": _p99_by_second(answered, first),
+        "series": series(rate_series(((s.done, 1) for s in ok), first, last_done),
+                         latency_curve([(s.done - s.scheduled) * 1000 for s in answered]),
+                         "answers (DATA_FOUND)"),
     }
 
 

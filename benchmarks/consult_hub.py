@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks.common import bench_parser, citizens, machine_facts, usage_error, write_results
 from benchmarks.consult import ASKER, CAPACITY, CONSULT, PROVIDER, directory
+from benchmarks.progress import Progress, latency_curve, rate_series, series
 from node.app import HubApp
 from node.client import make_envelope
 from node.testing import NetworkLayout
@@ -67,20 +68,32 @@ async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, An
                           capacity=CAPACITY, sender_ticket=f"q{i}")
             for i in range(warmup + questions)]
         statuses: dict[str, int] = {}
+        answered: list[tuple[float, int]] = []  # (time, 1) per answer
+        latency_us: list[float] = []
 
         async def ask(envelope: bytes) -> None:
+            asked = time.perf_counter()
             response = await consultations.consult(
                 ASKER, cpb.ConsultRequest(envelope=envelope, deadline_ms=2_000))
+            done = time.perf_counter()
+            answered.append((done, 1))
+            latency_us.append((done - asked) * 1e6)
             name = cpb.ConsultStatus.Name(response.status)
             statuses[name] = statuses.get(name, 0) + 1
 
         for envelope in envelopes[:warmup]:
             await ask(envelope)
         statuses.clear()
+        answered.clear()
+        latency_us.clear()
+        progress = Progress(f"benchmarks: consult_hub {concurrency} at a time", total=questions,
+                            unit="questions")
         before, loop_before, wall_before = os.times(), time.thread_time(), time.perf_counter()
         for i in range(warmup, warmup + questions, concurrency):
             await asyncio.gather(*(ask(e) for e in envelopes[i:i + concurrency]))
+            progress.update(len(answered))
         after, loop_after, wall_after = os.times(), time.thread_time(), time.perf_counter()
+        progress.close()
         consultations._providers.clear()  # nothing to close
     finally:
         await hub.stop()
@@ -96,6 +109,8 @@ async def _measure(root: Path, questions: int, concurrency: int) -> dict[str, An
         "system_us_per_question": per_question(system),
         "event_loop_thread_us_per_question": per_question(loop_after - loop_before),
         "wall_us_per_question": per_question(wall_after - wall_before),
+        "series": series(rate_series(answered, wall_before, wall_after),
+                         latency_curve(latency_us), "questions", latency_unit="µs"),
     }
 
 

@@ -171,7 +171,8 @@ class _Phase(BatchWindow):
         """Envelopes acknowledged at the receiver from ``start`` to ``end``, and their rate."""
         wall = end - start
         return {"envelopes": self.acknowledged, "wall_s": round(wall, 3),
-                "envelopes_per_s": round(self.acknowledged / wall, 1)}
+                "envelopes_per_s": round(self.acknowledged / wall, 1),
+                "series": self.series(start, end)}
 
 
 def traffic_checks(phase: _Phase, tx_status: Any, rx_status: Any, verify: ProcessNetwork | None,

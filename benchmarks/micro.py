@@ -45,6 +45,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.phases import results_header
+from benchmarks.progress import Progress, latency_curve, series
 from node.core.audit import ChainWriter
 from node.core.envelope import Decision, Policy, check_batch
 from node.core.identifiers import citizen_number_problem
@@ -87,20 +88,27 @@ def _cases(envelope_bytes: int) -> dict[str, Callable[[], object]]:
     }
 
 
-def _measure(fn: Callable[[], object], repeat: int, number: int) -> dict[str, Any]:
+def _measure(name: str, fn: Callable[[], object], repeat: int, number: int) -> dict[str, Any]:
     fn()  # warm caches
     per_item_us = []
-    for _ in range(repeat):
+    rates = []  # [seconds since the case began, items/s] per repeat
+    progress = Progress(f"benchmarks: micro {name}", total=repeat, unit="repeats")
+    began = time.perf_counter_ns()
+    for k in range(repeat):
         start = time.perf_counter_ns()
         for _ in range(number):
             fn()
-        elapsed = time.perf_counter_ns() - start
-        per_item_us.append(elapsed / number / ITEMS / 1000)
+        end = time.perf_counter_ns()
+        per_item_us.append((end - start) / number / ITEMS / 1000)
+        rates.append([round((end - began) / 1e9, 4), round(1e6 / per_item_us[-1], 1)])
+        progress.update(k + 1)
+    progress.close()
     return {
         "us_per_envelope_median": round(statistics.median(per_item_us), 3),
         "us_per_envelope_min": round(min(per_item_us), 3),
         "repeats": repeat,
         "number": number,
+        "series": series(rates, latency_curve(per_item_us), "envelopes", latency_unit="µs"),
     }
 
 
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         gc.collect()
-        r = _measure(fn, args.repeat, args.number)
+        r = _measure(name, fn, args.repeat, args.number)
         results["cases"][name] = r
         print(f"{name:<24} {r['us_per_envelope_median']:>21.3f} {r['us_per_envelope_min']:>8.3f}",
               flush=True)

@@ -43,6 +43,7 @@ from typing import Any
 
 from benchmarks.common import BenchError, audit_checks, median_of, ticket_batch, write_results
 from benchmarks.hub_tier import TABLE_ERRORS, HubTables, SqliteTables, TierNetwork, hub_tables
+from benchmarks.progress import Progress, latency_curve, rate_series, series
 from node.testing import ProcessNetwork
 
 __all__ = [
@@ -88,6 +89,12 @@ class BatchWindow:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.unexpected = 0
+        #: ``(time, envelopes)`` per fetched list of this phase: the throughput over time.
+        self.arrivals: list[tuple[float, int]] = []
+        self.progress = Progress(f"benchmarks: {type(self).__module__.rsplit('.', 1)[-1]}"
+                                 f" batches {first_batch}-{first_batch + n - 1}",
+                                 total=sum(self.remaining),
+                                 unit="deliveries" if copies > 1 else "envelopes")
 
     def _refused(self, batch: int, reasons: list[str]) -> None:
         raise NotImplementedError
@@ -154,12 +161,21 @@ class BatchWindow:
                 if self.remaining[b] == 0:
                     self.done_at[b] = at
                     self.slots.release()
+            if ours:
+                self.arrivals.append((at, ours))
+                self.progress.update(self.progress.done + ours)
         return ours
 
     def _join(self, threads: Sequence[threading.Thread]) -> None:
         self.stop.set()
         for t in threads:
             t.join(5)
+        self.progress.close()
+
+    def series(self, start: float, end: float, unit: str = "envelopes") -> dict[str, Any]:
+        """The phase's arrivals per second over time and its batch latency curve."""
+        return series(rate_series(self.arrivals, start, end), latency_curve(self.latencies_ms()),
+                      unit)
 
     def latencies_ms(self) -> list[float]:
         """Per batch: from the start of its Submit to its last envelope fetched."""

@@ -415,9 +415,36 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.e2e import main as bench_main
+    from benchmarks.cli import run
 
-    return bench_main(args.bench_args)
+    return run(args)
+
+
+def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``crossroads bench``: defined here, run by :mod:`benchmarks.cli` (benchmarks/README.md)."""
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite or parts of it (benchmarks/README.md)",
+        description="Run benchmark programs (all of them in order when no PART is named): a JSON"
+                    " result and a PNG plot per program (the plot needs `pip install"
+                    " 'crossroads[bench]'`). `crossroads bench plot FILE...` re-plots result"
+                    " files. Exit status: 0 ok, 1 a part failed, 2 refused arguments or --compare"
+                    " file, 3 results written but no plot (matplotlib missing).",
+        usage="crossroads bench [PART ...] [options] [[--] ARGS]  |  crossroads bench plot FILE ...",
+        allow_abbrev=False)
+    bench.add_argument("parts", nargs="*", metavar="PART",
+                       help="micro, e2e, mutations, consult_relay, consult, consult_hub, directory,"
+                            " audit; other options (ARGS, or anything after --) go to the one PART"
+                            " named (to e2e if none is)")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes: a smoke run of every part in minutes, not figures")
+    bench.add_argument("--compare", action="append", metavar="FILE",
+                       help="a previous result file: print old, new and new/old per figure and"
+                            " store it in the new result (repeatable: one per program)")
+    bench.add_argument("--out", metavar="DIR", help="results directory (benchmarks/results)")
+    bench.add_argument("--json", action="store_true",
+                       help="print a JSON report on stdout (the parts' summaries go to stderr)")
+    bench.add_argument("--no-plot", action="store_true", help="write no PNG")
+    bench.set_defaults(func=_bench, takes_unknown_args=True)
 
 
 def _app_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
@@ -581,9 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--envelopes", type=int, default=3000)
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="end-to-end benchmark (see benchmarks/e2e.py)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_bench)
+    _bench_parser(sub)
 
     from node.cli.directory import register as register_directory
     from pki.cli import register
@@ -595,16 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmark parses its own options
-        from benchmarks.e2e import main as bench_main
-
-        return bench_main(argv[1:])
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete's hook:
         import argcomplete  # `eval "$(register-python-argcomplete crossroads)"`); it answers
 
         argcomplete.autocomplete(parser)  # and exits
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_unknown_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.unknown_args = unknown  # a command that takes them hands them on (bench: to a part)
     from node.cli.outcomes import run_guarded
 
     command = " ".join(a for a in (args.command, getattr(args, "action", None)) if a)
