@@ -30,12 +30,13 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         try:
             return command(args)
         except (ca.PkiError, ValueError) as exc:
-            return failure(PROG, str(exc), EXIT_ERROR, "REFUSED", wants_json(args))
+            return failure(PROG, str(exc), EXIT_ERROR, "REFUSED", wants_json(args),
+                           command=f"pki {args.pki_command}")
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             reason = "NOT_FOUND" if isinstance(exc, FileNotFoundError) else "FAILED"
             return failure(PROG, f"{exc.strerror or exc}{where}", EXIT_ERROR, reason,
-                           wants_json(args))
+                           wants_json(args), command=f"pki {args.pki_command}")
 
     run.__name__ = command.__name__
     return run

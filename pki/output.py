@@ -118,12 +118,13 @@ def emit(args: argparse.Namespace, record: Mapping[str, Any], text: str | None,
 
 
 def failure(prog: str, message: str, code: int, reason: str, as_json: bool,
-            stream: TextIO | None = None, extra: Mapping[str, Any] | None = None) -> int:
+            stream: TextIO | None = None, extra: Mapping[str, Any] | None = None,
+            command: str | None = None) -> int:
     """A failure: ``<prog>: error: <line>`` lines, or with ``as_json`` one JSON object (with
-    ``extra``'s keys too); returns ``code``."""
+    ``extra``'s keys too; ``command``: the subcommand, default ``prog``'s); returns ``code``."""
     err = stream or sys.stderr
     if as_json:
-        command = prog.removeprefix("crossroads").strip()
+        command = command or prog.removeprefix("crossroads").strip()
         print(json_line({**(extra or {}), "command": command, "error": message,
                          "exit": int(code), "reason": reason}), file=err, flush=True)
     else:

@@ -45,10 +45,16 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def fail(prog: str, message: str, stream: TextIO | None = None, as_json: bool = False,
-         reason: str = "REFUSED") -> int:
+         reason: str = "REFUSED", command: str | None = None) -> int:
     """Print ``message`` as ``<prog>: error: <line>`` lines (``as_json``: one JSON object,
     :func:`pki.output.failure`); return :data:`EXIT_ERROR`."""
-    return failure(prog, message, EXIT_ERROR, reason, as_json, stream)
+    return failure(prog, message, EXIT_ERROR, reason, as_json, stream, command=command)
+
+
+def _command(prog: str, args: argparse.Namespace) -> str:
+    """``audit verify``, ``directory show``: the family and its subcommand."""
+    sub = getattr(args, "action", None) or getattr(args, "directory_command", None)
+    return " ".join(w for w in (prog.removeprefix("crossroads").strip(), sub) if w)
 
 
 def reason_of(exc: Exception) -> str:
@@ -73,12 +79,14 @@ def guarded(prog: str, command: Command, explain: Callable[[Exception], str | No
         try:
             return command(args)
         except CliError as exc:
-            return fail(prog, str(exc), stream(args), wants_json(args))
+            return fail(prog, str(exc), stream(args), wants_json(args),
+                        command=_command(prog, args))
         except Exception as exc:
             message = explain(exc)
             if message is None:
                 raise
-            return fail(prog, message, stream(args), wants_json(args), reason_of(exc))
+            return fail(prog, message, stream(args), wants_json(args), reason_of(exc),
+                        _command(prog, args))
 
     run.__name__ = command.__name__
     return run

@@ -243,3 +243,4 @@ def test_a_failure_with_json_is_one_json_object_on_stderr(
     assert got == code and out == "", (got, out, err)
     (failure,) = check_json_lines(err)
     assert failure["reason"] == reason and failure["exit"] == code and failure["error"], failure
+    assert failure["command"] == " ".join(a for a in argv[:2] if not a.startswith("-")), failure
