@@ -115,7 +115,8 @@ def _init_state(args: argparse.Namespace, config: object, role: str, path: Path)
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
         return _print_problems(args, path, exc.problems)
     except DataDirError as exc:
-        return failure("crossroads", f"{role} init refused: {exc}", 1, "REFUSED", wants_json(args))
+        return failure("crossroads", f"{role} init refused: {exc}", 1, "REFUSED", wants_json(args),
+                       command=f"{role} init")
     data_dir = config.data_dir  # type: ignore[attr-defined]
     emit(args, {"role": role, "data_dir": data_dir, "created": fresh},
          f"{role} state {'created' if fresh else 'already present'} in {data_dir}")

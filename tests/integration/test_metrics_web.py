@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import structlog.testing
 
 from node.config import ConfigError, MetricsWeb, node_config
 from node.metrics import MetricsEndpoint
@@ -32,8 +33,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("metrics-web"))
 
 
-def _endpoint(web: MetricsWeb) -> Iterator[MetricsEndpoint]:
-    endpoint = MetricsEndpoint("127.0.0.1:0", lambda: iter(()), lambda: Readiness({}), web)
+def _endpoint(web: MetricsWeb, address: str = "127.0.0.1:0") -> Iterator[MetricsEndpoint]:
+    endpoint = MetricsEndpoint(address, lambda: iter(()), lambda: Readiness({}), web)
     endpoint.start()
     try:
         yield endpoint
@@ -90,6 +91,14 @@ def test_tls_with_the_network_ca_and_not_plain_http(pki: Pki) -> None:
 def test_basic_auth_on_metrics_not_on_the_probes(pki: Pki) -> None:
     key, cert = pki.issue("hub")
     web = MetricsWeb(tls_cert=cert, tls_key=key, basic_auth_users=(("prometheus", HASH),))
+    with structlog.testing.capture_logs() as logged:
+        _refusals_and_success(pki, web)
+    # Seven refusals, one log line (at most one a minute), with the count.
+    (line,) = [e for e in logged if e["event"] == "metrics_auth_refused"]
+    assert line["reason"] == "missing" and line["refused_since_last_line"] == 1
+
+
+def _refusals_and_success(pki: Pki, web: MetricsWeb) -> None:
     for endpoint in _endpoint(web):
         tls = _client_context(pki)
         status, headers, _ = _get(endpoint.port, "/metrics", tls)
@@ -110,6 +119,16 @@ def test_basic_auth_on_metrics_not_on_the_probes(pki: Pki) -> None:
         assert b'crossroads_metrics_auth_failures_total{reason="wrong"} 2.0' in body
         assert _get(endpoint.port, "/healthz", tls)[0] == 200
         assert _get(endpoint.port, "/readyz", tls)[0] == 200
+
+
+def test_plain_http_off_loopback_is_served_with_a_warning() -> None:
+    with structlog.testing.capture_logs() as logged:
+        for endpoint in _endpoint(MetricsWeb(), "0.0.0.0:0"):
+            assert _get(endpoint.port, "/healthz")[0] == 200
+        for endpoint in _endpoint(MetricsWeb()):  # loopback: no warning
+            assert _get(endpoint.port, "/healthz")[0] == 200
+    (warning,) = [e for e in logged if e["event"] == "metrics_plaintext"]
+    assert warning["listen"].startswith("0.0.0.0:") and warning["log_level"] == "warning"
 
 
 def test_basic_auth_without_tls(pki: Pki) -> None:
