@@ -213,7 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     words = list(sys.argv[1:] if argv is None else argv)
-    Parser.json_requested = "--json" in words
     try:
         args = parser.parse_args(words if words[:1] == ["pki"] else ["pki", *words])
     except SystemExit as exc:  # argparse usage errors: already printed, exit code 2

@@ -135,10 +135,27 @@ def failure(prog: str, message: str, code: int, reason: str, as_json: bool,
 
 class Parser(argparse.ArgumentParser):
     """The commands' parser: a usage error is one JSON object on stderr (reason ``USAGE``,
-    exit 2) when the command line asks for ``--json`` (:attr:`json_requested`, set by the
-    entry point), else argparse's usage and message."""
+    exit 2) when the command line asks for ``--json`` (:attr:`json_requested`, true while a
+    command line with ``--json`` is parsed; subcommands' parsers are of this class too),
+    else argparse's usage and message."""
 
     json_requested = False
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        return self._asking(args, lambda words: super(Parser, self).parse_args(words, namespace))
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        return self._asking(
+            args, lambda words: super(Parser, self).parse_known_args(words, namespace))
+
+    def _asking(self, args: Any, parse: Any) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        outer = Parser.json_requested
+        Parser.json_requested = outer or "--json" in words
+        try:
+            return parse(words)
+        finally:
+            Parser.json_requested = outer
 
     def error(self, message: str) -> Any:
         if Parser.json_requested:

@@ -641,7 +641,6 @@ def main(argv: list[str] | None = None) -> int:
         import argcomplete  # `eval "$(register-python-argcomplete crossroads)"`); it answers
 
         argcomplete.autocomplete(parser)  # and exits
-    Parser.json_requested = "--json" in argv
     args = parser.parse_args(argv)
     from node.cli.outcomes import run_guarded
 

@@ -101,7 +101,6 @@ def run_alone(family: str, register: Register, argv: Sequence[str] | None = None
     parser = Parser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args_list = list(sys.argv[1:] if argv is None else argv)
-    Parser.json_requested = "--json" in args_list
     if args_list[:1] != [family]:
         args_list.insert(0, family)
     try:

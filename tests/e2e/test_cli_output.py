@@ -22,7 +22,7 @@ import pytest
 from node.cli.crossroads import build_parser, main
 from node.testing import DEMO_SERVICE, NetworkLayout, ProcessNetwork, write_toml
 from node.wire.signed import public_path
-from pki.output import ARTEFACTS, FORBIDDEN_FLAGS
+from pki.output import ARTEFACTS, FORBIDDEN_FLAGS, Parser
 from tests.conftest import A, B, C, check_json_lines
 from tests.e2e.test_cli import CITIZEN, SEED
 
@@ -232,6 +232,7 @@ def test_every_json_command_prints_json_lines(world: World, capsys: pytest.Captu
      "REFUSED"),
     (["audit", "summary", "--db", "/nonexistent/hub.sqlite"], 2, "NOT_FOUND"),
     (["node", "check-config", "--config", "/nonexistent/node.toml"], 2, "CONFIG"),
+    (["status", "--local-api", "unix:/x", "--surprise"], 2, "USAGE"),  # unrecognized
 ])
 def test_a_failure_with_json_is_one_json_object_on_stderr(
         argv: list[str], code: int, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,4 +244,7 @@ def test_a_failure_with_json_is_one_json_object_on_stderr(
     assert got == code and out == "", (got, out, err)
     (failure,) = check_json_lines(err)
     assert failure["reason"] == reason and failure["exit"] == code and failure["error"], failure
-    assert failure["command"] == " ".join(a for a in argv[:2] if not a.startswith("-")), failure
+    command = " ".join(a for a in argv[:2] if not a.startswith("-"))
+    # (Unrecognized arguments are the top-level parser's to report: no command then.)
+    assert failure["command"] in (command, "" if reason == "USAGE" else command), failure
+    assert not Parser.json_requested  # the next command line starts afresh
