@@ -231,7 +231,7 @@ class HubApp:
                                            self.clock)
         if cfg.metrics_listen:  # served once the hub serves (below)
             self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: hub_metrics(self),
-                                           lambda: hub_readiness(self))
+                                           lambda: hub_readiness(self), cfg.metrics)
             timings = HubTimings(self.metrics.registry)
             self.deliverer.on_delivered = timings.delivered
             self.consultations.on_answered = timings.consulted
@@ -435,7 +435,7 @@ class NodeApp:
                              server_check=server_check, clock=self.clock, hubs=self.hubs)
         if cfg.metrics_listen:  # served once the node serves (below)
             self.metrics = MetricsEndpoint(cfg.metrics_listen, lambda: node_metrics(self),
-                                           lambda: node_readiness(self))
+                                           lambda: node_readiness(self), cfg.metrics)
             self.uplink.on_ack = NodeTimings(self.metrics.registry).acknowledged
         policy = _envelope_policy(cfg.limits)
         assert cfg.hub_directory_key is not None

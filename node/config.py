@@ -35,6 +35,7 @@ __all__ = [
     "HubConfig",
     "Keepalive",
     "Limits",
+    "MetricsWeb",
     "NodeConfig",
     "StoreBackend",
     "StoreConfig",
@@ -189,6 +190,27 @@ class Application:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsWeb:
+    """The metrics endpoint's TLS and basic authentication (``[metrics]``, node/metrics_web.py):
+    none of it by default (plain HTTP, no authentication)."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: With it, clients must present a certificate this CA issued.
+    client_ca: Path | None = None
+    #: (user name, bcrypt hash): ``/metrics`` needs one of them (``Authorization: Basic``).
+    basic_auth_users: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+#: A bcrypt hash (``$2b$12$...``, as ``htpasswd -B`` or ``bcrypt.hashpw`` make it).
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+
+
+@dataclass(frozen=True, slots=True)
 class Keepalive:
     """HTTP/2 keepalive of every gRPC connection a daemon opens or accepts (``[keepalive]``).
 
@@ -212,6 +234,7 @@ class HubConfig:
     synchronous: str = "FULL"
     log_level: str = "info"
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
+    metrics: MetricsWeb = field(default_factory=MetricsWeb)
     keepalive: Keepalive = field(default_factory=Keepalive)
     timeouts: Timeouts = field(default_factory=Timeouts)
     audit_checkpoints: AuditCheckpoints = field(default_factory=AuditCheckpoints)
@@ -249,6 +272,7 @@ class NodeConfig:
     # down before the node reports its fragment stale (not ready).
     readiness_directory_age_s: float = 300.0
     metrics_listen: str | None = None  # host:port of the Prometheus endpoint (node/metrics.py)
+    metrics: MetricsWeb = field(default_factory=MetricsWeb)
     keepalive: Keepalive = field(default_factory=Keepalive)
     timeouts: Timeouts = field(default_factory=Timeouts)
     #: Mutual TLS of a TCP local API (required then): the node's server certificate and the
@@ -292,6 +316,7 @@ def read_hub_config(table: Mapping[str, Any], base: Path) -> tuple[HubConfig, li
         synchronous=r.choice("synchronous", ("FULL", "NORMAL"), "FULL"),
         log_level=r.choice("log_level", ("debug", "info", "warning", "error"), "info"),
         metrics_listen=r.tcp_address("metrics_listen"),
+        metrics=_metrics_web(r),
         keepalive=_keepalive(r.sub("keepalive", required=False)),
         timeouts=_timeouts(r.sub("timeouts", required=False)),
         audit_checkpoints=_audit_checkpoints(r.sub("audit_checkpoints", required=False)),
@@ -353,6 +378,7 @@ def read_node_config(table: Mapping[str, Any], base: Path) -> tuple[NodeConfig, 
         retention_days=r.integer("retention_days", 30, minimum=0),
         readiness_directory_age_s=r.seconds("readiness_directory_age_s", 300.0, minimum=1),
         metrics_listen=r.tcp_address("metrics_listen"),
+        metrics=_metrics_web(r),
         local_tls=_local_tls(r),
         applications=_applications(r),
         local_socket=_local_socket(r),
@@ -443,6 +469,52 @@ def _local_api_problems(cfg: NodeConfig) -> list[str]:
             problems.append("applications apply to a TCP local_api (with local_tls) only;"
                             " limit the unix socket's clients with [local_socket]")
     return problems
+
+
+def _metrics_web(r: _Reader) -> MetricsWeb:
+    """``[metrics]``: the metrics endpoint's TLS and basic authentication (with
+    ``metrics_listen`` only)."""
+    if "metrics" not in r.table:
+        r.used.add("metrics")
+        return MetricsWeb()
+    t = r.sub("metrics")
+    web = MetricsWeb(tls_cert=t.path("tls_cert", required=False),
+                     tls_key=t.path("tls_key", required=False),
+                     client_ca=t.path("client_ca", required=False),
+                     basic_auth_users=_basic_auth_users(t))
+    t.done()
+    if "metrics_listen" not in r.table:
+        r.problem("metrics applies with metrics_listen only: set metrics_listen = \"host:port\""
+                  " or remove [metrics]")
+    if (web.tls_cert is None) != (web.tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if web.tls_key is None else ("tls_key", "tls_cert")
+        r.problem(f"metrics.{given} is given without metrics.{missing}: give both (the"
+                  " endpoint's PEM certificate and its key) or neither")
+    if web.client_ca is not None and web.tls_cert is None:
+        r.problem("metrics.client_ca needs metrics.tls_cert and metrics.tls_key (client"
+                  " certificates are TLS's)")
+    return web
+
+
+def _basic_auth_users(t: _Reader) -> tuple[tuple[str, str], ...]:
+    value = t._get("basic_auth_users", required=False)
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not value:
+        t.problem(f"{t.prefix}basic_auth_users must be a table of user = \"<bcrypt hash>\"")
+        return ()
+    users: list[tuple[str, str]] = []
+    for name, hashed in value.items():
+        if not name or ":" in name:
+            t.problem(f"{t.prefix}basic_auth_users: user name {name!r} must be non-empty,"
+                      " without ':'")
+        elif not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed):
+            t.problem(f"{t.prefix}basic_auth_users.{name} is not a bcrypt hash ($2b$<cost>$...,"
+                      " 60 characters: docs/OPERATIONS.md, \"Metrics\", tells how to make one);"
+                      " never a password in clear")
+        else:
+            users.append((name, hashed))
+    return tuple(users)
 
 
 def _keepalive(r: _Reader) -> Keepalive:

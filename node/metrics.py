@@ -31,6 +31,7 @@ import functools
 import importlib.metadata
 import platform
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -38,11 +39,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
+import structlog
 from cryptography import x509
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from node import metrics_web
+from node.config import MetricsWeb
 from node.probes import Readiness, hub_readiness, node_readiness
 
 if TYPE_CHECKING:
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
     from node.rpc.tls import TlsMaterial
     from node.store.data_dir import StateLayout
     from node.store.failures import StoreFailures
+
+log = structlog.get_logger(__name__)
 
 _Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
@@ -353,30 +359,65 @@ def _store_metrics(failures: StoreFailures, layout: StateLayout,
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: A client that sends nothing for this long (seconds) loses its connection (and thread).
+    timeout = 30
+
     def log_message(self, format: str, *args: Any) -> None:
         """Probes come every few seconds: no access log on stderr."""
 
 
-class _Server6(ThreadingWSGIServer):
+class _Server(ThreadingWSGIServer):
+    """With :attr:`tls` set, each connection's TLS handshake is made in its own thread (a
+    client that never completes one holds only that thread, for at most its timeout); a
+    failed handshake (plain HTTP, no or a wrong client certificate) closes the connection."""
+
+    tls: ssl.SSLContext | None = None
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        context = self.tls  # read once: a reload swaps it for the next connections
+        if context is not None:
+            try:
+                request.settimeout(_QuietHandler.timeout)
+                request = context.wrap_socket(request, server_side=True)
+            except (OSError, ValueError):  # ssl.SSLError is an OSError
+                request.close()
+                return
+        super().process_request_thread(request, client_address)
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
 class MetricsEndpoint:
     """``/metrics``, ``/healthz`` and ``/readyz`` (node/probes.py) on ``host:port`` (port 0:
-    any free one, see :attr:`port`), served by a thread of their own."""
+    any free one, see :attr:`port`), served by a thread of their own; over TLS and with basic
+    authentication on ``/metrics`` as ``web`` (``[metrics]``, node/metrics_web.py) says."""
 
     def __init__(self, address: str, collect: Callable[[], Iterator[Metric]],
-                 ready: Callable[[], Readiness]) -> None:
+                 ready: Callable[[], Readiness], web: MetricsWeb | None = None) -> None:
         host, _, port = address.rpartition(":")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collect(collect))
         ProcessCollector(registry=self.registry)
+        self.auth_failures = Counter(
+            "crossroads_metrics_auth_failures", "Requests to /metrics the endpoint's basic"
+            " authentication refused (401), by reason: missing, malformed, oversized (an"
+            " Authorization header over 1 KiB), wrong (user or password).",
+            labelnames=["reason"], registry=self.registry)
+        for reason in metrics_web.REASONS:
+            self.auth_failures.labels(reason)
         self._ready = ready
         self._metrics = make_wsgi_app(self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._address = (host.strip("[]"), int(port))
         self.port = 0
+        self.web = web or MetricsWeb()
+        self._tls = metrics_web.tls_context(self.web)
+        self._auth = (metrics_web.BasicAuth(dict(self.web.basic_auth_users))
+                      if self.web.basic_auth_users else None)
+        self._refusals = metrics_web.RefusalLog(log)
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -388,16 +429,51 @@ class MetricsEndpoint:
             start_response("200 OK" if readiness.ready else "503 Service Unavailable",
                            [("Content-Type", "application/json")])
             return [readiness.body()]
+        auth = self._auth
+        if auth is not None:
+            refusal = auth.refusal(environ.get("HTTP_AUTHORIZATION"))
+            if refusal is not None:
+                self.auth_failures.labels(refusal).inc()
+                self._refusals.refused(refusal, str(environ.get("REMOTE_ADDR", "")))
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "text/plain"),
+                    ("WWW-Authenticate", 'Basic realm="crossroads", charset="UTF-8"')])
+                return [b"unauthorized\n"]
         return self._metrics(environ, start_response)  # type: ignore[no-any-return]
 
     def start(self) -> None:
         host, port = self._address
-        server_class = _Server6 if ":" in host else ThreadingWSGIServer
+        server_class = _Server6 if ":" in host else _Server
         self._server = make_server(host, port, self._app, server_class, _QuietHandler)
+        self._server.tls = self._tls
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="metrics-http")
         self._thread.start()
         self.port = int(self._server.server_port)
+        if not self.web.tls and not metrics_web.is_loopback(host):
+            log.warning("metrics_plaintext", listen=f"{host}:{self.port}",
+                        basic_auth=self._auth is not None,
+                        fix="set [metrics] tls_cert and tls_key, or listen on loopback")
+
+    def reload(self, web: MetricsWeb) -> str:
+        """SIGHUP: the TLS files read again and the users taken from ``web``: "replaced",
+        "unchanged", "refused" (a file fails: the old ones stay) or "restart" (TLS turned on
+        or off: fixed for the process's life)."""
+        if web == self.web and self._tls is None:
+            return "unchanged"
+        if web.tls != self.web.tls:
+            return "restart"
+        try:
+            context = metrics_web.tls_context(web)
+        except (OSError, ValueError) as exc:
+            log.error("metrics_tls_reload_refused", cert=str(web.tls_cert), error=str(exc),
+                      effect="the certificate in use stays")
+            return "refused"
+        self.web, self._tls = web, context
+        self._auth = metrics_web.BasicAuth(dict(web.basic_auth_users)) if web.basic_auth_users else None
+        if self._server is not None:
+            self._server.tls = context
+        return "replaced"
 
     def stop(self) -> None:
         if self._server is not None:

@@ -1,7 +1,9 @@
 """Liveness and readiness of a hub or a node, for load balancers, orchestrators and systemd.
 
 Served without authentication next to ``/metrics`` on the ``metrics_listen`` port
-(:class:`node.metrics.MetricsEndpoint`), so a probe needs no client certificate:
+(:class:`node.metrics.MetricsEndpoint`), so a probe needs no client certificate (unless
+``[metrics] client_ca`` asks every connection for one) and no password (``[metrics]
+basic_auth_users`` protects ``/metrics`` only); over TLS when ``[metrics]`` has it:
 
 * ``GET /healthz``: 200 while the process answers at all (alive).
 * ``GET /readyz``: 200 when every check below passes, 503 otherwise; the body is JSON,

@@ -12,6 +12,8 @@ applies what can change in a running process:
   check are refused (``tls_reload_refused``) and the old material stays in force.
 * the CRL (``[tls] crl``): read again now rather than at the next poll.
 * ``log_level``: in force from the next log line.
+* ``[metrics]`` (node/metrics_web.py): the endpoint's TLS certificate, key and client CA read
+  again, its basic-auth users taken; turning its TLS on or off needs a restart.
 
 Any other key that differs from what the daemon started with is named in a warning
 (``reload_needs_restart``) and not applied: the listening address, the data directory or
@@ -33,6 +35,7 @@ from node.rpc.tls import TlsReloadRefused
 
 if TYPE_CHECKING:
     from node.config import TlsFiles
+    from node.metrics import MetricsEndpoint
     from node.rpc.revocation import RevocationList
     from node.rpc.tls import TlsMaterial
 
@@ -41,7 +44,7 @@ __all__ = ["RELOADABLE", "Reloadable", "reload"]
 log = structlog.get_logger(__name__)
 
 #: The keys a reload applies (the others need a restart).
-RELOADABLE = frozenset({"tls", "local_tls", "log_level"})
+RELOADABLE = frozenset({"tls", "local_tls", "log_level", "metrics"})
 
 Config = HubConfig | NodeConfig
 
@@ -57,6 +60,8 @@ class Reloadable(Protocol):
     def local_tls(self) -> TlsMaterial | None: ...
     @property
     def revocations(self) -> RevocationList: ...
+    @property
+    def metrics(self) -> MetricsEndpoint | None: ...
 
 
 def reload(app: Reloadable, read_config: Callable[[], Config]) -> bool:
@@ -77,10 +82,13 @@ def reload(app: Reloadable, read_config: Callable[[], Config]) -> bool:
     local = getattr(config, "local_tls", None)
     local_tls = (_tls(app.local_tls, local, "local_tls")
                  if app.local_tls is not None and local is not None else "unchanged")
+    metrics = "off" if app.metrics is None else app.metrics.reload(config.metrics)
+    if metrics == "restart":
+        log.warning("reload_needs_restart", keys=["metrics"], effect="kept as started")
     crl = app.revocations.refresh()
     logs.set_level(config.log_level)
     log.info("reloaded", tls=tls, local_tls=local_tls, crl="replaced" if crl else "unchanged",
-             log_level=config.log_level)
+             log_level=config.log_level, metrics=metrics)
     return True
 
 

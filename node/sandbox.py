@@ -174,12 +174,20 @@ def _guide(root: Path, net: ProcessNetwork, institutions: tuple[str, ...]) -> st
     return "\n".join(lines)
 
 
-def status(root: Path) -> tuple[bool, str]:
-    """Whether every process of the sandbox in ``root`` runs, and a report."""
+def state_of(root: Path) -> dict[str, object]:
+    """What ``up`` wrote about the sandbox in ``root``: its processes' pids, the hub's
+    address, each node's local API (``crossroads sandbox up --json``)."""
     state = _read_state(root.resolve())
     if state is None:
         raise SandboxError(f"no sandbox in {root} (crossroads sandbox up --dir {root})")
-    lines, healthy = [], True
+    return state
+
+
+def status(root: Path) -> tuple[bool, str, list[dict[str, object]]]:
+    """Whether every process of the sandbox in ``root`` runs, a report, and a record per
+    process (``sandbox status --json``)."""
+    state = state_of(root)
+    lines, records, healthy = [], [], True
     apis = dict(state["local_apis"])  # type: ignore[call-overload]
     for proc in _processes(state):
         alive = proc.alive
@@ -188,8 +196,10 @@ def status(root: Path) -> tuple[bool, str]:
         if alive and proc.name in apis:
             detail = _node_view(str(apis[proc.name]))
         lines.append(f"  {proc.name:<22} pid {proc.pid:<8} {'up' if alive else 'DOWN'}{detail}")
+        records.append({"process": proc.name, "pid": proc.pid, "up": alive,
+                        "local_api": apis.get(proc.name)})
     head = f"sandbox in {root.resolve()}: {'all up' if healthy else 'NOT all up'}"
-    return healthy, "\n".join([head, *lines])
+    return healthy, "\n".join([head, *lines]), records
 
 
 def _node_view(api: str) -> str:
@@ -202,8 +212,9 @@ def _node_view(api: str) -> str:
             f" directory revision {s.directory_revision}")
 
 
-def down(root: Path, purge: bool = False) -> str:
-    """Stop every process of the sandbox in ``root`` (``purge``: and remove the directory)."""
+def down(root: Path, purge: bool = False) -> tuple[str, dict[str, object]]:
+    """Stop every process of the sandbox in ``root`` (``purge``: and remove the directory);
+    what to print, and the record of it (``sandbox down --json``)."""
     root = root.resolve()
     state = _read_state(root)
     if state is None:
@@ -226,6 +237,7 @@ def down(root: Path, purge: bool = False) -> str:
     said = f"stopped {len(procs)} processes"
     if killed:
         said += f" ({', '.join(killed)} killed after {STOP_GRACE_S:g} s)"
-    return said + (f"; removed {root}" if purge else f"; their files stay in {root}")
+    record = {"dir": root, "stopped": [p.name for p in procs], "killed": killed, "purged": purge}
+    return said + (f"; removed {root}" if purge else f"; their files stay in {root}"), record
 
 

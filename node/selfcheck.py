@@ -18,6 +18,8 @@ What is checked:
 * ``tls.crl`` (when configured): readable, signed by the CA, not past its nextUpdate, and
   not revoking ``tls.cert`` itself.
 * ``hub_directory_key`` (node): a readable Ed25519 public key.
+* ``[metrics]`` (node/metrics_web.py): ``tls_cert``, ``tls_key`` and ``client_ca`` readable,
+  the key the certificate's, the CA a PEM certificate.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from node import metrics_web
 from node.config import ConfigError, HubConfig, NodeConfig, StoreConfig, TlsFiles
 from pki.ca import PkiError, identity_of_certificate, network_of_ca
 from pki.crl import read_crl
@@ -42,7 +45,7 @@ _PROFILE = {"hub": "hub", "institution": "node"}
 
 def hub_problems(config: HubConfig, now: datetime | None = None) -> list[str]:
     problems = _tls_problems(config.tls, "hub", config.network, None, now or datetime.now(UTC))
-    return problems + _store_problems(config.store)
+    return problems + _store_problems(config.store) + metrics_web.problems(config.metrics)
 
 
 def _store_problems(store: StoreConfig) -> list[str]:
@@ -66,7 +69,7 @@ def node_problems(config: NodeConfig, now: datetime | None = None) -> list[str]:
                              config.enterprise_number, now or datetime.now(UTC))
     if config.hub_directory_key is not None:
         problems += _directory_key_problems(config.hub_directory_key)
-    return problems
+    return problems + metrics_web.problems(config.metrics)
 
 
 def require(problems: list[str]) -> None:

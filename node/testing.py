@@ -119,6 +119,8 @@ def _toml(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list)) for v in value):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):  # in a sub-table: an inline table (e.g. basic_auth_users)
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
@@ -136,8 +138,8 @@ def free_port() -> int:
 
 
 def write_toml(path: Path, table: Mapping[str, Any]) -> None:
-    """Enough TOML for our configs: scalars, lists of scalars, sub-tables, arrays of
-    tables."""
+    """Enough TOML for our configs: scalars, lists of scalars, sub-tables (their tables
+    inline), arrays of tables."""
     lines: list[str] = []
     scalars = {k: v for k, v in table.items() if not _is_table(v)}
     lines += [f"{k} = {_toml(v)}" for k, v in scalars.items()]

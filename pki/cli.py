@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pki import ca
 from pki.identity import Identity, admin, app, hub, institution, parse_spiffe_id
+from pki.output import Parser, emit, failure, json_option, wants_json
 
 __all__ = ["main", "register"]
 
@@ -21,22 +22,21 @@ PROG = "crossroads pki"
 EXIT_ERROR = 2
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
-
-
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn expected failures into one stderr line and exit code 2."""
+    """Turn expected failures into one stderr line (``--json``: one JSON object) and exit
+    code 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
         except (ca.PkiError, ValueError) as exc:
-            return _fail(str(exc))
+            return failure(PROG, str(exc), EXIT_ERROR, "REFUSED", wants_json(args),
+                           command=f"pki {args.pki_command}")
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
-            return _fail(f"{exc.strerror or exc}{where}")
+            reason = "NOT_FOUND" if isinstance(exc, FileNotFoundError) else "FAILED"
+            return failure(PROG, f"{exc.strerror or exc}{where}", EXIT_ERROR, reason,
+                           wants_json(args), command=f"pki {args.pki_command}")
 
     run.__name__ = command.__name__
     return run
@@ -69,7 +69,7 @@ def _ca_network(ca_dir: Path) -> str:
 
 def _init_ca(args: argparse.Namespace) -> int:
     cert = ca.init_ca(args.ca_dir, args.network, algorithm=args.algorithm, validity_days=args.days)
-    print(cert)
+    emit(args, {"ca_cert": cert}, str(cert))
     return 0
 
 
@@ -82,13 +82,13 @@ def _key_options(args: argparse.Namespace) -> dict[str, object]:
 def _request(args: argparse.Namespace) -> int:
     key_path, csr_path = ca.create_request(
         args.out_dir, _identity(args, args.network), **_key_options(args))  # type: ignore[arg-type]
-    print(key_path)
-    print(csr_path)
+    emit(args, {"key": key_path, "csr": csr_path}, f"{key_path}\n{csr_path}")
     return 0
 
 
 def _sign(args: argparse.Namespace) -> int:
-    print(ca.sign_request(args.ca_dir, args.csr, args.profile, args.out, validity_days=args.days))
+    cert = ca.sign_request(args.ca_dir, args.csr, args.profile, args.out, validity_days=args.days)
+    emit(args, {"cert": cert}, str(cert))
     return 0
 
 
@@ -96,19 +96,20 @@ def _issue(args: argparse.Namespace) -> int:
     key_path, cert_path = ca.issue(
         args.ca_dir, args.out_dir, _identity(args, _ca_network(args.ca_dir)), args.profile,
         validity_days=args.days, **_key_options(args))  # type: ignore[arg-type]
-    print(key_path)
-    print(cert_path)
+    emit(args, {"key": key_path, "cert": cert_path}, f"{key_path}\n{cert_path}")
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
     serial = ca.revoke(args.ca_dir, serial_hex=args.serial, cert_path=args.cert, reason=args.reason)
-    print(f"revoked serial {serial} (run 'crossroads pki crl' to publish a new CRL)")
+    emit(args, {"revoked_serial": serial},
+         f"revoked serial {serial} (run 'crossroads pki crl' to publish a new CRL)")
     return 0
 
 
 def _crl(args: argparse.Namespace) -> int:
-    print(ca.generate_crl(args.ca_dir, args.out, next_update_days=args.days))
+    crl = ca.generate_crl(args.ca_dir, args.out, next_update_days=args.days)
+    emit(args, {"crl": crl}, str(crl))
     return 0
 
 
@@ -117,7 +118,9 @@ def _verify(args: argparse.Namespace) -> int:
     identity = ca.verify_certificate(args.ca_cert, args.cert, args.crl, expected)
     cert = ca.load_certificate(args.cert)
     expiry = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{identity} valid until {expiry} (serial {cert.serial_number:x})")
+    emit(args, {"identity": str(identity), "valid_until": cert.not_valid_after_utc,
+                "serial": f"{cert.serial_number:x}"},
+         f"{identity} valid until {expiry} (serial {cert.serial_number:x})")
     return 0
 
 
@@ -148,6 +151,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--network", required=True)
     p.add_argument("--algorithm", choices=ca.ALGORITHMS, default="ec-p256")
     p.add_argument("--days", type=int, default=3650, help="CA lifetime (default 3650)")
+    json_option(p)
     p.set_defaults(func=_guarded(_init_ca))
 
     p = commands.add_parser("request", help="generate a key and a CSR on this host")
@@ -155,6 +159,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--network", required=True)
     p.add_argument("--profile", choices=ca.PROFILES, required=True)
     _add_names(p)
+    json_option(p)
     p.set_defaults(func=_guarded(_request))
 
     p = commands.add_parser("sign", help="sign a CSR with the CA (checks identity and profile)")
@@ -163,6 +168,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--profile", choices=ca.PROFILES, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--days", type=int, help="lifetime (default: node/hub/app 397, admin 90)")
+    json_option(p)
     p.set_defaults(func=_guarded(_sign))
 
     p = commands.add_parser("issue", help="request + sign in one step (labs, demos)")
@@ -171,6 +177,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--profile", choices=ca.PROFILES, required=True)
     p.add_argument("--days", type=int, help="lifetime (default: node/hub/app 397, admin 90)")
     _add_names(p)
+    json_option(p)
     p.set_defaults(func=_guarded(_issue))
 
     p = commands.add_parser("revoke", help="revoke a certificate (then run crl)")
@@ -179,12 +186,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     which.add_argument("--serial", help="serial number, hexadecimal")
     which.add_argument("--cert", type=Path, help="the certificate file")
     p.add_argument("--reason", default="unspecified", help="e.g. key_compromise, superseded")
+    json_option(p)
     p.set_defaults(func=_guarded(_revoke))
 
     p = commands.add_parser("crl", help="write a new signed CRL")
     p.add_argument("--ca-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--days", type=int, default=7, help="next update in N days (default 7)")
+    json_option(p)
     p.set_defaults(func=_guarded(_crl))
 
     p = commands.add_parser("verify", help="verify a certificate against the CA (and a CRL)")
@@ -192,6 +201,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--cert", type=Path, required=True)
     p.add_argument("--crl", type=Path)
     p.add_argument("--identity", help="expected spiffe:// identity")
+    json_option(p)
     p.set_defaults(func=_guarded(_verify))
 
 
@@ -200,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     (The ``node`` command families share :func:`node.cli.runner.run_alone`; ``pki`` does not
     import ``node``.)"""
-    parser = argparse.ArgumentParser(prog="crossroads")
+    parser = Parser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     words = list(sys.argv[1:] if argv is None else argv)
     try:

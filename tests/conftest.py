@@ -11,6 +11,8 @@ needs none starts none); ``pg_database`` a fresh database on it for one test (dr
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -174,3 +176,35 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_database(pg_server: PostgresServer, tmp_path: Path) -> Iterator[PgDatabase]:
     with pg_server.database(tmp_path) as database:
         yield database
+
+
+# -- the commands' JSON output (pki/output.py; docs/OPERATIONS.md, "Command-line output") --
+
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_json_lines(text: str) -> list[dict[str, Any]]:
+    """Each line of ``text`` is one JSON object in the documented style; the objects."""
+    records = []
+    for line in text.splitlines():
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert line == json.dumps(record, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False), f"not compact and sorted: {line}"
+        assert all(_SNAKE.match(key) for key in record), f"a key not snake_case: {line}"
+        _check_values(record, line)
+        records.append(record)
+    return records
+
+
+def _check_values(value: Any, line: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert not re.search(r"(^|_)at_us$|_unix_us$", key), f"a raw timestamp {key}: {line}"
+            if key.endswith("_at") or key in ("at", "valid_until"):
+                assert item is None or _RFC3339.match(str(item)), f"{key}={item!r}: {line}"
+            _check_values(item, line)
+    elif isinstance(value, list):
+        for item in value:
+            _check_values(item, line)

@@ -5,6 +5,8 @@
 * :mod:`node.cli.audit` - ``crossroads audit ...`` (the hub's audit log, offline).
 * :mod:`node.cli.directory` - ``crossroads directory ...`` (the hub's reference directory).
 * :mod:`node.cli.outcomes` - exit codes of the application commands, the node probe.
+* :mod:`pki.output` - what every command prints: one style (JSON Lines with ``--json``,
+  errors as one JSON object), one flag vocabulary; in ``pki``, which imports nothing of node.
 * :mod:`node.cli.runner` - what the families share: the one ``CliError``, the guard that prints
   ``<prog>: error: ...`` (exit 2), reading a config file, the stand-alone runner.
 

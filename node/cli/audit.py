@@ -19,8 +19,9 @@ Commands:
   with ``--checkpoint``, that the chain holds a checkpoint kept outside the hub (a node's,
   from ``crossroads node checkpoint``). Exit 1 naming the first bad record or checkpoint.
 * ``summary``: counts by event and refusal reason; chain extent; checkpoints.
-* ``who-consulted NUMBER [--since DATE] [--limit N] [--json]``: every record about a subject.
-* ``export --subject NUMBER [--since DATE] [--signing-key KEY] [-o FILE]``: a signed extract.
+* ``who-consulted NUMBER [--since DATE] [--limit N]``: every record about a subject.
+* ``export --subject NUMBER [--since DATE] [--signing-key KEY] [-o FILE]``: a signed extract
+  (an artefact: the document itself, no ``--json``).
 * ``verify-export FILE --key hub.pub``: check an extract with only the hub's public key.
   Exit 1 saying what does not verify.
 * ``purge (--before DATE [--kind KIND ...] | --retention KIND=DAYS ...)
@@ -28,8 +29,10 @@ Commands:
   service kinds from the hub's directory where the store has it (SQLite: ``directory.sqlite``
   next to ``hub.sqlite``), else from the options.
 
-Errors (no database, bad date, unreadable key...) print one line,
-``crossroads audit: error: ...``, to stderr and exit 2.
+Every command but ``export`` takes ``--json`` (pki/output.py: one JSON line per result; a
+verdict that fails is ``{"ok": false, "problem": ...}``, exit 1). Errors (no database, bad
+date, unreadable key...) print one line, ``crossroads audit: error: ...`` (``--json``: one
+JSON object), to stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.cli.runner import CliError, guarded, read_toml, run_alone
+from pki.output import emit, json_option, out_option, rfc3339, wants_json
 
 if TYPE_CHECKING:
     from node.store.audit_source import AuditSource
@@ -91,7 +95,27 @@ def _parse_time(text: str) -> int:
 
 
 def _time_text(at_us: int) -> str:
-    return datetime.fromtimestamp(at_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(at_us) or "-"
+
+
+def _invalid(args: argparse.Namespace, what: str, problem: str) -> int:
+    """``what`` does not verify: a result (stdout with ``--json``), exit 1."""
+    if wants_json(args):
+        emit(args, {"ok": False, "problem": problem}, None)
+    else:
+        print(f"{what} INVALID: {problem}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _lines(value: Any, indent: str = "") -> list[str]:
+    """A nested record as indented ``key: value`` lines (the text of ``summary``)."""
+    lines: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            lines += [f"{indent}{key}:", *_lines(item, indent + "  ")]
+        else:
+            lines.append(f"{indent}{key}: {item if item != {} else '-'}")
+    return lines
 
 
 def _public_keys(args: argparse.Namespace, required: bool) -> dict[str, Any] | None:
@@ -151,8 +175,7 @@ def _verify(args: argparse.Namespace) -> int:
     pinned = [_load_checkpoint(Path(f)) for f in args.checkpoint or []]
     report = source.verify(keys, pinned, integrity=not args.skip_integrity_check)
     if report.problem is not None:
-        print(f"audit log INVALID: {report.problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return _invalid(args, "audit log", report.problem)
     log = report.log
     assert log is not None
     text = f"audit log OK: {report.records} records, chain verified"
@@ -170,7 +193,10 @@ def _verify(args: argparse.Namespace) -> int:
     if pinned:
         text += (f"; holds the given checkpoint{'s' if len(pinned) > 1 else ''} "
                  + ", ".join(str(cp.seq) for cp in pinned))
-    print(text)
+    emit(args, {"ok": True, "records": report.records, "first_seq": log.first_seq,
+                "last_seq": log.last_seq, "anchor": log.anchor, "redacted": log.redacted,
+                "checkpoints": log.checkpoints, "keys_verified": sorted(keys or {}),
+                "pinned_checkpoints": [cp.seq for cp in pinned]}, text)
     return 0
 
 
@@ -188,7 +214,8 @@ def _load_checkpoint(path: Path) -> Any:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    print(json.dumps(_source(args).summary(), indent=2))
+    summary = _source(args).summary()
+    emit(args, summary, "\n".join(_lines(summary)))
     return 0
 
 
@@ -201,8 +228,9 @@ def _who_consulted(args: argparse.Namespace) -> int:
         found = source.who_consulted(args.subject, since, args.limit)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if args.json:
-        print(json.dumps([c.to_json() for c in found], indent=2))
+    if wants_json(args):
+        for c in found:
+            emit(args, c.to_json(), None)
         return 0
     for c in found:
         line = f"{_time_text(c.at_us)}  {c.institution or '-':<10}  {c.service_id or '-'}  {c.outcome}"
@@ -227,10 +255,10 @@ def _export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
+    if args.out:
+        Path(args.out).write_text(text)
         body = document["body"]
-        print(f"wrote {args.output}: {len(body['records'])} records and"
+        print(f"wrote {args.out}: {len(body['records'])} records and"
               f" {len(body['deliveries'])} deliveries about {args.subject}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -249,16 +277,17 @@ def _verify_export(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise CliError(f"no file at {args.file}") from None
     except (OSError, ValueError) as exc:
-        print(f"audit extract INVALID: not JSON ({exc})", file=sys.stderr)
-        return EXIT_INVALID
+        return _invalid(args, "audit extract", f"not JSON ({exc})")
     try:
         body = verify_export(document, next(iter(keys.values())))
     except ExportError as exc:
-        print(f"audit extract INVALID: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    print(f"audit extract OK: subject {body['subject']}, {len(body['records'])} records,"
-          f" {len(body['deliveries'])} deliveries, chain head {body['head']['seq']},"
-          f" exported {_time_text(body['exported_at_us'])}, signed by key {document['key_id']}")
+        return _invalid(args, "audit extract", str(exc))
+    emit(args, {"ok": True, "subject": body["subject"], "records": len(body["records"]),
+                "deliveries": len(body["deliveries"]), "head_seq": body["head"]["seq"],
+                "exported_at_us": body["exported_at_us"], "key_id": document["key_id"]},
+         f"audit extract OK: subject {body['subject']}, {len(body['records'])} records,"
+         f" {len(body['deliveries'])} deliveries, chain head {body['head']['seq']},"
+         f" exported {_time_text(body['exported_at_us'])}, signed by key {document['key_id']}")
     return 0
 
 
@@ -300,8 +329,8 @@ def _purge(args: argparse.Namespace) -> int:
         service, kind = _key_value(item, "--service-kind")
         kinds[service] = kind
     report = source.purge_kinds(cutoffs, kinds, args.default_kind, now)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+    if wants_json(args):
+        emit(args, report.to_json(), None)
     else:
         text = (f"purged: {report.redacted} records redacted, {report.deleted} deleted"
                 f" (up to record {report.upto_seq})")
@@ -347,6 +376,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 ) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=text, description=text)
         _database_options(p)
+        if name != "export":  # an artefact: the signed extract itself
+            json_option(p)
         p.set_defaults(func=_guarded(func))
         return p
 
@@ -366,17 +397,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("subject", metavar="NUMBER", help="citizen (or enterprise) number")
     p.add_argument("--since", metavar="DATE", help="only records at or after DATE (UTC)")
     p.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
-    p.add_argument("--json", action="store_true", help="JSON instead of lines")
     p = command("export", _export, "a signed extract of the records about one subject")
     p.add_argument("--subject", required=True, metavar="NUMBER")
     p.add_argument("--since", metavar="DATE")
     p.add_argument("--signing-key", metavar="KEY",
                    help="the hub's directory key (PEM); default with --config: its key")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    out_option(p)
     p = commands.add_parser("verify-export", help="check an extract with the hub's public key",
                             description="Check an audit extract with only the hub's public key.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--key", action="append", required=True, metavar="PUB")
+    json_option(p)
     p.set_defaults(func=_guarded(_verify_export), config=None)
     p = command("purge", _purge, "retention: redact old records, cut the chain at a checkpoint")
     p.add_argument("--before", metavar="DATE", help="purge records older than DATE (UTC)")
@@ -390,7 +421,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="directory.sqlite for service kinds (default with --config: the hub's)")
     p.add_argument("--default-kind", default="unknown",
                    help="kind of services the directory does not know (default: unknown)")
-    p.add_argument("--json", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

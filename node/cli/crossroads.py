@@ -16,9 +16,10 @@ import sys
 import tomllib
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from node.cli.runner import CliError, read_toml
+from pki.output import Parser, emit, failure, json_line, json_option, out_option, wants_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,8 +57,7 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     try:
         config = (hub_config if role == "hub" else node_config)(table, path.parent)
     except ConfigError as exc:
-        _print_problems(path, exc.problems)
-        return 2
+        return _print_problems(args, path, exc.problems)
     logs.configure(config.log_level, role=role)
     # A crash below Python (a segfault in a C extension) leaves every thread's Python stack
     # on stderr, i.e. in the journal, instead of a process that is just gone.
@@ -66,15 +66,14 @@ def _serve(args: argparse.Namespace, role: str) -> int:
     from node.store.data_dir import DataDirError
 
     if getattr(args, "init_only", False):  # crossroads hub|node init
-        return _init_state(config, role, path)
+        return _init_state(args, config, role, path)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
         app = (HubApp(config, init=args.init) if role == "hub"  # type: ignore[arg-type]
                else NodeApp(config, init=args.init))  # type: ignore[arg-type]
         _run_async(serve_forever(app, ready, read_config=_config_reader(role, path)))
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
-        _print_problems(path, exc.problems)
-        return 2
+        return _print_problems(args, path, exc.problems)
     except DataDirError as exc:  # checked when the app is built, and when its stores open
         print(f"crossroads: error: {role} refuses to start: {exc}", file=sys.stderr)
         return 1
@@ -106,7 +105,7 @@ def _init(args: argparse.Namespace, role: str) -> int:
     return _serve(args, role)
 
 
-def _init_state(config: object, role: str, path: Path) -> int:
+def _init_state(args: argparse.Namespace, config: object, role: str, path: Path) -> int:
     from node.app import init_state
     from node.config import ConfigError
     from node.store.data_dir import DataDirError
@@ -114,13 +113,13 @@ def _init_state(config: object, role: str, path: Path) -> int:
     try:
         fresh = asyncio.run(init_state(config))  # type: ignore[arg-type]
     except ConfigError as exc:  # the start-up self-checks (node/selfcheck.py)
-        _print_problems(path, exc.problems)
-        return 2
+        return _print_problems(args, path, exc.problems)
     except DataDirError as exc:
-        print(f"crossroads: error: {role} init refused: {exc}", file=sys.stderr)
-        return 1
-    print(f"{role} state {'created' if fresh else 'already present'} in"
-          f" {config.data_dir}")  # type: ignore[attr-defined]
+        return failure("crossroads", f"{role} init refused: {exc}", 1, "REFUSED", wants_json(args),
+                       command=f"{role} init")
+    data_dir = config.data_dir  # type: ignore[attr-defined]
+    emit(args, {"role": role, "data_dir": data_dir, "created": fresh},
+         f"{role} state {'created' if fresh else 'already present'} in {data_dir}")
     return 0
 
 
@@ -130,12 +129,12 @@ def _node_data(args: argparse.Namespace) -> Path:
 
     path = Path(args.config).resolve()
     try:
-        config = node_config(_load_toml(path), path.parent)
+        config = node_config(read_toml(path), path.parent)
     except ConfigError as exc:
-        raise SystemExit(f"crossroads: error: {path}: {exc}") from None
+        raise CliError(f"{path}: {exc}") from None
     db = config.data_dir / "node.sqlite"
     if not db.exists():
-        raise SystemExit(f"crossroads: error: no node state at {db} (data_dir)")
+        raise CliError(f"no node state at {db} (data_dir)")
     return db
 
 
@@ -148,8 +147,8 @@ def _state_layout(args: argparse.Namespace, role: str) -> StateLayout:
     path = Path(args.config).resolve()
     try:
         if role == "node":
-            return node_layout(node_config(_load_toml(path), path.parent))
-        config = hub_config(_load_toml(path), path.parent)
+            return node_layout(node_config(read_toml(path), path.parent))
+        config = hub_config(read_toml(path), path.parent)
     except ConfigError as exc:
         raise CliError(f"{path}: {exc}") from None
     if config.store.backend is StoreBackend.POSTGRESQL:
@@ -166,8 +165,10 @@ def _backup(args: argparse.Namespace, role: str) -> int:
         manifest = backup(_state_layout(args, role), Path(args.out))
     except (BackupError, OSError) as exc:
         raise CliError(f"backup failed: {exc}") from None
-    print(f"{role} state backed up to {args.out}: {', '.join(sorted(manifest.files))}"
-          f" ({manifest.taken_at})")
+    emit(args, {"role": role, "out": args.out, "files": sorted(manifest.files),
+                "taken_at": manifest.taken_at},
+         f"{role} state backed up to {args.out}: {', '.join(sorted(manifest.files))}"
+         f" ({manifest.taken_at})")
     return 0
 
 
@@ -181,24 +182,25 @@ def _restore(args: argparse.Namespace, role: str) -> int:
         moved = restore(layout, Path(args.source), replace=args.replace)
     except (BackupError, DataDirInUse, OSError) as exc:
         raise CliError(f"restore refused: {exc}") from None
-    print(f"{role} state restored into {layout.data_dir} from {args.source}"
-          + (f"; what was there is in {moved}" if moved else ""))
+    emit(args, {"role": role, "data_dir": layout.data_dir, "source": args.source,
+                "moved_aside_to": moved},
+         f"{role} state restored into {layout.data_dir} from {args.source}"
+         + (f"; what was there is in {moved}" if moved else ""))
     return 0
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
     """``crossroads node checkpoint``: the hub's latest audit checkpoint this node has seen,
-    as JSON (for ``crossroads audit verify --checkpoint``)."""
+    as JSON (for ``crossroads audit verify --checkpoint``): an artefact, written as it is
+    (indented JSON), to ``--out`` or stdout."""
     from node.store.node_store import stored_checkpoint
 
     cp = stored_checkpoint(_node_data(args))
     if cp is None:
-        print("crossroads: error: this node has seen no signed checkpoint of the hub yet",
-              file=sys.stderr)
-        return 1
+        raise CliError("this node has seen no signed checkpoint of the hub yet")
     text = json.dumps(cp.to_json(), indent=1, sort_keys=True) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
+    if args.out:
+        Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
     return 0
@@ -211,14 +213,28 @@ def _accept_hub_state(args: argparse.Namespace) -> int:
 
     found = accept_hub_state(_node_data(args))
     if found is None:
-        print("no hub state regression recorded: nothing to accept")
+        emit(args, {"accepted": None, "lost_at_hub_sequences": []},
+             "no hub state regression recorded: nothing to accept")
         return 0
-    print(json.dumps({"accepted": found.to_json(),
-                      "lost_at_hub_sequences": [found.hub_acked_seq + 1, found.node_acked_seq]
-                      if found.node_acked_seq > found.hub_acked_seq else []}, indent=2))
-def _print_problems(path: Path, problems: tuple[str, ...] | list[str]) -> None:
+    lost = ([found.hub_acked_seq + 1, found.node_acked_seq]
+            if found.node_acked_seq > found.hub_acked_seq else [])
+    record = {"accepted": found.to_json(), "lost_at_hub_sequences": lost}
+    emit(args, record, "accepted the hub's state as the new baseline: "
+         + json.dumps(record["accepted"], sort_keys=True)
+         + (f"; the hub lost sequences {lost[0]}-{lost[1]} (submitted again)" if lost else ""))
+    return 0
+
+
+def _print_problems(args: argparse.Namespace, path: Path,
+                    problems: tuple[str, ...] | list[str]) -> int:
+    """A config's problems: a line each (``--json``: one JSON object listing them); exit 2."""
+    if wants_json(args):
+        prog = " ".join(["crossroads", args.command, getattr(args, "action", "")]).strip()
+        return failure(prog, "; ".join(problems), 2, "CONFIG", True,
+                       extra={"config": path, "problems": list(problems)})
     for problem in problems:
         print(f"crossroads: error: {path}: {problem}", file=sys.stderr)
+    return 2
 
 
 def _check_config(args: argparse.Namespace, role: str) -> int:
@@ -231,16 +247,18 @@ def _check_config(args: argparse.Namespace, role: str) -> int:
         with path.open("rb") as f:
             table = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        _print_problems(path, [f"cannot read the config: {exc}"])
-        return 2
+        return _print_problems(args, path, [f"cannot read the config: {exc}"])
     if role == "hub":
         hub, problems = read_hub_config(table, path.parent)
         problems += hub_problems(hub)
     else:
         node, problems = read_node_config(table, path.parent)
         problems += node_problems(node)
+    if wants_json(args):  # the problems are the result: on stdout
+        emit(args, {"config": path, "role": role, "ok": not problems, "problems": problems}, None)
+        return 2 if problems else 0
     if problems:
-        _print_problems(path, problems)
+        _print_problems(args, path, problems)
         print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         return 2
     print(f"{path}: OK ({role})")
@@ -257,9 +275,30 @@ def _local_client(args: argparse.Namespace) -> LocalClient:
     return LocalClient(args.local_api, wait_for_ready=False)
 
 
-def _emit(args: argparse.Namespace, record: dict[str, object], text: str) -> None:
-    """One result: a JSON object on its own line with ``--json``, else ``text``."""
-    print(json.dumps(record) if args.json else text, flush=True)
+def _message_record(message: Any) -> dict[str, Any]:
+    """A protobuf message as a record of the output conventions (pki/output.py): its fields by
+    their proto names (snake_case), every field present (unset messages: None), enums by
+    name, 64-bit integers as numbers; ``*_unix_us`` times and bytes are converted by
+    :func:`pki.output.plain` when printed."""
+    record: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            record[field.name] = [_field_value(field, v) for v in value]
+        elif field.message_type is not None and not message.HasField(field.name):
+            record[field.name] = None
+        else:
+            record[field.name] = _field_value(field, value)
+    return record
+
+
+def _field_value(field: Any, value: Any) -> Any:
+    if field.message_type is not None:
+        return _message_record(value)
+    if field.enum_type is not None:
+        known = field.enum_type.values_by_number.get(value)
+        return known.name if known is not None else value
+    return value
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -267,9 +306,8 @@ def _send(args: argparse.Namespace) -> int:
     from node.client import make_envelope
 
     if args.ticket and (args.ticket_prefix or args.count != 1):
-        print("crossroads send: error: --ticket is one envelope's ticket: not with --count or"
-              " --ticket-prefix", file=sys.stderr)
-        return Exit.USAGE
+        return failure("crossroads send", "--ticket is one envelope's ticket: not with --count"
+                       " or --ticket-prefix", Exit.USAGE, "USAGE", args.json)
     if args.ticket or args.ticket_prefix:
         tickets = [args.ticket] if args.ticket else [
             f"{args.ticket_prefix}{i}" for i in range(args.count)]
@@ -296,7 +334,7 @@ def _send(args: argparse.Namespace) -> int:
             for o, s, ticket in zip(outcomes, seqs, tickets[start:], strict=False):
                 refused += o.reason not in ("ACCEPTED", "DUPLICATE", "PENDING")
                 pending += o.reason == "PENDING"
-                _emit(args, {"sequence": s, "reason": o.reason, "detail": o.detail,
+                emit(args, {"sequence": s, "reason": o.reason, "detail": o.detail,
                              "hub_ticket": o.hub_ticket, "receivers": list(o.receivers),
                              "sender_ticket": ticket},
                       f"{o.reason} sequence={s} ticket={ticket}"
@@ -308,8 +346,10 @@ def _send(args: argparse.Namespace) -> int:
     if pending:
         retry = (f"--ticket {tickets[0]}" if len(tickets) == 1 else
                  f"--ticket-prefix {tickets[0][:-1]}")
-        print(f"crossroads send: {pending} still pending at the hub; safe to retry with {retry}",
-              file=sys.stderr)
+        message = f"{pending} still pending at the hub; safe to retry with {retry}"
+        if args.json:
+            return failure("crossroads send", message, Exit.PENDING, "PENDING", True)
+        print(f"crossroads send: {message}", file=sys.stderr)
         return Exit.PENDING
     return Exit.DONE
 
@@ -319,10 +359,10 @@ def _inbox(args: argparse.Namespace) -> int:
         envelopes = client.fetch(args.max, wait_ms=args.wait_ms)
         for e in envelopes:
             payload = e.payload.data.decode("utf-8", "replace")
-            _emit(args, {
+            emit(args, {
                 "hub_ticket": e.hub_ticket, "sender": e.sender, "service_id": e.service_id,
                 "sender_ticket": e.sender_ticket, "subject": e.subject.number,
-                "received_at_unix_us": e.received_at_unix_us, "payload": payload,
+                "received_at_unix_us": e.received_at_unix_us, "payload": e.payload.data,
             }, f"{e.hub_ticket} from={e.sender} service={e.service_id}"
                f" ticket={e.sender_ticket} subject={e.subject.number} payload={payload!r}")
         if args.ack and envelopes:
@@ -331,8 +371,6 @@ def _inbox(args: argparse.Namespace) -> int:
 
 
 def _consult(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     from node.cli.outcomes import Exit, probe
     from node.client import consult, make_envelope
     from node.wire.gen.crossroads.v1 import consult_pb2
@@ -342,15 +380,11 @@ def _consult(args: argparse.Namespace) -> int:
                              capacity=args.capacity, sender_ticket=args.ticket)
     probe(args.local_api)
     response = consult(args.local_api, question, args.deadline_ms, wait_for_ready=False)
-    record = MessageToDict(response)
     status = consult_pb2.ConsultStatus.Name(response.status)
-    if args.json:
-        print(json.dumps(record), flush=True)
-    else:
-        print(f"{status} hub_ticket={response.hub_ticket}"
-              + (f" ({response.outcome.detail})" if response.outcome.detail else ""))
-        for part in response.parts:
-            print(f"  {json.dumps(MessageToDict(part))}")
+    emit(args, _message_record(response), "\n".join(
+        [f"{status} hub_ticket={response.hub_ticket}"
+         + (f" ({response.outcome.detail})" if response.outcome.detail else "")]
+        + [f"  {json_line(_message_record(part))}" for part in response.parts]))
     return {consult_pb2.DATA_FOUND: Exit.DONE,
             consult_pb2.INCOMPLETE_DATA: Exit.UNAVAILABLE}.get(response.status, Exit.NEGATIVE)
 
@@ -362,7 +396,7 @@ def _answer(args: argparse.Namespace) -> int:
 
     async def handler(envelope: envelope_pb2.Envelope) -> tuple[int, bytes]:
         status = consult_pb2.SOURCE_DATA if args.data else consult_pb2.SOURCE_NO_DATA
-        _emit(args, {"hub_ticket": envelope.hub_ticket, "sender": envelope.sender,
+        emit(args, {"hub_ticket": envelope.hub_ticket, "sender": envelope.sender,
                      "service_id": envelope.service_id, "subject": envelope.subject.number,
                      "status": consult_pb2.SourceStatus.Name(status)},
               f"answered {envelope.hub_ticket} from={envelope.sender}"
@@ -375,17 +409,14 @@ def _answer(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # the way to stop a provider
         return 0
     # The node ended the stream (it stopped): not done answering.
-    print(f"crossroads answer: error: the node at {args.local_api} closed the stream",
-          file=sys.stderr)
-    return 3
+    return failure("crossroads answer", f"the node at {args.local_api} closed the stream", 3,
+                   "STREAM_CLOSED", args.json)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     with _local_client(args) as client:
-        record = MessageToDict(client.status(), always_print_fields_with_no_presence=True)
-    _emit(args, record, "\n".join(f"{k}: {v}" for k, v in record.items()))
+        record = _message_record(client.status())
+    emit(args, record, "\n".join(f"{k}: {v}" for k, v in record.items()))
     return 0
 
 
@@ -395,17 +426,22 @@ def _sandbox(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     try:
         if args.action == "up":
-            print(sandbox.up(root, args.nodes))
+            guide = sandbox.up(root, args.nodes)
+            emit(args, {"dir": root.resolve(), **sandbox.state_of(root)}, guide)
             return 0
         if args.action == "status":
-            healthy, report = sandbox.status(root)
-            print(report)
+            healthy, report, processes = sandbox.status(root)
+            if args.json:
+                for record in processes:
+                    emit(args, record, None)
+            else:
+                print(report)
             return 0 if healthy else 1
-        print(sandbox.down(root, purge=args.purge))
+        text, record = sandbox.down(root, purge=args.purge)
+        emit(args, record, text)
         return 0
     except sandbox.SandboxError as exc:
-        print(f"crossroads sandbox {args.action}: error: {exc}", file=sys.stderr)
-        return 1
+        return failure(f"crossroads sandbox {args.action}", str(exc), 1, "REFUSED", args.json)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -472,11 +508,6 @@ def _env_option(parser: argparse.ArgumentParser, flag: str, env: str, help_text:
                         help=f"{help_text} (default: ${env})")
 
 
-def _json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print each result as one JSON object per line")
-
-
 def _subject_options(parser: argparse.ArgumentParser) -> None:
     """Whom an envelope is about, and in which capacity the sender asks."""
     parser.add_argument("--subject-citizen")
@@ -493,7 +524,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossroads", description=__doc__.splitlines()[0])
+    parser = Parser(prog="crossroads", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -510,17 +541,20 @@ def build_parser() -> argparse.ArgumentParser:
         init = rs.add_parser("init", help=f"create the {role}'s state on a first start"
                                           " (idempotent; refuses a partial data directory)")
         _env_option(init, "--config", CONFIG_ENV, f"{role}.toml")
+        json_option(init)
         init.set_defaults(func=lambda a, r=role: _init(a, r))
         check = rs.add_parser(
             "check-config",
             help=f"check {role}.toml and the files it names (certificate, key, CA, CRL):"
                  " every problem at once, exit 2 if any")
         _env_option(check, "--config", CONFIG_ENV, f"{role}.toml")
+        json_option(check, "config's verdict (its problems in a list)")
         check.set_defaults(func=lambda a, r=role: _check_config(a, r))
         bk = rs.add_parser("backup", help=f"copy the {role}'s state (SQLite) while it serves:"
                                           " consistent, checked, with a manifest")
         _env_option(bk, "--config", CONFIG_ENV, f"{role}.toml")
         bk.add_argument("--out", required=True, help="a new (or empty) directory")
+        json_option(bk)
         bk.set_defaults(func=lambda a, r=role: _backup(a, r))
         rt = rs.add_parser("restore", help=f"put a backup back as the {role}'s state ({role}"
                                            " stopped)")
@@ -528,20 +562,22 @@ def build_parser() -> argparse.ArgumentParser:
         rt.add_argument("--from", dest="source", required=True, help="the backup's directory")
         rt.add_argument("--replace", action="store_true",
                         help="move the state there aside (<data_dir>.before-restore-<time>)")
+        json_option(rt)
         rt.set_defaults(func=lambda a, r=role: _restore(a, r))
         if role == "node":
             st = _app_parser(rs, "status", "the node's counters and directory fragment state",
                              _status, local_api_help="unix:/path or host:port")
-            _json_option(st)
+            json_option(st)
             cp = rs.add_parser("checkpoint", help="the hub's latest signed audit checkpoint this"
                                                   " node has seen (JSON, for audit verify)")
             _env_option(cp, "--config", CONFIG_ENV, "node.toml")
-            cp.add_argument("-o", "--output", help="write here instead of stdout")
+            out_option(cp)
             cp.set_defaults(func=_checkpoint)
             acc = rs.add_parser("accept-hub-state",
                                 help="after a hub lost state: take what it now presents as the"
                                      " baseline and submit again (node stopped)")
             _env_option(acc, "--config", CONFIG_ENV, "node.toml")
+            json_option(acc)
             acc.set_defaults(func=_accept_hub_state)
 
     send = _app_parser(sub, "send", "submit envelopes through a node's local API", _send,
@@ -560,28 +596,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --count: ticket PREFIX0, PREFIX1, ...")
     send.add_argument("--wait", action="store_true", help="wait for the hub's outcomes")
     send.add_argument("--wait-ms", type=int, default=30_000)
-    _json_option(send)
+    json_option(send)
 
     inbox = _app_parser(sub, "inbox", "read received envelopes from a node's local API", _inbox)
     inbox.add_argument("--max", type=int, default=100)
     inbox.add_argument("--wait-ms", type=int, default=0)
     inbox.add_argument("--ack", action="store_true", help="acknowledge what was printed")
-    _json_option(inbox)
+    json_option(inbox)
 
     ask = _app_parser(sub, "consult", "ask a question through a node (consultation)", _consult)
     ask.add_argument("--service", required=True)
     _subject_options(ask)
     ask.add_argument("--ticket", default="", help="your own ticket for this question")
     ask.add_argument("--deadline-ms", type=int, default=5_000)
-    _json_option(ask)
+    json_option(ask)
 
     answer = _app_parser(sub, "answer", "answer consultations at a node (a simple provider)",
                          _answer)
     answer.add_argument("--data", default="", help="answer every question with this (else: no data)")
-    _json_option(answer)
+    json_option(answer)
 
     status = _app_parser(sub, "status", "a node's counters, from its local API", _status)
-    _json_option(status)
+    json_option(status)
 
     from node.cli.audit import register as register_audit
 
@@ -603,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--nodes", type=int, default=3, help="institution nodes, 2 to 7")
         if action == "down":
             p.add_argument("--purge", action="store_true", help="remove the directory too")
+        json_option(p)
     demo = sub.add_parser("demo", help="run the local demo network (hub + 7 institution nodes) and stop")
     demo.add_argument("--dir", help="work directory (default: a temporary one)")
     demo.add_argument("--envelopes", type=int, default=3000)
@@ -632,5 +669,5 @@ def main(argv: list[str] | None = None) -> int:
     from node.cli.outcomes import run_guarded
 
     command = " ".join(a for a in (args.command, getattr(args, "action", None)) if a)
-    return run_guarded(command, lambda: args.func(args))
+    return run_guarded(command, lambda: args.func(args), wants_json(args))
 

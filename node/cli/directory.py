@@ -55,6 +55,7 @@ from node.files.directory_import import (
     kind_name,
     load_file,
 )
+from pki.output import emit, json_option
 
 __all__ = ["BATCH", "CliError", "main", "register"]
 
@@ -77,6 +78,11 @@ def _streams(args: argparse.Namespace) -> tuple[TextIO, TextIO]:
 
 def _say(args: argparse.Namespace, text: str = "") -> None:
     print(text, file=_streams(args)[0])
+
+
+def _result(args: argparse.Namespace, record: dict[str, Any], text: str | None) -> None:
+    """One result (pki/output.py: its JSON line with ``--json``, else ``text``)."""
+    emit(args, record, text, _streams(args)[0])
 
 
 def _rpc_text(exc: grpc.RpcError) -> str:
@@ -128,14 +134,14 @@ class _Hub:
         return int(response.revision), entities
 
 
-def _read(args: argparse.Namespace, option: str) -> bytes:
-    value = getattr(args, option, None)
+def _read(args: argparse.Namespace, dest: str) -> bytes:
+    value, option = getattr(args, dest, None), "--" + dest.replace("_", "-")
     if not value:
-        raise CliError(f"--{option} is required to reach the hub (see '{PROG} --help')")
+        raise CliError(f"{option} is required to reach the hub (see '{PROG} --help')")
     try:
         return Path(value).read_bytes()
     except OSError as exc:
-        raise CliError(f"cannot read --{option} {value}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read {option} {value}: {exc.strerror or exc}") from None
 
 
 def _network(args: argparse.Namespace, ca_pem: bytes) -> str:
@@ -153,7 +159,8 @@ def _network(args: argparse.Namespace, ca_pem: bytes) -> str:
     try:
         return network_of_ca(x509.load_pem_x509_certificate(ca_pem))
     except (ValueError, PkiError) as exc:
-        raise CliError(f"--ca {args.ca}: cannot tell the network ({exc}); give --network") from None
+        raise CliError(f"--ca-cert {args.ca_cert}: cannot tell the network ({exc}); give"
+                       " --network") from None
 
 
 @contextmanager
@@ -164,7 +171,7 @@ def _connect(args: argparse.Namespace) -> Iterator[_Hub]:
     address = getattr(args, "hub", None)
     if not address:
         raise CliError(f"--hub HOST:PORT is required to reach the hub (see '{PROG} --help')")
-    ca, cert, key = _read(args, "ca"), _read(args, "cert"), _read(args, "key")
+    ca, cert, key = _read(args, "ca_cert"), _read(args, "cert"), _read(args, "key")
     network = _network(args, ca)
     timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
     if timeout <= 0:
@@ -274,7 +281,7 @@ def _put(args: argparse.Namespace) -> int:
     entity = entity_from_args(args.directory_command, args)
     with _connect(args) as hub:
         revision = hub.apply([_change(entity)])
-    _say(args, f"revision {revision}")
+    _result(args, {"revision": revision}, f"revision {revision}")
     return 0
 
 
@@ -354,7 +361,8 @@ def _remove(args: argparse.Namespace) -> int:
         _, entities = hub.show(SHOW_PARTS[kind], subject)
         entity = _match(kind, args.key_fields, entities)
         revision = hub.apply([_change(entity, delete=True)])
-    _say(args, f"revision {revision}")
+    _result(args, {"revision": revision, "removed": f"{kind} {key_of(entity)}"},
+            f"revision {revision}")
     return 0
 
 
@@ -379,12 +387,15 @@ def _import(args: argparse.Namespace) -> int:
     for e in entities:
         counts[SECTIONS[kind_of(e)]] = counts.get(SECTIONS[kind_of(e)], 0) + 1
     summary = ", ".join(f"{n} {section}" for section, n in counts.items()) or "nothing"
+    record: dict[str, Any] = {"file": args.file, "entries": len(entities), "counts": counts,
+                              "dry_run": args.dry_run, "applied": 0, "calls": 0,
+                              "revision": None}
     if args.dry_run:
-        _say(args, f"{args.file}: {len(entities)} entries valid ({summary});"
-                   " nothing sent (--dry-run)")
+        _result(args, record, f"{args.file}: {len(entities)} entries valid ({summary});"
+                              " nothing sent (--dry-run)")
         return 0
     if not entities:
-        _say(args, f"{args.file}: no entries")
+        _result(args, record, f"{args.file}: no entries")
         return 0
     if not 1 <= args.batch <= BATCH:
         raise CliError(f"--batch must be between 1 and {BATCH}, got {args.batch}")
@@ -402,8 +413,9 @@ def _import(args: argparse.Namespace) -> int:
                                " were refused)") from None
             applied += len(chunk)
             calls += 1
-    _say(args, f"imported {applied} entries ({summary}) in {calls} call{'s' * (calls > 1)}: "
-               f"revision {revision}")
+    _result(args, {**record, "applied": applied, "calls": calls, "revision": revision},
+            f"imported {applied} entries ({summary}) in {calls} call{'s' * (calls > 1)}: "
+            f"revision {revision}")
     return 0
 
 
@@ -437,8 +449,11 @@ def _show(args: argparse.Namespace) -> int:
         raise CliError(f"show {part} needs --subject NUMBER (the hub lists them per number)")
     with _connect(args) as hub:
         revision, entities = hub.show(part, args.subject or "")
-    if args.format == "json":
-        _say(args, json.dumps({"revision": revision, **entities_to_json(entities)}, indent=2))
+    document = {"revision": revision, **entities_to_json(entities)}
+    if args.json:  # the document on one line (directory import reads it too)
+        _result(args, document, None)
+    elif args.format == "json":  # the artefact: indented, to keep or import
+        _say(args, json.dumps(document, indent=2))
     else:
         _say(args, f"revision {revision}")
         _say(args)
@@ -455,8 +470,10 @@ def _compact(args: argparse.Namespace) -> int:
     with _connect(args) as hub:
         response = hub.stub.Compact(pb.CompactRequest(keep_after=args.keep_after),
                                     timeout=hub.timeout)
-    _say(args, f"compacted up to revision {response.compacted_revision}: "
-          f"{response.removed} changes removed")
+    _result(args, {"compacted_revision": response.compacted_revision,
+                   "removed": response.removed},
+            f"compacted up to revision {response.compacted_revision}: "
+            f"{response.removed} changes removed")
     return 0
 
 
@@ -468,7 +485,9 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
     default = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("connection to the hub")
     group.add_argument("--hub", metavar="HOST:PORT", default=default, help="the hub's address")
-    group.add_argument("--ca", metavar="FILE", default=default, help="the network CA certificate")
+    group.add_argument("--ca-cert", metavar="FILE", default=default,
+                       help="the network CA certificate")
+    group.add_argument("--ca", dest="ca_cert", default=default, help=argparse.SUPPRESS)
     group.add_argument("--cert", metavar="FILE", default=default, help="your admin certificate")
     group.add_argument("--key", metavar="FILE", default=default, help="its private key")
     group.add_argument("--network", default=default,
@@ -489,6 +508,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_text, description=help_text)
         _connection_options(p, suppress=True)
+        json_option(p)
         return p
 
     for name, (kind, help_text, options) in _PUTS.items():
@@ -523,7 +543,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="institutions, services, authorizations, subscriptions, replacements, "
                         "revoked or integrations (with --subject)")
     p.add_argument("--subject", help="a subject's integrations")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="json: the directory as one indented document, to keep or to import"
+                        " again (--json: the same on one line)")
     p.set_defaults(func=_guarded(_show))
 
     p = command("compact", "drop change history (nodes further behind get a snapshot)")

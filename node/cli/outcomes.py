@@ -23,13 +23,13 @@ from __future__ import annotations
 import enum
 import errno
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from node.cli.runner import CliError
+from pki.output import failure
 
 __all__ = ["EXIT_CODES_HELP", "Exit", "NodeUnreachable", "exit_for_status", "probe", "run_guarded"]
 
@@ -115,27 +115,28 @@ def probe(address: str, timeout: float = 3.0) -> None:
             raise NodeUnreachable(address, why, refused=refused) from None
 
 
-def run_guarded(command: str, func: Callable[[], int]) -> int:
-    """Run ``func`` and turn whatever it raises into one line on stderr and an exit code."""
+def run_guarded(command: str, func: Callable[[], int], as_json: bool = False) -> int:
+    """Run ``func`` and turn whatever it raises into one line on stderr (``as_json``: one JSON
+    object with a stable ``reason``, :func:`pki.output.failure`) and an exit code."""
+    def fail(message: str, code: Exit, reason: str) -> int:
+        return failure(f"crossroads {command}", message, code, reason, as_json)
+
     try:
         return int(func() or 0)
     except NodeUnreachable as exc:
-        return _fail(command, str(exc), Exit.REFUSED if exc.refused else Exit.UNAVAILABLE)
+        if exc.refused:
+            return fail(str(exc), Exit.REFUSED, "NODE_ACCESS_DENIED")
+        return fail(str(exc), Exit.UNAVAILABLE, "NODE_UNREACHABLE")
     except grpc.RpcError as exc:  # grpc.Call and grpc.aio.AioRpcError both have these
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         name = code.name if code is not None else "ERROR"
-        return _fail(command, f"{name}: {details}", exit_for_status(code))
+        return fail(f"{name}: {details}", exit_for_status(code), name)
     except CliError as exc:  # the command's own refusal: its message says it all
-        return _fail(command, str(exc), Exit.NEGATIVE)
+        return fail(str(exc), Exit.NEGATIVE, "REFUSED")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. piped into head: not an error of ours
         return 0
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        return _fail(command, f"{type(exc).__name__}: {exc}", Exit.NEGATIVE)
-
-
-def _fail(command: str, message: str, code: Exit) -> int:
-    print(f"crossroads {command}: error: {message}", file=sys.stderr)
-    return int(code)
+        return fail(f"{type(exc).__name__}: {exc}", Exit.NEGATIVE, "INTERNAL")

@@ -17,7 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["EXIT_ERROR", "CliError", "Register", "fail", "guarded", "read_toml", "run_alone"]
+from pki.output import Parser, failure, wants_json
+
+__all__ = ["EXIT_ERROR", "CliError", "Register", "fail", "guarded", "read_toml", "reason_of",
+           "run_alone"]
 
 #: The exit code of an expected failure (bad option, missing file, refusal by the hub).
 EXIT_ERROR = 2
@@ -41,11 +44,29 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CliError(f"{path}: {exc}") from None
 
 
-def fail(prog: str, message: str, stream: TextIO | None = None) -> int:
-    """Print ``message`` as ``<prog>: error: <line>`` lines; return :data:`EXIT_ERROR`."""
-    for line in message.splitlines() or [""]:
-        print(f"{prog}: error: {line}", file=stream or sys.stderr)
-    return EXIT_ERROR
+def fail(prog: str, message: str, stream: TextIO | None = None, as_json: bool = False,
+         reason: str = "REFUSED", command: str | None = None) -> int:
+    """Print ``message`` as ``<prog>: error: <line>`` lines (``as_json``: one JSON object,
+    :func:`pki.output.failure`); return :data:`EXIT_ERROR`."""
+    return failure(prog, message, EXIT_ERROR, reason, as_json, stream, command=command)
+
+
+def _command(prog: str, args: argparse.Namespace) -> str:
+    """``audit verify``, ``directory show``: the family and its subcommand."""
+    sub = getattr(args, "action", None) or getattr(args, "directory_command", None)
+    return " ".join(w for w in (prog.removeprefix("crossroads").strip(), sub) if w)
+
+
+def reason_of(exc: Exception) -> str:
+    """The stable ``reason`` of a failure's JSON (docs/OPERATIONS.md, "Command-line output")."""
+    if isinstance(exc, CliError):
+        return "REFUSED"
+    code = getattr(exc, "code", None)
+    if callable(code) and getattr(code(), "name", None):  # a grpc.RpcError
+        return str(code().name)
+    if isinstance(exc, FileNotFoundError):
+        return "NOT_FOUND"
+    return "FAILED"
 
 
 def guarded(prog: str, command: Command, explain: Callable[[Exception], str | None],
@@ -58,12 +79,14 @@ def guarded(prog: str, command: Command, explain: Callable[[Exception], str | No
         try:
             return command(args)
         except CliError as exc:
-            return fail(prog, str(exc), stream(args))
+            return fail(prog, str(exc), stream(args), wants_json(args),
+                        command=_command(prog, args))
         except Exception as exc:
             message = explain(exc)
             if message is None:
                 raise
-            return fail(prog, message, stream(args))
+            return fail(prog, message, stream(args), wants_json(args), reason_of(exc),
+                        _command(prog, args))
 
     run.__name__ = command.__name__
     return run
@@ -75,7 +98,7 @@ def run_alone(family: str, register: Register, argv: Sequence[str] | None = None
 
     ``settings`` are set on the parsed arguments (e.g. where output goes). Usage errors are
     printed by argparse and give its exit code (2)."""
-    parser = argparse.ArgumentParser(prog="crossroads")
+    parser = Parser(prog="crossroads")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] != [family]:

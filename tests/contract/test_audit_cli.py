@@ -148,7 +148,7 @@ def test_who_consulted_and_purge(hub: Hub, capsys) -> None:  # type: ignore[no-u
         await store.checkpoint()
     hub.write(work)
     assert hub.cli("who-consulted", SUBJECT, "--since", "2023-11-18", "--json") == 0
-    found = json.loads(capsys.readouterr().out)
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["hub_ticket"] for c in found] == ["c4", "m4", "c5", "m5"]
     assert found[0]["deliveries"][0]["receiver"] == R1 and found[0]["institution"] == S
     assert hub.cli("who-consulted", SUBJECT, "--limit", "1") == 0
@@ -285,7 +285,7 @@ def test_two_replicas_records_verify_as_one_chain_and_answer_who_consulted(
     assert out.startswith("audit log OK: 160 records, chain verified (seq 1..160);")
     assert "signatures verified" in out
     assert hub.cli("who-consulted", SUBJECT, "--json") == 0
-    found = json.loads(capsys.readouterr().out)
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(c["institution"] for c in found) == sorted([S] * 40 + [R2] * 40)
     assert all(len(c["deliveries"]) == 1 for c in found)
     extract = tmp_path / "extract.json"

@@ -9,6 +9,7 @@ and a rebuilt wheel with an unchanged version is reinstalled.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -70,6 +71,8 @@ def drain_inbox(lab: Lab, host: str, expected: int, timeout: float = 60) -> list
             check=False, timeout=60,
         )  # fmt: skip
         received += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    for envelope in received:  # --json prints bytes as base64 (docs/OPERATIONS.md)
+        envelope["payload"] = base64.b64decode(envelope["payload"]).decode()
     return received
 
 

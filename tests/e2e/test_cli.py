@@ -5,7 +5,7 @@ one JSON object per result line, and nothing prints a Python traceback."""
 
 from __future__ import annotations
 
-import json
+import base64
 import signal
 import subprocess
 import sys
@@ -18,7 +18,7 @@ import pytest
 
 from node.core.directory import Authorization, Integration, Period, Service
 from node.testing import DEMO_SERVICE, ProcessNetwork, default_directory
-from tests.conftest import A, B
+from tests.conftest import A, B, check_json_lines
 
 pytestmark = pytest.mark.slow
 CITIZEN = "85073003328"
@@ -38,8 +38,8 @@ class Ran:
 
     @property
     def records(self) -> list[dict[str, object]]:
-        """The JSON lines printed (each line one object)."""
-        return [json.loads(line) for line in self.out.splitlines()]
+        """The JSON lines printed (each line one object, in the documented style)."""
+        return check_json_lines(self.out)
 
 
 def cli(*args: str, timeout: float = 60) -> Ran:
@@ -78,13 +78,14 @@ def test_send_inbox_status_with_json_and_exit_codes(net: ProcessNetwork) -> None
     inbox = cli("inbox", "--local-api", api_b, "--json", "--wait-ms", "10000", "--ack")
     assert inbox.code == 0, inbox.err
     (got,) = inbox.records
-    assert got["payload"] == "hello" and got["sender_ticket"] == record["sender_ticket"]
+    assert base64.b64decode(str(got["payload"])) == b"hello"  # bytes: base64
+    assert got["sender_ticket"] == record["sender_ticket"]
 
     for command in (["status"], ["node", "status"]):
         status = cli(*command, "--local-api", api_a, "--json")
         assert status.code == 0, status.err
         (counters,) = status.records
-        assert counters["institution"] == A and int(str(counters["sentAccepted"])) >= 1
+        assert counters["institution"] == A and int(str(counters["sent_accepted"])) >= 1
 
     text = cli("status", "--local-api", api_a)  # without --json: readable lines
     assert text.code == 0 and f"institution: {A}" in text.out
@@ -119,8 +120,8 @@ def test_answer_and_consult_with_json(net: ProcessNetwork) -> None:
         provider.send_signal(signal.SIGINT)
         out, err = provider.communicate(timeout=30)
     assert provider.returncode == 0 and "Traceback" not in err, err
-    answered = [json.loads(line) for line in out.splitlines()]
-    assert answered[-1]["hub_ticket"] == answer["hubTicket"]
+    answered = check_json_lines(out)
+    assert answered[-1]["hub_ticket"] == answer["hub_ticket"]
     assert answered[-1]["status"] == "SOURCE_DATA" and answered[-1]["sender"] == A
 
 

@@ -147,14 +147,14 @@ def test_node_detects_a_hub_restored_from_an_older_copy(tmp_path: Path) -> None:
         older = net.root / "hub-older"
         shutil.copytree(hub_dir, older)
         net.start_hub()
-        _wait_for(lambda: _status(net, A)["hubCheckpointSeq"] != "0", 60,
+        _wait_for(lambda: _status(net, A)["hub_checkpoint_seq"] != 0, 60,
                   "the node to keep the hub's checkpoint")
         _send(net, 10, "new-")
         net.stop("hub")
         newer = net.root / "hub-newer"
         shutil.copytree(hub_dir, newer)
         net.start_hub()  # the newer checkpoint reaches the node at Register
-        _wait_for(lambda: int(str(_status(net, A)["hubCheckpointSeq"])) > 10, 60,
+        _wait_for(lambda: int(str(_status(net, A)["hub_checkpoint_seq"])) > 10, 60,
                   "the node to keep the newer checkpoint")
         checkpoint = net.root / "a-checkpoint.json"
         done = _crossroads("node", "checkpoint", "--config", str(net.root / f"{A}.toml"),
@@ -166,16 +166,16 @@ def test_node_detects_a_hub_restored_from_an_older_copy(tmp_path: Path) -> None:
         shutil.rmtree(hub_dir)
         shutil.copytree(older, hub_dir)
         net.start_hub()
-        _wait_for(lambda: _status(net, A)["hubState"] != "OK", 60,
+        _wait_for(lambda: _status(net, A)["hub_state"] != "OK", 60,
                   "the node to report the hub's lost state")
         status = _status(net, A)
-        assert status["hubState"] == "HUB_WATERMARK_REGRESSED", status
-        assert "20" in str(status["hubStateDetail"]) and "10" in str(status["hubStateDetail"])
+        assert status["hub_state"] == "HUB_WATERMARK_REGRESSED", status
+        assert "20" in str(status["hub_state_detail"]) and "10" in str(status["hub_state_detail"])
         # It does not go on as if nothing happened: what it sends now stays in its outbox.
         with LocalClient(net.local_api(A)) as client:
             client.submit([make_envelope(DEMO_SERVICE, [B], b"held", sender_ticket="held-0")])
         time.sleep(2)
-        assert _status(net, A)["outboxPending"] == "1"
+        assert _status(net, A)["outbox_pending"] == 1
         found = [json.loads(line) for line in (net.root / f"{A}.log").read_text().splitlines()
                  if '"hub_state_regressed"' in line]
         assert [(f["level"], f["reason"]) for f in found] == [
@@ -197,8 +197,8 @@ def test_node_detects_a_hub_restored_from_an_older_copy(tmp_path: Path) -> None:
         shutil.rmtree(hub_dir)
         shutil.copytree(newer, hub_dir)
         net.start_hub()
-        _wait_for(lambda: _status(net, A)["hubState"] == "OK", 60, "the node to resume")
-        _wait_for(lambda: _status(net, A)["outboxPending"] == "0", 60, "the held envelope")
+        _wait_for(lambda: _status(net, A)["hub_state"] == "OK", 60, "the node to resume")
+        _wait_for(lambda: _status(net, A)["outbox_pending"] == 0, 60, "the held envelope")
         net.stop_all()
     done = _crossroads("audit", "verify", "--config", hub_toml, cwd=net.root)
     assert done.returncode == 0, done.stderr

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import check_json_lines
+
 pytestmark = pytest.mark.slow
 
 
@@ -38,12 +40,22 @@ def test_the_sandbox_refuses_a_second_up_reports_a_dead_process_and_restarts(
         down = crossroads("sandbox", "down", "--dir", str(box), cwd=tmp_path)
         assert down.returncode == 0 and down.stdout.startswith("stopped 3 processes")
         assert not (box / "sandbox.json").exists() and (box / "hub.toml").exists()
-        up = crossroads("sandbox", "up", "--dir", str(box), "--nodes", "2", cwd=tmp_path)
+        up = crossroads("sandbox", "up", "--dir", str(box), "--nodes", "2", "--json",
+                        cwd=tmp_path)
         assert up.returncode == 0, up.stderr
-        assert crossroads("sandbox", "status", "--dir", str(box), cwd=tmp_path).returncode == 0
+        (state,) = check_json_lines(up.stdout)  # the sandbox's processes and addresses
+        assert state["dir"] == str(box.resolve()) and set(state["local_apis"]) == set(processes) & {
+            "0212344876", "0566988259"}
+        status = crossroads("sandbox", "status", "--dir", str(box), "--json", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        running = check_json_lines(status.stdout)  # one line per process
+        assert {r["process"] for r in running} == set(processes) and all(r["up"] for r in running)
         # The second start is no first start: the daemons run without --init.
         for pid in json.loads((box / "sandbox.json").read_text())["processes"].values():
             assert b"--init" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        down = crossroads("sandbox", "down", "--dir", str(box), "--purge", "--json", cwd=tmp_path)
+        (stopped,) = check_json_lines(down.stdout)
+        assert down.returncode == 0 and stopped["purged"] and len(stopped["stopped"]) == 4
     finally:
         crossroads("sandbox", "down", "--dir", str(box), "--purge", cwd=tmp_path)
     assert not box.exists()

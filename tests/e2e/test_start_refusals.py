@@ -68,7 +68,7 @@ def _overridden(table: dict[str, Any], layout: NetworkLayout,
     table["data_dir"] = str(layout.root / "data" / str(id(over)))
     for key, value in over.items():
         if isinstance(value, dict):
-            table[key].update(value)
+            table.setdefault(key, {}).update(value)
         else:
             table[key] = value
     return table
@@ -102,6 +102,22 @@ CASES: dict[str, Case] = {
         ("tls.crl", "not signed by this network's CA")),
     "hub-stale-crl": lambda lay: ("hub", _hub(lay, tls={"crl": str(_stale_crl(lay))}),
                                   ("tls.crl", "past its nextUpdate")),
+    # [metrics] (node/metrics_web.py): TLS and basic authentication of the metrics endpoint.
+    "hub-metrics-cert-without-key": lambda lay: (
+        "hub", _hub(lay, metrics_listen="127.0.0.1:0", metrics={"tls_cert": str(lay.hub_cert)}),
+        ("metrics.tls_cert is given without metrics.tls_key",)),
+    "node-metrics-unreadable-key": lambda lay: (
+        "node", _node(lay, metrics_listen="127.0.0.1:0", metrics={
+            "tls_cert": str(lay.hub_cert), "tls_key": str(lay.root / "no-such.key")}),
+        ("metrics.tls_key", "cannot read")),
+    "hub-metrics-key-of-another-certificate": lambda lay: (
+        "hub", _hub(lay, metrics_listen="127.0.0.1:0", metrics={
+            "tls_cert": str(lay.hub_cert), "tls_key": str(lay.admin_key)}),
+        ("metrics.tls_key", "is not the unencrypted PEM key")),
+    "hub-metrics-password-not-hashed": lambda lay: (
+        "hub", _hub(lay, metrics_listen="127.0.0.1:0",
+                    metrics={"basic_auth_users": {"prometheus": "secret"}}),
+        ("metrics.basic_auth_users.prometheus is not a bcrypt hash",)),
     # Today served on port 4464 (70000 mod 65536).
     "hub-port-out-of-range": lambda lay: ("hub", _hub(lay, listen="127.0.0.1:70000"),
                                           ("listen", "out of range")),

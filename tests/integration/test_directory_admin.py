@@ -33,7 +33,7 @@ class Cli:
     def __init__(self, network: InProcessNetwork, who: str = "admin:alice") -> None:
         key, cert = network.node_certs[who] if who in network.node_certs else \
             network.pki.issue(who)
-        self.connection = ["--hub", network.hub_address, "--ca", str(network.pki.ca_cert),
+        self.connection = ["--hub", network.hub_address, "--ca-cert", str(network.pki.ca_cert),
                            "--cert", str(cert), "--key", str(key), "--timeout", "20"]
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:

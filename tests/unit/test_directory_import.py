@@ -402,7 +402,7 @@ def test_cli_import_refuses_a_bad_file_before_connecting(
     (["revoke-cert", "--serial", "xyz"], "--serial: 'xyz' is not hexadecimal"),
     (["put-institution", "--enterprise", A, "--sector", "17"], "--hub HOST:PORT is required"),
     (["--hub", "127.0.0.1:1", "put-institution", "--enterprise", A, "--sector", "17"],
-     "--ca is required"),
+     "--ca-cert is required"),
     (["show", "integrations", "--hub", "x:1"], "show integrations needs --subject"),
     (["show", "people"], "unknown kind 'people'"),
     (["import", "/nonexistent/dir.json"], "/nonexistent/dir.json: No such file or directory"),
@@ -418,10 +418,10 @@ def test_cli_refuses_bad_values_with_one_line(
 
 def test_cli_unreadable_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "put-institution", "--enterprise", A, "--sector", "17",
-                        "--hub", "127.0.0.1:1", "--ca", str(tmp_path / "ca.crt"),
+                        "--hub", "127.0.0.1:1", "--ca-cert", str(tmp_path / "ca.crt"),
                         "--cert", "c", "--key", "k")
     assert code == 2
-    assert err.strip() == f"crossroads directory: error: cannot read --ca {tmp_path}/ca.crt: " \
+    assert err.strip() == f"crossroads directory: error: cannot read --ca-cert {tmp_path}/ca.crt: " \
                           "No such file or directory"
 
 
@@ -445,12 +445,12 @@ def test_cli_parse_errors(capsys: pytest.CaptureFixture[str], argv: list[str], m
 def test_cli_connection_options_before_or_after_the_command() -> None:
     parser = directory_cli.argparse.ArgumentParser(prog="crossroads")
     directory_cli.register(parser.add_subparsers(dest="command"))
-    before = parser.parse_args(["directory", "--hub", "h:1", "--ca", "c", "--timeout", "5",
+    before = parser.parse_args(["directory", "--hub", "h:1", "--ca-cert", "c", "--timeout", "5",
                                 "show"])
-    after = parser.parse_args(["directory", "show", "--hub", "h:1", "--ca", "c",
+    after = parser.parse_args(["directory", "show", "--hub", "h:1", "--ca", "c",  # old spelling
                                "--timeout", "5"])
     for args in (before, after):
-        assert (args.hub, args.ca, args.cert, args.timeout) == ("h:1", "c", None, 5.0)
+        assert (args.hub, args.ca_cert, args.cert, args.timeout) == ("h:1", "c", None, 5.0)
     both = parser.parse_args(["directory", "--hub", "a:1", "show", "--hub", "b:2"])
     assert both.hub == "b:2"
 
