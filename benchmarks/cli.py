@@ -43,6 +43,7 @@ from benchmarks.report import (
     load_result,
     plot,
 )
+from pki.output import json_line
 
 __all__ = ["PARTS", "QUICK", "SUITE", "run"]
 
@@ -200,5 +201,5 @@ def run(args: argparse.Namespace) -> int:
                 print("\n".join(comparison_lines(results["comparison"])))
     report["exit"] = status
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json_line(report), flush=True)  # one line, as every --json (pki/output.py)
     return status

@@ -477,8 +477,7 @@ def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="a previous result file: print old, new and new/old per figure and"
                             " store it in the new result (repeatable: one per program)")
     bench.add_argument("--out", metavar="DIR", help="results directory (benchmarks/results)")
-    bench.add_argument("--json", action="store_true",
-                       help="print a JSON report on stdout (the parts' summaries go to stderr)")
+    json_option(bench, "report (one per run of the command; the parts' summaries go to stderr)")
     bench.add_argument("--no-plot", action="store_true", help="write no PNG")
     bench.set_defaults(func=_bench, takes_unknown_args=True)
 
@@ -664,7 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         argcomplete.autocomplete(parser)  # and exits
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "takes_unknown_args", False):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        if wants_json(args):  # as Parser.error while a --json command line is parsed
+            raise SystemExit(failure(parser.prog, message, 2, "USAGE", True))
+        parser.error(message)
     args.unknown_args = unknown  # a command that takes them hands them on (bench: to a part)
     from node.cli.outcomes import run_guarded
 

@@ -33,7 +33,6 @@ EXEMPT = {
     "hub serve": "a daemon: logs, no results",
     "node serve": "a daemon: logs, no results",
     "demo": "a demonstration that narrates",
-    "bench": "the benchmark parses its own options (benchmarks/e2e.py)",
     **{command: "an artefact, written as it is" for command in ARTEFACTS},
 }
 #: Commands with ``--json`` checked by another test (each runs a long-lived process).
@@ -42,6 +41,7 @@ ELSEWHERE = {
     "sandbox up": "tests/e2e/test_sandbox.py",
     "sandbox status": "tests/e2e/test_sandbox.py",
     "sandbox down": "tests/e2e/test_sandbox.py",
+    "bench": "tests/e2e/test_bench_command.py (a benchmark run)",
 }
 #: Exit statuses other than 0 (the record is printed all the same).
 EXIT = {"consult": 1}  # demo.message is no consultation: refused, a negative answer
