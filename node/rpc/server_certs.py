@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from cryptography import x509
 from grpc._cython import cygrpc  # channelz: no public Python API for a client's peer cert
@@ -28,6 +30,7 @@ from grpc._cython import cygrpc  # channelz: no public Python API for a client's
 from node.core.clock import Clock, SystemClock
 
 __all__ = [
+    "OPEN_CHANNELS",
     "SERVER_CERTIFICATE_REVOKED",
     "SERVER_CERTIFICATE_UNVERIFIED",
     "ServerCheck",
@@ -79,13 +82,62 @@ def _matches(channel_target: str, targets: tuple[str, ...]) -> bool:
                for target in targets)
 
 
+class _OpenChannels:
+    """This process's channels by channelz id, so that :func:`presented_serials` looks only
+    at open ones. A channel closed by its owner stays in channelz, with its connection up,
+    until the last reference to it or to one of its calls is gone; reference cycles (an
+    exception's traceback holding the call) keep it there until the garbage collector runs,
+    which in an idle daemon can take minutes. After a SIGHUP rotation such a closed channel,
+    still connected under the peer's old certificate, made every new channel's check fail
+    once that certificate was revoked: the uplink and the deliveries did not come back
+    (tests/e2e/test_reload.py). A channel not registered here counts (fail closed)."""
+
+    def __init__(self) -> None:
+        self._by_id: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        #: Ids whose Channel object was collected (its core channel may linger): closed.
+        self._collected: set[int] = set()
+        self._next = 0
+
+    def register(self, channel: Any) -> None:
+        """``channel`` (a grpc.aio channel) was created just now, in this thread: it is the
+        newest top channel in channelz (ids only grow)."""
+        newest = None
+        for entry in _pages(lambda start: cygrpc.channelz_get_top_channels(max(start, self._next)),
+                            "channel"):
+            newest = int(entry["ref"]["channelId"])
+        if newest is not None:
+            self._by_id[newest] = channel
+            weakref.finalize(channel, self._collected.add, newest)
+            self._next = newest + 1
+
+    def closed(self, channel_id: int) -> bool:
+        if channel_id in self._collected:
+            return True
+        channel = self._by_id.get(channel_id)
+        return channel is not None and bool(channel._channel.closed())
+
+    def forget_all_but(self, listed: set[int]) -> None:
+        """Ids channelz no longer lists are gone for good."""
+        self._collected &= listed
+
+
+#: The registry :func:`node.rpc.tls.secure_channel` adds every channel to.
+OPEN_CHANNELS = _OpenChannels()
+
+
 def presented_serials(*targets: str) -> frozenset[int]:
     """Serials of the certificates presented by the servers of this process's open
-    connections to any of ``targets`` (e.g. ``hub.example:7443``)."""
+    connections to any of ``targets`` (e.g. ``hub.example:7443``); channels this process
+    closed are not looked at (:class:`_OpenChannels`)."""
     serials: set[int] = set()
+    listed: set[int] = set()
     for channel in _pages(cygrpc.channelz_get_top_channels, "channel"):
+        channel_id = int(channel["ref"]["channelId"])
+        listed.add(channel_id)
         data = channel.get("data", {})
         if not isinstance(data, dict) or not _matches(str(data.get("target", "")), targets):
+            continue
+        if OPEN_CHANNELS.closed(channel_id):
             continue
         for socket_id in _socket_ids(channel):
             socket = _lookup(cygrpc.channelz_get_socket, socket_id, "socket")
@@ -97,6 +149,7 @@ def presented_serials(*targets: str) -> frozenset[int]:
             except ValueError:
                 cert = x509.load_der_x509_certificate(base64.b64decode(pem))
             serials.add(cert.serial_number)
+    OPEN_CHANNELS.forget_all_but(listed)
     return frozenset(serials)
 
 

@@ -49,6 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from node.config import Keepalive, NodeConfig, TlsFiles
+from node.rpc.server_certs import OPEN_CHANNELS
 
 __all__ = [
     "HANDSHAKE_TIMEOUT_MS",
@@ -198,6 +199,12 @@ def channel_options(
         *_keepalive_options(keepalive or Keepalive()),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
+        # A channel's connections are its own. In gRPC's default global pool, a new channel
+        # with the same target and options may take over the connection of a closed channel
+        # that lingers (node/rpc/server_certs.py, _OpenChannels): after a SIGHUP rotation,
+        # one made under the peer's old certificate, revoked since, so that the channel
+        # opened to replace it would be refused too (SERVER_CERTIFICATE_REVOKED).
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if tls_name:
         options.append(("grpc.ssl_target_name_override", tls_name))
@@ -212,10 +219,12 @@ def secure_channel(target: str, tls: TlsMaterial, tls_name: str, largest_content
                    keepalive: Keepalive | None = None) -> grpc.aio.Channel:
     """A mutual-TLS channel to ``target`` whose server must hold ``tls_name``'s certificate,
     for messages up to ``largest_content_bytes`` + :data:`MESSAGE_HEADROOM_BYTES`."""
-    return grpc.aio.secure_channel(
+    channel = grpc.aio.secure_channel(
         target, tls.channel_credentials(),
         options=channel_options(tls_name, largest_content_bytes + MESSAGE_HEADROOM_BYTES,
                                 keepalive))
+    OPEN_CHANNELS.register(channel)  # its server's certificate is checked while it is open
+    return channel
 
 
 def hub_channel(config: NodeConfig, tls: TlsMaterial, largest_content_bytes: int,

@@ -143,3 +143,28 @@ def test_files_that_do_not_fit_are_refused_and_the_level_changes_at_once(
         (net.root / "hub.toml").write_text("listen = \n")
         assert _hup_and_wait(net, "hub", "reload_refused")["effect"] == "nothing changed"
         _send_and_fetch(net, "last-")
+
+
+def test_every_old_certificate_revoked_after_a_rotation_by_sighup(tmp_path: Path) -> None:
+    """The whole network rotated by SIGHUP (hub, sender A, receiver B), then every old
+    certificate revoked: the connections made under the old ones (A's uplink to the hub, the
+    hub's deliveries to B) end, and new ones, on the new certificates, carry the traffic."""
+    with ProcessNetwork(tmp_path / "net", institutions=(A, B)) as net:
+        net.start()
+        _send_and_fetch(net, "before-")
+        old = {name: net.root / f"old-{name}.crt" for name in ("hub", A, B)}
+        shutil.copyfile(net.hub_cert, old["hub"])
+        for who in (A, B):
+            shutil.copyfile(net.node_certs[who][1], old[who])
+        files = {"hub": (net.hub_key, net.hub_cert), A: net.node_certs[A], B: net.node_certs[B]}
+        for name, (key_path, cert_path) in files.items():
+            new_key, new_cert = net.pki.issue(name, basename=f"{name}-rotated")
+            _replace(key_path, new_key)
+            _replace(cert_path, new_cert)
+            assert _hup_and_wait(net, name, "reloaded")["tls"] == "replaced"
+        _send_and_fetch(net, "after-")
+        for cert_path in old.values():
+            pki_ca.revoke(net.pki.ca_dir, cert_path=cert_path)
+        net.pki.crl()
+        assert _hup_and_wait(net, "hub", "reloaded")["crl"] == "replaced"
+        _send_and_fetch(net, "revoked-")
