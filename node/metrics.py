@@ -403,7 +403,8 @@ class MetricsEndpoint:
         self.auth_failures = Counter(
             "crossroads_metrics_auth_failures", "Requests to /metrics the endpoint's basic"
             " authentication refused (401), by reason: missing, malformed, oversized (an"
-            " Authorization header over 1 KiB), wrong (user or password).",
+            " Authorization header over 1 KiB), wrong (user or password), busy (another"
+            " password was being checked).",
             labelnames=["reason"], registry=self.registry)
         for reason in metrics_web.REASONS:
             self.auth_failures.labels(reason)

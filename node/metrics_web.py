@@ -13,11 +13,15 @@ offers them, in the daemon's TOML.
 A refused request is ``401`` with ``WWW-Authenticate: Basic realm="crossroads"``, counted in
 ``crossroads_metrics_auth_failures_total{reason}`` (``missing``, ``malformed``,
 ``oversized``, ``wrong``: a wrong password and an unknown user are the same reason, and cost
-the same time) and logged at most once a minute (``metrics_auth_refused``, with the count
+the same time; ``busy``: another password was being checked, see below) and logged at most
+once a minute (``metrics_auth_refused``, with the count
 since the last line). An ``Authorization`` header longer than :data:`MAX_AUTHORIZATION` bytes
 is refused unread. A password checks against its hash with bcrypt (constant time); a success
 is remembered (a SHA-256 of user, password and hash, at most :data:`CACHE_SIZE` of them) so a
-scrape every few seconds does not cost a bcrypt round each.
+scrape every few seconds does not cost a bcrypt round each. One bcrypt check runs at a time:
+a request that would start a second one meanwhile is refused (``busy``) rather than queued,
+so a flood of guesses costs the daemon one core's worth of hashing at most (each request
+has a thread of its own), while a scrape whose password is remembered still gets through.
 
 The files are checked at start (:func:`problems`, by the start-up self-checks: a problem names
 its key) and read again on SIGHUP (:meth:`node.metrics.MetricsEndpoint.reload`).
@@ -49,7 +53,7 @@ MAX_AUTHORIZATION = 1024
 #: Successful checks remembered (users x the passwords they use: a handful).
 CACHE_SIZE = 64
 #: Failure reasons (the counter's label values: a fixed set).
-REASONS = ("missing", "malformed", "oversized", "wrong")
+REASONS = ("missing", "malformed", "oversized", "wrong", "busy")
 #: A refusal is logged at most this often (seconds); the others are counted.
 LOG_EVERY_S = 60.0
 
@@ -124,6 +128,8 @@ class BasicAuth:
         self._cost = max((h[4:6] for h in self.users.values()), default=b"10")
         self._cache: set[bytes] = set()
         self._lock = threading.Lock()
+        #: Held while a password is checked with bcrypt (the module's docstring).
+        self._hashing = threading.Lock()
 
     def refusal(self, header: str | None) -> str | None:
         """Why ``header`` (the request's Authorization, None: absent) is refused (one of
@@ -141,26 +147,30 @@ class BasicAuth:
             return "malformed"
         if not sep:
             return "malformed"
-        return None if self._matches(name, password.encode()) else "wrong"
+        return self._check(name, password.encode())
 
-    def _matches(self, name: str, password: bytes) -> bool:
+    def _check(self, name: str, password: bytes) -> str | None:
         hashed = self.users.get(name)
         key = hashlib.sha256(b"\0".join((name.encode(), password, hashed or b""))).digest()
         if hashed is not None:
             with self._lock:
                 if key in self._cache:
-                    return True
+                    return None
+        if not self._hashing.acquire(blocking=False):
+            return "busy"
         try:
             ok = bcrypt.checkpw(password, hashed or _dummy(self._cost))
         except ValueError:  # a password bcrypt cannot take (over 72 bytes)
             ok = False
+        finally:
+            self._hashing.release()
         if ok and hashed is not None:
             with self._lock:
                 if len(self._cache) >= CACHE_SIZE:
                     self._cache.clear()
                 self._cache.add(key)
-            return True
-        return False
+            return None
+        return "wrong"
 
 
 class RefusalLog:

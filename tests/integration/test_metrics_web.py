@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import http.client
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,24 @@ def test_basic_auth_refusals() -> None:
     assert auth.refusal(_basic("prometheus", PASSWORD)) is None
     assert auth.refusal(_basic("prometheus", "y" * 100)) == "wrong"  # over bcrypt's 72 bytes
     assert auth.refusal("Basic " + base64.b64encode(b"no-colon").decode()) == "malformed"
+
+
+def test_one_password_check_at_a_time_and_a_remembered_one_needs_none() -> None:
+    """A flood of guesses gets one bcrypt check at a time: the others are refused at once
+    (busy), not queued; a scrape whose password is remembered is not held up by them."""
+    auth = BasicAuth({"prometheus": HASH})
+    assert auth.refusal(_basic("prometheus", PASSWORD)) is None  # checked, remembered
+    results: list[str | None] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        auth.refusal(_basic("prometheus", "guess")))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert "wrong" in results and set(results) <= {"wrong", "busy"}
+    with auth._hashing:  # a check under way in another thread
+        assert auth.refusal(_basic("prometheus", "another guess")) == "busy"
+        assert auth.refusal(_basic("prometheus", PASSWORD)) is None
 
 
 NODE = {"network": "demo", "enterprise_number": A, "listen": "127.0.0.1:0",
