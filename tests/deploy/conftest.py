@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,12 +154,14 @@ def _running_lab(the_lab: Lab, artifacts: Path, label: str) -> Iterator[Lab]:
                 signal.signal(s, handler)
 
 
-#: Inventory variables of every lab host (the wheelhouse is bind-mounted there).
+#: Inventory variables of every lab host (the wheelhouse is bind-mounted there; the version
+#: to install is the checkout's).
 LAB_VARS = {
     "ansible_user": "root",
     "crossroads_network": "demo",
     "crossroads_service_manager": "systemd",
     "crossroads_wheelhouse_dir": "/var/cache/wheelhouse",
+    "crossroads_version": tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"],
 }
 
 
@@ -173,6 +176,8 @@ def base_inventory() -> dict[str, Any]:
                 "crossroads_hub": {
                     "hosts": {"hub": {"ansible_host": by_name["hub"]}},
                     "vars": {
+                        # The alert rules for a Prometheus on the hub host.
+                        "crossroads_prometheus_rules_dir": "/etc/prometheus/rules",
                         "crossroads_hub_tls_ip_addresses": [HUB_IP],
                         "crossroads_hub_directory_services": [DEMO_SERVICE],
                         "crossroads_hub_directory_authorizations": [

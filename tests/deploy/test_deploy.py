@@ -1,8 +1,11 @@
 """The Ansible deployment (deploy/ansible) on simulated hosts: CA, hub, two institution nodes.
 
 The tests run in file order and build on each other, like an operator would:
-bad inventories are refused before anything changes, site.yml deploys the network, envelopes
-flow from node A to node B through the hub, a second run changes nothing, rotate_certs.yml
+the tags select the phases, bad inventories are refused before anything changes, `--check`
+on the new hosts changes nothing and fails nothing, site.yml deploys the network, envelopes
+flow from node A to node B through the hub, a second run, `--check` and `--tags configure`
+change nothing, the probes and metrics answer, a new log level is applied by a reload, the
+CA host's CRL refresh timer renews the CRL, rotate_certs.yml
 replaces every certificate without losing envelopes and the old ones are refused afterwards,
 and a rebuilt wheel with an unchanged version is reinstalled.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -21,7 +25,15 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import ANSIBLE_DIR, ENTERPRISE_A, ENTERPRISE_B, HUB_IP, Ansible
+from tests.deploy.conftest import (
+    ANSIBLE_DIR,
+    ENTERPRISE_A,
+    ENTERPRISE_B,
+    HUB_IP,
+    REPO,
+    Ansible,
+    base_inventory,
+)
 from tests.deploy.harness import Lab, PlaybookRun
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
@@ -74,6 +86,29 @@ def drain_inbox(lab: Lab, host: str, expected: int, timeout: float = 60) -> list
     for envelope in received:  # --json prints bytes as base64 (docs/OPERATIONS.md)
         envelope["payload"] = base64.b64decode(envelope["payload"]).decode()
     return received
+
+
+def http_get(lab: Lab, host: str, url: str) -> tuple[int, str]:
+    """GET `url` on `host` (the status, and the body)."""
+    r = lab.ssh(host, f"{VENV_PYTHON} -c \"import sys, urllib.request, urllib.error\n"
+                      f"try: r = urllib.request.urlopen('{url}', timeout=10)\n"
+                      f"except urllib.error.HTTPError as e: r = e\n"
+                      f"sys.stdout.write(str(r.status) + chr(10) + r.read().decode())\"",
+                timeout=60)  # fmt: skip
+    status, _, body = r.stdout.partition("\n")
+    return int(status), body
+
+
+def metric(lab: Lab, host: str, port: int, name: str) -> float:
+    """The value of an unlabelled metric of the daemon on `host`."""
+    status, body = http_get(lab, host, f"http://127.0.0.1:{port}/metrics")
+    found = re.search(rf"^{name} (\S+)$", body, re.MULTILINE)
+    assert status == 200 and found, f"{host}: no {name} in {body[:300]}"
+    return float(found.group(1))
+
+
+def main_pid(lab: Lab, host: str, kind: str) -> str:
+    return lab.ssh(host, f"systemctl show -p MainPID --value crossroads-{kind}.service").stdout.strip()
 
 
 def assert_untouched(lab: Lab) -> None:
@@ -156,6 +191,96 @@ def test_preflight_refuses_missing_certificates_when_not_issuing(
     assert_untouched(lab)
 
 
+def test_preflight_refuses_bad_daemon_settings(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    inventory["all"]["vars"].update(
+        crossroads_log_level="verbose", crossroads_synchronous="OFF",
+        crossroads_limits={"max_payload": 5, "max_receivers": 0},
+    )  # fmt: skip
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    out = _flat(run.output)
+    for message in (
+        'crossroads_log_level must be one of debug, info, warning, error (got "verbose")',
+        'crossroads_synchronous must be one of FULL, NORMAL (got "OFF")',
+        "crossroads_limits.max_payload is not a key of [limits]",
+        "crossroads_limits.max_receivers must be a positive integer (got 0)",
+    ):  # fmt: skip
+        assert message in out, f"{message!r} missing: {_explain(run)}"
+    assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+
+def test_preflight_refuses_a_version_not_in_the_wheelhouse(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    inventory["all"]["vars"]["crossroads_version"] = "9.9.9"
+    run = ansible.playbook("site.yml", inventory)
+    assert run.returncode != 0, _explain(run)
+    assert ("crossroads: no crossroads-9.9.9-*.whl in the wheelhouse /var/cache/wheelhouse on"
+            in _flat(run.output)), _explain(run)  # fmt: skip
+    assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+
+# ---- tags and check mode ------------------------------------------------------------------
+
+
+def test_tags_select_the_phases(deploy_bin: Path, tmp_path: Path) -> None:
+    """`--tags install|configure|run` select the phases (README.md, "Tags"); the checks always."""
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(json.dumps(base_inventory()))
+    listed = {}
+    for tag in ("install", "configure", "run"):
+        proc = subprocess.run(
+            [str(deploy_bin / "ansible-playbook"), "-i", str(inv), "--list-tasks", "--tags", tag,
+             str(ANSIBLE_DIR / "playbooks" / "site.yml")],
+            cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=120, check=False,
+            env={"PATH": f"{deploy_bin}:/usr/bin:/bin", "HOME": str(tmp_path),
+                 "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        listed[tag] = _listed_tasks(proc.stdout)
+    ca, hub, nodes = "Set up the network CA", "Deploy the hub", "Deploy the institution nodes"
+    everywhere = {f"{play}/Check the inputs" for play in (ca, hub, nodes)} | {
+        "Check the inventory before changing anything/Check the hub"}
+    expect = {
+        "install": {f"{play}/Install the software" for play in (ca, hub, nodes)},
+        "configure": {f"{hub}/Configure the hub", f"{nodes}/Configure the node",
+                      f"{hub}/Obtain the hub certificate", f"{ca}/Install the CRL refresh units",
+                      f"{hub}/Run the hub", f"{nodes}/Run the node",
+                      f"{hub}/Publish the certificate revocation list"},
+        "run": {f"{ca}/Enable and start the CRL refresh timer", f"{hub}/Run the hub",
+                f"{nodes}/Run the node"},
+    }  # fmt: skip
+    for tag, names in expect.items():
+        assert names | everywhere <= listed[tag], (tag, sorted(listed[tag]))
+        others = set().union(*(v for k, v in expect.items() if k != tag)) - names
+        assert not others & listed[tag], (tag, sorted(others & listed[tag]))
+
+
+def _listed_tasks(output: str) -> set[str]:
+    """`--list-tasks` output as {"<play>/<task>"} (role prefixes dropped: includes have none)."""
+    found, play = set(), ""
+    for line in output.splitlines():
+        if line.startswith("  play #"):
+            play = line.split("): ", 1)[1].split("\t")[0]
+        elif line.startswith("      ") and "\tTAGS:" in line:
+            found.add(f"{play}/{line.split(chr(9))[0].strip().split(' : ', 1)[-1]}")
+    return found
+
+
+def test_check_mode_on_new_hosts_fails_nothing_and_changes_nothing(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    run = ansible.playbook("site.yml", inventory, "--check")
+    assert run.returncode == 0 and run.failed == 0, _explain(run)
+    assert set(run.recap) == set(ALL_HOSTS), run.recap
+    assert run.changed > 0, "check mode on new hosts reports nothing to do"
+    assert_untouched(lab)
+
+
 # ---- (a) deploy ---------------------------------------------------------------------------
 
 
@@ -176,6 +301,14 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
             "600 crossroads", "750 root", "750 crossroads", "700 crossroads"
         ], f"{host}: {r.stdout}"
         assert "User=crossroads" in r.stdout and "NRestarts=0" in r.stdout, r.stdout
+        # A notify service with a watchdog, reloaded with SIGHUP (like deploy/systemd/).
+        r = lab.ssh(host, f"systemctl show -p Type -p NotifyAccess -p WatchdogUSec "
+                          f"-p ExecReload {unit}")  # fmt: skip
+        for expected in ("Type=notify", "NotifyAccess=main", "WatchdogUSec=30s", "kill -HUP"):
+            assert expected in r.stdout, f"{host}: {r.stdout}"
+        # The daemon's settings from the role variables (their defaults).
+        r = lab.ssh(host, f"grep -E '^(synchronous|log_level) = ' /etc/crossroads/{kind}.toml")
+        assert r.stdout.split("\n")[:2] == ['synchronous = "FULL"', 'log_level = "info"'], r.stdout
         # The consultation limit is rendered into the running configuration.
         r = lab.ssh(host, f"grep -x 'consultations_in_flight = 200' /etc/crossroads/{kind}.toml",
                     check=False)
@@ -220,6 +353,97 @@ def test_second_run_changes_nothing(ansible: Ansible, inventory: dict[str, Any])
     assert run.returncode == 0, _explain(run)
     changed = {h: r.changed for h, r in run.recap.items() if r.changed}
     assert changed == {}, _explain(run)
+
+
+def test_check_mode_on_deployed_hosts_changes_nothing(
+    ansible: Ansible, inventory: dict[str, Any]
+) -> None:
+    _require_deployed()
+    run = ansible.playbook("site.yml", inventory, "--check")
+    assert run.returncode == 0 and run.failed == 0, _explain(run)
+    changed = {h: r.changed for h, r in run.recap.items() if r.changed}
+    assert changed == {}, _explain(run)
+
+
+def test_configure_tag_alone_changes_nothing(ansible: Ansible, inventory: dict[str, Any]) -> None:
+    _require_deployed()
+    run = ansible.playbook("site.yml", inventory, "--tags", "configure")
+    assert run.returncode == 0 and run.failed == 0, _explain(run)
+    assert "Install the project from the wheelhouse" not in run.output, "install ran"
+    assert "Enable and start the service" not in run.output, "run ran"
+    changed = {h: r.changed for h, r in run.recap.items() if r.changed}
+    assert changed == {}, _explain(run)
+
+
+def test_probes_metrics_and_alert_rules(lab: Lab) -> None:
+    _require_deployed()
+    for host, kind, port in (("hub", "hub", 9464), ("node-a", "node", 9465)):
+        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, f"{host} /healthz: {status} {body}"
+        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True, f"{host} /readyz: {body}"
+        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200, f"{host} /metrics: {status}"
+        for name in (f"crossroads_{kind}_ready", f"crossroads_{kind}_crl_number",
+                     "crossroads_build_info", "process_cpu_seconds_total"):  # fmt: skip
+            assert f"\n{name}" in body, f"{host}: no {name}"
+    # The alert rules where the hub host's Prometheus reads them (crossroads_prometheus_rules_dir).
+    rules = lab.ssh("hub", "cat /etc/prometheus/rules/crossroads-alerts.yml").stdout
+    assert rules == (REPO / "deploy" / "monitoring" / "alerts.yml").read_text()
+
+
+def test_new_log_level_is_applied_by_a_reload(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    _require_deployed()
+    before = main_pid(lab, "hub", "hub")
+    inventory["all"]["vars"]["crossroads_log_level"] = "debug"
+    run = ansible.playbook("hub.yml", inventory, "--tags", "configure,run")
+    assert run.returncode == 0 and run.recap["hub"].changed > 0, _explain(run)
+    assert "RUNNING HANDLER [crossroads_hub : Reload crossroads-hub]" in run.output, _explain(run)
+    assert "Restart crossroads-hub" not in run.output.split("RUNNING HANDLER")[-1], _explain(run)
+    assert main_pid(lab, "hub", "hub") == before, "the hub was restarted"
+    r = lab.ssh("hub", "grep -x 'log_level = \"debug\"' /etc/crossroads/hub.toml; "
+                       "journalctl -u crossroads-hub -o cat | grep '\"event\": \"reloaded\"' "
+                       "| grep -c '\"log_level\": \"debug\"'")
+    assert int(r.stdout.split()[-1]) >= 1, r.stdout
+    run = ansible.playbook("hub.yml", base_inventory(), "--tags", "configure,run")  # back
+    assert run.returncode == 0 and main_pid(lab, "hub", "hub") == before, _explain(run)
+
+
+def _crl_number(lab: Lab, host: str, path: str) -> int:
+    r = lab.ssh(host, f"{VENV_PYTHON} -c \"from cryptography import x509; "
+                      f"c = x509.load_pem_x509_crl(open('{path}', 'rb').read()); print("
+                      f"c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)\"")
+    return int(r.stdout.strip())
+
+
+def test_crl_refresh_timer_renews_the_crl(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+) -> None:
+    """The timer on the CA host (here not a hub host) writes a new CRL; the hub, elsewhere,
+    gets it at the next hub.yml run (`--tags crl`), by a reload."""
+    _require_deployed()
+    r = lab.ssh("ca", "systemctl list-timers --all --no-legend crossroads-crl-refresh.timer; "
+                      "systemctl is-enabled crossroads-crl-refresh.timer")
+    assert "crossroads-crl-refresh.timer" in r.stdout and r.stdout.split()[-1] == "enabled", r.stdout
+    r = lab.ssh("ca", "systemd-analyze verify crossroads-crl-refresh.service "
+                      "crossroads-crl-refresh.timer", check=False)  # fmt: skip
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+    ca_crl = "/var/lib/crossroads-ca/crl.pem"
+    number = _crl_number(lab, "ca", ca_crl)
+    assert metric(lab, "hub", 9464, "crossroads_hub_crl_number") == number
+    lab.ssh("ca", "systemctl start crossroads-crl-refresh.service")
+    assert _crl_number(lab, "ca", ca_crl) == number + 1
+    assert _crl_number(lab, "hub", f"{TLS}/crl.pem") == number, "the hub host was changed"
+
+    pid = main_pid(lab, "hub", "hub")
+    run = ansible.playbook("hub.yml", inventory, "--tags", "crl")
+    assert run.returncode == 0, _explain(run)
+    assert "RUNNING HANDLER [crossroads_hub : Reload crossroads-hub]" in run.output, _explain(run)
+    assert _crl_number(lab, "hub", f"{TLS}/crl.pem") == number + 1
+    assert metric(lab, "hub", 9464, "crossroads_hub_crl_number") == number + 1
+    assert main_pid(lab, "hub", "hub") == pid, "the hub was restarted"
 
 
 # ---- (d) certificate rotation -------------------------------------------------------------
@@ -333,13 +557,14 @@ def _joined_inventory(inventory: dict[str, Any], lab: Lab) -> dict[str, Any]:
 
 
 def test_institutions_join(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> None:
-    """README's joining steps: nodes.yml --limit the new hosts, then hub.yml."""
+    """README's joining steps: hub.yml (the directory), then nodes.yml --limit the new hosts
+    (the play waits until each is ready: connected to the hub, which knows it)."""
     _require_deployed()
     inventory = _joined_inventory(inventory, lab)
-    run = ansible.playbook("nodes.yml", inventory, "--limit", "node-c,node-d")
-    assert run.returncode == 0 and set(run.recap) == {"node-c", "node-d"}, _explain(run)
     run = ansible.playbook("hub.yml", inventory)
     assert run.returncode == 0 and run.recap["hub"].changed > 0, _explain(run)
+    run = ansible.playbook("nodes.yml", inventory, "--limit", "node-c,node-d")
+    assert run.returncode == 0 and set(run.recap) == {"node-c", "node-d"}, _explain(run)
 
     send(lab, "node-a", ENTERPRISE_C, 2, "hello-c", wait=True)
     assert [e["payload"] for e in drain_inbox(lab, "node-c", 2)] == ["hello-c"] * 2
@@ -398,6 +623,11 @@ def test_service_that_does_not_come_up_fails_the_play(
     node_c["crossroads_port_timeout"] = 10
     run = ansible.playbook("nodes.yml", inventory, "--limit", "node-c")
     assert run.returncode != 0 and run.recap["node-c"].failed == 1, _explain(run)
-    assert "TASK [crossroads : Wait for the service port]" in run.output.split("fatal:")[-2]
+    # Type=notify: the restart itself fails (no READY=1 before the daemon exits); a daemon
+    # that never exits nor listens is caught by the port check (crossroads_port_timeout).
+    headers = re.findall(r"^(?:TASK|RUNNING HANDLER) \[[^\]]+\]", run.output.rsplit("fatal:", 1)[0],
+                         re.MULTILINE)  # fmt: skip
+    assert headers[-1] in ("RUNNING HANDLER [crossroads_node : Restart crossroads-node]",
+                           "TASK [crossroads : Wait for the service port]"), _explain(run)
     r = lab.ssh("node-c", "ss -Htln 'sport = :7444'")
     assert r.stdout.strip() == "", f"something listens on 7444: {r.stdout}"

@@ -5,7 +5,8 @@ two hub replicas on PostgreSQL (hub-1 is also the CA); three nodes listing both 
 secrets come from a vault-encrypted file. In file order: an inventory without its secrets is
 refused before anything changes; site.yml deploys the tier; Patroni reports one leader and a
 synchronous standby; envelopes flow between the nodes through both replicas; the secrets' files
-are 0600 and no secret appears in Ansible's output; a second run changes nothing.
+are 0600 and no secret appears in Ansible's output; a second run changes nothing; the CRL
+refresh timer on hub-1 (the CA host) puts a new CRL in force at its hub by a reload.
 test_tier_failover.py builds on the deployed tier (fixture ``tier_deployed``).
 """
 
@@ -27,7 +28,7 @@ from tests.deploy.conftest import (
     tier_inventory,
 )
 from tests.deploy.harness import Lab, PlaybookRun
-from tests.deploy.test_deploy import drain_inbox, send
+from tests.deploy.test_deploy import _crl_number, drain_inbox, main_pid, metric, send
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1200)]
 
@@ -152,3 +153,22 @@ def test_tier_second_run_changes_nothing(
     assert changed == {}, _explain(run)
     for name, value in tier_secrets[0].items():
         assert value not in run.output, f"{name} appears in Ansible's output"
+
+
+def test_crl_refresh_timer_reloads_the_hub_on_the_ca_host(
+    tier_deployed: PlaybookRun, tier_lab: Lab
+) -> None:
+    """hub-1 is the CA host: the timer's service writes a new CRL, installs it as the hub's
+    and reloads the hub (same process), whose metrics then report the new CRL."""
+    _require(tier_deployed)
+    host = "hub-1"
+    r = tier_lab.ssh(host, "systemctl list-timers --all --no-legend crossroads-crl-refresh.timer")
+    assert "crossroads-crl-refresh.timer" in r.stdout, r.stdout
+    hub_crl = "/etc/crossroads/tls/crl.pem"
+    number = _crl_number(tier_lab, host, hub_crl)
+    pid = main_pid(tier_lab, host, "hub")
+    tier_lab.ssh(host, "systemctl start crossroads-crl-refresh.service")
+    assert _crl_number(tier_lab, host, hub_crl) == number + 1
+    assert _crl_number(tier_lab, host, "/var/lib/crossroads-ca/crl.pem") == number + 1
+    assert metric(tier_lab, host, 9464, "crossroads_hub_crl_number") == number + 1
+    assert main_pid(tier_lab, host, "hub") == pid, "the hub was restarted, not reloaded"
