@@ -109,6 +109,9 @@ class _OpenChannels:
             self._by_id[newest] = channel
             weakref.finalize(channel, self._collected.add, newest)
             self._next = newest + 1
+        if len(self._collected) > PRUNE_AT:  # nothing revoked for long: no check pruned it
+            self.forget_all_but({int(entry["ref"]["channelId"]) for entry in
+                                 _pages(cygrpc.channelz_get_top_channels, "channel")})
 
     def closed(self, channel_id: int) -> bool:
         if channel_id in self._collected:
@@ -120,6 +123,10 @@ class _OpenChannels:
         """Ids channelz no longer lists are gone for good."""
         self._collected &= listed
 
+
+#: Collected channels remembered before channelz is asked which of them are gone for good
+#: (:meth:`_OpenChannels.register`; a check does it each time, :func:`presented_serials`).
+PRUNE_AT = 1024
 
 #: The registry :func:`node.rpc.tls.secure_channel` adds every channel to.
 OPEN_CHANNELS = _OpenChannels()
