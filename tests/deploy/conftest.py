@@ -46,6 +46,9 @@ from tests.deploy.harness import (
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
+#: The deployed venv's command and interpreter on every host.
+CROSSROADS = "/opt/crossroads/venv/bin/crossroads"
+VENV_PYTHON = "/opt/crossroads/venv/bin/python"
 DEPLOY_VENV = Path(os.environ.get("CROSSROADS_DEPLOY_VENV", REPO / ".venv-deploy"))
 OPTIONAL = os.environ.get("CROSSROADS_DEPLOY_OPTIONAL") == "1"
 

@@ -27,10 +27,12 @@ import pytest
 
 from tests.deploy.conftest import (
     ANSIBLE_DIR,
+    CROSSROADS,
     ENTERPRISE_A,
     ENTERPRISE_B,
     HUB_IP,
     REPO,
+    VENV_PYTHON,
     Ansible,
     base_inventory,
 )
@@ -39,8 +41,6 @@ from tests.deploy.harness import Lab, PlaybookRun
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
 LOCAL_API = "unix:/run/crossroads/node.sock"
-CROSSROADS = "/opt/crossroads/venv/bin/crossroads"
-VENV_PYTHON = "/opt/crossroads/venv/bin/python"
 TLS = "/etc/crossroads/tls"
 NODES = ("node-a", "node-b")
 ALL_HOSTS = ("ca", "hub", *NODES)

@@ -25,11 +25,13 @@ from typing import Any
 import pytest
 
 from tests.deploy.conftest import (
+    CROSSROADS,
     TIER_DB_HOSTS,
     TIER_ENTERPRISES,
     TIER_ETCD_HOSTS,
     TIER_HUB_HOSTS,
     TIER_NODE_HOSTS,
+    VENV_PYTHON,
 )
 from tests.deploy.harness import Lab, PlaybookRun
 from tests.deploy.test_tier_deploy import patroni_cluster
@@ -45,8 +47,6 @@ from tests.ha.tier import Traffic
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
-CROSSROADS = "/opt/crossroads/venv/bin/crossroads"
-VENV_PYTHON = "/opt/crossroads/venv/bin/python"
 PROBE = Path(__file__).parent / "probe_hub.py"
 #: Envelope numbers of round k start at k * ROUND (a node takes a repeated number from the same
 #: sender for a resubmission).

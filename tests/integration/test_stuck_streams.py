@@ -127,16 +127,9 @@ async def test_delivery_gives_up_an_unanswered_stream_and_resends(tmp_path) -> N
     net = InProcessNetwork(tmp_path / "net", institutions=(A, B), hub_overrides=SHORT_ACK)
     await net.start()
     node = SilentFirstNode()
-    key, cert = net.node_certs[B]
     server = None
     try:
-        await net.stop_node(B)
-        server, port = await _serve(
-            lambda s: node_pb2_grpc.add_NodeServicer_to_server(node, s),
-            TlsMaterial(net.pki.ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()))
-        async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
-            await hub_pb2_grpc.HubStub(channel).Register(
-                hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)
+        server = await _in_place_of_b(net, node)
         envelopes = [make_envelope(DEMO_SERVICE, [B], f"{i}".encode(), sender_ticket=str(i))
                      for i in range(5)]
         await _submit_through_a(net, envelopes)
@@ -149,6 +142,19 @@ async def test_delivery_gives_up_an_unanswered_stream_and_resends(tmp_path) -> N
     assert len(node.streams[0]) == 5  # taken, never acknowledged
     assert sorted(node.streams[-1]) == sorted(node.streams[0])  # the same envelopes again
     assert net.hub.deliverer.status()[B]["delivered"] == 5
+
+
+async def _in_place_of_b(net: InProcessNetwork, node: SilentFirstNode) -> grpc.aio.Server:
+    """Stop B's node and serve ``node`` on B's certificate instead, registered at the hub."""
+    key, cert = net.node_certs[B]
+    await net.stop_node(B)
+    server, port = await _serve(
+        lambda s: node_pb2_grpc.add_NodeServicer_to_server(node, s),
+        TlsMaterial(net.pki.ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()))
+    async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
+        await hub_pb2_grpc.HubStub(channel).Register(
+            hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)
+    return server
 
 
 async def _submit_through_a(net: InProcessNetwork, envelopes: list[bytes]) -> None:
@@ -172,7 +178,6 @@ async def test_nothing_is_left_unretrieved_or_pending_at_stop(tmp_path) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     node = SilentFirstNode()
-    key, cert = net.node_certs[B]
     server = None
     store = net.hub.deliverer.store
     real = {"read_queue": store.read_queue}  # dropped at the end: nothing keeps the hub
@@ -184,13 +189,7 @@ async def test_nothing_is_left_unretrieved_or_pending_at_stop(tmp_path) -> None:
 
     try:
         store.read_queue = failing_after_the_first_batch  # type: ignore[method-assign]
-        await net.stop_node(B)
-        server, port = await _serve(
-            lambda s: node_pb2_grpc.add_NodeServicer_to_server(node, s),
-            TlsMaterial(net.pki.ca_cert.read_bytes(), cert.read_bytes(), key.read_bytes()))
-        async with hub_channel(net.hub_address, net.pki.ca_cert, cert, key) as channel:
-            await hub_pb2_grpc.HubStub(channel).Register(
-                hub_pb2.RegisterRequest(endpoint=f"127.0.0.1:{port}"), timeout=10)
+        server = await _in_place_of_b(net, node)
         await _submit_through_a(net, [make_envelope(DEMO_SERVICE, [B], b"x", sender_ticket="1")])
         await _until(lambda: _prefetch_failed(net.hub.deliverer))
         await net.stop()  # while the node still holds the batch, unanswered
