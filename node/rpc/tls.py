@@ -199,12 +199,6 @@ def channel_options(
         *_keepalive_options(keepalive or Keepalive()),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
-        # A channel's connections are its own. In gRPC's default global pool, a new channel
-        # with the same target and options may take over the connection of a closed channel
-        # that lingers (node/rpc/server_certs.py, _OpenChannels): after a SIGHUP rotation,
-        # one made under the peer's old certificate, revoked since, so that the channel
-        # opened to replace it would be refused too (SERVER_CERTIFICATE_REVOKED).
-        ("grpc.use_local_subchannel_pool", 1),
     ]
     if tls_name:
         options.append(("grpc.ssl_target_name_override", tls_name))
