@@ -37,6 +37,10 @@ def test_a_hub_gone_from_the_first_address_is_found_at_the_second(tmp_path: Path
         net.kill("hub")  # mid-stream: batches in flight both ways
         net.start_hub(listen=second)
         status = finish(net, sender, drain, progress)
+        # A node with nothing to send (B) registers again after its uplink's back-off, which
+        # can end after the transfer did: wait for both to be registered at the second address.
+        _wait_until(lambda: all(_registered(net, e)[-1:] == [second] for e in (A, B)), 30, net,
+                    progress)
     assert sender.refused == [] and sender.in_doubt == set()  # the node itself never died
     received = Counter(drain.tickets)
     assert [t for t, n in received.items() if n > 1] == []  # none stored twice by the hub
@@ -47,6 +51,13 @@ def test_a_hub_gone_from_the_first_address_is_found_at_the_second(tmp_path: Path
         events = [json.loads(line) for line in (net.root / f"{e}.log").read_text().splitlines()
                   if line.startswith("{")]
         switched = [x for x in events if x["event"] == "hub_switched"]
-        registered = [x["hub"] for x in events if x["event"] == "uplink_registered"]
+        registered = _registered(net, e)
         assert switched and switched[0]["failed"] == first, e
         assert registered[0] == first and registered[-1] == second, e
+
+
+def _registered(net: ProcessNetwork, enterprise: str) -> list[str]:
+    """The hub addresses ``enterprise``'s uplink registered at, in order (its log)."""
+    events = [json.loads(line) for line in (net.root / f"{enterprise}.log").read_text()
+              .splitlines() if line.startswith("{")]
+    return [x["hub"] for x in events if x["event"] == "uplink_registered"]
