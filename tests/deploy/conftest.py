@@ -19,6 +19,7 @@ run after test_deploy.py has torn its lab down). ``tier_deployed`` deploys the t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import secrets
@@ -32,8 +33,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
+from node.testing import Pki
+from pki import ca as pki_ca
+from pki import identity as pki_id
 from tests.deploy.harness import (
     DEFAULT_HOSTS,
     SUBNET,
@@ -258,9 +263,77 @@ def ansible(lab: Lab, deploy_bin: Path, artifacts: Path) -> Ansible:
     return Ansible(lab, deploy_bin, artifacts)
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricsPki:
+    """The lab's monitoring PKI: a CA of its own (a site's, not the network's), a server
+    certificate per host (its IP and ``<host>.lab``, files ``certs/<host>.crt|key``), and
+    Prometheus' client certificate and password."""
+
+    pki: Pki
+    password: str
+    #: The password's bcrypt hash (once: each hash has its own salt; cost 4, the lowest, for speed).
+    hashed: str
+
+    user = "prometheus"
+
+    @property
+    def ca(self) -> Path:
+        return self.pki.ca_cert
+
+    @property
+    def certs(self) -> Path:
+        return self.pki.root / "certs"
+
+    @property
+    def client(self) -> tuple[Path, Path]:
+        """Prometheus' key and certificate (admin profile: clientAuth only)."""
+        return self.pki.issue(f"admin:{self.user}")
+
+    def issue(self, host: str, basename: str | None = None) -> tuple[Path, Path]:
+        """A new key and server certificate for ``host`` (``basename``: other file names)."""
+        ip = next(h.ip for h in DEFAULT_HOSTS if h.name == host)
+        return pki_ca.issue(self.pki.ca_dir, self.certs, pki_id.hub(self.pki.network), "hub",
+                            extra_dns=[f"{host}.lab"], extra_ips=[ip], basename=basename or host)
+
+
+@pytest.fixture(scope="session")
+def metrics_pki(tmp_path_factory: pytest.TempPathFactory) -> MetricsPki:
+    password = secrets.token_urlsafe(18)
+    made = MetricsPki(Pki(tmp_path_factory.mktemp("metrics-pki"), network="monitoring"), password,
+                      bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode())
+    for host in DEFAULT_HOSTS:
+        made.issue(host.name)
+    return made
+
+
+def with_metrics_tls(inventory: dict[str, Any], pki: MetricsPki) -> dict[str, Any]:
+    """The metrics endpoints on every address, as for a Prometheus on another host: the hub's
+    with TLS and a password, the nodes' with TLS and client certificates (the role's /readyz
+    wait presents Prometheus' certificate too)."""
+    groups = inventory["all"]["children"]
+    groups["crossroads_hub"]["vars"].update(
+        crossroads_hub_metrics_listen="0.0.0.0:9464",
+        crossroads_hub_metrics_tls_cert=str(pki.certs / "hub.crt"),
+        crossroads_hub_metrics_tls_key=str(pki.certs / "hub.key"),
+        crossroads_hub_metrics_basic_auth_users={pki.user: pki.hashed},
+    )  # fmt: skip
+    key, cert = pki.client
+    groups["crossroads_nodes"]["vars"].update(
+        crossroads_node_metrics_listen="0.0.0.0:9465",
+        # One file per host, named after it.
+        crossroads_node_metrics_tls_cert=f"{pki.certs}/{{{{ inventory_hostname }}}}.crt",
+        crossroads_node_metrics_tls_key=f"{pki.certs}/{{{{ inventory_hostname }}}}.key",
+        crossroads_node_metrics_client_ca=str(pki.ca),
+        crossroads_node_metrics_probe_cert=str(cert),
+        crossroads_node_metrics_probe_key=str(key),
+    )  # fmt: skip
+    return inventory
+
+
 @pytest.fixture
-def inventory() -> dict[str, Any]:
-    return copy.deepcopy(base_inventory())
+def inventory(metrics_pki: MetricsPki) -> dict[str, Any]:
+    """The lab's inventory, its metrics endpoints with TLS and authentication."""
+    return with_metrics_tls(copy.deepcopy(base_inventory()), metrics_pki)
 
 
 # ---- the hub tier (test_tier_deploy.py, test_tier_failover.py) ------------------------------

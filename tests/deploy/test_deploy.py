@@ -4,8 +4,10 @@ The tests run in file order and build on each other, like an operator would:
 the tags select the phases, bad inventories are refused before anything changes, `--check`
 on the new hosts changes nothing and fails nothing, site.yml deploys the network, envelopes
 flow from node A to node B through the hub, a second run, `--check` and `--tags configure`
-change nothing, the probes and metrics answer, a new log level is applied by a reload, the
-CA host's CRL refresh timer renews the CRL, rotate_certs.yml
+change nothing, the probes and metrics answer (over HTTPS from another host, with a password
+at the hub and a client certificate at the nodes), a new log level, and new metrics
+certificates and users, are applied by a reload, the CA host's CRL refresh timer renews the
+CRL, rotate_certs.yml
 replaces every certificate without losing envelopes and the old ones are refused afterwards,
 and a rebuilt wheel with an unchanged version is reinstalled.
 """
@@ -16,13 +18,16 @@ import base64
 import json
 import re
 import shutil
+import ssl
 import subprocess
+import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from tests.deploy.conftest import (
@@ -34,6 +39,7 @@ from tests.deploy.conftest import (
     REPO,
     VENV_PYTHON,
     Ansible,
+    MetricsPki,
     base_inventory,
 )
 from tests.deploy.harness import Lab, PlaybookRun
@@ -100,10 +106,67 @@ def http_get(lab: Lab, host: str, url: str) -> tuple[int, str]:
 
 
 def metric(lab: Lab, host: str, port: int, name: str) -> float:
-    """The value of an unlabelled metric of the daemon on `host`."""
+    """The value of an unlabelled metric of the daemon on `host`, its metrics port on loopback
+    without TLS (the roles' default: the tier lab's, test_tier_deploy.py)."""
     status, body = http_get(lab, host, f"http://127.0.0.1:{port}/metrics")
     found = re.search(rf"^{name} (\S+)$", body, re.MULTILINE)
     assert status == 200 and found, f"{host}: no {name} in {body[:300]}"
+    return float(found.group(1))
+
+
+_SCRAPE = """
+import base64, http.client, json, ssl, sys, urllib.error, urllib.request
+url, opts = sys.argv[1], json.loads(sys.argv[2])
+context = ssl.create_default_context(cafile=opts["ca"]) if opts.get("ca") else None
+if context is not None and opts.get("cert"):
+    context.load_cert_chain(opts["cert"], opts["key"])
+request = urllib.request.Request(url)
+if opts.get("user"):
+    token = base64.b64encode(f"{opts['user']}:{opts['password']}".encode()).decode()
+    request.add_header("Authorization", "Basic " + token)
+try:
+    r = urllib.request.urlopen(request, timeout=10, context=context)
+except urllib.error.HTTPError as e:
+    r = e
+except (OSError, http.client.HTTPException) as e:  # TLS refused, connection reset or closed
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    sys.exit()
+print(json.dumps({"status": r.status, "body": r.read().decode()}))
+"""
+
+
+def scrape(lab: Lab, url: str, **opts: str) -> tuple[int | None, str]:
+    """GET `url` from the controller (another host than the daemon's, like a Prometheus host):
+    the status and body, or None and the error (a refused handshake, a reset connection).
+    `opts`: ca (file to verify the server with), cert and key (a client certificate), user and
+    password (basic authentication)."""
+    r = subprocess.run(lab.controller([sys.executable, "-c", _SCRAPE, url, json.dumps(opts)]),
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout)
+    return (None, result["error"]) if "error" in result else (result["status"], result["body"])
+
+
+def hub_metrics(lab: Lab, pki: MetricsPki) -> str:
+    """The hub's /metrics, scraped as Prometheus does (HTTPS, the password)."""
+    status, body = scrape(lab, f"https://{HUB_IP}:9464/metrics", ca=str(pki.ca), user=pki.user,
+                          password=pki.password)  # fmt: skip
+    assert status == 200, f"hub /metrics: {status} {body[:300]}"
+    return body
+
+
+def node_metrics(lab: Lab, pki: MetricsPki, host: str, path: str = "/metrics") -> tuple[int | None, str]:
+    """`path` of the node's metrics port, as Prometheus asks (HTTPS, its client certificate)."""
+    key, cert = pki.client
+    return scrape(lab, f"https://{lab.ip(host)}:9465{path}", ca=str(pki.ca), cert=str(cert),
+                  key=str(key))  # fmt: skip
+
+
+def hub_metric(lab: Lab, pki: MetricsPki, name: str) -> float:
+    """The value of an unlabelled metric of this lab's hub (HTTPS, the password)."""
+    body = hub_metrics(lab, pki)
+    found = re.search(rf"^{name} (\S+)$", body, re.MULTILINE)
+    assert found, f"hub: no {name} in {body[:300]}"
     return float(found.group(1))
 
 
@@ -192,7 +255,7 @@ def test_preflight_refuses_missing_certificates_when_not_issuing(
 
 
 def test_preflight_refuses_bad_daemon_settings(
-    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any], metrics_pki: MetricsPki
 ) -> None:
     inventory["all"]["vars"].update(
         crossroads_log_level="verbose", crossroads_synchronous="OFF",
@@ -209,6 +272,35 @@ def test_preflight_refuses_bad_daemon_settings(
     ):  # fmt: skip
         assert message in out, f"{message!r} missing: {_explain(run)}"
     assert run.changed == 0, _explain(run)
+    assert_untouched(lab)
+
+    # The metrics endpoint's settings: on the nodes (checked first), then on the hub. A value
+    # that is no bcrypt hash may be a password: it is not shown.
+    n, h = "crossroads_node_metrics", "crossroads_hub_metrics"
+    bad_nodes = base_inventory()
+    node_a, node_b = (bad_nodes["all"]["children"]["crossroads_nodes"]["hosts"][x] for x in NODES)
+    node_a.update({f"{n}_client_ca": str(metrics_pki.ca),
+                   f"{n}_basic_auth_users": {"prometheus": "hunter2"}})
+    node_b.update({f"{n}_listen": "", f"{n}_tls_cert": str(metrics_pki.certs / "node-b.crt")})
+    bad_hub = base_inventory()
+    bad_hub["all"]["children"]["crossroads_hub"]["vars"].update({
+        f"{h}_tls_key": str(metrics_pki.certs / "hub.key"),
+        f"{h}_basic_auth_users": {"prometheus": "$2b$12$hunter2"}})
+    for bad, messages in (
+        (bad_nodes, [f"crossroads_node on node-a: {n}_client_ca needs {n}_tls_cert and {n}_tls_key",
+                     f"{n}_basic_auth_users.prometheus is not a bcrypt hash",
+                     f'crossroads_node on node-b: {n}_tls_cert set but {n}_listen is ""',
+                     f"{n}_tls_cert is set without {n}_tls_key: give both or neither"]),
+        (bad_hub, [f"crossroads_hub on hub: {h}_tls_key is set without {h}_tls_cert",
+                   f"{h}_basic_auth_users.prometheus is not a bcrypt hash"]),
+    ):  # fmt: skip
+        run = ansible.playbook("site.yml", bad)
+        assert run.returncode != 0, _explain(run)
+        out = _flat(run.output)
+        for message in messages:
+            assert message in out, f"{message!r} missing: {_explain(run)}"
+        assert "hunter2" not in out, _explain(run)
+        assert run.changed == 0, _explain(run)
     assert_untouched(lab)
 
 
@@ -250,7 +342,9 @@ def test_tags_select_the_phases(deploy_bin: Path, tmp_path: Path) -> None:
         "configure": {f"{hub}/Configure the hub", f"{nodes}/Configure the node",
                       f"{hub}/Obtain the hub certificate", f"{ca}/Install the CRL refresh units",
                       f"{hub}/Run the hub", f"{nodes}/Run the node",
-                      f"{hub}/Publish the certificate revocation list"},
+                      f"{hub}/Publish the certificate revocation list",
+                      f"{hub}/Install the metrics endpoint's TLS files",
+                      f"{nodes}/Install the metrics endpoint's TLS files"},
         "run": {f"{ca}/Enable and start the CRL refresh timer", f"{hub}/Run the hub",
                 f"{nodes}/Run the node"},
     }  # fmt: skip
@@ -284,7 +378,9 @@ def test_check_mode_on_new_hosts_fails_nothing_and_changes_nothing(
 # ---- (a) deploy ---------------------------------------------------------------------------
 
 
-def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> None:
+def test_site_deploys(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any], metrics_pki: MetricsPki
+) -> None:
     run = ansible.playbook("site.yml", inventory)
     assert run.returncode == 0 and run.failed == 0, _explain(run)
     assert set(run.recap) == set(ALL_HOSTS), run.recap
@@ -316,12 +412,21 @@ def test_site_deploys(ansible: Ansible, lab: Lab, inventory: dict[str, Any]) -> 
     for host in NODES:  # and the node's retention (the role's default)
         r = lab.ssh(host, "grep -x 'retention_days = 30' /etc/crossroads/node.toml", check=False)
         assert r.returncode == 0, f"{host}: {r.stdout}{r.stderr}"
-    # Prometheus metrics on loopback (the roles' defaults).
-    for host, kind, port in (("hub", "hub", 9464), ("node-a", "node", 9465)):
-        r = lab.ssh(host, f"{VENV_PYTHON} -c \"import urllib.request; print(urllib.request"
-                          f".urlopen('http://127.0.0.1:{port}/metrics').read().decode())\"")
-        assert f"crossroads_{kind}_" in r.stdout and "process_cpu_seconds_total" in r.stdout, (
-            f"{host}: {r.stdout[:500]}{r.stderr}")
+    # Prometheus metrics over HTTPS from another host (more in test_metrics_need_tls_and_...).
+    assert "\ncrossroads_hub_" in hub_metrics(lab, metrics_pki)
+    status, body = node_metrics(lab, metrics_pki, "node-a")
+    assert status == 200 and "\ncrossroads_node_" in body, f"node-a: {status} {body[:300]}"
+    # Their files: the keys readable by the service user only (the probe's: root only).
+    for host, files in (
+        ("hub", {"hub-metrics.key": "600 crossroads crossroads",
+                 "hub-metrics.crt": "644 root crossroads"}),
+        ("node-a", {"node-metrics.key": "600 crossroads crossroads",
+                    "node-metrics.crt": "644 root crossroads",
+                    "node-metrics-client-ca.crt": "644 root crossroads",
+                    "node-metrics-probe.key": "600 root root"}),
+    ):  # fmt: skip
+        r = lab.ssh(host, f"cd {TLS} && stat -c '%n %a %U %G' {' '.join(files)}")
+        assert r.stdout.split("\n")[:-1] == [f"{n} {m}" for n, m in files.items()], r.stdout
     # The CA key stays on the CA host; no private key of the CA anywhere else.
     r = lab.ssh("ca", "stat -c '%a %U' /var/lib/crossroads-ca/ca.key")
     assert r.stdout.strip() == "600 root"
@@ -375,18 +480,48 @@ def test_configure_tag_alone_changes_nothing(ansible: Ansible, inventory: dict[s
     assert changed == {}, _explain(run)
 
 
-def test_probes_metrics_and_alert_rules(lab: Lab) -> None:
+def test_metrics_need_tls_and_credentials(lab: Lab, metrics_pki: MetricsPki) -> None:
+    """From the controller, another host (a Prometheus host's place): the hub's metrics over
+    HTTPS with the password, the nodes' with a client certificate; no plain HTTP; the probes
+    need no password (docs/OPERATIONS.md, "Metrics")."""
     _require_deployed()
-    for host, kind, port in (("hub", "hub", 9464), ("node-a", "node", 9465)):
-        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/healthz")
-        assert status == 200, f"{host} /healthz: {status} {body}"
-        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/readyz")
-        assert status == 200 and json.loads(body)["ready"] is True, f"{host} /readyz: {body}"
-        status, body = http_get(lab, host, f"http://127.0.0.1:{port}/metrics")
-        assert status == 200, f"{host} /metrics: {status}"
-        for name in (f"crossroads_{kind}_ready", f"crossroads_{kind}_crl_number",
-                     "crossroads_build_info", "process_cpu_seconds_total"):  # fmt: skip
-            assert f"\n{name}" in body, f"{host}: no {name}"
+    pki, hub = metrics_pki, f"https://{HUB_IP}:9464"
+    body = hub_metrics(lab, pki)
+    for name in ("crossroads_hub_ready", "crossroads_hub_crl_number", "crossroads_build_info",
+                 "process_cpu_seconds_total"):  # fmt: skip
+        assert f"\n{name}" in body, f"hub: no {name}"
+    status, body = scrape(lab, f"{hub}/metrics", ca=str(pki.ca))
+    assert status == 401, f"hub /metrics without a password: {status} {body[:300]}"
+    status, _ = scrape(lab, f"{hub}/metrics", ca=str(pki.ca), user=pki.user, password="wrong")
+    assert status == 401, f"hub /metrics with a wrong password: {status}"
+    status, error = scrape(lab, f"http://{HUB_IP}:9464/metrics")
+    assert status is None, f"hub: plain HTTP answered {status}"
+    for path in ("/healthz", "/readyz"):
+        status, body = scrape(lab, f"{hub}{path}", ca=str(pki.ca))
+        assert status == 200, f"hub {path}: {status} {body}"
+    assert json.loads(body)["ready"] is True, body
+    failures = re.search(r'^crossroads_metrics_auth_failures_total\{reason="missing"\} (\S+)$',
+                         hub_metrics(lab, pki), re.MULTILINE)  # fmt: skip
+    assert failures and float(failures.group(1)) >= 1, "the refusal was not counted"
+
+    # A node: TLS and client certificates (no password).
+    node = f"https://{lab.ip('node-a')}:9465"
+    for path in ("/metrics", "/healthz", "/readyz"):
+        status, body = node_metrics(lab, pki, "node-a", path)
+        assert status == 200, f"node-a {path}: {status} {body[:300]}"
+    assert json.loads(body)["ready"] is True, body
+    for path in ("/metrics", "/readyz"):  # without a client certificate: the handshake fails
+        status, error = scrape(lab, f"{node}{path}", ca=str(pki.ca))
+        assert status is None, f"node-a {path} without a client certificate: {status}"
+    status, error = scrape(lab, f"http://{lab.ip('node-a')}:9465/metrics")
+    assert status is None, f"node-a: plain HTTP answered {status}"
+    # The client checks the server's certificate: without the monitoring CA it is refused.
+    status, error = scrape(lab, f"{hub}/readyz")
+    assert status is None and "CERTIFICATE_VERIFY_FAILED" in error, f"{status} {error}"
+
+
+def test_alert_rules_for_the_hub_hosts_prometheus(lab: Lab) -> None:
+    _require_deployed()
     # The alert rules where the hub host's Prometheus reads them (crossroads_prometheus_rules_dir).
     rules = lab.ssh("hub", "cat /etc/prometheus/rules/crossroads-alerts.yml").stdout
     assert rules == (REPO / "deploy" / "monitoring" / "alerts.yml").read_text()
@@ -407,8 +542,57 @@ def test_new_log_level_is_applied_by_a_reload(
                        "journalctl -u crossroads-hub -o cat | grep '\"event\": \"reloaded\"' "
                        "| grep -c '\"log_level\": \"debug\"'")
     assert int(r.stdout.split()[-1]) >= 1, r.stdout
-    run = ansible.playbook("hub.yml", base_inventory(), "--tags", "configure,run")  # back
+    del inventory["all"]["vars"]["crossroads_log_level"]  # back
+    run = ansible.playbook("hub.yml", inventory, "--tags", "configure,run")
     assert run.returncode == 0 and main_pid(lab, "hub", "hub") == before, _explain(run)
+
+
+def test_new_metrics_certificate_and_users_are_applied_by_a_reload(
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any], metrics_pki: MetricsPki
+) -> None:
+    """A new certificate and key for the hub's metrics endpoint, and a second user, in one run:
+    a reload (SIGHUP reads the files again and takes the users), the same process, serving the
+    new certificate; the users go back by a reload too."""
+    _require_deployed()
+    pki, before = metrics_pki, main_pid(lab, "hub", "hub")
+    key, cert = pki.issue("hub", basename="hub-next")
+    shutil.copy(key, pki.certs / "hub.key")  # the inventory's files, replaced
+    shutil.copy(cert, pki.certs / "hub.crt")
+    hub_vars = inventory["all"]["children"]["crossroads_hub"]["vars"]
+    hub_vars["crossroads_hub_metrics_basic_auth_users"] = {
+        pki.user: pki.hashed, "grafana": bcrypt.hashpw(b"second", bcrypt.gensalt(rounds=4)).decode()}
+    run = ansible.playbook("hub.yml", inventory, "--tags", "configure,run")
+    assert run.returncode == 0 and run.recap["hub"].changed > 0, _explain(run)
+    assert "RUNNING HANDLER [crossroads_hub : Reload crossroads-hub]" in run.output, _explain(run)
+    assert "Restart crossroads-hub" not in run.output.split("RUNNING HANDLER")[-1], _explain(run)
+    assert main_pid(lab, "hub", "hub") == before, "the hub was restarted"
+    deadline = time.monotonic() + 20  # systemctl reload sends SIGHUP and returns
+    while True:
+        served = subprocess.run(
+            lab.controller([sys.executable, "-c", "import ssl, sys; print(ssl.get_server_"
+                            f"certificate(('{HUB_IP}', 9464), ca_certs=sys.argv[1]))", str(pki.ca)]),
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        new = ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert.read_text())
+        if new or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert new, "the hub serves its old metrics certificate"
+    status, _ = scrape(lab, f"https://{HUB_IP}:9464/metrics", ca=str(pki.ca), user="grafana",
+                       password="second")  # fmt: skip
+    assert status == 200, f"the new user: {status}"
+
+    del hub_vars["crossroads_hub_metrics_basic_auth_users"]["grafana"]  # back
+    run = ansible.playbook("hub.yml", inventory, "--tags", "configure,run")
+    assert run.returncode == 0 and main_pid(lab, "hub", "hub") == before, _explain(run)
+    deadline = time.monotonic() + 20
+    while True:
+        status, _ = scrape(lab, f"https://{HUB_IP}:9464/metrics", ca=str(pki.ca), user="grafana",
+                           password="second")  # fmt: skip
+        if status == 401 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status == 401, f"the removed user: {status}"
 
 
 def _crl_number(lab: Lab, host: str, path: str) -> int:
@@ -419,7 +603,7 @@ def _crl_number(lab: Lab, host: str, path: str) -> int:
 
 
 def test_crl_refresh_timer_renews_the_crl(
-    ansible: Ansible, lab: Lab, inventory: dict[str, Any]
+    ansible: Ansible, lab: Lab, inventory: dict[str, Any], metrics_pki: MetricsPki
 ) -> None:
     """The timer on the CA host (here not a hub host) writes a new CRL; the hub, elsewhere,
     gets it at the next hub.yml run (`--tags crl`), by a reload."""
@@ -432,7 +616,7 @@ def test_crl_refresh_timer_renews_the_crl(
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
     ca_crl = "/var/lib/crossroads-ca/crl.pem"
     number = _crl_number(lab, "ca", ca_crl)
-    assert metric(lab, "hub", 9464, "crossroads_hub_crl_number") == number
+    assert hub_metric(lab, metrics_pki, "crossroads_hub_crl_number") == number
     lab.ssh("ca", "systemctl start crossroads-crl-refresh.service")
     assert _crl_number(lab, "ca", ca_crl) == number + 1
     assert _crl_number(lab, "hub", f"{TLS}/crl.pem") == number, "the hub host was changed"
@@ -442,7 +626,7 @@ def test_crl_refresh_timer_renews_the_crl(
     assert run.returncode == 0, _explain(run)
     assert "RUNNING HANDLER [crossroads_hub : Reload crossroads-hub]" in run.output, _explain(run)
     assert _crl_number(lab, "hub", f"{TLS}/crl.pem") == number + 1
-    assert metric(lab, "hub", 9464, "crossroads_hub_crl_number") == number + 1
+    assert hub_metric(lab, metrics_pki, "crossroads_hub_crl_number") == number + 1
     assert main_pid(lab, "hub", "hub") == pid, "the hub was restarted"
 
 
