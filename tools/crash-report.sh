@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob
-cores=(core core.[0-9]*)
+cores=(cor[e] core.[0-9]*)  # a pattern each, so that nullglob drops what is not there
 if [ ${#cores[@]} -eq 0 ]; then
     echo "crash-report: no core file in $(pwd) (core_pattern: $(cat /proc/sys/kernel/core_pattern))"
     exit 0
