@@ -4,7 +4,6 @@ cannot share one SQLite store: several replicas on one database come with #15)."
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from node.audit_tool import verify_file
 from node.testing import ProcessNetwork, free_port
 from tests.conftest import A, B
 from tests.e2e.test_network_processes import Drain, Sender, _status_line, _wait_until, finish
+from tests.e2e.test_reload import _events
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +48,12 @@ def test_a_hub_gone_from_the_first_address_is_found_at_the_second(tmp_path: Path
     assert status.outbox_pending == 0 and status.sent_accepted == total
     assert verify_file(net.hub_db).problem is None
     for e in (A, B):  # each node said where it went, and registered there
-        events = [json.loads(line) for line in (net.root / f"{e}.log").read_text().splitlines()
-                  if line.startswith("{")]
-        switched = [x for x in events if x["event"] == "hub_switched"]
+        switched = _events(net, e, "hub_switched")
         registered = _registered(net, e)
         assert switched and switched[0]["failed"] == first, e
         assert registered[0] == first and registered[-1] == second, e
 
 
-def _registered(net: ProcessNetwork, enterprise: str) -> list[str]:
+def _registered(net: ProcessNetwork, enterprise: str) -> list[object]:
     """The hub addresses ``enterprise``'s uplink registered at, in order (its log)."""
-    events = [json.loads(line) for line in (net.root / f"{enterprise}.log").read_text()
-              .splitlines() if line.startswith("{")]
-    return [x["hub"] for x in events if x["event"] == "uplink_registered"]
+    return [x["hub"] for x in _events(net, enterprise, "uplink_registered")]
