@@ -76,6 +76,7 @@ from benchmarks.common import (
 )
 from benchmarks.phases import announce, report_end, results_header
 from benchmarks.progress import Progress, latency_curve, series
+from node import grpc_runtime
 from node.core.identifiers import enterprise_check_digits
 from node.store.hub_store import HubStore
 from node.testing import DEFAULT_INSTITUTIONS
@@ -441,4 +442,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

@@ -43,6 +43,7 @@ from benchmarks.report import (
     load_result,
     plot,
 )
+from node import grpc_runtime
 from pki.output import json_line
 
 __all__ = ["PARTS", "QUICK", "SUITE", "run"]
@@ -123,6 +124,7 @@ def _finish(path: Path, baseline: tuple[Path, dict[str, Any]] | None,
 def _run_part(part: str, argv: list[str], out: Path) -> tuple[int, Path | None, float]:
     before = set(out.glob(f"{part}-*.json"))
     main = importlib.import_module(f"benchmarks.{part}").main
+    grpc_runtime.hold_core()  # one gRPC core for every part and phase (node/grpc_runtime.py)
     started = time.monotonic()
     print(f"crossroads bench: {part} {' '.join(argv)}", file=sys.stderr, flush=True)
     try:

@@ -122,6 +122,7 @@ from benchmarks.common import (
     usage_error,
 )
 from benchmarks.progress import Progress, latency_curve, rate_series, series
+from node import grpc_runtime
 from node.client import Consulter, LocalClient, consult, make_envelope, serve_answers
 from node.core.directory import Authorization, Entity, Integration, Period, Service
 from node.rpc.multiplex import CallFailed
@@ -610,4 +611,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

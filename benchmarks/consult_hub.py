@@ -31,6 +31,7 @@ from typing import Any
 from benchmarks.common import bench_parser, citizens, machine_facts, usage_error, write_results
 from benchmarks.consult import ASKER, CAPACITY, CONSULT, PROVIDER, directory
 from benchmarks.progress import Progress, latency_curve, rate_series, series
+from node import grpc_runtime
 from node.app import HubApp
 from node.client import make_envelope
 from node.testing import NetworkLayout
@@ -150,4 +151,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     sys.exit(main())

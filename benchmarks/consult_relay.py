@@ -35,6 +35,7 @@ import grpc
 
 from benchmarks.common import ProcessMeter, bench_parser, machine_facts, write_results
 from benchmarks.consult import Sample, _rates, open_loop, summarize
+from node import grpc_runtime
 from node.app import GIL_SWITCH_INTERVAL_S
 from node.config import Limits
 from node.rpc.multiplex import CallFailed, StreamCaller, serve_calls
@@ -177,4 +178,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

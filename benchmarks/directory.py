@@ -109,6 +109,7 @@ from benchmarks.phases import (
     results_header,
     work_root,
 )
+from node import grpc_runtime
 from node.client import LocalClient, make_envelope
 from node.core.directory import (
     Authorization,
@@ -976,4 +977,5 @@ def _guarded(kind: str, rep: int, body: Any, *args: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

@@ -96,6 +96,7 @@ from benchmarks.phases import (
     results_header,
     work_root,
 )
+from node import grpc_runtime
 from node.client import LocalClient
 from node.testing import ProcessNetwork
 
@@ -403,4 +404,5 @@ def _relay(net: ProcessNetwork, root: Path, rep: int, args: argparse.Namespace) 
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

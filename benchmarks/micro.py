@@ -46,6 +46,7 @@ from benchmarks.common import (
 )
 from benchmarks.phases import results_header
 from benchmarks.progress import Progress, latency_curve, series
+from node import grpc_runtime
 from node.core.audit import ChainWriter
 from node.core.envelope import Decision, Policy, check_batch
 from node.core.identifiers import citizen_number_problem
@@ -146,4 +147,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

@@ -92,6 +92,7 @@ from benchmarks.phases import (
     results_header,
     work_root,
 )
+from node import grpc_runtime
 from node.client import LocalClient, make_envelope
 from node.core.directory import Authorization, Entity, Integration, Period, Service, Subscription
 from node.core.identifiers import enterprise_check_digits
@@ -350,4 +351,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

@@ -46,6 +46,7 @@ from typing import IO, Any
 import grpc
 
 from benchmarks.common import RECEIVER, SENDER, ProcessMeter, bench_parser, build_batches, p50_p99
+from node import grpc_runtime
 from node.rpc.tls import (
     TlsMaterial,
     channel_options,
@@ -456,4 +457,5 @@ def run_relay(
 
 
 if __name__ == "__main__":
+    grpc_runtime.hold_core()  # one gRPC core for every phase (node/grpc_runtime.py)
     raise SystemExit(main())

@@ -28,15 +28,32 @@ junk TCP connection at its default verbosity), outside the daemons' JSON logs, a
 routed into them. ``GRPC_VERBOSITY=NONE`` turns them off: whatever matters reaches the JSON
 logs through the Python side (a call's status, a stream's end, a port not bound). An
 operator's own ``GRPC_VERBOSITY`` / ``GRPC_TRACE`` (to debug gRPC itself) is left as it is.
+
+gRPC's core, held for the process (:func:`hold_core`): gRPC counts its users (every channel,
+server and grpc.aio engine calls ``grpc_init`` and, when closed, ``grpc_shutdown``) and, when
+the count falls to zero, tears its core down (the iomgr with epoll1's global poller lists, its
+timers), to build it again for the next user. A process that runs short-lived servers and
+channels one after the other goes through that once per network: the test suite's pytest
+process about once per test, the benchmarks once per phase. That path is unsafe while gRPC's
+TCP backup poller is polling (iomgr's ``tcp_posix.cc`` starts it when a write blocks, and it
+polls in 10-second turns on a thread of its own): the turn ends on a torn-down core, in epoll1's
+scan of its global poller lists (``check_neighborhood_for_available_poller``), and the process
+dies of a SIGSEGV. CI's pytest process died so twice, while nothing of gRPC was open in it
+(the frames located in the stripped library by their return addresses);
+``tests/e2e/grpc_teardown_probe.py`` reproduces it in a few rounds. The test suite and the
+benchmarks therefore hold one initialisation for their whole life, so the core is built once.
+The daemons do not need it: their server lives as long as they do, and a one-shot command
+builds the core once anyway.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import MutableMapping
 
-__all__ = ["GRPC_EXPERIMENTS", "GRPC_VERBOSITY", "apply", "quiet_core_logs"]
+__all__ = ["GRPC_EXPERIMENTS", "GRPC_VERBOSITY", "apply", "hold_core", "quiet_core_logs"]
 
 GRPC_VERBOSITY = "NONE"
 GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_listener,-event_engine_for_all_other_endpoints"
@@ -55,4 +72,24 @@ def quiet_core_logs(environ: MutableMapping[str, str] = os.environ) -> bool:
     if "GRPC_VERBOSITY" in environ or "grpc" in sys.modules:
         return False
     environ["GRPC_VERBOSITY"] = GRPC_VERBOSITY
+    return True
+
+
+_held = False
+
+
+def hold_core() -> bool:
+    """Initialise gRPC's core once more, never to be undone: True the first time, then False.
+
+    The matching ``grpc_shutdown`` never comes, so gRPC's user count stays above zero until the
+    process exits and the core is not torn down between one network and the next. gRPC's
+    Python package has no public call for it; ``fork_handlers_and_grpc_init`` is what its own
+    channels and servers call first (grpcio is pinned in constraints.txt, and
+    ``tests/unit/test_grpc_runtime.py`` checks the effect on gRPC's own API trace).
+    """
+    global _held
+    if _held:
+        return False
+    importlib.import_module("grpc._cython.cygrpc").fork_handlers_and_grpc_init()
+    _held = True
     return True

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import pytest
 
+from node import grpc_runtime
 from node.client import LocalClient, make_envelope
 from node.rpc.tls import channel_options, hub_tls_name
 from node.testing import DEMO_SERVICE, InProcessNetwork
@@ -30,6 +31,13 @@ from node.testing_postgres import PgDatabase, PostgresServer
 from node.wire.gen.crossroads.v1 import envelope_pb2, hub_pb2_grpc
 
 A, B, C = "0403019261", "0428759497", "0566988259"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One gRPC core for the whole session: each in-process network would otherwise tear it
+    down and build it again (node/grpc_runtime.py, hold_core: CI's pytest process crashed in
+    gRPC's poller code after such cycles)."""
+    grpc_runtime.hold_core()
 
 
 def hub_channel(

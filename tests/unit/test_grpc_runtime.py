@@ -52,3 +52,35 @@ def test_apply_on_a_given_environment() -> None:
     assert grpc_runtime.apply(env) is ("grpc" not in sys.modules)
     env = {"GRPC_EXPERIMENTS": "x"}
     assert grpc_runtime.apply(env) is False and env == {"GRPC_EXPERIMENTS": "x"}
+
+
+HOLD_PROBE = """
+import asyncio, sys
+from node import grpc_runtime
+grpc_runtime.apply()
+import grpc
+if sys.argv[1] == "hold":
+    assert grpc_runtime.hold_core() and not grpc_runtime.hold_core()
+async def one_network():
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")
+    await channel.close()
+for _ in range(3):
+    asyncio.run(one_network())
+"""
+
+
+def _core_users_left(mode: str) -> int:
+    """gRPC's user count when the probe's three networks are closed, from gRPC's API trace."""
+    env = {**os.environ, "GRPC_TRACE": "api", "GRPC_VERBOSITY": "DEBUG"}
+    done = subprocess.run([sys.executable, "-P", "-c", HOLD_PROBE, mode], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    inits = done.stderr.count("grpc_init(void)")
+    assert inits >= 3, done.stderr[-2000:]
+    return inits - done.stderr.count("grpc_shutdown(void)")
+
+
+def test_a_held_core_outlives_every_network() -> None:
+    """Without the hold the count falls to zero (gRPC tears its core down); with it, it stays
+    at one when every channel is closed."""
+    assert _core_users_left("plain") == 0
+    assert _core_users_left("hold") == 1
