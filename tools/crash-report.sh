@@ -20,8 +20,7 @@ for core in "${cores[@]}"; do
         | grep -v "^\[New LWP" | head -400
     echo "crash-report: $core: the crashing thread, its registers, the libraries' addresses"
     gdb -q -batch -iex "set auto-load safe-path /" -ex "bt 30" -ex "info registers rip rsp rdi rsi" \
-        -ex "info sharedlibrary" .venv/bin/python "$core" 2>&1 \
-        | grep -v "^\[New LWP" | grep -E -v "^0x[0-9a-f]+ +0x[0-9a-f]+ +(Yes|No)" | tail -60
+        .venv/bin/python "$core" 2>&1 | grep -v "^\[New LWP" | tail -60
     gdb -q -batch -iex "set auto-load safe-path /" -ex "info sharedlibrary" .venv/bin/python "$core" 2>&1 \
         | grep -E "^From|cygrpc|libpython"
 done
